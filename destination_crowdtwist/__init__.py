@@ -1,0 +1,3 @@
+"""Airbyte destination for Oracle CrowdTwist."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Writers: one per CrowdTwist object type."""
+
+from __future__ import annotations
