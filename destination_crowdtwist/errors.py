@@ -1,0 +1,347 @@
+"""Error taxonomy of the connector and THE table that maps CrowdTwist answers to actions.
+
+Errors are grouped by what the caller must do, not by HTTP status:
+
+- ``ConfigError``: the user has to fix something (credentials, base URL, TLS, mode). Stops the sync.
+- ``TransientError``: retries were exhausted on throttling / server errors / network trouble.
+- ``UncertainOutcome``: a non-idempotent request (activity credit) may have been applied; it was
+  deliberately not retried so points are never credited twice.
+- ``RecordRejected``: this one row cannot be written; the sync goes on.
+
+``classify_response`` is driven by ``RULES``, an ordered list of data rows, so that supporting a new
+CrowdTwist error text means adding a row, not a branch.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+
+class CrowdTwistError(Exception):
+    """Root of every error the connector raises about CrowdTwist.
+
+    ``message`` is the user-facing, actionable sentence. The other attributes carry context:
+    the HTTP status, CrowdTwist's machine code (``error`` key of the body) and message, and the
+    request line, which is already redacted (no api_key, no signature, masked user ids).
+    """
+
+    failure_type: ClassVar[FailureType] = FailureType.system_error
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        api_message: str | None = None,
+        request_line: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_code = error_code
+        self.api_message = api_message
+        self.request_line = request_line
+
+    def details(self) -> str:
+        """The context part of the text: request line, status, CrowdTwist code and message."""
+        parts: list[str] = []
+        if self.request_line:
+            parts.append(self.request_line)
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.error_code:
+            parts.append(f"error={self.error_code}")
+        if self.api_message:
+            parts.append(f"message={_shorten(self.api_message)!r}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        details = self.details()
+        return f"{self.message} ({details})" if details else self.message
+
+    def __repr__(self) -> str:
+        fields = [f"message={self.message!r}"]
+        for name in ("status", "error_code", "api_message", "request_line"):
+            value = getattr(self, name)
+            if value is not None:
+                fields.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    def to_traced_exception(self) -> AirbyteTracedException:
+        """Convert to the CDK exception the entrypoint turns into an Airbyte TRACE message.
+
+        The user-facing message is ``self.message``; the internal message adds the (redacted)
+        context. Neither holds a secret because nothing in this class ever stores one.
+        """
+        return AirbyteTracedException(
+            internal_message=str(self),
+            message=self.message,
+            failure_type=self.failure_type,
+            exception=self,
+        )
+
+
+class ConfigError(CrowdTwistError):
+    """Something the user must fix: credentials, base URL, TLS, redirects, unsupported mode."""
+
+    failure_type: ClassVar[FailureType] = FailureType.config_error
+
+
+class TransientError(CrowdTwistError):
+    """Retries were exhausted on 429 / 5xx / connection problems; running the sync later may work."""
+
+    failure_type: ClassVar[FailureType] = FailureType.transient_error
+
+
+class UncertainOutcome(TransientError):
+    """A non-idempotent request may have taken effect (read timeout, dropped connection, 5xx).
+
+    It was not retried on purpose: CrowdTwist has no idempotency key for activity credits, so a
+    blind retry could credit points twice. Callers should read back (activity history) or report.
+    """
+
+
+class RecordRejected(CrowdTwistError):
+    """A row that cannot be written; the sync goes on.
+
+    ``reason_class`` is a stable short tag (``validation``, ``not_found``, ``already_taken``,
+    ``custom_attribute``, ``location``, ``invalid_activity``, ``duplicate_event``, ``rejected_by_api``, ...)
+    used in reject files and summaries.
+    """
+
+    # Only used when a caller decides that rejected rows must fail the sync: the data (or the
+    # mapping that produced it) is what the user has to fix.
+    failure_type: ClassVar[FailureType] = FailureType.config_error
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason_class: str,
+        status: int | None = None,
+        error_code: str | None = None,
+        api_message: str | None = None,
+        request_line: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, error_code=error_code, api_message=api_message, request_line=request_line
+        )
+        self.reason_class = reason_class
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", reason_class={self.reason_class!r})"
+
+
+class Action(enum.Enum):
+    """What to do with a CrowdTwist answer."""
+
+    OK = "ok"
+    RETRY = "retry"
+    REJECT = "reject"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Outcome of ``classify_response``: the action, a short reason tag and an actionable hint."""
+
+    action: Action
+    reason_class: str | None
+    hint: str
+
+    @property
+    def failure_type(self) -> FailureType | None:
+        """The Airbyte failure type if this resolution ends up failing the sync."""
+        return {
+            Action.CONFIG: FailureType.config_error,
+            Action.RETRY: FailureType.transient_error,
+            Action.REJECT: FailureType.config_error,
+        }.get(self.action)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table. Every condition that is not None must hold for the row to match.
+
+    ``path_kind`` is ``"user"`` for user-scoped paths (``/users/`` in the path), ``"other"`` for the
+    rest; a rule with a path_kind never matches when the caller did not pass a path.
+    """
+
+    statuses: Callable[[int], bool]
+    action: Action
+    reason_class: str | None
+    hint: str
+    error_code: str | None = None
+    message: re.Pattern[str] | None = None
+    html: bool | None = None
+    path_kind: str | None = None
+
+    def matches(self, status: int, error_code: str | None, message: str | None, is_html: bool,
+                path_kind: str | None) -> bool:
+        """Whether this row applies to the given answer."""
+        if not self.statuses(status):
+            return False
+        if self.error_code is not None and (error_code or "").lower() != self.error_code:
+            return False
+        if self.message is not None and not self.message.search(message or ""):
+            return False
+        if self.html is not None and self.html != is_html:
+            return False
+        return self.path_kind is None or self.path_kind == path_kind
+
+
+def _is(*codes: int) -> Callable[[int], bool]:
+    return lambda status: status in codes
+
+
+def _between(low: int, high: int) -> Callable[[int], bool]:
+    return lambda status: low <= status <= high
+
+
+def _text(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+_CLIENT_ERRORS = _between(400, 499)
+
+_WRONG_BASE_URL = (
+    "CrowdTwist answered 'not found' for a path that always exists: the API base URL is probably wrong. "
+    "Use the base URL of your program, e.g. https://api123.crowdtwist.com (sandbox: https://sb-api123.crowdtwist.com)."
+)
+
+# Matched top to bottom; the first matching row wins. Message texts that CrowdTwist itself never
+# documented (custom attributes, location, "Event already processed") come from the reference
+# connector documentation and are NOT FOUND in Oracle's material (crowdtwist-api.md §2.6, §2.7, §3):
+# they are matched case-insensitively and loosely so that small wording differences still classify.
+RULES: tuple[Rule, ...] = (
+    Rule(_between(200, 299), Action.OK, None, ""),
+    Rule(_between(300, 399), Action.CONFIG, "redirect",
+         "The API base URL redirects; use the final https URL of your CrowdTwist API host."),
+    # HMAC failures are NOT FOUND in Oracle's docs; 401 is what the reference mock returns (assumed).
+    Rule(_is(401), Action.CONFIG, "authentication",
+         "CrowdTwist rejected the request timestamp. HMAC timestamps must be within 15 minutes of "
+         "CrowdTwist's clock: synchronise this machine's clock (NTP) and retry.",
+         message=_text(r"timestamp|clock|expired|skew")),
+    Rule(_is(401), Action.CONFIG, "authentication",
+         "CrowdTwist rejected the request signature (HMAC). Check the public and private HMAC keys in "
+         "Control Center > Settings > API, that HMAC is enabled for this program, and that this "
+         "machine's clock is correct."),
+    Rule(_is(403), Action.CONFIG, "authentication",
+         "CrowdTwist refused the credentials: invalid API key, or the key has no permission for this "
+         "endpoint. Check the key in Control Center > Settings > API and the base URL's client id."),
+    Rule(_is(408), Action.RETRY, "timeout", "CrowdTwist timed out waiting for the request; retrying."),
+    # CrowdTwist documents no 429 or Retry-After; treated as throttling like other connectors do.
+    Rule(_is(429), Action.RETRY, "throttled",
+         "CrowdTwist is throttling requests; slowing down and retrying."),
+    Rule(_is(503), Action.RETRY, "maintenance",
+         "CrowdTwist is in a maintenance window (HTML 503 page); retrying later.", html=True),
+    Rule(_is(500, 502, 503, 504), Action.RETRY, "server_error", "CrowdTwist had a server error; retrying."),
+    Rule(_between(500, 599), Action.RETRY, "server_error",
+         "CrowdTwist had an unexpected server error; retrying."),
+    Rule(_is(404), Action.CONFIG, "wrong_base_url", _WRONG_BASE_URL, html=True),
+    # Record-level texts first, so that e.g. an "Invalid activity" 404 is not taken for a missing member.
+    Rule(_CLIENT_ERRORS, Action.REJECT, "duplicate_event",
+         "CrowdTwist says this event was already processed: the earlier request was accepted, so this "
+         "row is a duplicate and nothing more is needed.",
+         message=_text(r"event already processed")),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "already_taken",
+         "A unique value (email_address, username or third_party_id) already belongs to a member. Use "
+         "sync mode upsert or update to change existing members; if it is another member's value, fix the "
+         "source data.",
+         message=_text(r"already taken")),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "custom_attribute",
+         "This program has no custom attributes configured. Configure them in CrowdTwist Control Center, "
+         "or set unmapped_fields=drop so unmapped columns are not sent as custom_data.",
+         message=_text(r"no custom attributes setup")),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "custom_attribute",
+         "A custom_data key is not a configured custom attribute. Names are case-sensitive and must match "
+         "Control Center exactly; rename the column / field_mapping entry, or set unmapped_fields=drop.",
+         message=_text(r"unrecognized attribute name")),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "location",
+         "CrowdTwist needs a location: a 5-digit postal_code for US members, or country_code with city_id "
+         "(or city_name) elsewhere. Fix the row's location fields.",
+         message=_text(r"us zip code or country/city combo")),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "invalid_activity",
+         "The activity_id is not an active activity of this program. Check the id in Control Center "
+         "(GET /v2/activities lists the active ones).",
+         message=_text(r"invalid activity")),
+    Rule(_is(404), Action.REJECT, "not_found",
+         "The member does not exist. Check that user_id matches the configured id_type (e.g. emails need "
+         "id_type=email), or use sync mode upsert to create missing members.",
+         message=_text(r"user does not exist")),
+    Rule(_is(404), Action.CONFIG, "wrong_base_url", _WRONG_BASE_URL, path_kind="other"),
+    Rule(_is(404), Action.REJECT, "not_found",
+         "The member was not found. Check that user_id matches the configured id_type, or use sync mode "
+         "upsert to create missing members."),
+    Rule(_is(400, 422), Action.REJECT, "validation",
+         "CrowdTwist rejected a field value; see the API message, fix the source data or field mapping."),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "rejected_by_api",
+         "CrowdTwist rejected this row; see the API message for what to change."),
+    Rule(lambda status: True, Action.REJECT, "rejected_by_api",
+         "CrowdTwist answered with an unexpected HTTP status; this row was not written."),
+)
+
+
+def _path_kind(path: str | None) -> str | None:
+    if path is None:
+        return None
+    return "user" if "/users/" in path else "other"
+
+
+def classify_response(
+    status: int,
+    error_code: str | None,
+    message: str | None,
+    *,
+    is_html: bool = False,
+    path: str | None = None,
+    rules: tuple[Rule, ...] = RULES,
+) -> Resolution:
+    """Map an HTTP status plus CrowdTwist's ``error`` / ``message`` to what the connector must do.
+
+    ``path`` (the request path, optional) tells a missing member (404 on ``/users/...``) from a wrong
+    base URL (404 on ``/v2/activities``). Without it a JSON 404 counts as a missing member.
+    """
+    kind = _path_kind(path)
+    for rule in rules:
+        if rule.matches(status, error_code, message, is_html, kind):
+            return Resolution(rule.action, rule.reason_class, rule.hint)
+    raise AssertionError("the last rule matches every status")  # pragma: no cover
+
+
+def error_from_resolution(
+    resolution: Resolution,
+    *,
+    status: int | None = None,
+    error_code: str | None = None,
+    api_message: str | None = None,
+    request_line: str | None = None,
+) -> CrowdTwistError:
+    """The exception that matches a non-OK resolution (``RecordRejected`` for REJECT, ...)."""
+    if resolution.action is Action.REJECT:
+        return RecordRejected(
+            resolution.hint, reason_class=resolution.reason_class or "rejected_by_api", status=status,
+            error_code=error_code, api_message=api_message, request_line=request_line,
+        )
+    cls: type[CrowdTwistError]
+    if resolution.action is Action.CONFIG:
+        cls = ConfigError
+    elif resolution.action is Action.RETRY:
+        cls = TransientError
+    else:
+        raise ValueError("an OK resolution is not an error")
+    return cls(resolution.hint, status=status, error_code=error_code, api_message=api_message,
+               request_line=request_line)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

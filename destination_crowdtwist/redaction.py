@@ -1,0 +1,63 @@
+"""Secret redaction for URLs and free text (error messages, logs).
+
+Secrets reach text in two ways: the ``api_key`` query parameter inside a URL (CrowdTwist's API-key
+mode puts the key in every URL) and libraries echoing what they were given. ``redact_url`` handles
+the first by parameter name; ``redact_text`` removes known secret values plus anything that looks
+like a secret parameter or an ``X-CT-Authorization`` value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+
+MASK = "***"
+
+# Query parameter names whose value is treated as secret (matched case-insensitively, whole name).
+_SECRET_PARAM = re.compile(
+    r"^(api[_-]?key|apikey|key|token|access[_-]?token|auth|authorization|secret|client[_-]?secret|"
+    r"private[_-]?key|password|passwd|signature|sig)$",
+    re.IGNORECASE,
+)
+# The same names inside free text, e.g. "...?id_type=email&api_key=SECRET" in a library message.
+_SECRET_PARAM_IN_TEXT = re.compile(
+    r"(?i)\b(api[_-]?key|apikey|access[_-]?token|client[_-]?secret|private[_-]?key|password|signature)"
+    r"=([^&\s'\"<>]+)"
+)
+_AUTH_HEADER_IN_TEXT = re.compile(r"(?i)\b(CTApiV2Auth\s+[^:\s'\"]+:|CTApiKey\s+)([^\s'\",}]+)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with secret-looking query values and any userinfo password replaced by ``***``.
+
+    Everything else (path, other parameters, their encoding) is kept as is.
+    """
+    parts = urlsplit(url)
+    query = "&".join(_redact_pair(pair) for pair in parts.query.split("&")) if parts.query else ""
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redact_pair(pair: str) -> str:
+    name, sep, _value = pair.partition("=")
+    if sep and _SECRET_PARAM.match(name):
+        return f"{name}={MASK}"
+    return pair
+
+
+def redact_text(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with known secret values (raw and percent-encoded) and secret-looking parameters masked."""
+    values: set[str] = set()
+    for secret in secrets:
+        if secret:
+            values.update({secret, quote(secret, safe=""), quote_plus(secret)})
+    # Longest first, so a secret that contains another is masked whole.
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    text = _SECRET_PARAM_IN_TEXT.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    return _AUTH_HEADER_IN_TEXT.sub(lambda m: f"{m.group(1)}{MASK}", text)
