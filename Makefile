@@ -1,0 +1,61 @@
+# Developer and CI entry points. Only python3 (3.10-3.13) must be installed: every target that
+# needs the package bootstraps .venv/ first.
+#
+#   make test    ruff, mypy, then pytest (unit_tests + integration_tests)
+#   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
+#   make bench   benchmark driver; pass options with BENCH_ARGS="..."
+#   make lint / make typecheck / make clean / make distclean
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Written after a successful install. The venv is re-installed when it is missing or when the
+# packaging files are newer than this stamp (a new dependency, a new console script).
+STAMP  := $(VENV)/.installed
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint typecheck pytest demo bench clean distclean
+
+help:
+	@echo "make demo | make test | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
+
+venv: $(STAMP)
+
+$(STAMP): setup.py pyproject.toml
+	@# A venv copied or moved from elsewhere has a dead interpreter link: rebuild it from scratch.
+	@if ! $(BIN)/python -c "" >/dev/null 2>&1; then \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv --clear $(VENV); \
+	fi
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[dev]'
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	@if [ -f scripts/demo.py ]; then \
+		$(BIN)/python scripts/demo.py; \
+	else \
+		echo "scripts/demo.py is not written yet; printing the connector's SPEC message instead."; \
+		$(BIN)/destination-crowdtwist spec; \
+	fi
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .bench *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

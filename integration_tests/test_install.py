@@ -1,0 +1,225 @@
+"""Replay the Dockerfile's COPY and `pip install` steps in a fresh venv and run the installed connector.
+
+There is no Docker engine here, so this is the closest check that the image would work: the
+files the Dockerfile copies are enough for a non-editable install, the wheel carries spec.json
+as a real file (not the repository's symlink), and the console scripts start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Dockerfile instruction, continuations joined."""
+
+    instruction: str
+    args: str
+
+
+def _dockerfile_steps() -> list[Step]:
+    steps: list[Step] = []
+    pending = ""
+    for raw in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        instruction, _, args = (pending + stripped).partition(" ")
+        steps.append(Step(instruction.upper(), args.strip()))
+        pending = ""
+    return steps
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's .dockerignore matching: anchored at the context root, `*` and `?` stay within one
+    path segment, `**` spans any number of directories."""
+    pattern = pattern.strip("/")
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        else:
+            char = pattern[i]
+            out += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
+            i += 1
+    return re.compile(out + r"\Z")
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves `rel` (posix, relative to the context) out of the build context.
+
+    A path is left out when it or one of its parent directories matches; a later `!pattern`
+    takes it back.
+    """
+    parts = PurePosixPath(rel).parts
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        regex = _pattern_regex(pattern[1:] if negated else pattern)
+        if any(regex.match(prefix) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def test_dockerignore_matcher_follows_docker_rules() -> None:
+    patterns = ["**/__pycache__", "*.sqlite", ".venv", "docs", "!docs/keep.md"]
+    assert _ignored("destination_crowdtwist/writers/__pycache__/x.pyc", patterns)
+    assert _ignored("__pycache__", patterns)
+    assert _ignored("a.sqlite", patterns)
+    assert not _ignored("sub/a.sqlite", patterns)  # `*` does not cross `/`
+    assert _ignored(".venv/bin/python", patterns)
+    assert not _ignored("destination_crowdtwist/docs_helper.py", patterns)
+    assert _ignored("docs/crowdtwist.md", patterns)
+    assert not _ignored("docs/keep.md", patterns)
+
+
+def _copy_steps() -> list[tuple[list[str], str]]:
+    copies = []
+    for step in _dockerfile_steps():
+        if step.instruction in ("COPY", "ADD"):
+            *sources, dest = shlex.split(step.args)
+            assert not any(s.startswith("--") for s in sources), f"COPY flags are not replayed: {step.args}"
+            copies.append((sources, dest))
+    return copies
+
+
+def test_copy_sources_exist_and_survive_dockerignore() -> None:
+    """Docker fails the build when a COPY source is missing from the (filtered) context."""
+    patterns = _dockerignore_patterns()
+    copies = _copy_steps()
+    assert copies
+    for sources, _dest in copies:
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"
+
+
+def _replay_copies(image_workdir: Path) -> None:
+    patterns = _dockerignore_patterns()
+    for sources, dest in _copy_steps():
+        target = image_workdir / dest
+        into_dir = dest.endswith("/") or len(sources) > 1
+        for source in sources:
+            src = ROOT / source
+            if src.is_dir():
+                def ignore(directory: str, names: list[str]) -> set[str]:
+                    rel_dir = Path(directory).relative_to(ROOT).as_posix()
+                    return {n for n in names if _ignored(f"{rel_dir}/{n}", patterns)}
+
+                # Docker copies a directory's contents and keeps symlinks as links.
+                shutil.copytree(src, target, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+            else:
+                out = target / src.name if into_dir else target
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, out)
+
+
+def _pip_install_args() -> list[str]:
+    runs = [shlex.split(step.args) for step in _dockerfile_steps() if step.instruction == "RUN"]
+    assert len(runs) == 1, f"only a single `RUN pip install` step can be replayed, got {runs}"
+    (argv,) = runs
+    assert argv[:2] == ["pip", "install"], argv
+    # The image build avoids a cache layer; the replay may use pip's cache to stay fast.
+    return [arg for arg in argv[2:] if arg != "--no-cache-dir"]
+
+
+@dataclass(frozen=True)
+class InstalledImage:
+    """A fresh venv that holds the connector as the Dockerfile installs it."""
+
+    bin_dir: Path
+    site_packages: Path
+    entrypoint: list[str]
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledImage:
+    base = tmp_path_factory.mktemp("image")
+    steps = _dockerfile_steps()
+    (workdir,) = [s.args for s in steps if s.instruction == "WORKDIR"]
+    image_workdir = base / "rootfs" / workdir.lstrip("/")
+    image_workdir.mkdir(parents=True)
+    _replay_copies(image_workdir)
+
+    venv = base / "venv"
+    # A genuinely fresh venv (no system site-packages); sys.executable's base interpreter is used.
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    python = venv / "bin" / "python"
+    proc = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--progress-bar", "off", *_pip_install_args()],
+        cwd=image_workdir, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Nothing installed may point back into the copied sources: remove them before running.
+    shutil.rmtree(base / "rootfs")
+
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, env=env, timeout=60,
+    ).stdout.strip()
+    (entrypoint,) = [json.loads(s.args) for s in steps if s.instruction == "ENTRYPOINT"]
+    return InstalledImage(venv / "bin", Path(site), entrypoint, env)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_installed_entrypoint_prints_the_top_level_spec(installed: InstalledImage, tmp_path: Path) -> None:
+    command = [str(installed.bin_dir / installed.entrypoint[0]), *installed.entrypoint[1:], "spec"]
+    proc = subprocess.run(command, cwd=tmp_path, env=installed.env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    specs = [m["spec"] for m in messages if m.get("type") == "SPEC"]
+    assert len(specs) == 1, proc.stdout
+    expected = json.loads((ROOT / "spec.json").read_text(encoding="utf-8"))
+    assert specs[0]["connectionSpecification"] == expected["connectionSpecification"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_wheel_carries_spec_json_as_a_real_file(installed: InstalledImage) -> None:
+    packaged = installed.site_packages / "destination_crowdtwist" / "spec.json"
+    assert packaged.is_file()
+    assert not packaged.is_symlink()
+    assert json.loads(packaged.read_text(encoding="utf-8")) == json.loads(
+        (ROOT / "spec.json").read_text(encoding="utf-8")
+    )
+    # Non-editable: the package is imported from the venv, not from this checkout.
+    assert not list(installed.site_packages.glob("__editable__*"))
+    assert sysconfig.get_paths()["purelib"] != str(installed.site_packages)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_installed_sandbox_cli_runs(installed: InstalledImage, tmp_path: Path) -> None:
+    proc = subprocess.run([str(installed.bin_dir / "crowdtwist-sandbox"), "--help"], cwd=tmp_path,
+                          env=installed.env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage" in proc.stdout.lower()

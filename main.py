@@ -1,0 +1,8 @@
+"""Run the destination from a source checkout: `python main.py spec|check|write ...`."""
+
+from __future__ import annotations
+
+from destination_crowdtwist.run import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,294 @@
+"""Packaging checks: registry metadata, spec lint, Dockerfile, Makefile bootstrap, docs, CI entry point."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from airbyte_cdk.models import ConnectorSpecificationSerializer
+from airbyte_cdk.test.standard_tests._spec_lint import find_secret_marking_errors
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_PATH = ROOT / "spec.json"
+PACKAGE_SPEC_LINK = ROOT / "destination_crowdtwist" / "spec.json"
+
+
+def _setup_keywords() -> dict[str, Any]:
+    """The literal keyword arguments of the setup() call in setup.py (parsed, not executed)."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup":
+            out: dict[str, Any] = {}
+            for kw in node.keywords:
+                try:
+                    out[str(kw.arg)] = ast.literal_eval(kw.value)
+                except ValueError:
+                    out[str(kw.arg)] = None  # a name such as MAIN_REQUIREMENTS
+            return out
+    raise AssertionError("setup.py has no setup(...) call")
+
+
+def _setup_version() -> str:
+    version = _setup_keywords()["version"]
+    assert isinstance(version, str)
+    return version
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs of the Dockerfile, with continuations joined and comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        lines.append(pending + stripped)
+        pending = ""
+    assert not pending, "Dockerfile ends in a line continuation"
+    out = []
+    for line in lines:
+        instruction, _, args = line.partition(" ")
+        out.append((instruction.upper(), args.strip()))
+    return out
+
+
+def _docker(instruction: str) -> list[str]:
+    return [args for name, args in _dockerfile_instructions() if name == instruction]
+
+
+@pytest.fixture(scope="module")
+def metadata() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "metadata.yaml").read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    loaded = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+# --- metadata.yaml -------------------------------------------------------------------------------
+
+
+def test_metadata_has_every_registry_field(metadata: dict[str, Any]) -> None:
+    assert metadata["metadataSpecVersion"] == "1.0"  # a string, not the float 1.0
+    data = metadata["data"]
+    assert data["name"] == "CrowdTwist"
+    assert data["connectorType"] == "destination"
+    assert data["dockerRepository"] == "airbyte/destination-crowdtwist"
+    assert data["githubIssueLabel"] == "destination-crowdtwist"
+    assert data["license"] == "MIT"
+    assert data["connectorSubtype"] == "api"
+    assert data["releaseStage"] == "alpha"
+    assert data["supportLevel"] == "community"
+    assert data["documentationUrl"].startswith("https://")
+    assert set(data["tags"]) >= {"language:python", "cdk:python"}
+    assert data["allowedHosts"]["hosts"] == ["*.crowdtwist.com"]
+    assert (ROOT / data["icon"]).is_file()
+
+
+def test_metadata_definition_id_is_a_uuid4(metadata: dict[str, Any]) -> None:
+    raw = metadata["data"]["definitionId"]
+    parsed = uuid.UUID(raw)
+    assert parsed.version == 4
+    assert str(parsed) == raw  # canonical lower-case, hyphenated form
+
+
+def test_versions_agree_everywhere(metadata: dict[str, Any]) -> None:
+    """A release bumps setup.py, metadata.yaml, the Dockerfile label and the changelog together."""
+    version = _setup_version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    assert metadata["data"]["dockerImageTag"] == version
+    labels = " ".join(_docker("LABEL"))
+    assert f"io.airbyte.version={version}" in labels
+    assert f"io.airbyte.name={metadata['data']['dockerRepository']}" in labels
+
+
+def test_base_image_equals_dockerfile_from(metadata: dict[str, Any]) -> None:
+    (base,) = _docker("FROM")
+    assert metadata["data"]["connectorBuildOptions"]["baseImage"] == base
+    assert re.fullmatch(r"docker\.io/airbyte/python-connector-base:4\.\d+\.\d+@sha256:[0-9a-f]{64}", base)
+
+
+def test_icon_is_an_svg() -> None:
+    text = (ROOT / "icon.svg").read_text(encoding="utf-8")
+    assert text.lstrip().startswith("<svg")
+    assert text.rstrip().endswith("</svg>")
+
+
+# --- spec.json -----------------------------------------------------------------------------------
+
+
+def test_package_spec_is_a_relative_symlink_to_the_top_level_spec() -> None:
+    """One source of truth: the package serves the top-level spec.json through a relative link."""
+    assert PACKAGE_SPEC_LINK.is_symlink()
+    assert os.readlink(PACKAGE_SPEC_LINK) == "../spec.json"
+    assert PACKAGE_SPEC_LINK.resolve() == SPEC_PATH.resolve()
+
+
+def test_spec_passes_the_cdk_secret_lint(spec: dict[str, Any]) -> None:
+    assert find_secret_marking_errors(spec["connectionSpecification"]) == []
+
+
+def test_spec_is_a_valid_connector_specification(spec: dict[str, Any]) -> None:
+    parsed = ConnectorSpecificationSerializer.load(spec)
+    assert parsed.connectionSpecification == spec["connectionSpecification"]
+    modes = {mode.value for mode in parsed.supported_destination_sync_modes or []}
+    # overwrite / soft_delete are refused: CrowdTwist cannot replace or delete members.
+    assert modes == {"append", "append_dedup", "update"}
+
+
+def test_installed_console_script_prints_the_spec_file(spec: dict[str, Any]) -> None:
+    script = Path(sys.executable).parent / "destination-crowdtwist"
+    assert script.exists(), "run `make venv` (pip install -e '.[dev]') first"
+    proc = subprocess.run(
+        [str(script), "spec"], capture_output=True, text=True, timeout=60, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    specs = [
+        msg["spec"]
+        for msg in (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{"))
+        if msg.get("type") == "SPEC"
+    ]
+    assert len(specs) == 1
+    assert specs[0]["connectionSpecification"] == spec["connectionSpecification"]
+    assert specs[0]["supported_destination_sync_modes"] == spec["supported_destination_sync_modes"]
+
+
+# --- Dockerfile ----------------------------------------------------------------------------------
+
+
+def test_dockerfile_entrypoint_is_the_connector_console_script(metadata: dict[str, Any]) -> None:
+    (entrypoint,) = _docker("ENTRYPOINT")
+    command = json.loads(entrypoint)  # exec form, so signals reach the connector
+    connector_name = metadata["data"]["dockerRepository"].split("/")[-1]
+    assert command == [connector_name]
+    scripts = _setup_keywords()["entry_points"]["console_scripts"]
+    assert f"{connector_name}=destination_crowdtwist.run:run" in scripts
+    envs = " ".join(_docker("ENV"))
+    # The platform wraps the command found in AIRBYTE_ENTRYPOINT.
+    assert f'AIRBYTE_ENTRYPOINT="{connector_name}"' in envs
+    assert _docker("WORKDIR") == ["/airbyte/integration_code"]
+    assert any(re.fullmatch(r"pip install (--no-cache-dir )?\.", run) for run in _docker("RUN"))
+
+
+def test_dockerignore_keeps_venv_tests_and_caches_out() -> None:
+    patterns = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for pattern in (".venv", "unit_tests", "integration_tests", "**/__pycache__", ".pytest_cache"):
+        assert pattern in patterns
+
+
+# --- Makefile / CI ---------------------------------------------------------------------------------
+
+
+def _make_dry_run(venv: Path, target: str) -> str:
+    assert shutil.which("make"), "make is required"
+    proc = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), f"VENV={venv}", "PYTHON=python3", target],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    lines = _make_dry_run(venv, "test").splitlines()
+
+    def position(command: str) -> int:
+        matches = [i for i, line in enumerate(lines) if line.strip() == command]
+        assert len(matches) == 1, (command, lines)
+        return matches[0]
+
+    create = position(f"python3 -m venv --clear {venv}; \\")
+    install = position(f"{venv}/bin/python -m pip install --quiet --progress-bar off -e '.[dev]'")
+    stamp = position(f"touch {venv}/.installed")
+    ruff, mypy = position(f"{venv}/bin/ruff check ."), position(f"{venv}/bin/mypy")
+    assert create < install < stamp < ruff < mypy < position(f"{venv}/bin/pytest")
+
+
+def test_make_reinstalls_only_when_packaging_files_are_newer_than_the_stamp(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    stamp = venv / ".installed"
+    stamp.touch()
+    newest = max((ROOT / name).stat().st_mtime for name in ("setup.py", "pyproject.toml"))
+    os.utime(stamp, (newest + 60, newest + 60))
+    assert "pip install" not in _make_dry_run(venv, "test")
+    os.utime(stamp, (newest - 60, newest - 60))
+    assert "pip install" in _make_dry_run(venv, "test")
+
+
+def test_make_demo_falls_back_to_spec_and_bench_passes_args(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    future = time.time() + 3600
+    (venv / ".installed").touch()
+    os.utime(venv / ".installed", (future, future))
+    demo = _make_dry_run(venv, "demo")
+    assert "scripts/demo.py" in demo
+    assert "destination-crowdtwist spec" in demo
+    proc = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), f"VENV={venv}", "bench", "BENCH_ARGS=--rows 10"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "scripts/bench.py --rows 10" in proc.stdout
+
+
+def test_ci_run_calls_make_test() -> None:
+    ci = ROOT / ".ci" / "run"
+    text = ci.read_text(encoding="utf-8")
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert re.search(r"^make test$", text, re.MULTILINE)
+    assert os.access(ci, os.X_OK)
+
+
+# --- docs ------------------------------------------------------------------------------------------
+
+
+def _changelog_rows() -> list[list[str]]:
+    text = (ROOT / "docs" / "crowdtwist.md").read_text(encoding="utf-8")
+    _, found, section = text.partition("\n## Changelog\n")
+    assert found, "docs/crowdtwist.md has no '## Changelog' section"
+    section = section.split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in section.splitlines() if line.strip().startswith("|")]
+    header, separator, *body = rows
+    assert [cell.lower() for cell in header] == ["version", "date", "pull request", "subject"]
+    assert all(set(cell) <= set(":-") for cell in separator)
+    return body
+
+
+def test_changelog_starts_with_the_current_version() -> None:
+    rows = _changelog_rows()
+    assert rows, "the changelog has no rows"
+    version, date, _pr, subject = rows[0]  # newest first
+    assert version == _setup_version()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", date)
+    assert subject
+
+
+def test_readme_documents_the_entry_points() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for needle in ("make demo", "make test", '"auth_type": "api_key"', '"auth_type": "hmac"',
+                   "## Performance", "## Exactly-once activity credits", "make bench"):
+        assert needle in readme, needle
