@@ -84,6 +84,7 @@ class ConnectorConfig:
     event_id_field: str = "event_id"
     credit_verification: str = "replay_window"
     ledger_path: str | None = None
+    award_queue_delay_seconds: float = 10.0
     upsert_strategy: str = "auto"
     max_concurrency: int = 20
     max_requests_per_minute: int = 9000
@@ -248,6 +249,9 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         event_id_field=str(raw.get("event_id_field") or d["event_id_field"]),
         credit_verification=_choice(raw, "credit_verification", CREDIT_VERIFICATION, d["credit_verification"]),
         ledger_path=_optional_path(raw, "ledger_path"),
+        award_queue_delay_seconds=_number(
+            raw, "award_queue_delay_seconds", d["award_queue_delay_seconds"], 0, 600, integer=False
+        ),
         upsert_strategy=_choice(raw, "upsert_strategy", UPSERT_STRATEGIES, d["upsert_strategy"]),
         max_concurrency=_number(raw, "max_concurrency", d["max_concurrency"], 1, 64, integer=True),
         max_requests_per_minute=_number(

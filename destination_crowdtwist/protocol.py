@@ -36,14 +36,14 @@ _KNOWN_TYPES = frozenset(t.value for t in Type)
 class StateStats(AirbyteStateStats):
     """State stats with the protocol 0.18 ``rejectedRecordCount``."""
 
-    rejectedRecordCount: float | None = None  # noqa: N815 - protocol field name
+    rejectedRecordCount: float | None = None
 
 
 @dataclass
 class PatchedAirbyteStateMessage(AirbyteStateMessage):
     """A state message that keeps the platform's checkpoint ``id``."""
 
-    destinationStats: StateStats | None = None  # type: ignore[assignment]  # noqa: N815 - protocol name
+    destinationStats: StateStats | None = None  # type: ignore[assignment]
     id: int | None = None
 
 

@@ -21,10 +21,11 @@ NOT_AWARDED = "not_awarded"  # accepted by CrowdTwist but blocked (e.g. a freque
 WOULD_CREATE = "would_create"  # dry run
 WOULD_UPDATE = "would_update"  # dry run
 WOULD_CREDIT = "would_credit"  # dry run
+UNCHANGED = "unchanged"  # nothing needed sending (e.g. only user_id, member exists)
 REJECTED = "rejected"
 
 ACCEPTED_KINDS = frozenset(
-    {CREATED, UPDATED, CREDITED, DUPLICATE, NOT_AWARDED, WOULD_CREATE, WOULD_UPDATE, WOULD_CREDIT}
+    {CREATED, UPDATED, UNCHANGED, CREDITED, DUPLICATE, NOT_AWARDED, WOULD_CREATE, WOULD_UPDATE, WOULD_CREDIT}
 )
 
 
@@ -58,6 +59,7 @@ class Row:
     ticket: int = 0  # checkpoint segment
     verify: bool = False  # activity credits: look up history before crediting (replay window)
     member: str | None = None  # member key for ordering (set by the pipeline)
+    prepared: Any = None  # what the writer computed in member_key (mapped row or its error)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,355 @@
+"""The destination: ``spec``, ``check`` and ``write``, and nothing else.
+
+``write`` parses the config, refuses sync modes CrowdTwist cannot honour, builds one writer for the
+configured object type and drives the :class:`~destination_crowdtwist.pipeline.Pipeline`: records go
+to the worker pool, states come back out only when everything before them has settled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from airbyte_cdk.destinations import Destination
+from airbyte_cdk.exception_handler import init_uncaught_exception_handler
+from airbyte_cdk.models import (
+    AirbyteConnectionStatus,
+    AirbyteMessage,
+    AirbyteStateType,
+    ConfiguredAirbyteCatalog,
+    DestinationSyncMode,
+    Status,
+    Type,
+)
+from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_crowdtwist.checkpoint import ReleasedState, StreamKey
+from destination_crowdtwist.client import client_from_config
+from destination_crowdtwist.config import ConnectorConfig, parse_config
+from destination_crowdtwist.errors import ConfigError, CrowdTwistError, TransientError
+from destination_crowdtwist.pipeline import Pipeline
+from destination_crowdtwist.protocol import (
+    PatchedAirbyteMessage,
+    PatchedAirbyteStateMessage,
+    StateStats,
+    emit,
+    parse_messages,
+)
+from destination_crowdtwist.report import SyncReport
+from destination_crowdtwist.writers import make_writer
+from destination_crowdtwist.writers.base import Row, StreamContext
+
+logger = logging.getLogger("airbyte")
+
+SUPPORTED_MODES = {
+    DestinationSyncMode.append_dedup.value: "upsert",
+    DestinationSyncMode.append.value: "insert",
+    DestinationSyncMode.update.value: "update",
+}
+
+_END = object()
+
+
+class _ReaderFailed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class DestinationCrowdtwist(Destination):
+    """Airbyte destination for Oracle CrowdTwist: member profiles and activity credits."""
+
+    # Config errors are reported by parse_config with field names (see run_cmd below).
+    check_config_against_spec = False
+
+    # -- entry point (fixes CDK 7.x pitfalls; see protocol.py) ------------------------------------
+
+    def run(self, args: list[str]) -> None:
+        """Run a command, writing each message as one flushed line."""
+        init_uncaught_exception_handler(logger)
+        parsed_args = self.parse_args(args)
+        for message in self.run_cmd(parsed_args):
+            emit(message)
+
+    def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
+        """Like the CDK's, but config problems come from parse_config, which names the field to fix."""
+        cmd = parsed_args.command
+        spec = self.spec(logger)
+        if cmd == "spec":
+            yield AirbyteMessage(type=Type.SPEC, spec=spec)
+            return
+        config = self.read_config(config_path=parsed_args.config)
+        # Register secrets before anything can print them (a config error may quote config values).
+        update_secrets(get_secrets(spec.connectionSpecification, config))
+        if cmd == "check":
+            yield self._run_check(config=config)
+        elif cmd == "write":
+            yield from self._run_write(
+                config=config,
+                configured_catalog_path=parsed_args.catalog,
+                input_stream=self._stdin(),
+            )
+
+    @staticmethod
+    def _stdin() -> Any:
+        import io
+        import sys
+
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+
+    def _parse_input_stream(self, input_stream: Any) -> Iterable[AirbyteMessage]:
+        return parse_messages(input_stream)
+
+    # -- check --------------------------------------------------------------------------------
+
+    def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
+        """Validate the config and call ``GET /v2/activities``; FAILED messages say what to fix."""
+        try:
+            cfg = parse_config(config)
+            client = client_from_config(cfg)
+            try:
+                activities = client.list_activities()
+            finally:
+                client.close()
+        except ConfigError as exc:
+            return AirbyteConnectionStatus(status=Status.FAILED, message=str(exc))
+        except TransientError as exc:
+            return AirbyteConnectionStatus(status=Status.FAILED, message=_transient_check_message(exc))
+        except CrowdTwistError as exc:
+            return AirbyteConnectionStatus(status=Status.FAILED, message=str(exc))
+        count = len(activities)
+        message = f"Connected to CrowdTwist at {cfg.api_base_url}: {count} active activit{'y' if count == 1 else 'ies'} found."
+        if cfg.object_type == "activity_credit" and count == 0:
+            message += " Warning: Activity Credit syncs need at least one active activity; every row will be rejected."
+        return AirbyteConnectionStatus(status=Status.SUCCEEDED, message=message)
+
+    # -- write --------------------------------------------------------------------------------
+
+    def write(
+        self,
+        config: Mapping[str, Any],
+        configured_catalog: ConfiguredAirbyteCatalog,
+        input_messages: Iterable[AirbyteMessage],
+    ) -> Iterable[AirbyteMessage]:
+        """Write records to CrowdTwist; echo each state once everything before it has settled."""
+        try:
+            cfg = parse_config(config)
+            streams = _stream_contexts(configured_catalog, cfg)
+        except CrowdTwistError as exc:
+            raise exc.to_traced_exception() from None
+        yield from _Sync(cfg, streams).run(input_messages)
+
+
+class _Sync:
+    """One run of ``write``: owns the client, writer, report and pipeline."""
+
+    def __init__(self, cfg: ConnectorConfig, streams: dict[StreamKey, StreamContext]) -> None:
+        self.cfg = cfg
+        self.streams = streams
+        self.skipped_streams: set[StreamKey] = set()
+
+    def run(self, input_messages: Iterable[AirbyteMessage]) -> Iterator[AirbyteMessage]:
+        cfg = self.cfg
+        try:
+            client = client_from_config(cfg)
+            report = SyncReport(
+                rejected_records_path=cfg.rejected_records_path,
+                include_pii=cfg.rejected_records_include_pii,
+                log_pii=cfg.log_pii,
+                dry_run=cfg.dry_run,
+            )
+        except CrowdTwistError as exc:
+            raise exc.to_traced_exception() from None
+        writer = make_writer(cfg, client)
+        pipeline = Pipeline(
+            writer,
+            report,
+            concurrency=cfg.max_concurrency,
+            request_stats=client.request_totals,
+            progress_interval=cfg.progress_interval_seconds,
+        )
+        if cfg.dry_run:
+            logger.warning(
+                "Dry run: nothing is written to CrowdTwist and no state is echoed, so the next real sync "
+                "sends these rows again."
+            )
+        try:
+            try:
+                writer.prepare()
+            except CrowdTwistError as exc:
+                raise exc.to_traced_exception() from None
+            pipeline.start()
+            yield from self._drive(input_messages, writer, pipeline, report)
+        finally:
+            pipeline.shutdown()
+            writer.close()
+            client.close()
+            report.close()
+            for line in report.summary_lines():
+                logger.info(line)
+            logger.info(pipeline.progress_line())
+
+    def _drive(
+        self, input_messages: Iterable[AirbyteMessage], writer: Any, pipeline: Pipeline, report: SyncReport
+    ) -> Iterator[AirbyteMessage]:
+        barrier = bool(getattr(writer, "barrier_at_states", False))
+        inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=_read_ahead, args=(input_messages, inbox, stop), name="crowdtwist-reader", daemon=True
+        )
+        reader.start()
+        seq = 0
+        states_seen = 0
+        try:
+            while True:
+                try:
+                    msg = inbox.get(timeout=0.2)
+                except queue.Empty:
+                    # Input is idle: release states whose records settled meanwhile.
+                    yield from self._released(pipeline, report)
+                    continue
+                if msg is _END:
+                    break
+                if isinstance(msg, _ReaderFailed):
+                    raise msg.exc
+                if msg.type == Type.RECORD and msg.record is not None:
+                    key = (msg.record.namespace, msg.record.stream)
+                    stream = self.streams.get(key)
+                    if stream is None:
+                        if key not in self.skipped_streams:
+                            self.skipped_streams.add(key)
+                            logger.warning(
+                                f"Skipping records of stream {msg.record.stream!r}: it is not in the configured catalog."
+                            )
+                        continue
+                    row = Row(stream=stream, data=msg.record.data, seq=seq, verify=states_seen == 0)
+                    seq += 1
+                    row.member = writer.member_key(row)
+                    pipeline.submit(row)
+                elif msg.type == Type.STATE and msg.state is not None:
+                    states_seen += 1
+                    pipeline.add_state(msg, _state_stream(msg))
+                    if barrier:
+                        # Activity credits: never start a credit past a state that is not echoed yet,
+                        # so an interrupted attempt cannot have credited rows beyond its next state.
+                        pipeline.wait_settled()
+                yield from self._released(pipeline, report)
+            pipeline.wait_settled()
+            yield from self._released(pipeline, report)
+        except CrowdTwistError as exc:
+            yield from self._after_fatal(pipeline, report)
+            raise exc.to_traced_exception() from None
+        except AirbyteTracedException:
+            yield from self._after_fatal(pipeline, report)
+            raise
+        finally:
+            stop.set()
+
+    def _after_fatal(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
+        # Rows already in flight finish; states whose records all settled are still safe to echo.
+        pipeline.wait_idle_after_fatal()
+        yield from self._released(pipeline, report, raise_fatal=False)
+
+    def _released(
+        self, pipeline: Pipeline, report: SyncReport, *, raise_fatal: bool = True
+    ) -> Iterator[AirbyteMessage]:
+        fatal = pipeline.fatal if raise_fatal else None
+        released = pipeline.release()
+        if released:
+            report.flush()  # rejected rows are durable before their state is echoed
+        for item in released:
+            if not self.cfg.dry_run:
+                yield _with_stats(item)
+        if fatal is not None:
+            raise fatal
+
+
+def _read_ahead(messages: Iterable[AirbyteMessage], inbox: queue.Queue[Any], stop: threading.Event) -> None:
+    """Read input on its own thread so states can be echoed while the source is quiet."""
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                inbox.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for msg in messages:
+            if not put(msg):
+                return
+        put(_END)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        put(_ReaderFailed(exc))
+
+
+def _state_stream(msg: AirbyteMessage) -> StreamKey | None:
+    state = msg.state
+    assert state is not None
+    if state.type == AirbyteStateType.STREAM and state.stream is not None:
+        desc = state.stream.stream_descriptor
+        return (desc.namespace, desc.name)
+    return None  # GLOBAL and LEGACY states cover every stream
+
+
+def _with_stats(item: ReleasedState[Any]) -> AirbyteMessage:
+    """The state to echo, with the platform's id kept and exact destinationStats attached."""
+    msg = item.state
+    state = msg.state
+    stats = StateStats(recordCount=float(item.record_count), rejectedRecordCount=float(item.rejected_count))
+    patched = PatchedAirbyteStateMessage(
+        type=state.type,
+        stream=state.stream,
+        global_=state.global_,
+        data=state.data,
+        sourceStats=state.sourceStats,
+        destinationStats=stats,
+        id=getattr(state, "id", None),
+    )
+    return PatchedAirbyteMessage(type=Type.STATE, state=patched)
+
+
+def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) -> dict[StreamKey, StreamContext]:
+    streams: dict[StreamKey, StreamContext] = {}
+    for configured in catalog.streams:
+        mode = configured.destination_sync_mode
+        mode_value = getattr(mode, "value", mode)
+        name = configured.stream.name
+        if mode_value not in SUPPORTED_MODES:
+            raise ConfigError(
+                f"Stream {name!r} uses destination sync mode {mode_value!r}, which CrowdTwist cannot support. "
+                "Choose append_dedup (upsert), append (insert) or update for this stream."
+            )
+        if cfg.object_type == "activity_credit" and mode_value == DestinationSyncMode.update.value:
+            raise ConfigError(
+                f"Stream {name!r} uses sync mode 'update', which does not apply to Activity Credit "
+                "(a credit is always a new event). Choose append or append_dedup for this stream."
+            )
+        pk = tuple(tuple(path) for path in (configured.primary_key or []))
+        ctx = StreamContext(namespace=configured.stream.namespace, name=name, sync_mode=mode_value, primary_key=pk)
+        streams[ctx.key] = ctx
+    return streams
+
+
+def _transient_check_message(exc: TransientError) -> str:
+    if exc.status == 503:
+        return (
+            "CrowdTwist is unavailable (HTTP 503, probably a maintenance window). Try the check again later. "
+            f"Details: {exc}"
+        )
+    if exc.status == 429:
+        return (
+            "CrowdTwist is rate limiting this program right now (HTTP 429); other integrations may be using the "
+            f"request budget. Try again in a minute. Details: {exc}"
+        )
+    return str(exc)
+
+
+__all__ = ["DestinationCrowdtwist"]

@@ -1,0 +1,503 @@
+"""Activity Credit writer: award points exactly once, even across retries and replayed syncs.
+
+CrowdTwist has no idempotency key for ``POST /v2/users/{id}/activities`` and queues awards
+(crowdtwist-api.md §3), while Airbyte delivery is at-least-once. This writer makes each row's credit
+happen once:
+
+1. **A dedupe key per row**, stored in the credit's ``extra_data`` under :data:`DEDUPE_KEY_FIELD`:
+   the row's ``event_id`` when it has one (recommended), else a SHA-256 of the row's identity
+   (stream, user_id, activity_id, activity_date, num_points, primary-key values). Never random.
+2. **Within a sync** a key is sent at most once; later rows with the same key are duplicates.
+3. **Uncertain outcomes** (read timeout, dropped connection, 5xx after sending) are never blindly
+   retried: the member's activity history is read for the key — polling for up to
+   ``award_queue_delay_seconds`` because awards are queued — and the credit is re-sent only if the
+   key is still absent.
+4. **Replays**: the destination puts a barrier at every state message (no credit starts past a
+   state that is not echoed yet), so an interrupted attempt can only have credited rows up to its
+   next state. A replayed attempt re-sends exactly the rows after the last echoed state; the rows
+   before the *first* state of a sync are therefore the only ones that may already be credited, and
+   the ``replay_window`` policy verifies just those (one history read per distinct member, cached).
+   ``every_row`` verifies all rows; ``none`` verifies none. With ``ledger_path`` the local ledger
+   answers instead, with no extra request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from destination_crowdtwist.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.coercion import CoercionError, to_epoch_seconds
+from destination_crowdtwist.config import ConnectorConfig
+from destination_crowdtwist.errors import (
+    Action,
+    ConfigError,
+    TransientError,
+    UncertainOutcome,
+    classify_response,
+    error_from_resolution,
+)
+from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.masking import mask_identifier
+from destination_crowdtwist.writers.base import (
+    CREDITED,
+    DUPLICATE,
+    NOT_AWARDED,
+    WOULD_CREDIT,
+    Outcome,
+    Row,
+)
+
+logger = logging.getLogger("airbyte")
+
+#: The key under which every credit's dedupe key is stored in CrowdTwist's ``extra_data``.
+DEDUPE_KEY_FIELD = "airbyte_dedupe_key"
+#: How far back activity history is searched for a dedupe key (a replay normally follows its failed
+#: attempt within hours; a week leaves room for a paused connection).
+HISTORY_LOOKBACK_SECONDS = 7 * 24 * 3600
+KNOWN_FIELDS = frozenset({"user_id", "activity_id", "num_points", "activity_date", "extra_data"})
+
+
+class _RowProblem(Exception):
+    def __init__(self, reason_class: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_class = reason_class
+        self.message = message
+
+
+@dataclass
+class Credit:
+    """A row parsed into a credit request."""
+
+    user_id: str
+    activity_id: str
+    num_points: int | None
+    activity_date: int | None
+    extra_data: dict[str, Any]
+    dedupe_key: str
+    duplicate_of: int | None = None  # seq of an earlier row of this sync with the same key
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body of the credit request."""
+        body: dict[str, Any] = {"activity_id": self.activity_id}
+        if self.num_points is not None:
+            body["num_points"] = self.num_points
+        if self.activity_date is not None:
+            body["activity_date"] = self.activity_date
+        body["extra_data"] = {**self.extra_data, DEDUPE_KEY_FIELD: self.dedupe_key}
+        return body
+
+
+@dataclass
+class _HistoryCache:
+    keys: set[str] = field(default_factory=set)
+
+
+class ActivityCreditWriter:
+    """Writes Activity Credit rows. See the module docstring."""
+
+    # Tells the destination to wait for every row before a state to settle before going on.
+    barrier_at_states = True
+
+    def __init__(
+        self,
+        cfg: ConnectorConfig,
+        client: CrowdTwistClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.id_type = cfg.user_identifier_type
+        self._clock = clock
+        self._sleep = sleep
+        self._active: dict[str, Mapping[str, Any]] = {}
+        self._seen_keys: dict[str, int] = {}
+        self._unknown_fields_logged: set[tuple[str, str]] = set()
+        self._history: dict[str, _HistoryCache] = {}
+        self._history_lock = threading.Lock()
+        self._ledger: CreditLedger | None = None
+        self._started = clock()
+        self.history_reads = 0
+        self._mapping = {m.source: m.destination for m in cfg.field_mapping}
+
+    # -- Writer protocol ---------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Read the active activities once, and open the ledger."""
+        activities = self.client.list_activities()
+        self._active = {str(a.get("id")): a for a in activities if isinstance(a, Mapping)}
+        logger.info(f"Activity Credit: {len(self._active)} active activities in this program.")
+        if self.cfg.ledger_path:
+            self._ledger = CreditLedger(self.cfg.ledger_path)
+        self._started = self._clock()
+
+    def close(self) -> None:
+        """Close the ledger."""
+        if self._ledger is not None:
+            self._ledger.close()
+
+    def member_key(self, row: Row) -> str | None:
+        """Parse the row (on the reader thread, in input order) and key it by member."""
+        try:
+            credit = self._parse(row)
+        except _RowProblem as exc:
+            row.prepared = exc
+            return None
+        earlier = self._seen_keys.get(credit.dedupe_key)
+        if earlier is not None:
+            credit.duplicate_of = earlier
+        else:
+            self._seen_keys[credit.dedupe_key] = row.seq
+        row.prepared = credit
+        return credit.user_id
+
+    def process(self, row: Row) -> Outcome:
+        """Credit one row exactly once; returns its outcome."""
+        credit = row.prepared
+        if isinstance(credit, _RowProblem):
+            return Outcome.rejected(self._raw_member(row), credit.reason_class, credit.message)
+        assert isinstance(credit, Credit)
+        member = self._mask(credit.user_id)
+        if credit.duplicate_of is not None:
+            return Outcome(
+                kind=DUPLICATE, member=member,
+                message=f"same dedupe key as row {credit.duplicate_of} of this sync; credited once",
+            )
+        if self.cfg.dry_run:
+            return self._dry_run(credit, member)
+        key = credit.dedupe_key
+        verify = self.cfg.credit_verification == "every_row" or (
+            self.cfg.credit_verification == "replay_window" and row.verify
+        )
+        if self._ledger is not None:
+            status = self._ledger.status(key)
+            if status == DONE:
+                return Outcome(kind=DUPLICATE, member=member, message="already credited (local ledger)")
+            # A key the ledger never saw was never sent from here: no lookup needed. A pending key
+            # may have landed: verify it.
+            verify = status == PENDING or (verify and self.cfg.credit_verification == "every_row")
+        if verify and self._history_has(credit, replay=True):
+            self._mark_done(key, DUPLICATE)
+            return Outcome(kind=DUPLICATE, member=member, message="already credited (found in activity history)")
+        return self._send(credit, member)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _send(self, credit: Credit, member: str) -> Outcome:
+        key = credit.dedupe_key
+        if self._ledger is not None:
+            self._ledger.mark_pending(key)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = self.client.credit_activity(credit.user_id, self.id_type, credit.payload())
+            except UncertainOutcome as exc:
+                # The request may have been applied: look before sending it again.
+                if self._history_has(credit, replay=False):
+                    self._mark_done(key, CREDITED)
+                    return Outcome(kind=CREDITED, member=member, message="credited (confirmed in activity history)")
+                if attempts > self.cfg.max_retries:
+                    raise TransientError(
+                        "Activity credits keep failing with uncertain outcomes (timeouts, dropped connections or "
+                        "server errors); the sync stops without echoing the current state, and the next attempt "
+                        "verifies this row in activity history before crediting it.",
+                        status=exc.status,
+                        request_line=exc.request_line,
+                    ) from exc
+                continue
+            return self._outcome(credit, member, response)
+
+    def _outcome(self, credit: Credit, member: str, response: ApiResponse) -> Outcome:
+        key = credit.dedupe_key
+        if 200 <= response.status < 300:
+            data = response.data if isinstance(response.data, Mapping) else {}
+            self._remember(credit)
+            if data.get("awarded") is False:
+                # Accepted, but CrowdTwist's rules (e.g. a frequency cap) blocked the points.
+                self._mark_done(key, NOT_AWARDED)
+                return Outcome(
+                    kind=NOT_AWARDED, member=member, status=response.status,
+                    message="accepted but not awarded (frequency cap or another program rule)",
+                )
+            self._mark_done(key, CREDITED)
+            return Outcome(kind=CREDITED, member=member, status=response.status)
+        code, message = _error_fields(response)
+        is_html = "html" in response.headers.get("Content-Type", "").lower()
+        resolution = classify_response(
+            response.status, code, message, is_html=is_html, path="/v2/users/{id}/activities"
+        )
+        if resolution.action is Action.CONFIG:
+            raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
+        if resolution.action is not Action.REJECT:
+            raise ConfigError(f"Unexpected answer HTTP {response.status} from CrowdTwist", status=response.status)
+        reason = resolution.reason_class or "rejected_by_api"
+        if reason == "duplicate_event":
+            # CrowdTwist's "Event already processed": the earlier request was accepted.
+            self._mark_done(key, DUPLICATE)
+            return Outcome(kind=DUPLICATE, member=member, status=response.status, message="Event already processed")
+        if self._ledger is not None:
+            self._ledger.forget(key)
+        if reason == "not_found":
+            text = (
+                f"No member with this {self.id_type} exists. Check that user_id holds the configured identifier "
+                "type, and sync the member's profile before crediting activities."
+            )
+        else:
+            text = resolution.hint if not message else f"{message} — {resolution.hint}"
+        return Outcome.rejected(member, reason, text, response.status)
+
+    # -- verification -------------------------------------------------------------------------
+
+    def _history_has(self, credit: Credit, *, replay: bool) -> bool:
+        """Whether the member's activity history holds this credit's dedupe key.
+
+        Awards are queued, so a credit accepted a moment ago may not be visible yet; an absent key is
+        trusted only once ``award_queue_delay_seconds`` have passed since the request that may have
+        landed.
+
+        * ``replay=True`` (rows a previous attempt may have sent): that attempt ended before this sync
+          started, so one read per member taken ``delay`` after the start is conclusive; reads are
+          cached per member (our own credits are added to the cache).
+        * ``replay=False`` (an uncertain outcome just now): poll with growing pauses until the key
+          shows up or the delay has passed.
+        """
+        delay = self.cfg.award_queue_delay_seconds
+        key = credit.dedupe_key
+        if replay:
+            wait = self._started + delay - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+            return key in self._history_keys(credit.user_id, refresh=False)
+        deadline = self._clock() + delay
+        pause = min(0.25, max(delay / 8, 0.01))
+        while True:
+            if key in self._history_keys(credit.user_id, refresh=True):
+                return True
+            now = self._clock()
+            if now >= deadline:
+                return False
+            self._sleep(min(pause, deadline - now))
+            pause = min(pause * 2, 2.0)
+
+    def _history_keys(self, user_id: str, *, refresh: bool) -> set[str]:
+        with self._history_lock:
+            cache = self._history.get(user_id)
+        if cache is not None and not refresh:
+            return cache.keys
+        now = int(self._clock())
+        response = self.client.activity_history(user_id, self.id_type, now - HISTORY_LOOKBACK_SECONDS, now + 3600)
+        self.history_reads += 1
+        keys: set[str] = set()
+        if 200 <= response.status < 300:
+            for item in _history_items(response.data):
+                extra = item.get("extra_data") if isinstance(item, Mapping) else None
+                if isinstance(extra, str):
+                    try:
+                        extra = json.loads(extra)
+                    except ValueError:
+                        extra = None
+                if isinstance(extra, Mapping) and extra.get(DEDUPE_KEY_FIELD) is not None:
+                    keys.add(str(extra[DEDUPE_KEY_FIELD]))
+        elif response.status != 404:
+            code, message = _error_fields(response)
+            resolution = classify_response(response.status, code, message, path="/v2.1/users/{id}/activity_history")
+            if resolution.action is Action.CONFIG:
+                raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
+            # Never guess: if the history cannot be read, crediting could double the points.
+            raise TransientError(
+                f"Activity history could not be read (HTTP {response.status}) to verify a credit; stopping so "
+                "that no points are credited twice.",
+                status=response.status,
+                error_code=code,
+                api_message=message,
+            )
+        with self._history_lock:
+            self._history[user_id] = _HistoryCache(keys)
+        return keys
+
+    def _remember(self, credit: Credit) -> None:
+        with self._history_lock:
+            cache = self._history.get(credit.user_id)
+            if cache is not None:
+                cache.keys.add(credit.dedupe_key)
+
+    def _mark_done(self, key: str, outcome: str) -> None:
+        if self._ledger is not None:
+            self._ledger.mark_done(key, outcome)
+
+    # -- dry run ----------------------------------------------------------------------------------
+
+    def _dry_run(self, credit: Credit, member: str) -> Outcome:
+        response = self.client.get_user(credit.user_id, self.id_type)
+        if 200 <= response.status < 300:
+            points = credit.num_points
+            if points is None:
+                points = _int_or_none(self._active.get(credit.activity_id, {}).get("num_points"))
+            text = f"would credit activity {credit.activity_id}" + (f" ({points} points)" if points is not None else "")
+            return Outcome(kind=WOULD_CREDIT, member=member, message=text)
+        code, message = _error_fields(response)
+        resolution = classify_response(response.status, code, message, path="/v2/users/{id}")
+        if resolution.action is Action.CONFIG:
+            raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
+        return Outcome.rejected(member, resolution.reason_class or "rejected_by_api", resolution.hint, response.status)
+
+    # -- parsing ----------------------------------------------------------------------------------
+
+    def _parse(self, row: Row) -> Credit:
+        data = _apply_mapping(row.data, self._mapping) if self._mapping else row.data
+        self._log_unknown_fields(row, data)
+        user_id = _normalise_user_id(data.get("user_id"), self.id_type)
+        raw_activity = data.get("activity_id")
+        if raw_activity is None or (isinstance(raw_activity, str) and not raw_activity.strip()):
+            raise _RowProblem("validation", "activity_id is required: map the CrowdTwist activity id to activity_id")
+        if isinstance(raw_activity, bool) or not isinstance(raw_activity, str | int | float):
+            raise _RowProblem("validation", f"activity_id must be a string or a number, got {type(raw_activity).__name__}")
+        activity_id = _id_text(raw_activity)
+        if activity_id not in self._active:
+            raise _RowProblem(
+                "invalid_activity",
+                f"activity_id {activity_id} is not an active activity of this program. Check the id in CrowdTwist "
+                "Control Center (Activities), that the activity has started and not ended, and GET /v2/activities "
+                "for the list of active ids.",
+            )
+        num_points = _parse_points(data.get("num_points"))
+        activity_date = None
+        if data.get("activity_date") is not None:
+            try:
+                activity_date = to_epoch_seconds(data["activity_date"], "activity_date")
+            except CoercionError as exc:
+                raise _RowProblem("validation", str(exc)) from None
+        extra = _parse_extra(data.get("extra_data"))
+        event_id = data.get(self.cfg.event_id_field) if self.cfg.event_id_field else None
+        if event_id is not None and str(event_id).strip():
+            key = str(event_id).strip()
+        else:
+            identity = [
+                row.stream.namespace, row.stream.name, user_id, activity_id, activity_date, num_points,
+                [_path_value(row.data, path) for path in row.stream.primary_key],
+            ]
+            digest = hashlib.sha256(json.dumps(identity, default=str, separators=(",", ":")).encode()).hexdigest()
+            key = "sha256:" + digest[:40]
+        return Credit(user_id, activity_id, num_points, activity_date, extra, key)
+
+    def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
+        for name in data:
+            if name in KNOWN_FIELDS or name == self.cfg.event_id_field or name.startswith(("_airbyte_", "_ab_")):
+                continue
+            marker = (row.stream.label, name)
+            if marker not in self._unknown_fields_logged:
+                self._unknown_fields_logged.add(marker)
+                logger.info(f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field).")
+
+    def _mask(self, user_id: str) -> str:
+        return user_id if self.cfg.log_pii else mask_identifier(user_id, self.id_type)
+
+    def _raw_member(self, row: Row) -> str:
+        value = row.data.get("user_id")
+        return "(no user_id)" if value in (None, "") else self._mask(str(value))
+
+
+def _apply_mapping(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    out = dict(data)
+    for source, dest in mapping.items():
+        value = _path_value(data, tuple(source.split(".")))
+        if value is not None:
+            out[dest] = value
+    return out
+
+
+def _path_value(data: Mapping[str, Any], path: tuple[str, ...] | list[str]) -> Any:
+    current: Any = data
+    for part in path:
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+    return current
+
+
+def _normalise_user_id(value: Any, id_type: str) -> str:
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise _RowProblem("missing_identifier", f"user_id is required: map the member's {id_type} to user_id")
+    if not isinstance(value, str | int | float):
+        raise _RowProblem("validation", f"user_id must be a string or a number, got {type(value).__name__}")
+    text = _id_text(value)
+    if id_type == "email":
+        return text.lower()
+    if id_type == "mobile_phone_number":
+        digits = "".join(ch for ch in text if ch.isdigit())
+        if not digits:
+            raise _RowProblem("validation", "user_id must hold a phone number (id_type mobile_phone_number)")
+        return digits
+    return text
+
+
+def _id_text(value: str | int | float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _parse_points(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _RowProblem("validation", "num_points must be a whole number, got bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _RowProblem("validation", f"num_points must be a whole number, got {type(value).__name__}")
+
+
+def _parse_extra(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _RowProblem("validation", "extra_data must be a JSON object, got a string that is not JSON") from None
+    if not isinstance(value, Mapping):
+        raise _RowProblem("validation", f"extra_data must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_fields(response: ApiResponse) -> tuple[str | None, str | None]:
+    data = response.data
+    if isinstance(data, Mapping):
+        code, message = data.get("error"), data.get("message")
+        return (str(code) if code is not None else None, str(message) if message is not None else None)
+    return (None, None)
+
+
+def _history_items(data: Any) -> list[Any]:
+    """The list of credits in an activity-history answer, whatever wrapper it uses."""
+    if isinstance(data, list):
+        return data
+    if isinstance(data, Mapping):
+        for key in ("activity_history", "activities", "history", "data", "items", "results"):
+            value = data.get(key)
+            if isinstance(value, list):
+                return value
+    return []
