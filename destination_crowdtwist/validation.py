@@ -151,7 +151,7 @@ def validate_user(
                         f"{field} is required to create a member: map a source column to {field}",
                     )
                 )
-    _check_names(payload, problems)
+    _check_names(payload, problems, creating=creating)
     _check_email(payload, problems)
     _check_location(payload, problems, creating=creating, require_location=require_location)
     _check_date_of_birth(payload, problems, clock)
@@ -161,7 +161,7 @@ def validate_user(
     return problems
 
 
-def _check_names(payload: Mapping[str, Any], problems: list[Problem]) -> None:
+def _check_names(payload: Mapping[str, Any], problems: list[Problem], *, creating: bool) -> None:
     for field in _NAME_FIELDS:
         value = payload.get(field)
         if value is None:
@@ -169,7 +169,8 @@ def _check_names(payload: Mapping[str, Any], problems: list[Problem]) -> None:
         if not isinstance(value, str):
             problems.append(Problem(field, VALIDATION, f"{field} must be a string"))
         elif not value.strip():
-            # Only reachable for fields not required on create, or on update.
+            if creating and field in _CREATE_REQUIRED:
+                continue  # already reported as required
             problems.append(Problem(field, VALIDATION, f"{field} must not be empty"))
         elif not is_valid_name(value):
             problems.append(
