@@ -215,3 +215,13 @@ def test_mask_record_does_not_modify_its_input() -> None:
 )
 def test_mask_text(text: str, masked: str) -> None:
     assert mask_text(text) == masked
+
+
+@pytest.mark.parametrize(
+    "text", ["x john.doe@example.com 2125551234", "PUT /v2/users/j***@e***.com?id_type=email", "***1234 26***79"]
+)
+def test_mask_text_is_idempotent(text: str) -> None:
+    once = mask_text(text)
+    assert mask_text(once) == once
+    assert "john" not in once
+    assert "2125551234" not in once
