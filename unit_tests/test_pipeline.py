@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from destination_crowdtwist.errors import ConfigError
+from destination_crowdtwist.pipeline import Pipeline
+from destination_crowdtwist.report import SyncReport
+from destination_crowdtwist.writers.base import REJECTED, UPDATED, Outcome, Row, StreamContext
+
+STREAM = StreamContext(namespace=None, name="users", sync_mode="append_dedup")
+
+
+class RecordingWriter:
+    """Writer double: records the order rows ran in and how many ran at once per member."""
+
+    def __init__(self, delay: float = 0.002, fail_on: int | None = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on
+        self.lock = threading.Lock()
+        self.order: dict[str, list[int]] = {}
+        self.active: dict[str, int] = {}
+        self.max_active_per_member = 0
+        self.max_active = 0
+        self.running = 0
+
+    def member_key(self, row: Row) -> str | None:
+        return row.data.get("user_id")
+
+    def process(self, row: Row) -> Outcome:
+        member = row.data["user_id"]
+        with self.lock:
+            self.active[member] = self.active.get(member, 0) + 1
+            self.running += 1
+            self.max_active_per_member = max(self.max_active_per_member, self.active[member])
+            self.max_active = max(self.max_active, self.running)
+        time.sleep(self.delay)
+        with self.lock:
+            self.active[member] -= 1
+            self.running -= 1
+            self.order.setdefault(member, []).append(row.data["n"])
+        if self.fail_on is not None and row.data["n"] == self.fail_on:
+            raise ConfigError("credentials revoked")
+        kind = REJECTED if row.data.get("bad") else UPDATED
+        return Outcome(kind=kind, member=member, reason_class="validation" if kind == REJECTED else None)
+
+    def prepare(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None):
+    report = SyncReport()
+    p = Pipeline(writer, report, concurrency=concurrency, max_pending=max_pending, progress_interval=0)
+    p.start()
+    released = []
+    try:
+        for i, data in enumerate(rows):
+            row = Row(stream=STREAM, data=data, seq=i)
+            row.member = writer.member_key(row)
+            p.submit(row)
+            if states_every and (i + 1) % states_every == 0:
+                p.add_state(f"s{i + 1}", STREAM.key)
+            released += p.release()
+        p.wait_settled()
+        released += p.release()
+    finally:
+        p.shutdown()
+    return p, report, released
+
+
+def test_rows_of_one_member_run_in_input_order_and_never_concurrently():
+    rows = [{"user_id": f"m{i % 5}", "n": i} for i in range(200)]
+    writer = RecordingWriter()
+    _run(writer, rows, concurrency=8)
+    assert writer.max_active_per_member == 1
+    for member, order in writer.order.items():
+        assert order == sorted(order), member
+    assert sum(len(v) for v in writer.order.values()) == 200
+    assert writer.max_active > 1  # different members did run in parallel
+
+
+def test_pending_rows_are_bounded():
+    rows = [{"user_id": "same", "n": i} for i in range(100)]  # one member: strictly serial
+    writer = RecordingWriter(delay=0.0005)
+    p, _, _ = _run(writer, rows, concurrency=4, max_pending=10)
+    assert p.peak_pending <= 10
+    assert writer.order["same"] == list(range(100))
+
+
+def test_states_released_with_exact_counts_under_concurrency():
+    rows = [{"user_id": f"m{i % 7}", "n": i, "bad": i % 10 == 0} for i in range(100)]
+    writer = RecordingWriter(delay=0.001)
+    _, report, released = _run(writer, rows, concurrency=8, states_every=25)
+    assert [s.state for s in released] == ["s25", "s50", "s75", "s100"]
+    assert [(s.record_count, s.rejected_count) for s in released] == [(22, 3), (23, 2), (22, 3), (23, 2)]
+    assert report.by_kind[REJECTED] == 10
+
+
+def test_fatal_error_stops_new_rows_and_is_raised():
+    rows = [{"user_id": f"m{i}", "n": i} for i in range(50)]
+    writer = RecordingWriter(delay=0.002, fail_on=5)
+    with pytest.raises(ConfigError):
+        _run(writer, rows, concurrency=2, max_pending=4)
+    ran = sum(len(v) for v in writer.order.values())
+    assert ran < 50
