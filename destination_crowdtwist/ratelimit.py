@@ -125,15 +125,20 @@ class RateBudget:
                     self._acquired += 1
                     return
 
+    def _tolerance(self) -> float:
+        # Burst tolerance: how far ahead of the schedule a request may go (capacity - 1 intervals).
+        return max(0.0, self._burst_seconds - 1.0 / self._rate)
+
     def _reserve(self, now: float) -> float:
         interval = 1.0 / self._rate
-        # Burst tolerance: how far ahead of the schedule a request may go (capacity - 1 intervals).
-        tolerance = max(0.0, self._burst_seconds - interval)
+        tolerance = self._tolerance()
         start = max(now, self._paused_until)
         tat = max(self._tat, start)
         send_at = max(start, tat - tolerance)
         self._tat = tat + interval
-        return send_at - now
+        wait = send_at - now
+        # Float noise (0.1 added ten times is not 1.0) must not turn a free slot into a tiny sleep.
+        return wait if wait > 1e-9 else 0.0
 
     def on_throttled(self, retry_after: float | None) -> None:
         """Report a 429: pause everybody until Retry-After if given, else cut the rate."""
@@ -145,13 +150,14 @@ class RateBudget:
                 self._pauses += 1
                 self._pause_generation += 1
                 self._paused_until = max(self._paused_until, now + retry_after)
-                # No burst right after the pause: resume at the paced rate.
-                self._tat = max(self._tat, self._paused_until + self._burst_seconds)
+                # No burst right after the pause: the first request goes at its end, then paced.
+                self._tat = max(self._tat, self._paused_until + self._tolerance())
                 return
             self._rate_cuts += 1
             self._rate = max(self._min, self._rate * self._decrease_factor)
-            # Forget the burst credit saved while idle: the server just said we are too fast.
-            self._tat = max(self._tat, now + self._burst_seconds)
+            # Forget the burst credit saved while idle: the server just said we are too fast, so the
+            # next request waits one interval at the new rate.
+            self._tat = max(self._tat, now + self._tolerance() + 1.0 / self._rate)
 
     def on_success(self) -> None:
         """Report a non-throttled answer: climb back towards the maximum, additively and gradually."""
