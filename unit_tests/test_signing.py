@@ -140,7 +140,9 @@ def test_resign_replaces_headers_with_fresh_timestamp() -> None:
     assert "stale" not in prepared.headers["X-CT-Authorization"]
 
 
-def _sig(method: str = "POST", md5: str = "m", ctype: str = "application/json", ts: str = "1", uri: str = "/v2/users") -> str:
+def _sig(
+    method: str = "POST", md5: str = "m", ctype: str = "application/json", ts: str = "1", uri: str = "/v2/users"
+) -> str:
     return signature(PRIVATE, string_to_sign(method, md5, ctype, ts, uri))
 
 
