@@ -143,6 +143,13 @@ def test_package_spec_is_a_relative_symlink_to_the_top_level_spec() -> None:
     assert PACKAGE_SPEC_LINK.resolve() == SPEC_PATH.resolve()
 
 
+def test_spec_and_metadata_point_to_the_same_docs_page(spec: dict[str, Any], metadata: dict[str, Any]) -> None:
+    url = spec["documentationUrl"]
+    assert metadata["data"]["documentationUrl"] == url
+    assert url.endswith("/docs/crowdtwist.md")  # the page in this repository
+    assert (ROOT / "docs" / "crowdtwist.md").is_file()
+
+
 def test_spec_passes_the_cdk_secret_lint(spec: dict[str, Any]) -> None:
     assert find_secret_marking_errors(spec["connectionSpecification"]) == []
 
