@@ -261,5 +261,5 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         request_timeout_seconds=_number(
             raw, "request_timeout_seconds", d["request_timeout_seconds"], 1, 300, integer=False
         ),
-        progress_interval_seconds=_number(raw, "progress_interval_seconds", 10.0, 0.01, 3600, integer=False),
+        progress_interval_seconds=_number(raw, "progress_interval_seconds", 10.0, 0, 3600, integer=False),
     )
