@@ -1,0 +1,57 @@
+"""Shared fixtures for integration tests: a running CrowdTwist sandbox on 127.0.0.1 (free port).
+
+``sandbox``          a fresh instance with default options (API-key auth with ``SANDBOX_API_KEY``).
+``sandbox_factory``  ``sandbox_factory(options=None, **knobs) -> Sandbox``: started now, stopped at teardown.
+``hmac_sandbox``     an instance that requires HMAC with ``HMAC_PUBLIC_KEY`` / ``HMAC_PRIVATE_KEY``.
+Start and stop take a few milliseconds each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from crowdtwist_sandbox import Sandbox, SandboxOptions
+
+# Dummy credentials (public on purpose). SANDBOX_API_KEY is the sandbox default key.
+SANDBOX_API_KEY = "ctsbx_3f9a2c7e1b8d4e6f9a0b3c5d7e9f1a2b"
+HMAC_PUBLIC_KEY = "CTPUBsbx7Kq2Wm9Zr4Tn6Yp1Xc8Vb3Nd5Lf0"
+HMAC_PRIVATE_KEY = "CTPRIVsbxH4s9Jd2Kf7Lg1Qw6Er3Ty8Ui5Op0Az"
+
+SandboxFactory = Callable[..., Sandbox]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A running sandbox with default options."""
+    with Sandbox(SandboxOptions(api_key=SANDBOX_API_KEY)) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[SandboxFactory]:
+    """Start sandboxes with given options/knobs; all are stopped at teardown."""
+    started: list[Sandbox] = []
+
+    def factory(options: SandboxOptions | None = None, **knobs: Any) -> Sandbox:
+        if options is None:
+            knobs.setdefault("api_key", SANDBOX_API_KEY)
+            options = SandboxOptions(**knobs)
+        elif knobs:
+            options = dataclasses.replace(options, **knobs)
+        sb = Sandbox(options).start()
+        started.append(sb)
+        return sb
+
+    yield factory
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def hmac_sandbox(sandbox_factory: SandboxFactory) -> Sandbox:
+    """A running sandbox in HMAC mode (API key alone refused)."""
+    return sandbox_factory(hmac_public_key=HMAC_PUBLIC_KEY, hmac_private_key=HMAC_PRIVATE_KEY)
