@@ -74,6 +74,7 @@ class ApiResponse:
     text: str | None = None
     request_line: str = ""
     endpoint: str = ""
+    safe_message: str | None = None  # error_message (or text preview) with secrets redacted, PII masked
 
     @property
     def ok(self) -> bool:
@@ -113,7 +114,7 @@ class ApiResponse:
             resolution,
             status=self.status,
             error_code=self.error_code,
-            api_message=self.error_message or self.text,
+            api_message=self.safe_message,
             request_line=self.request_line,
         )
 
@@ -377,9 +378,7 @@ class CrowdTwistClient:
                 request_line=line,
             )
         api = self._api_response(response, line, method + " " + template_path)
-        api_message = api.error_message or api.text
-        if api_message is not None:
-            api_message = self._mask_text(redact_text(api_message, self._secrets))
+        api_message = api.safe_message
         resolution = classify_response(
             status, api.error_code, api.error_message, is_html=api.is_html, path=template_path
         )
@@ -426,6 +425,9 @@ class CrowdTwistClient:
                 text = raw[: TEXT_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:TEXT_PREVIEW_CHARS]
         if _looks_like_html(content_type, text):
             text = _html_text(text or "")
+        message = data.get("message") if isinstance(data, dict) else None
+        raw_message = message if isinstance(message, str) else text
+        safe = self._mask_text(redact_text(raw_message, self._secrets)) if raw_message is not None else None
         return ApiResponse(
             status=response.status_code,
             data=data,
@@ -433,6 +435,7 @@ class CrowdTwistClient:
             text=text,
             request_line=line,
             endpoint=endpoint,
+            safe_message=safe,
         )
 
     def _server_now(self, response: requests.Response) -> float:

@@ -1,0 +1,252 @@
+"""Strict fake HTTP layer for functional tests of the CrowdTwist client.
+
+``FakeServer`` is a tiny threaded ``http.server`` on 127.0.0.1 driven by a script: each expected
+request gets one queued action (a reply, a dropped connection, a stall). Every request is recorded
+with its raw target, headers and exact body bytes. ``verify()`` fails on an unexpected request, a
+method/path mismatch, or queued actions left unused; ``serving()`` calls it on exit (wrap it in a fixture).
+
+``ScriptedAdapter`` is a requests transport adapter with the same strictness, for failures a local
+socket cannot produce reliably (connect timeout, DNS failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server received it."""
+
+    method: str
+    target: str  # raw request target: path + "?" + query, exactly as sent (not decoded)
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer with a status, headers and body."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+    extra = tuple((headers or {}).items())
+    return Reply(status, json.dumps(data).encode(), (("Content-Type", "application/json"), *extra))
+
+
+def html_reply(status: int, html: str, headers: dict[str, str] | None = None) -> Reply:
+    extra = tuple((headers or {}).items())
+    return Reply(status, html.encode(), (("Content-Type", "text/html; charset=UTF-8"), *extra))
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Read the request, then close the connection without answering (``reset`` sends a TCP RST)."""
+
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Read the request and answer nothing for up to ``seconds`` (or until the server closes)."""
+
+    seconds: float = 5.0
+
+
+Action = Reply | Drop | Stall
+
+
+@dataclass(frozen=True)
+class _Expectation:
+    method: str | None
+    path: str | None
+    action: Action
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    timeout = 10  # idle keep-alive connections end on their own
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        recorded = Recorded(
+            method=self.command,
+            target=self.path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+        )
+        action = self.server.fake.take(recorded)
+        if isinstance(action, Reply):
+            # send_response_only: no automatic Server/Date headers, so a test can script its own Date.
+            self.send_response_only(action.status)
+            if not any(name.lower() == "date" for name, _ in action.headers):
+                self.send_header("Date", self.date_time_string())
+            for name, value in action.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(action.body)))
+            self.end_headers()
+            self.wfile.write(action.body)
+            return
+        self.close_connection = True
+        if isinstance(action, Stall):
+            self.server.fake.released.wait(action.seconds)
+        elif action.reset:
+            # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeServer
+
+
+class FakeServer:
+    """Scripted strict HTTP server on 127.0.0.1 (see module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[_Expectation] = deque()
+        self.requests: list[Recorded] = []
+        self.errors: list[str] = []
+        self.released = threading.Event()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def expect(self, method: str | None, path: str | None, *actions: Action) -> FakeServer:
+        """Queue one action per expected request; ``method``/``path`` None matches anything."""
+        with self._lock:
+            for action in actions:
+                self._queue.append(_Expectation(method, path, action))
+        return self
+
+    def take(self, recorded: Recorded) -> Action:
+        with self._lock:
+            self.requests.append(recorded)
+            if not self._queue:
+                self.errors.append(f"unexpected request {recorded.method} {recorded.target}")
+                return json_reply(599, {"error": "fake_unexpected_request"})
+            expectation = self._queue.popleft()
+        if expectation.method is not None and expectation.method != recorded.method:
+            self.errors.append(f"expected method {expectation.method}, got {recorded.method} {recorded.target}")
+        if expectation.path is not None and expectation.path != recorded.path:
+            self.errors.append(f"expected path {expectation.path}, got {recorded.method} {recorded.target}")
+        return expectation.action
+
+    def verify(self) -> None:
+        """Fail on unexpected or mismatched requests and on queued actions never used."""
+        with self._lock:
+            problems = list(self.errors)
+            problems += [f"unused queued action for {e.method} {e.path}: {e.action}" for e in self._queue]
+        assert not problems, "fake server: " + "; ".join(problems)
+
+    def close(self) -> None:
+        self.released.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[FakeServer]:
+    """A running FakeServer, verified (strictness) and closed on exit; use it from a fixture."""
+    server = FakeServer()
+    try:
+        yield server
+        server.verify()
+    finally:
+        server.close()
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port with nothing listening (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ScriptedAdapter(BaseAdapter):
+    """requests transport answering from a queue of (status, json[, headers]) tuples or exceptions to raise."""
+
+    script: deque[tuple[Any, ...] | BaseException] = field(default_factory=deque)
+    sent: list[requests.PreparedRequest] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def queue(self, *items: tuple[Any, ...] | BaseException) -> ScriptedAdapter:
+        self.script.extend(items)
+        return self
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.sent.append(request)
+        if not self.script:
+            self.errors.append(f"unexpected request {request.method} {request.url}")
+            raise AssertionError(f"unexpected request {request.method} {request.url}")
+        item = self.script.popleft()
+        if isinstance(item, BaseException):
+            raise item
+        status, data, *rest = item
+        response = requests.Response()
+        response.status_code = status
+        response.headers = CaseInsensitiveDict({"Content-Type": "application/json", **(rest[0] if rest else {})})
+        response._content = json.dumps(data).encode()
+        response.request = request
+        response.url = request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass
+
+    def verify(self) -> None:
+        assert not self.errors, "; ".join(self.errors)
+        assert not self.script, f"unused scripted items: {list(self.script)}"

@@ -1,0 +1,578 @@
+"""Functional tests of CrowdTwistClient through a strict fake HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+import requests
+import urllib3.exceptions
+from fakehttp import (
+    Drop,
+    FakeServer,
+    Recorded,
+    ScriptedAdapter,
+    Stall,
+    free_port,
+    html_reply,
+    json_reply,
+    serving,
+)
+
+from destination_crowdtwist.client import ApiResponse, CrowdTwistClient, client_from_config, mask_user_segment
+from destination_crowdtwist.errors import (
+    ConfigError,
+    CrowdTwistError,
+    RecordRejected,
+    TransientError,
+    UncertainOutcome,
+)
+from destination_crowdtwist.retry import RetryPolicy
+from destination_crowdtwist.signing import ApiKeyAuth, HmacAuth, content_md5, signature, string_to_sign
+
+API_KEY = "KEY-s3cr3t-9f8e7d"
+PUBLIC = "ABCl3y7r0s5ukCXz5lCJOCrTZ427pjp5"
+PRIVATE = "ABttp1b92Tb65445rmZL835f263n1q4Y"
+MAINTENANCE = "<html><head><title>Scheduled Maintenance</title></head><body><h1>Down for maintenance</h1></body></html>"
+PROFILE = {"id": 269654579, "email_address": "alice@example.com", "brand_new_key": {"nested": True}}
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    with serving() as server:
+        yield server
+
+
+class SpyBudget:
+    """Records how the client uses the shared rate budget."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def acquire(self) -> None:
+        self.calls.append(("acquire", None))
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        self.calls.append(("throttled", retry_after))
+
+    def on_success(self) -> None:
+        self.calls.append(("success", None))
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+        self.clients: list[CrowdTwistClient] = []
+        ticks = itertools.count(1_700_000_000_000, 1500)
+        self.hmac_clock: Callable[[], float] = lambda: next(ticks) / 1000
+
+    def client(self, base_url: str, *, hmac: bool = False, **kwargs: Any) -> CrowdTwistClient:
+        auth = HmacAuth(PUBLIC, PRIVATE, clock=self.hmac_clock) if hmac else ApiKeyAuth(API_KEY)
+        kwargs.setdefault("timeout", (2.0, 2.0))
+        kwargs.setdefault("rand", lambda: 0.0)
+        client = CrowdTwistClient(base_url, auth, sleep=self.sleeps.append, **kwargs)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness()
+    yield h
+    for client in h.clients:
+        client.close()
+
+
+def assert_hmac_signed(req: Recorded) -> None:
+    timestamp = req.headers["x-ct-timestamp"]
+    assert len(timestamp) == 13  # milliseconds
+    if req.method in ("GET", "DELETE"):
+        md5, ctype = "", ""
+    else:
+        md5, ctype = hashlib.md5(req.body).hexdigest(), req.headers["content-type"]
+        assert md5 == content_md5(req.body)
+    expected = signature(PRIVATE, string_to_sign(req.method, md5, ctype, timestamp, req.target))
+    assert req.headers["x-ct-authorization"] == f"CTApiV2Auth {PUBLIC}:{expected}"
+    assert "api_key" not in req.target
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert API_KEY not in text
+        assert PRIVATE not in text
+        assert "CTApiV2Auth" not in text
+
+
+# -- happy paths and request shape ----------------------------------------------------------------
+
+
+def test_get_user_request_shape_and_unknown_keys_kept_but_harmless(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/users/alice%40example.com", json_reply(200, PROFILE))
+    client = harness.client(fake_server.url)
+    response = client.get_user("alice@example.com", "email")
+    assert response.status == 200
+    assert response.ok
+    assert response.data["id"] == 269654579
+    assert response.text is None
+    assert response.as_error() is None
+    assert response.request_line == "GET /v2/users/a***?id_type=email"
+    (req,) = fake_server.requests
+    assert req.target == f"/v2/users/alice%40example.com?id_type=email&api_key={API_KEY}"
+    assert req.body == b""
+    assert "content-type" not in req.headers
+    assert req.headers["accept"] == "application/json"
+    assert req.headers["user-agent"].startswith("airbyte-destination-crowdtwist/")
+
+
+def test_user_id_is_one_percent_encoded_path_segment(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("PUT", "/v2/users/a%2Fb%3Fc%23d%20e", json_reply(200, PROFILE))
+    harness.client(fake_server.url).update_user("a/b?c#d e", "third_party_id", {"first_name": "A"})
+    assert fake_server.requests[0].query["id_type"] == ["third_party_id"]
+
+
+def test_post_sends_exact_compact_json_bytes_and_hmac_signs_them(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users", json_reply(200, PROFILE))
+    client = harness.client(fake_server.url, hmac=True)
+    client.create_user({"first_name": "Zoë", "last_name": "O'Brien", "postal_code": "10010"})
+    (req,) = fake_server.requests
+    assert req.body == '{"first_name":"Zoë","last_name":"O\'Brien","postal_code":"10010"}'.encode()
+    assert req.headers["content-type"] == "application/json"
+    assert_hmac_signed(req)
+
+
+def test_credit_and_history_paths(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/103997/activities", json_reply(200, {"awarded": True, "extra": 1}))
+    fake_server.expect("GET", "/v2.1/users/103997/activity_history", json_reply(200, []))
+    client = harness.client(fake_server.url, hmac=True)
+    assert client.credit_activity("103997", "id", {"activity_id": "410052775"}).data["awarded"] is True
+    client.activity_history("103997", "id", 1_700_000_000, 1_700_086_400)
+    credit, history = fake_server.requests
+    assert credit.json() == {"activity_id": "410052775"}
+    assert history.target == "/v2.1/users/103997/activity_history?id_type=id&date_start=1700000000&date_end=1700086400"
+    for req in (credit, history):
+        assert_hmac_signed(req)
+    assert client.stats.snapshot().by_endpoint == {
+        "POST /v2/users/{user_id}/activities": 1,
+        "GET /v2.1/users/{user_id}/activity_history": 1,
+    }
+
+
+def test_list_activities_returns_the_list(fake_server: FakeServer, harness: Harness) -> None:
+    activities = [{"id": "1006156", "title": "Ad Hoc Points", "new_field": 1}, "junk"]
+    fake_server.expect("GET", "/v2/activities", json_reply(200, activities))
+    assert harness.client(fake_server.url).list_activities() == [activities[0]]
+
+
+def test_list_activities_non_list_is_config_error(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(200, {"activities": []}))
+    with pytest.raises(ConfigError, match="JSON list"):
+        harness.client(fake_server.url).list_activities()
+
+
+# -- the retry loop --------------------------------------------------------------------------------
+
+
+def test_503_503_200_retried_with_exact_delays_and_fresh_signatures(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("PUT", "/v2/users/alice%40example.com", json_reply(503, {}), json_reply(503, {}),
+                       json_reply(200, PROFILE))
+    budget = SpyBudget()
+    client = harness.client(fake_server.url, hmac=True, rate_budget=budget)
+    response = client.update_user("alice@example.com", "email", {"first_name": "Alice"})
+    assert response.status == 200
+    assert harness.sleeps == [0.25, 0.5]  # base 0.5 s, doubled, equal jitter with rand() = 0
+    assert len(fake_server.requests) == 3
+    for req in fake_server.requests:
+        assert_hmac_signed(req)
+        assert req.body == b'{"first_name":"Alice"}'
+    assert len({req.headers["x-ct-timestamp"] for req in fake_server.requests}) == 3
+    assert len({req.headers["x-ct-authorization"] for req in fake_server.requests}) == 3
+    snap = client.stats.snapshot()
+    assert (snap.requests, snap.retries, snap.statuses) == (3, 2, {503: 2, 200: 1})
+    # acquire before every attempt; 5xx is no reason to speed up, the final 200 is.
+    assert [name for name, _ in budget.calls] == ["acquire", "acquire", "acquire", "success"]
+
+
+def test_429_without_retry_after_backs_off_and_cuts_the_budget(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {"error": "rate_limited"}), json_reply(200, []))
+    budget = SpyBudget()
+    client = harness.client(fake_server.url, rate_budget=budget)
+    assert client.list_activities() == []
+    assert harness.sleeps == [0.25]
+    assert budget.calls == [("acquire", None), ("throttled", None), ("acquire", None), ("success", None)]
+    assert client.request_totals() == (2, 1)
+
+
+def test_429_with_retry_after_seconds_is_honoured(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "7"}), json_reply(200, []))
+    budget = SpyBudget()
+    harness.client(fake_server.url, rate_budget=budget).list_activities()
+    assert harness.sleeps == [7.0]
+    assert ("throttled", 7.0) in budget.calls
+
+
+def test_429_with_retry_after_date_uses_the_server_date(fake_server: FakeServer, harness: Harness) -> None:
+    server_now = 1_700_000_000
+    headers = {"Retry-After": formatdate(server_now + 12, usegmt=True), "Date": formatdate(server_now, usegmt=True)}
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {}, headers), json_reply(200, []))
+    # Our own clock is 1000 s ahead of the server's; the server's Date header wins.
+    harness.client(fake_server.url, wall_clock=lambda: server_now + 1000.0).list_activities()
+    assert harness.sleeps == [12.0]
+
+
+def test_retry_after_date_without_date_header_uses_wall_clock(harness: Harness) -> None:
+    retry_at = {"Retry-After": formatdate(1_700_000_030, usegmt=True)}
+    client, adapter = _scripted_client(harness, (429, {}, retry_at), (200, []), wall_clock=lambda: 1_700_000_000.0)
+    client.list_activities()
+    assert harness.sleeps == [30.0]
+    adapter.verify()
+
+
+def test_exhausted_retries_raise_transient_error(fake_server: FakeServer, harness: Harness) -> None:
+    body = {"error": "internal_error", "message": "Something went wrong on our end."}
+    fake_server.expect("GET", "/v2/users/103997", *[json_reply(500, body)] * 4)
+    client = harness.client(fake_server.url)
+    with pytest.raises(TransientError) as info:
+        client.get_user("103997", "id")
+    err = info.value
+    assert type(err) is TransientError
+    assert len(fake_server.requests) == 4
+    assert harness.sleeps == [0.25, 0.5, 1.0]
+    assert (err.status, err.error_code, err.api_message) == (500, "internal_error", "Something went wrong on our end.")
+    assert "Gave up after 4 attempts" in err.message
+    assert err.request_line == "GET /v2/users/1***?id_type=id"
+    assert_no_secret(str(err), repr(err))
+
+
+def test_max_retries_and_custom_policy(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(502, {}), json_reply(502, {}))
+    client = harness.client(fake_server.url, retry_policy=RetryPolicy(max_retries=1, base=2.0))
+    with pytest.raises(TransientError, match="Gave up after 2 attempts"):
+        client.list_activities()
+    assert harness.sleeps == [1.0]
+
+
+def test_html_503_maintenance_is_retried_and_reported_readably(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", html_reply(503, MAINTENANCE), html_reply(503, MAINTENANCE),
+                       json_reply(200, [{"id": "1"}]))
+    assert harness.client(fake_server.url).list_activities() == [{"id": "1"}]
+    assert harness.sleeps == [0.25, 0.5]
+
+
+def test_html_503_exhausted(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", *[html_reply(503, MAINTENANCE)] * 2)
+    client = harness.client(fake_server.url, max_retries=1)
+    with pytest.raises(TransientError) as info:
+        client.list_activities()
+    assert "maintenance" in info.value.message
+    assert info.value.api_message == "Scheduled Maintenance Down for maintenance"
+
+
+# -- non-idempotent requests ----------------------------------------------------------------------
+
+
+def test_credit_5xx_is_uncertain_after_one_request(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/103997/activities", json_reply(502, {}))
+    client = harness.client(fake_server.url)
+    with pytest.raises(UncertainOutcome) as info:
+        client.credit_activity("103997", "id", {"activity_id": "1"})
+    assert len(fake_server.requests) == 1
+    assert harness.sleeps == []
+    assert info.value.status == 502
+    assert client.stats.snapshot().uncertain == 1
+
+
+@pytest.mark.parametrize("drop", [Drop(), Drop(reset=True)], ids=["closed", "reset"])
+def test_credit_dropped_connection_is_uncertain(fake_server: FakeServer, harness: Harness, drop: Drop) -> None:
+    fake_server.expect("POST", "/v2/users/103997/activities", drop)
+    with pytest.raises(UncertainOutcome, match="connection dropped"):
+        harness.client(fake_server.url).credit_activity("103997", "id", {"activity_id": "1"})
+    assert len(fake_server.requests) == 1
+    assert harness.sleeps == []
+
+
+def test_credit_read_timeout_is_uncertain(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/103997/activities", Stall(5.0))
+    client = harness.client(fake_server.url, timeout=(2.0, 0.2))
+    with pytest.raises(UncertainOutcome, match=r"no answer within 0.2s") as info:
+        client.credit_activity("103997", "id", {"activity_id": "1"})
+    assert len(fake_server.requests) == 1
+    assert_no_secret(str(info.value), repr(info.value))
+
+
+@pytest.mark.parametrize("status", [429, 408])
+def test_credit_429_and_408_are_still_retried(fake_server: FakeServer, harness: Harness, status: int) -> None:
+    # Both mean the server did not process the request, so repeating a credit cannot double it.
+    fake_server.expect(
+        "POST", "/v2/users/103997/activities", json_reply(status, {}), json_reply(200, {"awarded": True})
+    )
+    response = harness.client(fake_server.url).credit_activity("103997", "id", {"activity_id": "1"})
+    assert response.data == {"awarded": True}
+    assert len(fake_server.requests) == 2
+
+
+def test_idempotent_read_timeout_and_drop_are_retried(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/users/1", Stall(5.0), Drop(), json_reply(200, PROFILE))
+    client = harness.client(fake_server.url, timeout=(2.0, 0.2))
+    assert client.get_user("1", "id").status == 200
+    assert len(fake_server.requests) == 3
+    assert harness.sleeps == [0.25, 0.5]
+    assert client.stats.snapshot().connection_errors == 2
+
+
+def test_connection_refused_is_retried_even_for_credits_then_transient(harness: Harness) -> None:
+    client = harness.client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError) as info:
+        client.credit_activity("alice@example.com", "email", {"activity_id": "1"})
+    err = info.value
+    assert type(err) is TransientError  # nothing was sent, so nothing is uncertain
+    assert "Could not reach the CrowdTwist host 127.0.0.1" in err.message
+    assert "Gave up after 4 attempts" in err.message
+    assert harness.sleeps == [0.25, 0.5, 1.0]
+    assert err.request_line == "POST /v2/users/a***/activities?id_type=email"
+    assert_no_secret(str(err), repr(err))
+
+
+def _scripted_client(harness: Harness, *items: Any, **kwargs: Any) -> tuple[CrowdTwistClient, ScriptedAdapter]:
+    adapter = ScriptedAdapter().queue(*items)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    return harness.client("https://api1.crowdtwist.com", session=session, **kwargs), adapter
+
+
+def test_connect_timeout_is_retried_for_credits(harness: Harness) -> None:
+    timeout = requests.exceptions.ConnectTimeout("timed out")
+    client, adapter = _scripted_client(harness, timeout, (200, {"awarded": True}))
+    assert client.credit_activity("1", "id", {"activity_id": "1"}).status == 200
+    assert len(adapter.sent) == 2
+    adapter.verify()
+
+
+def test_dns_failure_says_host_unreachable_and_hides_the_key(harness: Harness) -> None:
+    url = f"/v2/activities?api_key={API_KEY}"
+    reason = urllib3.exceptions.NameResolutionError("api1.crowdtwist.com", None, OSError("Name or service not known"))
+    dns = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, url, reason))  # type: ignore[arg-type]
+    assert API_KEY in str(dns)  # the library message does carry the key
+    client, adapter = _scripted_client(harness, dns, dns, dns, dns)
+    with pytest.raises(TransientError) as info:
+        client.list_activities()
+    assert "Could not reach the CrowdTwist host api1.crowdtwist.com (connection failed: NameResolutionError)" in str(
+        info.value
+    )
+    assert info.value.__suppress_context__
+    assert_no_secret(str(info.value), repr(info.value), json.dumps(_trace(info.value)))
+    adapter.verify()
+
+
+# -- configuration errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "match"),
+    [
+        (401, {"error": "invalid_signature", "message": "Signature mismatch"}, "HMAC"),
+        (401, {"error": "invalid_signature", "message": "Timestamp expired"}, "clock"),
+        (403, {"error": "forbidden", "message": "Invalid API key"}, "invalid API key"),
+    ],
+)
+def test_auth_failures_are_config_errors_without_retry(
+    fake_server: FakeServer, harness: Harness, status: int, body: dict[str, str], match: str
+) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(status, body))
+    with pytest.raises(ConfigError, match=match) as info:
+        harness.client(fake_server.url, hmac=True).list_activities()
+    assert info.value.status == status
+    assert harness.sleeps == []
+    assert_no_secret(str(info.value), repr(info.value))
+
+
+def test_redirect_is_config_error_and_never_followed(fake_server: FakeServer, harness: Harness) -> None:
+    target = f"https://api1.crowdtwist.com/v2/activities?api_key={API_KEY}"
+    fake_server.expect("GET", "/v2/activities", json_reply(301, {}, {"Location": target}))
+    with pytest.raises(ConfigError) as info:
+        harness.client(fake_server.url).list_activities()
+    assert "redirects to https://api1.crowdtwist.com/v2/activities?api_key=***" in info.value.message
+    assert "use the final https URL" in info.value.message
+    assert len(fake_server.requests) == 1  # a followed redirect would be an unexpected request
+    assert_no_secret(str(info.value), repr(info.value))
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [html_reply(404, "<html><body>Not Found</body></html>"), json_reply(404, {"error": "page_not_found"})],
+    ids=["html", "json"],
+)
+def test_404_on_activities_means_wrong_base_url(fake_server: FakeServer, harness: Harness, reply: Any) -> None:
+    fake_server.expect("GET", "/v2/activities", reply)
+    with pytest.raises(ConfigError, match="base URL"):
+        harness.client(fake_server.url).list_activities()
+
+
+def test_tls_failure_is_config_error_naming_tls(fake_server: FakeServer, harness: Harness) -> None:
+    # An https URL pointing at a plain-HTTP server: the handshake fails for real.
+    client = harness.client(f"https://127.0.0.1:{fake_server.port}")
+    with pytest.raises(ConfigError, match=r"TLS handshake with 127\.0\.0\.1 failed"):
+        client.list_activities()
+    assert harness.sleeps == []
+
+
+def test_invalid_base_url_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="base URL"):
+        CrowdTwistClient("api1.crowdtwist.com", ApiKeyAuth(API_KEY))
+
+
+# -- record-level answers -------------------------------------------------------------------------
+
+
+def test_record_level_400_is_returned_for_the_caller(fake_server: FakeServer, harness: Harness) -> None:
+    body = {"error": "input_error", "message": "US zip code or country/city combo is required", "debug": "x"}
+    fake_server.expect("POST", "/v2/users", json_reply(400, body))
+    response = harness.client(fake_server.url).create_user({"first_name": "A"})
+    assert isinstance(response, ApiResponse)
+    assert (response.status, response.error_code, response.error_message) == (400, body["error"], body["message"])
+    error = response.as_error()
+    assert isinstance(error, RecordRejected)
+    assert error.reason_class == "location"
+    assert error.request_line == "POST /v2/users"
+    assert error.api_message == body["message"]
+    assert harness.sleeps == []
+
+
+def test_returned_response_messages_are_redacted_and_masked(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users", json_reply(400, {"message": f"alice@example.com taken {API_KEY}"}))
+    client = harness.client(fake_server.url, mask_text=lambda t: t.replace("alice@example.com", "a***"))
+    response = client.create_user({})
+    assert response.safe_message == "a*** taken ***"
+    error = response.as_error()
+    assert error is not None
+    assert_no_secret(str(error), repr(error))
+
+
+def test_unknown_member_404_is_returned(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/users/bob%40example.com",
+                       json_reply(404, {"error": "page_not_found", "message": "User does not exist."}))
+    response = harness.client(fake_server.url).get_user("bob@example.com", "email")
+    assert response.classify().reason_class == "not_found"
+
+
+# -- secrets, masking, statistics, concurrency ----------------------------------------------------
+
+
+def _trace(err: CrowdTwistError) -> Any:
+    message = err.to_traced_exception().as_airbyte_message()
+    return {"message": message.trace.error.message, "internal": message.trace.error.internal_message,
+            "stack": message.trace.error.stack_trace}
+
+
+def test_api_key_never_in_any_error_text(fake_server: FakeServer, harness: Harness) -> None:
+    echo = f"bad key {API_KEY}"
+    fake_server.expect("GET", "/v2/activities", json_reply(403, {"error": "forbidden", "message": echo}))
+    fake_server.expect("POST", "/v2/users/1/activities", json_reply(500, {"message": echo}))
+    fake_server.expect("PUT", "/v2/users/1", *[json_reply(503, {"message": echo})] * 2)
+    client = harness.client(fake_server.url, max_retries=1)
+    errors: list[CrowdTwistError] = []
+    for call in (
+        client.list_activities,
+        lambda: client.credit_activity("1", "id", {"activity_id": "1"}),
+        lambda: client.update_user("1", "id", {"first_name": "A"}),
+    ):
+        with pytest.raises(CrowdTwistError) as info:
+            call()
+        errors.append(info.value)
+    assert [type(e) for e in errors] == [ConfigError, UncertainOutcome, TransientError]
+    for err in errors:
+        assert_no_secret(str(err), repr(err), json.dumps(_trace(err)), err.api_message or "")
+        assert "bad key ***" in (err.api_message or "")
+    assert API_KEY not in repr(client)
+
+
+def test_custom_mask_path_and_mask_text(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("PUT", "/v2/users/alice%40example.com",
+                       json_reply(503, {"message": "alice@example.com is locked"}))
+    client = harness.client(fake_server.url, max_retries=0, mask_path=lambda p: p.replace("alice", "A"),
+                            mask_text=lambda t: t.replace("alice@example.com", "<email>"))
+    with pytest.raises(TransientError) as info:
+        client.update_user("alice@example.com", "email", {})
+    assert info.value.request_line == "PUT /v2/users/A%40example.com?id_type=email"
+    assert info.value.api_message == "<email> is locked"
+
+
+def test_mask_user_segment() -> None:
+    assert mask_user_segment("/v2/users/alice%40x.com/activities") == "/v2/users/a***/activities"
+    assert mask_user_segment("/v2/users") == "/v2/users"
+    masked = mask_user_segment("/v2.1/users/42/activity_history", lambda v: f"<{v}>")
+    assert masked == "/v2.1/users/<42>/activity_history"
+
+
+def test_session_is_configured_for_our_own_retries(harness: Harness) -> None:
+    client = harness.client("https://api1.crowdtwist.com", pool_size=7)
+    adapter = client._session.get_adapter("https://api1.crowdtwist.com/v2/activities")
+    assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
+    assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
+    assert client._session.verify is True
+
+
+def test_thread_safe_under_concurrency(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", None, *[json_reply(200, PROFILE)] * 40)
+    client = harness.client(fake_server.url, pool_size=4, hmac=True)
+    failures: deque[BaseException] = deque()
+
+    def work(n: int) -> None:
+        try:
+            for i in range(10):
+                assert client.get_user(f"user{n}-{i}", "third_party_id").status == 200
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert client.stats.snapshot().by_endpoint == {"GET /v2/users/{user_id}": 40}
+    assert sorted(req.path for req in fake_server.requests) == sorted(
+        f"/v2/users/user{n}-{i}" for n in range(4) for i in range(10)
+    )
+    for req in fake_server.requests:
+        assert_hmac_signed(req)
+
+
+def test_client_from_config_masks_ids_and_uses_api_key(fake_server: FakeServer) -> None:
+    from destination_crowdtwist.config import parse_config
+
+    cfg = parse_config({"api_base_url": fake_server.url, "credentials": {"auth_type": "api_key", "api_key": API_KEY},
+                        "max_retries": 0})
+    fake_server.expect("GET", "/v2/users/john.doe%40example.com", json_reply(503, {}))
+    client = client_from_config(cfg)
+    try:
+        with pytest.raises(TransientError) as info:
+            client.get_user("john.doe@example.com", "email")
+    finally:
+        client.close()
+    assert info.value.request_line == "GET /v2/users/j***@e***.com?id_type=email"
+    assert fake_server.requests[0].query["api_key"] == [API_KEY]
+
+
+def test_fake_server_itself_is_strict(harness: Harness) -> None:
+    server = FakeServer()
+    try:
+        server.expect("GET", "/v2/activities", json_reply(200, []), json_reply(200, []))
+        client = harness.client(server.url, max_retries=0)
+        client.list_activities()
+        with pytest.raises(AssertionError, match="unused queued action for GET /v2/activities"):
+            server.verify()
+        client.get_user("1", "id")  # consumes the second action, but on the wrong path
+        with pytest.raises(TransientError):
+            client.list_activities()  # nothing queued: the fake answers 599 and records an error
+        with pytest.raises(AssertionError, match="expected path /v2/activities, got GET /v2/users/1") as info:
+            server.verify()
+        assert "unexpected request GET /v2/activities" in str(info.value)
+    finally:
+        server.close()
