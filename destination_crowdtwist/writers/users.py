@@ -284,7 +284,10 @@ class UserProfileWriter:
 
 def _rejected_by_problems(member: str, problems: list[Any], *, prefix: str = "") -> Outcome:
     reason = "location" if all(p.reason_class == "location" for p in problems) else "validation"
-    message = prefix + "; ".join(f"{p.field}: {p.message}" for p in problems)
+    # Problem messages usually name their field already; say it only when they do not.
+    message = prefix + "; ".join(
+        p.message if p.message.startswith(p.field) else f"{p.field}: {p.message}" for p in problems
+    )
     return Outcome.rejected(member, reason, message)
 
 
