@@ -125,7 +125,9 @@ def normalize_base_url(value: Any) -> str:
         # Never echo the value: it holds credentials.
         raise ConfigError("api_base_url must not contain credentials (user:password@); put the API key in credentials")
     if parts.query or parts.fragment:
-        raise ConfigError("api_base_url must not contain a query string or fragment; use e.g. https://api123.crowdtwist.com")
+        raise ConfigError(
+            "api_base_url must not contain a query string or fragment; use e.g. https://api123.crowdtwist.com"
+        )
     if parts.path not in ("", "/"):
         raise ConfigError(
             f"api_base_url must not contain a path (found {parts.path!r}); use only the host, "
@@ -196,14 +198,20 @@ def _credentials(raw: Any) -> Credentials:
     if auth_type == "api_key":
         key = raw.get("api_key")
         if not isinstance(key, str) or not key.strip():
-            raise ConfigError("credentials.api_key is required for API Key authentication (Control Center > Settings > API)")
+            raise ConfigError(
+                "credentials.api_key is required for API Key authentication (Control Center > Settings > API)"
+            )
         return ApiKeyCredentials(api_key=key.strip())
     if auth_type == "hmac":
         public, private = raw.get("public_key"), raw.get("private_key")
         if not isinstance(public, str) or not public.strip():
-            raise ConfigError("credentials.public_key is required for HMAC authentication (Control Center > Settings > API)")
+            raise ConfigError(
+                "credentials.public_key is required for HMAC authentication (Control Center > Settings > API)"
+            )
         if not isinstance(private, str) or not private.strip():
-            raise ConfigError("credentials.private_key is required for HMAC authentication (Control Center > Settings > API)")
+            raise ConfigError(
+                "credentials.private_key is required for HMAC authentication (Control Center > Settings > API)"
+            )
         return HmacCredentials(public_key=public.strip(), private_key=private.strip())
     raise ConfigError(f"credentials.auth_type must be 'api_key' or 'hmac' (got {auth_type!r})")
 

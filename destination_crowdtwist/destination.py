@@ -122,7 +122,8 @@ class DestinationCrowdtwist(Destination):
         except CrowdTwistError as exc:
             return AirbyteConnectionStatus(status=Status.FAILED, message=str(exc))
         count = len(activities)
-        message = f"Connected to CrowdTwist at {cfg.api_base_url}: {count} active activit{'y' if count == 1 else 'ies'} found."
+        noun = "activity" if count == 1 else "activities"
+        message = f"Connected to CrowdTwist at {cfg.api_base_url}: {count} active {noun} found."
         if cfg.object_type == "activity_credit" and count == 0:
             message += " Warning: Activity Credit syncs need at least one active activity; every row will be rejected."
         return AirbyteConnectionStatus(status=Status.SUCCEEDED, message=message)
@@ -224,7 +225,8 @@ class _Sync:
                         if key not in self.skipped_streams:
                             self.skipped_streams.add(key)
                             logger.warning(
-                                f"Skipping records of stream {msg.record.stream!r}: it is not in the configured catalog."
+                                f"Skipping records of stream {msg.record.stream!r}: "
+                                "it is not in the configured catalog."
                             )
                         continue
                     row = Row(stream=stream, data=msg.record.data, seq=seq, verify=states_seen == 0)

@@ -6,10 +6,13 @@ re-sends every row):
 
 * ``done``    -> the credit was accepted before: report a duplicate, send nothing;
 * ``pending`` -> the earlier request may or may not have landed: verify in activity history;
-* absent      -> the key was never sent from this machine: credit it without any lookup.
+* absent      -> the key was never sent from this ledger: no lookup needed, *if* the ledger has a
+  history for this program (see :meth:`CreditLedger.size`; an empty ledger proves nothing, e.g.
+  a fresh container of a replayed attempt).
 
-So runs that share a ledger are exactly-once without extra requests. Writes are committed at
-once (autocommit) so a crash never loses a ``pending`` mark.
+Keys are scoped by ``scope`` (the writer passes the API base URL, i.e. the CrowdTwist program), so
+a ledger first used against the sandbox never makes production credits look like duplicates.
+Writes are committed at once (autocommit) so a crash never loses a ``pending`` mark.
 """
 
 from __future__ import annotations
@@ -17,59 +20,91 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 from destination_crowdtwist.errors import ConfigError
 
 PENDING = "pending"
 DONE = "done"
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS credits ("
+    "scope TEXT NOT NULL, dedupe_key TEXT NOT NULL, status TEXT NOT NULL, outcome TEXT, "
+    "updated_at REAL NOT NULL, PRIMARY KEY (scope, dedupe_key))"
+)
+
 
 class CreditLedger:
-    """Thread-safe SQLite ledger of dedupe keys."""
+    """Thread-safe SQLite ledger of dedupe keys for one scope (CrowdTwist program)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, scope: str = "", *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.scope = scope
+        self._clock = clock
+        self._lock = threading.Lock()
         try:
+            # One connection shared by the worker threads, serialised by self._lock.
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS credits (dedupe_key TEXT PRIMARY KEY, status TEXT NOT NULL, "
-                "outcome TEXT, updated_at REAL NOT NULL)"
-            )
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(credits)")]
+            if columns and "scope" not in columns:
+                raise sqlite3.DatabaseError("the file holds a 'credits' table of another layout")
+            self._db.execute(_SCHEMA)
         except sqlite3.Error as exc:
-            raise ConfigError(f"ledger_path cannot be used as a SQLite ledger ({exc}); choose a writable file path") from exc
-        self._lock = threading.Lock()
+            raise ConfigError(
+                f"ledger_path cannot be used as a SQLite ledger ({exc}); choose a writable file path"
+            ) from exc
+
+    def size(self) -> int:
+        """How many keys (pending or done) this ledger holds for its scope."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM credits WHERE scope = ?", (self.scope,)).fetchone()
+        return int(row[0])
 
     def status(self, key: str) -> str | None:
         """``done``, ``pending`` or None for a key never sent."""
         with self._lock:
-            row = self._db.execute("SELECT status FROM credits WHERE dedupe_key = ?", (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT status FROM credits WHERE scope = ? AND dedupe_key = ?", (self.scope, key)
+            ).fetchone()
         return None if row is None else str(row[0])
 
+    def outcome(self, key: str) -> str | None:
+        """The outcome recorded with a ``done`` key (``credited``, ``not_awarded``, ...), else None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outcome FROM credits WHERE scope = ? AND dedupe_key = ? AND status = ?",
+                (self.scope, key, DONE),
+            ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     def mark_pending(self, key: str) -> None:
-        """Record that a credit request for ``key`` is about to be sent."""
+        """Record that a credit request for ``key`` is about to be sent (a done key stays done)."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO credits (dedupe_key, status, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(dedupe_key) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at "
-                "WHERE credits.status != 'done'",
-                (key, PENDING, time.time()),
+                "INSERT INTO credits (scope, dedupe_key, status, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(scope, dedupe_key) DO UPDATE SET status = excluded.status, "
+                "updated_at = excluded.updated_at WHERE credits.status != 'done'",
+                (self.scope, key, PENDING, self._clock()),
             )
 
     def mark_done(self, key: str, outcome: str) -> None:
         """Record that CrowdTwist accepted the credit for ``key`` (or already had it)."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO credits (dedupe_key, status, outcome, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(dedupe_key) DO UPDATE SET status = excluded.status, outcome = excluded.outcome, "
-                "updated_at = excluded.updated_at",
-                (key, DONE, outcome, time.time()),
+                "INSERT INTO credits (scope, dedupe_key, status, outcome, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(scope, dedupe_key) DO UPDATE SET status = excluded.status, "
+                "outcome = excluded.outcome, updated_at = excluded.updated_at",
+                (self.scope, key, DONE, outcome, self._clock()),
             )
 
     def forget(self, key: str) -> None:
         """Drop a pending key whose credit was refused (nothing landed; a fixed row may be re-sent)."""
         with self._lock:
-            self._db.execute("DELETE FROM credits WHERE dedupe_key = ? AND status = ?", (key, PENDING))
+            self._db.execute(
+                "DELETE FROM credits WHERE scope = ? AND dedupe_key = ? AND status = ?", (self.scope, key, PENDING)
+            )
 
     def close(self) -> None:
         """Close the database."""

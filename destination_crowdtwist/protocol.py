@@ -43,7 +43,7 @@ class StateStats(AirbyteStateStats):
 class PatchedAirbyteStateMessage(AirbyteStateMessage):
     """A state message that keeps the platform's checkpoint ``id``."""
 
-    destinationStats: StateStats | None = None  # type: ignore[assignment]
+    destinationStats: StateStats | None = None
     id: int | None = None
 
 
@@ -51,7 +51,7 @@ class PatchedAirbyteStateMessage(AirbyteStateMessage):
 class PatchedAirbyteMessage(AirbyteMessage):
     """An AirbyteMessage whose state keeps ``id`` and ``rejectedRecordCount``."""
 
-    state: PatchedAirbyteStateMessage | None = None  # type: ignore[assignment]
+    state: PatchedAirbyteStateMessage | None = None
 
 
 PatchedMessageSerializer: Serializer[PatchedAirbyteMessage] = Serializer(

@@ -49,8 +49,7 @@ class SyncReport:
                 from destination_crowdtwist.errors import ConfigError
 
                 raise ConfigError(
-                    f"rejected_records_path cannot be opened for writing ({exc.strerror}); "
-                    "choose a writable file path"
+                    f"rejected_records_path cannot be opened for writing ({exc.strerror}); choose a writable file path"
                 ) from exc
 
     def record(self, row: Row, outcome: Outcome) -> None:

@@ -358,8 +358,7 @@ def test_mid_sync_auth_failure_stops_with_config_error_after_safe_states(sb):
     gen = DestinationCrowdtwist().write(config=config(sb, max_concurrency=1), configured_catalog=catalog(UPSERT),
                                         input_messages=_revoke_after(sb, messages, after=4))
     with pytest.raises(AirbyteTracedException) as info:
-        for m in gen:
-            out.append(m)
+        out.extend(gen)  # keeps the states echoed before the failure
     assert info.value.failure_type == FailureType.config_error
     assert "API key" in info.value.message
     assert DEFAULT_API_KEY not in str(info.value.internal_message) and DEFAULT_API_KEY not in info.value.message

@@ -17,8 +17,12 @@ happen once:
    next state. A replayed attempt re-sends exactly the rows after the last echoed state; the rows
    before the *first* state of a sync are therefore the only ones that may already be credited, and
    the ``replay_window`` policy verifies just those (one history read per distinct member, cached).
-   ``every_row`` verifies all rows; ``none`` verifies none. With ``ledger_path`` the local ledger
-   answers instead, with no extra request.
+   ``every_row`` verifies all rows; ``none`` verifies none.
+5. **The ledger** (``ledger_path``): a key marked ``done`` is a duplicate with no request, a
+   ``pending`` key is verified, and an absent key is sent without a lookup -- but only when the
+   ledger already held keys of this program when the sync started. An empty ledger (first run, or
+   a replayed attempt in a fresh container whose ledger file did not survive) proves nothing, so
+   the verification policy applies as if there were no ledger.
 """
 
 from __future__ import annotations
@@ -124,6 +128,8 @@ class ActivityCreditWriter:
         self._history: dict[str, _HistoryCache] = {}
         self._history_lock = threading.Lock()
         self._ledger: CreditLedger | None = None
+        # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
+        self._ledger_trusted = False
         self._started = clock()
         self.history_reads = 0
         self._mapping = {m.source: m.destination for m in cfg.field_mapping}
@@ -136,7 +142,18 @@ class ActivityCreditWriter:
         self._active = {str(a.get("id")): a for a in activities if isinstance(a, Mapping)}
         logger.info(f"Activity Credit: {len(self._active)} active activities in this program.")
         if self.cfg.ledger_path:
-            self._ledger = CreditLedger(self.cfg.ledger_path)
+            # Scoped by base URL: a ledger first used against the sandbox must not turn production
+            # credits into "duplicates".
+            self._ledger = CreditLedger(self.cfg.ledger_path, scope=self.cfg.api_base_url)
+            known = self._ledger.size()
+            self._ledger_trusted = known > 0
+            if known:
+                logger.info(f"Activity Credit: the credit ledger knows {known} dedupe keys of this program.")
+            else:
+                logger.info(
+                    "Activity Credit: the credit ledger is empty for this program, so it cannot prove that a row "
+                    f"was never sent; rows are verified as credit_verification={self.cfg.credit_verification} says."
+                )
         self._started = self._clock()
 
     def close(self) -> None:
@@ -180,10 +197,12 @@ class ActivityCreditWriter:
         if self._ledger is not None:
             status = self._ledger.status(key)
             if status == DONE:
-                return Outcome(kind=DUPLICATE, member=member, message="already credited (local ledger)")
-            # A key the ledger never saw was never sent from here: no lookup needed. A pending key
-            # may have landed: verify it.
-            verify = status == PENDING or (verify and self.cfg.credit_verification == "every_row")
+                earlier = self._ledger.outcome(key) or CREDITED
+                return Outcome(kind=DUPLICATE, member=member, message=f"already sent before: {earlier} (local ledger)")
+            if status == PENDING:
+                verify = True  # a request was sent and its answer never recorded: it may have landed
+            elif self._ledger_trusted and self.cfg.credit_verification != "every_row":
+                verify = False  # absent from a ledger with this program's history: never sent from here
         if verify and self._history_has(credit, replay=True):
             self._mark_done(key, DUPLICATE)
             return Outcome(kind=DUPLICATE, member=member, message="already credited (found in activity history)")
@@ -360,7 +379,8 @@ class ActivityCreditWriter:
         if raw_activity is None or (isinstance(raw_activity, str) and not raw_activity.strip()):
             raise _RowProblem("validation", "activity_id is required: map the CrowdTwist activity id to activity_id")
         if isinstance(raw_activity, bool) or not isinstance(raw_activity, str | int | float):
-            raise _RowProblem("validation", f"activity_id must be a string or a number, got {type(raw_activity).__name__}")
+            kind = type(raw_activity).__name__
+            raise _RowProblem("validation", f"activity_id must be a string or a number, got {kind}")
         activity_id = _id_text(raw_activity)
         if activity_id not in self._active:
             raise _RowProblem(
@@ -378,25 +398,21 @@ class ActivityCreditWriter:
                 raise _RowProblem("validation", str(exc)) from None
         extra = _parse_extra(data.get("extra_data"))
         event_id = data.get(self.cfg.event_id_field) if self.cfg.event_id_field else None
-        if event_id is not None and str(event_id).strip():
-            key = str(event_id).strip()
-        else:
-            identity = [
-                row.stream.namespace, row.stream.name, user_id, activity_id, activity_date, num_points,
-                [_path_value(row.data, path) for path in row.stream.primary_key],
-            ]
-            digest = hashlib.sha256(json.dumps(identity, default=str, separators=(",", ":")).encode()).hexdigest()
-            key = "sha256:" + digest[:40]
-        return Credit(user_id, activity_id, num_points, activity_date, extra, key)
+        return Credit(user_id, activity_id, num_points, activity_date, extra,
+                      dedupe_key(row, user_id, activity_id, num_points, activity_date, extra, event_id))
 
     def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
         for name in data:
             if name in KNOWN_FIELDS or name == self.cfg.event_id_field or name.startswith(("_airbyte_", "_ab_")):
                 continue
+            if name in self._mapping:
+                continue  # a field_mapping source: used under its mapped name
             marker = (row.stream.label, name)
             if marker not in self._unknown_fields_logged:
                 self._unknown_fields_logged.add(marker)
-                logger.info(f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field).")
+                logger.info(
+                    f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field)."
+                )
 
     def _mask(self, user_id: str) -> str:
         return user_id if self.cfg.log_pii else mask_identifier(user_id, self.id_type)
@@ -404,6 +420,33 @@ class ActivityCreditWriter:
     def _raw_member(self, row: Row) -> str:
         value = row.data.get("user_id")
         return "(no user_id)" if value in (None, "") else self._mask(str(value))
+
+
+def dedupe_key(
+    row: Row,
+    user_id: str,
+    activity_id: str,
+    num_points: int | None,
+    activity_date: int | None,
+    extra_data: Mapping[str, Any],
+    event_id: Any = None,
+) -> str:
+    """The row's dedupe key: its event id when it has one, else a hash of what identifies the credit.
+
+    The hash covers the stream, the normalised credit fields (so ``"2024-01-05"`` and its epoch
+    value give the same key), ``extra_data`` (two purchases that differ only there are two events)
+    and the primary-key values. It never depends on time or randomness, so a replayed row gets the
+    same key as the row it replays.
+    """
+    if isinstance(event_id, str | int | float) and not isinstance(event_id, bool) and str(event_id).strip():
+        return _id_text(event_id)
+    identity = [
+        row.stream.namespace, row.stream.name, user_id, activity_id, activity_date, num_points,
+        [_path_value(row.data, path) for path in row.stream.primary_key],
+        dict(extra_data),
+    ]
+    canonical = json.dumps(identity, default=str, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
 def _apply_mapping(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:

@@ -80,9 +80,7 @@ class Outcome:
         return self.kind in ACCEPTED_KINDS
 
     @classmethod
-    def rejected(
-        cls, member: str, reason_class: str, message: str, status: int | None = None
-    ) -> Outcome:
+    def rejected(cls, member: str, reason_class: str, message: str, status: int | None = None) -> Outcome:
         """A rejected row with a reason class and an actionable message."""
         return cls(kind=REJECTED, member=member, reason_class=reason_class, message=message, status=status)
 

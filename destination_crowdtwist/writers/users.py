@@ -149,9 +149,7 @@ class UserProfileWriter:
                 body = None
             # A row that could not be created anyway (e.g. a partial update without names) goes
             # update-first: trying a create would only waste a request.
-            if body is not None and not validate_user(
-                body, creating=True, require_location=self.cfg.require_location
-            ):
+            if body is not None and not validate_user(body, creating=True, require_location=self.cfg.require_location):
                 return self._create(mapped, member, update_on_taken=True, body=body)
         return self._update(mapped, member, create_on_missing=True)
 
@@ -234,7 +232,8 @@ class UserProfileWriter:
         if 200 <= response.status < 300:
             if mode == INSERT:
                 return Outcome.rejected(
-                    member, "already_taken",
+                    member,
+                    "already_taken",
                     "This member already exists; sync mode insert (append) would be refused. Use upsert or update.",
                     409,
                 )
@@ -245,9 +244,16 @@ class UserProfileWriter:
         if reason != "not_found":
             return _outcome
         if mode == UPDATE:
-            return Outcome.rejected(member, "not_found", "No member with this identifier exists; update would skip it.", 404)
+            return Outcome.rejected(
+                member, "not_found", "No member with this identifier exists; update would skip it.", 404
+            )
         if self.id_type == "id":
-            return Outcome.rejected(member, "not_found", "No member with this CrowdTwist id exists and ids cannot be used to create members.", 404)
+            return Outcome.rejected(
+                member,
+                "not_found",
+                "No member with this CrowdTwist id exists and ids cannot be used to create members.",
+                404,
+            )
         try:
             body = create_payload(mapped, self.id_type)
         except RowError as exc:
