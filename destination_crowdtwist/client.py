@@ -47,7 +47,7 @@ from destination_crowdtwist.errors import (
 )
 from destination_crowdtwist.ratelimit import RateBudget
 from destination_crowdtwist.redaction import MASK, redact_text, redact_url
-from destination_crowdtwist.retry import RetryPolicy, parse_retry_after
+from destination_crowdtwist.retry import RetryPolicy, backoff_delay, parse_retry_after
 
 if TYPE_CHECKING:
     from destination_crowdtwist.config import ConnectorConfig
@@ -222,6 +222,7 @@ class CrowdTwistClient:
         mask_path: Callable[[str], str] | None = None,
         mask_text: Callable[[str], str] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        throttle_timeout: float = 600.0,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -232,6 +233,10 @@ class CrowdTwistClient:
         self._secrets: tuple[str, ...] = tuple(getattr(auth, "secrets", ()))
         self._timeout = timeout
         self._policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        # A 429 means the request was refused, not applied: retrying it is always safe, so throttling
+        # costs time, never rows. It is bounded by time (not by max_retries) so a program-wide rate
+        # limit below our budget slows the sync down instead of failing it.
+        self._throttle_timeout = throttle_timeout
         self._rate_budget = rate_budget
         self._clock = clock
         self._sleep = sleep
@@ -304,6 +309,8 @@ class CrowdTwistClient:
         line = self._request_line(method, path, params)
         template_path = endpoint.partition(" ")[2] or path
         retries = 0
+        throttled = 0
+        throttled_since: float | None = None
         while True:
             if self._rate_budget is not None:
                 self._rate_budget.acquire()
@@ -344,21 +351,40 @@ class CrowdTwistClient:
                 if isinstance(result, ApiResponse):
                     return result
                 last, retry_after = result
-            retries += 1
-            delay = self._policy.next_delay(retries, retry_after=retry_after, rand=self._rand)
+            delay: float | None
+            if last.status == 429:
+                throttled += 1
+                now = self._clock()
+                throttled_since = now if throttled_since is None else throttled_since
+                waited = now - throttled_since
+                if waited >= self._throttle_timeout:
+                    delay = None
+                else:
+                    delay = retry_after if retry_after is not None else backoff_delay(
+                        min(throttled, 6), base=self._policy.base, cap=self._policy.cap, rand=self._rand
+                    )
+                    delay = min(delay, self._throttle_timeout - waited)
+                retries_label = throttled
+            else:
+                retries += 1
+                delay = self._policy.next_delay(retries, retry_after=retry_after, rand=self._rand)
+                retries_label = retries
             if delay is None:
                 raise type(last)(
-                    f"{last.message} Gave up after {retries} attempts.",
+                    f"{last.message} Gave up after {retries_label} attempts.",
                     status=last.status,
                     error_code=last.error_code,
                     api_message=last.api_message,
                     request_line=line,
                 ) from None
             self.stats.add("retries")
-            logger.info(
-                "Retrying %s in %.2fs (retry %d of %d): %s",
-                line, delay, retries, self._policy.max_retries, last,
-            )
+            if last.status == 429:
+                logger.debug("Throttled (429) %s; retrying in %.2fs", line, delay)
+            else:
+                logger.info(
+                    "Retrying %s in %.2fs (retry %d of %d): %s",
+                    line, delay, retries, self._policy.max_retries, last,
+                )
             self._sleep(delay)
 
     def _handle_response(

@@ -61,6 +61,7 @@ class Pipeline:
         self._pending = 0
         self._busy = 0
         self._fatal: BaseException | None = None
+        self._closing = False
         self._threads: list[threading.Thread] = []
         self._request_stats = request_stats
         self._progress_interval = progress_interval
@@ -83,8 +84,14 @@ class Pipeline:
             t.start()
 
     def shutdown(self) -> None:
-        """Stop the workers (after the rows they are running) and the progress logger."""
+        """Stop the workers (after the rows they are running) and the progress logger.
+
+        Rows still queued are abandoned (they stay unsettled, so no state after them is echoed):
+        this only happens when the sync is stopping early.
+        """
         self._stop_progress.set()
+        with self._cond:
+            self._closing = True
         for _ in self._threads:
             self._tasks.put(_STOP)
         for t in self._threads:
@@ -166,7 +173,7 @@ class Pipeline:
             row: Row | None = item
             while row is not None:
                 with self._cond:
-                    if self._fatal is not None:
+                    if self._fatal is not None or self._closing:
                         # Stop taking new rows: they stay unsettled, so no later state is echoed.
                         break
                     self._busy += 1

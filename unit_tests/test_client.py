@@ -576,3 +576,31 @@ def test_fake_server_itself_is_strict(harness: Harness) -> None:
         assert "unexpected request GET /v2/activities" in str(info.value)
     finally:
         server.close()
+
+
+def test_429s_beyond_max_retries_cost_time_not_the_row(fake_server: FakeServer, harness: Harness) -> None:
+    # Throttling refuses the request without applying it, so the client keeps trying (bounded by
+    # time, not by max_retries): a rate limit below our budget slows the sync, it never drops rows.
+    replies = [json_reply(429, {"error": "rate_limited"}) for _ in range(8)] + [json_reply(200, [])]
+    fake_server.expect("GET", "/v2/activities", *replies)
+    client = harness.client(fake_server.url, max_retries=1)
+    assert client.list_activities() == []
+    assert harness.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # backoff (jitter 0), capped at 2**5 * base
+    assert client.request_totals() == (9, 8)
+
+
+def test_throttling_longer_than_the_throttle_timeout_is_a_transient_error(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", *[json_reply(429, {}, {"Retry-After": "30"}) for _ in range(3)])
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        harness.sleeps.append(seconds)
+        now[0] += seconds
+
+    client = CrowdTwistClient(fake_server.url, ApiKeyAuth(API_KEY), sleep=sleep, clock=lambda: now[0],
+                              throttle_timeout=60.0, rand=lambda: 0.0)
+    harness.clients.append(client)
+    with pytest.raises(TransientError) as info:
+        client.list_activities()
+    assert info.value.status == 429
+    assert harness.sleeps == [30.0, 30.0]
