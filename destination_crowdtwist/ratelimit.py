@@ -27,6 +27,8 @@ class RateBudget:
         min_per_second: floor of the rate after repeated cuts (never above the maximum).
         decrease_factor: multiplicative cut applied on a 429 without Retry-After.
         recovery_per_second: fraction of the maximum regained per second of successful requests.
+        cut_cooldown_seconds: 429s arriving within this time of a cut belong to the same congestion
+            event (all the requests that were in flight when the limit was hit) and cut only once.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class RateBudget:
         min_per_second: float = 1.0,
         decrease_factor: float = 0.5,
         recovery_per_second: float = 0.05,
+        cut_cooldown_seconds: float = 1.0,
     ) -> None:
         if max_per_minute <= 0:
             raise ValueError("max_per_minute must be positive")
@@ -58,6 +61,8 @@ class RateBudget:
         self._paused_until = now
         self._pause_generation = 0
         self._last_adjust = now
+        self._cut_cooldown = cut_cooldown_seconds
+        self._last_cut: float | None = None
         self._acquired = 0
         self._throttled = 0
         self._rate_cuts = 0
@@ -153,6 +158,10 @@ class RateBudget:
                 # No burst right after the pause: the first request goes at its end, then paced.
                 self._tat = max(self._tat, self._paused_until + self._tolerance())
                 return
+            if self._last_cut is not None and now - self._last_cut < self._cut_cooldown:
+                # Same congestion event: the other requests that were already in flight.
+                return
+            self._last_cut = now
             self._rate_cuts += 1
             self._rate = max(self._min, self._rate * self._decrease_factor)
             # Forget the burst credit saved while idle: the server just said we are too fast, so the

@@ -57,9 +57,22 @@ def test_throttle_without_retry_after_halves_the_rate_down_to_a_floor() -> None:
     budget.on_throttled(None)
     assert budget.current_rate == 300
     for _ in range(3):
+        t.now += 1.0  # separate congestion events
         budget.on_throttled(None)
     assert budget.current_rate == 60  # floor 1/s
     assert (budget.throttled, budget.rate_cuts, budget.pauses) == (4, 4, 0)
+
+
+def test_a_burst_of_429s_from_requests_already_in_flight_cuts_once() -> None:
+    t = FakeTime()
+    budget = _budget(600, t)
+    for _ in range(20):  # twenty workers all hit the limit at the same moment
+        budget.on_throttled(None)
+    assert budget.current_rate == 300
+    assert (budget.throttled, budget.rate_cuts) == (20, 1)
+    t.now += 1.0
+    budget.on_throttled(None)
+    assert budget.current_rate == 150
 
 
 def test_throttle_cancels_burst_and_paces_at_the_cut_rate() -> None:
