@@ -32,7 +32,7 @@ _NON_JSON_FIELDS = frozenset({"clock", "sleep"})
 _TUPLE_FIELDS = frozenset({"activities", "members", "custom_attributes"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class SandboxOptions:
     """Every knob of one sandbox instance (one fake CrowdTwist program).
 
@@ -42,6 +42,7 @@ class SandboxOptions:
     Times given as ``*_ms`` are milliseconds; ``clock`` returns epoch seconds (wall clock) and drives
     the HMAC window, record dates, duplicate window, queue delay, maintenance window and rate limit,
     so tests can inject a fake clock. ``sleep`` is used for latency and slow responses.
+    Frozen: change a running sandbox with ``Sandbox.set_options(...)`` so dependent state follows.
     """
 
     # --- authentication ---------------------------------------------------------------------------
