@@ -152,13 +152,14 @@ class SandboxEngine:
     def set_options(self, **changes: Any) -> SandboxOptions:
         """Change knobs at run time; returns the new options.
 
-        Rate-limit changes restart the limiter, a new ``seed`` restarts the random sequence, a new
+        Rate-limit (or clock) changes restart the limiter, a new ``seed`` restarts the random sequence, a new
         ``maintenance_first_n`` counts from now, new ``activities`` replace the current ones.
         """
         new = replace_options(self.options, **changes)
         with self._fault_lock:
             self.options = new
-            if {"rate_limit_per_minute", "rate_limit_algorithm", "rate_limit_burst"} & set(changes):
+            # A new clock invalidates the limiter's remembered timestamps, so it restarts too.
+            if {"rate_limit_per_minute", "rate_limit_algorithm", "rate_limit_burst", "clock"} & set(changes):
                 self._limiter = self._make_limiter(new)
             if "seed" in changes:
                 self._dice = FaultDice(new.seed)

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,8 +124,8 @@ def test_start_stop_is_fast_and_releases_port():
     stop_started = time.perf_counter()
     sb.stop()
     stopped = time.perf_counter()
-    assert stopped - stop_started < 0.1
-    assert stopped - started < 0.3
+    assert stopped - stop_started < 0.2  # typically ~5 ms (poll interval 10 ms); margin for a busy machine
+    assert stopped - started < 0.5
     assert not sb.running
     with pytest.raises(requests.ConnectionError):
         session.get(f"http://127.0.0.1:{port}/v2/activities", params={"api_key": API_KEY}, timeout=2)
@@ -152,6 +153,24 @@ def test_keep_alive_is_honoured(sandbox):
         assert response.headers.get("Connection") != "close"
         assert response.raw.version == 11
     assert len(session.adapters["http://"].poolmanager.pools) == 1
+
+
+def test_concurrent_credits_are_all_counted(sandbox):
+    member = sandbox.add_member(email_address="c@example.com", first_name="C", last_name="D")
+
+    def burst() -> None:
+        api = Api(sandbox.base_url)
+        for _ in range(25):
+            assert api.post(f"/v2/users/{member['id']}/activities", {"activity_id": "1001"}).status_code == 200
+
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sandbox.member("id", member["id"])["total_points"] == 1000
+    assert len(sandbox.credits()) == 100
+    assert sandbox.request_counts()["POST /v2/users/{id}/activities"] == 100
 
 
 def test_fake_clock_dates_profile(sandbox_factory):
