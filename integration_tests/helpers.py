@@ -116,10 +116,18 @@ class StopInput(Exception):
     """Raised from an input iterator to simulate the platform killing the sync mid-stream."""
 
 
-def interrupted(messages: Iterable[AirbyteMessage], after: int) -> Iterator[AirbyteMessage]:
-    """Yield the first ``after`` messages, then raise :class:`StopInput` (an attempt dying mid-input)."""
+def interrupted(
+    messages: Iterable[AirbyteMessage], after: int, before_raise: Callable[[], None] | None = None
+) -> Iterator[AirbyteMessage]:
+    """Yield the first ``after`` messages, then raise :class:`StopInput` (an attempt dying mid-input).
+
+    ``before_raise`` runs just before the error, e.g. to wait until the rows already handed over
+    were sent (the destination abandons rows that no worker started when its input fails).
+    """
     for index, message in enumerate(messages):
         if index >= after:
+            if before_raise is not None:
+                before_raise()
             raise StopInput(f"input interrupted after {after} messages")
         yield message
 
@@ -145,7 +153,7 @@ def credit_config(sandbox: Any, *, hmac: bool = False, **extra: Any) -> dict[str
         "object_type": "activity_credit",
         "user_identifier_type": "email",
         "award_queue_delay_seconds": 0.2,
-        "progress_interval_seconds": 3600,
+        "progress_interval_seconds": 0,
         "max_concurrency": 4,
     }
     config.update(extra)

@@ -1,0 +1,397 @@
+"""Exactly-once activity credits, proven on the sandbox's state (its credits and member points).
+
+The failure modes: answers lost after the credit was applied (dropped connections, 5xx after apply),
+5xx before apply, a sync interrupted mid-way and replayed from its last echoed state (what the
+platform does), and full re-runs outside the platform with a ledger. ``credit_verification: none``
+is run through the same replay to show the double credit that verification prevents.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from airbyte_cdk.models import AirbyteMessage, FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from helpers import (
+    StopInput,
+    catalog,
+    credit_config,
+    interrupted,
+    record,
+    run_write,
+    run_write_until_error,
+    state,
+    state_ids,
+    wait_until,
+)
+
+from crowdtwist_sandbox import Sandbox
+from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
+
+CREDIT = "POST /v2/users/{id}/activities"
+HISTORY = "GET /v2.1/users/{id}/activity_history"
+MEMBERS = [f"m{i}@example.com" for i in range(4)]
+SEGMENT = len(MEMBERS)  # rows between two states: one per member
+
+
+def rows(segments: int = 3) -> list[dict[str, Any]]:
+    """``segments * 4`` rows, one per member per segment; odd rows use an event_id, even ones the hash key."""
+    out = []
+    for i in range(segments * SEGMENT):
+        row: dict[str, Any] = {"user_id": MEMBERS[i % SEGMENT], "activity_id": "1001", "num_points": i + 1}
+        if i % 2:
+            row["event_id"] = f"evt-{i}"
+        out.append(row)
+    return out
+
+
+def messages(data: list[dict[str, Any]], first_state: int = 1) -> list[AirbyteMessage]:
+    """Records with a state after every segment (state ids count from ``first_state``)."""
+    out: list[AirbyteMessage] = []
+    for i, row in enumerate(data):
+        out.append(record(row))
+        if (i + 1) % SEGMENT == 0:
+            out.append(state(first_state + i // SEGMENT))
+    return out
+
+
+def after_state(all_messages: list[AirbyteMessage], state_id: int | None) -> list[AirbyteMessage]:
+    """What the platform re-sends on a new attempt: everything after the last echoed state."""
+    if state_id is None:
+        return list(all_messages)
+    for index, message in enumerate(all_messages):
+        if message.state is not None and getattr(message.state, "id", None) == state_id:
+            return list(all_messages[index + 1 :])
+    raise AssertionError(f"state {state_id} not in the input")
+
+
+def seeded(sandbox: Sandbox) -> Sandbox:
+    for email in MEMBERS:
+        sandbox.add_member(email_address=email)
+    return sandbox
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Sandbox:
+    return seeded(sandbox)
+
+
+def assert_exactly_once(sandbox: Sandbox, data: list[dict[str, Any]]) -> None:
+    """Every row credited exactly once (one awarded credit per distinct row) and points add up."""
+    # Points move when the award queue has processed the credit.
+    wait_until(lambda: all(c["visible_at"] <= sandbox.options.clock() for c in sandbox.credits()))
+    awarded = [c for c in sandbox.credits() if c["awarded"]]
+    per_points = Counter(c["num_points"] for c in awarded)
+    expected = Counter(row["num_points"] for row in data)
+    assert per_points == expected, "some rows were credited twice or not at all"
+    keys = Counter(c["extra_data"][DEDUPE_KEY_FIELD] for c in awarded)
+    assert set(keys.values()) == {1}
+    for email in MEMBERS:
+        member = sandbox.member("email", email)
+        assert member is not None
+        want = sum(row["num_points"] for row in data if row["user_id"] == email)
+        assert member["total_points"] == want
+
+
+def last_state_id(echoed: list[AirbyteMessage]) -> int | None:
+    ids = state_ids(echoed)
+    return ids[-1] if ids else None
+
+
+def requests_since(sandbox: Sandbox, before: dict[str, int]) -> dict[str, int]:
+    now = sandbox.request_counts()
+    return {key: now.get(key, 0) - before.get(key, 0) for key in (CREDIT, HISTORY, "total")}
+
+
+# -- (a) lost answers: dropped connections and 5xx after apply ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("drop_rate", "seed", "concurrency"),
+    [(0.1, 7, 1), (0.3, 1, 1), (0.3, 42, 4), (0.3, 2024, 8)],
+)
+def test_dropped_connections_after_apply_credit_each_row_once(
+    sandbox_factory: Any, drop_rate: float, seed: int, concurrency: int
+) -> None:
+    sb = seeded(sandbox_factory(drop_rate=drop_rate, drop_credits_only=True, seed=seed, queue_delay_ms=60))
+    data = rows(segments=5)
+    cfg = credit_config(sb, award_queue_delay_seconds=0.1, max_retries=10, max_concurrency=concurrency)
+
+    out = run_write(cfg, catalog("append"), messages(data))
+
+    assert state_ids(out) == [1, 2, 3, 4, 5]
+    counts = sb.request_counts()
+    assert counts["dropped"] >= 1  # the trap was actually sprung
+    # Every lost answer was followed by history reads, and only credits that never landed were re-sent.
+    assert counts[CREDIT] == len(data)
+    assert_exactly_once(sb, data)
+
+
+def test_server_errors_after_apply_are_verified_not_retried(sandbox_factory: Any) -> None:
+    sb = seeded(sandbox_factory(error_rate=0.25, error_after_apply=True, seed=5, queue_delay_ms=40))
+    data = rows(segments=2)
+    cfg = credit_config(sb, award_queue_delay_seconds=0.08, max_retries=10, max_concurrency=1)
+
+    out = run_write(cfg, catalog("append"), messages(data))
+
+    assert state_ids(out) == [1, 2]
+    assert sb.request_counts()["500"] >= 1
+    assert_exactly_once(sb, data)
+
+
+def test_server_errors_before_apply_are_resent_after_verification(sandbox_factory: Any) -> None:
+    # The 500 comes before the credit is applied: the history shows nothing, so the row is sent again.
+    sb = seeded(sandbox_factory(error_rate=0.25, error_after_apply=False, seed=11))
+    data = rows(segments=2)
+    cfg = credit_config(sb, award_queue_delay_seconds=0.05, max_retries=10, max_concurrency=1)
+
+    out = run_write(cfg, catalog("append"), messages(data))
+
+    assert state_ids(out) == [1, 2]
+    counts = sb.request_counts()
+    assert counts["500"] >= 1
+    assert counts[CREDIT] > len(data)  # re-sent after confirming absence
+    assert_exactly_once(sb, data)
+
+
+def test_unreadable_history_after_an_uncertain_outcome_stops_the_sync(sandbox_factory: Any) -> None:
+    """Never guess: when the history cannot be read to settle an uncertain credit, the sync stops."""
+    sb = seeded(sandbox_factory())
+    data = rows(segments=1)
+
+    def input_messages() -> Iterator[AirbyteMessage]:
+        yield from messages(data[:1])
+        sb.set_options(error_rate=1.0)  # from now on every request fails with 500 (credits: before applying)
+        yield from messages(data[1:])
+
+    cfg = credit_config(sb, award_queue_delay_seconds=0.02, max_retries=1, credit_verification="none")
+    cfg["max_concurrency"] = 1
+    out, error = run_write_until_error(cfg, catalog("append"), input_messages())
+
+    assert isinstance(error, AirbyteTracedException)
+    assert error.failure_type == FailureType.transient_error
+    assert "server error" in error.message
+    assert state_ids(out) == []
+    assert sb.credits() == []
+    counts = sb.request_counts()
+    assert counts[CREDIT] == 1  # the uncertain credit was not re-sent blindly
+    assert counts[HISTORY] == 2  # one read and its one retry
+
+
+# -- (b) interrupted sync replayed from its last echoed state -----------------------------------------
+
+
+def interrupted_attempt(sandbox: Sandbox, cfg: dict[str, Any], all_messages: list[AirbyteMessage]) -> int | None:
+    """Attempt 1 dies just before state 2, once segment 2 was read and credited; returns its last state id.
+
+    Segment 2 landed although state 2 was never echoed: exactly what a replay must not credit again.
+    """
+    cut = next(i for i, m in enumerate(all_messages) if m.state is not None and m.state.id == 2)  # type: ignore[union-attr]
+    before = len(sandbox.credits())
+    landed = sum(1 for m in all_messages[:cut] if m.record is not None)
+
+    def segment_two_sent() -> None:
+        wait_until(lambda: len(sandbox.credits()) - before == landed)
+
+    out, error = run_write_until_error(cfg, catalog("append"), interrupted(all_messages, cut, segment_two_sent))
+    assert isinstance(error, StopInput)
+    assert state_ids(out) == [1]
+    return last_state_id(out)
+
+
+@pytest.mark.parametrize("policy", ["replay_window", "every_row"])
+def test_replay_after_interrupted_input_credits_each_row_once(sb: Sandbox, policy: str) -> None:
+    data = rows(segments=3)
+    all_messages = messages(data)
+    cfg = credit_config(sb, credit_verification=policy)
+    resume_from = interrupted_attempt(sb, cfg, all_messages)
+
+    out = run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
+
+    assert state_ids(out) == [2, 3]
+    assert_exactly_once(sb, data)
+
+
+def test_replay_after_key_revoked_mid_segment_credits_each_row_once(sb: Sandbox) -> None:
+    data = rows(segments=3)
+    all_messages = messages(data)
+    cfg = credit_config(sb, max_concurrency=1)
+    api_key = sb.options.api_key
+
+    def attempt_one() -> Iterator[AirbyteMessage]:
+        # Segment 1, state 1, then half of segment 2 lands before the key is revoked.
+        yield from all_messages[: SEGMENT + 1 + 2]
+        wait_until(lambda: len(sb.credits()) == SEGMENT + 2)
+        sb.set_options(api_key="revoked")
+        yield from all_messages[SEGMENT + 1 + 2 :]
+
+    out, error = run_write_until_error(cfg, catalog("append"), attempt_one())
+    assert isinstance(error, AirbyteTracedException)
+    assert error.failure_type == FailureType.config_error
+    assert state_ids(out) == [1]
+    assert len(sb.credits()) == SEGMENT + 2
+
+    sb.set_options(api_key=api_key)  # the user fixed the key; the platform replays from state 1
+    out = run_write(cfg, catalog("append"), after_state(all_messages, last_state_id(out)))
+
+    assert state_ids(out) == [2, 3]
+    assert_exactly_once(sb, data)
+
+
+def test_replay_with_verification_none_double_credits(sb: Sandbox) -> None:
+    """The control experiment: without verification the same replay credits segment 2 twice."""
+    data = rows(segments=3)
+    all_messages = messages(data)
+    cfg = credit_config(sb, credit_verification="none")
+    resume_from = interrupted_attempt(sb, cfg, all_messages)
+
+    out = run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
+
+    assert state_ids(out) == [2, 3]
+    keys = Counter(c["extra_data"][DEDUPE_KEY_FIELD] for c in sb.credits())
+    doubled = sorted(key for key, n in keys.items() if n == 2)
+    assert len(doubled) == SEGMENT  # exactly segment 2, the rows before the replay's first state
+    assert set(keys.values()) == {1, 2}
+    segment_two = data[SEGMENT : 2 * SEGMENT]
+    total = sum(m["total_points"] for m in sb.members())
+    assert total == sum(r["num_points"] for r in data) + sum(r["num_points"] for r in segment_two)
+
+
+def test_replay_verification_waits_for_the_award_queue(sandbox_factory: Any) -> None:
+    # Credits of attempt 1 only show in history after the queue delay; the replay must wait for it.
+    sb = seeded(sandbox_factory(queue_delay_ms=150))
+    data = rows(segments=2)
+    all_messages = messages(data)
+    cfg = credit_config(sb, award_queue_delay_seconds=0.2)
+    resume_from = interrupted_attempt(sb, cfg, all_messages)
+
+    run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
+
+    assert_exactly_once(sb, data)
+
+
+# -- (e) the ledger -----------------------------------------------------------------------------------
+
+
+def test_ledger_full_rerun_credits_nothing_twice_and_reads_no_history(sb: Sandbox, tmp_path: Any) -> None:
+    data = rows(segments=3)
+    cfg = credit_config(sb, ledger_path=str(tmp_path / "ledger.sqlite"))
+    run_write(cfg, catalog("append"), messages(data))
+    assert_exactly_once(sb, data)
+
+    before = sb.request_counts()
+    out = run_write(cfg, catalog("append"), messages(data, first_state=10))  # outside the platform: all again
+
+    assert state_ids(out) == [10, 11, 12]
+    assert requests_since(sb, before) == {CREDIT: 0, HISTORY: 0, "total": 1}  # the activity list only
+    assert_exactly_once(sb, data)
+
+
+def test_ledger_pending_key_is_verified_and_absent_key_is_sent_without_lookup(sb: Sandbox, tmp_path: Any) -> None:
+    path = str(tmp_path / "ledger.sqlite")
+    landed = {"user_id": MEMBERS[0], "activity_id": "1001", "num_points": 5, "event_id": "crashed-after-send"}
+    fresh = {"user_id": MEMBERS[1], "activity_id": "1001", "num_points": 6, "event_id": "never-sent"}
+    # A crash after sending: the credit is in CrowdTwist, the ledger says only "pending".
+    run_write(credit_config(sb), catalog("append"), [record(landed), state(1)])
+    ledger = CreditLedger(path, scope=sb.base_url)
+    ledger.mark_pending("crashed-after-send")
+    ledger.close()
+
+    before = sb.request_counts()
+    # Both rows come after the first state: only the ledger decides what is verified.
+    run_write(credit_config(sb, ledger_path=path), catalog("append"), [state(2), record(landed), record(fresh), state(3)])
+
+    assert requests_since(sb, before) == {CREDIT: 1, HISTORY: 1, "total": 3}
+    assert_exactly_once(sb, [landed, fresh])
+    ledger = CreditLedger(path, scope=sb.base_url)
+    assert ledger.status("crashed-after-send") == DONE
+    assert ledger.status("never-sent") == DONE
+    ledger.close()
+
+
+def test_fresh_ledger_on_replay_still_verifies(sb: Sandbox, tmp_path: Any) -> None:
+    """A replayed attempt in a new container starts with an empty ledger: it must not skip verification."""
+    data = rows(segments=3)
+    all_messages = messages(data)
+    resume_from = interrupted_attempt(sb, credit_config(sb, ledger_path=str(tmp_path / "attempt1.sqlite")), all_messages)
+
+    cfg = credit_config(sb, ledger_path=str(tmp_path / "attempt2.sqlite"))
+    run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
+
+    assert_exactly_once(sb, data)
+
+
+def test_ledger_is_scoped_by_program(sandbox_factory: Any, tmp_path: Any) -> None:
+    """A ledger first used against one program (e.g. the sandbox) never hides credits of another."""
+    path = str(tmp_path / "ledger.sqlite")
+    data = rows(segments=1)
+    first, second = seeded(sandbox_factory()), seeded(sandbox_factory())
+    run_write(credit_config(first, ledger_path=path), catalog("append"), messages(data))
+    run_write(credit_config(second, ledger_path=path), catalog("append"), messages(data))
+
+    assert_exactly_once(first, data)
+    assert_exactly_once(second, data)
+    ledger = CreditLedger(path, scope=second.base_url)
+    assert ledger.size() == len(data)
+    assert {ledger.status(f"evt-{i}") for i in (1, 3)} == {DONE}
+    assert ledger.status("unknown") is None
+    assert PENDING not in {ledger.status(f"evt-{i}") for i in (1, 3)}
+    ledger.close()
+
+
+# -- cost of each policy (requests per row, from the sandbox's counters) ----------------------------
+
+
+def _measure(sandbox: Sandbox, policy: str, tmp_path: Any) -> dict[str, dict[str, int]]:
+    data = rows(segments=3)
+    all_messages = messages(data)
+    extra: dict[str, Any] = {"credit_verification": policy}
+    if policy == "ledger":
+        extra = {"credit_verification": "replay_window", "ledger_path": str(tmp_path / "ledger.sqlite")}
+    cfg = credit_config(sandbox, **extra)
+    result: dict[str, dict[str, int]] = {}
+    sandbox.reset()
+    seeded(sandbox)
+
+    before = sandbox.request_counts()
+    run_write(cfg, catalog("append"), all_messages)
+    result["clean"] = requests_since(sandbox, before)
+
+    sandbox.reset()
+    seeded(sandbox)
+    if policy == "ledger":
+        (tmp_path / "ledger.sqlite").unlink()
+    resume_from = interrupted_attempt(sandbox, cfg, all_messages)
+    before = sandbox.request_counts()
+    run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
+    result["replay"] = requests_since(sandbox, before)
+    if policy == "ledger":
+        before = sandbox.request_counts()
+        run_write(cfg, catalog("append"), all_messages)
+        result["rerun"] = requests_since(sandbox, before)
+    return result
+
+
+def test_extra_requests_per_policy(sb: Sandbox, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """12 rows, 4 members, 3 segments; the replay re-sends segments 2 and 3 (8 rows, 4 already credited)."""
+    measured = {policy: _measure(sb, policy, tmp_path) for policy in ("replay_window", "every_row", "none", "ledger")}
+
+    # Clean run: one history read per distinct member that is verified; 12 credits. Every run also
+    # reads the activity list once (total = credits + history + 1).
+    assert measured["replay_window"]["clean"] == {CREDIT: 12, HISTORY: 4, "total": 17}
+    assert measured["every_row"]["clean"] == {CREDIT: 12, HISTORY: 4, "total": 17}
+    assert measured["none"]["clean"] == {CREDIT: 12, HISTORY: 0, "total": 13}
+    assert measured["ledger"]["clean"] == {CREDIT: 12, HISTORY: 4, "total": 17}  # empty ledger: as replay_window
+    # Replay of 8 rows: segment 2 verified (4 duplicates found), segment 3 credited.
+    assert measured["replay_window"]["replay"] == {CREDIT: 4, HISTORY: 4, "total": 9}
+    assert measured["every_row"]["replay"] == {CREDIT: 4, HISTORY: 4, "total": 9}
+    assert measured["none"]["replay"] == {CREDIT: 8, HISTORY: 0, "total": 9}  # 4 of them double credits
+    assert measured["ledger"]["replay"] == {CREDIT: 4, HISTORY: 0, "total": 5}  # the ledger answers
+    assert measured["ledger"]["rerun"] == {CREDIT: 0, HISTORY: 0, "total": 1}
+    with capsys.disabled():
+        for policy, runs in measured.items():
+            print(f"\n{policy}: {runs}", end="")

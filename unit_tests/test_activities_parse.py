@@ -1,0 +1,334 @@
+"""Activity Credit writer, pure parts: row parsing, dedupe keys, within-sync duplicates; and the
+uncertain-outcome decisions driven through a scripted fake client (fake clock, no sleeping)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from destination_crowdtwist.client import ApiResponse
+from destination_crowdtwist.config import parse_config
+from destination_crowdtwist.errors import TransientError, UncertainOutcome
+from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
+from destination_crowdtwist.writers.base import Row, StreamContext
+
+STREAM = StreamContext(namespace=None, name="credits", sync_mode="append")
+ACTIVITIES = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
+
+
+class FakeClient:
+    """Scripted CrowdTwist client: credit answers are popped from ``credit_script`` (an exception is raised)."""
+
+    def __init__(self, credit_script: list[Any] | None = None, history: list[list[str]] | None = None) -> None:
+        self.credit_script = list(credit_script or [])
+        self.history_script = list(history or [])
+        self.credits: list[dict[str, Any]] = []
+        self.history_calls = 0
+
+    def list_activities(self) -> list[dict[str, Any]]:
+        return [dict(a) for a in ACTIVITIES]
+
+    def credit_activity(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
+        self.credits.append(dict(payload))
+        answer = self.credit_script.pop(0) if self.credit_script else ApiResponse(200, {"awarded": True}, {})
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def activity_history(self, user_id: str, id_type: str, date_start: int, date_end: int) -> ApiResponse:
+        self.history_calls += 1
+        keys = self.history_script.pop(0) if self.history_script else []
+        return ApiResponse(200, [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys], {})
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_writer(client: FakeClient | None = None, time: FakeTime | None = None, **config: Any) -> ActivityCreditWriter:
+    raw = {
+        "api_base_url": "https://api123.crowdtwist.com",
+        "credentials": {"auth_type": "api_key", "api_key": "k"},
+        "object_type": "activity_credit",
+        "award_queue_delay_seconds": 2,
+        **config,
+    }
+    time = time or FakeTime()
+    writer = ActivityCreditWriter(parse_config(raw), client or FakeClient(), clock=time.clock, sleep=time.sleep)  # type: ignore[arg-type]
+    writer.prepare()
+    return writer
+
+
+def row(data: Mapping[str, Any], seq: int = 0, stream: StreamContext = STREAM, verify: bool = False) -> Row:
+    return Row(stream=stream, data=dict(data), seq=seq, verify=verify)
+
+
+def parse(data: Mapping[str, Any], writer: ActivityCreditWriter | None = None, **kw: Any) -> Any:
+    writer = writer or make_writer()
+    r = row(data, **kw)
+    writer.member_key(r)
+    return r.prepared
+
+
+BASE = {"user_id": "Alice@Example.com", "activity_id": "1001"}
+
+
+# -- parsing --------------------------------------------------------------------------------------
+
+
+def test_minimal_row_parses_and_payload_carries_the_key() -> None:
+    credit = parse(BASE)
+    assert isinstance(credit, Credit)
+    assert credit.user_id == "alice@example.com"  # email ids are case-insensitive
+    assert credit.payload() == {"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: credit.dedupe_key}}
+
+
+def test_full_row_parses_with_coercions() -> None:
+    credit = parse({**BASE, "activity_id": 1002.0, "num_points": "15", "activity_date": "2024-01-05T10:00:00+02:00",
+                    "extra_data": '{"store": "NYC"}', "event_id": " ord-1 "})
+    assert (credit.activity_id, credit.num_points, credit.activity_date) == ("1002", 15, 1704441600)
+    assert credit.payload() == {
+        "activity_id": "1002",
+        "num_points": 15,
+        "activity_date": 1704441600,
+        "extra_data": {"store": "NYC", DEDUPE_KEY_FIELD: "ord-1"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("2024-01-05", 1704412800), (1704412800000, 1704412800), (1704412800, 1704412800), ("1704412800", 1704412800),
+     ("2024-01-05T00:00:00Z", 1704412800), (1704412800.9, 1704412800)],
+)
+def test_activity_date_forms(value: Any, expected: int) -> None:
+    assert parse({**BASE, "activity_date": value}).activity_date == expected
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "needle"),
+    [
+        ({"user_id": None}, "missing_identifier", "user_id is required"),
+        ({"user_id": ""}, "missing_identifier", "user_id is required"),
+        ({"user_id": True}, "missing_identifier", "user_id is required"),
+        ({"user_id": ["a"]}, "validation", "user_id must be"),
+        ({"activity_id": None}, "validation", "activity_id is required"),
+        ({"activity_id": False}, "validation", "activity_id must be"),
+        ({"activity_id": "9999"}, "invalid_activity", "not an active activity"),
+        ({"num_points": "1.5"}, "validation", "num_points"),
+        ({"num_points": 2.5}, "validation", "num_points"),
+        ({"num_points": False}, "validation", "num_points"),
+        ({"num_points": {}}, "validation", "num_points"),
+        ({"activity_date": "yesterday"}, "validation", "activity_date"),
+        ({"activity_date": True}, "validation", "activity_date"),
+        ({"extra_data": "[1]"}, "validation", "extra_data"),
+        ({"extra_data": "{oops"}, "validation", "extra_data"),
+        ({"extra_data": 3}, "validation", "extra_data"),
+    ],
+)
+def test_row_problems_have_a_reason_class(change: dict[str, Any], reason: str, needle: str) -> None:
+    problem = parse({**BASE, **change})
+    assert not isinstance(problem, Credit)
+    assert problem.reason_class == reason
+    assert needle in problem.message
+
+
+def test_invalid_activity_message_says_where_to_check() -> None:
+    problem = parse({**BASE, "activity_id": "77"})
+    assert "Control Center" in problem.message
+    assert "GET /v2/activities" in problem.message
+
+
+def test_phone_and_id_identifiers_are_normalised() -> None:
+    phone = make_writer(user_identifier_type="mobile_phone_number")
+    assert parse({**BASE, "user_id": "+1 (555) 010-2030"}, phone).user_id == "15550102030"
+    assert not isinstance(parse({**BASE, "user_id": "n/a"}, phone), Credit)
+    by_id = make_writer(user_identifier_type="id")
+    assert parse({**BASE, "user_id": 269654579.0}, by_id).user_id == "269654579"
+
+
+def test_field_mapping_and_custom_event_id_field() -> None:
+    writer = make_writer(
+        field_mapping=[{"source": "who.email", "destination": "user_id"}, {"source": "pts", "destination": "num_points"}],
+        event_id_field="order_id",
+    )
+    credit = parse({"who": {"email": "B@x.com"}, "activity_id": "1001", "pts": 3, "order_id": 991}, writer)
+    assert (credit.user_id, credit.num_points, credit.dedupe_key) == ("b@x.com", 3, "991")
+
+
+def test_unknown_fields_logged_once_per_stream(caplog: pytest.LogCaptureFixture) -> None:
+    writer = make_writer(field_mapping=[{"source": "mail", "destination": "user_id"}])
+    other = StreamContext(namespace="shop", name="credits", sync_mode="append")
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        for i in range(3):
+            parse({"mail": "a@x.com", "activity_id": "1001", "colour": "red", "_ab_cdc_lsn": i}, writer, seq=i)
+        parse({"mail": "a@x.com", "activity_id": "1001", "colour": "red"}, writer, seq=3, stream=other)
+    lines = [r.getMessage() for r in caplog.records if "ignoring field" in r.getMessage()]
+    assert lines == [
+        "Activity Credit: ignoring field 'colour' of stream credits (not a credit field).",
+        "Activity Credit: ignoring field 'colour' of stream shop.credits (not a credit field).",
+    ]
+
+
+# -- dedupe keys ----------------------------------------------------------------------------------
+
+
+def key(data: Mapping[str, Any], stream: StreamContext = STREAM) -> str:
+    credit = parse(data, stream=stream)
+    assert isinstance(credit, Credit)
+    return credit.dedupe_key
+
+
+def test_same_row_gives_the_same_key_in_another_writer() -> None:
+    data = {**BASE, "num_points": 5, "activity_date": "2024-01-05", "extra_data": {"a": 1, "b": [1, 2]}}
+    assert key(data) == key(dict(data))
+    assert key(data).startswith("sha256:")
+    assert len(key(data)) == len("sha256:") + 40
+
+
+def test_equivalent_values_give_the_same_key() -> None:
+    first = key({**BASE, "activity_date": "2024-01-05", "extra_data": {"a": 1, "b": 2}, "colour": "red"})
+    same = key({"user_id": "alice@example.com", "activity_id": 1001, "activity_date": 1704412800000,
+                "extra_data": '{"b": 2, "a": 1}', "colour": "blue"})  # ignored fields do not count
+    assert first == same
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"num_points": 6}, {"activity_id": "1002"}, {"user_id": "bob@example.com"}, {"activity_date": "2024-01-06"},
+     {"extra_data": {"a": 2}}],
+)
+def test_a_different_credit_gives_a_different_key(change: dict[str, Any]) -> None:
+    base = {**BASE, "num_points": 5, "activity_date": "2024-01-05", "extra_data": {"a": 1}}
+    assert key({**base, **change}) != key(base)
+
+
+def test_stream_and_primary_key_are_part_of_the_hash() -> None:
+    other = StreamContext(namespace="shop", name="credits", sync_mode="append")
+    with_pk = StreamContext(namespace=None, name="credits", sync_mode="append_dedup", primary_key=(("id",),))
+    assert key(BASE, other) != key(BASE)
+    assert key({**BASE, "id": 1}, with_pk) != key({**BASE, "id": 2}, with_pk)
+
+
+def test_event_id_wins() -> None:
+    assert key({**BASE, "event_id": "E-1", "num_points": 1}) == "E-1"
+    assert key({**BASE, "event_id": "E-1", "num_points": 2, "user_id": "x@y.com"}) == "E-1"
+    assert key({**BASE, "event_id": 12}) == key({**BASE, "event_id": 12.0}) == "12"
+    # Blank, null or non-scalar event ids fall back to the hash.
+    assert key({**BASE, "event_id": "  "}) == key(BASE) == key({**BASE, "event_id": None})
+    assert key({**BASE, "event_id": {"id": 1}}).startswith("sha256:")
+
+
+def test_dedupe_key_function_is_pure() -> None:
+    r = row({"id": 1})
+    args = (r, "u", "1001", 5, 1704412800, {"x": 1})
+    assert dedupe_key(*args) == dedupe_key(*args)
+    assert dedupe_key(*args, event_id="e") == "e"
+
+
+# -- duplicates within a sync -----------------------------------------------------------------------
+
+
+def test_second_row_with_the_same_key_is_a_duplicate_and_not_sent() -> None:
+    client = FakeClient()
+    writer = make_writer(client, credit_verification="none")
+    rows = [row({**BASE, "event_id": "e"}, 0), row({**BASE, "event_id": "e", "num_points": 9}, 1), row(BASE, 2)]
+    for r in rows:
+        assert writer.member_key(r) == "alice@example.com"
+    assert rows[1].prepared.duplicate_of == 0
+    kinds = [writer.process(r).kind for r in rows]
+    assert kinds == ["credited", "duplicate", "credited"]
+    assert len(client.credits) == 2
+
+
+def test_rejected_rows_have_no_member_key() -> None:
+    writer = make_writer()
+    r = row({**BASE, "num_points": "x"})
+    assert writer.member_key(r) is None
+    outcome = writer.process(r)
+    assert (outcome.kind, outcome.reason_class) == ("rejected", "validation")
+
+
+# -- uncertain outcomes (fake client, fake clock) --------------------------------------------------------
+
+
+def uncertain() -> UncertainOutcome:
+    return UncertainOutcome("connection dropped", request_line="POST /v2/users/a***/activities")
+
+
+def test_uncertain_then_found_in_history_is_credited_without_resending() -> None:
+    time = FakeTime()
+    client = FakeClient([uncertain()], history=[[], ["e1"]])  # visible on the second read (queued)
+    writer = make_writer(client, time, credit_verification="none")
+    r = row({**BASE, "event_id": "e1"})
+    writer.member_key(r)
+
+    outcome = writer.process(r)
+
+    assert outcome.kind == "credited"
+    assert "confirmed in activity history" in (outcome.message or "")
+    assert len(client.credits) == 1
+    assert client.history_calls == 2
+    assert sum(time.sleeps) < 2  # stopped polling as soon as the key showed up
+
+
+def test_uncertain_and_absent_after_the_queue_delay_is_resent_once() -> None:
+    time = FakeTime()
+    client = FakeClient([uncertain()])
+    writer = make_writer(client, time, credit_verification="none")
+    r = row({**BASE, "event_id": "e1"})
+    writer.member_key(r)
+
+    assert writer.process(r).kind == "credited"
+    assert len(client.credits) == 2
+    assert sum(time.sleeps) == pytest.approx(2.0)  # trusted "absent" only after award_queue_delay_seconds
+    assert client.history_calls >= 2
+
+
+def test_uncertain_outcomes_beyond_max_retries_stop_the_sync() -> None:
+    client = FakeClient([uncertain()] * 3)
+    writer = make_writer(client, credit_verification="none", max_retries=2)
+    r = row({**BASE, "event_id": "e1"})
+    writer.member_key(r)
+
+    with pytest.raises(TransientError) as err:
+        writer.process(r)
+    assert not isinstance(err.value, UncertainOutcome)
+    assert "verifies this row in activity history" in err.value.message
+    assert len(client.credits) == 3  # the first try and two re-sends, each after a negative history check
+
+
+def test_replay_window_rows_wait_for_the_queue_then_read_history_once_per_member() -> None:
+    time = FakeTime()
+    client = FakeClient(history=[["e1"]])
+    writer = make_writer(client, time)
+    rows = [row({**BASE, "event_id": "e1"}, 0, verify=True), row({**BASE, "event_id": "e2"}, 1, verify=True),
+            row({**BASE, "event_id": "e3"}, 2, verify=False)]
+    for r in rows:
+        writer.member_key(r)
+
+    kinds = [writer.process(r).kind for r in rows]
+
+    assert kinds == ["duplicate", "credited", "credited"]
+    assert client.history_calls == 1
+    assert time.sleeps == [pytest.approx(2.0)]  # once, until award_queue_delay_seconds after the start
+    assert [c["extra_data"][DEDUPE_KEY_FIELD] for c in client.credits] == ["e2", "e3"]
+
+
+def test_not_awarded_answer() -> None:
+    client = FakeClient([ApiResponse(200, {"awarded": False, "message": "cap"}, {})])
+    writer = make_writer(client, credit_verification="none")
+    r = row(BASE)
+    writer.member_key(r)
+    assert writer.process(r).kind == "not_awarded"
