@@ -576,8 +576,12 @@ class CrowdTwistClient:
         )
 
 
-def client_from_config(config: ConnectorConfig) -> CrowdTwistClient:
-    """Build the client, auth, rate budget and PII masking from a validated ``ConnectorConfig``."""
+def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600.0) -> CrowdTwistClient:
+    """Build the client, auth, rate budget and PII masking from a validated ``ConnectorConfig``.
+
+    ``throttle_timeout`` bounds how long one request keeps retrying 429s (``check`` uses 0: it
+    reports the rate limit at once instead of waiting it out).
+    """
     from destination_crowdtwist.config import ApiKeyCredentials
     from destination_crowdtwist.masking import mask_identifier, mask_text
     from destination_crowdtwist.signing import ApiKeyAuth, HmacAuth
@@ -607,6 +611,7 @@ def client_from_config(config: ConnectorConfig) -> CrowdTwistClient:
         rate_budget=RateBudget(float(config.max_requests_per_minute)),
         mask_path=mask_path,
         mask_text=text_mask,
+        throttle_timeout=throttle_timeout,
     )
 
 

@@ -110,7 +110,8 @@ class DestinationCrowdtwist(Destination):
         """Validate the config and call ``GET /v2/activities``; FAILED messages say what to fix."""
         try:
             cfg = parse_config(config)
-            client = client_from_config(cfg)
+            # A connection check reports throttling at once rather than waiting it out.
+            client = client_from_config(cfg, throttle_timeout=0.0)
             try:
                 activities = client.list_activities()
             finally:
