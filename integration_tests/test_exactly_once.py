@@ -34,15 +34,19 @@ from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
 
 CREDIT = "POST /v2/users/{id}/activities"
 HISTORY = "GET /v2.1/users/{id}/activity_history"
-MEMBERS = [f"m{i}@example.com" for i in range(4)]
-SEGMENT = len(MEMBERS)  # rows between two states: one per member
+SEGMENT = 4  # rows between two states
+MEMBERS = [f"m{i}@example.com" for i in range(3 * SEGMENT)]
 
 
-def rows(segments: int = 3) -> list[dict[str, Any]]:
-    """``segments * 4`` rows, one per member per segment; odd rows use an event_id, even ones the hash key."""
+def rows(segments: int = 3, members: int = SEGMENT) -> list[dict[str, Any]]:
+    """``segments * 4`` rows over the first ``members`` members (row i for member i mod members).
+
+    With the default, each segment has one row per member. Odd rows carry an event_id, even ones
+    get the hash key.
+    """
     out = []
     for i in range(segments * SEGMENT):
-        row: dict[str, Any] = {"user_id": MEMBERS[i % SEGMENT], "activity_id": "1001", "num_points": i + 1}
+        row: dict[str, Any] = {"user_id": MEMBERS[i % members], "activity_id": "1001", "num_points": i + 1}
         if i % 2:
             row["event_id"] = f"evt-{i}"
         out.append(row)
@@ -90,7 +94,7 @@ def assert_exactly_once(sandbox: Sandbox, data: list[dict[str, Any]]) -> None:
     assert per_points == expected, "some rows were credited twice or not at all"
     keys = Counter(c["extra_data"][DEDUPE_KEY_FIELD] for c in awarded)
     assert set(keys.values()) == {1}
-    for email in MEMBERS:
+    for email in {row["user_id"] for row in data}:
         member = sandbox.member("email", email)
         assert member is not None
         want = sum(row["num_points"] for row in data if row["user_id"] == email)
@@ -203,11 +207,15 @@ def interrupted_attempt(sandbox: Sandbox, cfg: dict[str, Any], all_messages: lis
     return last_state_id(out)
 
 
-@pytest.mark.parametrize("policy", ["replay_window", "every_row"])
-def test_replay_after_interrupted_input_credits_each_row_once(sb: Sandbox, policy: str) -> None:
+@pytest.mark.parametrize(("policy", "auth"), [("replay_window", "api_key"), ("every_row", "api_key"), ("replay_window", "hmac")])
+def test_replay_after_interrupted_input_credits_each_row_once(sandbox_factory: Any, policy: str, auth: str) -> None:
+    from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
+
+    keys = {"hmac_public_key": HMAC_PUBLIC_KEY, "hmac_private_key": HMAC_PRIVATE_KEY} if auth == "hmac" else {}
+    sb = seeded(sandbox_factory(**keys))
     data = rows(segments=3)
     all_messages = messages(data)
-    cfg = credit_config(sb, credit_verification=policy)
+    cfg = credit_config(sb, hmac=auth == "hmac", credit_verification=policy)
     resume_from = interrupted_attempt(sb, cfg, all_messages)
 
     out = run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
@@ -346,8 +354,8 @@ def test_ledger_is_scoped_by_program(sandbox_factory: Any, tmp_path: Any) -> Non
 # -- cost of each policy (requests per row, from the sandbox's counters) ----------------------------
 
 
-def _measure(sandbox: Sandbox, policy: str, tmp_path: Any) -> dict[str, dict[str, int]]:
-    data = rows(segments=3)
+def _measure(sandbox: Sandbox, policy: str, members: int, tmp_path: Any) -> dict[str, dict[str, int]]:
+    data = rows(segments=3, members=members)
     all_messages = messages(data)
     extra: dict[str, Any] = {"credit_verification": policy}
     if policy == "ledger":
@@ -376,22 +384,34 @@ def _measure(sandbox: Sandbox, policy: str, tmp_path: Any) -> dict[str, dict[str
     return result
 
 
-def test_extra_requests_per_policy(sb: Sandbox, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    """12 rows, 4 members, 3 segments; the replay re-sends segments 2 and 3 (8 rows, 4 already credited)."""
-    measured = {policy: _measure(sb, policy, tmp_path) for policy in ("replay_window", "every_row", "none", "ledger")}
+def _history(runs: dict[str, dict[str, int]], run: str) -> int:
+    assert runs[run]["total"] == runs[run][CREDIT] + runs[run][HISTORY] + 1  # + the activity list
+    return runs[run][HISTORY]
 
-    # Clean run: one history read per distinct member that is verified; 12 credits. Every run also
-    # reads the activity list once (total = credits + history + 1).
-    assert measured["replay_window"]["clean"] == {CREDIT: 12, HISTORY: 4, "total": 17}
-    assert measured["every_row"]["clean"] == {CREDIT: 12, HISTORY: 4, "total": 17}
-    assert measured["none"]["clean"] == {CREDIT: 12, HISTORY: 0, "total": 13}
-    assert measured["ledger"]["clean"] == {CREDIT: 12, HISTORY: 4, "total": 17}  # empty ledger: as replay_window
-    # Replay of 8 rows: segment 2 verified (4 duplicates found), segment 3 credited.
-    assert measured["replay_window"]["replay"] == {CREDIT: 4, HISTORY: 4, "total": 9}
-    assert measured["every_row"]["replay"] == {CREDIT: 4, HISTORY: 4, "total": 9}
-    assert measured["none"]["replay"] == {CREDIT: 8, HISTORY: 0, "total": 9}  # 4 of them double credits
-    assert measured["ledger"]["replay"] == {CREDIT: 4, HISTORY: 0, "total": 5}  # the ledger answers
-    assert measured["ledger"]["rerun"] == {CREDIT: 0, HISTORY: 0, "total": 1}
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        # 12 rows of 4 members (each member in every segment): history reads are cached per member.
+        (4, {"replay_window": (4, 4), "every_row": (4, 4), "none": (0, 0), "ledger": (4, 0)}),
+        # 12 rows of 12 members (a member per row): every_row reads once per row, replay_window only for
+        # the 4 rows before the first state.
+        (12, {"replay_window": (4, 4), "every_row": (12, 8), "none": (0, 0), "ledger": (4, 0)}),
+    ],
+)
+def test_extra_requests_per_policy(
+    sb: Sandbox, tmp_path: Any, capsys: pytest.CaptureFixture[str], members: int, expected: dict[str, tuple[int, int]]
+) -> None:
+    """History reads (clean run, replay) per policy; 12 rows in 3 segments, the replay re-sends segments 2-3."""
+    measured = {policy: _measure(sb, policy, members, tmp_path) for policy in expected}
+
+    assert {policy: (_history(r, "clean"), _history(r, "replay")) for policy, r in measured.items()} == expected
+    # Credits sent: 12 on a clean run; on the replay the 4 rows of segment 3, plus, without verification,
+    # the 4 rows of segment 2 again (the double credits).
+    assert {policy: (r["clean"][CREDIT], r["replay"][CREDIT]) for policy, r in measured.items()} == {
+        "replay_window": (12, 4), "every_row": (12, 4), "none": (12, 8), "ledger": (12, 4)
+    }
+    assert measured["ledger"]["rerun"] == {CREDIT: 0, HISTORY: 0, "total": 1}  # the activity list only
     with capsys.disabled():
         for policy, runs in measured.items():
-            print(f"\n{policy}: {runs}", end="")
+            print(f"\n{members} members, {policy}: {runs}", end="")
