@@ -206,7 +206,11 @@ class _Sync:
         )
         reader.start()
         seq = 0
-        states_seen = 0
+        # Rows a replayed attempt may already have written are those before the first state that
+        # covers their stream: the platform resumes each stream from its own last state (or all
+        # streams from the last GLOBAL state), so a stream without a state yet restarts from scratch.
+        streams_with_state: set[StreamKey] = set()
+        global_state_seen = False
         try:
             while True:
                 try:
@@ -230,13 +234,18 @@ class _Sync:
                                 "it is not in the configured catalog."
                             )
                         continue
-                    row = Row(stream=stream, data=msg.record.data, seq=seq, verify=states_seen == 0)
+                    in_replay_window = not global_state_seen and stream.key not in streams_with_state
+                    row = Row(stream=stream, data=msg.record.data, seq=seq, verify=in_replay_window)
                     seq += 1
                     row.member = writer.member_key(row)
                     pipeline.submit(row)
                 elif msg.type == Type.STATE and msg.state is not None:
-                    states_seen += 1
-                    pipeline.add_state(msg, _state_stream(msg))
+                    state_stream = _state_stream(msg)
+                    if state_stream is None:
+                        global_state_seen = True
+                    else:
+                        streams_with_state.add(state_stream)
+                    pipeline.add_state(msg, state_stream)
                     if barrier:
                         # Activity credits: never start a credit past a state that is not echoed yet,
                         # so an interrupted attempt cannot have credited rows beyond its next state.

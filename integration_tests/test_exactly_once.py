@@ -415,3 +415,25 @@ def test_extra_requests_per_policy(
     with capsys.disabled():
         for policy, runs in measured.items():
             print(f"\n{members} members, {policy}: {runs}", end="")
+
+
+def test_per_stream_states_replay_a_stream_without_state_from_its_start(sb: Sandbox) -> None:
+    """Attempt 1: A1, state(A), B1, B2, then dies before B's first state. The platform resumes A from
+    its state and B from scratch, so B1 and B2 come *after* a state in the replay and must still be
+    verified: the replay window is per stream (or global), not "before the first state of any stream"."""
+    a1 = {"user_id": MEMBERS[0], "activity_id": "1001", "num_points": 1, "event_id": "a1"}
+    a2 = {"user_id": MEMBERS[1], "activity_id": "1001", "num_points": 2, "event_id": "a2"}
+    b1 = {"user_id": MEMBERS[2], "activity_id": "1001", "num_points": 3, "event_id": "b1"}
+    b2 = {"user_id": MEMBERS[3], "activity_id": "1001", "num_points": 4, "event_id": "b2"}
+    cat = catalog("append", "a", extra_streams=("b",))
+    cfg = credit_config(sb)
+    first = [record(a1, "a"), state(1, "a"), record(b1, "b"), record(b2, "b")]
+    out = run_write(cfg, cat, first)  # input ends before B's state: B1 and B2 are credited, unconfirmed
+    assert state_ids(out) == [1]
+    wait_until(lambda: len(sb.credits()) == 3)
+
+    replay = [record(a2, "a"), state(2, "a"), record(b1, "b"), record(b2, "b"), state(3, "b")]
+    out = run_write(cfg, cat, replay)
+
+    assert state_ids(out) == [2, 3]
+    assert_exactly_once(sb, [a1, a2, b1, b2])
