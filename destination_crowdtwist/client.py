@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -256,6 +257,14 @@ class CrowdTwistClient:
             # CrowdTwist sets cookies we do not need; sharing a cookie jar between threads only adds state.
             session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         session.verify = True
+        if self._owns_session:
+            # Resolve proxy settings once: with trust_env on, requests re-reads the environment (proxies,
+            # netrc, CA bundle) on every request, a measurable share of the per-row CPU.
+            session.proxies.update(requests.utils.get_environ_proxies(self._base_url))
+            ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if ca_bundle:
+                session.verify = ca_bundle  # a corporate CA, as requests would have read it
+            session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
         self._session = session
 

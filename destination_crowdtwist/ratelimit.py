@@ -57,7 +57,10 @@ class RateBudget:
         self._decrease_factor = decrease_factor
         self._recovery = recovery_per_second
         now = clock()
-        self._tat = now  # theoretical arrival time of the next request at the current rate
+        # Theoretical arrival time of the next request at the current rate. It starts with no burst
+        # credit: a sync's first second goes at the paced rate, not at twice it (a fresh sync cannot
+        # know what the program's other clients used in the last second).
+        self._tat = now + self._tolerance()
         self._paused_until = now
         self._pause_generation = 0
         self._last_adjust = now

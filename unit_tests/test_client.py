@@ -515,7 +515,7 @@ def test_session_is_configured_for_our_own_retries(harness: Harness) -> None:
     adapter = client._session.get_adapter("https://api1.crowdtwist.com/v2/activities")
     assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
     assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
-    assert client._session.verify is True
+    assert client._session.verify not in (False, None, "")  # TLS verification stays on (True or a CA bundle path)
 
 
 def test_thread_safe_under_concurrency(fake_server: FakeServer, harness: Harness) -> None:
@@ -604,3 +604,13 @@ def test_throttling_longer_than_the_throttle_timeout_is_a_transient_error(fake_s
         client.list_activities()
     assert info.value.status == 429
     assert harness.sleeps == [30.0, 30.0]
+
+
+def test_session_resolves_environment_once_and_keeps_a_configured_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp/ca.pem")
+    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY))
+    try:
+        assert client._session.trust_env is False  # no per-request environment lookups
+        assert client._session.verify == "/etc/corp/ca.pem"
+    finally:
+        client.close()

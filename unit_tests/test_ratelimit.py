@@ -31,9 +31,18 @@ def _budget(per_minute: float, t: FakeTime, **kwargs: float) -> RateBudget:
     return RateBudget(per_minute, clock=t.clock, sleep=t.sleep, **kwargs)
 
 
-def test_burst_then_smooth_pacing() -> None:
+def test_a_fresh_budget_starts_paced_without_burst_credit() -> None:
+    t = FakeTime()
+    budget = _budget(600, t)  # 10/s
+    for _ in range(4):
+        budget.acquire()
+    assert t.sleeps == [0.1, 0.1, 0.1]
+
+
+def test_burst_after_idle_then_smooth_pacing() -> None:
     t = FakeTime()
     budget = _budget(600, t)  # 10/s, 1 s burst = 10 requests
+    t.now += 5  # idle: one second's worth of burst credit builds up
     for _ in range(13):
         budget.acquire()
     assert t.sleeps == [0.1, 0.1, 0.1]
