@@ -41,11 +41,8 @@ from destination_crowdtwist.coercion import CoercionError, to_epoch_seconds
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.errors import (
     Action,
-    ConfigError,
     TransientError,
     UncertainOutcome,
-    classify_response,
-    error_from_resolution,
 )
 from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
 from destination_crowdtwist.masking import mask_identifier
@@ -56,6 +53,7 @@ from destination_crowdtwist.writers.base import (
     WOULD_CREDIT,
     Outcome,
     Row,
+    rejection,
 )
 
 logger = logging.getLogger("airbyte")
@@ -249,16 +247,7 @@ class ActivityCreditWriter:
                 )
             self._mark_done(key, CREDITED)
             return Outcome(kind=CREDITED, member=member, status=response.status)
-        code, message = _error_fields(response)
-        is_html = "html" in response.headers.get("Content-Type", "").lower()
-        resolution = classify_response(
-            response.status, code, message, is_html=is_html, path="/v2/users/{id}/activities"
-        )
-        if resolution.action is Action.CONFIG:
-            raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
-        if resolution.action is not Action.REJECT:
-            raise ConfigError(f"Unexpected answer HTTP {response.status} from CrowdTwist", status=response.status)
-        reason = resolution.reason_class or "rejected_by_api"
+        reason, text = rejection(response)
         if reason == "duplicate_event":
             # CrowdTwist's "Event already processed": the earlier request was accepted.
             self._mark_done(key, DUPLICATE)
@@ -270,8 +259,6 @@ class ActivityCreditWriter:
                 f"No member with this {self.id_type} exists. Check that user_id holds the configured identifier "
                 "type, and sync the member's profile before crediting activities."
             )
-        else:
-            text = resolution.hint if not message else f"{message} — {resolution.hint}"
         return Outcome.rejected(member, reason, text, response.status)
 
     # -- verification -------------------------------------------------------------------------
@@ -327,10 +314,9 @@ class ActivityCreditWriter:
                 if isinstance(extra, Mapping) and extra.get(DEDUPE_KEY_FIELD) is not None:
                     keys.add(str(extra[DEDUPE_KEY_FIELD]))
         elif response.status != 404:
-            code, message = _error_fields(response)
-            resolution = classify_response(response.status, code, message, path="/v2.1/users/{id}/activity_history")
-            if resolution.action is Action.CONFIG:
-                raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
+            code, message = response.error_code, response.safe_message
+            if response.classify().action is Action.CONFIG:
+                rejection(response)  # raises the sync-stopping error
             # Never guess: if the history cannot be read, crediting could double the points.
             raise TransientError(
                 f"Activity history could not be read (HTTP {response.status}) to verify a credit; stopping so "
@@ -363,11 +349,8 @@ class ActivityCreditWriter:
                 points = _int_or_none(self._active.get(credit.activity_id, {}).get("num_points"))
             text = f"would credit activity {credit.activity_id}" + (f" ({points} points)" if points is not None else "")
             return Outcome(kind=WOULD_CREDIT, member=member, message=text)
-        code, message = _error_fields(response)
-        resolution = classify_response(response.status, code, message, path="/v2/users/{id}")
-        if resolution.action is Action.CONFIG:
-            raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
-        return Outcome.rejected(member, resolution.reason_class or "rejected_by_api", resolution.hint, response.status)
+        reason, text = rejection(response)
+        return Outcome.rejected(member, reason, text, response.status)
 
     # -- parsing ----------------------------------------------------------------------------------
 
@@ -524,14 +507,6 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _error_fields(response: ApiResponse) -> tuple[str | None, str | None]:
-    data = response.data
-    if isinstance(data, Mapping):
-        code, message = data.get("error"), data.get("message")
-        return (str(code) if code is not None else None, str(message) if message is not None else None)
-    return (None, None)
 
 
 def _history_items(data: Any) -> list[Any]:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from destination_crowdtwist.errors import Action, TransientError, error_from_resolution
+
+if TYPE_CHECKING:
+    from destination_crowdtwist.client import ApiResponse
 
 # Outcome kinds. Accepted kinds count in destinationStats.recordCount; "rejected" counts in
 # rejectedRecordCount.
@@ -99,3 +104,29 @@ class Writer(Protocol):
 
     def close(self) -> None:
         """Release resources at the end of the sync."""
+
+
+def rejection(response: ApiResponse) -> tuple[str, str]:
+    """``(reason_class, actionable message)`` for a record-level CrowdTwist answer.
+
+    Answers that concern every row (credentials, base URL) raise the matching sync-stopping error
+    instead: rejecting row after row would only hide the real problem.
+    """
+    resolution = response.classify()
+    if resolution.action is Action.CONFIG:
+        raise error_from_resolution(
+            resolution,
+            status=response.status,
+            error_code=response.error_code,
+            api_message=response.safe_message,
+            request_line=response.request_line,
+        )
+    if resolution.action is not Action.REJECT:
+        # The client retries RETRY answers itself and returns only 2xx and record-level 4xx.
+        raise TransientError(
+            f"Unexpected answer HTTP {response.status} from CrowdTwist", status=response.status,
+            request_line=response.request_line,
+        )
+    message = response.error_message
+    text = resolution.hint if not message else f"{message} — {resolution.hint}"
+    return resolution.reason_class or "rejected_by_api", text

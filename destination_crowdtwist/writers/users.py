@@ -17,7 +17,6 @@ from typing import Any
 
 from destination_crowdtwist.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.errors import Action, ConfigError, classify_response, error_from_resolution
 from destination_crowdtwist.mapping import MappedUser, RowError, create_payload, map_user_record
 from destination_crowdtwist.masking import mask_identifier
 from destination_crowdtwist.validation import validate_user
@@ -29,6 +28,7 @@ from destination_crowdtwist.writers.base import (
     WOULD_UPDATE,
     Outcome,
     Row,
+    rejection,
 )
 
 UPSERT = "append_dedup"
@@ -79,14 +79,6 @@ class UpsertLearner:
         """Current estimate of the share of new members."""
         with self._lock:
             return self._p_new
-
-
-def _error_fields(response: ApiResponse) -> tuple[str | None, str | None]:
-    data = response.data
-    if isinstance(data, Mapping):
-        code, message = data.get("error"), data.get("message")
-        return (str(code) if code is not None else None, str(message) if message is not None else None)
-    return (None, None)
 
 
 class UserProfileWriter:
@@ -167,7 +159,7 @@ class UserProfileWriter:
             if create_on_missing:
                 self.learner.observe(existed=True)
             return Outcome(kind=UPDATED, member=member, status=response.status)
-        outcome, resolution_reason = self._classify(response, member, "/v2/users/{id}")
+        outcome, resolution_reason = self._classify(response, member)
         if resolution_reason == "not_found" and create_on_missing:
             self.learner.observe(existed=False)
             return self._create(mapped, member, update_on_taken=False)
@@ -214,7 +206,7 @@ class UserProfileWriter:
             if update_on_taken:
                 self.learner.observe(existed=False)
             return Outcome(kind=CREATED, member=member, status=response.status)
-        outcome, reason = self._classify(response, member, "/v2/users")
+        outcome, reason = self._classify(response, member)
         if reason == "already_taken" and update_on_taken:
             self.learner.observe(existed=True)
             if not mapped.payload:
@@ -240,7 +232,7 @@ class UserProfileWriter:
             profile = response.data if isinstance(response.data, Mapping) else {}
             changes = _changed_fields(profile, mapped.payload)
             return Outcome(kind=WOULD_UPDATE, member=member, changes=changes)
-        _outcome, reason = self._classify(response, member, "/v2/users/{id}")
+        _outcome, reason = self._classify(response, member)
         if reason != "not_found":
             return _outcome
         if mode == UPDATE:
@@ -265,17 +257,8 @@ class UserProfileWriter:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _classify(self, response: ApiResponse, member: str, path: str) -> tuple[Outcome, str | None]:
-        code, message = _error_fields(response)
-        is_html = "html" in response.headers.get("Content-Type", "").lower()
-        resolution = classify_response(response.status, code, message, is_html=is_html, path=path)
-        if resolution.action is Action.CONFIG:
-            raise error_from_resolution(resolution, status=response.status, error_code=code, api_message=message)
-        if resolution.action is not Action.REJECT:
-            # The client retries RETRY answers itself; anything else here is unexpected.
-            raise ConfigError(f"Unexpected answer HTTP {response.status} from CrowdTwist", status=response.status)
-        text = resolution.hint if not message else f"{message} — {resolution.hint}"
-        reason = resolution.reason_class or "rejected_by_api"
+    def _classify(self, response: ApiResponse, member: str) -> tuple[Outcome, str]:
+        reason, text = rejection(response)
         return Outcome.rejected(member, reason, text, response.status), reason
 
     def _mask(self, user_id: str) -> str:
