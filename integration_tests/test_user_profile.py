@@ -418,3 +418,23 @@ def test_summary_lists_outcomes_and_reason_classes_with_masked_examples(sb, capl
     line = next(line for line in text.splitlines() if "validation: 5" in line)
     assert line.count("***") == 6  # three masked examples, two star groups each
     assert "vbad@example.com" not in text
+
+
+def test_upsert_row_that_cannot_be_created_says_the_member_does_not_exist(sb, tmp_path):
+    path = tmp_path / "rejects.jsonl"
+    write(config(sb, rejected_records_path=str(path)), catalog(UPSERT),
+          [rec({"user_id": "partial@example.com", "last_name": "Only"}), state(1)])
+    line = json.loads(path.read_text())
+    assert line["message"].startswith("The member does not exist and cannot be created: ")
+    assert "first_name" in line["message"]
+    counts = sb.request_counts()
+    assert counts.get("PUT /v2/users/{id}") == 1 and counts.get("POST /v2/users", 0) == 0  # no wasted create
+
+
+def test_insert_row_missing_required_fields_does_not_claim_the_member_is_missing(sb, tmp_path):
+    path = tmp_path / "rejects.jsonl"
+    write(config(sb, rejected_records_path=str(path)), catalog(INSERT),
+          [rec({"user_id": "partial@example.com", "last_name": "Only"}), state(1)])
+    line = json.loads(path.read_text())
+    assert not line["message"].startswith("The member does not exist")
+    assert line["message"].startswith("first_name")

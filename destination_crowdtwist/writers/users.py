@@ -162,7 +162,7 @@ class UserProfileWriter:
         outcome, resolution_reason = self._classify(response, member)
         if resolution_reason == "not_found" and create_on_missing:
             self.learner.observe(existed=False)
-            return self._create(mapped, member, update_on_taken=False)
+            return self._create(mapped, member, update_on_taken=False, known_missing=True)
         if resolution_reason == "not_found":
             return Outcome.rejected(
                 member,
@@ -182,6 +182,7 @@ class UserProfileWriter:
         update_on_taken: bool,
         body: dict[str, Any] | None = None,
         missing_ok: bool = False,
+        known_missing: bool = False,
     ) -> Outcome:
         if self.id_type == "id":
             return Outcome.rejected(
@@ -199,7 +200,8 @@ class UserProfileWriter:
                 return Outcome.rejected(member, exc.reason_class, exc.message)
             problems = validate_user(body, creating=True, require_location=self.cfg.require_location)
             if problems:
-                prefix = "The member does not exist and cannot be created: " if update_on_taken is False else ""
+                # Say "does not exist" only when an update just proved it (insert mode never looks).
+                prefix = "The member does not exist and cannot be created: " if known_missing else ""
                 return _rejected_by_problems(member, problems, prefix=prefix)
         response = self.client.create_user(body)
         if 200 <= response.status < 300:
