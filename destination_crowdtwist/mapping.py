@@ -317,6 +317,22 @@ def _apply_field_mapping(record: Mapping[str, Any], compiled: _CompiledMapping) 
     return working
 
 
+def apply_field_mapping(record: Mapping[str, Any], options: MappingOptions) -> Mapping[str, Any]:
+    """The record with ``options.field_mapping`` applied (shared by both object types)."""
+    return _apply_field_mapping(record, _compile(options))
+
+
+def normalise_user_id(raw_id: Any, id_type: str) -> str:
+    """The normalised identifier of a row (the member key of both writers); raises `RowError`."""
+    if raw_id is None or _is_blank(raw_id):
+        raise RowError(
+            "missing_identifier",
+            f"user_id is required: map a source column holding the member's {id_type} to user_id",
+            USER_ID_FIELD,
+        )
+    return _ID_NORMALISERS[id_type](raw_id)
+
+
 def _is_blank(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
@@ -331,14 +347,7 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
     compiled = _compile(options)
     working = _apply_field_mapping(record, compiled)
 
-    raw_id = working.get(USER_ID_FIELD)
-    if raw_id is None or _is_blank(raw_id):
-        raise RowError(
-            "missing_identifier",
-            f"user_id is required: map a source column holding the member's {options.id_type} to user_id",
-            USER_ID_FIELD,
-        )
-    user_id = compiled.normalise_id(raw_id)
+    user_id = normalise_user_id(working.get(USER_ID_FIELD), options.id_type)
 
     send_nulls = compiled.send_nulls
     payload: dict[str, Any] = {}

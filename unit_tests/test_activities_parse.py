@@ -121,8 +121,9 @@ def test_activity_date_forms(value: Any, expected: int) -> None:
     [
         ({"user_id": None}, "missing_identifier", "user_id is required"),
         ({"user_id": ""}, "missing_identifier", "user_id is required"),
-        ({"user_id": True}, "missing_identifier", "user_id is required"),
-        ({"user_id": ["a"]}, "validation", "user_id must be"),
+        ({"user_id": True}, "validation", "user_id: expected an email address"),
+        ({"user_id": ["a"]}, "validation", "user_id: expected an email address"),
+        ({"user_id": "not-an-email"}, "validation", "user_id: expected an email address"),
         ({"activity_id": None}, "validation", "activity_id is required"),
         ({"activity_id": False}, "validation", "activity_id must be"),
         ({"activity_id": "9999"}, "invalid_activity", "not an active activity"),

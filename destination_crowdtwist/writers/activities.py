@@ -45,6 +45,7 @@ from destination_crowdtwist.errors import (
     UncertainOutcome,
 )
 from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.mapping import RowError, apply_field_mapping, normalise_user_id
 from destination_crowdtwist.masking import mask_identifier
 from destination_crowdtwist.writers.base import (
     CREDITED,
@@ -131,6 +132,7 @@ class ActivityCreditWriter:
         self._started = clock()
         self.history_reads = 0
         self._mapping = {m.source: m.destination for m in cfg.field_mapping}
+        self._mapping_options = cfg.mapping_options()
 
     # -- Writer protocol ---------------------------------------------------------------------
 
@@ -355,9 +357,13 @@ class ActivityCreditWriter:
     # -- parsing ----------------------------------------------------------------------------------
 
     def _parse(self, row: Row) -> Credit:
-        data = _apply_mapping(row.data, self._mapping) if self._mapping else row.data
+        data = apply_field_mapping(row.data, self._mapping_options) if self._mapping else row.data
         self._log_unknown_fields(row, data)
-        user_id = _normalise_user_id(data.get("user_id"), self.id_type)
+        try:
+            # The same identifier rules (and so the same member key) as User Profile rows.
+            user_id = normalise_user_id(data.get("user_id"), self.id_type)
+        except RowError as exc:
+            raise _RowProblem(exc.reason_class, exc.message) from None
         raw_activity = data.get("activity_id")
         if raw_activity is None or (isinstance(raw_activity, str) and not raw_activity.strip()):
             raise _RowProblem("validation", "activity_id is required: map the CrowdTwist activity id to activity_id")
@@ -432,15 +438,6 @@ def dedupe_key(
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
-def _apply_mapping(data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    out = dict(data)
-    for source, dest in mapping.items():
-        value = _path_value(data, tuple(source.split(".")))
-        if value is not None:
-            out[dest] = value
-    return out
-
-
 def _path_value(data: Mapping[str, Any], path: tuple[str, ...] | list[str]) -> Any:
     current: Any = data
     for part in path:
@@ -448,22 +445,6 @@ def _path_value(data: Mapping[str, Any], path: tuple[str, ...] | list[str]) -> A
             return None
         current = current.get(part)
     return current
-
-
-def _normalise_user_id(value: Any, id_type: str) -> str:
-    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
-        raise _RowProblem("missing_identifier", f"user_id is required: map the member's {id_type} to user_id")
-    if not isinstance(value, str | int | float):
-        raise _RowProblem("validation", f"user_id must be a string or a number, got {type(value).__name__}")
-    text = _id_text(value)
-    if id_type == "email":
-        return text.lower()
-    if id_type == "mobile_phone_number":
-        digits = "".join(ch for ch in text if ch.isdigit())
-        if not digits:
-            raise _RowProblem("validation", "user_id must hold a phone number (id_type mobile_phone_number)")
-        return digits
-    return text
 
 
 def _id_text(value: str | int | float) -> str:
