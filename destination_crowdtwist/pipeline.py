@@ -142,22 +142,11 @@ class Pipeline:
             while self._busy:
                 self._cond.wait(timeout=1.0)
 
-    def wait_for_progress(self, timeout: float) -> None:
-        """Sleep until some row settles (or ``timeout``), to release states while input is idle."""
-        with self._cond:
-            self._cond.wait(timeout)
-
     @property
     def fatal(self) -> BaseException | None:
         """The sync-stopping error, if one happened."""
         with self._cond:
             return self._fatal
-
-    @property
-    def outstanding(self) -> int:
-        """Rows submitted and not yet settled."""
-        with self._cond:
-            return self._tracker.outstanding
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:

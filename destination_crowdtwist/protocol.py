@@ -121,7 +121,3 @@ def parse_messages(lines: Iterable[str]) -> Iterator[PatchedAirbyteMessage]:
                 f"Skipping malformed {msg_type} messages ({type(exc).__name__}); further ones are skipped silently.",
             )
 
-
-def state_id(state: AirbyteStateMessage) -> int | None:
-    """The platform's checkpoint id of a state message, if any."""
-    return getattr(state, "id", None)

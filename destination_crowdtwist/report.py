@@ -98,12 +98,6 @@ class SyncReport:
                 self._file = None
 
     @property
-    def total(self) -> int:
-        """Rows with an outcome."""
-        with self._lock:
-            return sum(self.by_kind.values())
-
-    @property
     def rejected(self) -> int:
         """Rows rejected."""
         with self._lock:
@@ -126,12 +120,3 @@ class SyncReport:
                 lines.append(f"Rejected rows were written to {self._path}")
             return lines
 
-    def as_dict(self) -> dict[str, Any]:
-        """Machine-readable summary (used by the demo and the benchmark)."""
-        with self._lock:
-            return {
-                "by_outcome": dict(self.by_kind),
-                "rejected_by_reason": dict(self.by_reason),
-                "examples": {k: list(v) for k, v in self.examples.items()},
-                "by_stream": {k: dict(v) for k, v in self.by_stream.items()},
-            }

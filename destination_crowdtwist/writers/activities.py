@@ -46,7 +46,6 @@ from destination_crowdtwist.errors import (
 )
 from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
 from destination_crowdtwist.mapping import RowError, apply_field_mapping, normalise_user_id
-from destination_crowdtwist.masking import mask_identifier
 from destination_crowdtwist.writers.base import (
     CREDITED,
     DUPLICATE,
@@ -54,6 +53,7 @@ from destination_crowdtwist.writers.base import (
     WOULD_CREDIT,
     Outcome,
     Row,
+    member_label,
     rejection,
 )
 
@@ -130,7 +130,6 @@ class ActivityCreditWriter:
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
         self._ledger_trusted = False
         self._started = clock()
-        self.history_reads = 0
         self._mapping = {m.source: m.destination for m in cfg.field_mapping}
         self._mapping_options = cfg.mapping_options()
 
@@ -237,7 +236,7 @@ class ActivityCreditWriter:
 
     def _outcome(self, credit: Credit, member: str, response: ApiResponse) -> Outcome:
         key = credit.dedupe_key
-        if 200 <= response.status < 300:
+        if response.ok:
             data = response.data if isinstance(response.data, Mapping) else {}
             self._remember(credit)
             if data.get("awarded") is False:
@@ -303,9 +302,8 @@ class ActivityCreditWriter:
             return cache.keys
         now = int(self._clock())
         response = self.client.activity_history(user_id, self.id_type, now - HISTORY_LOOKBACK_SECONDS, now + 3600)
-        self.history_reads += 1
         keys: set[str] = set()
-        if 200 <= response.status < 300:
+        if response.ok:
             for item in _history_items(response.data):
                 extra = item.get("extra_data") if isinstance(item, Mapping) else None
                 if isinstance(extra, str):
@@ -345,7 +343,7 @@ class ActivityCreditWriter:
 
     def _dry_run(self, credit: Credit, member: str) -> Outcome:
         response = self.client.get_user(credit.user_id, self.id_type)
-        if 200 <= response.status < 300:
+        if response.ok:
             points = credit.num_points
             if points is None:
                 points = _int_or_none(self._active.get(credit.activity_id, {}).get("num_points"))
@@ -404,11 +402,10 @@ class ActivityCreditWriter:
                 )
 
     def _mask(self, user_id: str) -> str:
-        return user_id if self.cfg.log_pii else mask_identifier(user_id, self.id_type)
+        return member_label(user_id, self.id_type, log_pii=self.cfg.log_pii)
 
     def _raw_member(self, row: Row) -> str:
-        value = row.data.get("user_id")
-        return "(no user_id)" if value in (None, "") else self._mask(str(value))
+        return member_label(row.data.get("user_id"), self.id_type, log_pii=self.cfg.log_pii)
 
 
 def dedupe_key(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from destination_crowdtwist.errors import Action, TransientError, error_from_resolution
+from destination_crowdtwist.masking import mask_identifier
 
 if TYPE_CHECKING:
     from destination_crowdtwist.client import ApiResponse
@@ -130,3 +131,11 @@ def rejection(response: ApiResponse) -> tuple[str, str]:
     message = response.error_message
     text = resolution.hint if not message else f"{message} — {resolution.hint}"
     return resolution.reason_class or "rejected_by_api", text
+
+
+def member_label(value: Any, id_type: str, *, log_pii: bool) -> str:
+    """How a row's member is named in logs, reject files and summaries (masked unless ``log_pii``)."""
+    if value is None or value == "":
+        return "(no user_id)"
+    text = str(value)
+    return text if log_pii else mask_identifier(text, id_type)

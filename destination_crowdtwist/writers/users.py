@@ -18,7 +18,6 @@ from typing import Any
 from destination_crowdtwist.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.mapping import MappedUser, RowError, create_payload, map_user_record
-from destination_crowdtwist.masking import mask_identifier
 from destination_crowdtwist.validation import validate_user
 from destination_crowdtwist.writers.base import (
     CREATED,
@@ -28,6 +27,7 @@ from destination_crowdtwist.writers.base import (
     WOULD_UPDATE,
     Outcome,
     Row,
+    member_label,
     rejection,
 )
 
@@ -155,7 +155,7 @@ class UserProfileWriter:
                 return self._create(mapped, member, update_on_taken=False, missing_ok=True)
             return Outcome(kind=UNCHANGED, member=member, message="no field to update besides user_id")
         response = self.client.update_user(mapped.user_id, self.id_type, mapped.payload)
-        if 200 <= response.status < 300:
+        if response.ok:
             if create_on_missing:
                 self.learner.observe(existed=True)
             return Outcome(kind=UPDATED, member=member, status=response.status)
@@ -204,7 +204,7 @@ class UserProfileWriter:
                 prefix = "The member does not exist and cannot be created: " if known_missing else ""
                 return _rejected_by_problems(member, problems, prefix=prefix)
         response = self.client.create_user(body)
-        if 200 <= response.status < 300:
+        if response.ok:
             if update_on_taken:
                 self.learner.observe(existed=False)
             return Outcome(kind=CREATED, member=member, status=response.status)
@@ -223,7 +223,7 @@ class UserProfileWriter:
         if problems:
             return _rejected_by_problems(member, problems)
         response = self.client.get_user(mapped.user_id, self.id_type)
-        if 200 <= response.status < 300:
+        if response.ok:
             if mode == INSERT:
                 return Outcome.rejected(
                     member,
@@ -264,13 +264,10 @@ class UserProfileWriter:
         return Outcome.rejected(member, reason, text, response.status), reason
 
     def _mask(self, user_id: str) -> str:
-        return user_id if self.cfg.log_pii else mask_identifier(user_id, self.id_type)
+        return member_label(user_id, self.id_type, log_pii=self.cfg.log_pii)
 
     def _raw_member(self, row: Row) -> str:
-        value = row.data.get("user_id")
-        if value is None or value == "":
-            return "(no user_id)"
-        return self._mask(str(value))
+        return member_label(row.data.get("user_id"), self.id_type, log_pii=self.cfg.log_pii)
 
 
 def _rejected_by_problems(member: str, problems: list[Any], *, prefix: str = "") -> Outcome:
