@@ -438,3 +438,23 @@ def test_insert_row_missing_required_fields_does_not_claim_the_member_is_missing
     line = json.loads(path.read_text())
     assert not line["message"].startswith("The member does not exist")
     assert line["message"].startswith("first_name")
+
+
+def test_upsert_learns_the_cheaper_order_and_stays_near_one_request_per_row(sb):
+    # Sequential, so the learner sees each answer before the next row. 60 new members, then 60
+    # existing ones, in one sync: it starts update-first (each new member costs PUT 404 + POST), switches
+    # to create-first, then back to update-first once existing members dominate (each costs POST
+    # "already taken" + PUT until then).
+    for i in range(60):
+        sb.add_member(email_address=f"old{i}@example.com", first_name="Old", last_name="Member", postal_code="10001")
+    rows = [rec(person(f"new{i}@example.com")) for i in range(60)]
+    rows += [rec(person(f"old{i}@example.com", first_name="Again")) for i in range(60)]
+    out = write(config(sb, max_concurrency=1), catalog(UPSERT), [*rows, state(1)])
+    assert stats(out) == [(1, 120.0, 0.0)]
+    counts = sb.request_counts()
+    wasted_puts = counts.get("404", 0)  # new members tried update-first before the switch
+    wasted_posts = counts.get("400", 0)  # existing members tried create-first before the switch back
+    assert 3 <= wasted_puts <= 20
+    assert 3 <= wasted_posts <= 20
+    assert counts["total"] <= 120 * 1.3  # a fixed order would cost 1.5 requests per row here
+    assert all(m["first_name"] == "Again" for m in sb.members() if m["email_address"].startswith("old"))
