@@ -1,4 +1,4 @@
-# Developer and CI entry points. Only python3 (3.10-3.13) must be installed: every target that
+# Developer and CI entry points. Only python3 (3.11-3.13) must be installed: every target that
 # needs the package bootstraps .venv/ first.
 #
 #   make test    ruff, mypy, then pytest (unit_tests + integration_tests)

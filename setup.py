@@ -23,7 +23,7 @@ setup(
     version="0.1.0",
     description="Airbyte destination that syncs member profiles and activity credits to Oracle CrowdTwist.",
     license="MIT",
-    python_requires=">=3.10,<3.14",
+    python_requires=">=3.11,<3.14",
     packages=find_packages(include=["destination_crowdtwist", "destination_crowdtwist.*",
                                     "crowdtwist_sandbox", "crowdtwist_sandbox.*"]),
     package_data={"destination_crowdtwist": ["spec.json", "py.typed"], "crowdtwist_sandbox": ["py.typed"]},

@@ -2,7 +2,7 @@
 
 `spec.json` (top level) is the single source of truth for field names and defaults; this module turns
 the user's JSON into a frozen :class:`ConnectorConfig` and refuses anything a sync could not run with,
-with a :class:`~destination_crowdtwist.errors.ConfigError` that names the field and what to fix.
+with a :class:`~destination_crowdtwist.api.errors.ConfigError` that names the field and what to fix.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from functools import cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from destination_crowdtwist.errors import ConfigError
-from destination_crowdtwist.mapping import FieldMapping, MappingOptions
+from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.records.mapping import FieldMapping, MappingOptions
 
 IdType = Literal["email", "id", "third_party_id", "username", "mobile_phone_number"]
 ID_TYPES: tuple[str, ...] = ("email", "id", "third_party_id", "username", "mobile_phone_number")
@@ -76,6 +76,7 @@ class ConnectorConfig:
     unmapped_fields: str = "custom_data"
     null_values: str = "skip"
     field_mapping: tuple[FieldMapping, ...] = ()
+    custom_attributes: tuple[str, ...] = ()
     dry_run: bool = False
     rejected_records_path: str | None = None
     rejected_records_include_pii: bool = False
@@ -232,6 +233,15 @@ def _field_mapping(raw: Any) -> tuple[FieldMapping, ...]:
     return tuple(result)
 
 
+def _names(raw: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    value = raw.get(name)
+    if value in (None, []):
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ConfigError(f"{name} must be a list of non-empty names")
+    return tuple(dict.fromkeys(item.strip() for item in value))
+
+
 def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
     """Parse and validate the connector configuration.
 
@@ -249,6 +259,7 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         unmapped_fields=_choice(raw, "unmapped_fields", ("custom_data", "drop"), d["unmapped_fields"]),
         null_values=_choice(raw, "null_values", ("skip", "send"), d["null_values"]),
         field_mapping=_field_mapping(raw.get("field_mapping")),
+        custom_attributes=_names(raw, "custom_attributes"),
         dry_run=_bool(raw, "dry_run", d["dry_run"]),
         rejected_records_path=_optional_path(raw, "rejected_records_path"),
         rejected_records_include_pii=_bool(raw, "rejected_records_include_pii", d["rejected_records_include_pii"]),

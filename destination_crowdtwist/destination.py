@@ -1,7 +1,7 @@
 """The destination: ``spec``, ``check`` and ``write``, and nothing else.
 
 ``write`` parses the config, refuses sync modes CrowdTwist cannot honour, builds one writer for the
-configured object type and drives the :class:`~destination_crowdtwist.pipeline.Pipeline`: records go
+configured object type and drives the :class:`~destination_crowdtwist.sync.pipeline.Pipeline`: records go
 to the worker pool, states come back out only when everything before them has settled.
 """
 
@@ -28,20 +28,20 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_crowdtwist.checkpoint import ReleasedState, StreamKey
-from destination_crowdtwist.client import client_from_config
+from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
-from destination_crowdtwist.errors import ConfigError, CrowdTwistError, TransientError
-from destination_crowdtwist.pipeline import Pipeline
-from destination_crowdtwist.protocol import (
+from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
+from destination_crowdtwist.sync.pipeline import Pipeline
+from destination_crowdtwist.sync.protocol import (
     PatchedAirbyteMessage,
     PatchedAirbyteStateMessage,
     StateStats,
     emit,
     parse_messages,
+    traced,
 )
-from destination_crowdtwist.report import SyncReport
-from destination_crowdtwist.writers import make_writer
+from destination_crowdtwist.sync.report import SyncReport
+from destination_crowdtwist.wiring import client_from_config, make_writer
 from destination_crowdtwist.writers.base import Row, StreamContext
 
 logger = logging.getLogger("airbyte")
@@ -142,7 +142,7 @@ class DestinationCrowdtwist(Destination):
             cfg = parse_config(config)
             streams = _stream_contexts(configured_catalog, cfg)
         except CrowdTwistError as exc:
-            raise exc.to_traced_exception() from None
+            raise traced(exc) from None
         yield from _Sync(cfg, streams).run(input_messages)
 
 
@@ -165,7 +165,7 @@ class _Sync:
                 dry_run=cfg.dry_run,
             )
         except CrowdTwistError as exc:
-            raise exc.to_traced_exception() from None
+            raise traced(exc) from None
         writer = make_writer(cfg, client)
         pipeline = Pipeline(
             writer,
@@ -183,7 +183,7 @@ class _Sync:
             try:
                 writer.prepare()
             except CrowdTwistError as exc:
-                raise exc.to_traced_exception() from None
+                raise traced(exc) from None
             pipeline.start()
             yield from self._drive(input_messages, writer, pipeline, report)
         finally:
@@ -255,7 +255,7 @@ class _Sync:
             yield from self._released(pipeline, report)
         except CrowdTwistError as exc:
             yield from self._after_fatal(pipeline, report)
-            raise exc.to_traced_exception() from None
+            raise traced(exc) from None
         except AirbyteTracedException:
             yield from self._after_fatal(pipeline, report)
             raise

@@ -25,7 +25,7 @@ from helpers import (
 )
 
 from crowdtwist_sandbox import Sandbox
-from destination_crowdtwist.report import SyncReport
+from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
 from destination_crowdtwist.writers.base import Outcome, Row
 

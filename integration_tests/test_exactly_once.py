@@ -29,8 +29,8 @@ from helpers import (
 )
 
 from crowdtwist_sandbox import Sandbox
-from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
 
 CREDIT = "POST /v2/users/{id}/activities"
 HISTORY = "GET /v2.1/users/{id}/activity_history"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.client import ApiResponse
+from destination_crowdtwist.api.client import ApiResponse
+from destination_crowdtwist.api.errors import TransientError, UncertainOutcome
 from destination_crowdtwist.config import parse_config
-from destination_crowdtwist.errors import TransientError, UncertainOutcome
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Row, StreamContext
 

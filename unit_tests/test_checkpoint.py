@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from destination_crowdtwist.checkpoint import CheckpointTracker
+from destination_crowdtwist.sync.checkpoint import CheckpointTracker
 
 A = (None, "a")
 B = (None, "b")

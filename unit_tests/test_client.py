@@ -26,16 +26,18 @@ from fakehttp import (
     serving,
 )
 
-from destination_crowdtwist.client import ApiResponse, CrowdTwistClient, client_from_config, mask_user_segment
-from destination_crowdtwist.errors import (
+from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient, mask_user_segment
+from destination_crowdtwist.api.errors import (
     ConfigError,
     CrowdTwistError,
     RecordRejected,
     TransientError,
     UncertainOutcome,
 )
-from destination_crowdtwist.retry import RetryPolicy
-from destination_crowdtwist.signing import ApiKeyAuth, HmacAuth, content_md5, signature, string_to_sign
+from destination_crowdtwist.api.retry import RetryPolicy
+from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth, content_md5, signature, string_to_sign
+from destination_crowdtwist.sync.protocol import traced
+from destination_crowdtwist.wiring import client_from_config
 
 API_KEY = "KEY-s3cr3t-9f8e7d"
 PUBLIC = "ABCl3y7r0s5ukCXz5lCJOCrTZ427pjp5"
@@ -465,7 +467,7 @@ def test_unknown_member_404_is_returned(fake_server: FakeServer, harness: Harnes
 
 
 def _trace(err: CrowdTwistError) -> Any:
-    message = err.to_traced_exception().as_airbyte_message()
+    message = traced(err).as_airbyte_message()
     return {"message": message.trace.error.message, "internal": message.trace.error.internal_message,
             "stack": message.trace.error.stack_trace}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.coercion import (
+from destination_crowdtwist.records.coercion import (
     CoercionError,
     to_country_code,
     to_custom_value,

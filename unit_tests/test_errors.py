@@ -6,18 +6,18 @@ import pytest
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_crowdtwist.errors import (
+from destination_crowdtwist.api.errors import (
     RULES,
     Action,
     ConfigError,
     CrowdTwistError,
     RecordRejected,
-    Resolution,
     TransientError,
     UncertainOutcome,
     classify_response,
     error_from_resolution,
 )
+from destination_crowdtwist.sync.protocol import traced
 
 # (id, status, error_code, message, is_html, path, action, reason_class, words the hint must contain)
 ROWS = [
@@ -100,19 +100,13 @@ def test_messages_match_case_insensitively() -> None:
     assert classify_response(400, None, "USERNAME ALREADY TAKEN.").reason_class == "already_taken"
 
 
-def test_resolution_failure_types() -> None:
-    assert Resolution(Action.CONFIG, "x", "h").failure_type is FailureType.config_error
-    assert Resolution(Action.RETRY, "x", "h").failure_type is FailureType.transient_error
-    assert Resolution(Action.OK, None, "").failure_type is None
-
-
 def test_error_hierarchy_and_failure_types() -> None:
     assert issubclass(UncertainOutcome, TransientError)
     for cls in (ConfigError, TransientError, UncertainOutcome, RecordRejected):
         assert issubclass(cls, CrowdTwistError)
-    assert ConfigError("x").failure_type is FailureType.config_error
-    assert TransientError("x").failure_type is FailureType.transient_error
-    assert UncertainOutcome("x").failure_type is FailureType.transient_error
+    assert ConfigError("x").failure_type == "config_error"
+    assert TransientError("x").failure_type == "transient_error"
+    assert UncertainOutcome("x").failure_type == "transient_error"
 
 
 def test_str_and_repr_carry_context() -> None:
@@ -137,12 +131,12 @@ def test_long_api_messages_are_shortened_in_str() -> None:
 
 def test_to_traced_exception() -> None:
     err = ConfigError("Check the API key.", status=403, request_line="GET /v2/activities")
-    traced = err.to_traced_exception()
-    assert isinstance(traced, AirbyteTracedException)
-    assert traced.failure_type is FailureType.config_error
-    assert traced.message == "Check the API key."
-    assert traced.internal_message == "Check the API key. (GET /v2/activities, HTTP 403)"
-    message = traced.as_airbyte_message()
+    exc = traced(err)
+    assert isinstance(exc, AirbyteTracedException)
+    assert exc.failure_type is FailureType.config_error
+    assert exc.message == "Check the API key."
+    assert exc.internal_message == "Check the API key. (GET /v2/activities, HTTP 403)"
+    message = exc.as_airbyte_message()
     assert message.trace.error.failure_type is FailureType.config_error
 
 

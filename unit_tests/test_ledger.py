@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from destination_crowdtwist.errors import ConfigError
-from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.mapping import (
+from destination_crowdtwist.records.mapping import (
     KNOWN_USER_FIELDS,
     FieldMapping,
     MappedUser,
@@ -17,7 +17,7 @@ from destination_crowdtwist.mapping import (
     create_payload,
     map_user_record,
 )
-from destination_crowdtwist.validation import validate_user
+from destination_crowdtwist.records.validation import validate_user
 
 DEFAULT = MappingOptions()
 DROP = MappingOptions(unmapped_fields="drop")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.masking import (
+from destination_crowdtwist.records.masking import (
     MASK,
     PII_FIELDS,
     SECRET_FIELDS,

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from destination_crowdtwist.errors import ConfigError
-from destination_crowdtwist.pipeline import Pipeline
-from destination_crowdtwist.report import SyncReport
+from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.sync.pipeline import Pipeline
+from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import REJECTED, UPDATED, Outcome, Row, StreamContext
 
 STREAM = StreamContext(namespace=None, name="users", sync_mode="append_dedup")

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from destination_crowdtwist.ratelimit import RateBudget
+from destination_crowdtwist.api.ratelimit import RateBudget
 
 
 class FakeTime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from destination_crowdtwist.redaction import redact_text, redact_url
+from destination_crowdtwist.api.redaction import redact_text, redact_url
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from destination_crowdtwist.retry import (
+from destination_crowdtwist.api.retry import (
     RetryPolicy,
     add_jitter,
     backoff_delay,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from destination_crowdtwist.signing import (
+from destination_crowdtwist.api.signing import (
     ApiKeyAuth,
     HmacAuth,
     content_md5,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.validation import (
+from destination_crowdtwist.records.validation import (
     LOCATION_REQUIRED_MESSAGE,
     Problem,
     is_us_postal_code,

@@ -36,16 +36,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from destination_crowdtwist.client import ApiResponse, CrowdTwistClient
-from destination_crowdtwist.coercion import CoercionError, to_epoch_seconds
-from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.errors import (
+from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.errors import (
     Action,
     TransientError,
     UncertainOutcome,
 )
-from destination_crowdtwist.ledger import DONE, PENDING, CreditLedger
-from destination_crowdtwist.mapping import RowError, apply_field_mapping, normalise_user_id
+from destination_crowdtwist.config import ConnectorConfig
+from destination_crowdtwist.records.coercion import CoercionError, to_epoch_seconds
+from destination_crowdtwist.records.mapping import RowError, apply_field_mapping, normalise_user_id
 from destination_crowdtwist.writers.base import (
     CREDITED,
     DUPLICATE,
@@ -56,6 +55,7 @@ from destination_crowdtwist.writers.base import (
     member_label,
     rejection,
 )
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
 
 logger = logging.getLogger("airbyte")
 

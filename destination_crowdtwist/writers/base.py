@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from destination_crowdtwist.errors import Action, TransientError, error_from_resolution
-from destination_crowdtwist.masking import mask_identifier
+from destination_crowdtwist.api.errors import Action, TransientError, error_from_resolution
+from destination_crowdtwist.records.masking import mask_identifier
 
 if TYPE_CHECKING:
-    from destination_crowdtwist.client import ApiResponse
+    from destination_crowdtwist.api.client import ApiResponse
 
 # Outcome kinds. Accepted kinds count in destinationStats.recordCount; "rejected" counts in
 # rejectedRecordCount.

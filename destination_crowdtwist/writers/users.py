@@ -15,10 +15,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from destination_crowdtwist.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.mapping import MappedUser, RowError, create_payload, map_user_record
-from destination_crowdtwist.validation import validate_user
+from destination_crowdtwist.records.mapping import MappedUser, RowError, create_payload, map_user_record
+from destination_crowdtwist.records.validation import validate_user
 from destination_crowdtwist.writers.base import (
     CREATED,
     UNCHANGED,

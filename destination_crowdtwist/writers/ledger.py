@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from destination_crowdtwist.errors import ConfigError
+from destination_crowdtwist.api.errors import ConfigError
 
 PENDING = "pending"
 DONE = "done"

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import IO, Any
 
-from destination_crowdtwist.masking import mask_record, mask_text
+from destination_crowdtwist.records.masking import mask_record, mask_text
 from destination_crowdtwist.writers.base import REJECTED, Outcome, Row
 
 logger = logging.getLogger("airbyte")
@@ -46,7 +46,7 @@ class SyncReport:
                 # Append: a replayed attempt adds to, and never erases, an earlier attempt's rejects.
                 self._file = open(rejected_records_path, "a", encoding="utf-8")  # noqa: SIM115
             except OSError as exc:
-                from destination_crowdtwist.errors import ConfigError
+                from destination_crowdtwist.api.errors import ConfigError
 
                 raise ConfigError(
                     f"rejected_records_path cannot be opened for writing ({exc.strerror}); choose a writable file path"

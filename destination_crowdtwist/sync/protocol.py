@@ -23,9 +23,12 @@ from typing import Any
 
 import orjson
 from airbyte_cdk.logger import PRINT_BUFFER
-from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, Type
+from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, FailureType, Type
 from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer, custom_type_resolver
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from serpyco_rs import SchemaValidationError, Serializer
+
+from destination_crowdtwist.api.errors import CrowdTwistError
 
 logger = logging.getLogger("airbyte")
 
@@ -121,3 +124,17 @@ def parse_messages(lines: Iterable[str]) -> Iterator[PatchedAirbyteMessage]:
                 f"Skipping malformed {msg_type} messages ({type(exc).__name__}); further ones are skipped silently.",
             )
 
+
+
+def traced(error: CrowdTwistError) -> AirbyteTracedException:
+    """The CDK exception that the entry point turns into an Airbyte TRACE message.
+
+    The user-facing message is ``error.message``; the internal message adds the (redacted) context.
+    Neither holds a secret because ``CrowdTwistError`` never stores one.
+    """
+    return AirbyteTracedException(
+        internal_message=str(error),
+        message=error.message,
+        failure_type=FailureType(error.failure_type),
+        exception=error,
+    )

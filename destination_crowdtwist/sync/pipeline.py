@@ -26,8 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from destination_crowdtwist.checkpoint import CheckpointTracker, ReleasedState, StreamKey
-from destination_crowdtwist.report import SyncReport
+from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, StreamKey
+from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Row, Writer
 
 logger = logging.getLogger("airbyte")

@@ -18,10 +18,12 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from airbyte_cdk.models import FailureType
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+# The Airbyte failure types, as the protocol spells them; the sync layer turns an error into the
+# CDK's traced exception (sync/protocol.py), so this module and everything below it load without
+# the CDK.
+FailureType = Literal["config_error", "transient_error", "system_error"]
 
 
 class CrowdTwistError(Exception):
@@ -32,7 +34,7 @@ class CrowdTwistError(Exception):
     request line, which is already redacted (no api_key, no signature, masked user ids).
     """
 
-    failure_type: ClassVar[FailureType] = FailureType.system_error
+    failure_type: ClassVar[FailureType] = "system_error"
 
     def __init__(
         self,
@@ -75,30 +77,17 @@ class CrowdTwistError(Exception):
                 fields.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(fields)})"
 
-    def to_traced_exception(self) -> AirbyteTracedException:
-        """Convert to the CDK exception the entrypoint turns into an Airbyte TRACE message.
-
-        The user-facing message is ``self.message``; the internal message adds the (redacted)
-        context. Neither holds a secret because nothing in this class ever stores one.
-        """
-        return AirbyteTracedException(
-            internal_message=str(self),
-            message=self.message,
-            failure_type=self.failure_type,
-            exception=self,
-        )
-
 
 class ConfigError(CrowdTwistError):
     """Something the user must fix: credentials, base URL, TLS, redirects, unsupported mode."""
 
-    failure_type: ClassVar[FailureType] = FailureType.config_error
+    failure_type: ClassVar[FailureType] = "config_error"
 
 
 class TransientError(CrowdTwistError):
     """Retries were exhausted on 429 / 5xx / connection problems; running the sync later may work."""
 
-    failure_type: ClassVar[FailureType] = FailureType.transient_error
+    failure_type: ClassVar[FailureType] = "transient_error"
 
 
 class UncertainOutcome(TransientError):
@@ -119,7 +108,7 @@ class RecordRejected(CrowdTwistError):
 
     # Only used when a caller decides that rejected rows must fail the sync: the data (or the
     # mapping that produced it) is what the user has to fix.
-    failure_type: ClassVar[FailureType] = FailureType.config_error
+    failure_type: ClassVar[FailureType] = "config_error"
 
     def __init__(
         self,
@@ -156,15 +145,6 @@ class Resolution:
     action: Action
     reason_class: str | None
     hint: str
-
-    @property
-    def failure_type(self) -> FailureType | None:
-        """The Airbyte failure type if this resolution ends up failing the sync."""
-        return {
-            Action.CONFIG: FailureType.config_error,
-            Action.RETRY: FailureType.transient_error,
-            Action.REJECT: FailureType.config_error,
-        }.get(self.action)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.coercion import (
+from destination_crowdtwist.records.coercion import (
     CoercionError,
     to_country_code,
     to_custom_value,
@@ -48,7 +48,7 @@ from destination_crowdtwist.coercion import (
     to_postal_code,
     to_str,
 )
-from destination_crowdtwist.validation import is_us_postal_code, is_valid_email
+from destination_crowdtwist.records.validation import is_us_postal_code, is_valid_email
 
 __all__ = [
     "ID_TYPES",

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import requests
@@ -36,7 +36,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 
-from destination_crowdtwist.errors import (
+from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
     CrowdTwistError,
@@ -46,12 +46,9 @@ from destination_crowdtwist.errors import (
     classify_response,
     error_from_resolution,
 )
-from destination_crowdtwist.ratelimit import RateBudget
-from destination_crowdtwist.redaction import MASK, redact_text, redact_url
-from destination_crowdtwist.retry import RetryPolicy, backoff_delay, parse_retry_after
-
-if TYPE_CHECKING:
-    from destination_crowdtwist.config import ConnectorConfig
+from destination_crowdtwist.api.ratelimit import RateBudget
+from destination_crowdtwist.api.redaction import MASK, redact_text, redact_url
+from destination_crowdtwist.api.retry import RetryPolicy, backoff_delay, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -583,45 +580,6 @@ class CrowdTwistClient:
             params={"id_type": id_type, "date_start": int(date_start), "date_end": int(date_end)},
             endpoint="GET /v2.1/users/{user_id}/activity_history",
         )
-
-
-def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600.0) -> CrowdTwistClient:
-    """Build the client, auth, rate budget and PII masking from a validated ``ConnectorConfig``.
-
-    ``throttle_timeout`` bounds how long one request keeps retrying 429s (``check`` uses 0: it
-    reports the rate limit at once instead of waiting it out).
-    """
-    from destination_crowdtwist.config import ApiKeyCredentials
-    from destination_crowdtwist.masking import mask_identifier, mask_text
-    from destination_crowdtwist.signing import ApiKeyAuth, HmacAuth
-
-    credentials = config.credentials
-    auth: AuthBase
-    if isinstance(credentials, ApiKeyCredentials):
-        auth = ApiKeyAuth(credentials.api_key)
-    else:
-        auth = HmacAuth(credentials.public_key, credentials.private_key)
-    id_type = config.user_identifier_type
-    mask_path: Callable[[str], str]
-    text_mask: Callable[[str], str] | None
-    if config.log_pii:
-        mask_path, text_mask = (lambda path: path), None
-    else:
-        mask_path = lambda path: mask_user_segment(path, lambda value: mask_identifier(value, id_type))  # noqa: E731
-        text_mask = mask_text
-    read_timeout = float(config.request_timeout_seconds)
-    return CrowdTwistClient(
-        config.api_base_url,
-        auth,
-        timeout=(min(10.0, read_timeout), read_timeout),
-        max_retries=int(config.max_retries),
-        # One pooled connection per worker thread, so no thread waits for or discards a connection.
-        pool_size=max(1, int(config.max_concurrency)),
-        rate_budget=RateBudget(float(config.max_requests_per_minute)),
-        mask_path=mask_path,
-        mask_text=text_mask,
-        throttle_timeout=throttle_timeout,
-    )
 
 
 _USER_SEGMENT = re.compile(r"(/users/)([^/?]+)")

@@ -1,0 +1,1 @@
+"""Talking to CrowdTwist: HTTP client, signing, retry decisions, rate budget, errors, redaction."""

@@ -1,0 +1,1 @@
+"""Pure row transforms: mapping, coercion, validation, masking, and the rejection type."""

@@ -1,0 +1,63 @@
+"""The composition root: builds the client and the writers from a validated config.
+
+The only module that knows every layer's constructor, so that ``api/`` never imports the config
+and ``writers/`` never build their own client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from requests.auth import AuthBase
+
+from destination_crowdtwist.api.client import CrowdTwistClient, mask_user_segment
+from destination_crowdtwist.api.ratelimit import RateBudget
+from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
+from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
+from destination_crowdtwist.records.masking import mask_identifier, mask_text
+from destination_crowdtwist.writers.activities import ActivityCreditWriter
+from destination_crowdtwist.writers.base import Writer
+from destination_crowdtwist.writers.users import UserProfileWriter
+
+
+def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600.0) -> CrowdTwistClient:
+    """Build the client, auth, rate budget and PII masking from a validated ``ConnectorConfig``.
+
+    ``throttle_timeout`` bounds how long one request keeps retrying 429s (``check`` uses 0: it
+    reports the rate limit at once instead of waiting it out).
+    """
+
+    credentials = config.credentials
+    auth: AuthBase
+    if isinstance(credentials, ApiKeyCredentials):
+        auth = ApiKeyAuth(credentials.api_key)
+    else:
+        auth = HmacAuth(credentials.public_key, credentials.private_key)
+    id_type = config.user_identifier_type
+    mask_path: Callable[[str], str]
+    text_mask: Callable[[str], str] | None
+    if config.log_pii:
+        mask_path, text_mask = (lambda path: path), None
+    else:
+        mask_path = lambda path: mask_user_segment(path, lambda value: mask_identifier(value, id_type))  # noqa: E731
+        text_mask = mask_text
+    read_timeout = float(config.request_timeout_seconds)
+    return CrowdTwistClient(
+        config.api_base_url,
+        auth,
+        timeout=(min(10.0, read_timeout), read_timeout),
+        max_retries=int(config.max_retries),
+        # One pooled connection per worker thread, so no thread waits for or discards a connection.
+        pool_size=max(1, int(config.max_concurrency)),
+        rate_budget=RateBudget(float(config.max_requests_per_minute)),
+        mask_path=mask_path,
+        mask_text=text_mask,
+        throttle_timeout=throttle_timeout,
+    )
+
+
+def make_writer(cfg: ConnectorConfig, client: CrowdTwistClient) -> Writer:
+    """The writer for the configured object type."""
+    if cfg.object_type == "activity_credit":
+        return ActivityCreditWriter(cfg, client)
+    return UserProfileWriter(cfg, client)
