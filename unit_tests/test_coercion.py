@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from destination_crowdtwist.records.coercion import (
-    CoercionError,
+    Rejection,
     to_country_code,
     to_custom_value,
     to_epoch_seconds,
@@ -86,20 +86,20 @@ def test_to_epoch_seconds_accepts(value: Any, expected: int) -> None:
     ],
 )
 def test_to_epoch_seconds_rejects(value: Any, got: str) -> None:
-    with pytest.raises(CoercionError) as info:
+    with pytest.raises(Rejection) as info:
         to_epoch_seconds(value, "date_of_birth")
     assert str(info.value) == (
         f"date_of_birth: expected a date (ISO date, ISO datetime, epoch seconds or epoch milliseconds), got {got}"
     )
     assert info.value.field == "date_of_birth"
-    assert info.value.got_type == got
+    assert info.value.message.endswith(f"got {got}")
 
 
 def test_coercion_error_never_contains_the_value() -> None:
-    with pytest.raises(CoercionError) as info:
+    with pytest.raises(Rejection) as info:
         to_epoch_seconds("secret-birthday-1979", "date_of_birth")
     assert "secret" not in str(info.value)
-    assert isinstance(info.value, ValueError)
+    assert info.value.reason == "validation"
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_to_flag_accepts(value: Any, expected: int) -> None:
 
 @pytest.mark.parametrize("value", [2, -1, 0.5, "2", "maybe", "", "on", None, [1], {"a": 1}])
 def test_to_flag_rejects(value: Any) -> None:
-    with pytest.raises(CoercionError, match=r"^is_active: expected a flag .* got "):
+    with pytest.raises(Rejection, match=r"^is_active: expected a flag .* got "):
         to_flag(value, "is_active")
 
 
@@ -173,7 +173,7 @@ def test_to_postal_code_accepts(value: Any, expected: str) -> None:
     [("", "str"), ("  ", "str"), (-1, "int"), (1234567890, "int"), (12.5, "float"), (True, "bool"), (None, "NoneType")],
 )
 def test_to_postal_code_rejects(value: Any, got: str) -> None:
-    with pytest.raises(CoercionError) as info:
+    with pytest.raises(Rejection) as info:
         to_postal_code(value, "postal_code")
     assert str(info.value) == f"postal_code: expected a postal code (string or integer), got {got}"
 
@@ -198,7 +198,7 @@ def test_to_phone_accepts(value: Any, expected: str) -> None:
     "value", ["", "()- .", "+", "212-555-1234 ext 5", "call me", "２１２５５５１２３４", -5, 0, 1.5, True, None]
 )
 def test_to_phone_rejects(value: Any) -> None:
-    with pytest.raises(CoercionError, match=r"^mobile_phone_number: expected a phone number"):
+    with pytest.raises(Rejection, match=r"^mobile_phone_number: expected a phone number"):
         to_phone(value, "mobile_phone_number")
 
 
@@ -209,7 +209,7 @@ def test_to_country_code_accepts(value: str, expected: str) -> None:
 
 @pytest.mark.parametrize("value", ["USA", "U", "", "1A", "U S", 1, None, True])
 def test_to_country_code_rejects(value: Any) -> None:
-    with pytest.raises(CoercionError, match=r"^country_code: expected a 2-letter ISO country code, got "):
+    with pytest.raises(Rejection, match=r"^country_code: expected a 2-letter ISO country code, got "):
         to_country_code(value, "country_code")
 
 
@@ -225,7 +225,7 @@ def test_to_int_accepts(value: Any, expected: int) -> None:
 
 @pytest.mark.parametrize("value", ["2.5", "abc", "", 2.5, math.nan, True, None, [1]])
 def test_to_int_rejects(value: Any) -> None:
-    with pytest.raises(CoercionError, match=r"^city_id: expected an integer, got "):
+    with pytest.raises(Rejection, match=r"^city_id: expected an integer, got "):
         to_int(value, "city_id")
 
 
@@ -245,7 +245,7 @@ def test_to_str_without_strip_keeps_whitespace() -> None:
     ("value", "got"), [(True, "bool"), (None, "NoneType"), ({"a": 1}, "dict"), ([1], "list"), (math.inf, "float")]
 )
 def test_to_str_rejects(value: Any, got: str) -> None:
-    with pytest.raises(CoercionError) as info:
+    with pytest.raises(Rejection) as info:
         to_str(value, "first_name")
     assert str(info.value) == f"first_name: expected a string, got {got}"
 
@@ -273,7 +273,7 @@ def test_to_custom_value_accepts(value: Any, expected: str) -> None:
     ("value", "got"), [({"a": 1}, "dict"), ([1, 2], "list"), (math.nan, "float"), (None, "NoneType")]
 )
 def test_to_custom_value_rejects(value: Any, got: str) -> None:
-    with pytest.raises(CoercionError) as info:
+    with pytest.raises(Rejection) as info:
         to_custom_value(value, "prefs")
     assert str(info.value) == (
         f"prefs: expected a scalar value (string, number, boolean or date) for custom_data, got {got}"

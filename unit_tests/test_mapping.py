@@ -13,7 +13,7 @@ from destination_crowdtwist.records.mapping import (
     FieldMapping,
     MappedUser,
     MappingOptions,
-    RowError,
+    Rejection,
     create_payload,
     map_user_record,
 )
@@ -28,8 +28,8 @@ def mapped(record: dict[str, Any], options: MappingOptions = DEFAULT) -> MappedU
     return map_user_record(record, options)
 
 
-def row_error(record: dict[str, Any], options: MappingOptions = DEFAULT) -> RowError:
-    with pytest.raises(RowError) as info:
+def row_error(record: dict[str, Any], options: MappingOptions = DEFAULT) -> Rejection:
+    with pytest.raises(Rejection) as info:
         map_user_record(record, options)
     return info.value
 
@@ -120,7 +120,7 @@ def test_extra_data_json_string_is_parsed() -> None:
 )
 def test_extra_data_must_be_an_object(value: Any, got: str) -> None:
     error = row_error({"user_id": "a@b.co", "extra_data": value})
-    assert error.reason_class == "validation"
+    assert error.reason == "validation"
     assert error.field == "extra_data"
     assert error.message == f"extra_data: expected a JSON object (or a string holding one), got {got}"
 
@@ -140,7 +140,7 @@ def test_extra_data_must_be_an_object(value: Any, got: str) -> None:
 )
 def test_coercion_failure_is_a_validation_row_error(field: str, value: Any, expected: str) -> None:
     error = row_error({"user_id": "a@b.co", field: value})
-    assert error.reason_class == "validation"
+    assert error.reason == "validation"
     assert error.field == field
     assert error.message.startswith(f"{field}: expected {expected}")
     assert error.message.endswith(f"got {type(value).__name__}")
@@ -176,7 +176,7 @@ def test_missing_user_id(raw: Any) -> None:
     if raw != "<absent>":
         record["user_id"] = raw
     error = row_error(record)
-    assert error.reason_class == "missing_identifier"
+    assert error.reason == "missing_identifier"
     assert error.field == "user_id"
     assert error.message == "user_id is required: map a source column holding the member's email to user_id"
 
@@ -196,7 +196,7 @@ def test_missing_user_id(raw: Any) -> None:
 )
 def test_invalid_user_id(id_type: str, raw: Any, message: str) -> None:
     error = row_error({"user_id": raw}, MappingOptions(id_type=id_type))
-    assert (error.reason_class, error.field, error.message) == ("validation", "user_id", message)
+    assert (error.reason, error.field, error.message) == ("validation", "user_id", message)
 
 
 def test_user_id_is_not_part_of_the_payload() -> None:
@@ -255,7 +255,7 @@ def test_no_custom_data_key_when_nothing_is_unmapped() -> None:
 @pytest.mark.parametrize(("value", "got"), [({"a": 1}, "dict"), ([1, 2], "list")])
 def test_unmapped_objects_and_arrays_are_row_errors(value: Any, got: str) -> None:
     error = row_error({"user_id": "a@b.co", "prefs": value})
-    assert error.reason_class == "validation"
+    assert error.reason == "validation"
     assert error.field == "prefs"
     assert error.message == (
         f"prefs: expected a scalar value (string, number, boolean or date) for custom_data, got {got} "
@@ -303,7 +303,7 @@ def test_records_own_custom_data_as_json_string() -> None:
 )
 def test_bad_own_custom_data(value: Any, field: str, message: str) -> None:
     error = row_error({"user_id": "a@b.co", "custom_data": value})
-    assert (error.reason_class, error.field) == ("validation", field)
+    assert (error.reason, error.field) == ("validation", field)
     assert error.message.startswith(message)
 
 
@@ -397,7 +397,7 @@ def test_field_mapping_missing_source_is_absent() -> None:
 def test_field_mapping_missing_user_id_source_is_missing_identifier() -> None:
     options = MappingOptions(field_mapping=(FieldMapping("contact.email", "user_id"),))
     error = row_error({"contact": {}}, options)
-    assert error.reason_class == "missing_identifier"
+    assert error.reason == "missing_identifier"
 
 
 def test_field_mapping_literal_dotted_key_wins_over_path() -> None:
@@ -498,10 +498,10 @@ def test_create_payload_mismatch_is_a_validation_error(id_type: str, field: str,
     result = mapped({"user_id": user_id, field: other}, MappingOptions(id_type=id_type))
     # For updates the explicit field wins: it is how a member's email/username is changed.
     assert result.payload[field] == other
-    with pytest.raises(RowError) as info:
+    with pytest.raises(Rejection) as info:
         create_payload(result, id_type)
     error = info.value
-    assert (error.reason_class, error.field) == ("validation", field)
+    assert (error.reason, error.field) == ("validation", field)
     assert error.message == (
         f"{field} differs from user_id (id_type {id_type}): a new member is created with user_id as its "
         f"{field}, so map the same column to both or leave {field} unmapped"

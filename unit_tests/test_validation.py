@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
+from destination_crowdtwist.records.rejection import Rejection
 from destination_crowdtwist.records.validation import (
     LOCATION_REQUIRED_MESSAGE,
-    Problem,
     is_us_postal_code,
     is_valid_email,
     is_valid_name,
+    problem,
     validate_user,
 )
 
@@ -30,12 +31,12 @@ VALID_CREATE: dict[str, Any] = {
 }
 
 
-def problems_for(payload: dict[str, Any], *, creating: bool = False, **kwargs: Any) -> list[Problem]:
+def problems_for(payload: dict[str, Any], *, creating: bool = False, **kwargs: Any) -> list[Rejection]:
     return validate_user(payload, creating=creating, clock=fixed_clock, **kwargs)
 
 
-def fields(problems: list[Problem]) -> list[tuple[str, str]]:
-    return [(p.field, p.reason_class) for p in problems]
+def fields(problems: list[Rejection]) -> list[tuple[str, str]]:
+    return [(p.field, p.reason) for p in problems]
 
 
 def test_valid_create_has_no_problems() -> None:
@@ -56,7 +57,7 @@ def test_create_requires_names_and_email(field: str, value: Any) -> None:
         payload[field] = value
     problems = problems_for(payload, creating=True)
     assert problems == [
-        Problem(field, "validation", f"{field} is required to create a member: map a source column to {field}")
+        problem(field, "validation", f"{field} is required to create a member: map a source column to {field}")
     ]
 
 
@@ -118,7 +119,7 @@ def test_name_regex_rejects(name: str) -> None:
 def test_bad_name_problem_says_what_is_allowed(field: str) -> None:
     problems = problems_for({field: "Jane!"})
     assert problems == [
-        Problem(
+        problem(
             field,
             "validation",
             f"{field} contains characters CrowdTwist does not accept: use only letters, digits, spaces "
@@ -130,7 +131,7 @@ def test_bad_name_problem_says_what_is_allowed(field: str) -> None:
 
 @pytest.mark.parametrize(("value", "message"), [(5, "must be a string"), ("  ", "must not be empty")])
 def test_name_type_and_empty(value: Any, message: str) -> None:
-    assert problems_for({"middle_name": value}) == [Problem("middle_name", "validation", f"middle_name {message}")]
+    assert problems_for({"middle_name": value}) == [problem("middle_name", "validation", f"middle_name {message}")]
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,7 @@ def test_email_accepts(email: str) -> None:
 def test_email_rejects(email: str) -> None:
     assert not is_valid_email(email)
     assert problems_for({"email_address": email}) == [
-        Problem("email_address", "validation", "email_address is not a valid email address (expected name@domain.tld)")
+        problem("email_address", "validation", "email_address is not a valid email address (expected name@domain.tld)")
     ]
 
 
@@ -228,14 +229,14 @@ def test_location_rejects(location: dict[str, Any], field: str, message_start: s
     problems = problems_for(payload, creating=creating)
     assert len(problems) == 1
     assert problems[0].field == field
-    assert problems[0].reason_class == "location"
+    assert problems[0].reason == "location"
     assert problems[0].message.startswith(message_start)
 
 
 def test_us_zip_with_country_and_city_names_all_extra_fields() -> None:
     problems = problems_for({"postal_code": "94111", "country_code": "US", "city_name": "SF"})
     assert problems == [
-        Problem(
+        problem(
             "country_code",
             "location",
             "for US addresses CrowdTwist accepts only postal_code: do not send country_code/city_name with a "
@@ -252,7 +253,7 @@ def test_canadian_postal_without_country_gets_a_hint() -> None:
 def test_create_without_location_is_a_location_problem() -> None:
     payload = {k: v for k, v in VALID_CREATE.items() if k != "postal_code"}
     assert problems_for(payload, creating=True) == [
-        Problem(
+        problem(
             "postal_code",
             "location",
             f"{LOCATION_REQUIRED_MESSAGE}: map postal_code (US members) or country_code with city_id or city_name "
@@ -291,7 +292,7 @@ def test_location_field_types(location: dict[str, Any], field: str, message: str
     problems = problems_for(location)
     assert problems
     assert problems[0].field == field
-    assert problems[0].reason_class == "validation"
+    assert problems[0].reason == "validation"
     assert problems[0].message.startswith(message)
 
 
@@ -323,7 +324,7 @@ def test_date_of_birth_accepts(value: int) -> None:
 )
 def test_date_of_birth_rejects(value: Any, message_start: str) -> None:
     (problem,) = problems_for({"date_of_birth": value})
-    assert (problem.field, problem.reason_class) == ("date_of_birth", "validation")
+    assert (problem.field, problem.reason) == ("date_of_birth", "validation")
     assert problem.message.startswith(message_start)
 
 
@@ -341,7 +342,7 @@ def test_clock_is_read_only_when_date_of_birth_is_present() -> None:
     ("value", "ok"), [(0, True), (1, True), (2, False), (-1, False), (True, False), ("1", False), (1.0, False)]
 )
 def test_flags(field: str, value: Any, ok: bool) -> None:
-    expected = [] if ok else [Problem(field, "validation", f"{field} must be 0 or 1")]
+    expected = [] if ok else [problem(field, "validation", f"{field} must be 0 or 1")]
     assert problems_for({field: value}) == expected
 
 
@@ -364,7 +365,7 @@ def test_mobile_phone_number(value: Any, ok: bool) -> None:
         assert problems == []
     else:
         assert problems == [
-            Problem(
+            problem(
                 "mobile_phone_number",
                 "validation",
                 "mobile_phone_number must be 7 to 15 digits (punctuation is removed during mapping)",

@@ -1,7 +1,7 @@
 """Pure value coercions from warehouse values to CrowdTwist wire types.
 
 Every function takes the raw value and the name of the field it belongs to, and either returns
-the wire value or raises `CoercionError`. Error messages name the field and the *type* of the
+the wire value or raises a `Rejection` (reason ``validation``). Error messages name the field and the *type* of the
 value, never the value itself: they end up in logs and reject files, and the values are often
 personal data (dates of birth, phone numbers, postal codes).
 
@@ -17,9 +17,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from destination_crowdtwist.records.rejection import Reason, Rejection
+
 __all__ = [
     "EPOCH_MILLIS_THRESHOLD",
-    "CoercionError",
+    "Rejection",
+    "coercion_error",
     "to_country_code",
     "to_custom_value",
     "to_epoch_seconds",
@@ -71,17 +74,12 @@ _FLAG_WORDS: dict[str, int] = {
 _EPOCH_DATE_ORDINAL = date(1970, 1, 1).toordinal()
 
 
-class CoercionError(ValueError):
-    """A value cannot be turned into the wire type of its field.
+def coercion_error(field: str, expected: str, got_type: str) -> Rejection:
+    """The rejection for a value that cannot be turned into the wire type of its field.
 
     The message names the field, what was expected and the value's type, never the value.
     """
-
-    def __init__(self, field: str, expected: str, got_type: str) -> None:
-        self.field = field
-        self.expected = expected
-        self.got_type = got_type
-        super().__init__(f"{field}: expected {expected}, got {got_type}")
+    return Rejection(Reason.VALIDATION, f"{field}: expected {expected}, got {got_type}", field=field)
 
 
 def _type_name(value: Any) -> str:
@@ -106,9 +104,9 @@ def _integral(value: int | float | Decimal) -> int | None:
 
 def _epoch_from_number(value: int | float | Decimal, field: str, got_type: str) -> int:
     if isinstance(value, float) and not math.isfinite(value):
-        raise CoercionError(field, _DATE_EXPECTED, got_type)
+        raise coercion_error(field, _DATE_EXPECTED, got_type)
     if isinstance(value, Decimal) and not value.is_finite():
-        raise CoercionError(field, _DATE_EXPECTED, got_type)
+        raise coercion_error(field, _DATE_EXPECTED, got_type)
     if abs(float(value)) >= EPOCH_MILLIS_THRESHOLD:
         # Integer division keeps exactness for big ints; floor so that pre-1970 values with a
         # fractional second round towards the earlier second, like datetime does.
@@ -150,7 +148,7 @@ def to_epoch_seconds(value: Any, field: str) -> int:
             try:
                 return _epoch_from_date(date.fromisoformat(text))
             except ValueError:
-                raise CoercionError(field, _DATE_EXPECTED, "str") from None
+                raise coercion_error(field, _DATE_EXPECTED, "str") from None
         if _NUMERIC_RE.fullmatch(text):
             number: int | float = int(text) if _INTEGER_RE.fullmatch(text) else float(text)
             return _epoch_from_number(number, field, "str")
@@ -162,7 +160,7 @@ def to_epoch_seconds(value: Any, field: str) -> int:
                 return _epoch_from_datetime(datetime.fromisoformat(text))
             except ValueError:
                 pass
-    raise CoercionError(field, _DATE_EXPECTED, _type_name(value))
+    raise coercion_error(field, _DATE_EXPECTED, _type_name(value))
 
 
 def to_flag(value: Any, field: str) -> int:
@@ -177,7 +175,7 @@ def to_flag(value: Any, field: str) -> int:
         flag = _FLAG_WORDS.get(value.strip().lower())
         if flag is not None:
             return flag
-    raise CoercionError(field, _FLAG_EXPECTED, _type_name(value))
+    raise coercion_error(field, _FLAG_EXPECTED, _type_name(value))
 
 
 def to_postal_code(value: Any, field: str) -> str:
@@ -194,7 +192,7 @@ def to_postal_code(value: Any, field: str) -> str:
         whole = _integral(value)
         if whole is not None and 0 <= whole <= 999_999_999:
             return str(whole).zfill(5 if whole <= 99_999 else 9)
-        raise CoercionError(field, _POSTAL_EXPECTED, _type_name(value))
+        raise coercion_error(field, _POSTAL_EXPECTED, _type_name(value))
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit() and len(text) <= 5:
@@ -206,7 +204,7 @@ def to_postal_code(value: Any, field: str) -> str:
             return f"{ca.group(1).upper()} {ca.group(2).upper()}"
         if text:
             return text
-    raise CoercionError(field, _POSTAL_EXPECTED, _type_name(value))
+    raise coercion_error(field, _POSTAL_EXPECTED, _type_name(value))
 
 
 def to_phone(value: Any, field: str) -> str:
@@ -219,12 +217,12 @@ def to_phone(value: Any, field: str) -> str:
         whole = _integral(value)
         if whole is not None and whole > 0:
             return str(whole)
-        raise CoercionError(field, _PHONE_EXPECTED, _type_name(value))
+        raise coercion_error(field, _PHONE_EXPECTED, _type_name(value))
     if isinstance(value, str):
         digits = _PHONE_SEPARATORS_RE.sub("", value)
         if digits and digits.isascii() and digits.isdigit():
             return digits
-    raise CoercionError(field, _PHONE_EXPECTED, _type_name(value))
+    raise coercion_error(field, _PHONE_EXPECTED, _type_name(value))
 
 
 def to_country_code(value: Any, field: str) -> str:
@@ -233,7 +231,7 @@ def to_country_code(value: Any, field: str) -> str:
         code = value.strip().upper()
         if _COUNTRY_RE.fullmatch(code):
             return code
-    raise CoercionError(field, _COUNTRY_EXPECTED, _type_name(value))
+    raise coercion_error(field, _COUNTRY_EXPECTED, _type_name(value))
 
 
 def to_int(value: Any, field: str) -> int:
@@ -246,7 +244,7 @@ def to_int(value: Any, field: str) -> int:
         text = value.strip()
         if _INTEGER_RE.fullmatch(text):
             return int(text)
-    raise CoercionError(field, _INT_EXPECTED, _type_name(value))
+    raise coercion_error(field, _INT_EXPECTED, _type_name(value))
 
 
 def to_str(value: Any, field: str, *, strip: bool = True) -> str:
@@ -259,7 +257,7 @@ def to_str(value: Any, field: str, *, strip: bool = True) -> str:
         return value.strip() if strip else value
     if _is_number(value):
         return _number_to_str(value, field)
-    raise CoercionError(field, _STR_EXPECTED, _type_name(value))
+    raise coercion_error(field, _STR_EXPECTED, _type_name(value))
 
 
 def _number_to_str(value: int | float | Decimal, field: str) -> str:
@@ -267,9 +265,9 @@ def _number_to_str(value: int | float | Decimal, field: str) -> str:
     if whole is not None:
         return str(whole)
     if isinstance(value, float) and not math.isfinite(value):
-        raise CoercionError(field, _STR_EXPECTED, _type_name(value))
+        raise coercion_error(field, _STR_EXPECTED, _type_name(value))
     if isinstance(value, Decimal) and not value.is_finite():
-        raise CoercionError(field, _STR_EXPECTED, _type_name(value))
+        raise coercion_error(field, _STR_EXPECTED, _type_name(value))
     return str(value)
 
 
@@ -288,8 +286,8 @@ def to_custom_value(value: Any, field: str) -> str:
     if _is_number(value):
         try:
             return _number_to_str(value, field)
-        except CoercionError:
-            raise CoercionError(field, _CUSTOM_EXPECTED, _type_name(value)) from None
+        except Rejection:
+            raise coercion_error(field, _CUSTOM_EXPECTED, _type_name(value)) from None
     if isinstance(value, date):  # datetime is a date subclass
         return value.isoformat()
-    raise CoercionError(field, _CUSTOM_EXPECTED, _type_name(value))
+    raise coercion_error(field, _CUSTOM_EXPECTED, _type_name(value))

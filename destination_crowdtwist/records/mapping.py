@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.records.coercion import (
-    CoercionError,
+    coercion_error,
     to_country_code,
     to_custom_value,
     to_epoch_seconds,
@@ -48,6 +48,7 @@ from destination_crowdtwist.records.coercion import (
     to_postal_code,
     to_str,
 )
+from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.records.validation import is_us_postal_code, is_valid_email
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "FieldMapping",
     "MappedUser",
     "MappingOptions",
-    "RowError",
     "create_payload",
     "map_user_record",
 ]
@@ -111,20 +111,6 @@ class MappedUser:
     dropped_fields: tuple[str, ...]
 
 
-class RowError(Exception):
-    """A record that cannot be mapped: the row is rejected and the sync goes on.
-
-    ``reason_class`` is ``missing_identifier`` or ``validation``; ``message`` names the field and at
-    most the value's *type*, never the value (it goes to logs and reject files).
-    """
-
-    def __init__(self, reason_class: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.reason_class = reason_class
-        self.message = message
-        self.field = field
-
-
 def _strip_str(value: Any, field: str) -> str:
     return to_str(value, field)
 
@@ -144,15 +130,15 @@ def _object(value: Any, field: str) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except ValueError:
-            raise CoercionError(field, "a JSON object (or a string holding one)", "str") from None
+            raise coercion_error(field, "a JSON object (or a string holding one)", "str") from None
         if isinstance(value, dict):
             return value
-        raise CoercionError(
+        raise coercion_error(
             field, "a JSON object (or a string holding one)", f"str holding {type(value).__name__}"
         )
     if isinstance(value, Mapping):
         return dict(value)
-    raise CoercionError(field, "a JSON object (or a string holding one)", type(value).__name__)
+    raise coercion_error(field, "a JSON object (or a string holding one)", type(value).__name__)
 
 
 _Coercer = Callable[[Any, str], Any]
@@ -207,11 +193,11 @@ class _CompiledMapping:
     normalise_id: Callable[[Any], str]
 
 
-def _id_error(id_type: str, got: Any) -> RowError:
-    return RowError(
-        "validation",
+def _id_error(id_type: str, got: Any) -> Rejection:
+    return Rejection(
+        Reason.VALIDATION,
         f"user_id: expected {_ID_EXPECTED[id_type]} for id_type {id_type}, got {type(got).__name__}",
-        USER_ID_FIELD,
+        field=USER_ID_FIELD,
     )
 
 
@@ -236,7 +222,7 @@ def _normalise_email_id(value: Any) -> str:
 def _normalise_numeric_id(value: Any) -> str:
     try:
         number = to_int(value, USER_ID_FIELD)
-    except CoercionError:
+    except Rejection:
         raise _id_error("id", value) from None
     if number <= 0:
         raise _id_error("id", value)
@@ -246,7 +232,7 @@ def _normalise_numeric_id(value: Any) -> str:
 def _normalise_phone_id(value: Any) -> str:
     try:
         return to_phone(value, USER_ID_FIELD)
-    except CoercionError:
+    except Rejection:
         raise _id_error("mobile_phone_number", value) from None
 
 
@@ -254,7 +240,7 @@ def _string_id_normaliser(id_type: str) -> Callable[[Any], str]:
     def normalise(value: Any) -> str:
         try:
             return to_str(value, USER_ID_FIELD)
-        except CoercionError:
+        except Rejection:
             raise _id_error(id_type, value) from None
 
     return normalise
@@ -323,12 +309,12 @@ def apply_field_mapping(record: Mapping[str, Any], options: MappingOptions) -> M
 
 
 def normalise_user_id(raw_id: Any, id_type: str) -> str:
-    """The normalised identifier of a row (the member key of both writers); raises `RowError`."""
+    """The normalised identifier of a row (the member key of both writers); raises `Rejection`."""
     if raw_id is None or _is_blank(raw_id):
-        raise RowError(
-            "missing_identifier",
+        raise Rejection(
+            Reason.MISSING_IDENTIFIER,
             f"user_id is required: map a source column holding the member's {id_type} to user_id",
-            USER_ID_FIELD,
+            field=USER_ID_FIELD,
         )
     return _ID_NORMALISERS[id_type](raw_id)
 
@@ -338,10 +324,10 @@ def _is_blank(value: Any) -> bool:
 
 
 def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> MappedUser:
-    """Map one source record to a `MappedUser`; raises `RowError` when the row cannot be sent.
+    """Map one source record to a `MappedUser`; raises `Rejection` when the row cannot be sent.
 
-    See the module docstring for the rules. Raises ``RowError("missing_identifier", ...)`` when
-    ``user_id`` is missing, null or blank, and ``RowError("validation", ...)`` when a value cannot
+    See the module docstring for the rules. Raises a ``missing_identifier`` `Rejection` when
+    ``user_id`` is missing, null or blank, and a ``validation`` one when a value cannot
     be coerced (message names the field and the value's type).
     """
     compiled = _compile(options)
@@ -364,8 +350,8 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
                 continue
             try:
                 payload[key] = coerce(value, key)
-            except CoercionError as exc:
-                raise RowError("validation", str(exc), key) from None
+            except Rejection as exc:
+                raise exc.with_field(key) from None
         elif key == USER_ID_FIELD:
             continue
         elif key == CUSTOM_DATA_FIELD:
@@ -380,8 +366,10 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
         else:
             try:
                 unmapped[key] = to_custom_value(value, key)
-            except CoercionError as exc:
-                raise RowError("validation", f"{exc} (unmapped fields go to custom_data)", key) from None
+            except Rejection as exc:
+                raise Rejection(
+                    Reason.VALIDATION, f"{exc} (unmapped fields go to custom_data)", field=key
+                ) from None
 
     # CrowdTwist refuses country/city fields next to a US ZIP ("for domestic addresses ONLY postal_code
     # can be provided"). A country column saying "US" adds nothing the ZIP does not already say, so it
@@ -400,14 +388,14 @@ def _merge_custom_data(target: dict[str, Any], own_custom: Any, send_nulls: bool
         # Same tolerance as extra_data: a JSON string holding an object.
         try:
             own_custom = _object(own_custom, CUSTOM_DATA_FIELD)
-        except CoercionError as exc:
-            raise RowError("validation", str(exc), CUSTOM_DATA_FIELD) from None
+        except Rejection as exc:
+            raise exc.with_field(CUSTOM_DATA_FIELD) from None
     if not isinstance(own_custom, Mapping):
-        raise RowError(
-            "validation",
+        raise Rejection(
+            Reason.VALIDATION,
             "custom_data: expected a JSON object of attribute names to values, "
             f"got {type(own_custom).__name__}",
-            CUSTOM_DATA_FIELD,
+            field=CUSTOM_DATA_FIELD,
         )
     for key, value in own_custom.items():
         name = str(key)
@@ -417,8 +405,8 @@ def _merge_custom_data(target: dict[str, Any], own_custom: Any, send_nulls: bool
             continue
         try:
             target[name] = to_custom_value(value, f"custom_data.{name}")
-        except CoercionError as exc:
-            raise RowError("validation", str(exc), f"custom_data.{name}") from None
+        except Rejection as exc:
+            raise exc.with_field(f"custom_data.{name}") from None
 
 
 def _same_identifier(id_type: str, field_value: Any, user_id: str) -> bool:
@@ -432,7 +420,7 @@ def create_payload(mapped: MappedUser, id_type: str) -> dict[str, Any]:
 
     ``email`` -> ``email_address``; ``third_party_id``, ``username`` and ``mobile_phone_number`` ->
     the field of that name. A record value for that field that disagrees with ``user_id`` raises
-    ``RowError("validation")`` (a null from ``null_values="send"`` is replaced by ``user_id``).
+    a ``validation`` Rejection (a null from ``null_values="send"`` is replaced by ``user_id``).
     With ``id_type == "id"`` there is no field to place (CrowdTwist assigns ids), so the payload is
     returned unchanged and callers must not create; they reject the row instead.
     Returns a new dict; ``mapped.payload`` is not modified.
@@ -445,11 +433,11 @@ def create_payload(mapped: MappedUser, id_type: str) -> dict[str, Any]:
         return payload
     current = payload.get(field)
     if current is not None and not _same_identifier(id_type, current, mapped.user_id):
-        raise RowError(
-            "validation",
+        raise Rejection(
+            Reason.VALIDATION,
             f"{field} differs from user_id (id_type {id_type}): a new member is created with user_id as "
             f"its {field}, so map the same column to both or leave {field} unmapped",
-            field,
+            field=field,
         )
     payload[field] = mapped.user_id
     return payload

@@ -48,6 +48,10 @@ class Rejection(Exception):
         """The same rejection with ``prefix`` put before the message (adds context, e.g. the mode)."""
         return Rejection(self.reason, prefix + self.message, field=self.field, status=self.status)
 
+    def with_field(self, field: str) -> Rejection:
+        """The same rejection attributed to ``field`` (e.g. a nested path the caller knows)."""
+        return Rejection(self.reason, self.message, field=field, status=self.status)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Rejection):
             return NotImplemented

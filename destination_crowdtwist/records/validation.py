@@ -33,16 +33,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from destination_crowdtwist.records.rejection import Reason, Rejection
 
 __all__ = [
     "FLAG_FIELDS",
     "LOCATION_REQUIRED_MESSAGE",
-    "Problem",
     "is_us_postal_code",
     "is_valid_email",
     "is_valid_name",
+    "problem",
     "validate_user",
 ]
 
@@ -85,17 +86,13 @@ _PHONE_MIN_DIGITS = 7
 _PHONE_MAX_DIGITS = 15  # E.164 maximum
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One reason CrowdTwist would refuse the payload.
+def problem(field: str, reason: str, message: str) -> Rejection:
+    """One reason CrowdTwist would refuse the payload, as a `Rejection` naming its field.
 
-    ``reason_class`` is ``validation`` or ``location`` (the same classes `RecordRejected` uses);
-    ``message`` says what to fix and never contains the offending value.
+    ``reason`` is ``validation`` or ``location``; ``message`` says what to fix and never contains the
+    offending value.
     """
-
-    field: str
-    reason_class: str
-    message: str
+    return Rejection(Reason(reason), message, field=field)
 
 
 def is_valid_name(value: str) -> bool:
@@ -132,20 +129,20 @@ def validate_user(
     creating: bool,
     require_location: bool = True,
     clock: Callable[[], float] = time.time,
-) -> list[Problem]:
+) -> list[Rejection]:
     """All problems with a user payload (coerced wire values), in field order of the rules.
 
     ``creating`` adds the create-only rules (required names/email, location required).
     ``require_location`` only matters when creating (see the module docstring).
     ``clock`` returns the current epoch seconds; it is read only when ``date_of_birth`` is present.
     """
-    problems: list[Problem] = []
+    problems: list[Rejection] = []
     if creating:
         for field in _CREATE_REQUIRED:
             value = payload.get(field)
             if value is None or (isinstance(value, str) and not value.strip()):
                 problems.append(
-                    Problem(
+                    problem(
                         field,
                         VALIDATION,
                         f"{field} is required to create a member: map a source column to {field}",
@@ -161,20 +158,20 @@ def validate_user(
     return problems
 
 
-def _check_names(payload: Mapping[str, Any], problems: list[Problem], *, creating: bool) -> None:
+def _check_names(payload: Mapping[str, Any], problems: list[Rejection], *, creating: bool) -> None:
     for field in _NAME_FIELDS:
         value = payload.get(field)
         if value is None:
             continue
         if not isinstance(value, str):
-            problems.append(Problem(field, VALIDATION, f"{field} must be a string"))
+            problems.append(problem(field, VALIDATION, f"{field} must be a string"))
         elif not value.strip():
             if creating and field in _CREATE_REQUIRED:
                 continue  # already reported as required
-            problems.append(Problem(field, VALIDATION, f"{field} must not be empty"))
+            problems.append(problem(field, VALIDATION, f"{field} must not be empty"))
         elif not is_valid_name(value):
             problems.append(
-                Problem(
+                problem(
                     field,
                     VALIDATION,
                     f"{field} contains characters CrowdTwist does not accept: use only letters, digits, "
@@ -183,13 +180,13 @@ def _check_names(payload: Mapping[str, Any], problems: list[Problem], *, creatin
             )
 
 
-def _check_email(payload: Mapping[str, Any], problems: list[Problem]) -> None:
+def _check_email(payload: Mapping[str, Any], problems: list[Rejection]) -> None:
     value = payload.get("email_address")
     if value is None or (isinstance(value, str) and not value.strip()):
         return  # emptiness is the create-required rule's business
     if not isinstance(value, str) or not is_valid_email(value):
         problems.append(
-            Problem(
+            problem(
                 "email_address",
                 VALIDATION,
                 "email_address is not a valid email address (expected name@domain.tld)",
@@ -198,7 +195,7 @@ def _check_email(payload: Mapping[str, Any], problems: list[Problem]) -> None:
 
 
 def _check_location(
-    payload: Mapping[str, Any], problems: list[Problem], *, creating: bool, require_location: bool
+    payload: Mapping[str, Any], problems: list[Rejection], *, creating: bool, require_location: bool
 ) -> None:
     postal = payload.get("postal_code")
     country = payload.get("country_code")
@@ -206,11 +203,11 @@ def _check_location(
     has_city = has_city_id or _present(payload, "city_name")
 
     if postal is not None and not isinstance(postal, str):
-        problems.append(Problem("postal_code", VALIDATION, "postal_code must be a string"))
+        problems.append(problem("postal_code", VALIDATION, "postal_code must be a string"))
         postal = None
     if country is not None and (not isinstance(country, str) or not _COUNTRY_RE.fullmatch(country)):
         problems.append(
-            Problem(
+            problem(
                 "country_code",
                 VALIDATION,
                 "country_code must be a 2-letter upper-case ISO code (e.g. US, CA, GB)",
@@ -219,16 +216,16 @@ def _check_location(
         return  # the remaining rules depend on the country
     if has_city_id and not (_is_int(payload["city_id"]) and payload["city_id"] > 0):
         problems.append(
-            Problem("city_id", VALIDATION, "city_id must be a positive integer (a CrowdTwist city id)")
+            problem("city_id", VALIDATION, "city_id must be a positive integer (a CrowdTwist city id)")
         )
     city_name = payload.get("city_name")
     if city_name is not None and (not isinstance(city_name, str) or not city_name.strip()):
-        problems.append(Problem("city_name", VALIDATION, "city_name must be a non-empty string"))
+        problems.append(problem("city_name", VALIDATION, "city_name must be a non-empty string"))
 
     if country == "CA":
         if postal is None or not _CA_POSTAL_RE.fullmatch(postal):
             problems.append(
-                Problem(
+                problem(
                     "postal_code",
                     LOCATION,
                     "country_code CA requires a Canadian postal_code formatted A1A 1A1 (e.g. K1A 0B1)",
@@ -238,7 +235,7 @@ def _check_location(
     if country is not None and country != "US":
         if not has_city:
             problems.append(
-                Problem(
+                problem(
                     "city_id",
                     LOCATION,
                     f"country_code {country} requires city_id or city_name: map a city column "
@@ -256,7 +253,7 @@ def _check_location(
                 else "; for addresses outside the US also map country_code and city_id or city_name"
             )
             problems.append(
-                Problem(
+                problem(
                     "postal_code",
                     LOCATION,
                     f"postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789){hint}",
@@ -265,7 +262,7 @@ def _check_location(
         elif has_city or country is not None:
             extra = [name for name in ("country_code", "city_id", "city_name") if _present(payload, name)]
             problems.append(
-                Problem(
+                problem(
                     extra[0],
                     LOCATION,
                     "for US addresses CrowdTwist accepts only postal_code: do not send "
@@ -275,7 +272,7 @@ def _check_location(
         return
     if country == "US":
         problems.append(
-            Problem(
+            problem(
                 "postal_code",
                 LOCATION,
                 "country_code US requires a US ZIP postal_code: map a ZIP code column",
@@ -283,7 +280,7 @@ def _check_location(
         )
     elif has_city:
         problems.append(
-            Problem(
+            problem(
                 "country_code",
                 LOCATION,
                 "city_id/city_name need a country_code: map a country column (ISO-2 code)",
@@ -291,7 +288,7 @@ def _check_location(
         )
     elif creating and require_location:
         problems.append(
-            Problem(
+            problem(
                 "postal_code",
                 LOCATION,
                 f"{LOCATION_REQUIRED_MESSAGE}: map postal_code (US members) or country_code with "
@@ -301,18 +298,18 @@ def _check_location(
 
 
 def _check_date_of_birth(
-    payload: Mapping[str, Any], problems: list[Problem], clock: Callable[[], float]
+    payload: Mapping[str, Any], problems: list[Rejection], clock: Callable[[], float]
 ) -> None:
     value = payload.get("date_of_birth")
     if value is None:
         return
     if not _is_int(value):
         problems.append(
-            Problem("date_of_birth", VALIDATION, "date_of_birth must be an integer of Unix epoch seconds")
+            problem("date_of_birth", VALIDATION, "date_of_birth must be an integer of Unix epoch seconds")
         )
     elif value > clock():
         problems.append(
-            Problem(
+            problem(
                 "date_of_birth",
                 VALIDATION,
                 "date_of_birth is in the future: check the column (epoch milliseconds before 1973 "
@@ -321,14 +318,14 @@ def _check_date_of_birth(
         )
 
 
-def _check_flags(payload: Mapping[str, Any], problems: list[Problem]) -> None:
+def _check_flags(payload: Mapping[str, Any], problems: list[Rejection]) -> None:
     for field in FLAG_FIELDS:
         value = payload.get(field)
         if value is not None and not (_is_int(value) and value in (0, 1)):
-            problems.append(Problem(field, VALIDATION, f"{field} must be 0 or 1"))
+            problems.append(problem(field, VALIDATION, f"{field} must be 0 or 1"))
 
 
-def _check_phone(payload: Mapping[str, Any], problems: list[Problem]) -> None:
+def _check_phone(payload: Mapping[str, Any], problems: list[Rejection]) -> None:
     value = payload.get("mobile_phone_number")
     if value is None:
         return
@@ -339,7 +336,7 @@ def _check_phone(payload: Mapping[str, Any], problems: list[Problem]) -> None:
         and _PHONE_MIN_DIGITS <= len(value) <= _PHONE_MAX_DIGITS
     ):
         problems.append(
-            Problem(
+            problem(
                 "mobile_phone_number",
                 VALIDATION,
                 f"mobile_phone_number must be {_PHONE_MIN_DIGITS} to {_PHONE_MAX_DIGITS} digits "
@@ -348,20 +345,20 @@ def _check_phone(payload: Mapping[str, Any], problems: list[Problem]) -> None:
         )
 
 
-def _check_objects(payload: Mapping[str, Any], problems: list[Problem]) -> None:
+def _check_objects(payload: Mapping[str, Any], problems: list[Rejection]) -> None:
     extra = payload.get("extra_data")
     if extra is not None and not isinstance(extra, Mapping):
-        problems.append(Problem("extra_data", VALIDATION, "extra_data must be a JSON object"))
+        problems.append(problem("extra_data", VALIDATION, "extra_data must be a JSON object"))
     custom = payload.get("custom_data")
     if custom is None:
         return
     if not isinstance(custom, Mapping):
-        problems.append(Problem("custom_data", VALIDATION, "custom_data must be a JSON object"))
+        problems.append(problem("custom_data", VALIDATION, "custom_data must be a JSON object"))
         return
     for key, value in custom.items():
         if value is not None and not isinstance(value, str):
             problems.append(
-                Problem(
+                problem(
                     str(key),
                     VALIDATION,
                     f"custom_data value {key} must be a string "
