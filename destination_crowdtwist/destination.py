@@ -21,7 +21,6 @@ from airbyte_cdk.models import (
     AirbyteMessage,
     AirbyteStateType,
     ConfiguredAirbyteCatalog,
-    DestinationSyncMode,
     Status,
     Type,
 )
@@ -41,16 +40,11 @@ from destination_crowdtwist.sync.protocol import (
     traced,
 )
 from destination_crowdtwist.sync.report import SyncReport
+from destination_crowdtwist.sync.routing import route_stream
 from destination_crowdtwist.wiring import client_from_config, make_writer
-from destination_crowdtwist.writers.base import Row, StreamContext
+from destination_crowdtwist.writers.base import Row, StreamContext, Writer
 
 logger = logging.getLogger("airbyte")
-
-SUPPORTED_MODES = {
-    DestinationSyncMode.append_dedup.value: "upsert",
-    DestinationSyncMode.append.value: "insert",
-    DestinationSyncMode.update.value: "update",
-}
 
 _END = object()
 
@@ -166,9 +160,9 @@ class _Sync:
             )
         except CrowdTwistError as exc:
             raise traced(exc) from None
-        writer = make_writer(cfg, client)
+        objects = sorted({stream.object_name for stream in self.streams.values()})
+        writers = {name: make_writer(name, cfg, client) for name in objects}
         pipeline = Pipeline(
-            writer,
             report,
             concurrency=cfg.max_concurrency,
             request_stats=client.request_totals,
@@ -181,14 +175,16 @@ class _Sync:
             )
         try:
             try:
-                writer.prepare()
+                for writer in writers.values():
+                    writer.start()
             except CrowdTwistError as exc:
                 raise traced(exc) from None
             pipeline.start()
-            yield from self._drive(input_messages, writer, pipeline, report)
+            yield from self._drive(input_messages, writers, pipeline, report)
         finally:
             pipeline.shutdown()
-            writer.close()
+            for writer in writers.values():
+                writer.close()
             client.close()
             report.close()
             for line in report.summary_lines():
@@ -196,9 +192,15 @@ class _Sync:
             logger.info(pipeline.progress_line())
 
     def _drive(
-        self, input_messages: Iterable[AirbyteMessage], writer: Any, pipeline: Pipeline, report: SyncReport
+        self,
+        input_messages: Iterable[AirbyteMessage],
+        writers: dict[str, Writer],
+        pipeline: Pipeline,
+        report: SyncReport,
     ) -> Iterator[AirbyteMessage]:
-        barrier = bool(getattr(writer, "barrier_at_states", False))
+        # Activity credits: never start a credit past a state that is not echoed yet, so an
+        # interrupted attempt cannot have credited rows beyond its next state.
+        barrier = any(writer.barrier_at_states for writer in writers.values())
         inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
         stop = threading.Event()
         reader = threading.Thread(
@@ -206,11 +208,6 @@ class _Sync:
         )
         reader.start()
         seq = 0
-        # Rows a replayed attempt may already have written are those before the first state that
-        # covers their stream: the platform resumes each stream from its own last state (or all
-        # streams from the last GLOBAL state), so a stream without a state yet restarts from scratch.
-        streams_with_state: set[StreamKey] = set()
-        global_state_seen = False
         try:
             while True:
                 try:
@@ -234,21 +231,18 @@ class _Sync:
                                 "it is not in the configured catalog."
                             )
                         continue
-                    in_replay_window = not global_state_seen and stream.key not in streams_with_state
-                    row = Row(stream=stream, data=msg.record.data, seq=seq, verify=in_replay_window)
+                    row = Row(
+                        stream=stream,
+                        data=msg.record.data,
+                        seq=seq,
+                        verify=pipeline.replay_window.contains(stream.key),
+                        emitted_at=msg.record.emitted_at,
+                    )
                     seq += 1
-                    row.member = writer.member_key(row)
-                    pipeline.submit(row)
+                    pipeline.submit(row, writers[stream.object_name])
                 elif msg.type == Type.STATE and msg.state is not None:
-                    state_stream = _state_stream(msg)
-                    if state_stream is None:
-                        global_state_seen = True
-                    else:
-                        streams_with_state.add(state_stream)
-                    pipeline.add_state(msg, state_stream)
+                    pipeline.add_state(msg, _state_stream(msg))
                     if barrier:
-                        # Activity credits: never start a credit past a state that is not echoed yet,
-                        # so an interrupted attempt cannot have credited rows beyond its next state.
                         pipeline.wait_settled()
                 yield from self._released(pipeline, report)
             pipeline.wait_settled()
@@ -332,20 +326,14 @@ def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) ->
     streams: dict[StreamKey, StreamContext] = {}
     for configured in catalog.streams:
         mode = configured.destination_sync_mode
-        mode_value = getattr(mode, "value", mode)
-        name = configured.stream.name
-        if mode_value not in SUPPORTED_MODES:
-            raise ConfigError(
-                f"Stream {name!r} uses destination sync mode {mode_value!r}, which CrowdTwist cannot support. "
-                "Choose append_dedup (upsert), append (insert) or update for this stream."
-            )
-        if cfg.object_type == "activity_credit" and mode_value == DestinationSyncMode.update.value:
-            raise ConfigError(
-                f"Stream {name!r} uses sync mode 'update', which does not apply to Activity Credit "
-                "(a credit is always a new event). Choose append or append_dedup for this stream."
-            )
-        pk = tuple(tuple(path) for path in (configured.primary_key or []))
-        ctx = StreamContext(namespace=configured.stream.namespace, name=name, sync_mode=mode_value, primary_key=pk)
+        ctx = route_stream(
+            namespace=configured.stream.namespace,
+            name=configured.stream.name,
+            sync_mode=str(getattr(mode, "value", mode)),
+            object_name=configured.destination_object_name,
+            primary_key=configured.primary_key,
+            cfg=cfg,
+        )
         streams[ctx.key] = ctx
     return streams
 

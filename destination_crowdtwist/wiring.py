@@ -17,6 +17,7 @@ from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
 from destination_crowdtwist.records.masking import mask_identifier, mask_text
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import Writer
+from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
 
 
@@ -56,8 +57,10 @@ def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600
     )
 
 
-def make_writer(cfg: ConnectorConfig, client: CrowdTwistClient) -> Writer:
-    """The writer for the configured object type."""
-    if cfg.object_type == "activity_credit":
+def make_writer(object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient) -> Writer:
+    """The writer of one CrowdTwist object (``writers/objects.py``); it serves every stream routed there."""
+    if object_name == ACTIVITY_CREDIT:
         return ActivityCreditWriter(cfg, client)
-    return UserProfileWriter(cfg, client)
+    if object_name == USER_PROFILE:
+        return UserProfileWriter(cfg, client)
+    raise ValueError(f"no writer for object {object_name!r}")

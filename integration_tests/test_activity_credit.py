@@ -188,7 +188,7 @@ def test_unknown_member_is_rejected_with_a_reason(sb: Sandbox, outcomes: dict[in
     out = run_write(credit_config(sb, rejected_records_path=str(rejects)), catalog("append"), messages)
 
     assert kinds(outcomes) == ["rejected", "credited"]
-    assert outcomes[0].reason_class == "not_found"
+    assert outcomes[0].reason == "not_found"
     assert outcomes[0].status == 404
     assert "sync the member's profile" in (outcomes[0].message or "")
     assert stats(out[0]) == (1.0, 1.0)
@@ -202,7 +202,7 @@ def test_inactive_activity_is_rejected_before_any_request(sb: Sandbox, outcomes:
     out = run_write(credit_config(sb), catalog("append"), messages)
 
     assert kinds(outcomes) == ["rejected", "rejected"]
-    assert {o.reason_class for o in outcomes.values()} == {"invalid_activity"}
+    assert {o.reason for o in outcomes.values()} == {"invalid_activity"}
     message = outcomes[0].message or ""
     assert "Control Center" in message
     assert "GET /v2/activities" in message
@@ -247,7 +247,7 @@ def test_invalid_rows_are_rejected_without_a_request(
     out = run_write(credit_config(sb), catalog("append"), [record(data), state(1)])
 
     assert kinds(outcomes) == ["rejected"]
-    assert outcomes[0].reason_class == reason
+    assert outcomes[0].reason == reason
     assert text in (outcomes[0].message or "")
     assert stats(out[0]) == (0.0, 1.0)
     assert sb.request_counts()["total"] == 1  # the activity list only

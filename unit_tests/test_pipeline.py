@@ -6,9 +6,12 @@ import time
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.report import SyncReport
-from destination_crowdtwist.writers.base import REJECTED, UPDATED, Outcome, Row, StreamContext
+from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+
+REJECTED, UPDATED = OutcomeKind.REJECTED, OutcomeKind.UPDATED
 
 STREAM = StreamContext(namespace=None, name="users", sync_mode="append_dedup")
 
@@ -26,10 +29,15 @@ class RecordingWriter:
         self.max_active = 0
         self.running = 0
 
-    def member_key(self, row: Row) -> str | None:
-        return row.data.get("user_id")
+    barrier_at_states = False
 
-    def process(self, row: Row) -> Outcome:
+    def prepare(self, row: Row) -> Prepared[None] | Outcome:
+        if row.data.get("unparseable"):
+            return Outcome.rejected("?", Rejection(Reason.VALIDATION, "cannot parse"))
+        return Prepared(row, row.data["user_id"], row.data["user_id"], None)
+
+    def apply(self, prepared: Prepared[None]) -> Outcome:
+        row = prepared.row
         member = row.data["user_id"]
         with self.lock:
             self.active[member] = self.active.get(member, 0) + 1
@@ -43,24 +51,23 @@ class RecordingWriter:
             self.order.setdefault(member, []).append(row.data["n"])
         if self.fail_on is not None and row.data["n"] == self.fail_on:
             raise ConfigError("credentials revoked")
-        kind = REJECTED if row.data.get("bad") else UPDATED
-        return Outcome(kind=kind, member=member, reason_class="validation" if kind == REJECTED else None)
+        if row.data.get("bad"):
+            return Outcome.rejected(member, Rejection(Reason.VALIDATION, "bad row"))
+        return Outcome(kind=UPDATED, member=member)
 
-    def prepare(self) -> None: ...
+    def start(self) -> None: ...
 
     def close(self) -> None: ...
 
 
-def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None):
-    report = SyncReport()
-    p = Pipeline(writer, report, concurrency=concurrency, max_pending=max_pending, progress_interval=0)
+def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None, report=None):
+    report = report or SyncReport()
+    p = Pipeline(report, concurrency=concurrency, max_pending=max_pending, progress_interval=0)
     p.start()
     released = []
     try:
         for i, data in enumerate(rows):
-            row = Row(stream=STREAM, data=data, seq=i)
-            row.member = writer.member_key(row)
-            p.submit(row)
+            p.submit(Row(stream=STREAM, data=data, seq=i), writer)
             if states_every and (i + 1) % states_every == 0:
                 p.add_state(f"s{i + 1}", STREAM.key)
             released += p.release()
@@ -106,3 +113,42 @@ def test_fatal_error_stops_new_rows_and_is_raised():
         _run(writer, rows, concurrency=2, max_pending=4)
     ran = sum(len(v) for v in writer.order.values())
     assert ran < 50
+
+
+def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state():
+    rows = [{"user_id": f"m{i}", "n": i, "unparseable": i % 4 == 0} for i in range(20)]
+    writer = RecordingWriter(delay=0.0)
+    _, _, released = _run(writer, rows, concurrency=2, states_every=10)
+    assert [(s.record_count, s.rejected_count) for s in released] == [(7, 3), (8, 2)]
+    assert sum(len(v) for v in writer.order.values()) == 15  # rejected rows never reach apply()
+
+
+class FailingReport(SyncReport):
+    """A report whose rejected-records sink fails (like a file on a full disk)."""
+
+    def record(self, row, outcome):
+        if not outcome.accepted:
+            raise OSError(28, "No space left on device")
+        super().record(row, outcome)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("field", ["bad", "unparseable"])
+def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hanging(field):
+    # Watchdog: before the fix, the worker thread died in report.record, the row never settled and
+    # wait_settled() blocked for ever. Now the failure is the sync's fatal error.
+    rows = [{"user_id": f"m{i}", "n": i, field: i == 3} for i in range(10)]
+    with pytest.raises(OSError, match="No space left"):
+        _run(RecordingWriter(delay=0.0), rows, concurrency=2, states_every=5, report=FailingReport())
+
+
+@pytest.mark.timeout(20)
+def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging():
+    class Broken(RecordingWriter):
+        def apply(self, prepared):
+            if prepared.row.data["n"] == 2:
+                raise RecursionError("maximum recursion depth exceeded")
+            return super().apply(prepared)
+
+    with pytest.raises(RecursionError):
+        _run(Broken(delay=0.0), [{"user_id": f"m{i}", "n": i} for i in range(6)], concurrency=2)

@@ -95,6 +95,9 @@ class MappingOptions:
     unmapped_fields: str = "custom_data"  # or "drop"
     null_values: str = "skip"  # or "send"
     field_mapping: tuple[FieldMapping, ...] = ()
+    # The field that holds the member identifier: ``user_id`` in classic mode, the stream's matching
+    # key (e.g. ``email_address``) in data activation. Read after field_mapping.
+    id_field: str = "user_id"
 
 
 @dataclass(frozen=True)
@@ -308,13 +311,13 @@ def apply_field_mapping(record: Mapping[str, Any], options: MappingOptions) -> M
     return _apply_field_mapping(record, _compile(options))
 
 
-def normalise_user_id(raw_id: Any, id_type: str) -> str:
+def normalise_user_id(raw_id: Any, id_type: str, id_field: str = USER_ID_FIELD) -> str:
     """The normalised identifier of a row (the member key of both writers); raises `Rejection`."""
     if raw_id is None or _is_blank(raw_id):
         raise Rejection(
             Reason.MISSING_IDENTIFIER,
-            f"user_id is required: map a source column holding the member's {id_type} to user_id",
-            field=USER_ID_FIELD,
+            f"{id_field} is required: map a source column holding the member's {id_type} to {id_field}",
+            field=id_field,
         )
     return _ID_NORMALISERS[id_type](raw_id)
 
@@ -333,7 +336,8 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
     compiled = _compile(options)
     working = _apply_field_mapping(record, compiled)
 
-    user_id = normalise_user_id(working.get(USER_ID_FIELD), options.id_type)
+    id_field = options.id_field
+    user_id = normalise_user_id(working.get(id_field), options.id_type, id_field)
 
     send_nulls = compiled.send_nulls
     payload: dict[str, Any] = {}
@@ -343,6 +347,8 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
 
     for key, value in working.items():
         coerce = _COERCERS.get(key)
+        if key == id_field and coerce is None:
+            continue  # e.g. the matching key "id": it addresses the member, it is not a field to send
         if coerce is not None:
             if value is None or _is_blank(value):
                 if send_nulls:

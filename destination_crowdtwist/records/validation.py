@@ -365,3 +365,26 @@ def _check_objects(payload: Mapping[str, Any], problems: list[Rejection]) -> Non
                     "(CrowdTwist stores custom attributes as strings)",
                 )
             )
+
+
+def as_rejection(problems: list[Rejection], *, prefix: str = "") -> Rejection | None:
+    """All of a payload's problems as one rejection (None when there are none).
+
+    The reason is ``location`` when every problem is about the location, else ``validation``;
+    messages that do not start with their field name get it put in front.
+    """
+    if not problems:
+        return None
+    reason = Reason.LOCATION if all(p.reason is Reason.LOCATION for p in problems) else Reason.VALIDATION
+    message = prefix + "; ".join(
+        p.message if p.field is None or p.message.startswith(p.field) else f"{p.field}: {p.message}"
+        for p in problems
+    )
+    return Rejection(reason, message)
+
+
+def check_user(
+    payload: Mapping[str, Any], *, creating: bool, require_location: bool, prefix: str = ""
+) -> Rejection | None:
+    """`validate_user` folded into one rejection, or None when CrowdTwist would accept the payload."""
+    return as_rejection(validate_user(payload, creating=creating, require_location=require_location), prefix=prefix)

@@ -24,23 +24,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, StreamKey
+from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, ReplayWindow, StreamKey
 from destination_crowdtwist.sync.report import SyncReport
-from destination_crowdtwist.writers.base import Row, Writer
+from destination_crowdtwist.writers.base import Outcome, Prepared, Row, Writer
 
 logger = logging.getLogger("airbyte")
 
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class _Task:
+    """A prepared row on its way to a worker, with what the pipeline needs to settle it."""
+
+    prepared: Prepared[Any]
+    writer: Writer
+    ticket: int
+
+
 class Pipeline:
-    """Runs rows through a writer on ``concurrency`` threads. See the module docstring."""
+    """Runs rows through their writers on ``concurrency`` threads. See the module docstring."""
 
     def __init__(
         self,
-        writer: Writer,
         report: SyncReport,
         *,
         concurrency: int,
@@ -49,7 +58,6 @@ class Pipeline:
         progress_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._writer = writer
         self._report = report
         self._concurrency = max(1, concurrency)
         # Enough rows to keep every worker busy while some members have rows waiting behind them.
@@ -57,7 +65,8 @@ class Pipeline:
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._tracker: CheckpointTracker[Any] = CheckpointTracker()
-        self._waiting: dict[str, deque[Row]] = {}
+        self.replay_window = ReplayWindow()
+        self._waiting: dict[str, deque[_Task]] = {}
         self._pending = 0
         self._busy = 0
         self._fatal: BaseException | None = None
@@ -100,29 +109,38 @@ class Pipeline:
 
     # -- main-thread API -----------------------------------------------------------------------
 
-    def submit(self, row: Row) -> None:
-        """Register a row with the checkpoint tracker and dispatch it (blocks while full)."""
+    def submit(self, row: Row, writer: Writer) -> None:
+        """Prepare a row with its writer, register it for checkpoints, and dispatch it.
+
+        A row its writer settles without a request (a rejection found before any request) is
+        settled here, at once; the others wait for a worker, behind earlier rows of their member.
+        Blocks while ``max_pending`` rows are inside the pipeline.
+        """
+        prepared = writer.prepare(row)
         with self._cond:
             while self._pending >= self.max_pending and self._fatal is None:
                 self._cond.wait()
             self._raise_if_fatal()
-            row.ticket = self._tracker.add_record()
+            ticket = self._tracker.add_record()
+            if isinstance(prepared, Outcome):
+                self._settle_locked(row, ticket, prepared)
+                self._raise_if_fatal()
+                return
+            task = _Task(prepared, writer, ticket)
             self._pending += 1
-            if self._pending > self.peak_pending:
-                self.peak_pending = self._pending
-            key = row.member
-            if key is not None:
-                waiting = self._waiting.get(key)
-                if waiting is not None:
-                    waiting.append(row)  # its member has a row in flight; run after it
-                    return
-                self._waiting[key] = deque()
-        self._tasks.put(row)
+            self.peak_pending = max(self.peak_pending, self._pending)
+            waiting = self._waiting.get(prepared.member)
+            if waiting is not None:
+                waiting.append(task)  # its member has a row in flight; run after it
+                return
+            self._waiting[prepared.member] = deque()
+        self._tasks.put(task)
 
     def add_state(self, state: Any, stream: StreamKey | None) -> None:
         """Register a state message received now (None stream = GLOBAL / LEGACY)."""
         with self._cond:
             self._tracker.add_state(state, stream)
+            self.replay_window.note_state(stream)
 
     def release(self) -> list[ReleasedState[Any]]:
         """States that may be echoed now, in order, with exact counts."""
@@ -152,6 +170,28 @@ class Pipeline:
         if self._fatal is not None:
             raise self._fatal
 
+    # -- settling (the one place a row's outcome is counted) ------------------------------------
+
+    def _settle_locked(self, row: Row, ticket: int, outcome: Outcome) -> None:
+        """Count a row's outcome and settle it. Caller holds ``self._cond``.
+
+        If the outcome cannot be recorded (e.g. the rejected-records file is on a full disk), the
+        row is NOT settled and the error stops the sync: a rejected row counted but stored nowhere
+        would be lost, and a row never settled would hold every later state back for ever.
+        """
+        try:
+            self._report.record(row, outcome)
+        except BaseException as exc:  # noqa: BLE001 - any failure to record stops the sync, never strands it
+            self._fail_locked(exc)
+            return
+        self._tracker.settle(ticket, row.stream.key, accepted=outcome.accepted)
+        self._cond.notify_all()
+
+    def _fail_locked(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._cond.notify_all()
+
     # -- workers -------------------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -159,36 +199,37 @@ class Pipeline:
             item = self._tasks.get()
             if item is _STOP:
                 return
-            row: Row | None = item
-            while row is not None:
-                with self._cond:
-                    if self._fatal is not None or self._closing:
-                        # Stop taking new rows: they stay unsettled, so no later state is echoed.
-                        break
-                    self._busy += 1
-                try:
-                    outcome = self._writer.process(row)
-                except BaseException as exc:  # noqa: BLE001 - every error must stop the sync, classified later
-                    with self._cond:
-                        self._busy -= 1
-                        if self._fatal is None:
-                            self._fatal = exc
-                        self._cond.notify_all()
-                    break
-                self._report.record(row, outcome)
-                with self._cond:
-                    self._busy -= 1
-                    self._tracker.settle(row.ticket, row.stream.key, accepted=outcome.accepted)
-                    self._pending -= 1
-                    nxt: Row | None = None
-                    if row.member is not None:
-                        waiting = self._waiting[row.member]
-                        if waiting:
-                            nxt = waiting.popleft()
-                        else:
-                            del self._waiting[row.member]
-                    self._cond.notify_all()
-                row = nxt
+            task: _Task | None = item
+            while task is not None:
+                task = self._run(task)
+
+    def _run(self, task: _Task) -> _Task | None:
+        """Apply one row and settle it; returns its member's next row, if any (run by this worker)."""
+        with self._cond:
+            if self._fatal is not None or self._closing:
+                # Stop taking new rows: they stay unsettled, so no later state is echoed.
+                return None
+            self._busy += 1
+        try:
+            outcome: Outcome | None = task.writer.apply(task.prepared)
+        except BaseException as exc:  # noqa: BLE001 - every error must stop the sync, classified later
+            outcome = None
+            error: BaseException = exc
+        with self._cond:
+            self._busy -= 1
+            if outcome is None:
+                self._fail_locked(error)
+                return None
+            self._settle_locked(task.prepared.row, task.ticket, outcome)
+            if self._fatal is not None:
+                return None
+            self._pending -= 1
+            member = task.prepared.member
+            waiting = self._waiting[member]
+            if waiting:
+                return waiting.popleft()
+            del self._waiting[member]
+            return None
 
     # -- progress ------------------------------------------------------------------------------
 

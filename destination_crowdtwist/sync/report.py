@@ -13,11 +13,15 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from destination_crowdtwist.records.masking import mask_record, mask_text
-from destination_crowdtwist.writers.base import REJECTED, Outcome, Row
+from destination_crowdtwist.records.rejection import Reason
+from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
 
 logger = logging.getLogger("airbyte")
 
 MAX_EXAMPLES = 3
+#: Rejected rows logged one by one per reason class; after that only a count (at the end of the
+#: sync), so that 100,000 bad rows do not make 100,000 log lines.
+LOGGED_PER_REASON = 20
 
 
 class SyncReport:
@@ -57,9 +61,9 @@ class SyncReport:
         with self._lock:
             self.by_kind[outcome.kind] += 1
             self.by_stream[row.stream.label][outcome.kind] += 1
-            if outcome.kind != REJECTED:
+            if outcome.kind is not OutcomeKind.REJECTED:
                 return
-            reason = outcome.reason_class or "rejected_by_api"
+            reason = outcome.reason or Reason.REJECTED_BY_API
             self.by_reason[reason] += 1
             if len(self.examples[reason]) < MAX_EXAMPLES and outcome.member not in self.examples[reason]:
                 self.examples[reason].append(outcome.member)
@@ -67,10 +71,13 @@ class SyncReport:
             if not self._log_pii:
                 message = mask_text(message)
             status = f" (HTTP {outcome.status})" if outcome.status else ""
-            logger.warning(
-                f"Rejected row {row.seq} of stream {row.stream.label} for {outcome.member}: "
-                f"[{reason}]{status} {message}"
-            )
+            n = self.by_reason[reason]
+            if n <= LOGGED_PER_REASON:
+                more = " (further rows of this reason are counted, not logged)" if n == LOGGED_PER_REASON else ""
+                logger.warning(
+                    f"Rejected row {row.seq} of stream {row.stream.label} for {outcome.member}: "
+                    f"[{reason}]{status} {message}{more}"
+                )
             if self._file is not None:
                 data: Mapping[str, Any] = row.data if self._include_pii else mask_record(row.data)
                 line = {
@@ -101,7 +108,7 @@ class SyncReport:
     def rejected(self) -> int:
         """Rows rejected."""
         with self._lock:
-            return self.by_kind[REJECTED]
+            return self.by_kind[OutcomeKind.REJECTED]
 
     def summary_lines(self) -> list[str]:
         """The end-of-sync summary: rows by outcome and by reason class, with masked examples."""

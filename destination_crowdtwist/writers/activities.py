@@ -37,23 +37,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
-from destination_crowdtwist.api.errors import (
-    Action,
-    TransientError,
-    UncertainOutcome,
-)
+from destination_crowdtwist.api.errors import Action, TransientError, UncertainOutcome
 from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.records.coercion import CoercionError, to_epoch_seconds
-from destination_crowdtwist.records.mapping import RowError, apply_field_mapping, normalise_user_id
+from destination_crowdtwist.records.coercion import to_epoch_seconds
+from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
+from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.writers.base import (
-    CREDITED,
-    DUPLICATE,
-    NOT_AWARDED,
-    WOULD_CREDIT,
     Outcome,
+    OutcomeKind,
+    Prepared,
     Row,
+    api_rejection,
+    member_key,
     member_label,
-    rejection,
+    raw_label,
 )
 from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
 
@@ -67,24 +64,27 @@ HISTORY_LOOKBACK_SECONDS = 7 * 24 * 3600
 KNOWN_FIELDS = frozenset({"user_id", "activity_id", "num_points", "activity_date", "extra_data"})
 
 
-class _RowProblem(Exception):
-    def __init__(self, reason_class: str, message: str) -> None:
-        super().__init__(message)
-        self.reason_class = reason_class
-        self.message = message
-
-
 @dataclass
 class Credit:
     """A row parsed into a credit request."""
 
     user_id: str
+    id_type: str
     activity_id: str
     num_points: int | None
     activity_date: int | None
     extra_data: dict[str, Any]
     dedupe_key: str
-    duplicate_of: int | None = None  # seq of an earlier row of this sync with the same key
+    duplicate_of: int | None = None  # seq of an earlier row of this sync with the same event
+
+    @property
+    def event(self) -> tuple[str, str, str, str]:
+        """What makes two rows the same credit: the member, the activity and the dedupe key.
+
+        An ``event_id`` is unique only within one member's activity (two source tables may both
+        have an event 1), so the dedupe key alone never decides that a row is a repeat.
+        """
+        return (self.id_type, self.user_id, self.activity_id, self.dedupe_key)
 
     def payload(self) -> dict[str, Any]:
         """The JSON body of the credit request."""
@@ -118,13 +118,16 @@ class ActivityCreditWriter:
     ) -> None:
         self.cfg = cfg
         self.client = client
-        self.id_type = cfg.user_identifier_type
         self._clock = clock
         self._sleep = sleep
         self._active: dict[str, Mapping[str, Any]] = {}
-        self._seen_keys: dict[str, int] = {}
+        # Within this sync: the first row of each event (member, activity, key), and whether it was
+        # accepted. A repeat of an accepted row is a duplicate; a repeat of a rejected one is tried.
+        self._seen_events: dict[tuple[str, str, str, str], int] = {}
+        self._accepted_events: set[tuple[str, str, str, str]] = set()
+        self._events_lock = threading.Lock()
         self._unknown_fields_logged: set[tuple[str, str]] = set()
-        self._history: dict[str, _HistoryCache] = {}
+        self._history: dict[tuple[str, str], _HistoryCache] = {}
         self._history_lock = threading.Lock()
         self._ledger: CreditLedger | None = None
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
@@ -135,7 +138,7 @@ class ActivityCreditWriter:
 
     # -- Writer protocol ---------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def start(self) -> None:
         """Read the active activities once, and open the ledger."""
         activities = self.client.list_activities()
         self._active = {str(a.get("id")): a for a in activities if isinstance(a, Mapping)}
@@ -160,51 +163,54 @@ class ActivityCreditWriter:
         if self._ledger is not None:
             self._ledger.close()
 
-    def member_key(self, row: Row) -> str | None:
-        """Parse the row (on the reader thread, in input order) and key it by member."""
+    def prepare(self, row: Row) -> Prepared[Credit] | Outcome:
+        """Parse one row (on the reader thread, in input order); no request is spent on a bad row."""
         try:
             credit = self._parse(row)
-        except _RowProblem as exc:
-            row.prepared = exc
-            return None
-        earlier = self._seen_keys.get(credit.dedupe_key)
-        if earlier is not None:
+        except Rejection as rejection:
+            return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
+        earlier = self._seen_events.setdefault(credit.event, row.seq)
+        if earlier != row.seq:
             credit.duplicate_of = earlier
-        else:
-            self._seen_keys[credit.dedupe_key] = row.seq
-        row.prepared = credit
-        return credit.user_id
+        label = member_label(credit.user_id, credit.id_type, log_pii=self.cfg.log_pii)
+        return Prepared(row, member_key(credit.id_type, credit.user_id), label, credit)
 
-    def process(self, row: Row) -> Outcome:
+    def apply(self, prepared: Prepared[Credit]) -> Outcome:
         """Credit one row exactly once; returns its outcome."""
-        credit = row.prepared
-        if isinstance(credit, _RowProblem):
-            return Outcome.rejected(self._raw_member(row), credit.reason_class, credit.message)
-        assert isinstance(credit, Credit)
-        member = self._mask(credit.user_id)
+        outcome = self._apply(prepared.payload, prepared.label, verify=prepared.row.verify)
+        if outcome.accepted:
+            with self._events_lock:
+                self._accepted_events.add(prepared.payload.event)
+        return outcome
+
+    def _apply(self, credit: Credit, member: str, *, verify: bool) -> Outcome:
         if credit.duplicate_of is not None:
-            return Outcome(
-                kind=DUPLICATE, member=member,
-                message=f"same dedupe key as row {credit.duplicate_of} of this sync; credited once",
-            )
+            # Same member, so the earlier row has settled already (the pipeline orders a member's rows).
+            with self._events_lock:
+                earlier_accepted = credit.event in self._accepted_events
+            if earlier_accepted:
+                return Outcome(
+                    kind=OutcomeKind.DUPLICATE, member=member,
+                    message=f"same event as row {credit.duplicate_of} of this sync; credited once",
+                )
         if self.cfg.dry_run:
             return self._dry_run(credit, member)
         key = credit.dedupe_key
         verify = self.cfg.credit_verification == "every_row" or (
-            self.cfg.credit_verification == "replay_window" and row.verify
+            self.cfg.credit_verification == "replay_window" and verify
         )
         if self._ledger is not None:
             status = self._ledger.status(key)
             if status == DONE:
-                earlier = self._ledger.outcome(key) or CREDITED
-                return Outcome(kind=DUPLICATE, member=member, message=f"already sent before: {earlier} (local ledger)")
+                earlier = self._ledger.outcome(key) or OutcomeKind.CREDITED
+                return _duplicate(member, f"already sent before: {earlier} (local ledger)")
             if status == PENDING:
                 verify = True  # a request was sent and its answer never recorded: it may have landed
             elif self._ledger_trusted and self.cfg.credit_verification != "every_row":
                 verify = False  # absent from a ledger with this program's history: never sent from here
         if verify and self._history_has(credit, replay=True):
-            self._mark_done(key, DUPLICATE)
-            return Outcome(kind=DUPLICATE, member=member, message="already credited (found in activity history)")
+            self._mark_done(key, OutcomeKind.DUPLICATE)
+            return _duplicate(member, "already credited (found in activity history)")
         return self._send(credit, member)
 
     # -- sending ------------------------------------------------------------------------------
@@ -217,12 +223,12 @@ class ActivityCreditWriter:
         while True:
             attempts += 1
             try:
-                response = self.client.credit_activity(credit.user_id, self.id_type, credit.payload())
+                response = self.client.credit_activity(credit.user_id, credit.id_type, credit.payload())
             except UncertainOutcome as exc:
                 # The request may have been applied: look before sending it again.
                 if self._history_has(credit, replay=False):
-                    self._mark_done(key, CREDITED)
-                    return Outcome(kind=CREDITED, member=member, message="credited (confirmed in activity history)")
+                    self._mark_done(key, OutcomeKind.CREDITED)
+                    return Outcome(OutcomeKind.CREDITED, member, "credited (confirmed in activity history)")
                 if attempts > self.cfg.max_retries:
                     raise TransientError(
                         "Activity credits keep failing with uncertain outcomes (timeouts, dropped connections or "
@@ -241,26 +247,28 @@ class ActivityCreditWriter:
             self._remember(credit)
             if data.get("awarded") is False:
                 # Accepted, but CrowdTwist's rules (e.g. a frequency cap) blocked the points.
-                self._mark_done(key, NOT_AWARDED)
+                self._mark_done(key, OutcomeKind.NOT_AWARDED)
                 return Outcome(
-                    kind=NOT_AWARDED, member=member, status=response.status,
+                    kind=OutcomeKind.NOT_AWARDED, member=member, status=response.status,
                     message="accepted but not awarded (frequency cap or another program rule)",
                 )
-            self._mark_done(key, CREDITED)
-            return Outcome(kind=CREDITED, member=member, status=response.status)
-        reason, text = rejection(response)
-        if reason == "duplicate_event":
+            self._mark_done(key, OutcomeKind.CREDITED)
+            return Outcome(kind=OutcomeKind.CREDITED, member=member, status=response.status)
+        rejection = api_rejection(response)
+        if rejection.reason is Reason.DUPLICATE_EVENT:
             # CrowdTwist's "Event already processed": the earlier request was accepted.
-            self._mark_done(key, DUPLICATE)
-            return Outcome(kind=DUPLICATE, member=member, status=response.status, message="Event already processed")
+            self._mark_done(key, OutcomeKind.DUPLICATE)
+            return _duplicate(member, "Event already processed", status=response.status)
         if self._ledger is not None:
             self._ledger.forget(key)
-        if reason == "not_found":
-            text = (
-                f"No member with this {self.id_type} exists. Check that user_id holds the configured identifier "
-                "type, and sync the member's profile before crediting activities."
+        if rejection.reason is Reason.NOT_FOUND:
+            rejection = Rejection(
+                Reason.NOT_FOUND,
+                f"No member with this {credit.id_type} exists. Check that the identifier field holds the configured "
+                "identifier type, and sync the member's profile before crediting activities.",
+                status=response.status,
             )
-        return Outcome.rejected(member, reason, text, response.status)
+        return Outcome.rejected(member, rejection)
 
     # -- verification -------------------------------------------------------------------------
 
@@ -283,11 +291,11 @@ class ActivityCreditWriter:
             wait = self._started + delay - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            return key in self._history_keys(credit.user_id, refresh=False)
+            return key in self._history_keys(credit, refresh=False)
         deadline = self._clock() + delay
         pause = min(0.25, max(delay / 8, 0.01))
         while True:
-            if key in self._history_keys(credit.user_id, refresh=True):
+            if key in self._history_keys(credit, refresh=True):
                 return True
             now = self._clock()
             if now >= deadline:
@@ -295,13 +303,16 @@ class ActivityCreditWriter:
             self._sleep(min(pause, deadline - now))
             pause = min(pause * 2, 2.0)
 
-    def _history_keys(self, user_id: str, *, refresh: bool) -> set[str]:
+    def _history_keys(self, credit: Credit, *, refresh: bool) -> set[str]:
+        member = (credit.id_type, credit.user_id)
         with self._history_lock:
-            cache = self._history.get(user_id)
+            cache = self._history.get(member)
         if cache is not None and not refresh:
             return cache.keys
         now = int(self._clock())
-        response = self.client.activity_history(user_id, self.id_type, now - HISTORY_LOOKBACK_SECONDS, now + 3600)
+        response = self.client.activity_history(
+            credit.user_id, credit.id_type, now - HISTORY_LOOKBACK_SECONDS, now + 3600
+        )
         keys: set[str] = set()
         if response.ok:
             for item in _history_items(response.data):
@@ -316,7 +327,7 @@ class ActivityCreditWriter:
         elif response.status != 404:
             code, message = response.error_code, response.safe_message
             if response.classify().action is Action.CONFIG:
-                rejection(response)  # raises the sync-stopping error
+                api_rejection(response)  # raises the sync-stopping error
             # Never guess: if the history cannot be read, crediting could double the points.
             raise TransientError(
                 f"Activity history could not be read (HTTP {response.status}) to verify a credit; stopping so "
@@ -326,12 +337,12 @@ class ActivityCreditWriter:
                 api_message=message,
             )
         with self._history_lock:
-            self._history[user_id] = _HistoryCache(keys)
+            self._history[member] = _HistoryCache(keys)
         return keys
 
     def _remember(self, credit: Credit) -> None:
         with self._history_lock:
-            cache = self._history.get(credit.user_id)
+            cache = self._history.get((credit.id_type, credit.user_id))
             if cache is not None:
                 cache.keys.add(credit.dedupe_key)
 
@@ -342,36 +353,33 @@ class ActivityCreditWriter:
     # -- dry run ----------------------------------------------------------------------------------
 
     def _dry_run(self, credit: Credit, member: str) -> Outcome:
-        response = self.client.get_user(credit.user_id, self.id_type)
+        response = self.client.get_user(credit.user_id, credit.id_type)
         if response.ok:
             points = credit.num_points
             if points is None:
                 points = _int_or_none(self._active.get(credit.activity_id, {}).get("num_points"))
             text = f"would credit activity {credit.activity_id}" + (f" ({points} points)" if points is not None else "")
-            return Outcome(kind=WOULD_CREDIT, member=member, message=text)
-        reason, text = rejection(response)
-        return Outcome.rejected(member, reason, text, response.status)
+            return Outcome(kind=OutcomeKind.WOULD_CREDIT, member=member, message=text)
+        return Outcome.rejected(member, api_rejection(response))
 
     # -- parsing ----------------------------------------------------------------------------------
 
     def _parse(self, row: Row) -> Credit:
         data = apply_field_mapping(row.data, self._mapping_options) if self._mapping else row.data
         self._log_unknown_fields(row, data)
-        try:
-            # The same identifier rules (and so the same member key) as User Profile rows.
-            user_id = normalise_user_id(data.get("user_id"), self.id_type)
-        except RowError as exc:
-            raise _RowProblem(exc.reason_class, exc.message) from None
+        # The same identifier rules (and so the same member key) as User Profile rows.
+        stream = row.stream
+        user_id = normalise_user_id(data.get(stream.id_field), stream.id_type, stream.id_field)
         raw_activity = data.get("activity_id")
         if raw_activity is None or (isinstance(raw_activity, str) and not raw_activity.strip()):
-            raise _RowProblem("validation", "activity_id is required: map the CrowdTwist activity id to activity_id")
+            raise Rejection(Reason.VALIDATION, "activity_id is required: map the CrowdTwist activity id to activity_id")
         if isinstance(raw_activity, bool) or not isinstance(raw_activity, str | int | float):
             kind = type(raw_activity).__name__
-            raise _RowProblem("validation", f"activity_id must be a string or a number, got {kind}")
+            raise Rejection(Reason.VALIDATION, f"activity_id must be a string or a number, got {kind}")
         activity_id = _id_text(raw_activity)
         if activity_id not in self._active:
-            raise _RowProblem(
-                "invalid_activity",
+            raise Rejection(
+                Reason.INVALID_ACTIVITY,
                 f"activity_id {activity_id} is not an active activity of this program. Check the id in CrowdTwist "
                 "Control Center (Activities), that the activity has started and not ended, and GET /v2/activities "
                 "for the list of active ids.",
@@ -381,16 +389,18 @@ class ActivityCreditWriter:
         if data.get("activity_date") is not None:
             try:
                 activity_date = to_epoch_seconds(data["activity_date"], "activity_date")
-            except CoercionError as exc:
-                raise _RowProblem("validation", str(exc)) from None
+            except Rejection as exc:
+                raise exc.with_field("activity_date") from None
         extra = _parse_extra(data.get("extra_data"))
         event_id = data.get(self.cfg.event_id_field) if self.cfg.event_id_field else None
-        return Credit(user_id, activity_id, num_points, activity_date, extra,
+        return Credit(user_id, stream.id_type, activity_id, num_points, activity_date, extra,
                       dedupe_key(row, user_id, activity_id, num_points, activity_date, extra, event_id))
 
     def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
         for name in data:
-            if name in KNOWN_FIELDS or name == self.cfg.event_id_field or name.startswith(("_airbyte_", "_ab_")):
+            if name in KNOWN_FIELDS or name in (row.stream.id_field, self.cfg.event_id_field):
+                continue
+            if name.startswith(("_airbyte_", "_ab_")):
                 continue
             if name in self._mapping:
                 continue  # a field_mapping source: used under its mapped name
@@ -401,11 +411,9 @@ class ActivityCreditWriter:
                     f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field)."
                 )
 
-    def _mask(self, user_id: str) -> str:
-        return member_label(user_id, self.id_type, log_pii=self.cfg.log_pii)
 
-    def _raw_member(self, row: Row) -> str:
-        return member_label(row.data.get("user_id"), self.id_type, log_pii=self.cfg.log_pii)
+def _duplicate(member: str, message: str, *, status: int | None = None) -> Outcome:
+    return Outcome(kind=OutcomeKind.DUPLICATE, member=member, message=message, status=status)
 
 
 def dedupe_key(
@@ -454,7 +462,7 @@ def _parse_points(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise _RowProblem("validation", "num_points must be a whole number, got bool")
+        raise Rejection(Reason.VALIDATION, "num_points must be a whole number, got bool")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -464,7 +472,7 @@ def _parse_points(value: Any) -> int | None:
             return int(value.strip())
         except ValueError:
             pass
-    raise _RowProblem("validation", f"num_points must be a whole number, got {type(value).__name__}")
+    raise Rejection(Reason.VALIDATION, f"num_points must be a whole number, got {type(value).__name__}")
 
 
 def _parse_extra(value: Any) -> dict[str, Any]:
@@ -474,9 +482,11 @@ def _parse_extra(value: Any) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except ValueError:
-            raise _RowProblem("validation", "extra_data must be a JSON object, got a string that is not JSON") from None
+            raise Rejection(
+                Reason.VALIDATION, "extra_data must be a JSON object, got a string that is not JSON"
+            ) from None
     if not isinstance(value, Mapping):
-        raise _RowProblem("validation", f"extra_data must be an object, got {type(value).__name__}")
+        raise Rejection(Reason.VALIDATION, f"extra_data must be an object, got {type(value).__name__}")
     return dict(value)
 
 

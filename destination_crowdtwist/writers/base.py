@@ -1,47 +1,66 @@
-"""What every writer shares: the row it receives and the one outcome it returns.
+"""The contract between the pipeline and the writers: what a writer receives, and what it returns.
 
-A writer turns one record into exactly one :class:`Outcome`. It runs in a worker thread, so it
-must keep no unsynchronised shared state; the pipeline guarantees that two rows with the same
-:meth:`Writer.member_key` are never processed at the same time and are processed in input order.
+A sync routes each configured stream to one CrowdTwist object (``user_profile`` or
+``activity_credit``); one :class:`Writer` per object serves every stream routed to it. For each record
+the pipeline calls, from one place (``sync/pipeline.py``):
+
+1. :meth:`Writer.prepare` on the reader thread, in input order: parse and validate the record
+   without any request. It returns a :class:`Prepared` row, whose ``member`` key orders the rows of
+   one member, or a settled :class:`Outcome` (a rejection, or a row that needs no request).
+2. :meth:`Writer.apply` on a worker thread: send what the row needs and return exactly one
+   :class:`Outcome`. Raises only for sync-stopping errors (``ConfigError``, ``TransientError``).
+
+The pipeline guarantees that two rows with the same member key are never applied at the same time
+and are applied in input order, whichever streams they come from.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from destination_crowdtwist.api.errors import Action, TransientError, error_from_resolution
 from destination_crowdtwist.records.masking import mask_identifier
+from destination_crowdtwist.records.rejection import Reason, Rejection
 
 if TYPE_CHECKING:
     from destination_crowdtwist.api.client import ApiResponse
 
-# Outcome kinds. Accepted kinds count in destinationStats.recordCount; "rejected" counts in
-# rejectedRecordCount.
-CREATED = "created"
-UPDATED = "updated"
-CREDITED = "credited"
-DUPLICATE = "duplicate"  # activity already credited (by us earlier, or CrowdTwist said so)
-NOT_AWARDED = "not_awarded"  # accepted by CrowdTwist but blocked (e.g. a frequency cap)
-WOULD_CREATE = "would_create"  # dry run
-WOULD_UPDATE = "would_update"  # dry run
-WOULD_CREDIT = "would_credit"  # dry run
-UNCHANGED = "unchanged"  # nothing needed sending (e.g. only user_id, member exists)
-REJECTED = "rejected"
+P = TypeVar("P")
 
-ACCEPTED_KINDS = frozenset(
-    {CREATED, UPDATED, UNCHANGED, CREDITED, DUPLICATE, NOT_AWARDED, WOULD_CREATE, WOULD_UPDATE, WOULD_CREDIT}
-)
+
+class OutcomeKind(enum.StrEnum):
+    """How a row ended. Every kind but ``rejected`` counts in ``destinationStats.recordCount``."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"  # nothing needed sending (e.g. only the identifier, member exists)
+    CREDITED = "credited"
+    DUPLICATE = "duplicate"  # activity already credited (by us earlier, or CrowdTwist said so)
+    NOT_AWARDED = "not_awarded"  # accepted by CrowdTwist but blocked (e.g. a frequency cap)
+    WOULD_CREATE = "would_create"  # dry run
+    WOULD_UPDATE = "would_update"  # dry run
+    WOULD_CREDIT = "would_credit"  # dry run
+    REJECTED = "rejected"  # counts in rejectedRecordCount
 
 
 @dataclass(frozen=True)
 class StreamContext:
-    """A configured stream as the writers see it."""
+    """A configured stream as the writers see it: where its rows go and how members are identified.
+
+    ``id_field`` is the record field that holds the member identifier (``user_id`` in classic mode,
+    the matching key such as ``email_address`` in data activation) and ``id_type`` its CrowdTwist
+    ``id_type``.
+    """
 
     namespace: str | None
     name: str
     sync_mode: str  # the destination sync mode value: append | append_dedup | update
+    object_name: str = "user_profile"
+    id_field: str = "user_id"
+    id_type: str = "email"
     primary_key: tuple[tuple[str, ...], ...] = ()
 
     @property
@@ -55,87 +74,114 @@ class StreamContext:
         return f"{self.namespace}.{self.name}" if self.namespace else self.name
 
 
-@dataclass
+@dataclass(frozen=True)
 class Row:
-    """One record on its way through the pipeline."""
+    """One record as read from the input."""
 
     stream: StreamContext
     data: Mapping[str, Any]
     seq: int  # position in the input (0-based, all streams)
-    ticket: int = 0  # checkpoint segment
-    verify: bool = False  # activity credits: look up history before crediting (replay window)
-    member: str | None = None  # member key for ordering (set by the pipeline)
-    prepared: Any = None  # what the writer computed in member_key (mapped row or its error)
+    verify: bool = False  # a replayed attempt may already have applied it (see sync/checkpoint.ReplayWindow)
+    emitted_at: int | None = None  # the record's emitted_at (ms), kept for reject sinks
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[P]):
+    """A row that passed its writer's pre-flight checks, ready to be applied.
+
+    ``member`` orders the rows of one member (the same key in every stream of the sync); ``label``
+    names the member in logs, masked unless ``log_pii``; ``payload`` is the writer's own parse.
+    """
+
+    row: Row
+    member: str
+    label: str
+    payload: P
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one row ended. Exactly one per row."""
+    """How one row ended. Exactly one per row; rejected rows carry their :class:`Rejection`."""
 
-    kind: str
+    kind: OutcomeKind
     member: str = ""  # masked identifier, safe to log
-    reason_class: str | None = None
     message: str | None = None
     status: int | None = None
     changes: tuple[str, ...] = ()  # dry run: fields that would change
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    rejection: Rejection | None = None
 
     @property
     def accepted(self) -> bool:
-        """Whether the row counts as settled-accepted."""
-        return self.kind in ACCEPTED_KINDS
+        """Whether the row counts as settled-accepted (``recordCount``), not rejected."""
+        return self.kind is not OutcomeKind.REJECTED
+
+    @property
+    def reason(self) -> Reason | None:
+        """The reason class of a rejected row (None for accepted rows)."""
+        return self.rejection.reason if self.rejection is not None else None
 
     @classmethod
-    def rejected(cls, member: str, reason_class: str, message: str, status: int | None = None) -> Outcome:
-        """A rejected row with a reason class and an actionable message."""
-        return cls(kind=REJECTED, member=member, reason_class=reason_class, message=message, status=status)
+    def rejected(cls, member: str, rejection: Rejection) -> Outcome:
+        """A rejected row; its reason and message come from ``rejection``."""
+        return cls(
+            kind=OutcomeKind.REJECTED,
+            member=member,
+            message=rejection.message,
+            status=rejection.status,
+            rejection=rejection,
+        )
 
 
 class Writer(Protocol):
-    """One writer per CrowdTwist object type."""
+    """One writer per CrowdTwist object; the pipeline relies on exactly these members."""
 
-    def prepare(self) -> None:
+    #: True when no row may start past a state that is not echoed yet (activity credits: an
+    #: interrupted attempt then cannot have applied rows beyond its next state).
+    barrier_at_states: bool
+
+    def start(self) -> None:
         """Run once before the first row (e.g. read the active activities). May raise ConfigError."""
 
-    def member_key(self, row: Row) -> str | None:
-        """Key of the member a row touches; rows with the same key are applied in order."""
+    def prepare(self, row: Row) -> Prepared[Any] | Outcome:
+        """Parse and check one row without a request: a ``Prepared`` row, or its settled ``Outcome``."""
 
-    def process(self, row: Row) -> Outcome:
-        """Write one row and say how it ended. Raises only for sync-stopping errors."""
+    def apply(self, prepared: Prepared[Any]) -> Outcome:
+        """Write one prepared row and say how it ended. Raises only for sync-stopping errors."""
 
     def close(self) -> None:
         """Release resources at the end of the sync."""
 
 
-def rejection(response: ApiResponse) -> tuple[str, str]:
-    """``(reason_class, actionable message)`` for a record-level CrowdTwist answer.
+def member_label(value: Any, id_type: str, *, log_pii: bool) -> str:
+    """How a row's member is named in logs, reject files and summaries (masked unless ``log_pii``)."""
+    if value is None or value == "":
+        return "(no identifier)"
+    text = str(value)
+    return text if log_pii else mask_identifier(text, id_type)
+
+
+def member_key(id_type: str, user_id: str) -> str:
+    """The ordering key of a member, the same in every stream that identifies it the same way."""
+    return f"{id_type}:{user_id}"
+
+
+def raw_label(row: Row, *, log_pii: bool) -> str:
+    """The label of a row whose identifier could not be parsed (taken raw from its id field)."""
+    return member_label(row.data.get(row.stream.id_field), row.stream.id_type, log_pii=log_pii)
+
+
+def api_rejection(response: ApiResponse) -> Rejection:
+    """The rejection for a record-level CrowdTwist answer (the client already classified it).
 
     Answers that concern every row (credentials, base URL) raise the matching sync-stopping error
     instead: rejecting row after row would only hide the real problem.
     """
     resolution = response.classify()
-    if resolution.action is Action.CONFIG:
-        raise error_from_resolution(
-            resolution,
-            status=response.status,
-            error_code=response.error_code,
-            api_message=response.safe_message,
-            request_line=response.request_line,
-        )
     if resolution.action is not Action.REJECT:
-        # The client retries RETRY answers itself and returns only 2xx and record-level 4xx.
-        raise TransientError(
-            f"Unexpected answer HTTP {response.status} from CrowdTwist", status=response.status,
-            request_line=response.request_line,
-        )
+        raise error_from_resolution(
+            resolution, status=response.status, error_code=response.error_code,
+            api_message=response.safe_message, request_line=response.request_line,
+        ) if resolution.action is not Action.OK else TransientError("unexpected success", status=response.status)
     message = response.error_message
     text = resolution.hint if not message else f"{message} — {resolution.hint}"
-    return resolution.reason_class or "rejected_by_api", text
-
-
-def member_label(value: Any, id_type: str, *, log_pii: bool) -> str:
-    """How a row's member is named in logs, reject files and summaries (masked unless ``log_pii``)."""
-    if value is None or value == "":
-        return "(no user_id)"
-    text = str(value)
-    return text if log_pii else mask_identifier(text, id_type)
+    return Rejection(Reason(resolution.reason_class or "rejected_by_api"), text, status=response.status)

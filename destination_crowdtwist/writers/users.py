@@ -11,29 +11,35 @@ to the other request.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.records.mapping import MappedUser, RowError, create_payload, map_user_record
-from destination_crowdtwist.records.validation import validate_user
+from destination_crowdtwist.records.mapping import MappedUser, MappingOptions, create_payload, map_user_record
+from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.validation import check_user
 from destination_crowdtwist.writers.base import (
-    CREATED,
-    UNCHANGED,
-    UPDATED,
-    WOULD_CREATE,
-    WOULD_UPDATE,
     Outcome,
+    OutcomeKind,
+    Prepared,
     Row,
+    api_rejection,
+    member_key,
     member_label,
-    rejection,
+    raw_label,
 )
 
 UPSERT = "append_dedup"
 INSERT = "append"
 UPDATE = "update"
+
+# Put before a create rejection once an update proved the member missing (never for insert rows).
+_CANNOT_CREATE = "The member does not exist and cannot be created: "
 
 
 class UpsertLearner:
@@ -81,6 +87,29 @@ class UpsertLearner:
             return self._p_new
 
 
+class Step(enum.Enum):
+    """The requests an upsert row can make; see :meth:`UserProfileWriter._upsert`."""
+
+    UPDATE = "update"  # PUT /v2/users/{id}
+    CREATE = "create"  # POST /v2/users
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A User Profile row parsed for its stream: the mapped fields, and what a create would send.
+
+    ``create`` is the create body, or why the member cannot be created (decided before any
+    request, so a row that could never be created does not spend one); ``update_problem`` is why an
+    update would be refused.
+    """
+
+    mapped: MappedUser
+    id_type: str
+    mode: str
+    create: dict[str, Any] | Rejection
+    update_problem: Rejection | None
+
+
 class UserProfileWriter:
     """Writes User Profile rows. See the module docstring."""
 
@@ -89,194 +118,174 @@ class UserProfileWriter:
     def __init__(self, cfg: ConnectorConfig, client: CrowdTwistClient) -> None:
         self.cfg = cfg
         self.client = client
-        self.id_type = cfg.user_identifier_type
-        self.options = cfg.mapping_options()
         self.learner = UpsertLearner(cfg.upsert_strategy)
+        self._base_options = cfg.mapping_options()
+        self._options: dict[tuple[str, str], MappingOptions] = {}
 
     # -- Writer protocol ---------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def start(self) -> None:
         """Nothing to read up front for profiles."""
 
     def close(self) -> None:
         """Nothing to release."""
 
-    def member_key(self, row: Row) -> str | None:
-        """Map the row here (once) and key it by its normalised identifier."""
+    def prepare(self, row: Row) -> Prepared[UserRow] | Outcome:
+        """Map and pre-flight one row; no request is spent on a row CrowdTwist would refuse."""
+        stream = row.stream
         try:
-            mapped = map_user_record(row.data, self.options)
-        except RowError as exc:
-            row.prepared = exc
-            return None
-        row.prepared = mapped
-        return mapped.user_id
+            mapped = map_user_record(row.data, self._options_for(stream.id_field, stream.id_type))
+        except Rejection as rejection:
+            return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
+        label = member_label(mapped.user_id, stream.id_type, log_pii=self.cfg.log_pii)
+        require_location = self.cfg.require_location
+        update_problem = check_user(mapped.payload, creating=False, require_location=require_location)
+        create = self._create_body(mapped, stream.id_type)
+        mode = stream.sync_mode
+        user = UserRow(mapped, stream.id_type, mode, create, update_problem)
+        if mode == INSERT and isinstance(create, Rejection):
+            return Outcome.rejected(label, create)
+        if mode in (UPDATE, UPSERT) and update_problem is not None:
+            return Outcome.rejected(label, update_problem)
+        return Prepared(row, member_key(stream.id_type, mapped.user_id), label, user)
 
-    def process(self, row: Row) -> Outcome:
+    def apply(self, prepared: Prepared[UserRow]) -> Outcome:
         """Write one row; returns its outcome (rejections included)."""
-        prepared = row.prepared
-        if prepared is None:
-            self.member_key(row)
-            prepared = row.prepared
-        if isinstance(prepared, RowError):
-            return Outcome.rejected(self._raw_member(row), prepared.reason_class, prepared.message)
-        assert isinstance(prepared, MappedUser)
-        mapped = prepared
-        member = self._mask(mapped.user_id)
-        mode = row.stream.sync_mode
+        user, label = prepared.payload, prepared.label
         if self.cfg.dry_run:
-            return self._dry_run(mapped, member, mode)
-        if mode == UPDATE:
-            return self._update(mapped, member, create_on_missing=False)
-        if mode == INSERT:
-            return self._create(mapped, member, update_on_taken=False)
-        return self._upsert(mapped, member)
+            return self._dry_run(user, label)
+        if user.mode == UPDATE:
+            return self._update_only(user, label)
+        if user.mode == INSERT:
+            return self._insert(user, label)
+        return self._upsert(user, label)
 
     # -- modes ----------------------------------------------------------------------------------
 
-    def _upsert(self, mapped: MappedUser, member: str) -> Outcome:
-        if self.learner.create_first() and self.id_type != "id":
-            try:
-                body = create_payload(mapped, self.id_type)
-            except RowError:
-                body = None
-            # A row that could not be created anyway (e.g. a partial update without names) goes
-            # update-first: trying a create would only waste a request.
-            if body is not None and not validate_user(body, creating=True, require_location=self.cfg.require_location):
-                return self._create(mapped, member, update_on_taken=True, body=body)
-        return self._update(mapped, member, create_on_missing=True)
-
-    def _update(self, mapped: MappedUser, member: str, *, create_on_missing: bool) -> Outcome:
-        problems = validate_user(mapped.payload, creating=False, require_location=self.cfg.require_location)
-        if problems:
-            return _rejected_by_problems(member, problems)
-        if not mapped.payload:
-            if create_on_missing:
-                # Nothing to update, but an upsert row must still make sure the member exists.
-                return self._create(mapped, member, update_on_taken=False, missing_ok=True)
-            return Outcome(kind=UNCHANGED, member=member, message="no field to update besides user_id")
-        response = self.client.update_user(mapped.user_id, self.id_type, mapped.payload)
+    def _update_only(self, user: UserRow, label: str) -> Outcome:
+        if not user.mapped.payload:
+            return _unchanged(label)
+        response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
         if response.ok:
-            if create_on_missing:
-                self.learner.observe(existed=True)
-            return Outcome(kind=UPDATED, member=member, status=response.status)
-        outcome, resolution_reason = self._classify(response, member)
-        if resolution_reason == "not_found" and create_on_missing:
-            self.learner.observe(existed=False)
-            return self._create(mapped, member, update_on_taken=False, known_missing=True)
-        if resolution_reason == "not_found":
-            return Outcome.rejected(
-                member,
-                "not_found",
-                f"No member with this {self.id_type} exists, and sync mode 'update' never creates members. "
-                "Check that user_id holds the configured identifier type, or use upsert (append_dedup) to create "
-                "missing members.",
-                response.status,
+            return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
+        rejection = api_rejection(response)
+        if rejection.reason is Reason.NOT_FOUND:
+            rejection = Rejection(
+                Reason.NOT_FOUND,
+                f"No member with this {user.id_type} exists, and sync mode 'update' never creates members. Check "
+                "that the identifier field holds the configured identifier type, or use upsert (append_dedup) to "
+                "create missing members.",
+                status=response.status,
             )
-        return outcome
+        return Outcome.rejected(label, rejection)
 
-    def _create(
-        self,
-        mapped: MappedUser,
-        member: str,
-        *,
-        update_on_taken: bool,
-        body: dict[str, Any] | None = None,
-        missing_ok: bool = False,
-        known_missing: bool = False,
-    ) -> Outcome:
-        if self.id_type == "id":
-            return Outcome.rejected(
-                member,
-                "not_found",
-                "No member with this CrowdTwist id exists, and members cannot be created by CrowdTwist id "
-                "(CrowdTwist assigns ids). Use email, third_party_id, username or mobile_phone_number as the "
-                "identifier type to create members.",
-                404 if not missing_ok else None,
-            )
-        if body is None:
-            try:
-                body = create_payload(mapped, self.id_type)
-            except RowError as exc:
-                return Outcome.rejected(member, exc.reason_class, exc.message)
-            problems = validate_user(body, creating=True, require_location=self.cfg.require_location)
-            if problems:
-                # Say "does not exist" only when an update just proved it (insert mode never looks).
-                prefix = "The member does not exist and cannot be created: " if known_missing else ""
-                return _rejected_by_problems(member, problems, prefix=prefix)
-        response = self.client.create_user(body)
+    def _insert(self, user: UserRow, label: str) -> Outcome:
+        assert isinstance(user.create, dict)  # prepare() rejected the row otherwise
+        response = self.client.create_user(user.create)
         if response.ok:
-            if update_on_taken:
+            return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
+        return Outcome.rejected(label, api_rejection(response))
+
+    def _upsert(self, user: UserRow, label: str) -> Outcome:
+        """Update or create, whichever the member needs, starting with the cheaper guess.
+
+        A small state machine: each step is tried at most once. ``UPDATE`` answering "not found"
+        moves to ``CREATE``; ``CREATE`` answering "already taken" moves to ``UPDATE``. Any other
+        answer ends the row. A row that cannot be created (missing names, identifier type ``id``)
+        starts with ``UPDATE`` whatever the learner says: a create would only waste a request.
+        """
+        can_create = isinstance(user.create, dict)
+        step = Step.CREATE if can_create and self.learner.create_first() else Step.UPDATE
+        tried: set[Step] = set()
+        proved_missing = False
+        while True:
+            tried.add(step)
+            if step is Step.UPDATE:
+                if not user.mapped.payload:
+                    if Step.CREATE in tried:
+                        return _unchanged(label)
+                    # Nothing to update, but the member must exist: the create tells us (once).
+                    step = Step.CREATE
+                    continue
+                response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
+                if response.ok:
+                    self.learner.observe(existed=True)
+                    return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
+                rejection = api_rejection(response)
+                if rejection.reason is Reason.NOT_FOUND and Step.CREATE not in tried:
+                    self.learner.observe(existed=False)
+                    proved_missing = True
+                    step = Step.CREATE
+                    continue
+                return Outcome.rejected(label, rejection)
+            # Step.CREATE
+            if isinstance(user.create, Rejection):
+                prefix = _CANNOT_CREATE if proved_missing else ""
+                return Outcome.rejected(label, user.create.with_prefix(prefix))
+            response = self.client.create_user(user.create)
+            if response.ok:
                 self.learner.observe(existed=False)
-            return Outcome(kind=CREATED, member=member, status=response.status)
-        outcome, reason = self._classify(response, member)
-        if reason == "already_taken" and update_on_taken:
-            self.learner.observe(existed=True)
-            if not mapped.payload:
-                return Outcome(kind=UNCHANGED, member=member, message="member exists; no field to update")
-            return self._update(mapped, member, create_on_missing=False)
-        if reason == "already_taken" and missing_ok:
-            return Outcome(kind=UNCHANGED, member=member, message="member exists; no field to update")
-        return outcome
+                return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
+            rejection = api_rejection(response)
+            if rejection.reason is Reason.ALREADY_TAKEN and Step.UPDATE not in tried:
+                self.learner.observe(existed=True)
+                step = Step.UPDATE
+                continue
+            if rejection.reason is Reason.ALREADY_TAKEN and not user.mapped.payload:
+                return _unchanged(label)
+            return Outcome.rejected(label, rejection)
 
-    def _dry_run(self, mapped: MappedUser, member: str, mode: str) -> Outcome:
-        problems = validate_user(mapped.payload, creating=False, require_location=self.cfg.require_location)
-        if problems:
-            return _rejected_by_problems(member, problems)
-        response = self.client.get_user(mapped.user_id, self.id_type)
+    def _dry_run(self, user: UserRow, label: str) -> Outcome:
+        response = self.client.get_user(user.mapped.user_id, user.id_type)
         if response.ok:
-            if mode == INSERT:
-                return Outcome.rejected(
-                    member,
-                    "already_taken",
+            if user.mode == INSERT:
+                return Outcome.rejected(label, Rejection(
+                    Reason.ALREADY_TAKEN,
                     "This member already exists; sync mode insert (append) would be refused. Use upsert or update.",
-                    409,
-                )
+                    status=409,
+                ))
             profile = response.data if isinstance(response.data, Mapping) else {}
-            changes = _changed_fields(profile, mapped.payload)
-            return Outcome(kind=WOULD_UPDATE, member=member, changes=changes)
-        _outcome, reason = self._classify(response, member)
-        if reason != "not_found":
-            return _outcome
-        if mode == UPDATE:
-            return Outcome.rejected(
-                member, "not_found", "No member with this identifier exists; update would skip it.", 404
-            )
-        if self.id_type == "id":
-            return Outcome.rejected(
-                member,
-                "not_found",
-                "No member with this CrowdTwist id exists and ids cannot be used to create members.",
-                404,
-            )
-        try:
-            body = create_payload(mapped, self.id_type)
-        except RowError as exc:
-            return Outcome.rejected(member, exc.reason_class, exc.message)
-        problems = validate_user(body, creating=True, require_location=self.cfg.require_location)
-        if problems:
-            return _rejected_by_problems(member, problems, prefix="The member does not exist and cannot be created: ")
-        return Outcome(kind=WOULD_CREATE, member=member, changes=tuple(sorted(body)))
+            changes = _changed_fields(profile, user.mapped.payload)
+            return Outcome(kind=OutcomeKind.WOULD_UPDATE, member=label, changes=changes)
+        rejection = api_rejection(response)
+        if rejection.reason is not Reason.NOT_FOUND:
+            return Outcome.rejected(label, rejection)
+        if user.mode == UPDATE:
+            return Outcome.rejected(label, Rejection(
+                Reason.NOT_FOUND, "No member with this identifier exists; update would skip it.", status=404
+            ))
+        if isinstance(user.create, Rejection):
+            return Outcome.rejected(label, user.create.with_prefix(_CANNOT_CREATE))
+        return Outcome(kind=OutcomeKind.WOULD_CREATE, member=label, changes=tuple(sorted(user.create)))
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _classify(self, response: ApiResponse, member: str) -> tuple[Outcome, str]:
-        reason, text = rejection(response)
-        return Outcome.rejected(member, reason, text, response.status), reason
+    def _options_for(self, id_field: str, id_type: str) -> MappingOptions:
+        key = (id_field, id_type)
+        options = self._options.get(key)
+        if options is None:
+            options = dataclasses.replace(self._base_options, id_field=id_field, id_type=id_type)
+            self._options[key] = options
+        return options
 
-    def _mask(self, user_id: str) -> str:
-        return member_label(user_id, self.id_type, log_pii=self.cfg.log_pii)
+    def _create_body(self, mapped: MappedUser, id_type: str) -> dict[str, Any] | Rejection:
+        """What ``POST /v2/users`` would send for this row, or why the member cannot be created."""
+        if id_type == "id":
+            return Rejection(
+                Reason.NOT_FOUND,
+                "Members cannot be created by CrowdTwist id (CrowdTwist assigns ids). Use email, third_party_id, "
+                "username or mobile_phone_number as the identifier to create members.",
+            )
+        try:
+            body = create_payload(mapped, id_type)
+        except Rejection as rejection:
+            return rejection
+        problem = check_user(body, creating=True, require_location=self.cfg.require_location)
+        return body if problem is None else problem
 
-    def _raw_member(self, row: Row) -> str:
-        return member_label(row.data.get("user_id"), self.id_type, log_pii=self.cfg.log_pii)
 
-
-def _rejected_by_problems(member: str, problems: list[Any], *, prefix: str = "") -> Outcome:
-    reason = "location" if all(p.reason_class == "location" for p in problems) else "validation"
-    # Problem messages usually name their field already; say it only when they do not.
-    message = prefix + "; ".join(
-        p.message if p.message.startswith(p.field) else f"{p.field}: {p.message}" for p in problems
-    )
-    return Outcome.rejected(member, reason, message)
+def _unchanged(label: str) -> Outcome:
+    return Outcome(kind=OutcomeKind.UNCHANGED, member=label, message="no field to update besides the identifier")
 
 
 def _normalise(value: Any) -> Any:

@@ -13,7 +13,7 @@ from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import TransientError, UncertainOutcome
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
-from destination_crowdtwist.writers.base import Row, StreamContext
+from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StreamContext
 
 STREAM = StreamContext(namespace=None, name="credits", sync_mode="append")
 ACTIVITIES = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
@@ -67,7 +67,7 @@ def make_writer(client: FakeClient | None = None, time: FakeTime | None = None, 
     }
     time = time or FakeTime()
     writer = ActivityCreditWriter(parse_config(raw), client or FakeClient(), clock=time.clock, sleep=time.sleep)  # type: ignore[arg-type]
-    writer.prepare()
+    writer.start()
     return writer
 
 
@@ -76,10 +76,18 @@ def row(data: Mapping[str, Any], seq: int = 0, stream: StreamContext = STREAM, v
 
 
 def parse(data: Mapping[str, Any], writer: ActivityCreditWriter | None = None, **kw: Any) -> Any:
+    """The parsed Credit, or the Rejection of a row that cannot be credited."""
     writer = writer or make_writer()
-    r = row(data, **kw)
-    writer.member_key(r)
-    return r.prepared
+    result = writer.prepare(row(data, **kw))
+    if isinstance(result, Outcome):
+        return result.rejection
+    return result.payload
+
+
+def settle(writer: ActivityCreditWriter, r: Row) -> Outcome:
+    """Prepare then apply one row, as the pipeline does."""
+    result = writer.prepare(r)
+    return result if isinstance(result, Outcome) else writer.apply(result)
 
 
 BASE = {"user_id": "Alice@Example.com", "activity_id": "1001"}
@@ -141,7 +149,7 @@ def test_activity_date_forms(value: Any, expected: int) -> None:
 def test_row_problems_have_a_reason_class(change: dict[str, Any], reason: str, needle: str) -> None:
     problem = parse({**BASE, **change})
     assert not isinstance(problem, Credit)
-    assert problem.reason_class == reason
+    assert problem.reason == reason
     assert needle in problem.message
 
 
@@ -152,11 +160,21 @@ def test_invalid_activity_message_says_where_to_check() -> None:
 
 
 def test_phone_and_id_identifiers_are_normalised() -> None:
-    phone = make_writer(user_identifier_type="mobile_phone_number")
-    assert parse({**BASE, "user_id": "+1 (555) 010-2030"}, phone).user_id == "15550102030"
-    assert not isinstance(parse({**BASE, "user_id": "n/a"}, phone), Credit)
-    by_id = make_writer(user_identifier_type="id")
-    assert parse({**BASE, "user_id": 269654579.0}, by_id).user_id == "269654579"
+    # The identifier type is the stream's (routing gives classic streams user_identifier_type).
+    phone = StreamContext(None, "credits", "append", "activity_credit", id_type="mobile_phone_number")
+    assert parse({**BASE, "user_id": "+1 (555) 010-2030"}, stream=phone).user_id == "15550102030"
+    assert not isinstance(parse({**BASE, "user_id": "n/a"}, stream=phone), Credit)
+    by_id = StreamContext(None, "credits", "append", "activity_credit", id_type="id")
+    assert parse({**BASE, "user_id": 269654579.0}, stream=by_id).user_id == "269654579"
+
+
+def test_a_matching_key_field_identifies_the_member_in_data_activation() -> None:
+    stream = StreamContext(None, "points", "append", "activity_credit", id_field="third_party_id",
+                           id_type="third_party_id")
+    credit = parse({"third_party_id": " tp-42 ", "activity_id": "1001"}, stream=stream)
+    assert (credit.user_id, credit.id_type) == ("tp-42", "third_party_id")
+    missing = parse({"user_id": "x@example.com", "activity_id": "1001"}, stream=stream)
+    assert (missing.reason, missing.field) == ("missing_identifier", "third_party_id")
 
 
 def test_field_mapping_and_custom_event_id_field() -> None:
@@ -245,20 +263,36 @@ def test_second_row_with_the_same_key_is_a_duplicate_and_not_sent() -> None:
     client = FakeClient()
     writer = make_writer(client, credit_verification="none")
     rows = [row({**BASE, "event_id": "e"}, 0), row({**BASE, "event_id": "e", "num_points": 9}, 1), row(BASE, 2)]
-    for r in rows:
-        assert writer.member_key(r) == "alice@example.com"
-    assert rows[1].prepared.duplicate_of == 0
-    kinds = [writer.process(r).kind for r in rows]
+    prepared = [writer.prepare(r) for r in rows]
+    assert all(isinstance(p, Prepared) and p.member == "email:alice@example.com" for p in prepared)
+    assert prepared[1].payload.duplicate_of == 0
+    kinds = [writer.apply(p).kind for p in prepared]
     assert kinds == ["credited", "duplicate", "credited"]
     assert len(client.credits) == 2
 
 
-def test_rejected_rows_have_no_member_key() -> None:
-    writer = make_writer()
-    r = row({**BASE, "num_points": "x"})
-    assert writer.member_key(r) is None
-    outcome = writer.process(r)
-    assert (outcome.kind, outcome.reason_class) == ("rejected", "validation")
+def test_rejected_rows_settle_in_prepare_without_a_request() -> None:
+    client = FakeClient()
+    writer = make_writer(client)
+    outcome = writer.prepare(row({**BASE, "num_points": "x"}))
+    assert isinstance(outcome, Outcome)
+    assert (outcome.kind, outcome.reason) == ("rejected", "validation")
+    assert client.credits == []
+
+
+def test_a_repeat_of_a_rejected_row_is_tried_again_not_counted_as_duplicate() -> None:
+    client = FakeClient([ApiResponse(400, {"message": "bad"}, {}), ApiResponse(200, {"awarded": True}, {})])
+    writer = make_writer(client, credit_verification="none")
+    kinds = [settle(writer, row({**BASE, "event_id": "e"}, i)).kind for i in range(3)]
+    assert kinds == ["rejected", "credited", "duplicate"]
+
+
+def test_event_ids_are_scoped_by_member_and_activity() -> None:
+    client = FakeClient()
+    writer = make_writer(client, credit_verification="none")
+    rows = [row({**BASE, "event_id": "1"}, 0), row({**BASE, "user_id": "bob@example.com", "event_id": "1"}, 1),
+            row({**BASE, "activity_id": "1002", "event_id": "1"}, 2)]
+    assert [settle(writer, r).kind for r in rows] == ["credited", "credited", "credited"]
 
 
 # -- uncertain outcomes (fake client, fake clock) --------------------------------------------------------
@@ -273,9 +307,8 @@ def test_uncertain_then_found_in_history_is_credited_without_resending() -> None
     client = FakeClient([uncertain()], history=[[], ["e1"]])  # visible on the second read (queued)
     writer = make_writer(client, time, credit_verification="none")
     r = row({**BASE, "event_id": "e1"})
-    writer.member_key(r)
 
-    outcome = writer.process(r)
+    outcome = settle(writer, r)
 
     assert outcome.kind == "credited"
     assert "confirmed in activity history" in (outcome.message or "")
@@ -289,9 +322,8 @@ def test_uncertain_and_absent_after_the_queue_delay_is_resent_once() -> None:
     client = FakeClient([uncertain()])
     writer = make_writer(client, time, credit_verification="none")
     r = row({**BASE, "event_id": "e1"})
-    writer.member_key(r)
 
-    assert writer.process(r).kind == "credited"
+    assert settle(writer, r).kind == "credited"
     assert len(client.credits) == 2
     assert sum(time.sleeps) == pytest.approx(2.0)  # trusted "absent" only after award_queue_delay_seconds
     assert client.history_calls >= 2
@@ -301,10 +333,9 @@ def test_uncertain_outcomes_beyond_max_retries_stop_the_sync() -> None:
     client = FakeClient([uncertain()] * 3)
     writer = make_writer(client, credit_verification="none", max_retries=2)
     r = row({**BASE, "event_id": "e1"})
-    writer.member_key(r)
 
     with pytest.raises(TransientError) as err:
-        writer.process(r)
+        settle(writer, r)
     assert not isinstance(err.value, UncertainOutcome)
     assert "verifies this row in activity history" in err.value.message
     assert len(client.credits) == 3  # the first try and two re-sends, each after a negative history check
@@ -316,10 +347,8 @@ def test_replay_window_rows_wait_for_the_queue_then_read_history_once_per_member
     writer = make_writer(client, time)
     rows = [row({**BASE, "event_id": "e1"}, 0, verify=True), row({**BASE, "event_id": "e2"}, 1, verify=True),
             row({**BASE, "event_id": "e3"}, 2, verify=False)]
-    for r in rows:
-        writer.member_key(r)
 
-    kinds = [writer.process(r).kind for r in rows]
+    kinds = [settle(writer, r).kind for r in rows]
 
     assert kinds == ["duplicate", "credited", "credited"]
     assert client.history_calls == 1
@@ -331,5 +360,4 @@ def test_not_awarded_answer() -> None:
     client = FakeClient([ApiResponse(200, {"awarded": False, "message": "cap"}, {})])
     writer = make_writer(client, credit_verification="none")
     r = row(BASE)
-    writer.member_key(r)
-    assert writer.process(r).kind == "not_awarded"
+    assert settle(writer, r).kind == "not_awarded"
