@@ -411,3 +411,29 @@ def test_mapping_options_follow_the_config() -> None:
     assert (options.id_type, options.unmapped_fields, options.null_values) == ("third_party_id", "drop", "send")
     assert options.field_mapping == (FieldMapping("zip", "postal_code"),)
 
+
+
+# --- docs/crowdtwist.md lists every setting with the spec default ------------------------------------
+
+
+def configuration_table() -> dict[str, list[str]]:
+    text = (ROOT / "docs" / "crowdtwist.md").read_text(encoding="utf-8")
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    return {cells[0].strip("`"): cells[1:] for cells in rows}
+
+
+@pytest.mark.parametrize("name", sorted(PROPS))
+def test_docs_configuration_table_matches_the_spec(name: str) -> None:
+    table = configuration_table()
+    assert name in table, f"docs/crowdtwist.md Configuration table has no row for {name}"
+    required, default = table[name][0], table[name][1]
+    assert required == ("yes" if name in SPEC["required"] else "no")
+    value = PROPS[name].get("default")
+    expected = "" if value in (None, []) else f"`{json.dumps(value).strip(chr(34))}`"
+    assert default == expected
+
+
+def test_docs_configuration_table_has_no_stale_rows() -> None:
+    assert set(configuration_table()) == set(PROPS)
