@@ -48,6 +48,7 @@ from destination_crowdtwist.records.coercion import (
     to_postal_code,
     to_str,
 )
+from destination_crowdtwist.records.identifiers import ID_TYPES, IdType
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.records.validation import is_us_postal_code, is_valid_email
 
@@ -56,6 +57,7 @@ __all__ = [
     "ID_TYPE_FIELDS",
     "KNOWN_USER_FIELDS",
     "FieldMapping",
+    "IdType",
     "MappedUser",
     "MappingOptions",
     "create_payload",
@@ -66,7 +68,6 @@ USER_ID_FIELD = "user_id"
 CUSTOM_DATA_FIELD = "custom_data"
 _METADATA_PREFIXES = ("_airbyte_", "_ab_")
 
-ID_TYPES: frozenset[str] = frozenset({"email", "id", "third_party_id", "username", "mobile_phone_number"})
 # The payload field that carries each identifier on create; "id" is assigned by CrowdTwist.
 ID_TYPE_FIELDS: Mapping[str, str] = {
     "email": "email_address",
