@@ -1,4 +1,4 @@
-"""Run the destination from a source checkout: `python main.py spec|check|write ...`."""
+"""Run the destination from a source checkout: `python main.py spec|check|discover|write ...`."""
 
 from __future__ import annotations
 

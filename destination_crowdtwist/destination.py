@@ -1,4 +1,4 @@
-"""The destination: ``spec``, ``check`` and ``write``, and nothing else.
+"""The destination: ``spec``, ``check``, ``write`` and (for data activation) ``discover``.
 
 ``write`` parses the config, refuses sync modes CrowdTwist cannot honour, builds one writer for the
 configured object type and drives the :class:`~destination_crowdtwist.sync.pipeline.Pipeline`: records go
@@ -29,6 +29,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
+from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import (
@@ -36,6 +37,7 @@ from destination_crowdtwist.sync.protocol import (
     PatchedAirbyteStateMessage,
     StateStats,
     emit,
+    emit_raw,
     parse_messages,
     traced,
 )
@@ -69,6 +71,14 @@ class DestinationCrowdtwist(Destination):
         for message in self.run_cmd(parsed_args):
             emit(message)
 
+    def parse_args(self, args: list[str]) -> argparse.Namespace:
+        """The CDK's commands, plus ``discover --config`` (data activation), which CDK 7.x lacks."""
+        if args[:1] == ["discover"]:
+            parser = argparse.ArgumentParser(prog="destination-crowdtwist discover")
+            parser.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
+            return argparse.Namespace(command="discover", config=parser.parse_args(args[1:]).config)
+        return super().parse_args(args)
+
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Like the CDK's, but config problems come from parse_config, which names the field to fix."""
         cmd = parsed_args.command
@@ -79,7 +89,10 @@ class DestinationCrowdtwist(Destination):
         config = self.read_config(config_path=parsed_args.config)
         # Register secrets before anything can print them (a config error may quote config values).
         update_secrets(get_secrets(spec.connectionSpecification, config))
-        if cmd == "check":
+        if cmd == "discover":
+            # The CDK's AirbyteMessage has no destination_catalog field: written as plain JSON.
+            emit_raw(catalog_message(self.discover(logger, config)))
+        elif cmd == "check":
             yield self._run_check(config=config)
         elif cmd == "write":
             yield from self._run_write(
@@ -104,24 +117,27 @@ class DestinationCrowdtwist(Destination):
         """Validate the config and call ``GET /v2/activities``; FAILED messages say what to fix."""
         try:
             cfg = parse_config(config)
-            # A connection check reports throttling at once rather than waiting it out.
-            client = client_from_config(cfg, throttle_timeout=0.0)
-            try:
-                activities = client.list_activities()
-            finally:
-                client.close()
-        except ConfigError as exc:
-            return AirbyteConnectionStatus(status=Status.FAILED, message=str(exc))
-        except TransientError as exc:
-            return AirbyteConnectionStatus(status=Status.FAILED, message=_transient_check_message(exc))
+            activities = read_active_activities(cfg)
         except CrowdTwistError as exc:
-            return AirbyteConnectionStatus(status=Status.FAILED, message=str(exc))
+            return AirbyteConnectionStatus(status=Status.FAILED, message=_check_failure_message(exc))
         count = len(activities)
         noun = "activity" if count == 1 else "activities"
         message = f"Connected to CrowdTwist at {cfg.api_base_url}: {count} active {noun} found."
         if cfg.object_type == "activity_credit" and count == 0:
             message += " Warning: Activity Credit syncs need at least one active activity; every row will be rejected."
         return AirbyteConnectionStatus(status=Status.SUCCEEDED, message=message)
+
+    # -- discover -----------------------------------------------------------------------------
+
+    def discover(self, logger: logging.Logger, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The data-activation ``DestinationCatalog`` (as JSON), with activities read live.
+
+        A failure raises a traced error whose message is the text ``check`` would show.
+        """
+        try:
+            return discover_catalog(parse_config(config))
+        except CrowdTwistError as exc:
+            raise traced(exc, message=_check_failure_message(exc)) from None
 
     # -- write --------------------------------------------------------------------------------
 
@@ -336,6 +352,11 @@ def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) ->
         )
         streams[ctx.key] = ctx
     return streams
+
+
+def _check_failure_message(exc: CrowdTwistError) -> str:
+    """What ``check`` (and ``discover``) tell the user when the config or the connection fails."""
+    return _transient_check_message(exc) if isinstance(exc, TransientError) else str(exc)
 
 
 def _transient_check_message(exc: TransientError) -> str:

@@ -1,4 +1,4 @@
-"""Console-script entry point: ``destination-crowdtwist spec|check|write``."""
+"""Console-script entry point: ``destination-crowdtwist spec|check|discover|write``."""
 
 from __future__ import annotations
 

@@ -104,6 +104,12 @@ def test_metadata_has_every_registry_field(metadata: dict[str, Any]) -> None:
     assert (ROOT / data["icon"]).is_file()
 
 
+def test_metadata_declares_data_activation_and_refreshes(metadata: dict[str, Any]) -> None:
+    # The platform calls `discover` only for connectors that declare data activation.
+    assert metadata["data"]["supportsDataActivation"] is True
+    assert metadata["data"]["supportsRefreshes"] is True
+
+
 def test_metadata_definition_id_is_a_uuid4(metadata: dict[str, Any]) -> None:
     raw = metadata["data"]["definitionId"]
     parsed = uuid.UUID(raw)

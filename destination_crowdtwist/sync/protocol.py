@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,20 @@ def emit(message: AirbyteMessage) -> None:
     Log lines go through the CDK's PrintBuffer; flushing it first, under its lock, keeps log and
     protocol lines whole and in order even when worker threads are logging.
     """
-    line = dump_message(message) + "\n"
+    _write_line(dump_message(message))
+
+
+def emit_raw(message: Mapping[str, Any]) -> None:
+    """Write a protocol message given as JSON, like :func:`emit`.
+
+    For messages the CDK's ``AirbyteMessage`` cannot carry: it has no ``destination_catalog`` field,
+    so the ``DESTINATION_CATALOG`` answer of ``discover`` is written as plain JSON.
+    """
+    _write_line(orjson.dumps(message).decode())
+
+
+def _write_line(text: str) -> None:
+    line = text + "\n"
     with PRINT_BUFFER.lock:
         PRINT_BUFFER.flush()
         sys.stdout.write(line)
@@ -126,15 +139,15 @@ def parse_messages(lines: Iterable[str]) -> Iterator[PatchedAirbyteMessage]:
 
 
 
-def traced(error: CrowdTwistError) -> AirbyteTracedException:
+def traced(error: CrowdTwistError, *, message: str | None = None) -> AirbyteTracedException:
     """The CDK exception that the entry point turns into an Airbyte TRACE message.
 
-    The user-facing message is ``error.message``; the internal message adds the (redacted) context.
-    Neither holds a secret because ``CrowdTwistError`` never stores one.
+    The user-facing message is ``message`` when given, else ``error.message``; the internal message
+    adds the (redacted) context. Neither holds a secret because ``CrowdTwistError`` never stores one.
     """
     return AirbyteTracedException(
         internal_message=str(error),
-        message=error.message,
+        message=error.message if message is None else message,
         failure_type=FailureType(error.failure_type),
         exception=error,
     )
