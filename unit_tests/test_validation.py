@@ -397,6 +397,6 @@ def test_messages_never_echo_values() -> None:
     }
     problems = problems_for(payload, creating=True)
     assert len(problems) == 5  # last_name required + 4 bad values
-    for problem in problems:
+    for found in problems:
         for bit in secret_bits:
-            assert bit not in problem.message
+            assert bit not in found.message
