@@ -27,7 +27,7 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
+from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey

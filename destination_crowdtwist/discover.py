@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.config import ConnectorConfig
+from destination_crowdtwist.records.validation import CREATE_REQUIRED
 from destination_crowdtwist.wiring import client_from_config
+from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, OPERATIONS, USER_PROFILE
 
 __all__ = [
     "ACTIVITY_CREDIT",
     "CREATE_REQUIRED",
     "DESTINATION_CATALOG",
-    "MATCHING_KEYS",
-    "MEMBER_ID_KEY",
     "USER_PROFILE",
     "USER_PROFILE_MODES",
     "activity_choices",
@@ -41,23 +41,9 @@ __all__ = [
 ]
 
 DESTINATION_CATALOG = "DESTINATION_CATALOG"
-USER_PROFILE = "user_profile"
-ACTIVITY_CREDIT = "activity_credit"
-
 UPSERT, INSERT, UPDATE = "append_dedup", "append", "update"
-#: The user_profile operations, in the order the catalog lists them.
-USER_PROFILE_MODES: tuple[str, ...] = (UPSERT, INSERT, UPDATE)
-
-#: Alternative matching keys, each a single field (the identifiers CrowdTwist can address a member
-#: by, besides its own id). ``update`` also accepts CrowdTwist's member id, which insert and upsert
-#: cannot use: CrowdTwist assigns ids, so a row keyed by one can never create a member.
-MATCHING_KEYS: tuple[tuple[str, ...], ...] = (
-    ("email_address",),
-    ("third_party_id",),
-    ("username",),
-    ("mobile_phone_number",),
-)
-MEMBER_ID_KEY: tuple[str, ...] = ("id",)
+#: The user_profile operations, in the order the catalog lists them (writers/objects.py).
+USER_PROFILE_MODES: tuple[str, ...] = tuple(op.sync_mode for op in OPERATIONS if op.object_name == USER_PROFILE)
 
 # Which operations a field belongs to: fields CrowdTwist documents for create only, for update
 # only, or for both. Upsert may do either, so it offers every field.
@@ -150,7 +136,6 @@ _USER_FIELDS: tuple[_Field, ...] = (
 #: express, so it is described on postal_code instead. Only insert lists them as required: an upsert
 #: of an existing member is a partial update, and requiring names there would block upserts that
 #: only change, say, an opt-in flag; a new member without them is rejected with a message.
-CREATE_REQUIRED: tuple[str, ...] = ("email_address", "first_name", "last_name")
 
 # Names a custom attribute cannot take: they already mean something to the connector.
 _RESERVED_NAMES = frozenset(field.name for field in _USER_FIELDS) | {"user_id"}
@@ -250,32 +235,26 @@ def activity_credit_schema(activities: Iterable[Mapping[str, Any]], event_id_fie
     return _object_schema(properties, ("activity_id",))
 
 
-def _keys(keys: Iterable[tuple[str, ...]]) -> list[list[str]]:
-    return [list(key) for key in keys]
-
-
 def build_catalog(cfg: ConnectorConfig, activities: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The ``DestinationCatalog`` (as JSON) for a config and the program's active activities.
 
-    Pure: no I/O. Operations: ``user_profile`` upsert, insert and update, then ``activity_credit``
-    insert. The config's ``object_type`` does not matter here: data activation picks the object per
-    stream.
+    Pure: no I/O. One operation per row of ``writers/objects.OPERATIONS`` (the table ``write``
+    routes streams by), so what discover offers is exactly what write accepts. The config's
+    ``object_type`` does not matter here: data activation picks the object per stream.
     """
+    activity_list = list(activities)
     operations: list[dict[str, Any]] = []
-    for mode in USER_PROFILE_MODES:
-        keys = [*MATCHING_KEYS, MEMBER_ID_KEY] if mode == UPDATE else list(MATCHING_KEYS)
+    for op in OPERATIONS:
+        if op.object_name == USER_PROFILE:
+            schema = user_profile_schema(op.sync_mode, cfg.custom_attributes)
+        else:
+            schema = activity_credit_schema(activity_list, cfg.event_id_field)
         operations.append({
-            "object_name": USER_PROFILE,
-            "sync_mode": mode,
-            "json_schema": user_profile_schema(mode, cfg.custom_attributes),
-            "matching_keys": _keys(keys),
+            "object_name": op.object_name,
+            "sync_mode": op.sync_mode,
+            "json_schema": schema,
+            "matching_keys": [[key] for key in op.matching_keys],
         })
-    operations.append({
-        "object_name": ACTIVITY_CREDIT,
-        "sync_mode": INSERT,
-        "json_schema": activity_credit_schema(activities, cfg.event_id_field),
-        "matching_keys": _keys(MATCHING_KEYS),
-    })
     return {"operations": operations}
 
 

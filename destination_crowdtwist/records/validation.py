@@ -60,7 +60,7 @@ FLAG_FIELDS: tuple[str, ...] = (
     "send_verify_email",
 )
 _NAME_FIELDS: tuple[str, ...] = ("first_name", "middle_name", "last_name")
-_CREATE_REQUIRED: tuple[str, ...] = ("first_name", "last_name", "email_address")
+CREATE_REQUIRED: tuple[str, ...] = ("first_name", "last_name", "email_address")
 
 # CrowdTwist's name regex is /^[-\’ \p{L}0-9- _@\.,]+$/u (crowdtwist-api.md §2.5). Python's `re` has
 # no \p{L}; ASCII names take the fast regex, others a per-character check with str.isalpha(), which
@@ -138,7 +138,7 @@ def validate_user(
     """
     problems: list[Rejection] = []
     if creating:
-        for field in _CREATE_REQUIRED:
+        for field in CREATE_REQUIRED:
             value = payload.get(field)
             if value is None or (isinstance(value, str) and not value.strip()):
                 problems.append(
@@ -166,7 +166,7 @@ def _check_names(payload: Mapping[str, Any], problems: list[Rejection], *, creat
         if not isinstance(value, str):
             problems.append(problem(field, VALIDATION, f"{field} must be a string"))
         elif not value.strip():
-            if creating and field in _CREATE_REQUIRED:
+            if creating and field in CREATE_REQUIRED:
                 continue  # already reported as required
             problems.append(problem(field, VALIDATION, f"{field} must not be empty"))
         elif not is_valid_name(value):
