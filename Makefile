@@ -12,6 +12,8 @@ BIN    := $(VENV)/bin
 # Written after a successful install. The venv is re-installed when it is missing or when the
 # packaging files are newer than this stamp (a new dependency, a new console script).
 STAMP  := $(VENV)/.installed
+# source-faker's own venv (it pins another airbyte-cdk), built and reused by integration_tests/faker_source.py.
+FAKER_VENV := .venv-faker
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -55,7 +57,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .bench *.egg-info
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -path ./$(FAKER_VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(FAKER_VENV) $(FAKER_VENV).lock
