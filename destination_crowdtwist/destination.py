@@ -43,7 +43,7 @@ from destination_crowdtwist.sync.protocol import (
 )
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.sync.routing import route_stream
-from destination_crowdtwist.wiring import client_from_config, make_writer
+from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
 
 logger = logging.getLogger("airbyte")
@@ -168,12 +168,7 @@ class _Sync:
         cfg = self.cfg
         try:
             client = client_from_config(cfg)
-            report = SyncReport(
-                rejected_records_path=cfg.rejected_records_path,
-                include_pii=cfg.rejected_records_include_pii,
-                log_pii=cfg.log_pii,
-                dry_run=cfg.dry_run,
-            )
+            report = make_report(cfg)
         except CrowdTwistError as exc:
             raise traced(exc) from None
         objects = sorted({stream.object_name for stream in self.streams.values()})

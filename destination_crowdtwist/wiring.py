@@ -15,6 +15,8 @@ from destination_crowdtwist.api.ratelimit import RateBudget
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
 from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
 from destination_crowdtwist.records.masking import mask_identifier, mask_text
+from destination_crowdtwist.sync.reject_sinks import LocalFileSink, RejectSink
+from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import Writer
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
@@ -64,3 +66,13 @@ def make_writer(object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient
     if object_name == USER_PROFILE:
         return UserProfileWriter(cfg, client)
     raise ValueError(f"no writer for object {object_name!r}")
+
+
+def make_report(cfg: ConnectorConfig) -> SyncReport:
+    """The sync report with the reject sinks the config asks for (raises ConfigError if one cannot open)."""
+    sinks: list[RejectSink] = []
+    names: list[str] = []
+    if cfg.rejected_records_path:
+        sinks.append(LocalFileSink(cfg.rejected_records_path, include_pii=cfg.rejected_records_include_pii))
+        names.append(cfg.rejected_records_path)
+    return SyncReport(sinks=sinks, sink_names=names, log_pii=cfg.log_pii, dry_run=cfg.dry_run)

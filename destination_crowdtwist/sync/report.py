@@ -5,15 +5,14 @@ Shared by both writers. Thread-safe: workers record outcomes concurrently.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Mapping
-from typing import IO, Any
+from collections.abc import Sequence
 
-from destination_crowdtwist.records.masking import mask_record, mask_text
+from destination_crowdtwist.records.masking import mask_text
 from destination_crowdtwist.records.rejection import Reason
+from destination_crowdtwist.sync.reject_sinks import RejectSink
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
 
 logger = logging.getLogger("airbyte")
@@ -25,15 +24,15 @@ LOGGED_PER_REASON = 20
 
 
 class SyncReport:
-    """Counts every row's outcome and reports rejected rows (masked)."""
+    """Counts every row's outcome, logs rejected rows (masked) and hands them to the reject sinks."""
 
     def __init__(
         self,
         *,
-        rejected_records_path: str | None = None,
-        include_pii: bool = False,
+        sinks: Sequence[RejectSink] = (),
         log_pii: bool = False,
         dry_run: bool = False,
+        sink_names: Sequence[str] = (),
     ) -> None:
         self._lock = threading.Lock()
         self.by_kind: Counter[str] = Counter()
@@ -41,23 +40,12 @@ class SyncReport:
         self.examples: dict[str, list[str]] = defaultdict(list)
         self.by_stream: dict[str, Counter[str]] = defaultdict(Counter)
         self.dry_run = dry_run
-        self._include_pii = include_pii
         self._log_pii = log_pii
-        self._file: IO[str] | None = None
-        self._path = rejected_records_path
-        if rejected_records_path:
-            try:
-                # Append: a replayed attempt adds to, and never erases, an earlier attempt's rejects.
-                self._file = open(rejected_records_path, "a", encoding="utf-8")  # noqa: SIM115
-            except OSError as exc:
-                from destination_crowdtwist.api.errors import ConfigError
-
-                raise ConfigError(
-                    f"rejected_records_path cannot be opened for writing ({exc.strerror}); choose a writable file path"
-                ) from exc
+        self._sinks = list(sinks)
+        self._sink_names = list(sink_names)
 
     def record(self, row: Row, outcome: Outcome) -> None:
-        """Count one row's outcome; log and file it when rejected."""
+        """Count one row's outcome; log it and give it to the sinks when rejected."""
         with self._lock:
             self.by_kind[outcome.kind] += 1
             self.by_stream[row.stream.label][outcome.kind] += 1
@@ -78,31 +66,21 @@ class SyncReport:
                     f"Rejected row {row.seq} of stream {row.stream.label} for {outcome.member}: "
                     f"[{reason}]{status} {message}{more}"
                 )
-            if self._file is not None:
-                data: Mapping[str, Any] = row.data if self._include_pii else mask_record(row.data)
-                line = {
-                    "stream": row.stream.label,
-                    "row": row.seq,
-                    "user": outcome.member,
-                    "reason_class": reason,
-                    "message": outcome.message if self._include_pii else mask_text(outcome.message or ""),
-                    "http_status": outcome.status,
-                    "record": data,
-                }
-                self._file.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+            for sink in self._sinks:
+                sink.add(row, outcome)
 
     def flush(self) -> None:
-        """Make the rejected-records file durable (called before each state is echoed)."""
+        """Make the rejected rows durable in every sink (called before each state is echoed)."""
         with self._lock:
-            if self._file is not None:
-                self._file.flush()
+            for sink in self._sinks:
+                sink.flush()
 
     def close(self) -> None:
-        """Flush and close the rejected-records file."""
+        """Flush and close every sink."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.close()
 
     @property
     def rejected(self) -> int:
@@ -123,7 +101,6 @@ class SyncReport:
                 for reason, n in sorted(self.by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
                     examples = ", ".join(self.examples.get(reason, []))
                     lines.append(f"  {reason}: {n} (e.g. {examples})")
-            if self._path:
-                lines.append(f"Rejected rows were written to {self._path}")
+            for name in self._sink_names:
+                lines.append(f"Rejected rows were written to {name}")
             return lines
-
