@@ -44,6 +44,7 @@ class LocalFileSink:
         self.path = path
         self._include_pii = include_pii
         self._file: IO[str] | None
+        self._failed_once = False
         try:
             self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
@@ -79,6 +80,7 @@ class LocalFileSink:
                 raise self._failed(exc) from None
 
     def _failed(self, exc: OSError) -> ConfigError:
+        self._failed_once = True
         # The file keeps the only copy of these rows: without it, echoing their state would lose them.
         return ConfigError(
             f"Rejected rows could not be written to rejected_records_path {self.path} ({exc.strerror}); the sync "
@@ -86,7 +88,12 @@ class LocalFileSink:
         )
 
     def close(self) -> None:
-        """Flush and close the file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Flush and close the file (once a write failed, the failure was raised already: just let go)."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError as exc:
+            if not self._failed_once:
+                raise self._failed(exc) from None
