@@ -17,11 +17,12 @@ import ipaddress
 import json
 import math
 import pkgutil
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from destination_crowdtwist.api.errors import ConfigError
@@ -29,16 +30,22 @@ from destination_crowdtwist.records.identifiers import ID_TYPES, IdType
 from destination_crowdtwist.records.mapping import FieldMapping, MappingOptions
 
 __all__ = [
+    "FILE_NAME_VARIABLES",
     "ID_TYPES",
     "INTERNAL_FIELDS",
+    "PATH_VARIABLES",
     "ApiKeyCredentials",
+    "CompressionType",
     "ConnectorConfig",
     "Credentials",
     "CreditVerification",
+    "Flattening",
     "HmacCredentials",
     "IdType",
     "NullValues",
     "ObjectType",
+    "S3Storage",
+    "StorageFormat",
     "UnmappedFields",
     "UpsertStrategy",
     "load_spec",
@@ -52,6 +59,20 @@ UnmappedFields = Literal["custom_data", "drop"]
 NullValues = Literal["skip", "send"]
 CreditVerification = Literal["replay_window", "every_row", "none"]
 UpsertStrategy = Literal["auto", "update_first", "create_first"]
+# object_storage_config (S3): the format_type, flattening and compression_type values of the spec.
+StorageFormat = Literal["CSV", "JSONL"]
+Flattening = Literal["No flattening", "Root level flattening"]
+CompressionType = Literal["No Compression", "GZIP"]
+
+#: The variables of ``object_storage_config.path_format`` and ``file_name_format`` (their meaning is
+#: in the spec descriptions; sync/object_storage.py expands them, and its tests check it knows exactly
+#: these). ``date:PATTERN`` stands for ``{date:yyyy_MM}`` and the like.
+PATH_VARIABLES: frozenset[str] = frozenset(
+    {"sync_id", "generation_id", "namespace", "stream_name", "year", "month", "day", "epoch"}
+)
+FILE_NAME_VARIABLES: frozenset[str] = frozenset(
+    {"date", "date:PATTERN", "timestamp", "part_number", "sync_id", "format_extension"}
+)
 
 # Fields of ConnectorConfig that are deliberately not in spec.json: knobs for tests and tools, not
 # user settings. Described here in the spec's own vocabulary so they are parsed the same way.
@@ -137,6 +158,91 @@ class HmacCredentials:
 Credentials = ApiKeyCredentials | HmacCredentials
 
 
+def s3_option() -> Mapping[str, Any]:
+    """The ``storage_type: S3`` option of the spec's ``object_storage_config`` (Airbyte's standard block)."""
+    for option in _prop("object_storage_config", "object")["oneOf"]:
+        if option["properties"]["storage_type"]["enum"] == ["S3"]:
+            return cast(Mapping[str, Any], option)
+    raise RuntimeError("spec.json object_storage_config has no S3 option")  # pragma: no cover
+
+
+def _s3_prop(name: str) -> Mapping[str, Any]:
+    prop = s3_option()["properties"].get(name)
+    if prop is None:
+        raise RuntimeError(f"spec.json object_storage_config (S3) has no property {name!r}")
+    return cast(Mapping[str, Any], prop)
+
+
+def _nested_choices(name: str, key: str) -> list[str]:
+    """The values of ``key`` over the options of the S3 block's ``name`` (format or compression)."""
+    return [option["properties"][key]["enum"][0] for option in _s3_prop(name)["oneOf"]]
+
+
+def _nested_default(name: str, key: str) -> str:
+    """The default of ``key`` under the S3 block's ``name``: the ``default`` of ``name`` itself when
+    the spec has one (Airbyte's block says ``"default": "CSV"`` for the format), else the first option.
+    """
+    default = _s3_prop(name).get("default")
+    return str(default) if default is not None else _nested_choices(name, key)[0]
+
+
+def _flattening_prop() -> Mapping[str, Any]:
+    return cast(Mapping[str, Any], _s3_prop("format")["oneOf"][0]["properties"]["flattening"])
+
+
+# The S3 block's defaults, read once at import like _DEFAULTS.
+_S3_DEFAULTS: Mapping[str, Any] = {
+    "s3_bucket_region": _s3_prop("s3_bucket_region")["default"],
+    "format_type": _nested_default("format", "format_type"),
+    "flattening": _flattening_prop()["default"],
+    "compression_type": _nested_default("compression", "compression_type"),
+    "path_format": _s3_prop("path_format")["default"],
+    "file_name_format": _s3_prop("file_name_format")["default"],
+}
+
+
+@dataclass(frozen=True)
+class S3Storage:
+    """``object_storage_config`` with ``storage_type: S3``: where rejected rows are uploaded.
+
+    Field names are the spec's (``format`` and ``compression`` are flattened to their
+    ``format_type``, ``flattening`` and ``compression_type``); defaults come from the spec. Keys
+    are None when the standard AWS credential chain is to be used.
+    """
+
+    s3_bucket_name: str
+    s3_bucket_region: str = _S3_DEFAULTS["s3_bucket_region"]
+    bucket_path: str = ""
+    s3_endpoint: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    role_arn: str | None = None
+    format_type: StorageFormat = _S3_DEFAULTS["format_type"]
+    flattening: Flattening = _S3_DEFAULTS["flattening"]
+    compression_type: CompressionType = _S3_DEFAULTS["compression_type"]
+    path_format: str = _S3_DEFAULTS["path_format"]
+    file_name_format: str = _S3_DEFAULTS["file_name_format"]
+
+    @property
+    def location(self) -> str:
+        """``s3://bucket/prefix/`` for messages (never holds a secret)."""
+        prefix = f"{self.bucket_path}/" if self.bucket_path else ""
+        return f"s3://{self.s3_bucket_name}/{prefix}"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The key values that must never be printed."""
+        return tuple(key for key in (self.access_key_id, self.secret_access_key) if key)
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Storage(s3_bucket_name={self.s3_bucket_name!r}, s3_bucket_region={self.s3_bucket_region!r}, "
+            f"bucket_path={self.bucket_path!r}, s3_endpoint={self.s3_endpoint!r}, "
+            f"keys={'****' if self.access_key_id else 'credential chain'}, role_arn={self.role_arn!r}, "
+            f"format_type={self.format_type!r}, compression_type={self.compression_type!r})"
+        )
+
+
 @dataclass(frozen=True)
 class ConnectorConfig:
     """Everything a sync needs, validated. Field names, defaults and ranges are those of spec.json.
@@ -156,6 +262,8 @@ class ConnectorConfig:
     dry_run: bool = _DEFAULTS["dry_run"]
     rejected_records_path: str | None = _DEFAULTS["rejected_records_path"]
     rejected_records_include_pii: bool = _DEFAULTS["rejected_records_include_pii"]
+    # None: storage_type "None" (rejected rows go nowhere but rejected_records_path).
+    object_storage_config: S3Storage | None = _DEFAULTS["object_storage_config"]
     log_pii: bool = _DEFAULTS["log_pii"]
     require_location: bool = _DEFAULTS["require_location"]
     event_id_field: str = _DEFAULTS["event_id_field"]
@@ -184,9 +292,10 @@ class ConnectorConfig:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Secret values that must never be printed."""
+        storage = self.object_storage_config.secrets if self.object_storage_config is not None else ()
         if isinstance(self.credentials, ApiKeyCredentials):
-            return (self.credentials.api_key,)
-        return (self.credentials.private_key,)
+            return (self.credentials.api_key, *storage)
+        return (self.credentials.private_key, *storage)
 
     def mapping_options(self) -> MappingOptions:
         """Options of the pure record mapping."""
@@ -390,6 +499,175 @@ def _names(raw: Mapping[str, Any], name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(item.strip() for item in value))
 
 
+# --- object_storage_config -----------------------------------------------------------------------------
+
+_STORAGE = "object_storage_config"
+_TEMPLATE_VARIABLE = re.compile(r"\{([^{}]*)\}")
+# {date:PATTERN}: the Java-style letters Airbyte's examples use; anything else in a pattern would be
+# kept literally by Airbyte's own writer, so it is refused here rather than silently misnamed.
+_DATE_PATTERN = re.compile(r"(?:yyyy|MM|dd|HH|mm|ss|[^A-Za-z{}:])+")
+
+
+def _s3_text(raw: Mapping[str, Any], name: str, what: str = "a text value") -> str | None:
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{_STORAGE}.{name} must be {what}")
+    return value.strip()
+
+
+def _s3_choice(value: Any, name: str, allowed: list[str]) -> str:
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{_STORAGE}.{name} must be one of {choices} (got {_shown(value)})")
+    return str(value)
+
+
+def _s3_nested(raw: Mapping[str, Any], name: str, key: str) -> tuple[str, Mapping[str, Any]]:
+    """``format`` / ``compression``: an object ``{key: value, ...}`` (or, as Airbyte's own default
+    for ``format`` is written, the bare value); absent means the spec default.
+    """
+    value = raw.get(name)
+    allowed = _nested_choices(name, key)
+    if value is None:
+        return _nested_default(name, key), {}
+    if isinstance(value, str):
+        return _s3_choice(value, f"{name}.{key}", allowed), {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{_STORAGE}.{name} must be an object with {key} ({', '.join(allowed)})")
+    chosen = value.get(key)
+    if chosen is None:
+        return _nested_default(name, key), value
+    return _s3_choice(chosen, f"{name}.{key}", allowed), value
+
+
+def _s3_key(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{_STORAGE}.{name} must be text")
+    value = value.strip()
+    problem = _key_problem(value)
+    if problem is not None:
+        # Never echo the value, not even in part.
+        raise ConfigError(f"{_STORAGE}.{name} {problem}; copy it again from the AWS console or your S3 store")
+    return value
+
+
+def _bucket_name(raw: Mapping[str, Any]) -> str:
+    name = _s3_text(raw, "s3_bucket_name", "a bucket name")
+    if name is None:
+        raise ConfigError(f"{_STORAGE}.s3_bucket_name is required with storage_type S3: the name of an existing bucket")
+    if name.lower().startswith("s3://") or "/" in name:
+        raise ConfigError(
+            f"{_STORAGE}.s3_bucket_name must be the bucket's name only (got {_shown(name)}); "
+            "put a folder in bucket_path"
+        )
+    if not name.isascii() or not name.isprintable() or " " in name:
+        raise ConfigError(
+            f"{_STORAGE}.s3_bucket_name must be a bucket name (letters, digits, '-', '.'; got {_shown(name)})"
+        )
+    return name
+
+
+def _endpoint(raw: Mapping[str, Any]) -> str | None:
+    url = _s3_text(raw, "s3_endpoint", "a URL")
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(
+            f"{_STORAGE}.s3_endpoint must be a URL such as https://minio.example.com:9000 "
+            f"(got a value without an http(s):// scheme or host, {len(url)} characters)"
+        )
+    if parts.username is not None or parts.password is not None:
+        # Never echo it: it holds credentials.
+        raise ConfigError(
+            f"{_STORAGE}.s3_endpoint must not contain credentials (user:password@); use access_key_id and "
+            "secret_access_key"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{_STORAGE}.s3_endpoint must not contain a query string or fragment")
+    return url.rstrip("/")
+
+
+def _template(raw: Mapping[str, Any], name: str, variables: frozenset[str]) -> str:
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return str(_s3_prop(name)["default"])
+    if not isinstance(value, str):
+        raise ConfigError(f"{_STORAGE}.{name} must be text with {{variables}}")
+    for found in _TEMPLATE_VARIABLE.findall(value):
+        known = found in variables
+        if not known and found.startswith("date:") and "date:PATTERN" in variables:
+            known = _DATE_PATTERN.fullmatch(found[5:]) is not None
+        if not known:
+            names = ", ".join("{" + v.replace("PATTERN", "yyyy_MM") + "}" for v in sorted(variables))
+            raise ConfigError(f"{_STORAGE}.{name} has the unknown variable {{{found}}}; known: {names}")
+    if "{" in _TEMPLATE_VARIABLE.sub("", value) or "}" in _TEMPLATE_VARIABLE.sub("", value):
+        raise ConfigError(f"{_STORAGE}.{name} has an unmatched brace (got {_shown(value)})")
+    return value
+
+
+def _object_storage(raw: Any) -> S3Storage | None:
+    """``object_storage_config``: None for ``storage_type: None`` (or absent), else the S3 settings."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{_STORAGE} must be an object with storage_type None or S3")
+    kinds = [option["properties"]["storage_type"]["enum"][0] for option in _prop(_STORAGE, "object")["oneOf"]]
+    storage_type = raw.get("storage_type")
+    if storage_type is None:
+        storage_type = "S3" if raw.get("s3_bucket_name") else "None"
+    if _s3_choice(storage_type, "storage_type", kinds) == "None":
+        return None
+    bucket = _bucket_name(raw)
+    region = raw.get("s3_bucket_region")
+    if region is not None:
+        region = _s3_choice(region, "s3_bucket_region", list(_s3_prop("s3_bucket_region")["enum"]))
+    access_key_id, secret_access_key = _s3_key(raw, "access_key_id"), _s3_key(raw, "secret_access_key")
+    if (access_key_id is None) != (secret_access_key is None):
+        missing = "secret_access_key" if secret_access_key is None else "access_key_id"
+        raise ConfigError(
+            f"{_STORAGE}.{missing} is missing: set both access_key_id and secret_access_key, or neither to use "
+            "the AWS credential chain"
+        )
+    role_arn = _s3_text(raw, "role_arn", "an IAM role ARN")
+    if role_arn is not None and not role_arn.startswith("arn:"):
+        raise ConfigError(f"{_STORAGE}.role_arn must be an IAM role ARN such as arn:aws:iam::123456789012:role/name")
+    format_type, format_options = _s3_nested(raw, "format", "format_type")
+    flattening_prop = _flattening_prop()
+    flattening = format_options.get("flattening")
+    flattening = (
+        flattening_prop["default"] if flattening is None
+        else _s3_choice(flattening, "format.flattening", list(flattening_prop["enum"]))
+    )
+    compression_type, _ = _s3_nested(raw, "compression", "compression_type")
+    file_name_format = _template(raw, "file_name_format", FILE_NAME_VARIABLES)
+    if "{part_number}" not in file_name_format:
+        # Without it, the second upload of a stream would replace the first, and with it rejected
+        # rows whose checkpoint was already confirmed.
+        raise ConfigError(
+            f"{_STORAGE}.file_name_format must contain {{part_number}}, so that every upload is a new object"
+        )
+    return S3Storage(
+        s3_bucket_name=bucket,
+        s3_bucket_region=_S3_DEFAULTS["s3_bucket_region"] if region is None else region,
+        bucket_path=(_s3_text(raw, "bucket_path", "a folder path") or "").strip("/"),
+        s3_endpoint=_endpoint(raw),
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        role_arn=role_arn,
+        format_type=cast(StorageFormat, format_type),
+        flattening=cast(Flattening, flattening),
+        compression_type=cast(CompressionType, compression_type),
+        path_format=_template(raw, "path_format", PATH_VARIABLES),
+        file_name_format=file_name_format,
+    )
+
+
 def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
     """Parse and validate the connector configuration.
 
@@ -413,6 +691,7 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         dry_run=_bool(raw, "dry_run"),
         rejected_records_path=_string(raw, "rejected_records_path", "a file path"),
         rejected_records_include_pii=_bool(raw, "rejected_records_include_pii"),
+        object_storage_config=_object_storage(raw.get("object_storage_config")),
         log_pii=_bool(raw, "log_pii"),
         require_location=_bool(raw, "require_location"),
         event_id_field=_required_string(raw, "event_id_field", "a field name"),

@@ -344,6 +344,8 @@ def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) ->
             object_name=configured.destination_object_name,
             primary_key=configured.primary_key,
             cfg=cfg,
+            sync_id=configured.sync_id,
+            generation_id=configured.generation_id,
         )
         streams[ctx.key] = ctx
     return streams

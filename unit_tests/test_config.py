@@ -20,6 +20,7 @@ from destination_crowdtwist.config import (
     ConnectorConfig,
     Credentials,
     HmacCredentials,
+    S3Storage,
     parse_config,
 )
 from destination_crowdtwist.records import identifiers, mapping
@@ -95,6 +96,8 @@ def test_field_type_matches_the_spec_type(name: str) -> None:
         assert hint == (str | None if optional else str)
     elif prop["type"] == "array":
         assert get_origin(hint) is tuple
+    elif name == "object_storage_config":
+        assert hint == S3Storage | None  # storage_type None is None
     else:
         assert name == "credentials"
         assert hint == Credentials
@@ -156,14 +159,17 @@ def test_every_setting_reaches_the_config() -> None:
     raw.update(strings)
     raw["field_mapping"] = [{"source": "a.b", "destination": "postal_code"}]
     raw["custom_attributes"] = ["tier"]
+    raw["object_storage_config"] = {"storage_type": "S3", "s3_bucket_name": "rejects", "bucket_path": "x",
+                                    "s3_bucket_region": "eu-west-1", "format": {"format_type": "JSONL"}}
     cfg = parse_config(raw)
     for name in [*ENUM_PROPS, *BOOL_PROPS, *NUMBER_PROPS, *strings]:
         assert getattr(cfg, name) == raw[name], name
         assert getattr(cfg, name) != FIELDS[name].default, name
     assert cfg.field_mapping == (FieldMapping("a.b", "postal_code"),)
     assert cfg.custom_attributes == ("tier",)
+    assert cfg.object_storage_config == S3Storage("rejects", "eu-west-1", "x", format_type="JSONL")
     covered = {*ENUM_PROPS, *BOOL_PROPS, *NUMBER_PROPS, *strings, "field_mapping", "custom_attributes",
-               "api_base_url", "credentials"}
+               "api_base_url", "credentials", "object_storage_config"}
     assert covered == set(PROPS)
 
 

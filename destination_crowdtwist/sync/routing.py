@@ -13,6 +13,8 @@ Two ways to configure a stream, both in one catalog if need be:
 
 from __future__ import annotations
 
+import dataclasses
+
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.writers.base import StreamContext
@@ -35,8 +37,22 @@ def route_stream(
     object_name: str | None,
     primary_key: list[list[str]] | None,
     cfg: ConnectorConfig,
+    sync_id: int | None = None,
+    generation_id: int | None = None,
 ) -> StreamContext:
     """The writer-side view of one configured stream; raises ``ConfigError`` naming what to fix."""
+    ctx = _route(namespace, name, sync_mode, object_name, primary_key, cfg)
+    return dataclasses.replace(ctx, sync_id=sync_id, generation_id=generation_id)
+
+
+def _route(
+    namespace: str | None,
+    name: str,
+    sync_mode: str,
+    object_name: str | None,
+    primary_key: list[list[str]] | None,
+    cfg: ConnectorConfig,
+) -> StreamContext:
     pk = tuple(tuple(path) for path in (primary_key or []))
     label = f"{namespace}.{name}" if namespace else name
     if object_name is None:

@@ -62,6 +62,10 @@ class StreamContext:
     id_field: str = "user_id"
     id_type: str = "email"
     primary_key: tuple[tuple[str, ...], ...] = ()
+    # The configured stream's sync_id and generation_id (None when the catalog has none); reject
+    # sinks put them in rejected rows' metadata and object paths.
+    sync_id: int | None = None
+    generation_id: int | None = None
 
     @property
     def key(self) -> tuple[str | None, str]:
