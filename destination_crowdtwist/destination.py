@@ -114,7 +114,9 @@ class DestinationCrowdtwist(Destination):
     # -- check --------------------------------------------------------------------------------
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
-        """Validate the config and call ``GET /v2/activities``; FAILED messages say what to fix."""
+        """Validate the config, call ``GET /v2/activities`` and, when ``object_storage_config`` is S3, write
+        and delete a probe object in the bucket; FAILED messages say what to fix.
+        """
         try:
             cfg = parse_config(config)
             activities = read_active_activities(cfg)
@@ -125,6 +127,14 @@ class DestinationCrowdtwist(Destination):
         message = f"Connected to CrowdTwist at {cfg.api_base_url}: {count} active {noun} found."
         if cfg.object_type == "activity_credit" and count == 0:
             message += " Warning: Activity Credit syncs need at least one active activity; every row will be rejected."
+        storage = cfg.object_storage_config
+        if storage is not None:
+            from destination_crowdtwist.sync.object_storage import probe  # boto3 loads only when a bucket is set
+
+            problem = probe(storage)
+            if problem is not None:
+                return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
+            message += f" Rejected rows can be stored in {storage.location}."
         return AirbyteConnectionStatus(status=Status.SUCCEEDED, message=message)
 
     # -- discover -----------------------------------------------------------------------------
@@ -270,7 +280,11 @@ class _Sync:
     def _after_fatal(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
         # Rows already in flight finish; states whose records all settled are still safe to echo.
         pipeline.wait_idle_after_fatal()
-        yield from self._released(pipeline, report, raise_fatal=False)
+        try:
+            yield from self._released(pipeline, report, raise_fatal=False)
+        except CrowdTwistError:
+            # A reject sink that failed keeps failing: echo nothing more and report the first error.
+            return
 
     def _released(
         self, pipeline: Pipeline, report: SyncReport, *, raise_fatal: bool = True

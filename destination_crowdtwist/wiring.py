@@ -6,12 +6,14 @@ and ``writers/`` never build their own client.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from requests.auth import AuthBase
 
 from destination_crowdtwist.api.client import CrowdTwistClient, mask_user_segment
 from destination_crowdtwist.api.ratelimit import RateBudget
+from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
 from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
 from destination_crowdtwist.records.masking import mask_identifier, mask_text
@@ -21,6 +23,8 @@ from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import Writer
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
+
+logger = logging.getLogger("airbyte")
 
 
 def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600.0) -> CrowdTwistClient:
@@ -75,4 +79,21 @@ def make_report(cfg: ConnectorConfig) -> SyncReport:
     if cfg.rejected_records_path:
         sinks.append(LocalFileSink(cfg.rejected_records_path, include_pii=cfg.rejected_records_include_pii))
         names.append(cfg.rejected_records_path)
+    storage = cfg.object_storage_config
+    if storage is not None and cfg.dry_run:
+        logger.info(f"Dry run: rejected rows are not uploaded to {storage.location}")
+    elif storage is not None:
+        # Imported here: boto3 loads only for syncs that use a bucket.
+        from destination_crowdtwist.sync.object_storage import S3RejectSink
+
+        policy = RetryPolicy(max_retries=int(cfg.max_retries), base=1.0, cap=float(cfg.max_retry_wait_seconds))
+        s3_sink = S3RejectSink(storage, policy=policy)
+        try:
+            s3_sink.start()  # a missing bucket stops the sync before its first row
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+        sinks.append(s3_sink)
+        names.append(s3_sink.name)
     return SyncReport(sinks=sinks, sink_names=names, log_pii=cfg.log_pii, dry_run=cfg.dry_run)
