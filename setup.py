@@ -8,6 +8,8 @@ MAIN_REQUIREMENTS = [
     "airbyte-cdk>=7.39.1,<8",
     "requests>=2.32,<3",
     "jsonschema>=4.17,<5",
+    # object_storage_config (rejected rows in the user's S3 bucket); imported only when a bucket is set.
+    "boto3>=1.34,<2",
 ]
 
 DEV_REQUIREMENTS = [
@@ -16,6 +18,8 @@ DEV_REQUIREMENTS = [
     "ruff>=0.6",
     "mypy>=1.10",
     "types-requests>=2.31",
+    # A real S3 API for the object_storage_config tests (moto_server on 127.0.0.1).
+    "moto[server]>=5.0,<6",
 ]
 
 setup(

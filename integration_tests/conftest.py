@@ -4,15 +4,19 @@
 ``sandbox_factory``  ``sandbox_factory(options=None, **knobs) -> Sandbox``: started now, stopped at teardown.
 ``hmac_sandbox``     an instance that requires HMAC with ``HMAC_PUBLIC_KEY`` / ``HMAC_PRIVATE_KEY``.
 Start and stop take a few milliseconds each.
+``moto_s3``          a real S3 API (moto_server on 127.0.0.1, IAM auth on), one per session (moto_s3.py).
+``s3_bucket``        a new, empty bucket on it for one test.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from moto_s3 import MotoS3
 
 from crowdtwist_sandbox import Sandbox, SandboxOptions
 
@@ -55,3 +59,18 @@ def sandbox_factory() -> Iterator[SandboxFactory]:
 def hmac_sandbox(sandbox_factory: SandboxFactory) -> Sandbox:
     """A running sandbox in HMAC mode (API key alone refused)."""
     return sandbox_factory(hmac_public_key=HMAC_PUBLIC_KEY, hmac_private_key=HMAC_PRIVATE_KEY)
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """moto's S3 server for the whole session (about half a second to start)."""
+    with MotoS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(moto_s3: MotoS3) -> str:
+    """The name of a new, empty bucket."""
+    name = f"rejects-{uuid.uuid4().hex[:12]}"
+    moto_s3.create_bucket(name)
+    return name

@@ -358,10 +358,15 @@ def failure_from_exception(exc: BaseException, storage: S3Storage) -> S3Failure:
         return explain(storage, no_credentials=True)
     if isinstance(exc, boto_errors.ConnectTimeoutError | boto_errors.ReadTimeoutError):
         return explain(storage, connection="timed out")
+    if isinstance(exc, boto_errors.SSLError):
+        return explain(storage, connection="TLS handshake failed")
     if isinstance(exc, boto_errors.EndpointConnectionError | boto_errors.ConnectionClosedError):
         return explain(storage, connection="connection refused or closed")
-    if isinstance(exc, boto_errors.BotoCoreError | OSError):
+    if isinstance(exc, boto_errors.ConnectionError | boto_errors.HTTPClientError | OSError):
         return explain(storage, connection=type(exc).__name__)
+    if isinstance(exc, boto_errors.BotoCoreError):
+        # Named by class only: botocore's own text may quote request parameters.
+        return explain(storage, code=type(exc).__name__)
     raise exc
 
 
@@ -373,8 +378,9 @@ class S3Client:
 
     Keys come from the config, or from the standard AWS credential chain when empty; with
     ``role_arn`` those credentials assume the role (external id from ``AWS_ASSUME_ROLE_EXTERNAL_ID``,
-    as Airbyte's own connectors read it). No retries inside botocore: the callers retry with the
-    connector's backoff, so that every wait is logged and bounded.
+    as Airbyte's own connectors read it; STS at ``s3_endpoint`` when one is set). No retries
+    inside botocore: the callers retry with the connector's backoff, so every wait is logged and
+    bounded.
     """
 
     def __init__(
@@ -413,7 +419,10 @@ class S3Client:
         storage = self.storage
         credentials: dict[str, Any] = {}
         if storage.role_arn:
-            sts = self._session.client("sts", region_name=self._region, config=self._config)
+            # An S3-compatible store that supports roles serves STS at its own endpoint (MinIO does).
+            sts = self._session.client(
+                "sts", region_name=self._region, endpoint_url=storage.s3_endpoint, config=self._config
+            )
             options: dict[str, Any] = {"RoleArn": storage.role_arn, "RoleSessionName": _SESSION_NAME}
             external_id = os.environ.get("AWS_ASSUME_ROLE_EXTERNAL_ID")
             if external_id:
