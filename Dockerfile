@@ -22,4 +22,4 @@ ENV AIRBYTE_ENTRYPOINT="destination-crowdtwist"
 ENTRYPOINT ["destination-crowdtwist"]
 
 LABEL io.airbyte.name=airbyte/destination-crowdtwist
-LABEL io.airbyte.version=0.1.0
+LABEL io.airbyte.version=0.2.0

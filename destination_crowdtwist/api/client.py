@@ -52,7 +52,7 @@ from destination_crowdtwist.api.retry import RetryPolicy, backoff_delay, parse_r
 
 logger = logging.getLogger(__name__)
 
-USER_AGENT = "airbyte-destination-crowdtwist/0.1.0"
+USER_AGENT = "airbyte-destination-crowdtwist/0.2.0"
 # Non-JSON bodies (HTML maintenance pages, proxy errors) are kept only as a short preview.
 TEXT_PREVIEW_CHARS = 500
 
