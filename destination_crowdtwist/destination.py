@@ -30,9 +30,11 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
+from destination_crowdtwist.records.limits import RecordLimits
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import (
+    BadInput,
     PatchedAirbyteMessage,
     PatchedAirbyteStateMessage,
     StateStats,
@@ -54,6 +56,11 @@ _END = object()
 class _ReaderFailed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+# Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
+# count every stream), never in a STREAM state of a stream it may not belong to.
+_UNUSABLE_INPUT = StreamContext(namespace=None, name="(unusable input)", sync_mode="append")
 
 
 class DestinationCrowdtwist(Destination):
@@ -103,12 +110,13 @@ class DestinationCrowdtwist(Destination):
 
     @staticmethod
     def _stdin() -> Any:
-        import io
         import sys
 
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
+        # Bytes, split into lines here and decoded one line at a time by parse_messages: a bad byte
+        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay).
+        return sys.stdin.buffer
 
-    def _parse_input_stream(self, input_stream: Any) -> Iterable[AirbyteMessage]:
+    def _parse_input_stream(self, input_stream: Any) -> Iterable[Any]:
         return parse_messages(input_stream)
 
     # -- check --------------------------------------------------------------------------------
@@ -178,6 +186,7 @@ class _Sync:
             concurrency=cfg.max_concurrency,
             request_stats=client.request_totals,
             progress_interval=cfg.progress_interval_seconds,
+            limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
         )
         if cfg.dry_run:
             logger.warning(
@@ -231,7 +240,12 @@ class _Sync:
                     break
                 if isinstance(msg, _ReaderFailed):
                     raise msg.exc
-                if msg.type == Type.RECORD and msg.record is not None:
+                if isinstance(msg, BadInput):
+                    stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
+                    row = Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq)
+                    seq += 1
+                    pipeline.reject(row, msg.rejection)
+                elif msg.type == Type.RECORD and msg.record is not None:
                     key = (msg.record.namespace, msg.record.stream)
                     stream = self.streams.get(key)
                     if stream is None:
