@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
-from destination_crowdtwist.api.errors import Action, TransientError, UncertainOutcome
+from destination_crowdtwist.api.errors import Action, ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
 from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
@@ -143,6 +143,12 @@ class ActivityCreditWriter:
         activities = self.client.list_activities()
         self._active = {str(a.get("id")): a for a in activities if isinstance(a, Mapping)}
         logger.info(f"Activity Credit: {len(self._active)} active activities in this program.")
+        default = self.cfg.default_activity_id
+        if default is not None and _id_text(default) not in self._active:
+            raise ConfigError(
+                f"default_activity_id {default} is not an active activity of this program. Choose one of the ids "
+                "GET /v2/activities lists (Control Center > Activities), or leave default_activity_id empty."
+            )
         if self.cfg.ledger_path:
             # Scoped by base URL: a ledger first used against the sandbox must not turn production
             # credits into "duplicates".
@@ -372,7 +378,12 @@ class ActivityCreditWriter:
         user_id = normalise_user_id(data.get(stream.id_field), stream.id_type, stream.id_field)
         raw_activity = data.get("activity_id")
         if raw_activity is None or (isinstance(raw_activity, str) and not raw_activity.strip()):
-            raise Rejection(Reason.VALIDATION, "activity_id is required: map the CrowdTwist activity id to activity_id")
+            raw_activity = self.cfg.default_activity_id
+        if raw_activity is None:
+            raise Rejection(
+                Reason.VALIDATION,
+                "activity_id is required: map the CrowdTwist activity id to activity_id, or set default_activity_id",
+            )
         if isinstance(raw_activity, bool) or not isinstance(raw_activity, str | int | float):
             kind = type(raw_activity).__name__
             raise Rejection(Reason.VALIDATION, f"activity_id must be a string or a number, got {kind}")
@@ -384,7 +395,9 @@ class ActivityCreditWriter:
                 "Control Center (Activities), that the activity has started and not ended, and GET /v2/activities "
                 "for the list of active ids.",
             )
-        num_points = _parse_points(data.get("num_points"))
+        num_points = _check_points(
+            _parse_points(data.get("num_points")), self.cfg.max_points_per_credit, self.cfg.allow_negative_points
+        )
         activity_date = None
         if data.get("activity_date") is not None:
             try:
@@ -466,13 +479,33 @@ def _parse_points(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return int(value)  # 1e300 is "integer" too: _check_points refuses it by size
     if isinstance(value, str):
         try:
             return int(value.strip())
         except ValueError:
             pass
     raise Rejection(Reason.VALIDATION, f"num_points must be a whole number, got {type(value).__name__}")
+
+
+def _check_points(points: int | None, maximum: int, allow_negative: bool) -> int | None:
+    """Points are money-like: a value no program would award is a data error, not a credit."""
+    if points is None:
+        return None
+    if points < 0 and not allow_negative:
+        raise Rejection(
+            Reason.VALIDATION,
+            "num_points is negative; debits are refused unless allow_negative_points is set",
+            field="num_points",
+        )
+    if abs(points) > maximum:
+        raise Rejection(
+            Reason.VALIDATION,
+            f"num_points is larger than max_points_per_credit ({maximum}); check the source column, or raise the "
+            "limit if such awards are real",
+            field="num_points",
+        )
+    return points
 
 
 def _parse_extra(value: Any) -> dict[str, Any]:
