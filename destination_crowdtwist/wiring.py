@@ -75,4 +75,11 @@ def make_report(cfg: ConnectorConfig) -> SyncReport:
     if cfg.rejected_records_path:
         sinks.append(LocalFileSink(cfg.rejected_records_path, include_pii=cfg.rejected_records_include_pii))
         names.append(cfg.rejected_records_path)
-    return SyncReport(sinks=sinks, sink_names=names, log_pii=cfg.log_pii, dry_run=cfg.dry_run)
+    return SyncReport(
+        sinks=sinks,
+        sink_names=names,
+        log_pii=cfg.log_pii,
+        dry_run=cfg.dry_run,
+        stop_sample=cfg.reject_stop_sample,
+        stop_share=cfg.reject_stop_share,
+    )

@@ -141,3 +141,28 @@ def test_deep_and_huge_records_are_rejected_and_the_sync_goes_on(tmp_path: Path,
     assert _states(out) == [(1, 1.0, 2.0)]
     assert [r["reason_class"] for r in _rejects(tmp_path)] == ["too_large", "too_large"]
     assert sandbox.member("email", "p3@example.com") is not None
+
+
+def test_a_systematic_rejection_stops_the_sync_early_with_a_config_error_naming_the_fix(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    # The sandbox program has no custom attributes: every row with an unmapped column is refused by
+    # CrowdTwist. After the first 100 rows the sync stops instead of spending a request on each row.
+    lines = [_record(_person(i, loyalty_tier="gold")) for i in range(300)]
+    lines.insert(50, _state(1))
+    code, out, _ = _run(tmp_path, sandbox, lines)
+    assert code != 0
+    traces = [m["trace"]["error"] for m in out if m["type"] == "TRACE"]
+    assert traces and traces[0]["failure_type"] == "config_error"
+    message = traces[0]["message"]
+    assert "of the first 100 rows were rejected" in message and "[custom_attribute]" in message
+    assert "p1@example.com" not in message  # the example is masked
+    assert _states(out) == [(1, 0.0, 50.0)]  # the safe state was echoed first
+    assert sandbox.request_counts()["POST /v2/users"] + sandbox.request_counts().get("PUT /v2/users/{id}", 0) < 140
+
+
+def test_the_early_stop_can_be_turned_off(tmp_path: Path, sandbox: Sandbox) -> None:
+    lines = [_record(_person(i, loyalty_tier="gold")) for i in range(120)] + [_state(1)]
+    code, out, _ = _run(tmp_path, sandbox, lines, reject_stop_share=0)
+    assert code == 0
+    assert _states(out) == [(1, 0.0, 120.0)]

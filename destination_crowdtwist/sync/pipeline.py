@@ -216,6 +216,9 @@ class Pipeline:
             self._fail_locked(exc)
             return
         self._tracker.settle(ticket, row.stream.key, accepted=outcome.accepted)
+        stop = self._report.systematic_rejection()
+        if stop is not None:
+            self._fail_locked(stop)
         self._cond.notify_all()
 
     def _fail_locked(self, exc: BaseException) -> None:
