@@ -10,8 +10,8 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from destination_crowdtwist.records.masking import mask_text
 from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.records.masking import mask_text
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.reject_sinks import RejectSink
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
