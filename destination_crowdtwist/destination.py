@@ -11,7 +11,7 @@ import argparse
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from airbyte_cdk.destinations import Destination
@@ -27,7 +27,7 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
+from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
 from destination_crowdtwist.records.limits import RecordLimits
@@ -74,9 +74,46 @@ class DestinationCrowdtwist(Destination):
     def run(self, args: list[str]) -> None:
         """Run a command, writing each message as one flushed line."""
         init_uncaught_exception_handler(logger)
-        parsed_args = self.parse_args(args)
+        try:
+            parsed_args = self.parse_args(args)
+        except SystemExit as exc:
+            if exc.code in (0, None):  # --help
+                raise
+            usage_error = True
+        except Exception:  # noqa: BLE001 - the CDK raises a bare Exception("No command entered.")
+            usage_error = True
+        else:
+            usage_error = False
+        if usage_error:
+            raise traced(ConfigError(
+                "The command line is incomplete: use spec, check --config CONFIG, discover --config CONFIG or "
+                "write --config CONFIG --catalog CATALOG."
+            )) from None
         for message in self.run_cmd(parsed_args):
             emit(message)
+
+    @staticmethod
+    def read_config(config_path: str) -> MutableMapping[str, Any]:
+        """The config file as a JSON object; a missing or malformed file is a config error, not a crash."""
+        return _read_json_object(config_path, "configuration")
+
+    def _run_write(
+        self, config: Mapping[str, Any], configured_catalog_path: str, input_stream: Any
+    ) -> Iterable[AirbyteMessage]:
+        """Like the CDK's, but a missing or malformed catalog file is a config error, not a crash."""
+        from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
+
+        raw = _read_json_object(configured_catalog_path, "configured catalog")
+        try:
+            catalog = ConfiguredAirbyteCatalogSerializer.load(raw)
+        except Exception as exc:  # noqa: BLE001 - serpyco raises several types for a bad catalog
+            raise traced(ConfigError(
+                f"The configured catalog {configured_catalog_path} is not a valid Airbyte catalog "
+                f"({type(exc).__name__})."
+            )) from None
+        logger.info("Begin writing to the destination...")
+        yield from self.write(config=config, configured_catalog=catalog, input_messages=parse_messages(input_stream))
+        logger.info("Writing complete.")
 
     def parse_args(self, args: list[str]) -> argparse.Namespace:
         """The CDK's commands, plus ``discover --config`` (data activation), which CDK 7.x lacks."""
@@ -116,9 +153,6 @@ class DestinationCrowdtwist(Destination):
         # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay).
         return sys.stdin.buffer
 
-    def _parse_input_stream(self, input_stream: Any) -> Iterable[Any]:
-        return parse_messages(input_stream)
-
     # -- check --------------------------------------------------------------------------------
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
@@ -153,7 +187,7 @@ class DestinationCrowdtwist(Destination):
         self,
         config: Mapping[str, Any],
         configured_catalog: ConfiguredAirbyteCatalog,
-        input_messages: Iterable[AirbyteMessage],
+        input_messages: Iterable[AirbyteMessage | BadInput],
     ) -> Iterable[AirbyteMessage]:
         """Write records to CrowdTwist; echo each state once everything before it has settled."""
         try:
@@ -172,7 +206,7 @@ class _Sync:
         self.streams = streams
         self.skipped_streams: set[StreamKey] = set()
 
-    def run(self, input_messages: Iterable[AirbyteMessage]) -> Iterator[AirbyteMessage]:
+    def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
         cfg = self.cfg
         try:
             client = client_from_config(cfg)
@@ -213,7 +247,7 @@ class _Sync:
 
     def _drive(
         self,
-        input_messages: Iterable[AirbyteMessage],
+        input_messages: Iterable[AirbyteMessage | BadInput],
         writers: dict[str, Writer],
         pipeline: Pipeline,
         report: SyncReport,
@@ -366,6 +400,25 @@ def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) ->
 def _check_failure_message(exc: CrowdTwistError) -> str:
     """What ``check`` (and ``discover``) tell the user when the config or the connection fails."""
     return _transient_check_message(exc) if isinstance(exc, TransientError) else str(exc)
+
+
+def _read_json_object(path: str, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except OSError as exc:
+        raise traced(ConfigError(f"The {what} file {path} cannot be read ({exc.strerror}).")) from None
+    except ValueError as exc:
+        # Never quote the file: it may hold the API key.
+        raise traced(ConfigError(
+            f"The {what} file {path} is not valid JSON ({type(exc).__name__} at {getattr(exc, 'lineno', '?')}:"
+            f"{getattr(exc, 'colno', '?')})."
+        )) from None
+    if not isinstance(value, dict):
+        raise traced(ConfigError(f"The {what} file {path} must hold a JSON object, not {type(value).__name__}."))
+    return value
 
 
 def _transient_check_message(exc: TransientError) -> str:

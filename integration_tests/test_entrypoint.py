@@ -162,3 +162,39 @@ def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
     [trace] = [m["trace"] for m in parse_stdout(out.stdout) if m["type"] == "TRACE"]
     assert trace["error"]["failure_type"] == "config_error"
     assert mode in trace["error"]["message"] and "append_dedup" in trace["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "The command line is incomplete"),
+        (["bogus"], "The command line is incomplete"),
+        (["check"], "The command line is incomplete"),
+        (["check", "--config", "/nonexistent/config.json"], "cannot be read (No such file or directory)"),
+        (["check", "--config", "NOT_JSON"], "is not valid JSON"),
+        (["check", "--config", "LIST_JSON"], "must hold a JSON object, not list"),
+        (["write", "--config", "GOOD", "--catalog", "NOT_JSON"], "configured catalog file"),
+        (["write", "--config", "GOOD", "--catalog", "BAD_CATALOG"], "is not a valid Airbyte catalog"),
+    ],
+)
+def test_command_line_and_file_problems_are_config_errors_not_crashes(tmp_path, args, needle):
+    files = {
+        "NOT_JSON": "{'api_key': 'sk_live_abc'",  # must never be quoted back
+        "LIST_JSON": "[1, 2]",
+        "GOOD": json.dumps({"api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"}}),
+        "BAD_CATALOG": json.dumps({"streams": [{"stream": 5}]}),
+    }
+    argv = []
+    for arg in args:
+        if arg in files:
+            path = tmp_path / f"{arg}.json"
+            path.write_text(files[arg])
+            arg = str(path)
+        argv.append(arg)
+    proc = subprocess.run([*MAIN, *argv], capture_output=True, text=True, env=ENV, timeout=60, input="")
+    assert proc.returncode != 0
+    messages = parse_stdout(proc.stdout)
+    [trace] = [m for m in messages if m["type"] == "TRACE"]
+    assert trace["trace"]["error"]["failure_type"] == "config_error"
+    assert needle in trace["trace"]["error"]["message"]
+    assert "sk_live_abc" not in proc.stdout + proc.stderr
