@@ -1,4 +1,4 @@
-"""HMAC recipe (crowdtwist-api.md §1.3): vectors V1-V4, step by step, and the auth adapters."""
+"""HMAC recipe (docs/crowdtwist-api-notes.md §1.3): vectors V1-V4, step by step, and the auth adapters."""
 
 from __future__ import annotations
 
