@@ -43,12 +43,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	@if [ -f scripts/demo.py ]; then \
-		$(BIN)/python scripts/demo.py; \
-	else \
-		echo "scripts/demo.py is not written yet; printing the connector's SPEC message instead."; \
-		$(BIN)/destination-crowdtwist spec; \
-	fi
+	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
