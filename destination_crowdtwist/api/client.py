@@ -6,7 +6,7 @@ Decisions that matter for correctness:
   auth hook from the PreparedRequest) covers exactly what goes on the wire.
 - Retries happen only in ``CrowdTwistClient.request`` (urllib3 retries are off): each attempt is a new
   PreparedRequest, so the auth hook re-signs it with a fresh timestamp.
-- CrowdTwist has no idempotency key for activity credits (crowdtwist-api.md §3). A request sent with
+- CrowdTwist has no idempotency key for activity credits (docs/crowdtwist-api-notes.md §3). A request sent with
   ``idempotent=False`` is therefore never retried once it may have reached the server (read timeout,
   connection dropped after sending, any 5xx); ``UncertainOutcome`` is raised instead. Failures that
   prove nothing was sent (connection refused, DNS, connect timeout) and 429/408 are still retried.
@@ -560,7 +560,7 @@ class CrowdTwistClient:
     def credit_activity(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
         """``POST /v2/users/{user_id}/activities?id_type=...``: credit points, never blindly retried.
 
-        There is no idempotency key (crowdtwist-api.md §3), so this raises ``UncertainOutcome`` when
+        There is no idempotency key (docs/crowdtwist-api-notes.md §3), so this raises ``UncertainOutcome`` when
         the credit may have landed without an answer.
         """
         return self.request(

@@ -199,7 +199,7 @@ _WRONG_BASE_URL = (
 
 # Matched top to bottom; the first matching row wins. Message texts that CrowdTwist itself never
 # documented (custom attributes, location, "Event already processed") come from the reference
-# connector documentation and are NOT FOUND in Oracle's material (crowdtwist-api.md §2.6, §2.7, §3):
+# connector documentation and are NOT FOUND in Oracle's material (docs/crowdtwist-api-notes.md §2.6, §2.7, §3):
 # they are matched case-insensitively and loosely so that small wording differences still classify.
 RULES: tuple[Rule, ...] = (
     Rule(_between(200, 299), Action.OK, None, ""),

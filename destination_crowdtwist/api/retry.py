@@ -15,7 +15,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None if absent/invalid.
 
     ``now`` is the current Unix time (seconds), used for the HTTP-date form; a date in the past
-    means "retry now" (0.0). CrowdTwist documents no Retry-After at all (crowdtwist-api.md §5), but
+    means "retry now" (0.0). CrowdTwist documents no Retry-After at all (docs/crowdtwist-api-notes.md §5), but
     proxies and throttling front-ends send one, and users expect it to be honoured.
     """
     if value is None:

@@ -1,12 +1,12 @@
 """CrowdTwist request authentication: the HMAC recipe as pure steps, plus ``requests`` auth adapters.
 
-The recipe (crowdtwist-api.md §1.3) is::
+The recipe (docs/crowdtwist-api-notes.md §1.3) is::
 
     StringToSign = METHOD LF Content-MD5 LF Content-Type LF X-CT-Timestamp LF RequestURI   (LF = newline)
     signature    = Base64( lowercase-hex( HMAC-SHA256(private key, StringToSign) ) )
 
 Oracle's own text for the string-to-sign was not readable; the composition comes from the Apigee
-mediation proxy and its verifying mock, written against Oracle's page (see the reference). Each step
+mediation proxy and its verifying mock, written against Oracle's page (see the notes). Each step
 is a separate function so a failing vector names the step that went wrong.
 """
 

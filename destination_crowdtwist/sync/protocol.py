@@ -1,6 +1,6 @@
 """Airbyte protocol plumbing that airbyte-cdk 7.x gets wrong for destinations.
 
-Three CDK 7.39 pitfalls are fixed here (see airbyte-destination.md §1.6):
+Three CDK 7.39 pitfalls are fixed here (see docs/airbyte-protocol-notes.md §1.6):
 
 (a) the platform adds an ``id`` to every state message and the CDK serializer drops it, so the
     platform fails with "State message does not contain id" — the patched models below keep it;

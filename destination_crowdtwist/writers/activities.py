@@ -1,7 +1,7 @@
 """Activity Credit writer: award points exactly once, even across retries and replayed syncs.
 
 CrowdTwist has no idempotency key for ``POST /v2/users/{id}/activities`` and queues awards
-(crowdtwist-api.md §3), while Airbyte delivery is at-least-once. This writer makes each row's credit
+(docs/crowdtwist-api-notes.md §3), while Airbyte delivery is at-least-once. This writer makes each row's credit
 happen once:
 
 1. **A dedupe key per row**, stored in the credit's ``extra_data`` under :data:`DEDUPE_KEY_FIELD`:
