@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import io
 import re
+import subprocess
 import tokenize
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,16 @@ HEADING_RE = re.compile(r"^#+\s+(\d+(?:\.\d+)*)[.\s]", re.MULTILINE)
 
 
 def _python_files(root: Path) -> Iterator[Path]:
+    # The repository's own files: git knows them; local virtualenvs (.venv, .venv-faker) are not ours.
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--", "*.py"], cwd=root, capture_output=True, check=True, timeout=30
+        ).stdout.decode().split("\0")
+    except (OSError, subprocess.SubprocessError):
+        listed = []
+    if listed and listed != [""]:
+        yield from (root / name for name in sorted(listed) if name and (root / name).exists())
+        return
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root).parts
         if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in parts[:-1]):
