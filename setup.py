@@ -16,6 +16,7 @@ DEV_REQUIREMENTS = [
     "ruff>=0.6",
     "mypy>=1.10",
     "types-requests>=2.31",
+    "hypothesis>=6.100",
 ]
 
 setup(
