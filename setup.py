@@ -34,6 +34,7 @@ DEV_REQUIREMENTS = [
     "mypy>=1.10",
     "types-requests>=2.31",
     "pre-commit>=3.5",  # runs .pre-commit-config.yaml (local hooks with this venv's ruff and mypy)
+    "hypothesis>=6.100",
 ]
 
 setup(

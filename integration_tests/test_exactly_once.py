@@ -311,7 +311,8 @@ def test_ledger_pending_key_is_verified_and_absent_key_is_sent_without_lookup(sb
 
     before = sb.request_counts()
     # Both rows come after the first state: only the ledger decides what is verified.
-    run_write(credit_config(sb, ledger_path=path), catalog("append"), [state(2), record(landed), record(fresh), state(3)])
+    run_write(credit_config(sb, ledger_path=path, credit_verification="replay_window"), catalog("append"),
+              [state(2), record(landed), record(fresh), state(3)])
 
     assert requests_since(sb, before) == {CREDIT: 1, HISTORY: 1, "total": 3}
     assert_exactly_once(sb, [landed, fresh])

@@ -58,9 +58,6 @@ logger = logging.getLogger("airbyte")
 
 #: The key under which every credit's dedupe key is stored in CrowdTwist's ``extra_data``.
 DEDUPE_KEY_FIELD = "airbyte_dedupe_key"
-#: How far back activity history is searched for a dedupe key (a replay normally follows its failed
-#: attempt within hours; a week leaves room for a paused connection).
-HISTORY_LOOKBACK_SECONDS = 7 * 24 * 3600
 KNOWN_FIELDS = frozenset({"user_id", "activity_id", "num_points", "activity_date", "extra_data"})
 
 
@@ -317,7 +314,7 @@ class ActivityCreditWriter:
             return cache.keys
         now = int(self._clock())
         response = self.client.activity_history(
-            credit.user_id, credit.id_type, now - HISTORY_LOOKBACK_SECONDS, now + 3600
+            credit.user_id, credit.id_type, now - self.cfg.credit_history_days * 86_400, now + 3600
         )
         keys: set[str] = set()
         if response.ok:
