@@ -204,9 +204,11 @@ class UserProfileWriter:
                 if not user.mapped.payload:
                     if Step.CREATE in tried:
                         return _unchanged(label)
-                    # Nothing to update, but the member must exist: the create tells us (once).
-                    step = Step.CREATE
-                    continue
+                    if can_create:
+                        # Nothing to update, but the member must exist: the create tells us (once).
+                        step = Step.CREATE
+                        continue
+                    return self._exists_or_rejected(user, label)
                 response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
                 if response.ok:
                     self.learner.observe(existed=True)
@@ -234,6 +236,16 @@ class UserProfileWriter:
             if rejection.reason is Reason.ALREADY_TAKEN and not user.mapped.payload:
                 return _unchanged(label)
             return Outcome.rejected(label, rejection)
+
+    def _exists_or_rejected(self, user: UserRow, label: str) -> Outcome:
+        """An identifier-only row that could not create its member: one read says which it is."""
+        response = self.client.get_user(user.mapped.user_id, user.id_type)
+        if response.ok:
+            return _unchanged(label)
+        rejection = api_rejection(response)
+        if rejection.reason is Reason.NOT_FOUND and isinstance(user.create, Rejection):
+            rejection = user.create.with_prefix(_CANNOT_CREATE)
+        return Outcome.rejected(label, rejection)
 
     def _dry_run(self, user: UserRow, label: str) -> Outcome:
         response = self.client.get_user(user.mapped.user_id, user.id_type)
