@@ -162,3 +162,26 @@ def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
     [trace] = [m["trace"] for m in parse_stdout(out.stdout) if m["type"] == "TRACE"]
     assert trace["error"]["failure_type"] == "config_error"
     assert mode in trace["error"]["message"] and "append_dedup" in trace["error"]["message"]
+
+
+def test_a_retry_is_logged_on_stdout_in_a_real_sync(tmp_path):
+    """Retries must be visible: the CDK configures only the "airbyte" logger, so the client logs under it."""
+    with Sandbox(SandboxOptions(maintenance_first_n=1)) as sb:
+        cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
+                                          "credentials": {"auth_type": "api_key", "api_key": DEFAULT_API_KEY}})
+        out = subprocess.run(
+            [*MAIN, "write", "--config", str(cfg), "--catalog", str(cat)],
+            input=record(person(1)) + "\n" + state(1) + "\n", capture_output=True, text=True, env=ENV, timeout=120,
+        )
+        counts = sb.request_counts()
+        members = sb.members()
+    assert out.returncode == 0, out.stderr[-2000:]
+    messages = parse_stdout(out.stdout)
+    retries = [m["log"] for m in messages if m["type"] == "LOG" and m["log"]["message"].startswith("Retrying")]
+    assert len(retries) == 1, [m for m in messages if m["type"] == "LOG"]
+    assert retries[0]["level"] == "INFO"
+    assert "maintenance" in retries[0]["message"]
+    assert "e1@example.com" not in retries[0]["message"]  # the member id is masked in the request line
+    assert len(members) == 1
+    assert [m["state"]["id"] for m in messages if m["type"] == "STATE"] == [1]
+    assert counts["total"] >= 2  # the 503, then the request that went through

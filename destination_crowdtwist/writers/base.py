@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from destination_crowdtwist.api.errors import Action, TransientError, error_from_resolution
+from destination_crowdtwist.api.errors import Action, ConfigError, TransientError
 from destination_crowdtwist.records.masking import mask_identifier
 
 if TYPE_CHECKING:
@@ -113,10 +113,10 @@ def rejection(response: ApiResponse) -> tuple[str, str]:
     Answers that concern every row (credentials, base URL) raise the matching sync-stopping error
     instead: rejecting row after row would only hide the real problem.
     """
-    resolution = response.classify()
+    resolution = response.resolution
     if resolution.action is Action.CONFIG:
-        raise error_from_resolution(
-            resolution,
+        raise ConfigError(
+            resolution.hint,
             status=response.status,
             error_code=response.error_code,
             api_message=response.safe_message,
@@ -128,9 +128,8 @@ def rejection(response: ApiResponse) -> tuple[str, str]:
             f"Unexpected answer HTTP {response.status} from CrowdTwist", status=response.status,
             request_line=response.request_line,
         )
-    message = response.error_message
-    text = resolution.hint if not message else f"{message} — {resolution.hint}"
-    return resolution.reason_class or "rejected_by_api", text
+    refused = response.rejection()
+    return refused.reason.value, refused.message
 
 
 def member_label(value: Any, id_type: str, *, log_pii: bool) -> str:
