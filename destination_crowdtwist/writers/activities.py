@@ -329,7 +329,7 @@ class ActivityCreditWriter:
                     keys.add(str(extra[DEDUPE_KEY_FIELD]))
         elif response.status != 404:
             code, message = response.error_code, response.safe_message
-            if response.classify().action is Action.CONFIG:
+            if response.resolution.action is Action.CONFIG:
                 api_rejection(response)  # raises the sync-stopping error
             # Never guess: if the history cannot be read, crediting could double the points.
             raise TransientError(
