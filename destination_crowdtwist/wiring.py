@@ -22,7 +22,6 @@ from destination_crowdtwist.writers.base import Writer
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
 
-
 #: How long one request of a sync keeps retrying 429s before the sync gives up (throttling costs
 #: time, never rows; a program-wide limit below our budget slows the sync down instead of failing it).
 SYNC_THROTTLE_TIMEOUT = 600.0

@@ -30,7 +30,7 @@ from helpers import (
 
 from crowdtwist_sandbox import Sandbox
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
-from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
 CREDIT = "POST /v2/users/{id}/activities"
 HISTORY = "GET /v2.1/users/{id}/activity_history"
@@ -305,8 +305,8 @@ def test_ledger_pending_key_is_verified_and_absent_key_is_sent_without_lookup(sb
     fresh = {"user_id": MEMBERS[1], "activity_id": "1001", "num_points": 6, "event_id": "never-sent"}
     # A crash after sending: the credit is in CrowdTwist, the ledger says only "pending".
     run_write(credit_config(sb), catalog("append"), [record(landed), state(1)])
-    ledger = CreditLedger(path, scope=sb.base_url)
-    ledger.mark_pending("crashed-after-send")
+    ledger = CreditLedger(path, scope=ledger_scope(sb.base_url))
+    ledger.mark_pending(event_key("email", MEMBERS[0], "1001", "crashed-after-send"))
     ledger.close()
 
     before = sb.request_counts()
@@ -316,9 +316,9 @@ def test_ledger_pending_key_is_verified_and_absent_key_is_sent_without_lookup(sb
 
     assert requests_since(sb, before) == {CREDIT: 1, HISTORY: 1, "total": 3}
     assert_exactly_once(sb, [landed, fresh])
-    ledger = CreditLedger(path, scope=sb.base_url)
-    assert ledger.status("crashed-after-send") == DONE
-    assert ledger.status("never-sent") == DONE
+    ledger = CreditLedger(path, scope=ledger_scope(sb.base_url))
+    assert ledger.status(event_key("email", MEMBERS[0], "1001", "crashed-after-send")) == DONE
+    assert ledger.status(event_key("email", MEMBERS[1], "1001", "never-sent")) == DONE
     ledger.close()
 
 
@@ -344,9 +344,9 @@ def test_ledger_is_scoped_by_program(sandbox_factory: Any, tmp_path: Any) -> Non
 
     assert_exactly_once(first, data)
     assert_exactly_once(second, data)
-    ledger = CreditLedger(path, scope=second.base_url)
+    ledger = CreditLedger(path, scope=ledger_scope(second.base_url))
     assert ledger.size() == len(data)
-    assert {ledger.status(f"evt-{i}") for i in (1, 3)} == {DONE}
+    assert {ledger.status(event_key("email", MEMBERS[i], "1001", f"evt-{i}")) for i in (1, 3)} == {DONE}
     assert ledger.status("unknown") is None
     assert PENDING not in {ledger.status(f"evt-{i}") for i in (1, 3)}
     ledger.close()
@@ -493,3 +493,19 @@ def test_a_full_refresh_re_sending_history_credits_nothing_twice_by_default(sand
     assert len(sandbox.credits()) == 45
     assert sandbox.request_counts()[HISTORY] <= 2 * len(MEMBERS)  # one read per distinct member per sync
     assert [m.state.id for m in out if m.state is not None] == [100, 101, 102]  # type: ignore[attr-defined]
+
+
+def test_the_same_event_id_for_two_members_or_two_activities_is_two_events(sb: Sandbox, tmp_path: Any) -> None:
+    """event_id is scoped by member and activity: in one sync, across streams, and in the ledger."""
+    path = str(tmp_path / "ledger.sqlite")
+    data = [
+        {"user_id": MEMBERS[0], "activity_id": "1001", "event_id": "1"},
+        {"user_id": MEMBERS[1], "activity_id": "1001", "event_id": "1"},
+        {"user_id": MEMBERS[0], "activity_id": "1002", "event_id": "1"},
+    ]
+    cat = catalog("append", "purchases", extra_streams=["surveys"])
+    msgs = [record(data[0], "purchases"), record(data[1], "surveys"), record(data[2], "surveys"), state(1, None)]
+    run_write(credit_config(sb, ledger_path=path), cat, msgs)
+    assert len(sb.credits()) == 3
+    run_write(credit_config(sb, ledger_path=path), cat, msgs)  # a re-run: all three are known events
+    assert len(sb.credits()) == 3

@@ -52,7 +52,7 @@ from destination_crowdtwist.writers.base import (
     member_label,
     raw_label,
 )
-from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
 logger = logging.getLogger("airbyte")
 
@@ -83,6 +83,16 @@ class Credit:
         """
         return (self.id_type, self.user_id, self.activity_id, self.dedupe_key)
 
+    @property
+    def ledger_key(self) -> str:
+        """The event as one ledger key (member, activity and dedupe key)."""
+        return event_key(self.id_type, self.user_id, self.activity_id, self.dedupe_key)
+
+    @property
+    def history_key(self) -> tuple[str, str]:
+        """How the credit shows in its member's activity history: (activity, dedupe key)."""
+        return (self.activity_id, self.dedupe_key)
+
     def payload(self) -> dict[str, Any]:
         """The JSON body of the credit request."""
         body: dict[str, Any] = {"activity_id": self.activity_id}
@@ -96,7 +106,7 @@ class Credit:
 
 @dataclass
 class _HistoryCache:
-    keys: set[str] = field(default_factory=set)
+    keys: set[tuple[str, str]] = field(default_factory=set)
 
 
 class ActivityCreditWriter:
@@ -149,7 +159,7 @@ class ActivityCreditWriter:
         if self.cfg.ledger_path:
             # Scoped by base URL: a ledger first used against the sandbox must not turn production
             # credits into "duplicates".
-            self._ledger = CreditLedger(self.cfg.ledger_path, scope=self.cfg.api_base_url)
+            self._ledger = CreditLedger(self.cfg.ledger_path, scope=ledger_scope(self.cfg.api_base_url))
             known = self._ledger.size()
             self._ledger_trusted = known > 0
             if known:
@@ -198,7 +208,7 @@ class ActivityCreditWriter:
                 )
         if self.cfg.dry_run:
             return self._dry_run(credit, member)
-        key = credit.dedupe_key
+        key = credit.ledger_key
         verify = self.cfg.credit_verification == "every_row" or (
             self.cfg.credit_verification == "replay_window" and verify
         )
@@ -209,8 +219,10 @@ class ActivityCreditWriter:
                 return _duplicate(member, f"already sent before: {earlier} (local ledger)")
             if status == PENDING:
                 verify = True  # a request was sent and its answer never recorded: it may have landed
-            elif self._ledger_trusted and self.cfg.credit_verification != "every_row":
-                verify = False  # absent from a ledger with this program's history: never sent from here
+            elif self._ledger_trusted:
+                # Absent from a ledger with this program's history: never sent by a run sharing it. The
+                # ledger is the user's promise that every run sees this file, so no history read.
+                verify = False
         if verify and self._history_has(credit, replay=True):
             self._mark_done(key, OutcomeKind.DUPLICATE)
             return _duplicate(member, "already credited (found in activity history)")
@@ -219,7 +231,7 @@ class ActivityCreditWriter:
     # -- sending ------------------------------------------------------------------------------
 
     def _send(self, credit: Credit, member: str) -> Outcome:
-        key = credit.dedupe_key
+        key = credit.ledger_key
         if self._ledger is not None:
             self._ledger.mark_pending(key)
         attempts = 0
@@ -244,7 +256,7 @@ class ActivityCreditWriter:
             return self._outcome(credit, member, response)
 
     def _outcome(self, credit: Credit, member: str, response: ApiResponse) -> Outcome:
-        key = credit.dedupe_key
+        key = credit.ledger_key
         if response.ok:
             data = response.data if isinstance(response.data, Mapping) else {}
             self._remember(credit)
@@ -289,16 +301,16 @@ class ActivityCreditWriter:
           shows up or the delay has passed.
         """
         delay = self.cfg.award_queue_delay_seconds
-        key = credit.dedupe_key
+        key = credit.history_key
         if replay:
             wait = self._started + delay - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            return key in self._history_keys(credit, refresh=False)
+            return _in_history(key, self._history_keys(credit, refresh=False))
         deadline = self._clock() + delay
         pause = min(0.25, max(delay / 8, 0.01))
         while True:
-            if key in self._history_keys(credit, refresh=True):
+            if _in_history(key, self._history_keys(credit, refresh=True)):
                 return True
             now = self._clock()
             if now >= deadline:
@@ -306,7 +318,7 @@ class ActivityCreditWriter:
             self._sleep(min(pause, deadline - now))
             pause = min(pause * 2, 2.0)
 
-    def _history_keys(self, credit: Credit, *, refresh: bool) -> set[str]:
+    def _history_keys(self, credit: Credit, *, refresh: bool) -> set[tuple[str, str]]:
         member = (credit.id_type, credit.user_id)
         with self._history_lock:
             cache = self._history.get(member)
@@ -316,17 +328,22 @@ class ActivityCreditWriter:
         response = self.client.activity_history(
             credit.user_id, credit.id_type, now - self.cfg.credit_history_days * 86_400, now + 3600
         )
-        keys: set[str] = set()
+        keys: set[tuple[str, str]] = set()
         if response.ok:
             for item in _history_items(response.data):
-                extra = item.get("extra_data") if isinstance(item, Mapping) else None
+                if not isinstance(item, Mapping):
+                    continue
+                activity = item.get("activity_id")
+                # An item without activity_id (the v2.1 shape is not documented) matches any activity.
+                activity_text = _id_text(activity) if isinstance(activity, str | int | float) else ANY_ACTIVITY
+                extra = item.get("extra_data")
                 if isinstance(extra, str):
                     try:
                         extra = json.loads(extra)
                     except ValueError:
                         extra = None
                 if isinstance(extra, Mapping) and extra.get(DEDUPE_KEY_FIELD) is not None:
-                    keys.add(str(extra[DEDUPE_KEY_FIELD]))
+                    keys.add((activity_text, str(extra[DEDUPE_KEY_FIELD])))
         elif response.status != 404:
             code, message = response.error_code, response.safe_message
             if response.resolution.action is Action.CONFIG:
@@ -347,7 +364,7 @@ class ActivityCreditWriter:
         with self._history_lock:
             cache = self._history.get((credit.id_type, credit.user_id))
             if cache is not None:
-                cache.keys.add(credit.dedupe_key)
+                cache.keys.add(credit.history_key)
 
     def _mark_done(self, key: str, outcome: str) -> None:
         if self._ledger is not None:
@@ -420,6 +437,13 @@ class ActivityCreditWriter:
                 logger.info(
                     f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field)."
                 )
+
+
+ANY_ACTIVITY = "*"
+
+
+def _in_history(key: tuple[str, str], keys: set[tuple[str, str]]) -> bool:
+    return key in keys or (ANY_ACTIVITY, key[1]) in keys
 
 
 def _duplicate(member: str, message: str, *, status: int | None = None) -> Outcome:
