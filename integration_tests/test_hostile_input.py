@@ -166,3 +166,18 @@ def test_the_early_stop_can_be_turned_off(tmp_path: Path, sandbox: Sandbox) -> N
     code, out, _ = _run(tmp_path, sandbox, lines, reject_stop_share=0)
     assert code == 0
     assert _states(out) == [(1, 0.0, 120.0)]
+
+
+@pytest.mark.parametrize("mode", ["append", "append_dedup"])
+def test_lost_answers_to_creates_never_turn_our_members_into_already_taken(sandbox_factory: Any, mode: str) -> None:
+    # 15% of requests are processed, then the connection is dropped before the answer: the retried
+    # create meets the member the first attempt made.
+    sandbox = sandbox_factory(drop_rate=0.15, seed=7)
+    people = [_person(i) for i in range(120)]
+    cfg = profile_config(sandbox, upsert_strategy="create_first", max_retries=8)
+    cat = catalog(mode, "users")
+    out, error = run_write_until_error(cfg, cat, [*(record(p, "users") for p in people), state(1, "users")])
+    assert error is None
+    assert [m.state.destinationStats.recordCount for m in out if m.state is not None] == [120.0]  # type: ignore[union-attr]
+    assert sandbox.request_counts()["dropped"] > 5
+    assert len(sandbox.members()) == 120

@@ -183,3 +183,36 @@ def test_prepare_keys_rows_by_identifier_type_and_value() -> None:
     assert isinstance(prepared, Prepared)
     assert prepared.member == "email:ann@example.com"
     assert prepared.label != "ann@example.com"  # masked unless log_pii
+
+
+def answer_after_uncertain(status: int, data: Any, endpoint: str) -> ApiResponse:
+    return ApiResponse(status, data, {"Content-Type": "application/json"}, endpoint=endpoint, after_uncertain=True)
+
+
+class LostCreateClient(FakeClient):
+    """The first create landed but its answer was lost; the client's retry met "already taken"."""
+
+    def __init__(self, profile: dict[str, Any]) -> None:
+        super().__init__(("GET", 200, profile))
+        self.creates = 0
+
+    def create_user(self, payload: Mapping[str, Any]) -> ApiResponse:
+        self.creates += 1
+        self.calls.append(("POST", dict(payload)))
+        return answer_after_uncertain(*TAKEN[1:], ENDPOINTS["POST"])
+
+
+@pytest.mark.parametrize("mode", ["append", "append_dedup"])
+def test_already_taken_after_a_lost_create_answer_is_our_create(mode: str) -> None:
+    ours = {"id": 7, "email_address": "Ann@example.com", "first_name": "Ann", "last_name": "Lee", "postal_code": "10001"}
+    client = LostCreateClient(ours)
+    outcome = run(writer(client, upsert_strategy="create_first"), FULL, mode=mode)
+    assert outcome.kind == "created"
+    assert [m for m, _ in client.calls] == ["POST", "GET"]
+
+
+def test_already_taken_after_a_lost_answer_by_someone_else_is_still_taken() -> None:
+    theirs = {"id": 8, "email_address": "ann@example.com", "first_name": "Annie", "last_name": "Lee",
+              "postal_code": "10001"}
+    outcome = run(writer(LostCreateClient(theirs)), FULL, mode="append")
+    assert (outcome.kind, outcome.reason) == ("rejected", "already_taken")

@@ -23,6 +23,7 @@ Decisions that matter for correctness:
 
 from __future__ import annotations
 
+import dataclasses
 import http.cookiejar
 import json
 import logging
@@ -104,6 +105,9 @@ class ApiResponse:
     endpoint: str = ""
     safe_message: str | None = None  # error_message (or text preview) with secrets redacted, PII masked
     resolution: Resolution = _UNCLASSIFIED
+    # True when an earlier attempt of the same logical request may have reached CrowdTwist (no
+    # complete answer, or a 5xx): e.g. "already taken" may then be our own create.
+    after_uncertain: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution is _UNCLASSIFIED:
@@ -379,13 +383,15 @@ class CrowdTwistClient:
         template = f"{method} {endpoint.partition(' ')[2] or path}"
         tally = Tally()
         first_failure: float | None = None
+        maybe_applied = False
         while True:
             if self._rate_budget is not None:
                 self._rate_budget.acquire()
             self.stats.record_attempt(endpoint)
             result = self._attempt(method, url, params, data, headers, line, template)
             if isinstance(result, ApiResponse):
-                return result
+                return dataclasses.replace(result, after_uncertain=True) if maybe_applied else result
+            maybe_applied = maybe_applied or not result.outcome.not_processed
             now = self._clock()
             first_failure = now if first_failure is None else first_failure
             decision = decide(
