@@ -11,7 +11,7 @@ import argparse
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from airbyte_cdk.destinations import Destination
@@ -58,6 +58,32 @@ class _ReaderFailed:
         self.exc = exc
 
 
+#: How long a terminating sync lets the requests in flight finish before it echoes what is safe.
+TERMINATION_GRACE_SECONDS = 5.0
+
+
+class Terminated(Exception):
+    """Raised in the main thread by the SIGTERM handler."""
+
+
+def _as_generator(items: Iterable[AirbyteMessage]) -> Generator[AirbyteMessage, None, None]:
+    yield from items
+
+
+def _handle_sigterm() -> None:
+    import signal
+    import threading as _threading
+
+    if _threading.current_thread() is not _threading.main_thread():
+        return  # signal handlers can only be installed from the main thread (tests run write() elsewhere)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 # Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
 # count every stream), never in a STREAM state of a stream it may not belong to.
 _UNUSABLE_INPUT = StreamContext(namespace=None, name="(unusable input)", sync_mode="append")
@@ -74,6 +100,7 @@ class DestinationCrowdtwist(Destination):
     def run(self, args: list[str]) -> None:
         """Run a command, writing each message as one flushed line."""
         init_uncaught_exception_handler(logger)
+        _handle_sigterm()
         try:
             parsed_args = self.parse_args(args)
         except SystemExit as exc:
@@ -89,8 +116,20 @@ class DestinationCrowdtwist(Destination):
                 "The command line is incomplete: use spec, check --config CONFIG, discover --config CONFIG or "
                 "write --config CONFIG --catalog CATALOG."
             )) from None
-        for message in self.run_cmd(parsed_args):
-            emit(message)
+        messages = _as_generator(self.run_cmd(parsed_args))
+        interrupted: Terminated | None = None
+        while True:
+            try:
+                # A SIGTERM that lands while a message is being written is handed to the sync at the
+                # point where it yielded, so it still drains and echoes what is safe.
+                message = messages.throw(interrupted) if interrupted is not None else next(messages)
+            except StopIteration:
+                return
+            interrupted = None
+            try:
+                emit(message)
+            except Terminated as exc:
+                interrupted = exc
 
     @staticmethod
     def read_config(config_path: str) -> MutableMapping[str, Any]:
@@ -306,6 +345,15 @@ class _Sync:
                 yield from self._released(pipeline, report)
             pipeline.wait_settled()
             yield from self._released(pipeline, report)
+        except Terminated as exc:
+            # The platform (or a person) stops the sync: stop reading, give the requests in flight a
+            # few seconds, echo the states that are safe, and exit non-zero with a trace.
+            pipeline.stop(exc)
+            yield from self._after_fatal(pipeline, report, timeout=TERMINATION_GRACE_SECONDS)
+            raise traced(TransientError(
+                "The sync was stopped by a termination signal (SIGTERM); the states that were safe to echo were "
+                "echoed, and the next attempt resumes from the last of them."
+            )) from None
         except CrowdTwistError as exc:
             yield from self._after_fatal(pipeline, report)
             raise traced(exc) from None
@@ -315,9 +363,11 @@ class _Sync:
         finally:
             stop.set()
 
-    def _after_fatal(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
+    def _after_fatal(
+        self, pipeline: Pipeline, report: SyncReport, timeout: float | None = None
+    ) -> Iterator[AirbyteMessage]:
         # Rows already in flight finish; states whose records all settled are still safe to echo.
-        pipeline.wait_idle_after_fatal()
+        pipeline.wait_idle_after_fatal(timeout)
         yield from self._released(pipeline, report, raise_fatal=False)
 
     def _released(

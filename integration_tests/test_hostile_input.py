@@ -181,3 +181,43 @@ def test_lost_answers_to_creates_never_turn_our_members_into_already_taken(sandb
     assert [m.state.destinationStats.recordCount for m in out if m.state is not None] == [120.0]  # type: ignore[union-attr]
     assert sandbox.request_counts()["dropped"] > 5
     assert len(sandbox.members()) == 120
+
+
+def test_sigterm_drains_echoes_the_safe_states_and_exits_non_zero(tmp_path: Path, sandbox_factory: Any) -> None:
+    import signal
+    import time
+
+    sandbox = sandbox_factory(latency_ms=50)
+    config = profile_config(sandbox, max_concurrency=2)
+    cfg, cat = _files(tmp_path, config)
+    proc = subprocess.Popen(
+        [*MAIN, "write", "--config", str(cfg), "--catalog", str(cat)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    for i in range(10):
+        proc.stdin.write(_record(_person(i)) + b"\n")
+    proc.stdin.write(_state(1) + b"\n")
+    for i in range(10, 400):  # more rows than can be written before the signal
+        proc.stdin.write(_record(_person(i)) + b"\n")
+    proc.stdin.write(_state(2) + b"\n")
+    proc.stdin.flush()
+    lines: list[dict[str, Any]] = []
+    while True:  # wait until state 1 is echoed
+        line = proc.stdout.readline()
+        assert line, "the connector ended before echoing state 1"
+        lines.append(json.loads(line))
+        if lines[-1]["type"] == "STATE":
+            break
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+    lines += [json.loads(line) for line in rest.decode().splitlines() if line.strip()]
+    assert proc.returncode != 0
+    assert elapsed < 15
+    assert [m["state"]["id"] for m in lines if m["type"] == "STATE"] == [1]  # state 2 is not safe
+    [trace] = [m for m in lines if m["type"] == "TRACE"]
+    assert "SIGTERM" in trace["trace"]["error"]["message"]
+    assert trace["trace"]["error"]["failure_type"] == "transient_error"
+    assert 10 <= len(sandbox.members()) < 400

@@ -185,11 +185,24 @@ class Pipeline:
                 self._cond.wait()
             self._raise_if_fatal()
 
-    def wait_idle_after_fatal(self) -> None:
-        """After a fatal error, wait for the rows already in flight to finish and settle."""
+    def stop(self, error: BaseException) -> None:
+        """Stop the sync from outside (e.g. SIGTERM): workers take no new row; rows in flight finish."""
+        with self._cond:
+            self._fail_locked(error)
+
+    def wait_idle_after_fatal(self, timeout: float | None = None) -> None:
+        """After a fatal error, wait for the rows already in flight to finish and settle.
+
+        ``timeout`` bounds the wait (a terminating process has seconds, not minutes); rows still in
+        flight then stay unsettled, so no state after them is echoed.
+        """
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while self._busy:
-                self._cond.wait(timeout=1.0)
+                left = 1.0 if deadline is None else min(1.0, deadline - self._clock())
+                if left <= 0:
+                    return
+                self._cond.wait(timeout=left)
 
     @property
     def fatal(self) -> BaseException | None:
