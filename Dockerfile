@@ -1,17 +1,18 @@
 # Standalone image for destination-crowdtwist (the legacy per-connector Dockerfile style that
-# out-of-tree connectors use). Only the files the install needs are copied, so a change to the
-# tests or docs does not invalidate the pip layer. integration_tests/test_install.py replays the
-# COPY and RUN pip install steps below in a fresh venv, so keep them simple (one source list per
-# COPY, destination relative to WORKDIR).
+# out-of-tree connectors use). Only the connector and the files its install needs are copied: no
+# tests, docs, scripts, and no crowdtwist_sandbox (setup.py installs the sandbox only when its
+# directory is present, i.e. in a developer checkout). A change to the tests or docs therefore does
+# not invalidate the pip layer either. integration_tests/test_install.py replays the COPY and RUN
+# pip install steps below in a fresh venv, so keep them simple (one source list per COPY,
+# destination relative to WORKDIR).
 FROM docker.io/airbyte/python-connector-base:4.0.2@sha256:9fdb1888c4264cf6fee473649ecb593f56f58e5d0096a87ee0b231777e2e3e73
 
 WORKDIR /airbyte/integration_code
 
-COPY setup.py pyproject.toml spec.json README.md main.py ./
+COPY setup.py pyproject.toml spec.json ./
 # destination_crowdtwist/spec.json is a relative symlink to ../spec.json, copied as a link and
 # resolved against the spec.json copied above; the wheel build stores the file's contents.
 COPY destination_crowdtwist ./destination_crowdtwist
-COPY crowdtwist_sandbox ./crowdtwist_sandbox
 
 RUN pip install --no-cache-dir .
 

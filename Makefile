@@ -1,7 +1,9 @@
 # Developer and CI entry points. Only python3 (3.11-3.13) must be installed: every target that
 # needs the package bootstraps .venv/ first.
 #
-#   make test    ruff, mypy, then pytest (unit_tests + integration_tests)
+#   make test    ruff, mypy, then pytest (unit_tests + integration_tests): the full run, as CI does
+#   make check   the quick loop: ruff, mypy, pytest -m "not slow" (skips the image install replay
+#                and the benchmark smoke run); run make test before you push
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
 #   make bench   benchmark driver; pass options with BENCH_ARGS="..."
 #   make lint / make typecheck / make clean / make distclean
@@ -17,10 +19,10 @@ FAKER_VENV := .venv-faker
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint typecheck pytest demo bench clean distclean
+.PHONY: help venv test check lint typecheck pytest pytest-quick demo bench clean distclean
 
 help:
-	@echo "make demo | make test | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
+	@echo "make demo | make test | make check | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
 
 venv: $(STAMP)
 
@@ -42,15 +44,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+pytest-quick: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
 test: lint typecheck pytest
 
+check: lint typecheck pytest-quick
+
 demo: $(STAMP)
-	@if [ -f scripts/demo.py ]; then \
-		$(BIN)/python scripts/demo.py; \
-	else \
-		echo "scripts/demo.py is not written yet; printing the connector's SPEC message instead."; \
-		$(BIN)/destination-crowdtwist spec; \
-	fi
+	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

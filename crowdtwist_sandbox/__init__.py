@@ -4,7 +4,7 @@
     with Sandbox(SandboxOptions(rate_limit_per_minute=600)) as sb:
         sb.base_url  # "http://127.0.0.1:PORT"
 
-Behaviour follows crowdtwist-api.md; everything marked NOT FOUND there is simulator-defined here.
+Behaviour follows docs/crowdtwist-api-notes.md; everything marked NOT FOUND there is simulator-defined here.
 """
 
 from __future__ import annotations

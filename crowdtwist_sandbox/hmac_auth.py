@@ -1,6 +1,6 @@
 r"""Server-side HMAC verification, written independently of the connector's signer.
 
-Recipe (crowdtwist-api.md §1.3, from the Apigee mediation proxy + mock; Oracle's own text unreadable)::
+Recipe (docs/crowdtwist-api-notes.md §1.3, from the Apigee mediation proxy + mock; Oracle's own text unreadable)::
 
     StringToSign = METHOD \n md5hex(raw body) \n Content-Type \n X-CT-Timestamp \n RequestURI
     signature    = Base64( lowercase-hex( HMAC-SHA256(private key, StringToSign) ) )

@@ -1,4 +1,4 @@
-"""Render stored members as CrowdTwist profile JSON (crowdtwist-api.md §2.8) and activities (§4).
+"""Render stored members as CrowdTwist profile JSON (docs/crowdtwist-api-notes.md §2.8) and activities (§4).
 
 The key set and order follow the Starter Kit's captured 200 responses; booleans are true/false,
 ``postal_code`` is a string, dates are epoch seconds. Location is derived server-side from the postal

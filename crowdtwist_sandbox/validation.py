@@ -1,4 +1,4 @@
-"""Pure request validation with CrowdTwist's documented rules (crowdtwist-api.md §2.5-2.7, §3).
+"""Pure request validation with CrowdTwist's documented rules (docs/crowdtwist-api-notes.md §2.5-2.7, §3).
 
 Every rule raises `ApiError` carrying the HTTP status and the `{"error", "message"}` envelope.
 Where the real message or status is NOT FOUND in any source, the text here is simulator-defined and

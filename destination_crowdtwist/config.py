@@ -57,7 +57,7 @@ __all__ = [
 ObjectType = Literal["user_profile", "activity_credit"]
 UnmappedFields = Literal["custom_data", "drop"]
 NullValues = Literal["skip", "send"]
-CreditVerification = Literal["replay_window", "every_row", "none"]
+CreditVerification = Literal["every_row", "replay_window", "none"]
 UpsertStrategy = Literal["auto", "update_first", "create_first"]
 # object_storage_config (S3): the format_type, flattening and compression_type values of the spec.
 StorageFormat = Literal["CSV", "JSONL"]
@@ -268,6 +268,7 @@ class ConnectorConfig:
     require_location: bool = _DEFAULTS["require_location"]
     event_id_field: str = _DEFAULTS["event_id_field"]
     credit_verification: CreditVerification = _DEFAULTS["credit_verification"]
+    credit_history_days: int = _DEFAULTS["credit_history_days"]
     ledger_path: str | None = _DEFAULTS["ledger_path"]
     award_queue_delay_seconds: float = _DEFAULTS["award_queue_delay_seconds"]
     upsert_strategy: UpsertStrategy = _DEFAULTS["upsert_strategy"]
@@ -696,6 +697,7 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         require_location=_bool(raw, "require_location"),
         event_id_field=_required_string(raw, "event_id_field", "a field name"),
         credit_verification=_choice(raw, "credit_verification"),
+        credit_history_days=_number(raw, "credit_history_days"),
         ledger_path=_string(raw, "ledger_path", "a file path"),
         award_queue_delay_seconds=_number(raw, "award_queue_delay_seconds"),
         upsert_strategy=_choice(raw, "upsert_strategy"),

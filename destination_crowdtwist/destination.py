@@ -11,7 +11,7 @@ import argparse
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from airbyte_cdk.destinations import Destination
@@ -27,12 +27,14 @@ from airbyte_cdk.models import (
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
+from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
+from destination_crowdtwist.records.limits import RecordLimits
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import (
+    BadInput,
     PatchedAirbyteMessage,
     PatchedAirbyteStateMessage,
     StateStats,
@@ -56,6 +58,37 @@ class _ReaderFailed:
         self.exc = exc
 
 
+#: How long a terminating sync lets the requests in flight finish before it echoes what is safe.
+TERMINATION_GRACE_SECONDS = 5.0
+
+
+class Terminated(Exception):
+    """Raised in the main thread by the SIGTERM handler."""
+
+
+def _as_generator(items: Iterable[AirbyteMessage]) -> Generator[AirbyteMessage, None, None]:
+    yield from items
+
+
+def _handle_sigterm() -> None:
+    import signal
+    import threading as _threading
+
+    if _threading.current_thread() is not _threading.main_thread():
+        return  # signal handlers can only be installed from the main thread (tests run write() elsewhere)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+# Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
+# count every stream), never in a STREAM state of a stream it may not belong to.
+_UNUSABLE_INPUT = StreamContext(namespace=None, name="(unusable input)", sync_mode="append")
+
+
 class DestinationCrowdtwist(Destination):
     """Airbyte destination for Oracle CrowdTwist: member profiles and activity credits."""
 
@@ -67,9 +100,59 @@ class DestinationCrowdtwist(Destination):
     def run(self, args: list[str]) -> None:
         """Run a command, writing each message as one flushed line."""
         init_uncaught_exception_handler(logger)
-        parsed_args = self.parse_args(args)
-        for message in self.run_cmd(parsed_args):
-            emit(message)
+        _handle_sigterm()
+        try:
+            parsed_args = self.parse_args(args)
+        except SystemExit as exc:
+            if exc.code in (0, None):  # --help
+                raise
+            usage_error = True
+        except Exception:  # noqa: BLE001 - the CDK raises a bare Exception("No command entered.")
+            usage_error = True
+        else:
+            usage_error = False
+        if usage_error:
+            raise traced(ConfigError(
+                "The command line is incomplete: use spec, check --config CONFIG, discover --config CONFIG or "
+                "write --config CONFIG --catalog CATALOG."
+            )) from None
+        messages = _as_generator(self.run_cmd(parsed_args))
+        interrupted: Terminated | None = None
+        while True:
+            try:
+                # A SIGTERM that lands while a message is being written is handed to the sync at the
+                # point where it yielded, so it still drains and echoes what is safe.
+                message = messages.throw(interrupted) if interrupted is not None else next(messages)
+            except StopIteration:
+                return
+            interrupted = None
+            try:
+                emit(message)
+            except Terminated as exc:
+                interrupted = exc
+
+    @staticmethod
+    def read_config(config_path: str) -> MutableMapping[str, Any]:
+        """The config file as a JSON object; a missing or malformed file is a config error, not a crash."""
+        return _read_json_object(config_path, "configuration")
+
+    def _run_write(
+        self, config: Mapping[str, Any], configured_catalog_path: str, input_stream: Any
+    ) -> Iterable[AirbyteMessage]:
+        """Like the CDK's, but a missing or malformed catalog file is a config error, not a crash."""
+        from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
+
+        raw = _read_json_object(configured_catalog_path, "configured catalog")
+        try:
+            catalog = ConfiguredAirbyteCatalogSerializer.load(raw)
+        except Exception as exc:  # noqa: BLE001 - serpyco raises several types for a bad catalog
+            raise traced(ConfigError(
+                f"The configured catalog {configured_catalog_path} is not a valid Airbyte catalog "
+                f"({type(exc).__name__})."
+            )) from None
+        logger.info("Begin writing to the destination...")
+        yield from self.write(config=config, configured_catalog=catalog, input_messages=parse_messages(input_stream))
+        logger.info("Writing complete.")
 
     def parse_args(self, args: list[str]) -> argparse.Namespace:
         """The CDK's commands, plus ``discover --config`` (data activation), which CDK 7.x lacks."""
@@ -103,13 +186,11 @@ class DestinationCrowdtwist(Destination):
 
     @staticmethod
     def _stdin() -> Any:
-        import io
         import sys
 
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-
-    def _parse_input_stream(self, input_stream: Any) -> Iterable[AirbyteMessage]:
-        return parse_messages(input_stream)
+        # Bytes, split into lines here and decoded one line at a time by parse_messages: a bad byte
+        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay).
+        return sys.stdin.buffer
 
     # -- check --------------------------------------------------------------------------------
 
@@ -155,7 +236,7 @@ class DestinationCrowdtwist(Destination):
         self,
         config: Mapping[str, Any],
         configured_catalog: ConfiguredAirbyteCatalog,
-        input_messages: Iterable[AirbyteMessage],
+        input_messages: Iterable[AirbyteMessage | BadInput],
     ) -> Iterable[AirbyteMessage]:
         """Write records to CrowdTwist; echo each state once everything before it has settled."""
         try:
@@ -174,7 +255,7 @@ class _Sync:
         self.streams = streams
         self.skipped_streams: set[StreamKey] = set()
 
-    def run(self, input_messages: Iterable[AirbyteMessage]) -> Iterator[AirbyteMessage]:
+    def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
         cfg = self.cfg
         try:
             client = client_from_config(cfg)
@@ -188,6 +269,7 @@ class _Sync:
             concurrency=cfg.max_concurrency,
             request_stats=client.request_totals,
             progress_interval=cfg.progress_interval_seconds,
+            limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
         )
         if cfg.dry_run:
             logger.warning(
@@ -214,7 +296,7 @@ class _Sync:
 
     def _drive(
         self,
-        input_messages: Iterable[AirbyteMessage],
+        input_messages: Iterable[AirbyteMessage | BadInput],
         writers: dict[str, Writer],
         pipeline: Pipeline,
         report: SyncReport,
@@ -241,7 +323,12 @@ class _Sync:
                     break
                 if isinstance(msg, _ReaderFailed):
                     raise msg.exc
-                if msg.type == Type.RECORD and msg.record is not None:
+                if isinstance(msg, BadInput):
+                    stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
+                    row = Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq)
+                    seq += 1
+                    pipeline.reject(row, msg.rejection)
+                elif msg.type == Type.RECORD and msg.record is not None:
                     key = (msg.record.namespace, msg.record.stream)
                     stream = self.streams.get(key)
                     if stream is None:
@@ -268,6 +355,15 @@ class _Sync:
                 yield from self._released(pipeline, report)
             pipeline.wait_settled()
             yield from self._released(pipeline, report)
+        except Terminated as exc:
+            # The platform (or a person) stops the sync: stop reading, give the requests in flight a
+            # few seconds, echo the states that are safe, and exit non-zero with a trace.
+            pipeline.stop(exc)
+            yield from self._after_fatal(pipeline, report, timeout=TERMINATION_GRACE_SECONDS)
+            raise traced(TransientError(
+                "The sync was stopped by a termination signal (SIGTERM); the states that were safe to echo were "
+                "echoed, and the next attempt resumes from the last of them."
+            )) from None
         except CrowdTwistError as exc:
             yield from self._after_fatal(pipeline, report)
             raise traced(exc) from None
@@ -277,9 +373,11 @@ class _Sync:
         finally:
             stop.set()
 
-    def _after_fatal(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
+    def _after_fatal(
+        self, pipeline: Pipeline, report: SyncReport, timeout: float | None = None
+    ) -> Iterator[AirbyteMessage]:
         # Rows already in flight finish; states whose records all settled are still safe to echo.
-        pipeline.wait_idle_after_fatal()
+        pipeline.wait_idle_after_fatal(timeout)
         try:
             yield from self._released(pipeline, report, raise_fatal=False)
         except CrowdTwistError:
@@ -368,6 +466,25 @@ def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) ->
 def _check_failure_message(exc: CrowdTwistError) -> str:
     """What ``check`` (and ``discover``) tell the user when the config or the connection fails."""
     return _transient_check_message(exc) if isinstance(exc, TransientError) else str(exc)
+
+
+def _read_json_object(path: str, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except OSError as exc:
+        raise traced(ConfigError(f"The {what} file {path} cannot be read ({exc.strerror}).")) from None
+    except ValueError as exc:
+        # Never quote the file: it may hold the API key.
+        raise traced(ConfigError(
+            f"The {what} file {path} is not valid JSON ({type(exc).__name__} at {getattr(exc, 'lineno', '?')}:"
+            f"{getattr(exc, 'colno', '?')})."
+        )) from None
+    if not isinstance(value, dict):
+        raise traced(ConfigError(f"The {what} file {path} must hold a JSON object, not {type(value).__name__}."))
+    return value
 
 
 def _transient_check_message(exc: TransientError) -> str:

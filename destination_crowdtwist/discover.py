@@ -266,10 +266,10 @@ def catalog_message(catalog: Mapping[str, Any]) -> dict[str, Any]:
 def read_active_activities(cfg: ConnectorConfig) -> list[dict[str, Any]]:
     """``GET /v2/activities`` with a fresh client; raises ``CrowdTwistError`` subclasses.
 
-    Throttling is reported at once (``throttle_timeout=0``) rather than waited out: a person is
+    Throttling is reported at once (``interactive``) rather than waited out: a person is
     waiting for the answer.
     """
-    client = client_from_config(cfg, throttle_timeout=0.0)
+    client = client_from_config(cfg, interactive=True)
     try:
         return client.list_activities()
     finally:

@@ -26,12 +26,16 @@ from destination_crowdtwist.writers.users import UserProfileWriter
 
 logger = logging.getLogger("airbyte")
 
+#: How long one request of a sync keeps retrying 429s before the sync gives up (throttling costs
+#: time, never rows; a program-wide limit below our budget slows the sync down instead of failing it).
+SYNC_THROTTLE_TIMEOUT = 600.0
 
-def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600.0) -> CrowdTwistClient:
+
+def client_from_config(config: ConnectorConfig, *, interactive: bool = False) -> CrowdTwistClient:
     """Build the client, auth, rate budget and PII masking from a validated ``ConnectorConfig``.
 
-    ``throttle_timeout`` bounds how long one request keeps retrying 429s (``check`` uses 0: it
-    reports the rate limit at once instead of waiting it out).
+    ``interactive`` (``check``, ``discover``): a person is waiting, so throttling and maintenance are
+    reported at once instead of being waited out as a sync does (``server_unavailable_wait_seconds``).
     """
 
     credentials = config.credentials
@@ -59,7 +63,9 @@ def client_from_config(config: ConnectorConfig, *, throttle_timeout: float = 600
         rate_budget=RateBudget(float(config.max_requests_per_minute)),
         mask_path=mask_path,
         mask_text=text_mask,
-        throttle_timeout=throttle_timeout,
+        throttle_timeout=0.0 if interactive else SYNC_THROTTLE_TIMEOUT,
+        unavailable_timeout=0.0 if interactive else float(config.server_unavailable_wait_seconds),
+        retry_after_cap=float(config.max_retry_wait_seconds),
     )
 
 
@@ -96,4 +102,11 @@ def make_report(cfg: ConnectorConfig) -> SyncReport:
             raise
         sinks.append(s3_sink)
         names.append(s3_sink.name)
-    return SyncReport(sinks=sinks, sink_names=names, log_pii=cfg.log_pii, dry_run=cfg.dry_run)
+    return SyncReport(
+        sinks=sinks,
+        sink_names=names,
+        log_pii=cfg.log_pii,
+        dry_run=cfg.dry_run,
+        stop_sample=cfg.reject_stop_sample,
+        stop_share=cfg.reject_stop_share,
+    )

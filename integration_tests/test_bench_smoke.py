@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+# About 20 s on the reference machine: make check skips it, make test runs it.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"
 

@@ -162,3 +162,62 @@ def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
     [trace] = [m["trace"] for m in parse_stdout(out.stdout) if m["type"] == "TRACE"]
     assert trace["error"]["failure_type"] == "config_error"
     assert mode in trace["error"]["message"] and "append_dedup" in trace["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "The command line is incomplete"),
+        (["bogus"], "The command line is incomplete"),
+        (["check"], "The command line is incomplete"),
+        (["check", "--config", "/nonexistent/config.json"], "cannot be read (No such file or directory)"),
+        (["check", "--config", "NOT_JSON"], "is not valid JSON"),
+        (["check", "--config", "LIST_JSON"], "must hold a JSON object, not list"),
+        (["write", "--config", "GOOD", "--catalog", "NOT_JSON"], "configured catalog file"),
+        (["write", "--config", "GOOD", "--catalog", "BAD_CATALOG"], "is not a valid Airbyte catalog"),
+    ],
+)
+def test_command_line_and_file_problems_are_config_errors_not_crashes(tmp_path, args, needle):
+    files = {
+        "NOT_JSON": "{'api_key': 'sk_live_abc'",  # must never be quoted back
+        "LIST_JSON": "[1, 2]",
+        "GOOD": json.dumps({"api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"}}),
+        "BAD_CATALOG": json.dumps({"streams": [{"stream": 5}]}),
+    }
+    argv = []
+    for arg in args:
+        if arg in files:
+            path = tmp_path / f"{arg}.json"
+            path.write_text(files[arg])
+            arg = str(path)
+        argv.append(arg)
+    proc = subprocess.run([*MAIN, *argv], capture_output=True, text=True, env=ENV, timeout=60, input="")
+    assert proc.returncode != 0
+    messages = parse_stdout(proc.stdout)
+    [trace] = [m for m in messages if m["type"] == "TRACE"]
+    assert trace["trace"]["error"]["failure_type"] == "config_error"
+    assert needle in trace["trace"]["error"]["message"]
+    assert "sk_live_abc" not in proc.stdout + proc.stderr
+
+
+def test_a_retry_is_logged_on_stdout_in_a_real_sync(tmp_path):
+    """Retries must be visible: the CDK configures only the "airbyte" logger, so the client logs under it."""
+    with Sandbox(SandboxOptions(maintenance_first_n=1)) as sb:
+        cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
+                                          "credentials": {"auth_type": "api_key", "api_key": DEFAULT_API_KEY}})
+        out = subprocess.run(
+            [*MAIN, "write", "--config", str(cfg), "--catalog", str(cat)],
+            input=record(person(1)) + "\n" + state(1) + "\n", capture_output=True, text=True, env=ENV, timeout=120,
+        )
+        counts = sb.request_counts()
+        members = sb.members()
+    assert out.returncode == 0, out.stderr[-2000:]
+    messages = parse_stdout(out.stdout)
+    retries = [m["log"] for m in messages if m["type"] == "LOG" and m["log"]["message"].startswith("Retrying")]
+    assert len(retries) == 1, [m for m in messages if m["type"] == "LOG"]
+    assert retries[0]["level"] == "INFO"
+    assert "maintenance" in retries[0]["message"]
+    assert "e1@example.com" not in retries[0]["message"]  # the member id is masked in the request line
+    assert len(members) == 1
+    assert [m["state"]["id"] for m in messages if m["type"] == "STATE"] == [1]
+    assert counts["total"] >= 2  # the 503, then the request that went through

@@ -30,7 +30,7 @@ from helpers import (
 
 from crowdtwist_sandbox import Sandbox
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
-from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
 CREDIT = "POST /v2/users/{id}/activities"
 HISTORY = "GET /v2.1/users/{id}/activity_history"
@@ -305,19 +305,20 @@ def test_ledger_pending_key_is_verified_and_absent_key_is_sent_without_lookup(sb
     fresh = {"user_id": MEMBERS[1], "activity_id": "1001", "num_points": 6, "event_id": "never-sent"}
     # A crash after sending: the credit is in CrowdTwist, the ledger says only "pending".
     run_write(credit_config(sb), catalog("append"), [record(landed), state(1)])
-    ledger = CreditLedger(path, scope=sb.base_url)
-    ledger.mark_pending("crashed-after-send")
+    ledger = CreditLedger(path, scope=ledger_scope(sb.base_url))
+    ledger.mark_pending(event_key("email", MEMBERS[0], "1001", "crashed-after-send"))
     ledger.close()
 
     before = sb.request_counts()
     # Both rows come after the first state: only the ledger decides what is verified.
-    run_write(credit_config(sb, ledger_path=path), catalog("append"), [state(2), record(landed), record(fresh), state(3)])
+    run_write(credit_config(sb, ledger_path=path, credit_verification="replay_window"), catalog("append"),
+              [state(2), record(landed), record(fresh), state(3)])
 
     assert requests_since(sb, before) == {CREDIT: 1, HISTORY: 1, "total": 3}
     assert_exactly_once(sb, [landed, fresh])
-    ledger = CreditLedger(path, scope=sb.base_url)
-    assert ledger.status("crashed-after-send") == DONE
-    assert ledger.status("never-sent") == DONE
+    ledger = CreditLedger(path, scope=ledger_scope(sb.base_url))
+    assert ledger.status(event_key("email", MEMBERS[0], "1001", "crashed-after-send")) == DONE
+    assert ledger.status(event_key("email", MEMBERS[1], "1001", "never-sent")) == DONE
     ledger.close()
 
 
@@ -343,9 +344,9 @@ def test_ledger_is_scoped_by_program(sandbox_factory: Any, tmp_path: Any) -> Non
 
     assert_exactly_once(first, data)
     assert_exactly_once(second, data)
-    ledger = CreditLedger(path, scope=second.base_url)
+    ledger = CreditLedger(path, scope=ledger_scope(second.base_url))
     assert ledger.size() == len(data)
-    assert {ledger.status(f"evt-{i}") for i in (1, 3)} == {DONE}
+    assert {ledger.status(event_key("email", MEMBERS[i], "1001", f"evt-{i}")) for i in (1, 3)} == {DONE}
     assert ledger.status("unknown") is None
     assert PENDING not in {ledger.status(f"evt-{i}") for i in (1, 3)}
     ledger.close()
@@ -437,3 +438,74 @@ def test_per_stream_states_replay_a_stream_without_state_from_its_start(sb: Sand
 
     assert state_ids(out) == [2, 3]
     assert_exactly_once(sb, [a1, a2, b1, b2])
+
+
+# -- the default policy (every_row): safe wherever the states of a replay fall --------------------------
+
+
+def _purchases(n: int) -> list[dict[str, Any]]:
+    return [
+        {"user_id": MEMBERS[i % len(MEMBERS)], "activity_id": "1001", "num_points": 1 + i % 9, "event_id": f"o-{i}"}
+        for i in range(n)
+    ]
+
+
+def _with_states(data: list[dict[str, Any]], every: int, first_id: int) -> list[AirbyteMessage]:
+    out: list[AirbyteMessage] = []
+    for i, row in enumerate(data):
+        out.append(record(row))
+        if (i + 1) % every == 0:
+            out.append(state(first_id + i // every))
+    return out
+
+
+@pytest.mark.parametrize("policy", ["default", "replay_window"])
+def test_a_replay_whose_states_fall_elsewhere_never_doubles_a_credit_by_default(sandbox: Sandbox, policy: str) -> None:
+    # Attempt 1 sends 60 rows as one segment and dies before its state; the replay sends the same rows
+    # with a state every 6 rows (sources do not promise the same state positions).
+    seeded(sandbox)
+    extra = {} if policy == "default" else {"credit_verification": "replay_window"}
+    cfg = credit_config(sandbox, max_concurrency=4, **extra)
+    data = _purchases(60)
+    attempt_1 = [*(record(r) for r in data), state(1)]
+    wait_for_all = lambda: wait_until(lambda: len(sandbox.credits()) == 60, timeout=20)  # noqa: E731
+    run_write_until_error(cfg, catalog("append"), interrupted(attempt_1, 60, before_raise=wait_for_all))
+    assert len(sandbox.credits()) == 60
+
+    run_write(cfg, catalog("append"), _with_states(data, 6, first_id=10))
+
+    doubled = len(sandbox.credits()) - 60
+    if policy == "default":
+        assert doubled == 0
+    else:
+        # Documented limit of replay_window: only rows before the replay's first state are verified.
+        assert doubled == 54
+
+
+def test_a_full_refresh_re_sending_history_credits_nothing_twice_by_default(sandbox: Sandbox) -> None:
+    seeded(sandbox)
+    cfg = credit_config(sandbox, max_concurrency=4)
+    data = _purchases(40)
+    run_write(cfg, catalog("append"), _with_states(data, 10, first_id=1))
+    assert len(sandbox.credits()) == 40
+    # The next sync re-sends all history (full refresh / reset / manual re-run) plus 5 new events.
+    out = run_write(cfg, catalog("append"), _with_states([*data, *_purchases(45)[40:]], 15, first_id=100))
+    assert len(sandbox.credits()) == 45
+    assert sandbox.request_counts()[HISTORY] <= 2 * len(MEMBERS)  # one read per distinct member per sync
+    assert [m.state.id for m in out if m.state is not None] == [100, 101, 102]  # type: ignore[attr-defined]
+
+
+def test_the_same_event_id_for_two_members_or_two_activities_is_two_events(sb: Sandbox, tmp_path: Any) -> None:
+    """event_id is scoped by member and activity: in one sync, across streams, and in the ledger."""
+    path = str(tmp_path / "ledger.sqlite")
+    data = [
+        {"user_id": MEMBERS[0], "activity_id": "1001", "event_id": "1"},
+        {"user_id": MEMBERS[1], "activity_id": "1001", "event_id": "1"},
+        {"user_id": MEMBERS[0], "activity_id": "1002", "event_id": "1"},
+    ]
+    cat = catalog("append", "purchases", extra_streams=["surveys"])
+    msgs = [record(data[0], "purchases"), record(data[1], "surveys"), record(data[2], "surveys"), state(1, None)]
+    run_write(credit_config(sb, ledger_path=path), cat, msgs)
+    assert len(sb.credits()) == 3
+    run_write(credit_config(sb, ledger_path=path), cat, msgs)  # a re-run: all three are known events
+    assert len(sb.credits()) == 3

@@ -2,7 +2,8 @@
 
 There is no Docker engine here, so this is the closest check that the image would work: the
 files the Dockerfile copies are enough for a non-editable install, the wheel carries spec.json
-as a real file (not the repository's symlink), and the console scripts start.
+as a real file (not the repository's symlink), the connector's console script starts, and the
+CrowdTwist sandbox (a test tool) is not part of the image.
 """
 
 from __future__ import annotations
@@ -20,31 +21,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from tests_support.dockerfile import dockerfile_steps
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Step:
-    """One Dockerfile instruction, continuations joined."""
-
-    instruction: str
-    args: str
-
-
-def _dockerfile_steps() -> list[Step]:
-    steps: list[Step] = []
-    pending = ""
-    for raw in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        instruction, _, args = (pending + stripped).partition(" ")
-        steps.append(Step(instruction.upper(), args.strip()))
-        pending = ""
-    return steps
 
 
 def _dockerignore_patterns() -> list[str]:
@@ -100,7 +79,7 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
 
 def _copy_steps() -> list[tuple[list[str], str]]:
     copies = []
-    for step in _dockerfile_steps():
+    for step in dockerfile_steps():
         if step.instruction in ("COPY", "ADD"):
             *sources, dest = shlex.split(step.args)
             assert not any(s.startswith("--") for s in sources), f"COPY flags are not replayed: {step.args}"
@@ -140,7 +119,7 @@ def _replay_copies(image_workdir: Path) -> None:
 
 
 def _pip_install_args() -> list[str]:
-    runs = [shlex.split(step.args) for step in _dockerfile_steps() if step.instruction == "RUN"]
+    runs = [shlex.split(step.args) for step in dockerfile_steps() if step.instruction == "RUN"]
     assert len(runs) == 1, f"only a single `RUN pip install` step can be replayed, got {runs}"
     (argv,) = runs
     assert argv[:2] == ["pip", "install"], argv
@@ -161,7 +140,7 @@ class InstalledImage:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledImage:
     base = tmp_path_factory.mktemp("image")
-    steps = _dockerfile_steps()
+    steps = dockerfile_steps()
     (workdir,) = [s.args for s in steps if s.instruction == "WORKDIR"]
     image_workdir = base / "rootfs" / workdir.lstrip("/")
     image_workdir.mkdir(parents=True)
@@ -218,8 +197,17 @@ def test_wheel_carries_spec_json_as_a_real_file(installed: InstalledImage) -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_installed_sandbox_cli_runs(installed: InstalledImage, tmp_path: Path) -> None:
-    proc = subprocess.run([str(installed.bin_dir / "crowdtwist-sandbox"), "--help"], cwd=tmp_path,
-                          env=installed.env, capture_output=True, text=True, timeout=60, check=False)
+def test_image_install_has_no_sandbox(installed: InstalledImage, tmp_path: Path) -> None:
+    assert not (installed.bin_dir / "crowdtwist-sandbox").exists()
+    assert not (installed.site_packages / "crowdtwist_sandbox").exists()
+    probe = ("import importlib.metadata, importlib.util; "
+             "dist = importlib.metadata.distribution('airbyte-destination-crowdtwist'); "
+             "print(importlib.util.find_spec('crowdtwist_sandbox') is None, "
+             "sorted({str(f).split('/')[0] for f in dist.files or []}))")
+    proc = subprocess.run([str(installed.bin_dir / "python"), "-c", probe], cwd=tmp_path, env=installed.env,
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "usage" in proc.stdout.lower()
+    not_importable, top_level = proc.stdout.strip().split(" ", 1)
+    assert not_importable == "True"
+    assert "crowdtwist_sandbox" not in top_level
+    assert "destination_crowdtwist" in top_level

@@ -3,7 +3,8 @@
 ``FakeServer`` is a tiny threaded ``http.server`` on 127.0.0.1 driven by a script: each expected
 request gets one queued action (a reply, a dropped connection, a stall). Every request is recorded
 with its raw target, headers and exact body bytes. ``verify()`` fails on an unexpected request, a
-method/path mismatch, or queued actions left unused; ``serving()`` calls it on exit (wrap it in a fixture).
+method/path mismatch, or queued actions left unused; ``serving()`` calls it on exit (wrap it in a fixture). Hostile answers are scripted too:
+``Trickle`` sends a body one byte at a time, ``Reply(chunked=True)`` sends one without Content-Length.
 
 ``ScriptedAdapter`` is a requests transport adapter with the same strictness, for failures a local
 socket cannot produce reliably (connect timeout, DNS failure).
@@ -12,6 +13,7 @@ socket cannot produce reliably (connect timeout, DNS failure).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import socket
 import struct
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+import urllib3.response
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -36,6 +39,7 @@ class Recorded:
     target: str  # raw request target: path + "?" + query, exactly as sent (not decoded)
     headers: dict[str, str]  # lower-case names
     body: bytes
+    peer_port: int = 0  # the client's source port: equal ports mean a reused (keep-alive) connection
 
     @property
     def path(self) -> str:
@@ -56,6 +60,7 @@ class Reply:
     status: int
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    chunked: bool = False  # Transfer-Encoding: chunked (no Content-Length), 1000-byte chunks
 
 
 def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -82,7 +87,16 @@ class Stall:
     seconds: float = 5.0
 
 
-Action = Reply | Drop | Stall
+@dataclass(frozen=True)
+class Trickle:
+    """Answer ``status`` with a correct Content-Length, then send ``body`` one byte every ``interval`` s."""
+
+    body: bytes
+    interval: float
+    status: int = 200
+
+
+Action = Reply | Drop | Stall | Trickle
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
             target=self.path,
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
+            peer_port=int(self.client_address[1]),
         )
         action = self.server.fake.take(recorded)
         if isinstance(action, Reply):
@@ -117,12 +132,36 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Date", self.date_time_string())
             for name, value in action.headers:
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(action.body)))
+            if action.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(action.body)))
             self.end_headers()
-            self.wfile.write(action.body)
+            try:
+                if action.chunked:
+                    for start in range(0, len(action.body), 1000):
+                        piece = action.body[start:start + 1000]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.wfile.write(action.body)
+            except OSError:  # the client stopped reading (a size cap) and closed the connection
+                self.close_connection = True
             return
         self.close_connection = True
-        if isinstance(action, Stall):
+        if isinstance(action, Trickle):
+            self.send_response_only(action.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(action.body)))
+            self.end_headers()
+            for i in range(len(action.body)):
+                if self.server.fake.released.wait(action.interval):
+                    break
+                try:
+                    self.wfile.write(action.body[i:i + 1])
+                except OSError:  # the client gave up (its deadline) and closed the connection
+                    break
+        elif isinstance(action, Stall):
             self.server.fake.released.wait(action.seconds)
         elif action.reset:
             # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
@@ -239,7 +278,11 @@ class ScriptedAdapter(BaseAdapter):
         response = requests.Response()
         response.status_code = status
         response.headers = CaseInsensitiveDict({"Content-Type": "application/json", **(rest[0] if rest else {})})
-        response._content = json.dumps(data).encode()
+        # A streamed body, as the real adapter returns with stream=True.
+        response.raw = urllib3.response.HTTPResponse(
+            body=io.BytesIO(json.dumps(data).encode()), headers=dict(response.headers), status=status,
+            preload_content=False,
+        )
         response.request = request
         response.url = request.url or ""
         return response

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from destination_crowdtwist.api.client import ApiResponse
-from destination_crowdtwist.api.errors import TransientError, UncertainOutcome
+from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StreamContext
@@ -361,3 +361,35 @@ def test_not_awarded_answer() -> None:
     writer = make_writer(client, credit_verification="none")
     r = row(BASE)
     assert settle(writer, r).kind == "not_awarded"
+
+
+# -- points bounds and default activity (hostile-input audit) ---------------------------------------------
+
+
+@pytest.mark.parametrize("points", [1e300, 10**30, 1_000_001, "2000000"])
+def test_absurd_point_values_are_rejected_before_any_request(points: Any) -> None:
+    problem = parse({**BASE, "num_points": points})
+    assert (problem.reason, problem.field) == ("validation", "num_points")
+    assert "max_points_per_credit" in problem.message
+
+
+def test_negative_points_are_refused_unless_debits_are_allowed() -> None:
+    assert "negative" in parse({**BASE, "num_points": -5}).message
+    assert parse({**BASE, "num_points": -5}, make_writer(allow_negative_points=True)).num_points == -5
+
+
+def test_the_maximum_is_configurable() -> None:
+    writer = make_writer(max_points_per_credit=50)
+    assert parse({**BASE, "num_points": 50}, writer).num_points == 50
+    assert parse({**BASE, "num_points": 51}, writer).reason == "validation"
+
+
+def test_default_activity_id_fills_rows_without_one() -> None:
+    writer = make_writer(default_activity_id="1002")
+    assert parse({"user_id": "a@example.com"}, writer).activity_id == "1002"
+    assert parse({"user_id": "a@example.com", "activity_id": "1001"}, writer).activity_id == "1001"
+
+
+def test_a_default_activity_that_is_not_active_stops_the_sync_at_start() -> None:
+    with pytest.raises(ConfigError, match="default_activity_id 4242 is not an active activity"):
+        make_writer(default_activity_id="4242")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
@@ -18,8 +20,10 @@ from fakehttp import (
     Drop,
     FakeServer,
     Recorded,
+    Reply,
     ScriptedAdapter,
     Stall,
+    Trickle,
     free_port,
     html_reply,
     json_reply,
@@ -28,14 +32,15 @@ from fakehttp import (
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient, mask_user_segment
 from destination_crowdtwist.api.errors import (
+    Action,
     ConfigError,
     CrowdTwistError,
-    RecordRejected,
     TransientError,
     UncertainOutcome,
 )
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth, content_md5, signature, string_to_sign
+from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.sync.protocol import traced
 from destination_crowdtwist.wiring import client_from_config
 
@@ -69,17 +74,25 @@ class SpyBudget:
 
 
 class Harness:
+    """Builds clients whose sleeps are recorded, not slept, on a clock that only sleeping advances."""
+
     def __init__(self) -> None:
         self.sleeps: list[float] = []
+        self.now = 0.0
         self.clients: list[CrowdTwistClient] = []
         ticks = itertools.count(1_700_000_000_000, 1500)
         self.hmac_clock: Callable[[], float] = lambda: next(ticks) / 1000
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
     def client(self, base_url: str, *, hmac: bool = False, **kwargs: Any) -> CrowdTwistClient:
         auth = HmacAuth(PUBLIC, PRIVATE, clock=self.hmac_clock) if hmac else ApiKeyAuth(API_KEY)
         kwargs.setdefault("timeout", (2.0, 2.0))
         kwargs.setdefault("rand", lambda: 0.0)
-        client = CrowdTwistClient(base_url, auth, sleep=self.sleeps.append, **kwargs)
+        kwargs.setdefault("clock", lambda: self.now)
+        client = CrowdTwistClient(base_url, auth, sleep=self.sleep, **kwargs)
         self.clients.append(client)
         return client
 
@@ -123,7 +136,7 @@ def test_get_user_request_shape_and_unknown_keys_kept_but_harmless(fake_server: 
     assert response.ok
     assert response.data["id"] == 269654579
     assert response.text is None
-    assert response.as_error() is None
+    assert response.resolution.action is Action.OK
     assert response.request_line == "GET /v2/users/a***?id_type=email"
     (req,) = fake_server.requests
     assert req.target == f"/v2/users/alice%40example.com?id_type=email&api_key={API_KEY}"
@@ -267,12 +280,17 @@ def test_html_503_maintenance_is_retried_and_reported_readably(fake_server: Fake
     assert harness.sleeps == [0.25, 0.5]
 
 
-def test_html_503_exhausted(fake_server: FakeServer, harness: Harness) -> None:
-    fake_server.expect("GET", "/v2/activities", *[html_reply(503, MAINTENANCE)] * 2)
-    client = harness.client(fake_server.url, max_retries=1)
+def test_html_503_longer_than_the_unavailable_timeout_is_a_transient_error(
+    fake_server: FakeServer, harness: Harness
+) -> None:
+    fake_server.expect("GET", "/v2/activities", *[html_reply(503, MAINTENANCE)] * 5)
+    client = harness.client(fake_server.url, max_retries=1, unavailable_timeout=2.0)
     with pytest.raises(TransientError) as info:
         client.list_activities()
+    # Backoff 0.25, 0.5, 1.0, then 2.0 cut to the 0.25 s left; the fifth 503 comes at 2.0 s and ends it.
+    assert harness.sleeps == [0.25, 0.5, 1.0, 0.25]
     assert "maintenance" in info.value.message
+    assert "Gave up after 5 attempts in 2s" in info.value.message
     assert info.value.api_message == "Scheduled Maintenance Down for maintenance"
 
 
@@ -438,11 +456,13 @@ def test_record_level_400_is_returned_for_the_caller(fake_server: FakeServer, ha
     response = harness.client(fake_server.url).create_user({"first_name": "A"})
     assert isinstance(response, ApiResponse)
     assert (response.status, response.error_code, response.error_message) == (400, body["error"], body["message"])
-    error = response.as_error()
-    assert isinstance(error, RecordRejected)
-    assert error.reason_class == "location"
-    assert error.request_line == "POST /v2/users"
-    assert error.api_message == body["message"]
+    assert response.request_line == "POST /v2/users"
+    assert response.rejection() == Rejection(
+        Reason.LOCATION,
+        "US zip code or country/city combo is required — CrowdTwist needs a location: a 5-digit postal_code for US "
+        "members, or country_code with city_id (or city_name) elsewhere. Fix the row's location fields.",
+        status=400,
+    )
     assert harness.sleeps == []
 
 
@@ -451,16 +471,19 @@ def test_returned_response_messages_are_redacted_and_masked(fake_server: FakeSer
     client = harness.client(fake_server.url, mask_text=lambda t: t.replace("alice@example.com", "a***"))
     response = client.create_user({})
     assert response.safe_message == "a*** taken ***"
-    error = response.as_error()
-    assert error is not None
-    assert_no_secret(str(error), repr(error))
+    rejection = response.rejection()
+    assert rejection.message.startswith("a*** taken *** — ")  # the masked text, never the raw one
+    assert rejection.reason is Reason.VALIDATION
+    assert_no_secret(str(rejection), repr(rejection))
+    assert "alice@example.com" not in repr(rejection)
 
 
 def test_unknown_member_404_is_returned(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("GET", "/v2/users/bob%40example.com",
                        json_reply(404, {"error": "page_not_found", "message": "User does not exist."}))
     response = harness.client(fake_server.url).get_user("bob@example.com", "email")
-    assert response.classify().reason_class == "not_found"
+    assert response.resolution.reason is Reason.NOT_FOUND
+    assert response.rejection().reason is Reason.NOT_FOUND
 
 
 # -- secrets, masking, statistics, concurrency ----------------------------------------------------
@@ -476,7 +499,7 @@ def test_api_key_never_in_any_error_text(fake_server: FakeServer, harness: Harne
     echo = f"bad key {API_KEY}"
     fake_server.expect("GET", "/v2/activities", json_reply(403, {"error": "forbidden", "message": echo}))
     fake_server.expect("POST", "/v2/users/1/activities", json_reply(500, {"message": echo}))
-    fake_server.expect("PUT", "/v2/users/1", *[json_reply(503, {"message": echo})] * 2)
+    fake_server.expect("PUT", "/v2/users/1", *[json_reply(502, {"message": echo})] * 2)
     client = harness.client(fake_server.url, max_retries=1)
     errors: list[CrowdTwistError] = []
     for call in (
@@ -496,7 +519,7 @@ def test_api_key_never_in_any_error_text(fake_server: FakeServer, harness: Harne
 
 def test_custom_mask_path_and_mask_text(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("PUT", "/v2/users/alice%40example.com",
-                       json_reply(503, {"message": "alice@example.com is locked"}))
+                       json_reply(500, {"message": "alice@example.com is locked"}))
     client = harness.client(fake_server.url, max_retries=0, mask_path=lambda p: p.replace("alice", "A"),
                             mask_text=lambda t: t.replace("alice@example.com", "<email>"))
     with pytest.raises(TransientError) as info:
@@ -551,7 +574,7 @@ def test_client_from_config_masks_ids_and_uses_api_key(fake_server: FakeServer) 
 
     cfg = parse_config({"api_base_url": fake_server.url, "credentials": {"auth_type": "api_key", "api_key": API_KEY},
                         "max_retries": 0})
-    fake_server.expect("GET", "/v2/users/john.doe%40example.com", json_reply(503, {}))
+    fake_server.expect("GET", "/v2/users/john.doe%40example.com", json_reply(500, {}))
     client = client_from_config(cfg)
     try:
         with pytest.raises(TransientError) as info:
@@ -606,6 +629,7 @@ def test_throttling_longer_than_the_throttle_timeout_is_a_transient_error(fake_s
         client.list_activities()
     assert info.value.status == 429
     assert harness.sleeps == [30.0, 30.0]
+    assert "Gave up after 3 attempts in 60s" in info.value.message
 
 
 def test_session_resolves_environment_once_and_keeps_a_configured_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -616,3 +640,234 @@ def test_session_resolves_environment_once_and_keeps_a_configured_ca_bundle(monk
         assert client._session.verify == "/etc/corp/ca.pem"
     finally:
         client.close()
+
+
+# -- one classification per answer ----------------------------------------------------------------
+
+
+def test_each_answer_is_classified_once(fake_server: FakeServer, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    import destination_crowdtwist.api.client as client_module
+
+    calls: list[int] = []
+    real = client_module.classify_response
+
+    def counting(status: int, *args: Any, **kwargs: Any) -> Any:
+        calls.append(status)
+        return real(status, *args, **kwargs)
+
+    monkeypatch.setattr(client_module, "classify_response", counting)
+    fake_server.expect("POST", "/v2/users", json_reply(400, {"message": "Invalid activity"}))
+    response = harness.client(fake_server.url).create_user({})
+    assert not response.ok
+    assert response.resolution.action is Action.REJECT
+    assert response.rejection().reason is Reason.INVALID_ACTIVITY
+    assert response.rejection().reason is Reason.INVALID_ACTIVITY
+    assert calls == [400]
+
+
+def test_rejection_without_a_crowdtwist_message_is_the_hint_alone() -> None:
+    response = ApiResponse(404, {"error": "page_not_found"}, {}, endpoint="GET /v2/users/{user_id}")
+    assert response.rejection() == Rejection(Reason.NOT_FOUND, response.resolution.hint, status=404)
+
+
+def test_rejection_of_an_answer_that_is_no_refusal_is_a_programming_error() -> None:
+    for response in (ApiResponse(200, {}, {}), ApiResponse(403, {}, {})):
+        with pytest.raises(ValueError, match="not a row-level refusal"):
+            response.rejection()
+
+
+def test_a_staged_resolution_is_kept() -> None:
+    response = ApiResponse(200, {}, {}, resolution=ApiResponse(404, {}, {}).resolution)
+    assert response.rejection().reason is Reason.NOT_FOUND
+
+
+# -- a 2xx that is not JSON is no success (issue 12, item 7) ----------------------------------------
+
+
+def test_2xx_html_page_is_retried_not_taken_for_success(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", html_reply(200, "<html><body>Please log in to the proxy</body></html>"),
+                       json_reply(200, [{"id": "1"}]))
+    assert harness.client(fake_server.url).list_activities() == [{"id": "1"}]
+    assert harness.sleeps == [0.25]
+
+
+def test_2xx_not_json_exhausted_is_a_transient_error(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("PUT", "/v2/users/1", *[Reply(200, b"OK", (("Content-Type", "text/plain"),))] * 2)
+    with pytest.raises(TransientError, match="not JSON") as info:
+        harness.client(fake_server.url, max_retries=1).update_user("1", "id", {"first_name": "A"})
+    assert type(info.value) is TransientError
+    assert info.value.api_message == "OK"
+    assert "Gave up after 2 attempts" in info.value.message
+
+
+def test_2xx_html_to_a_credit_is_uncertain(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/1/activities", html_reply(200, MAINTENANCE))
+    with pytest.raises(UncertainOutcome, match="HTTP 200"):
+        harness.client(fake_server.url).credit_activity("1", "id", {"activity_id": "1"})
+    assert len(fake_server.requests) == 1
+
+
+def test_empty_2xx_body_is_success(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("PUT", "/v2/users/1", Reply(204))
+    response = harness.client(fake_server.url).update_user("1", "id", {"first_name": "A"})
+    assert (response.ok, response.data, response.text) == (True, None, None)
+
+
+# -- Retry-After is capped (C9) ---------------------------------------------------------------------
+
+
+def test_retry_after_of_an_hour_is_capped_for_the_request_and_the_budget(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "3600"}), json_reply(200, []))
+    budget = SpyBudget()
+    harness.client(fake_server.url, rate_budget=budget).list_activities()
+    assert harness.sleeps == [60.0]
+    assert ("throttled", 60.0) in budget.calls  # the shared pause is capped too: no worker waits an hour
+
+
+def test_retry_after_date_a_year_away_is_capped(fake_server: FakeServer, harness: Harness) -> None:
+    server_now = 1_700_000_000
+    headers = {"Retry-After": formatdate(server_now + 365 * 86400, usegmt=True), "Date": formatdate(server_now, usegmt=True)}
+    fake_server.expect("PUT", "/v2/users/1", json_reply(503, {}, headers), json_reply(200, PROFILE))
+    harness.client(fake_server.url, retry_after_cap=5.0).update_user("1", "id", {"first_name": "A"})
+    assert harness.sleeps == [5.0]
+
+
+def test_capped_retry_after_still_respects_the_time_bound(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", *[json_reply(429, {}, {"Retry-After": "3600"})] * 3)
+    with pytest.raises(TransientError, match="Gave up after 3 attempts in 100s"):
+        harness.client(fake_server.url, throttle_timeout=100.0).list_activities()
+    assert harness.sleeps == [60.0, 40.0]
+
+
+# -- a total deadline per attempt (C10) -------------------------------------------------------------
+
+
+def test_trickling_answer_hits_the_attempt_deadline_and_is_retried(fake_server: FakeServer, harness: Harness) -> None:
+    # One byte every 0.1 s: every socket read succeeds well within the 2 s read timeout, so only the
+    # attempt deadline (real clock here) can stop it.
+    fake_server.expect("GET", "/v2/users/1", Trickle(json.dumps(PROFILE).encode(), 0.1), json_reply(200, PROFILE))
+    client = harness.client(fake_server.url, clock=time.monotonic, attempt_deadline=0.3)
+    started = time.monotonic()
+    assert client.get_user("1", "id").status == 200
+    assert time.monotonic() - started < 1.5
+    assert harness.sleeps == [0.25]
+    assert client.stats.snapshot().connection_errors == 1
+
+
+def test_trickling_answer_to_a_credit_is_uncertain(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/1/activities", Trickle(b'{"awarded": true}', 0.1))
+    client = harness.client(fake_server.url, clock=time.monotonic, attempt_deadline=0.3)
+    with pytest.raises(UncertainOutcome, match=r"no complete answer within 0\.3s"):
+        client.credit_activity("1", "id", {"activity_id": "1"})
+    assert len(fake_server.requests) == 1
+
+
+def test_attempt_deadline_defaults_to_connect_plus_read_timeout(harness: Harness) -> None:
+    client = harness.client("https://api1.crowdtwist.com", timeout=(2.0, 5.0))
+    assert client._attempt_deadline == 7.0
+    with pytest.raises(ValueError, match="attempt_deadline"):
+        harness.client("https://api1.crowdtwist.com", attempt_deadline=0.0)
+
+
+# -- bodies are streamed and capped (C11) -----------------------------------------------------------
+
+
+def test_oversized_answer_is_a_server_error_and_never_read(fake_server: FakeServer, harness: Harness) -> None:
+    big = json.dumps([{"id": str(i)} for i in range(200)]).encode()
+    assert len(big) > 1000
+    fake_server.expect("GET", "/v2/activities", Reply(200, big), Reply(200, big))
+    with pytest.raises(TransientError, match="larger than 1,000 bytes") as info:
+        harness.client(fake_server.url, max_retries=1, max_body_bytes=1000).list_activities()
+    assert type(info.value) is TransientError
+    assert "Gave up after 2 attempts" in info.value.message
+
+
+def test_oversized_chunked_answer_to_a_credit_is_uncertain(fake_server: FakeServer, harness: Harness) -> None:
+    # No Content-Length: the cap is enforced while reading, after a little more than the limit.
+    fake_server.expect("POST", "/v2/users/1/activities", Reply(200, b" " * 200_000 + b"{}", chunked=True))
+    with pytest.raises(UncertainOutcome, match="larger than 1,000 bytes"):
+        harness.client(fake_server.url, max_body_bytes=1000).credit_activity("1", "id", {"activity_id": "1"})
+
+
+def test_answer_at_the_cap_and_chunked_answers_are_read(fake_server: FakeServer, harness: Harness) -> None:
+    exact = json.dumps({"pad": "x" * 990}).encode()
+    assert len(exact) == 1001
+    fake_server.expect("GET", "/v2/users/1", Reply(200, exact, (("Content-Type", "application/json"),)))
+    fake_server.expect("GET", "/v2/users/2", Reply(200, exact, (("Content-Type", "application/json"),), chunked=True))
+    client = harness.client(fake_server.url, max_body_bytes=1001)
+    assert client.get_user("1", "id").data == {"pad": "x" * 990}
+    assert client.get_user("2", "id").data == {"pad": "x" * 990}
+
+
+def test_streamed_answers_keep_the_connection_alive(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", None, json_reply(200, PROFILE), json_reply(404, {"message": "User does not exist."}),
+                       json_reply(200, PROFILE))
+    client = harness.client(fake_server.url)
+    for user in ("1", "2", "3"):
+        client.get_user(user, "id")
+    assert len({req.peer_port for req in fake_server.requests}) == 1
+
+
+# -- 503 / maintenance is waited out, bounded by time (C13) -----------------------------------------
+
+
+def test_503s_beyond_max_retries_are_waited_out(fake_server: FakeServer, harness: Harness) -> None:
+    replies = [html_reply(503, MAINTENANCE)] * 3 + [json_reply(503, {})] * 4 + [json_reply(200, PROFILE)]
+    fake_server.expect("PUT", "/v2/users/1", *replies)
+    client = harness.client(fake_server.url, max_retries=1)
+    assert client.update_user("1", "id", {"first_name": "A"}).status == 200
+    assert harness.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]  # capped backoff, jitter 0
+    assert client.stats.snapshot().retries == 7
+
+
+def test_503_waits_default_to_the_throttle_timeout_when_it_is_smaller(fake_server: FakeServer, harness: Harness) -> None:
+    # check() builds its client with throttle_timeout=0: it reports maintenance at once.
+    fake_server.expect("GET", "/v2/activities", html_reply(503, MAINTENANCE))
+    with pytest.raises(TransientError, match="maintenance"):
+        harness.client(fake_server.url, throttle_timeout=0.0).list_activities()
+    assert harness.sleeps == []
+
+
+def test_503_to_a_credit_is_uncertain(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/1/activities", html_reply(503, MAINTENANCE))
+    with pytest.raises(UncertainOutcome, match="HTTP 503"):
+        harness.client(fake_server.url).credit_activity("1", "id", {"activity_id": "1"})
+
+
+# -- logging reaches the CDK's logger ----------------------------------------------------------------
+
+
+def test_retries_log_on_a_child_of_the_airbyte_logger(
+    fake_server: FakeServer, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_server.expect("GET", "/v2/users/1", json_reply(500, {}), json_reply(429, {}), json_reply(200, PROFILE))
+    with caplog.at_level(logging.DEBUG, logger="airbyte"):
+        harness.client(fake_server.url).get_user("1", "id")
+    retries = [r for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert [(r.name, r.levelno) for r in retries] == [
+        ("airbyte.crowdtwist", logging.INFO),  # the 500
+        ("airbyte.crowdtwist", logging.DEBUG),  # the 429: routine, the rate budget reports it
+    ]
+    assert "retry 1 of 3" in retries[0].getMessage()
+    # The CDK sets the level of "airbyte" only; a child inherits it, a module-named logger would not.
+    assert logging.getLogger("airbyte.crowdtwist").parent is logging.getLogger("airbyte")
+
+
+def test_oversized_content_length_is_refused_before_reading_the_body(fake_server: FakeServer, harness: Harness) -> None:
+    # The body would take 1000 s to arrive: only refusing on the announced length is this fast.
+    fake_server.expect("POST", "/v2/users/1/activities", Trickle(b" " * 2000, 0.5))
+    client = harness.client(fake_server.url, clock=time.monotonic, max_body_bytes=1000, attempt_deadline=5.0)
+    started = time.monotonic()
+    with pytest.raises(UncertainOutcome, match="larger than 1,000 bytes"):
+        client.credit_activity("1", "id", {"activity_id": "1"})
+    assert time.monotonic() - started < 0.4
+
+
+def test_hmac_debug_line_masks_the_member_id(fake_server: FakeServer, harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    fake_server.expect("GET", "/v2/users/alice%40example.com", json_reply(200, PROFILE))
+    with caplog.at_level(logging.DEBUG, logger="airbyte"):
+        harness.client(fake_server.url, hmac=True).get_user("alice@example.com", "email")
+    [line] = [r for r in caplog.records if "string-to-sign" in r.getMessage()]
+    assert line.name == "airbyte.crowdtwist"
+    assert "/v2/users/a***?id_type=email" in line.getMessage()
+    assert "alice" not in line.getMessage() and PRIVATE not in line.getMessage()

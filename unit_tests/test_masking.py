@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from destination_crowdtwist.records.masking import (
+    HARMLESS_FIELDS,
     MASK,
     PII_FIELDS,
     SECRET_FIELDS,
@@ -29,6 +30,11 @@ from destination_crowdtwist.records.masking import (
         ("not-an-email", "no***il"),  # no @: masked as a whole
         ("@example.com", "@e***om"),
         ("abc", "***"),
+        ("alice%40example.com", "a***%40e***.com"),  # percent-encoded @ kept as written
+        ("alice%2540example.com", "a***%2540e***.com"),
+        ("alice@example.c0m2125551234", "a***@e***.***"),  # not a TLD: masked too
+        ("alice@example.com 2125551234", "al***34"),  # not one email: masked as a whole
+        ("jöhn@exämple.de", "j***@e***.de"),
     ],
 )
 def test_mask_email(email: str, masked: str) -> None:
@@ -70,6 +76,12 @@ def test_mask_phone(phone: str, masked: str) -> None:
         ("janed", "username", "j***d"),  # 5-7 chars: 1 each side
         ("1234567", "id", "1***7"),
         ("abcd", "third_party_id", "***"),  # short: fully masked
+        ("tp123442", "third_party_id", "tp***42"),  # 8+: 2 kept each side, still useful in a summary
+        ("abcdefgh", "username", "ab***gh"),
+        ("abcdefg", "username", "a***g"),  # 7
+        ("abcde", "username", "a***e"),  # 5
+        ("jane@example.com", "third_party_id", "j***@e***.com"),  # an email is masked as one, any id_type
+        ("jane%40example.com", "username", "j***%40e***.com"),
         ("", "id", "***"),
         (None, "id", "***"),
     ],
@@ -138,9 +150,9 @@ def test_mask_record_masks_each_pii_field_by_type() -> None:
         "third_party_id": "CR***42",
         "password": MASK,
         "facebook_access_token": MASK,
-        "receive_email_updates": 1,  # not PII: unchanged
-        "activity_id": 123,
-        "tier": "gold",
+        "receive_email_updates": 1,  # a short number in a field not named personal: unchanged
+        "activity_id": 123,  # allow-listed
+        "tier": MASK,  # unknown string: masked whole (a first letter would give an enum away)
     }
 
 
@@ -160,9 +172,9 @@ def test_mask_record_is_recursive() -> None:
         "extra_data": [[{"Last_Name": "Doe"}]],
     }
     assert mask_record(record) == {
-        "contact": {"email": "j***@e***.com", "phone": "***1234", "kind": "home"},
-        "people": [{"first_name": "J***"}, {"first_name": "J***", "role": "spouse"}],
-        "custom_data": {"password_hint": MASK, "tier": "gold"},
+        "contact": {"email": "j***@e***.com", "phone": "***1234", "kind": MASK},
+        "people": [{"first_name": "J***"}, {"first_name": "J***", "role": MASK}],
+        "custom_data": {"password_hint": MASK, "tier": MASK},
         "extra_data": [[{"Last_Name": "D***"}]],  # keys match case-insensitively
     }
 
@@ -185,7 +197,7 @@ def test_mask_record_extra_pii_fields() -> None:
     assert mask_record(record, extra_pii_fields=("loyalty_card", "favourite_store")) == {
         "loyalty_card": "6***",
         "Favourite_Store": "S***",
-        "tier": "gold",
+        "tier": MASK,
     }
 
 
@@ -225,3 +237,138 @@ def test_mask_text_is_idempotent(text: str) -> None:
     assert mask_text(once) == once
     assert "john" not in once
     assert "2125551234" not in once
+
+
+# -- issue 12 D16: values that reached the rejected-records file unmasked ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "masked"),
+    [
+        ({"telephone": "212-555-1234"}, {"telephone": "***1234"}),
+        ({"work_email": "jane@work.example.com"}, {"work_email": "j***@w***.com"}),
+        ({"home_phone": "+44 20 7946 0958"}, {"home_phone": "***0958"}),
+        ({"ssn": "123-45-6789"}, {"ssn": "1***"}),
+        ({"street": "1 Main St"}, {"street": "1***"}),
+        ({"api_key": "ak_live_0123456789abcdef"}, {"api_key": MASK}),
+        ({"apiKey": "ak_live_0123456789abcdef"}, {"apiKey": MASK}),
+        ({"X-API-Key": "ak_live_0123456789abcdef"}, {"X-API-Key": MASK}),
+        ({"contact": {"emailAddress": "jane@example.com"}}, {"contact": {"emailAddress": "j***@e***.com"}}),
+        ({"notes": "call Jane at 212-555-1234 or jane@example.com"}, {"notes": MASK}),
+    ],
+)
+def test_reported_leaks_are_masked(record: dict[str, Any], masked: dict[str, Any]) -> None:
+    assert mask_record(record) == masked
+
+
+@pytest.mark.parametrize(
+    ("record", "masked"),
+    [
+        # Unknown fields: emails and phones keep their recognisable masks, other strings vanish.
+        ({"contact_info": "jane@example.com"}, {"contact_info": "j***@e***.com"}),
+        ({"secondary": "alice%40example.com"}, {"secondary": "a***%40e***.com"}),
+        ({"other": "(212) 555-1234"}, {"other": "***1234"}),
+        ({"other": 2125551234}, {"other": "***1234"}),  # a number with 7+ digits may be a phone
+        ({"other": 2125551234.0}, {"other": "***2340"}),
+        ({"gender": "female"}, {"gender": MASK}),
+        ({"notes": ""}, {"notes": ""}),  # blank reveals nothing
+        ({"notes": "  "}, {"notes": "  "}),
+        # Lists and nesting: every element judged by its shape.
+        ({"emails": ["a.b@example.com", "2125551234", "x"]}, {"emails": ["a***@e***.com", "***1234", MASK]}),
+        ({"a": [{"b": {"c": "jane@example.com"}}]}, {"a": [{"b": {"c": "j***@e***.com"}}]}),
+        # Booleans and short numbers stay, unless the field name says personal.
+        (
+            {"points_balance": 1200, "is_vip": True, "ratio": 0.5},
+            {"points_balance": 1200, "is_vip": True, "ratio": 0.5},
+        ),
+        (
+            {"zipcode": 94111, "birth_year": 1980, "home_latitude": 51.5},
+            {"zipcode": MASK, "birth_year": MASK, "home_latitude": MASK},
+        ),
+        # Keys are masked too: a map keyed by email or phone.
+        ({"jane@example.com": "primary"}, {"j***@e***.com": MASK}),
+        ({"2125551234": 1}, {"***1234": 1}),
+        ({"alice@example.com": 1, "adam@example.com": 2}, {"a***@e***.com": 1, "a***@e***.com #2": 2}),
+    ],
+)
+def test_unknown_fields_are_masked_by_shape(record: dict[str, Any], masked: dict[str, Any]) -> None:
+    assert mask_record(record) == masked
+
+
+@pytest.mark.parametrize(
+    ("record", "masked"),
+    [
+        ({"activity_id": "signup", "num_points": 100}, {"activity_id": "signup", "num_points": 100}),
+        ({"ActivityId": 42}, {"ActivityId": 42}),  # names are normalised
+        ({"activity_date": "2024-01-31T10:00:00Z"}, {"activity_date": "2024-01-31T10:00:00Z"}),
+        ({"event_id": "ORD-1001"}, {"event_id": "ORD-1001"}),
+        (
+            {"created_at": "2024-01-31 10:00:00", "updated_at": None},
+            {"created_at": "2024-01-31 10:00:00", "updated_at": None},
+        ),
+        # Emails and phones are masked in allow-listed fields too.
+        ({"event_id": "order-for-jane@example.com"}, {"event_id": "o***@e***.com"}),
+        ({"event_id": "call 2125551234"}, {"event_id": "call ***1234"}),
+        ({"event_id": 2125551234}, {"event_id": "***1234"}),
+        ({"activity_date": 1706659200}, {"activity_date": "***9200"}),  # an epoch is not told from a phone
+        # Airbyte metadata: kept (as a tree); the raw-table record column is not metadata.
+        (
+            {"_airbyte_meta": {"changes": [{"field": "email", "change": "NULLED", "reason": "SOURCE_ERROR"}]}},
+            {"_airbyte_meta": {"changes": [{"field": "email", "change": "NULLED", "reason": "SOURCE_ERROR"}]}},
+        ),
+        (
+            {"_airbyte_data": {"first_name": "Jane", "tier": "gold"}},
+            {"_airbyte_data": {"first_name": "J***", "tier": MASK}},
+        ),
+        # A harmless parent does not unmask personal or secret children.
+        (
+            {"_airbyte_meta": {"email": "jane@example.com", "token": "t0k3n-abcdef"}},
+            {"_airbyte_meta": {"email": "j***@e***.com", "token": MASK}},
+        ),
+    ],
+)
+def test_harmless_fields_stay_readable_but_not_their_emails_or_phones(
+    record: dict[str, Any], masked: dict[str, Any]
+) -> None:
+    assert mask_record(record) == masked
+
+
+def test_harmless_fields_documented_choice() -> None:
+    assert {"activity_id", "num_points", "activity_date", "event_id"} <= HARMLESS_FIELDS
+    assert not HARMLESS_FIELDS & PII_FIELDS
+    assert "airbyte_data" not in HARMLESS_FIELDS  # holds the whole record in raw tables
+    assert not any("birth" in name or "email" in name or "phone" in name for name in HARMLESS_FIELDS)
+
+
+def test_mask_record_harmless_fields_argument() -> None:
+    record = {"order_ref": "ORD-1001", "orderRef": "ORD-1002", "tier": "gold"}
+    assert mask_record(record) == {"order_ref": MASK, "orderRef": MASK, "tier": MASK}
+    assert mask_record(record, harmless_fields=("order_ref",)) == {
+        "order_ref": "ORD-1001",
+        "orderRef": "ORD-1002",
+        "tier": MASK,
+    }
+    # Known personal fields cannot be declared harmless.
+    assert mask_record({"email": "jane@example.com"}, harmless_fields=("email",)) == {"email": "j***@e***.com"}
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("GET /v2/users/alice%40example.com?id_type=email", "GET /v2/users/a***%40e***.com?id_type=email"),
+        ("users/alice%2540example.com", "users/a***%2540e***.com"),  # encoded twice
+        ("?email=jane@example.com&x=1", "?email=j***@e***.com&x=1"),
+        ("write to jöhn@exämple.de.", "write to j***@e***.de."),
+        ("call +44 20 7946 0958 today", "call ***0958 today"),
+        ("q=%2B1%20%28212%29%20555-1234&x=1", "q=***1234&x=1"),
+        ("tel:2125551234", "tel:***1234"),
+        ("ID2125551234x", "ID***1234x"),
+        ("at 2024-01-31 10:00:00 ok", "at 2024-01-31 10:00:00 ok"),
+        ("at 2024-01-31T10:00:00.123456+00:00", "at 2024-01-31T10:00:00.123456+00:00"),
+        ("on 2024-01-31 2125551234", "on ***1234"),  # a phone next to a date: masked with it
+        ("version 1.2.3, code 404", "version 1.2.3, code 404"),
+    ],
+)
+def test_mask_text_catches_encoded_and_international_forms(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+    assert mask_text(masked) == masked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import os
 import re
@@ -18,6 +19,8 @@ import pytest
 import yaml
 from airbyte_cdk.models import ConnectorSpecificationSerializer
 from airbyte_cdk.test.standard_tests._spec_lint import find_secret_marking_errors
+
+from tests_support.dockerfile import Step, instruction_args, parse_dockerfile
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "spec.json"
@@ -45,29 +48,8 @@ def _setup_version() -> str:
     return version
 
 
-def _dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs of the Dockerfile, with continuations joined and comments dropped."""
-    lines: list[str] = []
-    pending = ""
-    for raw in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
-        stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        lines.append(pending + stripped)
-        pending = ""
-    assert not pending, "Dockerfile ends in a line continuation"
-    out = []
-    for line in lines:
-        instruction, _, args = line.partition(" ")
-        out.append((instruction.upper(), args.strip()))
-    return out
-
-
 def _docker(instruction: str) -> list[str]:
-    return [args for name, args in _dockerfile_instructions() if name == instruction]
+    return instruction_args(instruction)
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +175,9 @@ def test_dockerfile_entrypoint_is_the_connector_console_script(metadata: dict[st
     command = json.loads(entrypoint)  # exec form, so signals reach the connector
     connector_name = metadata["data"]["dockerRepository"].split("/")[-1]
     assert command == [connector_name]
-    scripts = _setup_keywords()["entry_points"]["console_scripts"]
-    assert f"{connector_name}=destination_crowdtwist.run:run" in scripts
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")
+               if ep.dist is not None and ep.dist.name == "airbyte-destination-crowdtwist"}
+    assert scripts.get(connector_name) == "destination_crowdtwist.run:run"
     envs = " ".join(_docker("ENV"))
     # The platform wraps the command found in AIRBYTE_ENTRYPOINT.
     assert f'AIRBYTE_ENTRYPOINT="{connector_name}"' in envs
@@ -202,10 +185,46 @@ def test_dockerfile_entrypoint_is_the_connector_console_script(metadata: dict[st
     assert any(re.fullmatch(r"pip install (--no-cache-dir )?\.", run) for run in _docker("RUN"))
 
 
-def test_dockerignore_keeps_venv_tests_and_caches_out() -> None:
+def test_dockerignore_keeps_venv_tests_sandbox_and_caches_out() -> None:
     patterns = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
-    for pattern in (".venv", "unit_tests", "integration_tests", "**/__pycache__", ".pytest_cache"):
+    for pattern in (".venv", "unit_tests", "integration_tests", "tests_support", "crowdtwist_sandbox",
+                    "**/__pycache__", ".pytest_cache"):
         assert pattern in patterns
+
+
+def test_the_image_copies_the_connector_and_its_install_files_only() -> None:
+    copied = {source for args in _docker("COPY") for source in args.split()[:-1]}
+    assert copied == {"setup.py", "pyproject.toml", "spec.json", "destination_crowdtwist"}
+
+
+def test_a_developer_install_has_the_sandbox_and_its_console_script() -> None:
+    """setup.py installs crowdtwist_sandbox whenever the checkout has it (the image build does not)."""
+    dist = importlib.metadata.distribution("airbyte-destination-crowdtwist")
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    assert scripts == {
+        "destination-crowdtwist": "destination_crowdtwist.run:run",
+        "crowdtwist-sandbox": "crowdtwist_sandbox.cli:main",
+    }
+    assert (Path(sys.executable).parent / "crowdtwist-sandbox").exists(), "run `make venv` first"
+
+
+def test_dockerfile_parser_joins_continuations_and_skips_comments() -> None:
+    text = (
+        "# syntax comment\n"
+        "FROM base:1\n"
+        "\n"
+        "run pip install \\\n"
+        "    --no-cache-dir \\\n"
+        "    .\n"
+        'ENTRYPOINT ["x"]\n'
+    )
+    assert parse_dockerfile(text) == [
+        Step("FROM", "base:1"),
+        Step("RUN", "pip install --no-cache-dir ."),
+        Step("ENTRYPOINT", '["x"]'),
+    ]
+    with pytest.raises(ValueError, match="continuation"):
+        parse_dockerfile("FROM a\nRUN x \\\n")
 
 
 # --- Makefile / CI ---------------------------------------------------------------------------------
@@ -237,6 +256,35 @@ def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp
     assert create < install < stamp < ruff < mypy < position(f"{venv}/bin/pytest")
 
 
+def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    check = [line.strip() for line in _make_dry_run(venv, "check").splitlines()]
+    commands = [f"{venv}/bin/ruff check .", f"{venv}/bin/mypy", f'{venv}/bin/pytest -m "not slow"']
+    assert [line for line in check if line in commands] == commands
+    # make test stays the full run.
+    assert f"{venv}/bin/pytest" in [line.strip() for line in _make_dry_run(venv, "test").splitlines()]
+
+
+def _marked_slow(node: ast.expr) -> bool:
+    return ast.unparse(node) in ("pytest.mark.slow", "[pytest.mark.slow]")
+
+
+def test_slow_marker_covers_every_test_using_the_install_replay_or_the_bench_run() -> None:
+    """make check skips `slow`; these fixtures take most of the suite's time (a venv install, a bench run)."""
+    expensive = {"installed", "bench"}
+    users = []
+    for name in ("integration_tests/test_install.py", "integration_tests/test_bench_smoke.py"):
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        module_slow = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+                          and _marked_slow(n.value) for n in tree.body)
+        for fn in tree.body:
+            if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_") \
+                    and expensive & {a.arg for a in fn.args.args}:
+                users.append(fn.name)
+                assert module_slow or any(_marked_slow(d) for d in fn.decorator_list), f"{name}::{fn.name}"
+    assert len(users) >= 4, users
+
+
 def test_make_reinstalls_only_when_packaging_files_are_newer_than_the_stamp(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     venv.mkdir()
@@ -249,15 +297,16 @@ def test_make_reinstalls_only_when_packaging_files_are_newer_than_the_stamp(tmp_
     assert "pip install" in _make_dry_run(venv, "test")
 
 
-def test_make_demo_falls_back_to_spec_and_bench_passes_args(tmp_path: Path) -> None:
+def test_make_demo_runs_the_demo_script_and_bench_passes_args(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     venv.mkdir()
     future = time.time() + 3600
     (venv / ".installed").touch()
     os.utime(venv / ".installed", (future, future))
-    demo = _make_dry_run(venv, "demo")
-    assert "scripts/demo.py" in demo
-    assert "destination-crowdtwist spec" in demo
+    # -C makes make print "Entering/Leaving directory" lines; the rest is the recipe.
+    demo = [line for line in _make_dry_run(venv, "demo").splitlines() if not line.startswith("make")]
+    assert demo == [f"{venv}/bin/python scripts/demo.py"]
+    assert (ROOT / "scripts" / "demo.py").is_file()
     proc = subprocess.run(
         ["make", "-n", "-C", str(ROOT), f"VENV={venv}", "bench", "BENCH_ARGS=--rows 10"],
         capture_output=True, text=True, timeout=30, check=False,

@@ -1,13 +1,22 @@
-"""Pure retry policy: exact delay sequences with injected randomness, Retry-After parsing."""
+"""Pure retry decisions as a table, exact delay sequences with injected randomness, Retry-After parsing."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from destination_crowdtwist.api.retry import (
+    Decision,
+    GiveUp,
+    Outcome,
+    Retry,
     RetryPolicy,
+    Tally,
+    Uncertain,
     add_jitter,
     backoff_delay,
+    decide,
     exponential_delay,
     parse_retry_after,
 )
@@ -57,20 +66,104 @@ def test_backoff_delay_combines_both() -> None:
     ]
 
 
-def test_policy_defaults_and_exact_sequence_then_give_up() -> None:
-    policy = RetryPolicy()
-    assert (policy.max_retries, policy.base, policy.cap, policy.retry_after_cap) == (3, 0.5, 30.0, 60.0)
-    delays = [policy.next_delay(n, retry_after=None, rand=lambda: 0.0) for n in (1, 2, 3, 4)]
-    assert delays == [0.25, 0.5, 1.0, None]
+UNREACHABLE = Outcome(status=None, maybe_sent=False)  # refused, DNS, connect timeout
+LOST = Outcome(status=None, maybe_sent=True)  # read timeout, dropped connection, attempt deadline
+POLICY = RetryPolicy()  # max_retries 3, base 0.5, cap 30, retry_after_cap 60, 429: 600 s, 503: 300 s, wait_cap 16
 
 
-def test_policy_honours_retry_after_within_cap() -> None:
-    policy = RetryPolicy()
-    assert policy.next_delay(1, retry_after=7.0, rand=lambda: 0.0) == 7.0
-    assert policy.next_delay(2, retry_after=0.0, rand=lambda: 0.0) == 0.0
-    assert policy.next_delay(1, retry_after=3600.0, rand=lambda: 0.0) == 60.0
-    assert policy.next_delay(4, retry_after=1.0, rand=lambda: 0.0) is None
+def summary(decision: Decision) -> tuple[Any, ...]:
+    if isinstance(decision, Retry):
+        return ("retry", decision.delay, decision.tally)
+    if isinstance(decision, GiveUp):
+        return ("give up", decision.reason)
+    assert isinstance(decision, Uncertain)
+    return ("uncertain",)
 
 
-def test_policy_with_zero_retries_never_retries() -> None:
-    assert RetryPolicy(max_retries=0).next_delay(1, retry_after=None, rand=lambda: 0.5) is None
+# (id, outcome, tally before, seconds since the first failure, idempotent, expected summary); rand() = 0
+DECISIONS = [
+    # Nothing was sent: safe for any request, counted against max_retries.
+    ("unreachable credit", UNREACHABLE, Tally(), 0.0, False, ("retry", 0.25, Tally(1, 0))),
+    ("unreachable third retry", UNREACHABLE, Tally(2, 0), 9.0, True, ("retry", 1.0, Tally(3, 0))),
+    ("unreachable exhausted", UNREACHABLE, Tally(3, 0), 9.0, False, ("give up", "Gave up after 4 attempts.")),
+    # May have been applied: only idempotent requests are repeated.
+    ("lost idempotent", LOST, Tally(1, 0), 1.0, True, ("retry", 0.5, Tally(2, 0))),
+    ("lost credit", LOST, Tally(), 0.0, False, ("uncertain",)),
+    ("lost exhausted", LOST, Tally(3, 0), 1.0, True, ("give up", "Gave up after 4 attempts.")),
+    ("500 idempotent", Outcome(500), Tally(2, 0), 1.0, True, ("retry", 1.0, Tally(3, 0))),
+    ("500 credit", Outcome(500), Tally(), 0.0, False, ("uncertain",)),
+    ("500 exhausted", Outcome(500), Tally(3, 0), 1.0, True, ("give up", "Gave up after 4 attempts.")),
+    ("500 retry-after capped", Outcome(500, retry_after=120.0), Tally(), 0.0, True, ("retry", 60.0, Tally(1, 0))),
+    ("200 not JSON idempotent", Outcome(200), Tally(), 0.0, True, ("retry", 0.25, Tally(1, 0))),
+    ("200 not JSON credit", Outcome(200), Tally(), 0.0, False, ("uncertain",)),
+    # 408: the server did not run the request; safe, counted.
+    ("408 credit", Outcome(408), Tally(), 0.0, False, ("retry", 0.25, Tally(1, 0))),
+    ("408 exhausted", Outcome(408), Tally(3, 0), 1.0, False, ("give up", "Gave up after 4 attempts.")),
+    # 429: safe, bounded by throttle_timeout, not by max_retries; waits count separately.
+    ("429 credit", Outcome(429), Tally(), 0.0, False, ("retry", 0.25, Tally(0, 1))),
+    ("429 past max_retries", Outcome(429), Tally(3, 8), 100.0, True, ("retry", 8.0, Tally(3, 9))),
+    ("429 retry-after wins", Outcome(429, retry_after=7.0), Tally(), 0.0, True, ("retry", 7.0, Tally(0, 1))),
+    ("429 retry-after capped", Outcome(429, retry_after=3600.0), Tally(), 0.0, True, ("retry", 60.0, Tally(0, 1))),
+    ("429 wait cut to the bound", Outcome(429, retry_after=30.0), Tally(0, 9), 590.0, True,
+     ("retry", 10.0, Tally(0, 10))),
+    ("429 past throttle_timeout", Outcome(429), Tally(1, 9), 600.0, False,
+     ("give up", "Gave up after 11 attempts in 600s.")),
+    # 503: may have been applied, so never repeated for a credit; otherwise bounded by unavailable_timeout.
+    ("503 past max_retries", Outcome(503), Tally(3, 2), 10.0, True, ("retry", 1.0, Tally(3, 3))),
+    ("503 credit", Outcome(503), Tally(), 0.0, False, ("uncertain",)),
+    ("503 retry-after cut to the bound", Outcome(503, retry_after=3600.0), Tally(0, 4), 280.0, True,
+     ("retry", 20.0, Tally(0, 5))),
+    ("503 past unavailable_timeout", Outcome(503), Tally(0, 12), 300.0, True,
+     ("give up", "Gave up after 13 attempts in 300s.")),
+]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "tally", "elapsed", "idempotent", "expected"),
+    [row[1:] for row in DECISIONS],
+    ids=[row[0] for row in DECISIONS],
+)
+def test_decision_row(outcome: Outcome, tally: Tally, elapsed: float, idempotent: bool,
+                      expected: tuple[Any, ...]) -> None:
+    decision = decide(outcome, tally, elapsed, idempotent=idempotent, policy=POLICY, rand=lambda: 0.0)
+    assert summary(decision) == expected
+
+
+def test_counted_sequence_then_give_up() -> None:
+    tally, delays = Tally(), []
+    while isinstance(decision := decide(Outcome(502), tally, 0.0, idempotent=True, policy=POLICY, rand=lambda: 0.0),
+                     Retry):
+        delays.append(decision.delay)
+        tally = decision.tally
+    assert delays == [0.25, 0.5, 1.0]
+    assert summary(decision) == ("give up", "Gave up after 4 attempts.")
+
+
+def test_waits_back_off_to_the_wait_cap() -> None:
+    delays = [summary(decide(Outcome(429), Tally(0, n), 0.0, idempotent=True, policy=POLICY, rand=lambda: 0.0))[1]
+              for n in range(8)]
+    assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_zero_time_bound_gives_up_at_once_and_zero_retries_never_retry() -> None:
+    impatient = RetryPolicy(max_retries=0, throttle_timeout=0.0, unavailable_timeout=0.0)
+    for outcome in (Outcome(429), Outcome(503), Outcome(500), UNREACHABLE):
+        decision = decide(outcome, Tally(), 0.0, idempotent=True, policy=impatient, rand=lambda: 0.5)
+        assert isinstance(decision, GiveUp)
+
+
+def test_retry_notes_say_which_bound_applies() -> None:
+    counted = decide(Outcome(500), Tally(1, 0), 0.0, idempotent=True, policy=POLICY, rand=lambda: 0.0)
+    timed = decide(Outcome(503), Tally(), 12.0, idempotent=True, policy=POLICY, rand=lambda: 0.0)
+    assert isinstance(counted, Retry) and counted.note == "retry 2 of 3"
+    assert isinstance(timed, Retry) and timed.note == "HTTP 503 for 12s, waiting at most 300s"
+
+
+def test_honoured_retry_after_is_clamped() -> None:
+    assert (POLICY.max_retries, POLICY.base, POLICY.cap, POLICY.retry_after_cap, POLICY.throttle_timeout,
+            POLICY.unavailable_timeout, POLICY.wait_cap) == (3, 0.5, 30.0, 60.0, 600.0, 300.0, 16.0)
+    policy = RetryPolicy(retry_after_cap=60.0)
+    assert [policy.honoured_retry_after(v) for v in (-5.0, 0.0, 7.0, 3600.0)] == [0.0, 0.0, 7.0, 60.0]
+    assert RetryPolicy().time_bound(429) == 600.0
+    assert RetryPolicy().time_bound(503) == 300.0
+    assert RetryPolicy().time_bound(500) is None

@@ -1,8 +1,10 @@
-"""HMAC recipe (crowdtwist-api.md §1.3): vectors V1-V4, step by step, and the auth adapters."""
+"""HMAC recipe (docs/crowdtwist-api-notes.md §1.3): vectors V1-V4, step by step, and the auth adapters."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import pytest
@@ -68,22 +70,29 @@ def test_vector_signature_and_steps(v: Vector) -> None:
     assert md5 == v.md5
 
 
+# Intermediate values documented next to the vectors (docs/crowdtwist-api-notes.md §1.3): the HMAC
+# as lowercase hex (what gets Base64-encoded) and the wrong raw-digest Base64 form for V1.
+V1_HMAC_HEX = "906199d6eb6538c7c48146fc1b8f041730cc4beda08efea0509aff9688273dbc"
+V1_WRONG_RAW_BASE64 = "kGGZ1utlOMfEgUb8G48EFzDMS+2gjv6gUJr/lognPbw="
+V2_HMAC_HEX = "d50b2330930764981e59eb5dc568610d17a50d238a16dba5b5c74f94286b82d4"
+
+
 def test_v1_v2_intermediate_values() -> None:
-    assert string_to_sign("GET", "", "", "1505325876486", "/v2/activities") == "GET\n\n\n1505325876486\n/v2/activities"
-    v1 = base64.b64decode(VECTORS[0].signature).decode()
-    assert v1 == "906199d6eb6538c7c48146fc1b8f041730cc4beda08efea0509aff9688273dbc"
-    assert string_to_sign(
-        "POST", "449754e6a058d4a41ce6e30f09758c31", "application/json", "1505325876486",
-        "/v2/users/alice%40crowdtwist.com/activities?id_type=email",
-    ) == (
+    v1, v2 = VECTORS[0], VECTORS[1]
+    sts1 = string_to_sign(v1.method, content_md5(v1.body), "", v1.timestamp, request_uri(BASE + v1.uri))
+    assert sts1 == "GET\n\n\n1505325876486\n/v2/activities"
+    sig1 = signature(PRIVATE, sts1)
+    assert base64.b64decode(sig1).decode() == V1_HMAC_HEX
+    # The documented wrong form is the raw digest in Base64; we must not produce it.
+    assert base64.b64encode(bytes.fromhex(V1_HMAC_HEX)).decode() == V1_WRONG_RAW_BASE64
+    assert sig1 != V1_WRONG_RAW_BASE64
+
+    sts2 = string_to_sign(v2.method, content_md5(v2.body), "application/json", v2.timestamp, request_uri(BASE + v2.uri))
+    assert sts2 == (
         "POST\n449754e6a058d4a41ce6e30f09758c31\napplication/json\n1505325876486\n"
         "/v2/users/alice%40crowdtwist.com/activities?id_type=email"
     )
-    assert base64.b64decode(VECTORS[1].signature).decode() == (
-        "d50b2330930764981e59eb5dc568610d17a50d238a16dba5b5c74f94286b82d4"
-    )
-    # The wrong (raw Base64) form must not be what we produce.
-    assert VECTORS[0].signature != "kGGZ1utlOMfEgUb8G48EFzDMS+2gjv6gUJr/lognPbw="
+    assert base64.b64decode(signature(PRIVATE, sts2)).decode() == V2_HMAC_HEX
 
 
 def test_content_md5_of_no_body_is_empty_not_md5_of_empty_string() -> None:
@@ -110,17 +119,42 @@ def _prepare(method: str, path: str, body: bytes | None = None, params: dict[str
     return requests.Request(method, BASE + path, data=body, params=params, headers=headers).prepare()
 
 
+def _reference_signature(method: str, body: bytes | None, timestamp: str, uri: str) -> str:
+    """The §1.3 recipe written out with hashlib/hmac only, independent of the production functions."""
+    md5 = hashlib.md5(body).hexdigest() if body is not None else ""
+    ctype = "application/json" if body is not None else ""
+    to_sign = f"{method}\n{md5}\n{ctype}\n{timestamp}\n{uri}".encode()
+    return base64.b64encode(hmac.new(PRIVATE.encode(), to_sign, hashlib.sha256).hexdigest().encode()).decode()
+
+
 @pytest.mark.parametrize("v", VECTORS, ids=lambda v: v.name)
-def test_hmac_auth_reproduces_vectors_on_prepared_requests(v: Vector) -> None:
-    seconds = int(v.timestamp) / (1000 if len(v.timestamp) == 13 else 1)
-    auth = HmacAuth(PUBLIC, PRIVATE, clock=lambda: seconds)
+def test_reference_signature_reproduces_the_vectors(v: Vector) -> None:
+    assert _reference_signature(v.method, v.body, v.timestamp, v.uri) == v.signature
+
+
+@pytest.mark.parametrize("v", VECTORS[:3], ids=lambda v: v.name)
+def test_hmac_auth_reproduces_millisecond_vectors_on_prepared_requests(v: Vector) -> None:
+    auth = HmacAuth(PUBLIC, PRIVATE, clock=lambda: int(v.timestamp) / 1000)
     prepared = auth(_prepare(v.method, v.uri, v.body))
-    if len(v.timestamp) == 13:
-        assert prepared.headers["X-CT-Timestamp"] == v.timestamp
-        assert prepared.headers["X-CT-Authorization"] == f"CTApiV2Auth {PUBLIC}:{v.signature}"
-    else:
-        # We always send milliseconds; V4's seconds timestamp only checks the pure functions.
-        assert prepared.headers["X-CT-Timestamp"] == v.timestamp + "000"
+    assert prepared.headers["X-CT-Timestamp"] == v.timestamp
+    assert prepared.headers["X-CT-Authorization"] == f"CTApiV2Auth {PUBLIC}:{v.signature}"
+
+
+def test_hmac_auth_signs_the_v4_request_whole_with_its_millisecond_timestamp() -> None:
+    """V4 was signed with a seconds timestamp, which we never send (we send ms, §1.3).
+
+    The header is checked whole against the reference recipe (proven on V4 itself above) at the
+    millisecond timestamp we do send; the vector's own signature must differ, since the timestamp
+    is part of the signed string.
+    """
+    v4 = VECTORS[3]
+    auth = HmacAuth(PUBLIC, PRIVATE, clock=lambda: int(v4.timestamp))
+    prepared = auth(_prepare(v4.method, v4.uri, v4.body))
+    sent_ts = v4.timestamp + "000"
+    assert prepared.headers["X-CT-Timestamp"] == sent_ts
+    expected = _reference_signature(v4.method, v4.body, sent_ts, v4.uri)
+    assert prepared.headers["X-CT-Authorization"] == f"CTApiV2Auth {PUBLIC}:{expected}"
+    assert expected != v4.signature
 
 
 def test_resign_replaces_headers_with_fresh_timestamp() -> None:

@@ -5,17 +5,25 @@ Decisions that matter for correctness:
 - The JSON body is serialized once to bytes and those bytes are sent, so the HMAC (computed by the
   auth hook from the PreparedRequest) covers exactly what goes on the wire.
 - Retries happen only in ``CrowdTwistClient.request`` (urllib3 retries are off): each attempt is a new
-  PreparedRequest, so the auth hook re-signs it with a fresh timestamp.
-- CrowdTwist has no idempotency key for activity credits (crowdtwist-api.md §3). A request sent with
-  ``idempotent=False`` is therefore never retried once it may have reached the server (read timeout,
-  connection dropped after sending, any 5xx); ``UncertainOutcome`` is raised instead. Failures that
-  prove nothing was sent (connection refused, DNS, connect timeout) and 429/408 are still retried.
+  PreparedRequest, so the auth hook re-signs it with a fresh timestamp. Whether and when to retry is
+  decided by the pure ``retry.decide`` (its module docstring has the table).
+- CrowdTwist has no idempotency key for activity credits (docs/crowdtwist-api-notes.md §3). A request sent
+  with ``idempotent=False`` is therefore never retried once it may have reached the server (read
+  timeout, connection dropped after sending, any 5xx, an unusable 2xx); ``UncertainOutcome`` is raised
+  instead. Failures that prove nothing was sent (connection refused, DNS, connect timeout) and
+  429/408 are still retried.
+- Every answer is classified once, by the error table (``errors.classify_response``), when its
+  ``ApiResponse`` is built; callers read ``response.resolution`` and ``response.rejection()``.
+- A hostile or broken server cannot stall or flood a worker: bodies are streamed and capped
+  (``max_body_bytes``), each attempt has a total deadline (``attempt_deadline``) on top of the socket
+  timeouts, and a Retry-After is honoured only up to ``retry_after_cap``.
 - Redirects are never followed: a redirected request would carry the credentials to another URL.
 - Every error carries a redacted request line: no api_key, no signature, user ids masked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.cookiejar
 import json
 import logging
@@ -28,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -39,22 +47,43 @@ from requests.structures import CaseInsensitiveDict
 from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
-    CrowdTwistError,
     Resolution,
     TransientError,
     UncertainOutcome,
     classify_response,
-    error_from_resolution,
 )
 from destination_crowdtwist.api.ratelimit import RateBudget
-from destination_crowdtwist.api.redaction import MASK, redact_text, redact_url
-from destination_crowdtwist.api.retry import RetryPolicy, backoff_delay, parse_retry_after
+from destination_crowdtwist.api.redaction import mask_user_segment, redact_text, redact_url
+from destination_crowdtwist.api.retry import (
+    GiveUp,
+    Outcome,
+    Retry,
+    RetryPolicy,
+    Tally,
+    decide,
+    parse_retry_after,
+)
+from destination_crowdtwist.records.rejection import Rejection
 
-logger = logging.getLogger(__name__)
+__all__ = ["ApiResponse", "ClientStats", "CrowdTwistClient", "StatsSnapshot", "mask_user_segment"]
+
+# A child of the "airbyte" logger: the CDK configures only that one (INFO, console handler on the
+# root), so a module-named logger would stay at WARNING and retries would never show in a sync.
+logger = logging.getLogger("airbyte.crowdtwist")
 
 USER_AGENT = "airbyte-destination-crowdtwist/0.2.0"
 # Non-JSON bodies (HTML maintenance pages, proxy errors) are kept only as a short preview.
 TEXT_PREVIEW_CHARS = 500
+# CrowdTwist answers are small JSON documents (a profile, a history page); a body above this is not
+# one of them, and holding it would only cost memory in every worker.
+MAX_BODY_BYTES = 1_000_000
+# Bytes asked for per read of the body; read1 returns after a single socket read, whatever arrived.
+_READ_CHUNK = 64 * 1024
+# The longest a request waits out maintenance (503) by default; see ``unavailable_timeout``.
+_UNAVAILABLE_TIMEOUT = 300.0
+
+# Placeholder meaning "classify from the other fields" (a frozen dataclass default must be a value).
+_UNCLASSIFIED = Resolution(Action.OK, "", cause="unclassified")
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,8 @@ class ApiResponse:
     ``data`` is the parsed JSON (unknown keys are simply there; callers read what they need) or None;
     ``text`` is a short preview of a non-JSON body, None for JSON. ``request_line`` is redacted and
     masked, ready for error messages; ``endpoint`` is the template, e.g. ``"PUT /v2/users/{user_id}"``.
+    ``resolution`` is the error table's verdict, computed once when the answer is built (pass one
+    only to stage an answer in a test); the client returns only OK and REJECT answers.
     """
 
     status: int
@@ -73,11 +104,24 @@ class ApiResponse:
     request_line: str = ""
     endpoint: str = ""
     safe_message: str | None = None  # error_message (or text preview) with secrets redacted, PII masked
+    resolution: Resolution = _UNCLASSIFIED
+    # True when an earlier attempt of the same logical request may have reached CrowdTwist (no
+    # complete answer, or a 5xx): e.g. "already taken" may then be our own create.
+    after_uncertain: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resolution is _UNCLASSIFIED:
+            path = self.endpoint.partition(" ")[2] or None
+            verdict = classify_response(
+                self.status, self.error_code, self.error_message,
+                is_html=self.is_html, not_json=self.text is not None, path=path,
+            )
+            object.__setattr__(self, "resolution", verdict)
 
     @property
     def ok(self) -> bool:
-        """True for 2xx."""
-        return 200 <= self.status < 300
+        """True when the table says success (a 2xx with a JSON or empty body)."""
+        return self.resolution.action is Action.OK
 
     @property
     def error_code(self) -> str | None:
@@ -96,25 +140,18 @@ class ApiResponse:
         """Whether the body was an HTML page (maintenance, proxy or wrong host) rather than JSON."""
         return _looks_like_html(self.headers.get("Content-Type", ""), self.text)
 
-    def classify(self) -> Resolution:
-        """The table's verdict for this answer (see ``errors.classify_response``)."""
-        path = self.endpoint.partition(" ")[2] or None
-        return classify_response(
-            self.status, self.error_code, self.error_message, is_html=self.is_html, path=path
-        )
+    def rejection(self) -> Rejection:
+        """The row-level refusal this REJECT answer means (raises ValueError for any other answer).
 
-    def as_error(self) -> CrowdTwistError | None:
-        """The matching exception (``RecordRejected`` for a record-level 4xx), or None for 2xx."""
-        resolution = self.classify()
-        if resolution.action is Action.OK:
-            return None
-        return error_from_resolution(
-            resolution,
-            status=self.status,
-            error_code=self.error_code,
-            api_message=self.safe_message,
-            request_line=self.request_line,
-        )
+        The message is CrowdTwist's own message (secrets redacted, PII masked as configured) followed
+        by what to do, or only what to do when CrowdTwist gave no message.
+        """
+        reason = self.resolution.reason
+        if self.resolution.action is not Action.REJECT or reason is None:
+            raise ValueError(f"HTTP {self.status} ({self.resolution.action.value}) is not a row-level refusal")
+        hint = self.resolution.hint
+        message = f"{self.safe_message} — {hint}" if self.error_message and self.safe_message else hint
+        return Rejection(reason, message, status=self.status)
 
 
 @dataclass(frozen=True)
@@ -176,12 +213,12 @@ class ClientStats:
 
 
 @dataclass(frozen=True)
-class _NetworkFailure:
-    """What went wrong below HTTP, and whether the request may have reached the server."""
+class _Failure:
+    """A failed attempt: what the retry decision needs, and the errors to raise if it stops here."""
 
-    description: str
-    maybe_sent: bool
-    unreachable: bool = False
+    outcome: Outcome
+    error: TransientError  # raised (with the give-up reason appended) when retries end
+    uncertain: str  # the UncertainOutcome message, when the request may have been applied
 
 
 class CrowdTwistClient:
@@ -191,8 +228,8 @@ class CrowdTwistClient:
         base_url: e.g. ``https://api123.crowdtwist.com`` (no trailing slash needed).
         auth: ``signing.ApiKeyAuth`` or ``signing.HmacAuth`` (any requests AuthBase; its optional
             ``secrets`` attribute lists values to redact).
-        timeout: (connect, read) seconds per attempt.
-        max_retries: retries after the first attempt (ignored when ``retry_policy`` is given).
+        timeout: (connect, read) seconds per attempt; read is the longest silence between two packets.
+        max_retries: retries after the first attempt for failures bounded by count (5xx, network).
         pool_size: connections kept per host; set it to the number of worker threads.
         rate_budget: shared ``RateBudget``; ``acquire()`` before every attempt.
         clock / sleep / rand / wall_clock: injected for exact, fast tests. ``wall_clock`` (Unix time)
@@ -201,6 +238,18 @@ class CrowdTwistClient:
         mask_path: masks user ids in request lines. It receives the path as sent (percent-encoded).
             Defaults to ``mask_user_segment`` (keeps the first character of the id).
         mask_text: masks PII that CrowdTwist echoes in error messages (identity by default).
+        throttle_timeout: how long one request keeps retrying 429s (time, not max_retries).
+        unavailable_timeout: how long one request keeps waiting out 503 / maintenance answers; None
+            means the smaller of ``throttle_timeout`` and 300 s, so a caller that will not wait out
+            throttling (``check``) does not wait out maintenance either.
+        retry_after_cap: the longest single wait a Retry-After header can ask for (also what the
+            rate budget is told), so ``Retry-After: 3600`` cannot park every worker for an hour.
+        attempt_deadline: total seconds for one attempt, from sending to the last body byte; None means
+            connect + read timeout. A server trickling bytes slower than that counts as a read timeout.
+        max_body_bytes: the largest answer body read; a larger one counts as a server error.
+        retry_policy: the whole policy, when the knobs above are not enough (tests); when given,
+            ``max_retries``, ``throttle_timeout``, ``unavailable_timeout`` and ``retry_after_cap``
+            are ignored.
     """
 
     def __init__(
@@ -221,20 +270,38 @@ class CrowdTwistClient:
         mask_text: Callable[[str], str] | None = None,
         wall_clock: Callable[[], float] = time.time,
         throttle_timeout: float = 600.0,
+        unavailable_timeout: float | None = None,
+        retry_after_cap: float = 60.0,
+        attempt_deadline: float | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError("The API base URL must look like https://api123.crowdtwist.com")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
         self._base_url = base_url.strip().rstrip("/")
         self._host = parts.hostname
         self._auth = auth
         self._secrets: tuple[str, ...] = tuple(getattr(auth, "secrets", ()))
         self._timeout = timeout
-        self._policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        # A 429 means the request was refused, not applied: retrying it is always safe, so throttling
-        # costs time, never rows. It is bounded by time (not by max_retries) so a program-wide rate
-        # limit below our budget slows the sync down instead of failing it.
-        self._throttle_timeout = throttle_timeout
+        if retry_policy is None:
+            # A 429 or 503 means "not now", not "failed": those are bounded by time (not by max_retries)
+            # so a rate limit below our budget or a maintenance window slows the sync down instead of
+            # failing it.
+            if unavailable_timeout is None:
+                unavailable_timeout = min(throttle_timeout, _UNAVAILABLE_TIMEOUT)
+            retry_policy = RetryPolicy(
+                max_retries=max_retries,
+                retry_after_cap=retry_after_cap,
+                throttle_timeout=throttle_timeout,
+                unavailable_timeout=unavailable_timeout,
+            )
+        self._policy = retry_policy
+        self._attempt_deadline = sum(timeout) if attempt_deadline is None else attempt_deadline
+        if self._attempt_deadline <= 0:
+            raise ValueError("attempt_deadline must be positive")
+        self._max_body_bytes = max_body_bytes
         self._rate_budget = rate_budget
         self._clock = clock
         self._sleep = sleep
@@ -313,147 +380,192 @@ class CrowdTwistClient:
             data = text.encode("utf-8")
             headers["Content-Type"] = "application/json"
         line = self._request_line(method, path, params)
-        template_path = endpoint.partition(" ")[2] or path
-        retries = 0
-        throttled = 0
-        throttled_since: float | None = None
+        template = f"{method} {endpoint.partition(' ')[2] or path}"
+        tally = Tally()
+        first_failure: float | None = None
+        maybe_applied = False
         while True:
             if self._rate_budget is not None:
                 self._rate_budget.acquire()
             self.stats.record_attempt(endpoint)
-            retry_after: float | None = None
-            try:
-                response = self._session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    auth=self._auth,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as exc:
-                failure = self._network_failure(exc, line)
-                self.stats.add("connection_errors")
-                if failure.maybe_sent and not idempotent:
-                    self.stats.add("uncertain")
-                    raise UncertainOutcome(
-                        f"CrowdTwist may have applied this request, but no complete answer arrived "
-                        f"({failure.description}). It was not retried, so it is never applied twice; "
-                        "verify it (e.g. the member's activity history) before sending it again.",
-                        request_line=line,
-                    ) from None
-                if failure.unreachable:
-                    message = (
-                        f"Could not reach the CrowdTwist host {self._host} ({failure.description}). Check "
-                        "the API base URL, DNS and firewall, then try again."
-                    )
-                else:
-                    message = f"CrowdTwist did not answer ({failure.description}); try again later."
-                last: CrowdTwistError = TransientError(message, request_line=line)
-            else:
-                result = self._handle_response(response, method, line, template_path, idempotent)
-                if isinstance(result, ApiResponse):
-                    return result
-                last, retry_after = result
-            delay: float | None
-            if last.status == 429:
-                throttled += 1
-                now = self._clock()
-                throttled_since = now if throttled_since is None else throttled_since
-                waited = now - throttled_since
-                if waited >= self._throttle_timeout:
-                    delay = None
-                else:
-                    delay = retry_after if retry_after is not None else backoff_delay(
-                        min(throttled, 6), base=self._policy.base, cap=self._policy.cap, rand=self._rand
-                    )
-                    delay = min(delay, self._throttle_timeout - waited)
-                retries_label = throttled
-            else:
-                retries += 1
-                delay = self._policy.next_delay(retries, retry_after=retry_after, rand=self._rand)
-                retries_label = retries
-            if delay is None:
-                raise type(last)(
-                    f"{last.message} Gave up after {retries_label} attempts.",
-                    status=last.status,
-                    error_code=last.error_code,
-                    api_message=last.api_message,
-                    request_line=line,
-                ) from None
-            self.stats.add("retries")
-            if last.status == 429:
-                logger.debug("Throttled (429) %s; retrying in %.2fs", line, delay)
-            else:
-                logger.info(
-                    "Retrying %s in %.2fs (retry %d of %d): %s",
-                    line, delay, retries, self._policy.max_retries, last,
-                )
-            self._sleep(delay)
+            result = self._attempt(method, url, params, data, headers, line, template)
+            if isinstance(result, ApiResponse):
+                return dataclasses.replace(result, after_uncertain=True) if maybe_applied else result
+            maybe_applied = maybe_applied or not result.outcome.not_processed
+            now = self._clock()
+            first_failure = now if first_failure is None else first_failure
+            decision = decide(
+                result.outcome, tally, now - first_failure,
+                idempotent=idempotent, policy=self._policy, rand=self._rand,
+            )
+            error = result.error
+            if isinstance(decision, Retry):
+                self.stats.add("retries")
+                # 429s are routine under a tight rate limit; the rate budget reports them in aggregate.
+                level = logging.DEBUG if result.outcome.status == 429 else logging.INFO
+                logger.log(level, "Retrying %s in %.2fs (%s): %s", line, decision.delay, decision.note, error)
+                self._sleep(decision.delay)
+                tally = decision.tally
+                continue
+            context: dict[str, Any] = {
+                "status": error.status,
+                "error_code": error.error_code,
+                "api_message": error.api_message,
+                "request_line": line,
+            }
+            if isinstance(decision, GiveUp):
+                raise TransientError(f"{error.message} {decision.reason}", **context) from None
+            self.stats.add("uncertain")
+            raise UncertainOutcome(result.uncertain, **context) from None
 
-    def _handle_response(
-        self, response: requests.Response, method: str, line: str, template_path: str, idempotent: bool
-    ) -> ApiResponse | tuple[CrowdTwistError, float | None]:
-        """Return the ApiResponse, raise, or return (error, retry_after) when the answer is retryable."""
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        line: str,
+        endpoint: str,
+    ) -> ApiResponse | _Failure:
+        """Send once: the answer (OK or REJECT), a failure to decide on, or raise ConfigError."""
+        deadline = self._clock() + self._attempt_deadline
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                auth=self._auth,
+                timeout=self._timeout,
+                allow_redirects=False,
+                # Streamed, so the body is read under the size cap and the attempt deadline.
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            self.stats.add("connection_errors")
+            return self._network_failure(exc, line)
+        try:
+            return self._answer(response, line, endpoint, deadline)
+        finally:
+            # After a complete read the connection is already back in the pool; otherwise this drops it,
+            # so a half-read answer never reaches the next request on a reused connection.
+            response.close()
+
+    def _answer(self, response: requests.Response, line: str, endpoint: str, deadline: float) -> ApiResponse | _Failure:
         status = response.status_code
         self.stats.record_status(status)
         if 300 <= status < 400:
             target = response.headers.get("Location", "(no Location header)")
             location = redact_text(redact_url(target), self._secrets)
-            response.close()
             # Never follow: the redirected request would carry the api_key / signature elsewhere.
             raise ConfigError(
                 f"The API base URL redirects to {location}; use the final https URL as the base URL.",
                 status=status,
                 request_line=line,
             )
-        api = self._api_response(response, line, method + " " + template_path)
-        api_message = api.safe_message
-        resolution = classify_response(
-            status, api.error_code, api.error_message, is_html=api.is_html, path=template_path
-        )
         retry_after: float | None = None
-        if status == 429:
+        if status in (429, 503):
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self._server_now(response))
-            if self._rate_budget is not None:
-                self._rate_budget.on_throttled(retry_after)
-        elif status < 500 and self._rate_budget is not None:
-            # 5xx is no sign that we may speed up again; an overloaded server answers 503.
-            self._rate_budget.on_success()
+        if self._rate_budget is not None:
+            if status == 429:
+                # The budget pauses every worker for a Retry-After: it gets the capped value too.
+                paused = None if retry_after is None else self._policy.honoured_retry_after(retry_after)
+                self._rate_budget.on_throttled(paused)
+            elif status < 500:
+                # 5xx is no sign that we may speed up again; an overloaded server answers 503.
+                self._rate_budget.on_success()
+        body = self._read_body(response, deadline, line, retry_after)
+        if isinstance(body, _Failure):
+            return body
+        api = self._api_response(status, response.headers, body, line, endpoint)
+        resolution = api.resolution
         if resolution.action in (Action.OK, Action.REJECT):
             return api
         context: dict[str, Any] = {
             "status": status,
             "error_code": api.error_code,
-            "api_message": api_message,
+            "api_message": api.safe_message,
             "request_line": line,
         }
         if resolution.action is Action.CONFIG:
             raise ConfigError(resolution.hint, **context)
-        # RETRY. 408 and 429 mean the server did not process the request, so they are safe to repeat
-        # even for a credit; any 5xx might have come after the credit was applied.
-        if not idempotent and status not in (408, 429):
-            self.stats.add("uncertain")
-            raise UncertainOutcome(
-                f"CrowdTwist answered HTTP {status} to a request that may already have been applied. It was "
-                "not retried, so it is never applied twice; verify it before sending it again.",
-                **context,
-            )
-        # The hint's first clause says what happened ("CrowdTwist is throttling requests; retrying").
+        # RETRY. The hint's first clause says what happened ("CrowdTwist is throttling requests").
         what = resolution.hint.split(";")[0].rstrip(".")
-        return TransientError(f"{what}; try the sync again later.", **context), retry_after
+        return _Failure(
+            Outcome(status=status, retry_after=retry_after),
+            TransientError(f"{what}; try the sync again later.", **context),
+            f"CrowdTwist answered HTTP {status} to a request that may already have been applied. It was not "
+            "retried, so it is never applied twice; verify it before sending it again.",
+        )
 
-    def _api_response(self, response: requests.Response, line: str, endpoint: str) -> ApiResponse:
-        raw = response.content
-        content_type = response.headers.get("Content-Type", "")
+    def _read_body(
+        self, response: requests.Response, deadline: float, line: str, retry_after: float | None
+    ) -> bytes | _Failure:
+        """The whole body, read in pieces under the size cap and the attempt deadline."""
+        status = response.status_code
+        length = response.headers.get("Content-Length", "").strip()
+        if length.isdigit() and int(length) > self._max_body_bytes:
+            return self._too_large(status, line, retry_after)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                if self._clock() > deadline:
+                    # A server trickling its answer: the socket timeout never fires, the deadline does.
+                    self.stats.add("connection_errors")
+                    return self._lost(f"no complete answer within {self._attempt_deadline:g}s", line)
+                # read1: one socket read (at most the read timeout), so the deadline is checked often.
+                chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self._max_body_bytes:
+                    return self._too_large(status, line, retry_after)
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self.stats.add("connection_errors")
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                return self._lost(f"no answer within {self._timeout[1]:g}s", line)
+            if isinstance(exc, urllib3.exceptions.ProtocolError | OSError):
+                return self._lost(f"connection dropped: {_root_cause(exc)}", line)
+            return self._lost(f"unreadable answer: {_root_cause(exc)}", line)
+
+    def _too_large(self, status: int, line: str, retry_after: float | None) -> _Failure:
+        # Handled like a server error: a bug or a hostile server, and for a credit it proves nothing.
+        limit = f"{self._max_body_bytes:,} bytes"
+        return _Failure(
+            Outcome(status=status, retry_after=retry_after),
+            TransientError(
+                f"CrowdTwist sent an answer larger than {limit}, which was not read; try the sync again later.",
+                status=status,
+                request_line=line,
+            ),
+            f"CrowdTwist answered HTTP {status} with a body larger than {limit} to a request that may already "
+            "have been applied. It was not retried, so it is never applied twice; verify it before sending it again.",
+        )
+
+    def _lost(self, description: str, line: str) -> _Failure:
+        """No complete answer, and the request may have reached the server."""
+        return _Failure(
+            Outcome(status=None, maybe_sent=True),
+            TransientError(f"CrowdTwist did not answer ({description}); try again later.", request_line=line),
+            f"CrowdTwist may have applied this request, but no complete answer arrived ({description}). It was "
+            "not retried, so it is never applied twice; verify it (e.g. the member's activity history) before "
+            "sending it again.",
+        )
+
+    def _api_response(
+        self, status: int, headers: Mapping[str, str], raw: bytes, line: str, endpoint: str
+    ) -> ApiResponse:
+        content_type = headers.get("Content-Type", "")
         data: Any = None
         text: str | None = None
         if raw:
             try:
                 data = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 text = raw[: TEXT_PREVIEW_CHARS * 4].decode("utf-8", "replace")[:TEXT_PREVIEW_CHARS]
         if _looks_like_html(content_type, text):
             text = _html_text(text or "")
@@ -461,9 +573,9 @@ class CrowdTwistClient:
         raw_message = message if isinstance(message, str) else text
         safe = self._mask_text(redact_text(raw_message, self._secrets)) if raw_message is not None else None
         return ApiResponse(
-            status=response.status_code,
+            status=status,
             data=data,
-            headers=CaseInsensitiveDict(response.headers),
+            headers=CaseInsensitiveDict(headers),
             text=text,
             request_line=line,
             endpoint=endpoint,
@@ -479,7 +591,7 @@ class CrowdTwistClient:
                 return server_now
         return self._wall_clock()
 
-    def _network_failure(self, exc: requests.RequestException, line: str) -> _NetworkFailure:
+    def _network_failure(self, exc: requests.RequestException, line: str) -> _Failure:
         """Classify a requests exception; raise ConfigError for TLS and URL problems."""
         if isinstance(exc, requests.exceptions.SSLError):
             raise ConfigError(
@@ -495,15 +607,22 @@ class CrowdTwistClient:
             ) from None
         cause = _root_cause(exc)
         if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return _NetworkFailure(f"connect timeout after {self._timeout[0]:g}s", maybe_sent=False,
-                                   unreachable=True)
+            return self._unreachable(f"connect timeout after {self._timeout[0]:g}s", line)
         if isinstance(exc, requests.exceptions.ReadTimeout):
-            return _NetworkFailure(f"no answer within {self._timeout[1]:g}s", maybe_sent=True)
+            return self._lost(f"no answer within {self._timeout[1]:g}s", line)
         if isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc):
-            return _NetworkFailure(f"connection failed: {cause}", maybe_sent=False, unreachable=True)
+            return self._unreachable(f"connection failed: {cause}", line)
         # RemoteDisconnected / ProtocolError / ConnectionResetError / ChunkedEncodingError: the request
         # bytes may have been delivered and processed before the connection went away.
-        return _NetworkFailure(f"connection dropped: {cause}", maybe_sent=True)
+        return self._lost(f"connection dropped: {cause}", line)
+
+    def _unreachable(self, description: str, line: str) -> _Failure:
+        """Nothing was sent: safe to retry any request."""
+        message = (
+            f"Could not reach the CrowdTwist host {self._host} ({description}). Check the API base URL, DNS "
+            "and firewall, then try again."
+        )
+        return _Failure(Outcome(status=None, maybe_sent=False), TransientError(message, request_line=line), message)
 
     def _request_line(self, method: str, path: str, params: Mapping[str, Any] | None) -> str:
         query = f"?{urlencode(params, doseq=True)}" if params else ""
@@ -514,15 +633,15 @@ class CrowdTwistClient:
     def list_activities(self) -> list[dict[str, Any]]:
         """``GET /v2/activities``: the program's active activities (the connection check)."""
         response = self.request("GET", "/v2/activities", endpoint="GET /v2/activities")
-        error = response.as_error()
-        if error is not None:
+        if not response.ok:
+            # The client raised for everything but OK and REJECT; a REJECT here is no row's fault.
             raise ConfigError(
                 "CrowdTwist refused GET /v2/activities, which every program allows: check the base URL and "
-                "the API key permissions. " + error.message,
-                status=error.status,
-                error_code=error.error_code,
-                api_message=error.api_message,
-                request_line=error.request_line,
+                "the API key permissions. " + response.resolution.hint,
+                status=response.status,
+                error_code=response.error_code,
+                api_message=response.safe_message,
+                request_line=response.request_line,
             )
         if not isinstance(response.data, list):
             raise ConfigError(
@@ -560,7 +679,7 @@ class CrowdTwistClient:
     def credit_activity(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
         """``POST /v2/users/{user_id}/activities?id_type=...``: credit points, never blindly retried.
 
-        There is no idempotency key (crowdtwist-api.md §3), so this raises ``UncertainOutcome`` when
+        There is no idempotency key (docs/crowdtwist-api-notes.md §3), so this raises ``UncertainOutcome`` when
         the credit may have landed without an answer.
         """
         return self.request(
@@ -580,18 +699,6 @@ class CrowdTwistClient:
             params={"id_type": id_type, "date_start": int(date_start), "date_end": int(date_end)},
             endpoint="GET /v2.1/users/{user_id}/activity_history",
         )
-
-
-_USER_SEGMENT = re.compile(r"(/users/)([^/?]+)")
-
-
-def mask_user_segment(path: str, mask_value: Callable[[str], str] | None = None) -> str:
-    """``/v2/users/alice%40x.com/activities`` -> ``/v2/users/a***/activities`` (user id masked).
-
-    ``mask_value`` receives the decoded id; the default keeps only its first character.
-    """
-    masker = mask_value or (lambda value: value[:1] + MASK)
-    return _USER_SEGMENT.sub(lambda m: m.group(1) + masker(unquote(m.group(2))), path)
 
 
 def _user_path(user_id: str) -> str:

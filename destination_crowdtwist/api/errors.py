@@ -6,10 +6,12 @@ Errors are grouped by what the caller must do, not by HTTP status:
 - ``TransientError``: retries were exhausted on throttling / server errors / network trouble.
 - ``UncertainOutcome``: a non-idempotent request (activity credit) may have been applied; it was
   deliberately not retried so points are never credited twice.
-- ``RecordRejected``: this one row cannot be written; the sync goes on.
+- A row that cannot be written is not an exception of this module: a REJECT answer becomes a
+  ``records.rejection.Rejection`` (``ApiResponse.rejection()`` in api/client.py), and the sync goes on.
 
 ``classify_response`` is driven by ``RULES``, an ordered list of data rows, so that supporting a new
-CrowdTwist error text means adding a row, not a branch.
+CrowdTwist error text means adding a row, not a branch. The client classifies each answer once and
+keeps the verdict on the ``ApiResponse`` it returns.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+from destination_crowdtwist.records.rejection import Reason
 
 # The Airbyte failure types, as the protocol spells them; the sync layer turns an error into the
 # CDK's traced exception (sync/protocol.py), so this module and everything below it load without
@@ -98,37 +102,6 @@ class UncertainOutcome(TransientError):
     """
 
 
-class RecordRejected(CrowdTwistError):
-    """A row that cannot be written; the sync goes on.
-
-    ``reason_class`` is a stable short tag (``validation``, ``not_found``, ``already_taken``,
-    ``custom_attribute``, ``location``, ``invalid_activity``, ``duplicate_event``, ``rejected_by_api``, ...)
-    used in reject files and summaries.
-    """
-
-    # Only used when a caller decides that rejected rows must fail the sync: the data (or the
-    # mapping that produced it) is what the user has to fix.
-    failure_type: ClassVar[FailureType] = "config_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason_class: str,
-        status: int | None = None,
-        error_code: str | None = None,
-        api_message: str | None = None,
-        request_line: str | None = None,
-    ) -> None:
-        super().__init__(
-            message, status=status, error_code=error_code, api_message=api_message, request_line=request_line
-        )
-        self.reason_class = reason_class
-
-    def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f", reason_class={self.reason_class!r})"
-
-
 class Action(enum.Enum):
     """What to do with a CrowdTwist answer."""
 
@@ -140,11 +113,17 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Resolution:
-    """Outcome of ``classify_response``: the action, a short reason tag and an actionable hint."""
+    """Outcome of ``classify_response``: the action, an actionable hint, and a tag.
+
+    ``reason`` is set exactly for REJECT answers: the reason class of the row in reject files and
+    summaries. ``cause`` is a short tag for logs on the other answers (``throttled``,
+    ``maintenance``, ``authentication``, ...); it never reaches a reject file.
+    """
 
     action: Action
-    reason_class: str | None
     hint: str
+    reason: Reason | None = None
+    cause: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,20 +131,30 @@ class Rule:
     """One row of the table. Every condition that is not None must hold for the row to match.
 
     ``path_kind`` is ``"user"`` for user-scoped paths (``/users/`` in the path), ``"other"`` for the
-    rest; a rule with a path_kind never matches when the caller did not pass a path.
+    rest; a rule with a path_kind never matches when the caller did not pass a path. ``html`` and
+    ``not_json`` describe the body: an HTML page, and a non-empty body that is not JSON.
+    A REJECT row must name its ``reason``; the other rows may carry a ``cause`` tag instead.
     """
 
     statuses: Callable[[int], bool]
     action: Action
-    reason_class: str | None
     hint: str
+    reason: Reason | None = None
+    cause: str | None = None
     error_code: str | None = None
     message: re.Pattern[str] | None = None
     html: bool | None = None
+    not_json: bool | None = None
     path_kind: str | None = None
 
+    def __post_init__(self) -> None:
+        if (self.action is Action.REJECT) != (self.reason is not None):
+            raise ValueError("a REJECT rule needs a Reason, and only REJECT rules have one")
+        if self.reason is not None and self.cause is not None:
+            raise ValueError("a REJECT rule is tagged by its Reason, not by a cause")
+
     def matches(self, status: int, error_code: str | None, message: str | None, is_html: bool,
-                path_kind: str | None) -> bool:
+                path_kind: str | None, not_json: bool = False) -> bool:
         """Whether this row applies to the given answer."""
         if not self.statuses(status):
             return False
@@ -174,6 +163,8 @@ class Rule:
         if self.message is not None and not self.message.search(message or ""):
             return False
         if self.html is not None and self.html != is_html:
+            return False
+        if self.not_json is not None and self.not_json != not_json:
             return False
         return self.path_kind is None or self.path_kind == path_kind
 
@@ -199,74 +190,82 @@ _WRONG_BASE_URL = (
 
 # Matched top to bottom; the first matching row wins. Message texts that CrowdTwist itself never
 # documented (custom attributes, location, "Event already processed") come from the reference
-# connector documentation and are NOT FOUND in Oracle's material (crowdtwist-api.md §2.6, §2.7, §3):
+# connector documentation and are NOT FOUND in Oracle's material (docs/crowdtwist-api-notes.md §2.6, §2.7, §3):
 # they are matched case-insensitively and loosely so that small wording differences still classify.
 RULES: tuple[Rule, ...] = (
-    Rule(_between(200, 299), Action.OK, None, ""),
-    Rule(_between(300, 399), Action.CONFIG, "redirect",
-         "The API base URL redirects; use the final https URL of your CrowdTwist API host."),
+    # CrowdTwist answers JSON (docs/crowdtwist-api-notes.md). A 2xx with an HTML or text body comes from
+    # something in between (proxy, captive portal, maintenance front-end): it proves nothing about the
+    # request, so it is never taken for success. An empty 2xx body (204) is fine.
+    Rule(_between(200, 299), Action.RETRY,
+         "CrowdTwist answered 'success' with a body that is not JSON (a proxy or maintenance page?); retrying.",
+         cause="not_json", not_json=True),
+    Rule(_between(200, 299), Action.OK, ""),
+    Rule(_between(300, 399), Action.CONFIG,
+         "The API base URL redirects; use the final https URL of your CrowdTwist API host.", cause="redirect"),
     # HMAC failures are NOT FOUND in Oracle's docs; 401 is what the reference mock returns (assumed).
-    Rule(_is(401), Action.CONFIG, "authentication",
+    Rule(_is(401), Action.CONFIG,
          "CrowdTwist rejected the request timestamp. HMAC timestamps must be within 15 minutes of "
          "CrowdTwist's clock: synchronise this machine's clock (NTP) and retry.",
-         message=_text(r"timestamp|clock|expired|skew")),
-    Rule(_is(401), Action.CONFIG, "authentication",
+         cause="authentication", message=_text(r"timestamp|clock|expired|skew")),
+    Rule(_is(401), Action.CONFIG,
          "CrowdTwist rejected the request signature (HMAC). Check the public and private HMAC keys in "
          "Control Center > Settings > API, that HMAC is enabled for this program, and that this "
-         "machine's clock is correct."),
-    Rule(_is(403), Action.CONFIG, "authentication",
+         "machine's clock is correct.", cause="authentication"),
+    Rule(_is(403), Action.CONFIG,
          "CrowdTwist refused the credentials: invalid API key, or the key has no permission for this "
-         "endpoint. Check the key in Control Center > Settings > API and the base URL's client id."),
-    Rule(_is(408), Action.RETRY, "timeout", "CrowdTwist timed out waiting for the request; retrying."),
+         "endpoint. Check the key in Control Center > Settings > API and the base URL's client id.",
+         cause="authentication"),
+    Rule(_is(408), Action.RETRY, "CrowdTwist timed out waiting for the request; retrying.", cause="timeout"),
     # CrowdTwist documents no 429 or Retry-After; treated as throttling like other connectors do.
-    Rule(_is(429), Action.RETRY, "throttled",
-         "CrowdTwist is throttling requests; slowing down and retrying."),
-    Rule(_is(503), Action.RETRY, "maintenance",
-         "CrowdTwist is in a maintenance window (HTML 503 page); retrying later.", html=True),
-    Rule(_is(500, 502, 503, 504), Action.RETRY, "server_error", "CrowdTwist had a server error; retrying."),
-    Rule(_between(500, 599), Action.RETRY, "server_error",
-         "CrowdTwist had an unexpected server error; retrying."),
-    Rule(_is(404), Action.CONFIG, "wrong_base_url", _WRONG_BASE_URL, html=True),
+    Rule(_is(429), Action.RETRY, "CrowdTwist is throttling requests; slowing down and retrying.", cause="throttled"),
+    Rule(_is(503), Action.RETRY, "CrowdTwist is in a maintenance window (HTML 503 page); retrying later.",
+         cause="maintenance", html=True),
+    Rule(_is(500, 502, 503, 504), Action.RETRY, "CrowdTwist had a server error; retrying.", cause="server_error"),
+    Rule(_between(500, 599), Action.RETRY, "CrowdTwist had an unexpected server error; retrying.",
+         cause="server_error"),
+    Rule(_is(404), Action.CONFIG, _WRONG_BASE_URL, cause="wrong_base_url", html=True),
     # Record-level texts first, so that e.g. an "Invalid activity" 404 is not taken for a missing member.
-    Rule(_CLIENT_ERRORS, Action.REJECT, "duplicate_event",
+    Rule(_CLIENT_ERRORS, Action.REJECT,
          "CrowdTwist says this event was already processed: the earlier request was accepted, so this "
          "row is a duplicate and nothing more is needed.",
-         message=_text(r"event already processed")),
-    Rule(_CLIENT_ERRORS, Action.REJECT, "already_taken",
+         reason=Reason.DUPLICATE_EVENT, message=_text(r"event already processed")),
+    Rule(_CLIENT_ERRORS, Action.REJECT,
          "A unique value (email_address, username or third_party_id) already belongs to a member. Use "
          "sync mode upsert or update to change existing members; if it is another member's value, fix the "
          "source data.",
-         message=_text(r"already taken")),
-    Rule(_CLIENT_ERRORS, Action.REJECT, "custom_attribute",
+         reason=Reason.ALREADY_TAKEN, message=_text(r"already taken")),
+    Rule(_CLIENT_ERRORS, Action.REJECT,
          "This program has no custom attributes configured. Configure them in CrowdTwist Control Center, "
          "or set unmapped_fields=drop so unmapped columns are not sent as custom_data.",
-         message=_text(r"no custom attributes setup")),
-    Rule(_CLIENT_ERRORS, Action.REJECT, "custom_attribute",
+         reason=Reason.CUSTOM_ATTRIBUTE, message=_text(r"no custom attributes setup")),
+    Rule(_CLIENT_ERRORS, Action.REJECT,
          "A custom_data key is not a configured custom attribute. Names are case-sensitive and must match "
          "Control Center exactly; rename the column / field_mapping entry, or set unmapped_fields=drop.",
-         message=_text(r"unrecognized attribute name")),
-    Rule(_CLIENT_ERRORS, Action.REJECT, "location",
+         reason=Reason.CUSTOM_ATTRIBUTE, message=_text(r"unrecognized attribute name")),
+    Rule(_CLIENT_ERRORS, Action.REJECT,
          "CrowdTwist needs a location: a 5-digit postal_code for US members, or country_code with city_id "
          "(or city_name) elsewhere. Fix the row's location fields.",
-         message=_text(r"us zip code or country/city combo")),
-    Rule(_CLIENT_ERRORS, Action.REJECT, "invalid_activity",
+         reason=Reason.LOCATION, message=_text(r"us zip code or country/city combo")),
+    Rule(_CLIENT_ERRORS, Action.REJECT,
          "The activity_id is not an active activity of this program. Check the id in Control Center "
          "(GET /v2/activities lists the active ones).",
-         message=_text(r"invalid activity")),
-    Rule(_is(404), Action.REJECT, "not_found",
+         reason=Reason.INVALID_ACTIVITY, message=_text(r"invalid activity")),
+    Rule(_is(404), Action.REJECT,
          "The member does not exist. Check that user_id matches the configured id_type (e.g. emails need "
          "id_type=email), or use sync mode upsert to create missing members.",
-         message=_text(r"user does not exist")),
-    Rule(_is(404), Action.CONFIG, "wrong_base_url", _WRONG_BASE_URL, path_kind="other"),
-    Rule(_is(404), Action.REJECT, "not_found",
+         reason=Reason.NOT_FOUND, message=_text(r"user does not exist")),
+    Rule(_is(404), Action.CONFIG, _WRONG_BASE_URL, cause="wrong_base_url", path_kind="other"),
+    Rule(_is(404), Action.REJECT,
          "The member was not found. Check that user_id matches the configured id_type, or use sync mode "
-         "upsert to create missing members."),
-    Rule(_is(400, 422), Action.REJECT, "validation",
-         "CrowdTwist rejected a field value; see the API message, fix the source data or field mapping."),
-    Rule(_CLIENT_ERRORS, Action.REJECT, "rejected_by_api",
-         "CrowdTwist rejected this row; see the API message for what to change."),
-    Rule(lambda status: True, Action.REJECT, "rejected_by_api",
-         "CrowdTwist answered with an unexpected HTTP status; this row was not written."),
+         "upsert to create missing members.", reason=Reason.NOT_FOUND),
+    Rule(_is(400, 422), Action.REJECT,
+         "CrowdTwist rejected a field value; see the API message, fix the source data or field mapping.",
+         reason=Reason.VALIDATION),
+    Rule(_CLIENT_ERRORS, Action.REJECT, "CrowdTwist rejected this row; see the API message for what to change.",
+         reason=Reason.REJECTED_BY_API),
+    Rule(lambda status: True, Action.REJECT,
+         "CrowdTwist answered with an unexpected HTTP status; this row was not written.",
+         reason=Reason.REJECTED_BY_API),
 )
 
 
@@ -282,6 +281,7 @@ def classify_response(
     message: str | None,
     *,
     is_html: bool = False,
+    not_json: bool = False,
     path: str | None = None,
     rules: tuple[Rule, ...] = RULES,
 ) -> Resolution:
@@ -289,37 +289,13 @@ def classify_response(
 
     ``path`` (the request path, optional) tells a missing member (404 on ``/users/...``) from a wrong
     base URL (404 on ``/v2/activities``). Without it a JSON 404 counts as a missing member.
+    ``not_json`` says the body was present but not JSON (``is_html`` when it was an HTML page).
     """
     kind = _path_kind(path)
     for rule in rules:
-        if rule.matches(status, error_code, message, is_html, kind):
-            return Resolution(rule.action, rule.reason_class, rule.hint)
+        if rule.matches(status, error_code, message, is_html, kind, not_json):
+            return Resolution(rule.action, rule.hint, reason=rule.reason, cause=rule.cause)
     raise AssertionError("the last rule matches every status")  # pragma: no cover
-
-
-def error_from_resolution(
-    resolution: Resolution,
-    *,
-    status: int | None = None,
-    error_code: str | None = None,
-    api_message: str | None = None,
-    request_line: str | None = None,
-) -> CrowdTwistError:
-    """The exception that matches a non-OK resolution (``RecordRejected`` for REJECT, ...)."""
-    if resolution.action is Action.REJECT:
-        return RecordRejected(
-            resolution.hint, reason_class=resolution.reason_class or "rejected_by_api", status=status,
-            error_code=error_code, api_message=api_message, request_line=request_line,
-        )
-    cls: type[CrowdTwistError]
-    if resolution.action is Action.CONFIG:
-        cls = ConfigError
-    elif resolution.action is Action.RETRY:
-        cls = TransientError
-    else:
-        raise ValueError("an OK resolution is not an error")
-    return cls(resolution.hint, status=status, error_code=error_code, api_message=api_message,
-               request_line=request_line)
 
 
 def _shorten(text: str, limit: int = 300) -> str:

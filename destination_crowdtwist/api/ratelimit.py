@@ -1,7 +1,7 @@
 """A request budget shared by all worker threads: smooth pacing, slow-down on 429, gradual recovery.
 
 CrowdTwist's limit (10,000 requests/minute per program) lives in Oracle's contract, not the API docs,
-and no 429, Retry-After or X-RateLimit-* header is documented (crowdtwist-api.md §5). So the budget
+and no 429, Retry-After or X-RateLimit-* header is documented (docs/crowdtwist-api-notes.md §5). So the budget
 paces to a configured maximum and adapts AIMD-style when a 429 does arrive: a multiplicative cut
 (or a pause when Retry-After is given), then an additive climb back while requests succeed.
 

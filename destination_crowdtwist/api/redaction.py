@@ -9,8 +9,8 @@ like a secret parameter or an ``X-CT-Authorization`` value.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from collections.abc import Callable, Iterable
+from urllib.parse import quote, quote_plus, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -61,3 +61,15 @@ def redact_text(text: str, secrets: Iterable[str | None]) -> str:
         text = text.replace(value, MASK)
     text = _SECRET_PARAM_IN_TEXT.sub(lambda m: f"{m.group(1)}={MASK}", text)
     return _AUTH_HEADER_IN_TEXT.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+_USER_SEGMENT = re.compile(r"(/users/)([^/?]+)")
+
+
+def mask_user_segment(path: str, mask_value: Callable[[str], str] | None = None) -> str:
+    """``/v2/users/alice%40x.com/activities`` -> ``/v2/users/a***/activities`` (user id masked).
+
+    ``mask_value`` receives the decoded id; the default keeps only its first character.
+    """
+    masker = mask_value or (lambda value: value[:1] + MASK)
+    return _USER_SEGMENT.sub(lambda m: m.group(1) + masker(unquote(m.group(2))), path)

@@ -1,21 +1,41 @@
-"""Pure retry policy: capped exponential backoff with isolated jitter, and Retry-After parsing.
+"""Pure retry decisions: what to do after a failed attempt, as one table-driven function.
 
-No clock, sleep or randomness lives here; callers pass ``now`` and ``rand`` so tests can assert
-exact delay sequences.
+``decide`` is the only place that says whether a failed attempt is repeated, after how long, or why
+not. The client sends, describes what happened as an :class:`Outcome`, asks ``decide`` and performs
+the answer (sleep, or raise). The rules, tested row by row in unit_tests/test_retry.py:
+
+=============================================  ================  ===============================
+what happened                                  repeat a credit?  bounded by
+=============================================  ================  ===============================
+no connection (refused, DNS, connect timeout)  yes (not sent)    ``max_retries``
+408                                            yes (not run)     ``max_retries``
+429                                            yes (not run)     ``throttle_timeout`` (time)
+503, maintenance page                          no: Uncertain     ``unavailable_timeout`` (time)
+other 5xx, 2xx that is not JSON, huge body     no: Uncertain     ``max_retries``
+read timeout, dropped connection, deadline     no: Uncertain     ``max_retries``
+=============================================  ================  ===============================
+
+"Repeat a credit" is the non-idempotent case: CrowdTwist has no idempotency key for activity
+credits (docs/crowdtwist-api-notes.md), so a request that may have been applied is never sent again;
+``decide`` answers :class:`Uncertain`. A server-given Retry-After wins over the backoff, capped at
+``retry_after_cap`` so one odd header cannot park a worker for an hour, and never past a time bound.
+
+No clock, sleep or randomness lives here; callers pass ``elapsed``, ``now`` and ``rand`` so tests
+can assert exact delay sequences.
 """
 
 from __future__ import annotations
 
 import email.utils
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None if absent/invalid.
 
     ``now`` is the current Unix time (seconds), used for the HTTP-date form; a date in the past
-    means "retry now" (0.0). CrowdTwist documents no Retry-After at all (crowdtwist-api.md §5), but
+    means "retry now" (0.0). CrowdTwist documents no Retry-After at all (docs/crowdtwist-api-notes.md §5), but
     proxies and throttling front-ends send one, and users expect it to be honoured.
     """
     if value is None:
@@ -57,29 +77,140 @@ def backoff_delay(retry_number: int, *, base: float, cap: float, rand: Callable[
     return add_jitter(exponential_delay(retry_number, base=base, cap=cap), rand)
 
 
+# The server says it did not process the request: repeating it cannot apply it twice.
+NOT_PROCESSED = frozenset({408, 429})
+THROTTLED = 429
+UNAVAILABLE = 503
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to wait before retrying a retryable failure.
+    """How often and how long one request is retried.
 
-    ``max_retries`` counts retries, not attempts: 3 means at most 4 requests.
+    ``max_retries`` counts retries, not attempts: 3 means at most 4 requests for failures bounded by
+    count. Throttling (429) and unavailability (503) are bounded by time instead: they say "not
+    now", so a long limit or a maintenance window slows the sync down rather than failing rows.
+    Their backoff between probes is capped at ``wait_cap`` (before jitter).
     """
 
     max_retries: int = 3
     base: float = 0.5
     cap: float = 30.0
     retry_after_cap: float = 60.0
+    throttle_timeout: float = 600.0
+    unavailable_timeout: float = 300.0
+    wait_cap: float = 16.0
 
-    def next_delay(
-        self, retry_number: int, *, retry_after: float | None, rand: Callable[[], float]
-    ) -> float | None:
-        """Seconds to wait before retry ``retry_number`` (1-based), or None to give up.
+    def honoured_retry_after(self, seconds: float) -> float:
+        """A server-given Retry-After as we honour it: not negative, at most ``retry_after_cap``."""
+        return min(max(seconds, 0.0), self.retry_after_cap)
 
-        A server-given Retry-After wins over the backoff, limited to ``retry_after_cap`` so one
-        odd header cannot park every worker for an hour; if the server still throttles after that
-        wait, the next 429 uses up another retry.
-        """
-        if retry_number > self.max_retries:
-            return None
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_cap)
-        return backoff_delay(retry_number, base=self.base, cap=self.cap, rand=rand)
+    def time_bound(self, status: int | None) -> float | None:
+        """Seconds a failure with this status may keep being retried, or None when counted instead."""
+        if status == THROTTLED:
+            return self.throttle_timeout
+        if status == UNAVAILABLE:
+            return self.unavailable_timeout
+        return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one failed attempt tells the retry decision.
+
+    ``status`` is the HTTP status of an answer whose resolution is RETRY (or whose body could not be
+    used: too large, not JSON), None when no complete answer arrived. Then ``maybe_sent`` says
+    whether the request may have reached the server (read timeout, dropped connection: yes; refused,
+    DNS, connect timeout: no). ``retry_after`` is the server's Retry-After in seconds, if any.
+    """
+
+    status: int | None = None
+    maybe_sent: bool = True
+    retry_after: float | None = None
+
+    @property
+    def not_processed(self) -> bool:
+        """Whether the request certainly had no effect, so repeating it is safe for any request."""
+        if self.status is None:
+            return not self.maybe_sent
+        return self.status in NOT_PROCESSED
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The retries one request has made so far.
+
+    ``retries`` count against ``max_retries``; ``waits`` are the 429 / 503 retries, bounded by time.
+    """
+
+    retries: int = 0
+    waits: int = 0
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made, including the one that just failed."""
+        return self.retries + self.waits + 1
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send again after ``delay`` seconds; ``tally`` is the count to pass to the next decision."""
+
+    delay: float
+    tally: Tally
+    note: str  # for the log line, e.g. "retry 2 of 3"
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Stop retrying; ``reason`` completes the error message (e.g. "Gave up after 4 attempts.")."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Uncertain:
+    """Stop without retrying: a non-idempotent request may already have been applied."""
+
+
+Decision = Retry | GiveUp | Uncertain
+
+
+def decide(
+    outcome: Outcome,
+    tally: Tally,
+    elapsed: float,
+    *,
+    idempotent: bool,
+    policy: RetryPolicy,
+    rand: Callable[[], float],
+) -> Decision:
+    """What to do after a failed attempt (see the table in the module docstring).
+
+    ``tally`` counts the retries made before this failure; ``elapsed`` is the time in seconds since
+    this request first failed (time bounds run from there, so waiting for a rate-limit slot before
+    the first attempt does not count against them).
+    """
+    if not idempotent and not outcome.not_processed:
+        return Uncertain()
+    bound = policy.time_bound(outcome.status)
+    if bound is not None:
+        if elapsed >= bound:
+            return GiveUp(f"Gave up after {tally.attempts} attempts in {elapsed:.0f}s.")
+        waits = tally.waits + 1
+        if outcome.retry_after is not None:
+            delay = policy.honoured_retry_after(outcome.retry_after)
+        else:
+            delay = backoff_delay(waits, base=policy.base, cap=policy.wait_cap, rand=rand)
+        # Never sleep past the bound: the next failure then gives up on time.
+        delay = min(delay, bound - elapsed)
+        note = f"HTTP {outcome.status} for {elapsed:.0f}s, waiting at most {bound:.0f}s"
+        return Retry(delay, replace(tally, waits=waits), note)
+    retries = tally.retries + 1
+    if retries > policy.max_retries:
+        return GiveUp(f"Gave up after {tally.attempts} attempts.")
+    if outcome.retry_after is not None:
+        delay = policy.honoured_retry_after(outcome.retry_after)
+    else:
+        delay = backoff_delay(retries, base=policy.base, cap=policy.cap, rand=rand)
+    return Retry(delay, replace(tally, retries=retries), f"retry {retries} of {policy.max_retries}")

@@ -1,12 +1,12 @@
 """CrowdTwist request authentication: the HMAC recipe as pure steps, plus ``requests`` auth adapters.
 
-The recipe (crowdtwist-api.md §1.3) is::
+The recipe (docs/crowdtwist-api-notes.md §1.3) is::
 
     StringToSign = METHOD LF Content-MD5 LF Content-Type LF X-CT-Timestamp LF RequestURI   (LF = newline)
     signature    = Base64( lowercase-hex( HMAC-SHA256(private key, StringToSign) ) )
 
 Oracle's own text for the string-to-sign was not readable; the composition comes from the Apigee
-mediation proxy and its verifying mock, written against Oracle's page (see the reference). Each step
+mediation proxy and its verifying mock, written against Oracle's page (see the notes). Each step
 is a separate function so a failing vector names the step that went wrong.
 """
 
@@ -23,7 +23,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 from requests.auth import AuthBase
 
-logger = logging.getLogger(__name__)
+from destination_crowdtwist.api.redaction import mask_user_segment
+
+# A child of the "airbyte" logger, the only one the CDK configures (level and handler); a
+# module-named logger would stay at the root's WARNING level in a real sync.
+logger = logging.getLogger("airbyte.crowdtwist")
 
 AUTH_HEADER = "X-CT-Authorization"
 TIMESTAMP_HEADER = "X-CT-Timestamp"
@@ -105,7 +109,9 @@ class HmacAuth(AuthBase):
             md5 = content_md5(body)
         to_sign = string_to_sign(method, md5, content_type, timestamp, request_uri(url))
         # The string-to-sign holds no secret (the URI carries no api_key in HMAC mode); the key never logs.
-        logger.debug("CrowdTwist HMAC string-to-sign: %r", to_sign)
+        # The member id in the URI is personal data, so the logged copy has it masked.
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("CrowdTwist HMAC string-to-sign: %r", mask_user_segment(to_sign))
         return timestamp, f"{SCHEME} {self._public_key}:{signature(self._private_key, to_sign)}"
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:

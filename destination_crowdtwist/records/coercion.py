@@ -5,7 +5,7 @@ the wire value or raises a `Rejection` (reason ``validation``). Error messages n
 value, never the value itself: they end up in logs and reject files, and the values are often
 personal data (dates of birth, phone numbers, postal codes).
 
-Wire types follow crowdtwist-api.md §2.5: dates are Unix epoch **seconds**, flags are the
+Wire types follow docs/crowdtwist-api-notes.md §2.5: dates are Unix epoch **seconds**, flags are the
 integers 0/1, postal codes and phone numbers are strings.
 """
 
@@ -210,7 +210,7 @@ def to_postal_code(value: Any, field: str) -> str:
 def to_phone(value: Any, field: str) -> str:
     """Digits only: ``+``, ``( )``, ``-``, ``.`` and whitespace are removed; integers allowed.
 
-    The format CrowdTwist expects is NOT FOUND in its docs (crowdtwist-api.md §2.5); the Kit's
+    The format CrowdTwist expects is NOT FOUND in its docs (docs/crowdtwist-api-notes.md §2.5); the Kit's
     samples are bare 10-digit strings, so that is the normal form chosen here.
     """
     if _is_number(value):
@@ -277,7 +277,7 @@ def to_custom_value(value: Any, field: str) -> str:
     bool -> ``"true"``/``"false"`` (the Kit's profile shows ``"opt_in_email": "true"``); numbers ->
     their decimal form (whole floats without ``.0``, so a ZIP-like 575.0 becomes ``"575"``);
     dates/datetimes -> ISO 8601; strings unchanged. Objects and arrays are refused: custom_data is
-    a flat key -> string map (crowdtwist-api.md §2.7).
+    a flat key -> string map (docs/crowdtwist-api-notes.md §2.7).
     """
     if isinstance(value, str):
         return value

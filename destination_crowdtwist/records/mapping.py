@@ -147,7 +147,7 @@ def _object(value: Any, field: str) -> dict[str, Any]:
 
 _Coercer = Callable[[Any, str], Any]
 
-# Known CrowdTwist user fields (crowdtwist-api.md §2.5) and their wire coercions.
+# Known CrowdTwist user fields (docs/crowdtwist-api-notes.md §2.5) and their wire coercions.
 _COERCERS: dict[str, _Coercer] = {
     "email_address": _email,
     "first_name": _strip_str,

@@ -1,11 +1,11 @@
 """Pure pre-flight checks of a user payload against CrowdTwist's documented rules.
 
 Running these before any request means a row CrowdTwist would refuse costs no API quota and gets a
-message that says what to fix. The rules come from crowdtwist-api.md §2.5/§2.6 and the reference
+message that says what to fix. The rules come from docs/crowdtwist-api-notes.md §2.5/§2.6 and the reference
 connector documentation; where the API's exact behaviour is NOT FOUND the choice made here is
 written next to the rule. `validate_user` returns *every* problem, not only the first.
 
-Location rules as implemented (crowdtwist-api.md §2.6):
+Location rules as implemented (docs/crowdtwist-api-notes.md §2.6):
 
 - *Domestic* means ``country_code`` absent or ``"US"``. A domestic ``postal_code`` must be a US
   ZIP (5 digits, or 9 digits with or without ``-``). The API refuses other location fields next to a
@@ -62,7 +62,7 @@ FLAG_FIELDS: tuple[str, ...] = (
 _NAME_FIELDS: tuple[str, ...] = ("first_name", "middle_name", "last_name")
 CREATE_REQUIRED: tuple[str, ...] = ("first_name", "last_name", "email_address")
 
-# CrowdTwist's name regex is /^[-\’ \p{L}0-9- _@\.,]+$/u (crowdtwist-api.md §2.5). Python's `re` has
+# CrowdTwist's name regex is /^[-\’ \p{L}0-9- _@\.,]+$/u (docs/crowdtwist-api-notes.md §2.5). Python's `re` has
 # no \p{L}; ASCII names take the fast regex, others a per-character check with str.isalpha(), which
 # is exactly the Unicode letter categories (L*) that \p{L} means. Whether the ASCII apostrophe is
 # allowed is NOT FOUND (the page shows U+2019); both are accepted.

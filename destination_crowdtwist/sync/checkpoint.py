@@ -1,6 +1,6 @@
 """Checkpoint bookkeeping: when may a state be echoed, and with which exact stats.
 
-The contract (airbyte-destination.md §2.4): a state is echoed only after every record received
+The contract (docs/airbyte-protocol-notes.md §2.4): a state is echoed only after every record received
 before it has *settled* — accepted by CrowdTwist, or rejected and counted — and all states are echoed
 in the order received. Records complete out of order (a worker pool), so the tracker cuts the input
 into *segments*: segment k holds the records received after state k-1 and before state k. State k

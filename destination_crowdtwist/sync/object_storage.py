@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
-from destination_crowdtwist.api.retry import RetryPolicy
+from destination_crowdtwist.api.retry import RetryPolicy, backoff_delay
 from destination_crowdtwist.config import S3Storage
 from destination_crowdtwist.records.masking import mask_text
 from destination_crowdtwist.records.rejection import Reason
@@ -582,11 +582,11 @@ class S3RejectSink:
                 failure = refused.failure
             except Exception as exc:  # noqa: BLE001 - classified by failure(), which re-raises the unknown
                 failure = self._client.failure(exc)
-            delay = None if failure.permanent else self._policy.next_delay(retry + 1, retry_after=None, rand=self._rand)
-            if delay is None:
+            if failure.permanent or retry >= self._policy.max_retries:
                 self._error = self._failure_error(failure, what, attempts=retry + 1)
                 raise self._error from None
             retry += 1
+            delay = backoff_delay(retry, base=self._policy.base, cap=self._policy.cap, rand=self._rand)
             logger.warning(f"{failure.reason}; retrying in {delay:.1f} s (retry {retry} of {self._policy.max_retries})")
             self._sleep(delay)
 

@@ -18,6 +18,7 @@ rows; rows already in flight finish and settle, so the states they complete can 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -27,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from destination_crowdtwist.records.limits import RecordLimits, check_record
+from destination_crowdtwist.records.rejection import Rejection
 from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, ReplayWindow, StreamKey
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, Writer
@@ -34,6 +37,8 @@ from destination_crowdtwist.writers.base import Outcome, Prepared, Row, Writer
 logger = logging.getLogger("airbyte")
 
 _STOP = object()
+#: How a row that was refused before any parsing is named in logs (its identifier was never read).
+NOT_PARSED = "(not parsed)"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class _Task:
     prepared: Prepared[Any]
     writer: Writer
     ticket: int
+    size: int  # serialized bytes of the record, counted against the in-flight byte budget
 
 
 class Pipeline:
@@ -57,8 +63,14 @@ class Pipeline:
         request_stats: Callable[[], tuple[int, int]] | None = None,
         progress_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        limits: RecordLimits | None = None,
+        max_pending_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._report = report
+        self._limits = limits or RecordLimits()
+        # Rows are bounded by count AND bytes: 1,000 rows of 500 KB would otherwise hold 500 MB.
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self._concurrency = max(1, concurrency)
         # Enough rows to keep every worker busy while some members have rows waiting behind them.
         self.max_pending = max_pending or max(64, 8 * self._concurrency)
@@ -116,9 +128,20 @@ class Pipeline:
         settled here, at once; the others wait for a worker, behind earlier rows of their member.
         Blocks while ``max_pending`` rows are inside the pipeline.
         """
-        prepared = writer.prepare(row)
+        check = check_record(row.data, self._limits)
+        if check.rejection is not None:
+            stored = dataclasses.replace(row, data=check.stored_data)
+            self._enter(stored, Outcome.rejected(NOT_PARSED, check.rejection), None, 0)
+            return
+        self._enter(row, writer.prepare(row), writer, check.size)
+
+    def reject(self, row: Row, rejection: Rejection) -> None:
+        """Settle a row that no writer can take (e.g. an input line that is not a usable RECORD)."""
+        self._enter(row, Outcome.rejected(NOT_PARSED, rejection), None, 0)
+
+    def _enter(self, row: Row, prepared: Prepared[Any] | Outcome, writer: Writer | None, size: int) -> None:
         with self._cond:
-            while self._pending >= self.max_pending and self._fatal is None:
+            while self._full(size) and self._fatal is None:
                 self._cond.wait()
             self._raise_if_fatal()
             ticket = self._tracker.add_record()
@@ -126,8 +149,10 @@ class Pipeline:
                 self._settle_locked(row, ticket, prepared)
                 self._raise_if_fatal()
                 return
-            task = _Task(prepared, writer, ticket)
+            assert writer is not None
+            task = _Task(prepared, writer, ticket, size)
             self._pending += 1
+            self._pending_bytes += size
             self.peak_pending = max(self.peak_pending, self._pending)
             waiting = self._waiting.get(prepared.member)
             if waiting is not None:
@@ -135,6 +160,12 @@ class Pipeline:
                 return
             self._waiting[prepared.member] = deque()
         self._tasks.put(task)
+
+    def _full(self, size: int) -> bool:
+        # One row always fits when nothing is pending, however large, so a big row cannot deadlock.
+        if self._pending >= self.max_pending:
+            return True
+        return self._pending > 0 and self._pending_bytes + size > self.max_pending_bytes
 
     def add_state(self, state: Any, stream: StreamKey | None) -> None:
         """Register a state message received now (None stream = GLOBAL / LEGACY)."""
@@ -154,11 +185,24 @@ class Pipeline:
                 self._cond.wait()
             self._raise_if_fatal()
 
-    def wait_idle_after_fatal(self) -> None:
-        """After a fatal error, wait for the rows already in flight to finish and settle."""
+    def stop(self, error: BaseException) -> None:
+        """Stop the sync from outside (e.g. SIGTERM): workers take no new row; rows in flight finish."""
+        with self._cond:
+            self._fail_locked(error)
+
+    def wait_idle_after_fatal(self, timeout: float | None = None) -> None:
+        """After a fatal error, wait for the rows already in flight to finish and settle.
+
+        ``timeout`` bounds the wait (a terminating process has seconds, not minutes); rows still in
+        flight then stay unsettled, so no state after them is echoed.
+        """
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while self._busy:
-                self._cond.wait(timeout=1.0)
+                left = 1.0 if deadline is None else min(1.0, deadline - self._clock())
+                if left <= 0:
+                    return
+                self._cond.wait(timeout=left)
 
     @property
     def fatal(self) -> BaseException | None:
@@ -185,6 +229,9 @@ class Pipeline:
             self._fail_locked(exc)
             return
         self._tracker.settle(ticket, row.stream.key, accepted=outcome.accepted)
+        stop = self._report.systematic_rejection()
+        if stop is not None:
+            self._fail_locked(stop)
         self._cond.notify_all()
 
     def _fail_locked(self, exc: BaseException) -> None:
@@ -224,6 +271,7 @@ class Pipeline:
             if self._fatal is not None:
                 return None
             self._pending -= 1
+            self._pending_bytes -= task.size
             member = task.prepared.member
             waiting = self._waiting[member]
             if waiting:

@@ -1,6 +1,6 @@
 """Airbyte protocol plumbing that airbyte-cdk 7.x gets wrong for destinations.
 
-Three CDK 7.39 pitfalls are fixed here (see airbyte-destination.md §1.6):
+Three CDK 7.39 pitfalls are fixed here (see docs/airbyte-protocol-notes.md §1.6):
 
 (a) the platform adds an ``id`` to every state message and the CDK serializer drops it, so the
     platform fails with "State message does not contain id" — the patched models below keep it;
@@ -16,6 +16,7 @@ models (protocol 0.17.1) lack.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from serpyco_rs import SchemaValidationError, Serializer
 
 from destination_crowdtwist.api.errors import CrowdTwistError
+from destination_crowdtwist.records.rejection import Reason, Rejection
 
 logger = logging.getLogger("airbyte")
 
@@ -100,11 +102,66 @@ def _write_line(text: str) -> None:
         sys.stdout.flush()
 
 
-def parse_messages(lines: Iterable[str]) -> Iterator[PatchedAirbyteMessage]:
-    """Parse stdin lines into messages, skipping what a destination must ignore.
+#: How much of an unusable input line is kept for the reject sinks (the rest is cut).
+BAD_LINE_PREVIEW_CHARS = 2000
 
-    Non-JSON lines, JSON that is not an object, unknown message types and malformed messages are
-    skipped with one log line per kind (never one per line: a chatty source would flood the log).
+
+@dataclass(frozen=True)
+class BadInput:
+    """An input line that should have been a RECORD but cannot be used: it becomes a rejected row.
+
+    ``stream``/``namespace`` are set when the line says which stream it belongs to; ``data`` is
+    what the reject sinks keep (the record's data when there is one, else a preview of the line).
+    """
+
+    rejection: Rejection
+    stream: str | None
+    namespace: str | None
+    data: dict[str, Any]
+
+
+# A line that could not be parsed may still say which stream it belongs to; counting it in that
+# stream keeps the state's counts equal to the platform's (which counted the record there).
+_STREAM_FIELD = re.compile(r'"stream"\s*:\s*"((?:[^"\\]|\\.){1,500})"')
+_NAMESPACE_FIELD = re.compile(r'"namespace"\s*:\s*"((?:[^"\\]|\\.){1,500})"')
+
+
+def _bad(message: str, raw: bytes | str, obj: Any = None) -> BadInput:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    record = obj.get("record") if isinstance(obj, dict) else None
+    if isinstance(record, dict):
+        stream, namespace = record.get("stream"), record.get("namespace")
+    elif obj is None and '"RECORD"' in text[:200]:
+        found, ns = _STREAM_FIELD.search(text), _NAMESPACE_FIELD.search(text)
+        stream = _json_string(found.group(1)) if found else None
+        namespace = _json_string(ns.group(1)) if ns else None
+    else:
+        stream = namespace = None
+    return BadInput(
+        Rejection(Reason.INVALID_MESSAGE, message),
+        stream if isinstance(stream, str) else None,
+        namespace if isinstance(namespace, str) else None,
+        {"raw_line": text.rstrip("\n")[:BAD_LINE_PREVIEW_CHARS]},
+    )
+
+
+def _json_string(escaped: str) -> str | None:
+    try:
+        value = orjson.loads(f'"{escaped}"')
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessage | BadInput]:
+    """Parse stdin lines, one line at a time, into messages or :class:`BadInput` rejected rows.
+
+    Each line is decoded on its own, so one bad byte costs one row, never the rest of a buffer. A
+    line that is not UTF-8, not JSON, not a JSON object, or a RECORD without a stream or with data
+    that is not an object is a rejected row (counted in the next state's stats). Messages of an
+    unknown ``type`` and malformed non-RECORD messages are skipped, as the protocol asks, with one
+    log line per kind (never one per line: a chatty source would flood the log). Lines are never
+    logged: a RECORD carries PII.
     """
     warned: set[str] = set()
 
@@ -119,24 +176,46 @@ def parse_messages(lines: Iterable[str]) -> Iterator[PatchedAirbyteMessage]:
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
-            warn_once("not-json", "Skipping input lines that are not JSON (further ones are skipped silently).")
+            if isinstance(line, bytes):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield _bad(f"the input line is not valid UTF-8 (byte {exc.start})", line)
+                    continue
+            yield _bad("the input line is not JSON (or nests deeper than 1024 levels)", line)
             continue
         if not isinstance(obj, dict):
-            warn_once("not-object", "Skipping input lines that are not JSON objects.")
+            yield _bad("the input line is JSON but not an Airbyte message (not an object)", line)
             continue
         msg_type = obj.get("type")
         if msg_type not in _KNOWN_TYPES:
             warn_once(f"type:{msg_type}", f"Skipping messages of unknown type {str(msg_type)[:40]!r}.")
             continue
+        if msg_type == "RECORD":
+            problem = _record_problem(obj.get("record"))
+            if problem is not None:
+                yield _bad(problem, line, obj)
+                continue
         try:
             yield load_message(obj)
         except (SchemaValidationError, ValueError, TypeError) as exc:
-            # Never log the line itself: a RECORD carries PII.
+            if msg_type == "RECORD":
+                yield _bad(f"the RECORD message is malformed ({type(exc).__name__})", line, obj)
+                continue
             warn_once(
                 f"invalid:{msg_type}",
                 f"Skipping malformed {msg_type} messages ({type(exc).__name__}); further ones are skipped silently.",
             )
 
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return "the RECORD message has no record object"
+    if not isinstance(record.get("stream"), str) or not record["stream"]:
+        return "the RECORD has no stream name"
+    if not isinstance(record.get("data"), dict):
+        return "the RECORD's data is not a JSON object"
+    return None
 
 
 def traced(error: CrowdTwistError, *, message: str | None = None) -> AirbyteTracedException:

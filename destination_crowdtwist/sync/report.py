@@ -10,6 +10,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.masking import mask_text
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.reject_sinks import RejectSink
@@ -33,6 +34,8 @@ class SyncReport:
         log_pii: bool = False,
         dry_run: bool = False,
         sink_names: Sequence[str] = (),
+        stop_sample: int = 0,
+        stop_share: float = 0.0,
     ) -> None:
         self._lock = threading.Lock()
         self.by_kind: Counter[str] = Counter()
@@ -43,6 +46,12 @@ class SyncReport:
         self._log_pii = log_pii
         self._sinks = list(sinks)
         self._sink_names = list(sink_names)
+        # Fail fast: when the first `stop_sample` rows are rejected at `stop_share` or more, the
+        # mapping (not the data) is wrong, and every further row would spend a request to learn it.
+        self._stop_sample = stop_sample
+        self._stop_share = stop_share
+        self._stop_checked = stop_sample <= 0 or stop_share <= 0
+        self._first_messages: dict[str, str] = {}
 
     def record(self, row: Row, outcome: Outcome) -> None:
         """Count one row's outcome; log it and give it to the sinks when rejected."""
@@ -53,6 +62,7 @@ class SyncReport:
                 return
             reason = outcome.reason or Reason.REJECTED_BY_API
             self.by_reason[reason] += 1
+            self._first_messages.setdefault(reason, outcome.message or "")
             if len(self.examples[reason]) < MAX_EXAMPLES and outcome.member not in self.examples[reason]:
                 self.examples[reason].append(outcome.member)
             message = outcome.message or ""
@@ -68,6 +78,29 @@ class SyncReport:
                 )
             for sink in self._sinks:
                 sink.add(row, outcome)
+
+    def systematic_rejection(self) -> ConfigError | None:
+        """The error that stops the sync when the first rows were (almost) all rejected, else None.
+
+        Checked once, when ``stop_sample`` rows have settled. The message names the dominant reason,
+        a masked example and the fix (the rejection's own actionable message).
+        """
+        with self._lock:
+            total = sum(self.by_kind.values())
+            if self._stop_checked or total < self._stop_sample:
+                return None
+            self._stop_checked = True
+            rejected = self.by_kind[OutcomeKind.REJECTED]
+            if rejected < self._stop_share * total:
+                return None
+            reason, count = max(self.by_reason.items(), key=lambda kv: kv[1])
+            example = ", ".join(self.examples.get(reason, [])[:1]) or "-"
+            message = mask_text(self._first_messages.get(reason, ""))
+        return ConfigError(
+            f"Stopping early: {rejected} of the first {total} rows were rejected, {count} of them for [{reason}] "
+            f"(e.g. {example}): {message} This looks like a mapping or program setting to fix, not bad rows; fix it "
+            "and run the sync again (reject_stop_share = 0 turns this check off)."
+        )
 
     def flush(self) -> None:
         """Make the rejected rows durable in every sink (called before each state is echoed)."""

@@ -1,7 +1,7 @@
 """Activity Credit writer: award points exactly once, even across retries and replayed syncs.
 
 CrowdTwist has no idempotency key for ``POST /v2/users/{id}/activities`` and queues awards
-(crowdtwist-api.md §3), while Airbyte delivery is at-least-once. This writer makes each row's credit
+(docs/crowdtwist-api-notes.md §3), while Airbyte delivery is at-least-once. This writer makes each row's credit
 happen once:
 
 1. **A dedupe key per row**, stored in the credit's ``extra_data`` under :data:`DEDUPE_KEY_FIELD`:
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
-from destination_crowdtwist.api.errors import Action, TransientError, UncertainOutcome
+from destination_crowdtwist.api.errors import Action, ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
 from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
@@ -52,15 +52,12 @@ from destination_crowdtwist.writers.base import (
     member_label,
     raw_label,
 )
-from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger
+from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
 logger = logging.getLogger("airbyte")
 
 #: The key under which every credit's dedupe key is stored in CrowdTwist's ``extra_data``.
 DEDUPE_KEY_FIELD = "airbyte_dedupe_key"
-#: How far back activity history is searched for a dedupe key (a replay normally follows its failed
-#: attempt within hours; a week leaves room for a paused connection).
-HISTORY_LOOKBACK_SECONDS = 7 * 24 * 3600
 KNOWN_FIELDS = frozenset({"user_id", "activity_id", "num_points", "activity_date", "extra_data"})
 
 
@@ -86,6 +83,16 @@ class Credit:
         """
         return (self.id_type, self.user_id, self.activity_id, self.dedupe_key)
 
+    @property
+    def ledger_key(self) -> str:
+        """The event as one ledger key (member, activity and dedupe key)."""
+        return event_key(self.id_type, self.user_id, self.activity_id, self.dedupe_key)
+
+    @property
+    def history_key(self) -> tuple[str, str]:
+        """How the credit shows in its member's activity history: (activity, dedupe key)."""
+        return (self.activity_id, self.dedupe_key)
+
     def payload(self) -> dict[str, Any]:
         """The JSON body of the credit request."""
         body: dict[str, Any] = {"activity_id": self.activity_id}
@@ -99,7 +106,7 @@ class Credit:
 
 @dataclass
 class _HistoryCache:
-    keys: set[str] = field(default_factory=set)
+    keys: set[tuple[str, str]] = field(default_factory=set)
 
 
 class ActivityCreditWriter:
@@ -143,10 +150,16 @@ class ActivityCreditWriter:
         activities = self.client.list_activities()
         self._active = {str(a.get("id")): a for a in activities if isinstance(a, Mapping)}
         logger.info(f"Activity Credit: {len(self._active)} active activities in this program.")
+        default = self.cfg.default_activity_id
+        if default is not None and _id_text(default) not in self._active:
+            raise ConfigError(
+                f"default_activity_id {default} is not an active activity of this program. Choose one of the ids "
+                "GET /v2/activities lists (Control Center > Activities), or leave default_activity_id empty."
+            )
         if self.cfg.ledger_path:
             # Scoped by base URL: a ledger first used against the sandbox must not turn production
             # credits into "duplicates".
-            self._ledger = CreditLedger(self.cfg.ledger_path, scope=self.cfg.api_base_url)
+            self._ledger = CreditLedger(self.cfg.ledger_path, scope=ledger_scope(self.cfg.api_base_url))
             known = self._ledger.size()
             self._ledger_trusted = known > 0
             if known:
@@ -195,7 +208,7 @@ class ActivityCreditWriter:
                 )
         if self.cfg.dry_run:
             return self._dry_run(credit, member)
-        key = credit.dedupe_key
+        key = credit.ledger_key
         verify = self.cfg.credit_verification == "every_row" or (
             self.cfg.credit_verification == "replay_window" and verify
         )
@@ -206,8 +219,10 @@ class ActivityCreditWriter:
                 return _duplicate(member, f"already sent before: {earlier} (local ledger)")
             if status == PENDING:
                 verify = True  # a request was sent and its answer never recorded: it may have landed
-            elif self._ledger_trusted and self.cfg.credit_verification != "every_row":
-                verify = False  # absent from a ledger with this program's history: never sent from here
+            elif self._ledger_trusted:
+                # Absent from a ledger with this program's history: never sent by a run sharing it. The
+                # ledger is the user's promise that every run sees this file, so no history read.
+                verify = False
         if verify and self._history_has(credit, replay=True):
             self._mark_done(key, OutcomeKind.DUPLICATE)
             return _duplicate(member, "already credited (found in activity history)")
@@ -216,7 +231,7 @@ class ActivityCreditWriter:
     # -- sending ------------------------------------------------------------------------------
 
     def _send(self, credit: Credit, member: str) -> Outcome:
-        key = credit.dedupe_key
+        key = credit.ledger_key
         if self._ledger is not None:
             self._ledger.mark_pending(key)
         attempts = 0
@@ -241,7 +256,7 @@ class ActivityCreditWriter:
             return self._outcome(credit, member, response)
 
     def _outcome(self, credit: Credit, member: str, response: ApiResponse) -> Outcome:
-        key = credit.dedupe_key
+        key = credit.ledger_key
         if response.ok:
             data = response.data if isinstance(response.data, Mapping) else {}
             self._remember(credit)
@@ -286,16 +301,16 @@ class ActivityCreditWriter:
           shows up or the delay has passed.
         """
         delay = self.cfg.award_queue_delay_seconds
-        key = credit.dedupe_key
+        key = credit.history_key
         if replay:
             wait = self._started + delay - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            return key in self._history_keys(credit, refresh=False)
+            return _in_history(key, self._history_keys(credit, refresh=False))
         deadline = self._clock() + delay
         pause = min(0.25, max(delay / 8, 0.01))
         while True:
-            if key in self._history_keys(credit, refresh=True):
+            if _in_history(key, self._history_keys(credit, refresh=True)):
                 return True
             now = self._clock()
             if now >= deadline:
@@ -303,7 +318,7 @@ class ActivityCreditWriter:
             self._sleep(min(pause, deadline - now))
             pause = min(pause * 2, 2.0)
 
-    def _history_keys(self, credit: Credit, *, refresh: bool) -> set[str]:
+    def _history_keys(self, credit: Credit, *, refresh: bool) -> set[tuple[str, str]]:
         member = (credit.id_type, credit.user_id)
         with self._history_lock:
             cache = self._history.get(member)
@@ -311,22 +326,27 @@ class ActivityCreditWriter:
             return cache.keys
         now = int(self._clock())
         response = self.client.activity_history(
-            credit.user_id, credit.id_type, now - HISTORY_LOOKBACK_SECONDS, now + 3600
+            credit.user_id, credit.id_type, now - self.cfg.credit_history_days * 86_400, now + 3600
         )
-        keys: set[str] = set()
+        keys: set[tuple[str, str]] = set()
         if response.ok:
             for item in _history_items(response.data):
-                extra = item.get("extra_data") if isinstance(item, Mapping) else None
+                if not isinstance(item, Mapping):
+                    continue
+                activity = item.get("activity_id")
+                # An item without activity_id (the v2.1 shape is not documented) matches any activity.
+                activity_text = _id_text(activity) if isinstance(activity, str | int | float) else ANY_ACTIVITY
+                extra = item.get("extra_data")
                 if isinstance(extra, str):
                     try:
                         extra = json.loads(extra)
                     except ValueError:
                         extra = None
                 if isinstance(extra, Mapping) and extra.get(DEDUPE_KEY_FIELD) is not None:
-                    keys.add(str(extra[DEDUPE_KEY_FIELD]))
+                    keys.add((activity_text, str(extra[DEDUPE_KEY_FIELD])))
         elif response.status != 404:
             code, message = response.error_code, response.safe_message
-            if response.classify().action is Action.CONFIG:
+            if response.resolution.action is Action.CONFIG:
                 api_rejection(response)  # raises the sync-stopping error
             # Never guess: if the history cannot be read, crediting could double the points.
             raise TransientError(
@@ -344,7 +364,7 @@ class ActivityCreditWriter:
         with self._history_lock:
             cache = self._history.get((credit.id_type, credit.user_id))
             if cache is not None:
-                cache.keys.add(credit.dedupe_key)
+                cache.keys.add(credit.history_key)
 
     def _mark_done(self, key: str, outcome: str) -> None:
         if self._ledger is not None:
@@ -372,7 +392,12 @@ class ActivityCreditWriter:
         user_id = normalise_user_id(data.get(stream.id_field), stream.id_type, stream.id_field)
         raw_activity = data.get("activity_id")
         if raw_activity is None or (isinstance(raw_activity, str) and not raw_activity.strip()):
-            raise Rejection(Reason.VALIDATION, "activity_id is required: map the CrowdTwist activity id to activity_id")
+            raw_activity = self.cfg.default_activity_id
+        if raw_activity is None:
+            raise Rejection(
+                Reason.VALIDATION,
+                "activity_id is required: map the CrowdTwist activity id to activity_id, or set default_activity_id",
+            )
         if isinstance(raw_activity, bool) or not isinstance(raw_activity, str | int | float):
             kind = type(raw_activity).__name__
             raise Rejection(Reason.VALIDATION, f"activity_id must be a string or a number, got {kind}")
@@ -384,7 +409,9 @@ class ActivityCreditWriter:
                 "Control Center (Activities), that the activity has started and not ended, and GET /v2/activities "
                 "for the list of active ids.",
             )
-        num_points = _parse_points(data.get("num_points"))
+        num_points = _check_points(
+            _parse_points(data.get("num_points")), self.cfg.max_points_per_credit, self.cfg.allow_negative_points
+        )
         activity_date = None
         if data.get("activity_date") is not None:
             try:
@@ -410,6 +437,13 @@ class ActivityCreditWriter:
                 logger.info(
                     f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field)."
                 )
+
+
+ANY_ACTIVITY = "*"
+
+
+def _in_history(key: tuple[str, str], keys: set[tuple[str, str]]) -> bool:
+    return key in keys or (ANY_ACTIVITY, key[1]) in keys
 
 
 def _duplicate(member: str, message: str, *, status: int | None = None) -> Outcome:
@@ -466,13 +500,33 @@ def _parse_points(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return int(value)  # 1e300 is "integer" too: _check_points refuses it by size
     if isinstance(value, str):
         try:
             return int(value.strip())
         except ValueError:
             pass
     raise Rejection(Reason.VALIDATION, f"num_points must be a whole number, got {type(value).__name__}")
+
+
+def _check_points(points: int | None, maximum: int, allow_negative: bool) -> int | None:
+    """Points are money-like: a value no program would award is a data error, not a credit."""
+    if points is None:
+        return None
+    if points < 0 and not allow_negative:
+        raise Rejection(
+            Reason.VALIDATION,
+            "num_points is negative; debits are refused unless allow_negative_points is set",
+            field="num_points",
+        )
+    if abs(points) > maximum:
+        raise Rejection(
+            Reason.VALIDATION,
+            f"num_points is larger than max_points_per_credit ({maximum}); check the source column, or raise the "
+            "limit if such awards are real",
+            field="num_points",
+        )
+    return points
 
 
 def _parse_extra(value: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from destination_crowdtwist.api.errors import Action, TransientError, error_from_resolution
+from destination_crowdtwist.api.errors import Action, ConfigError
 from destination_crowdtwist.records.masking import mask_identifier
 from destination_crowdtwist.records.rejection import Reason, Rejection
 
@@ -180,12 +180,15 @@ def api_rejection(response: ApiResponse) -> Rejection:
     Answers that concern every row (credentials, base URL) raise the matching sync-stopping error
     instead: rejecting row after row would only hide the real problem.
     """
-    resolution = response.classify()
-    if resolution.action is not Action.REJECT:
-        raise error_from_resolution(
-            resolution, status=response.status, error_code=response.error_code,
-            api_message=response.safe_message, request_line=response.request_line,
-        ) if resolution.action is not Action.OK else TransientError("unexpected success", status=response.status)
-    message = response.error_message
-    text = resolution.hint if not message else f"{message} — {resolution.hint}"
-    return Rejection(Reason(resolution.reason_class or "rejected_by_api"), text, status=response.status)
+    resolution = response.resolution
+    if resolution.action is Action.CONFIG:
+        raise ConfigError(
+            resolution.hint,
+            status=response.status,
+            error_code=response.error_code,
+            api_message=response.safe_message,
+            request_line=response.request_line,
+        )
+    # The client returns only OK, REJECT and CONFIG answers (it retries or raises for the rest), and
+    # callers ask only about answers that are not OK: what is left is a REJECT.
+    return response.rejection()

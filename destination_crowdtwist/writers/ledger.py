@@ -34,6 +34,19 @@ _SCHEMA = (
 )
 
 
+def ledger_scope(api_base_url: str) -> str:
+    """The scope of a program's keys. "v2": since 0.2.0 keys are events (see :func:`event_key`); a
+    0.1.0 ledger's bare keys sit in another scope, so an upgraded ledger starts empty (untrusted,
+    so rows are verified) instead of silently matching nothing.
+    """
+    return f"v2|{api_base_url}"
+
+
+def event_key(id_type: str, user_id: str, activity_id: str, dedupe_key: str) -> str:
+    """One credit event as a ledger key: the same dedupe key for two members or activities is two events."""
+    return f"{id_type}:{user_id}|{activity_id}|{dedupe_key}"
+
+
 class CreditLedger:
     """Thread-safe SQLite ledger of dedupe keys for one scope (CrowdTwist program)."""
 

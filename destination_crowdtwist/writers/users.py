@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.api.client import CrowdTwistClient
+from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import MappedUser, MappingOptions, create_payload, map_user_record
 from destination_crowdtwist.records.rejection import Reason, Rejection
@@ -182,7 +182,7 @@ class UserProfileWriter:
     def _insert(self, user: UserRow, label: str) -> Outcome:
         assert isinstance(user.create, dict)  # prepare() rejected the row otherwise
         response = self.client.create_user(user.create)
-        if response.ok:
+        if response.ok or self._our_lost_create(user, response):
             return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
         return Outcome.rejected(label, api_rejection(response))
 
@@ -204,9 +204,11 @@ class UserProfileWriter:
                 if not user.mapped.payload:
                     if Step.CREATE in tried:
                         return _unchanged(label)
-                    # Nothing to update, but the member must exist: the create tells us (once).
-                    step = Step.CREATE
-                    continue
+                    if can_create:
+                        # Nothing to update, but the member must exist: the create tells us (once).
+                        step = Step.CREATE
+                        continue
+                    return self._exists_or_rejected(user, label)
                 response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
                 if response.ok:
                     self.learner.observe(existed=True)
@@ -223,7 +225,7 @@ class UserProfileWriter:
                 prefix = _CANNOT_CREATE if proved_missing else ""
                 return Outcome.rejected(label, user.create.with_prefix(prefix))
             response = self.client.create_user(user.create)
-            if response.ok:
+            if response.ok or self._our_lost_create(user, response):
                 self.learner.observe(existed=False)
                 return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
             rejection = api_rejection(response)
@@ -234,6 +236,31 @@ class UserProfileWriter:
             if rejection.reason is Reason.ALREADY_TAKEN and not user.mapped.payload:
                 return _unchanged(label)
             return Outcome.rejected(label, rejection)
+
+    def _our_lost_create(self, user: UserRow, response: ApiResponse) -> bool:
+        """Whether "already taken" answers a retry of our own create whose first answer was lost.
+
+        The client retries a create after a dropped connection or a 5xx (a second create of the same
+        identifier cannot make a second member), so the retry may meet the member the first attempt
+        made. Reading the member and comparing it with what we sent tells ours from someone else's.
+        """
+        if not response.after_uncertain or not isinstance(user.create, dict):
+            return False
+        if api_rejection(response).reason is not Reason.ALREADY_TAKEN:
+            return False
+        found = self.client.get_user(user.mapped.user_id, user.id_type)
+        profile = found.data if found.ok and isinstance(found.data, Mapping) else None
+        return profile is not None and _matches(profile, user.create)
+
+    def _exists_or_rejected(self, user: UserRow, label: str) -> Outcome:
+        """An identifier-only row that could not create its member: one read says which it is."""
+        response = self.client.get_user(user.mapped.user_id, user.id_type)
+        if response.ok:
+            return _unchanged(label)
+        rejection = api_rejection(response)
+        if rejection.reason is Reason.NOT_FOUND and isinstance(user.create, Rejection):
+            rejection = user.create.with_prefix(_CANNOT_CREATE)
+        return Outcome.rejected(label, rejection)
 
     def _dry_run(self, user: UserRow, label: str) -> Outcome:
         response = self.client.get_user(user.mapped.user_id, user.id_type)
@@ -286,6 +313,25 @@ class UserProfileWriter:
 
 def _unchanged(label: str) -> Outcome:
     return Outcome(kind=OutcomeKind.UNCHANGED, member=label, message="no field to update besides the identifier")
+
+
+# Fields CrowdTwist takes on create but does not return as sent (secrets, one-off flags, nested data).
+_NOT_ECHOED = frozenset({"password", "invite_code", "send_verify_email", "sign_up_channel_id", "sign_up_campaign",
+                         "custom_data", "extra_data"})
+
+
+def _matches(profile: Mapping[str, Any], sent: Mapping[str, Any]) -> bool:
+    """Whether a member's profile holds every field value a create sent (emails compared case-blind)."""
+    for name, value in sent.items():
+        if name in _NOT_ECHOED:
+            continue
+        have = profile.get(name)
+        if isinstance(value, str) and isinstance(have, str) and "email" in name:
+            if value.strip().lower() != have.strip().lower():
+                return False
+        elif _normalise(have) != _normalise(value):
+            return False
+    return True
 
 
 def _normalise(value: Any) -> Any:

@@ -1,0 +1,59 @@
+"""parse_messages: one line at a time, bad lines become rejected rows with the stream they name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from destination_crowdtwist.sync.protocol import BadInput, PatchedAirbyteMessage, parse_messages
+
+
+def rec(data: object, stream: str = "users") -> bytes:
+    return json.dumps({"type": "RECORD", "record": {"stream": stream, "emitted_at": 1, "data": data}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("line", "needle", "stream"),
+    [
+        (b'{"type":"RECORD","record":{"stream":"users","data":{"n":"caf\xe9"}}}', "not valid UTF-8 (byte", "users"),
+        (b"not json at all", "not JSON", None),
+        (b'{"type":"RECORD","record":{"stream":"users","namespace":"crm","data":{"n":1}', "not JSON", "users"),
+        (b"[1, 2]", "not an object", None),
+        (rec("a string"), "data is not a JSON object", "users"),
+        (rec(["a", "list"]), "data is not a JSON object", "users"),
+        (json.dumps({"type": "RECORD", "record": {"data": {}}}).encode(), "no stream name", None),
+        (json.dumps({"type": "RECORD"}).encode(), "no record object", None),
+    ],
+)
+def test_unusable_lines_become_bad_input_with_their_stream(line: bytes, needle: str, stream: str | None) -> None:
+    [bad] = list(parse_messages([line]))
+    assert isinstance(bad, BadInput)
+    assert bad.rejection.reason == "invalid_message"
+    assert needle in bad.rejection.message
+    assert bad.stream == stream
+    assert "raw_line" in bad.data
+
+
+def test_one_bad_byte_costs_one_line_not_its_neighbours() -> None:
+    lines = [rec({"n": 1}), b'{"type":"RECORD","record":{"stream":"users","data":{"n":"\xff"}}}', rec({"n": 3})]
+    parsed = list(parse_messages(lines))
+    assert [type(m).__name__ for m in parsed] == ["PatchedAirbyteMessage", "BadInput", "PatchedAirbyteMessage"]
+    assert isinstance(parsed[2], PatchedAirbyteMessage) and parsed[2].record.data == {"n": 3}  # type: ignore[union-attr]
+
+
+def test_unknown_types_and_blank_lines_are_skipped_not_rejected() -> None:
+    lines = [b"", b"   ", json.dumps({"type": "SOMETHING_NEW"}).encode(), rec({"n": 1})]
+    parsed = list(parse_messages(lines))
+    assert len(parsed) == 1 and isinstance(parsed[0], PatchedAirbyteMessage)
+
+
+def test_the_line_kept_for_reject_sinks_is_capped() -> None:
+    [bad] = list(parse_messages([b"x" * 10_000]))
+    assert isinstance(bad, BadInput)
+    assert len(bad.data["raw_line"]) == 2000
+
+
+def test_text_lines_are_accepted_too() -> None:
+    [msg] = list(parse_messages([rec({"n": 1}).decode()]))
+    assert isinstance(msg, PatchedAirbyteMessage)

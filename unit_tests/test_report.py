@@ -1,0 +1,115 @@
+"""SyncReport: counts, capped log lines, masked summaries, sinks, and the fail-fast check."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.sync.reject_sinks import LocalFileSink
+from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport
+from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
+
+STREAM = StreamContext(None, "users", "append_dedup")
+
+
+def row(i: int, **data: object) -> Row:
+    return Row(stream=STREAM, data={"user_id": f"u{i}@example.com", **data}, seq=i)
+
+
+def bad(member: str = "u***@e***.com", reason: Reason = Reason.VALIDATION, message: str = "fix it") -> Outcome:
+    return Outcome.rejected(member, Rejection(reason, message))
+
+
+def test_counts_by_kind_reason_and_stream() -> None:
+    report = SyncReport()
+    report.record(row(0), Outcome(OutcomeKind.CREATED))
+    report.record(row(1), bad())
+    report.record(row(2), bad(reason=Reason.LOCATION))
+    assert report.by_kind == {"created": 1, "rejected": 2}
+    assert report.by_reason == {"validation": 1, "location": 1}
+    assert report.rejected == 2
+    assert report.by_stream["users"] == {"created": 1, "rejected": 2}
+
+
+def test_rejected_rows_are_logged_up_to_a_cap_per_reason(caplog: pytest.LogCaptureFixture) -> None:
+    report = SyncReport()
+    with caplog.at_level(logging.WARNING, logger="airbyte"):
+        for i in range(LOGGED_PER_REASON + 30):
+            report.record(row(i), bad())
+        report.record(row(999), bad(reason=Reason.LOCATION))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == LOGGED_PER_REASON + 1
+    assert "further rows of this reason are counted, not logged" in lines[LOGGED_PER_REASON - 1]
+    assert report.by_reason["validation"] == LOGGED_PER_REASON + 30
+
+
+def test_log_lines_and_summary_mask_personal_data(caplog: pytest.LogCaptureFixture) -> None:
+    report = SyncReport()
+    with caplog.at_level(logging.WARNING, logger="airbyte"):
+        report.record(row(0), bad(message="alice@example.com is taken; call +1 212 555 0100"))
+    text = caplog.text + "\n".join(report.summary_lines())
+    assert "alice@example.com" not in text and "555 0100" not in text
+
+
+def test_summary_lists_outcomes_reasons_examples_and_sinks(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    report = SyncReport(sinks=[LocalFileSink(str(path), include_pii=False)], sink_names=[str(path)])
+    report.record(row(0), Outcome(OutcomeKind.UPDATED))
+    for i in range(5):
+        report.record(row(i), bad(member=f"m{i}"))
+    report.close()
+    lines = report.summary_lines()
+    assert lines[0] == "Sync summary: 6 rows"
+    assert "  validation: 5 (e.g. m0, m1, m2)" in lines
+    assert lines[-1] == f"Rejected rows were written to {path}"
+    written = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [w["reason_class"] for w in written] == ["validation"] * 5
+    assert written[0]["record"]["user_id"] != "u0@example.com"  # masked unless include_pii
+
+
+def test_sinks_receive_only_rejected_rows_and_flush_before_echo(tmp_path: Path) -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.rows: list[int] = []
+            self.flushes = 0
+
+        def add(self, row: Row, outcome: Outcome) -> None:
+            self.rows.append(row.seq)
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+        def close(self) -> None: ...
+
+    sink = Sink()
+    report = SyncReport(sinks=[sink])
+    report.record(row(0), Outcome(OutcomeKind.CREATED))
+    report.record(row(1), bad())
+    report.flush()
+    assert (sink.rows, sink.flushes) == ([1], 1)
+
+
+@pytest.mark.parametrize(
+    ("rejected_of_10", "share", "stops"),
+    [(10, 0.9, True), (9, 0.9, True), (8, 0.9, False), (10, 0.0, False), (3, 0.3, True)],
+)
+def test_fail_fast_after_the_sample(rejected_of_10: int, share: float, stops: bool) -> None:
+    report = SyncReport(stop_sample=10, stop_share=share)
+    for i in range(10):
+        assert report.systematic_rejection() is None  # never before the sample is complete
+        if i < rejected_of_10:
+            report.record(row(i), bad(member=f"m{i}", reason=Reason.CUSTOM_ATTRIBUTE, message="configure it"))
+        else:
+            report.record(row(i), Outcome(OutcomeKind.UPDATED))
+    error = report.systematic_rejection()
+    assert (error is not None) == stops
+    if error is not None:
+        assert isinstance(error, ConfigError)
+        assert f"{rejected_of_10} of the first 10 rows were rejected" in error.message
+        assert "[custom_attribute]" in error.message and "configure it" in error.message
+    assert report.systematic_rejection() is None  # checked once
