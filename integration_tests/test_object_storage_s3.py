@@ -397,6 +397,7 @@ def test_a_missing_bucket_stops_the_sync_before_its_first_row(sandbox: Sandbox, 
     assert isinstance(run.error, AirbyteTracedException)
     assert run.error.failure_type is not None and run.error.failure_type.value == "config_error"
     assert "'never-created' does not exist" in (run.error.message or "")
+    assert (run.error.message or "").endswith("The sync stops before its first row.")
     assert sandbox.members() == []
 
 

@@ -520,7 +520,7 @@ class S3RejectSink:
             if actual and storage.s3_bucket_region and actual != storage.s3_bucket_region:
                 raise _Refused(explain(storage, bucket_region=actual))
 
-        self._with_retries(head, "Rejected rows cannot be stored")
+        self._with_retries(head, "Rejected rows cannot be stored", then="The sync stops before its first row.")
 
     def add(self, row: Row, outcome: Outcome) -> None:
         """Buffer one rejected row; upload early when the buffer is full."""
@@ -568,11 +568,15 @@ class S3RejectSink:
                 Bucket=storage.s3_bucket_name, Key=key, Body=body, ContentType=content_type(storage)
             )
 
-        self._with_retries(put, f"{rows} rejected rows could not be stored")
+        self._with_retries(
+            put, f"{rows} rejected rows could not be stored",
+            then="The sync stops without confirming the checkpoints that cover them; rows already written to "
+            "CrowdTwist stay written.",
+        )
         self.uploaded.append((key, rows))
         logger.info(f"Stored {rows} rejected rows in s3://{storage.s3_bucket_name}/{key}")
 
-    def _with_retries(self, call: Callable[[], None], what: str) -> None:
+    def _with_retries(self, call: Callable[[], None], what: str, *, then: str) -> None:
         retry = 0
         while True:
             try:
@@ -583,19 +587,16 @@ class S3RejectSink:
             except Exception as exc:  # noqa: BLE001 - classified by failure(), which re-raises the unknown
                 failure = self._client.failure(exc)
             if failure.permanent or retry >= self._policy.max_retries:
-                self._error = self._failure_error(failure, what, attempts=retry + 1)
+                self._error = self._failure_error(failure, what, then, attempts=retry + 1)
                 raise self._error from None
             retry += 1
             delay = backoff_delay(retry, base=self._policy.base, cap=self._policy.cap, rand=self._rand)
             logger.warning(f"{failure.reason}; retrying in {delay:.1f} s (retry {retry} of {self._policy.max_retries})")
             self._sleep(delay)
 
-    def _failure_error(self, failure: S3Failure, what: str, *, attempts: int) -> CrowdTwistError:
+    def _failure_error(self, failure: S3Failure, what: str, then: str, *, attempts: int) -> CrowdTwistError:
         tries = "" if failure.permanent else f" after {attempts} attempts"
-        message = (
-            f"{what} in {self.storage.location}: {failure.reason}{tries}. {failure.fix} The sync stops without "
-            "confirming the checkpoints that cover those rows; rows already written to CrowdTwist stay written."
-        )
+        message = f"{what} in {self.storage.location}: {failure.reason}{tries}. {failure.fix} {then}"
         return ConfigError(message) if failure.permanent else TransientError(message)
 
 
