@@ -42,11 +42,28 @@ def _activity(spec: str) -> dict[str, Any]:
     return activity
 
 
+def _connector_config(base_url: str, options: SandboxOptions) -> dict[str, object]:
+    """The destination config that talks to this sandbox (its keys are test keys, not secrets)."""
+    credentials: dict[str, object]
+    if options.hmac_enabled:
+        credentials = {"auth_type": "hmac", "public_key": options.hmac_public_key,
+                       "private_key": options.hmac_private_key}
+    else:
+        credentials = {"auth_type": "api_key", "api_key": options.api_key}
+    return {"api_base_url": base_url, "credentials": credentials}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one flag per `SandboxOptions` knob)."""
     p = argparse.ArgumentParser(
         prog="crowdtwist-sandbox",
         description="Local fake of the Oracle CrowdTwist REST API v2 (listens on 127.0.0.1 only).",
+        epilog=(
+            "Point the connector at it with api_base_url set to the printed http://127.0.0.1:PORT (plain http "
+            "is accepted for loopback only) and credentials {\"auth_type\": \"api_key\", \"api_key\": "
+            f"\"{DEFAULT_API_KEY}\"}} (or --api-key). With --hmac, use auth_type hmac with the public and "
+            "private keys printed at start-up. Knobs and endpoints: crowdtwist_sandbox/README.md."
+        ),
     )
     p.add_argument("--port", type=int, default=0, help="port to listen on (0 = any free port)")
     p.add_argument("--port-file", type=Path, help="write the bound port number to this file")
@@ -162,9 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.port_file.write_text(f"{sandbox.port}\n", encoding="utf-8")
         print(f"listening on {sandbox.base_url}", flush=True)
         if not args.quiet:
-            mode = "HMAC" if options.hmac_enabled else "API key"
-            print(f"auth: {mode}; admin API: {sandbox.base_url}/__sandbox/ (members, credits, counters, "
-                  "activities, options, reset)", file=sys.stderr, flush=True)
+            print(f"connector config: {json.dumps(_connector_config(sandbox.base_url, options))}",
+                  file=sys.stderr, flush=True)
+            print(f"admin API: {sandbox.base_url}/__sandbox/ (members, credits, counters, activities, options, "
+                  "reset)", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
     return 0

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from crowdtwist_sandbox import DEFAULT_API_KEY, Sandbox, SandboxOptions  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
+DEMO_DIR = ROOT / ".demo"
 CONNECTOR = [sys.executable, str(ROOT / "main.py")]
 
 
@@ -82,14 +83,18 @@ def main() -> None:
             "credentials": {"auth_type": "api_key", "api_key": DEFAULT_API_KEY},
             "user_identifier_type": "email",
         }
-        rejects = work / "rejected.jsonl"
+        # Kept after the demo (git-ignored), so the path the sync summary prints can be opened.
+        DEMO_DIR.mkdir(exist_ok=True)
+        rejects = DEMO_DIR / "rejected.jsonl"
+        rejects.unlink(missing_ok=True)
         run_sync(
             "User Profile sync (upsert, 300 rows)",
             {**base, "object_type": "user_profile", "rejected_records_path": str(rejects)},
             EXAMPLES / "catalog_users.json", EXAMPLES / "users.jsonl", work,
         )
         first = json.loads(rejects.read_text().splitlines()[0])
-        print(f"  first line of the rejected-records file (PII masked): {json.dumps(first)[:300]}")
+        print(f"  first line of the rejected-records file {rejects.relative_to(ROOT)} (PII masked): "
+              f"{json.dumps(first)[:300]}")
         print(f"  sandbox now holds {len(sb.members())} members")
 
         ledger = work / "ledger.sqlite"

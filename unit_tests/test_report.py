@@ -113,3 +113,22 @@ def test_fail_fast_after_the_sample(rejected_of_10: int, share: float, stops: bo
         assert f"{rejected_of_10} of the first 10 rows were rejected" in error.message
         assert "[custom_attribute]" in error.message and "configure it" in error.message
     assert report.systematic_rejection() is None  # checked once
+
+
+def test_dry_run_changes_are_logged_capped_counted_and_filed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "dry.jsonl"
+    report = SyncReport(sinks=[LocalFileSink(str(path), include_pii=False)], dry_run=True)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        for i in range(60):
+            report.record(row(i), Outcome(OutcomeKind.WOULD_UPDATE, member=f"m{i}", changes=("first_name",)))
+        report.record(row(99), Outcome(OutcomeKind.WOULD_CREATE, member="new", changes=("email_address", "first_name")))
+    report.close()
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Dry run:")]
+    assert len(logged) == 50
+    assert logged[0] == "Dry run: row 0 of stream users for m0: would update first_name"
+    assert report.changed_fields == {"first_name": 61, "email_address": 1}
+    assert "  first_name: 61" in report.summary_lines()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 61
+    assert lines[-1] == {"stream": "users", "row": 99, "user": "new", "dry_run": "would_create",
+                         "changes": ["email_address", "first_name"]}

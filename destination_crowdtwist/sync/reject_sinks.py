@@ -26,6 +26,9 @@ class RejectSink(Protocol):
     def add(self, row: Row, outcome: Outcome) -> None:
         """Take one rejected row (called under the report's lock, in settle order)."""
 
+    def add_change(self, row: Row, outcome: Outcome) -> None:
+        """Take one dry-run row with the fields it would change (sinks that keep only rejects ignore it)."""
+
     def flush(self) -> None:
         """Make every row added so far durable; raise if that is impossible."""
 
@@ -66,6 +69,22 @@ class LocalFileSink:
             "http_status": outcome.status,
             "record": row.data if pii else mask_record(row.data),
         }
+        self._write(line)
+
+    def add_change(self, row: Row, outcome: Outcome) -> None:
+        """Dry run: one line with the fields the row would change (values are not written)."""
+        if self._file is None:
+            return
+        self._write({
+            "stream": row.stream.label,
+            "row": row.seq,
+            "user": outcome.member,
+            "dry_run": str(outcome.kind),
+            "changes": list(outcome.changes),
+        })
+
+    def _write(self, line: dict[str, object]) -> None:
+        assert self._file is not None
         try:
             self._file.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
         except OSError as exc:

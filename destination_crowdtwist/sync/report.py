@@ -22,6 +22,8 @@ MAX_EXAMPLES = 3
 #: Rejected rows logged one by one per reason class; after that only a count (at the end of the
 #: sync), so that 100,000 bad rows do not make 100,000 log lines.
 LOGGED_PER_REASON = 20
+#: Dry-run rows whose field-level changes are logged one by one (the summary counts them all).
+LOGGED_DRY_RUN_ROWS = 50
 
 
 class SyncReport:
@@ -52,12 +54,17 @@ class SyncReport:
         self._stop_share = stop_share
         self._stop_checked = stop_sample <= 0 or stop_share <= 0
         self._first_messages: dict[str, str] = {}
+        self.changed_fields: Counter[str] = Counter()
+        self._dry_run_logged = 0
 
     def record(self, row: Row, outcome: Outcome) -> None:
         """Count one row's outcome; log it and give it to the sinks when rejected."""
         with self._lock:
             self.by_kind[outcome.kind] += 1
             self.by_stream[row.stream.label][outcome.kind] += 1
+            if outcome.kind in (OutcomeKind.WOULD_UPDATE, OutcomeKind.WOULD_CREATE):
+                self._record_dry_run(row, outcome)
+                return
             if outcome.kind is not OutcomeKind.REJECTED:
                 return
             reason = outcome.reason or Reason.REJECTED_BY_API
@@ -78,6 +85,18 @@ class SyncReport:
                 )
             for sink in self._sinks:
                 sink.add(row, outcome)
+
+    def _record_dry_run(self, row: Row, outcome: Outcome) -> None:
+        """Field-level changes of a dry run: logged (capped, member masked), counted, and filed."""
+        self.changed_fields.update(outcome.changes)
+        verb = "update" if outcome.kind is OutcomeKind.WOULD_UPDATE else "create with"
+        if self._dry_run_logged < LOGGED_DRY_RUN_ROWS:
+            self._dry_run_logged += 1
+            fields = ", ".join(outcome.changes) or "no field"
+            where = f"row {row.seq} of stream {row.stream.label} for {outcome.member}"
+            logger.info(f"Dry run: {where}: would {verb} {fields}")
+        for sink in self._sinks:
+            sink.add_change(row, outcome)
 
     def systematic_rejection(self) -> ConfigError | None:
         """The error that stops the sync when the first rows were (almost) all rejected, else None.
@@ -129,6 +148,10 @@ class SyncReport:
             lines = [f"{head}: {total} rows"]
             for kind, n in sorted(self.by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"  {kind}: {n}")
+            if self.changed_fields:
+                lines.append("Fields that would change (rows):")
+                for name, n in self.changed_fields.most_common(20):
+                    lines.append(f"  {name}: {n}")
             if self.by_reason:
                 lines.append("Rejected rows by reason:")
                 for reason, n in sorted(self.by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
