@@ -535,6 +535,9 @@ class S3RejectSink:
         if self._buffered >= self._max_buffer_bytes:
             self.flush()
 
+    def add_change(self, row: Row, outcome: Outcome) -> None:
+        """Dry-run rows are not kept: the bucket holds rejected rows only (and a dry run has no sink here)."""
+
     def flush(self) -> None:
         """Upload every stream's buffered rows as one new object each; raise if that is impossible.
 
