@@ -276,6 +276,7 @@ class _Sync:
                 "Dry run: nothing is written to CrowdTwist and no state is echoed, so the next real sync "
                 "sends these rows again."
             )
+        completed = False
         try:
             try:
                 for writer in writers.values():
@@ -284,15 +285,24 @@ class _Sync:
                 raise traced(exc) from None
             pipeline.start()
             yield from self._drive(input_messages, writers, pipeline, report)
+            completed = True
         finally:
             pipeline.shutdown()
             for writer in writers.values():
                 writer.close()
             client.close()
-            report.close()
-            for line in report.summary_lines():
-                logger.info(line)
-            logger.info(pipeline.progress_line())
+            try:
+                # Closing the sinks stores the rejected rows after the last state.
+                report.close()
+            except CrowdTwistError as exc:
+                if completed:
+                    raise traced(exc) from None
+                # The sync is already failing: its first error is the one to report.
+                logger.error(f"Closing the reject sinks also failed: {exc.message}")
+            finally:
+                for line in report.summary_lines():
+                    logger.info(line)
+                logger.info(pipeline.progress_line())
 
     def _drive(
         self,
