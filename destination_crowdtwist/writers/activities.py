@@ -161,6 +161,9 @@ class ActivityCreditWriter:
                 )
         self._started = self._clock()
 
+    def checkpoint(self) -> None:
+        """Nothing to do: the ledger commits each mark as it is made (a ``pending`` mark must precede its request)."""
+
     def close(self) -> None:
         """Close the ledger."""
         if self._ledger is not None:
