@@ -272,6 +272,8 @@ class ConnectorConfig:
     ledger_path: str | None = _DEFAULTS["ledger_path"]
     award_queue_delay_seconds: float = _DEFAULTS["award_queue_delay_seconds"]
     upsert_strategy: UpsertStrategy = _DEFAULTS["upsert_strategy"]
+    member_index_path: str | None = _DEFAULTS["member_index_path"]
+    skip_unchanged: bool = _DEFAULTS["skip_unchanged"]
     max_concurrency: int = _DEFAULTS["max_concurrency"]
     max_requests_per_minute: int = _DEFAULTS["max_requests_per_minute"]
     max_retries: int = _DEFAULTS["max_retries"]
@@ -701,6 +703,8 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         ledger_path=_string(raw, "ledger_path", "a file path"),
         award_queue_delay_seconds=_number(raw, "award_queue_delay_seconds"),
         upsert_strategy=_choice(raw, "upsert_strategy"),
+        member_index_path=_string(raw, "member_index_path", "a file path"),
+        skip_unchanged=_bool(raw, "skip_unchanged"),
         max_concurrency=_number(raw, "max_concurrency"),
         max_requests_per_minute=_number(raw, "max_requests_per_minute"),
         max_retries=_number(raw, "max_retries"),

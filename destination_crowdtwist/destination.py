@@ -254,6 +254,7 @@ class _Sync:
         self.cfg = cfg
         self.streams = streams
         self.skipped_streams: set[StreamKey] = set()
+        self.writers: list[Writer] = []
 
     def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
         cfg = self.cfg
@@ -264,6 +265,7 @@ class _Sync:
             raise traced(exc) from None
         objects = sorted({stream.object_name for stream in self.streams.values()})
         writers = {name: make_writer(name, cfg, client) for name in objects}
+        self.writers = list(writers.values())
         pipeline = Pipeline(
             report,
             concurrency=cfg.max_concurrency,
@@ -401,6 +403,8 @@ class _Sync:
         released = pipeline.release()
         if released:
             report.flush()  # rejected rows are durable before their state is echoed
+            for writer in self.writers:
+                writer.checkpoint()  # and so are the writers' local records (e.g. the member index)
         for item in released:
             if not self.cfg.dry_run:
                 yield _with_stats(item)

@@ -13,7 +13,7 @@ from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
-from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 
 STREAM = StreamContext(namespace=None, name="credits", sync_mode="append")
 ACTIVITIES = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
@@ -393,3 +393,39 @@ def test_default_activity_id_fills_rows_without_one() -> None:
 def test_a_default_activity_that_is_not_active_stops_the_sync_at_start() -> None:
     with pytest.raises(ConfigError, match="default_activity_id 4242 is not an active activity"):
         make_writer(default_activity_id="4242")
+
+
+# --- the sync's memory of events is exact however long the sync (writers/credit_memory.py) ---------
+
+
+def test_a_repeat_far_behind_its_first_row_is_still_a_duplicate() -> None:
+    client = FakeClient()
+    writer = make_writer(client, credit_verification="none")
+
+    def credit(data: dict[str, Any], seq: int) -> OutcomeKind:
+        prepared = writer.prepare(row(data, seq=seq))
+        assert isinstance(prepared, Prepared)
+        return writer.apply(prepared).kind
+
+    first = {"user_id": "a@x.com", "activity_id": "1001", "event_id": "evt-first"}
+    assert credit(first, 0) is OutcomeKind.CREDITED
+    for i in range(1, 3000):
+        assert credit({"user_id": f"m{i}@x.com", "activity_id": "1001", "event_id": f"e{i}"}, i) is OutcomeKind.CREDITED
+    assert credit(first, 3000) is OutcomeKind.DUPLICATE
+    assert len(client.credits) == 3000
+    writer.close()
+
+
+def test_a_repeat_of_a_not_awarded_credit_is_a_duplicate_although_history_does_not_list_it() -> None:
+    # History lists only awarded credits: only the sync's own memory can catch this repeat.
+    client = FakeClient(credit_script=[ApiResponse(200, {"awarded": False}, {})])
+    writer = make_writer(client)
+    data = {"user_id": "a@x.com", "activity_id": "1001", "event_id": "capped"}
+    kinds = []
+    for seq in range(2):
+        prepared = writer.prepare(row(data, seq=seq))
+        assert isinstance(prepared, Prepared)
+        kinds.append(writer.apply(prepared).kind)
+    assert kinds == [OutcomeKind.NOT_AWARDED, OutcomeKind.DUPLICATE]
+    assert len(client.credits) == 1
+    writer.close()

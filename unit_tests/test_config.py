@@ -155,7 +155,8 @@ def test_every_setting_reaches_the_config() -> None:
         prop = PROPS[name]
         raw[name] = prop["minimum"] if prop["minimum"] != prop["default"] else prop["default"] + 1
     strings = {"rejected_records_path": "/tmp/rejects.jsonl", "ledger_path": "/tmp/ledger.sqlite",
-               "event_id_field": "order_id", "default_activity_id": "1001"}
+               "event_id_field": "order_id", "default_activity_id": "1001",
+               "member_index_path": "/tmp/members.sqlite"}
     raw.update(strings)
     raw["field_mapping"] = [{"source": "a.b", "destination": "postal_code"}]
     raw["custom_attributes"] = ["tier"]

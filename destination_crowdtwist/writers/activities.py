@@ -7,7 +7,10 @@ happen once:
 1. **A dedupe key per row**, stored in the credit's ``extra_data`` under :data:`DEDUPE_KEY_FIELD`:
    the row's ``event_id`` when it has one (recommended), else a SHA-256 of the row's identity
    (stream, user_id, activity_id, activity_date, num_points, primary-key values). Never random.
-2. **Within a sync** a key is sent at most once; later rows with the same key are duplicates.
+2. **Within a sync** a key is sent at most once; later rows with the same key are duplicates. What
+   the sync must remember for that (and the activity history read per member) lives in a scratch
+   SQLite database, not on the Python heap, so memory stays flat at any number of rows
+   (``writers/credit_memory.py``).
 3. **Uncertain outcomes** (read timeout, dropped connection, 5xx after sending) are never blindly
    retried: the member's activity history is read for the key — polling for up to
    ``award_queue_delay_seconds`` because awards are queued — and the credit is re-sent only if the
@@ -30,10 +33,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
@@ -52,6 +54,7 @@ from destination_crowdtwist.writers.base import (
     member_label,
     raw_label,
 )
+from destination_crowdtwist.writers.credit_memory import CreditMemory
 from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
 logger = logging.getLogger("airbyte")
@@ -104,11 +107,6 @@ class Credit:
         return body
 
 
-@dataclass
-class _HistoryCache:
-    keys: set[tuple[str, str]] = field(default_factory=set)
-
-
 class ActivityCreditWriter:
     """Writes Activity Credit rows. See the module docstring."""
 
@@ -129,13 +127,10 @@ class ActivityCreditWriter:
         self._sleep = sleep
         self._active: dict[str, Mapping[str, Any]] = {}
         # Within this sync: the first row of each event (member, activity, key), and whether it was
-        # accepted. A repeat of an accepted row is a duplicate; a repeat of a rejected one is tried.
-        self._seen_events: dict[tuple[str, str, str, str], int] = {}
-        self._accepted_events: set[tuple[str, str, str, str]] = set()
-        self._events_lock = threading.Lock()
+        # accepted (a repeat of an accepted row is a duplicate; a repeat of a rejected one is tried);
+        # and each member's activity history once read. Exact, and off the Python heap.
+        self._memory = CreditMemory()
         self._unknown_fields_logged: set[tuple[str, str]] = set()
-        self._history: dict[tuple[str, str], _HistoryCache] = {}
-        self._history_lock = threading.Lock()
         self._ledger: CreditLedger | None = None
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
         self._ledger_trusted = False
@@ -171,10 +166,14 @@ class ActivityCreditWriter:
                 )
         self._started = self._clock()
 
+    def checkpoint(self) -> None:
+        """Nothing to do: the ledger commits each mark as it is made (a ``pending`` mark must precede its request)."""
+
     def close(self) -> None:
-        """Close the ledger."""
+        """Close the ledger and drop this sync's scratch memory."""
         if self._ledger is not None:
             self._ledger.close()
+        self._memory.close()
 
     def prepare(self, row: Row) -> Prepared[Credit] | Outcome:
         """Parse one row (on the reader thread, in input order); no request is spent on a bad row."""
@@ -182,7 +181,7 @@ class ActivityCreditWriter:
             credit = self._parse(row)
         except Rejection as rejection:
             return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
-        earlier = self._seen_events.setdefault(credit.event, row.seq)
+        earlier = self._memory.first_row(credit.event, row.seq)
         if earlier != row.seq:
             credit.duplicate_of = earlier
         label = member_label(credit.user_id, credit.id_type, log_pii=self.cfg.log_pii)
@@ -192,20 +191,16 @@ class ActivityCreditWriter:
         """Credit one row exactly once; returns its outcome."""
         outcome = self._apply(prepared.payload, prepared.label, verify=prepared.row.verify)
         if outcome.accepted:
-            with self._events_lock:
-                self._accepted_events.add(prepared.payload.event)
+            self._memory.mark_accepted(prepared.payload.event)
         return outcome
 
     def _apply(self, credit: Credit, member: str, *, verify: bool) -> Outcome:
-        if credit.duplicate_of is not None:
-            # Same member, so the earlier row has settled already (the pipeline orders a member's rows).
-            with self._events_lock:
-                earlier_accepted = credit.event in self._accepted_events
-            if earlier_accepted:
-                return Outcome(
-                    kind=OutcomeKind.DUPLICATE, member=member,
-                    message=f"same event as row {credit.duplicate_of} of this sync; credited once",
-                )
+        # Same member, so the earlier row has settled already (the pipeline orders a member's rows).
+        if credit.duplicate_of is not None and self._memory.accepted(credit.event):
+            return Outcome(
+                kind=OutcomeKind.DUPLICATE, member=member,
+                message=f"same event as row {credit.duplicate_of} of this sync; credited once",
+            )
         if self.cfg.dry_run:
             return self._dry_run(credit, member)
         key = credit.ledger_key
@@ -301,16 +296,15 @@ class ActivityCreditWriter:
           shows up or the delay has passed.
         """
         delay = self.cfg.award_queue_delay_seconds
-        key = credit.history_key
         if replay:
             wait = self._started + delay - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            return _in_history(key, self._history_keys(credit, refresh=False))
+            return self._history_contains(credit, refresh=False)
         deadline = self._clock() + delay
         pause = min(0.25, max(delay / 8, 0.01))
         while True:
-            if _in_history(key, self._history_keys(credit, refresh=True)):
+            if self._history_contains(credit, refresh=True):
                 return True
             now = self._clock()
             if now >= deadline:
@@ -318,12 +312,20 @@ class ActivityCreditWriter:
             self._sleep(min(pause, deadline - now))
             pause = min(pause * 2, 2.0)
 
-    def _history_keys(self, credit: Credit, *, refresh: bool) -> set[tuple[str, str]]:
+    def _history_contains(self, credit: Credit, *, refresh: bool) -> bool:
+        """Whether the member's history holds the credit's key: read once per sync, unless ``refresh``."""
         member = (credit.id_type, credit.user_id)
-        with self._history_lock:
-            cache = self._history.get(member)
-        if cache is not None and not refresh:
-            return cache.keys
+        tokens = (_token(*credit.history_key), _token(ANY_ACTIVITY, credit.dedupe_key))
+        if not refresh:
+            known = self._memory.history_has(member, tokens[0])
+            if known is not None:
+                return known or bool(self._memory.history_has(member, tokens[1]))
+        keys = {_token(*pair) for pair in self._read_history(credit)}
+        self._memory.set_history(member, keys)
+        return any(token in keys for token in tokens)
+
+    def _read_history(self, credit: Credit) -> set[tuple[str, str]]:
+        """The dedupe keys in the member's activity history (one request; empty for an unknown member)."""
         now = int(self._clock())
         response = self.client.activity_history(
             credit.user_id, credit.id_type, now - self.cfg.credit_history_days * 86_400, now + 3600
@@ -356,15 +358,10 @@ class ActivityCreditWriter:
                 error_code=code,
                 api_message=message,
             )
-        with self._history_lock:
-            self._history[member] = _HistoryCache(keys)
         return keys
 
     def _remember(self, credit: Credit) -> None:
-        with self._history_lock:
-            cache = self._history.get((credit.id_type, credit.user_id))
-            if cache is not None:
-                cache.keys.add(credit.history_key)
+        self._memory.remember((credit.id_type, credit.user_id), _token(*credit.history_key))
 
     def _mark_done(self, key: str, outcome: str) -> None:
         if self._ledger is not None:
@@ -442,8 +439,9 @@ class ActivityCreditWriter:
 ANY_ACTIVITY = "*"
 
 
-def _in_history(key: tuple[str, str], keys: set[tuple[str, str]]) -> bool:
-    return key in keys or (ANY_ACTIVITY, key[1]) in keys
+def _token(activity_id: str, dedupe_key: str) -> str:
+    """A history entry as one string: the activity and the dedupe key (a unit separator between)."""
+    return f"{activity_id}\x1f{dedupe_key}"
 
 
 def _duplicate(member: str, message: str, *, status: int | None = None) -> Outcome:

@@ -10,6 +10,10 @@ the pipeline calls, from one place (``sync/pipeline.py``):
 2. :meth:`Writer.apply` on a worker thread: send what the row needs and return exactly one
    :class:`Outcome`. Raises only for sync-stopping errors (``ConfigError``, ``TransientError``).
 
+3. :meth:`Writer.checkpoint` on the main thread, right before states are echoed: make durable
+   whatever local record the settled rows wrote (e.g. the member index), so that no echoed state
+   covers a row whose record could still be lost.
+
 The pipeline guarantees that two rows with the same member key are never applied at the same time
 and are applied in input order, whichever streams they come from.
 """
@@ -151,6 +155,13 @@ class Writer(Protocol):
 
     def apply(self, prepared: Prepared[Any]) -> Outcome:
         """Write one prepared row and say how it ended. Raises only for sync-stopping errors."""
+
+    def checkpoint(self) -> None:
+        """Make durable what the rows settled so far recorded locally; called before states are echoed.
+
+        Rows still in flight may be covered too (a record is only ever made after CrowdTwist
+        accepted the write). May raise ConfigError (e.g. a local file that cannot be written).
+        """
 
     def close(self) -> None:
         """Release resources at the end of the sync."""

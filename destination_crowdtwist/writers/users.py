@@ -7,12 +7,19 @@ member, or POST -> "already taken" -> PUT for an existing one). :class:`UpsertLe
 sync's rows and picks the cheaper first guess, so requests per row stay close to 1 whether the rows
 are all new, all existing or mixed. Correctness never depends on the guess: either order falls back
 to the other request.
+
+With a member index (``member_index_path``, see ``writers/member_index.py``) the writer also knows,
+from earlier syncs, which members exist and what it last wrote to them: a known member's upsert
+starts with the update, an unknown one's with the learner's guess (the learner then only watches
+unknown members), and with ``skip_unchanged`` a row identical to the last accepted write is
+settled as ``unchanged`` without a request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +40,9 @@ from destination_crowdtwist.writers.base import (
     member_label,
     raw_label,
 )
+from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
+
+logger = logging.getLogger("airbyte")
 
 UPSERT = "append_dedup"
 INSERT = "append"
@@ -121,14 +131,40 @@ class UserProfileWriter:
         self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
         self._options: dict[tuple[str, str], MappingOptions] = {}
+        self._index: MemberIndex | None = None
+        # What the member index decided, for the summary line: known / unknown / skipped / corrected.
+        self.index_counts: dict[str, int] = dict.fromkeys(("known", "unknown", "skipped", "corrected"), 0)
+        self._counts_lock = threading.Lock()
 
     # -- Writer protocol ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Nothing to read up front for profiles."""
+        """Open the member index, if one is configured (a dry run never touches it)."""
+        if not self.cfg.member_index_path or self.cfg.dry_run:
+            return
+        # Scoped by base URL (the program), like the credit ledger, and by identifier type per entry.
+        self._index = MemberIndex(self.cfg.member_index_path, self.cfg.api_base_url)
+        if self._index.has_entries():
+            logger.info("User Profile: the member index knows members of this program from earlier syncs.")
+        else:
+            logger.info("User Profile: the member index is empty for this program; this sync fills it.")
+
+    def checkpoint(self) -> None:
+        """Commit the member index entries of the rows settled so far (before their state is echoed)."""
+        if self._index is not None:
+            self._index.commit()
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the member index (committing what is staged) and log what it saved."""
+        if self._index is None:
+            return
+        self._index.close()
+        counts = self.index_counts
+        logger.info(
+            f"User Profile: member index: {counts['known']} rows of known members, {counts['unknown']} of unknown "
+            f"ones, {counts['skipped']} unchanged rows skipped, {counts['corrected']} entries corrected "
+            "(the member did not exist)."
+        )
 
     def prepare(self, row: Row) -> Prepared[UserRow] | Outcome:
         """Map and pre-flight one row; no request is spent on a row CrowdTwist would refuse."""
@@ -154,22 +190,31 @@ class UserProfileWriter:
         user, label = prepared.payload, prepared.label
         if self.cfg.dry_run:
             return self._dry_run(user, label)
+        entry: MemberEntry | None = None
+        if self._index is not None:
+            entry = self._index.lookup(user.id_type, user.mapped.user_id)
+            settled = self._settle_from_index(user, label, entry)
+            if settled is not None:
+                return settled
         if user.mode == UPDATE:
-            return self._update_only(user, label)
+            return self._update_only(user, label, entry)
         if user.mode == INSERT:
             return self._insert(user, label)
-        return self._upsert(user, label)
+        return self._upsert(user, label, entry)
 
     # -- modes ----------------------------------------------------------------------------------
 
-    def _update_only(self, user: UserRow, label: str) -> Outcome:
+    def _update_only(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         if not user.mapped.payload:
             return _unchanged(label)
         response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
         if response.ok:
+            self._accepted(user, response)
             return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
         rejection = api_rejection(response)
         if rejection.reason is Reason.NOT_FOUND:
+            if entry is not None:
+                self._not_found(user)
             rejection = Rejection(
                 Reason.NOT_FOUND,
                 f"No member with this {user.id_type} exists, and sync mode 'update' never creates members. Check "
@@ -183,19 +228,26 @@ class UserProfileWriter:
         assert isinstance(user.create, dict)  # prepare() rejected the row otherwise
         response = self.client.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
+            self._accepted(user, response)
             return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
         return Outcome.rejected(label, api_rejection(response))
 
-    def _upsert(self, user: UserRow, label: str) -> Outcome:
+    def _upsert(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         """Update or create, whichever the member needs, starting with the cheaper guess.
 
         A small state machine: each step is tried at most once. ``UPDATE`` answering "not found"
         moves to ``CREATE``; ``CREATE`` answering "already taken" moves to ``UPDATE``. Any other
         answer ends the row. A row that cannot be created (missing names, identifier type ``id``)
-        starts with ``UPDATE`` whatever the learner says: a create would only waste a request.
+        starts with ``UPDATE`` whatever the learner says: a create would only waste a request. A
+        member the index knows (``entry``) starts with ``UPDATE`` too; the learner watches only
+        the rows it chose the order of, so known members do not make it believe every row exists.
         """
         can_create = isinstance(user.create, dict)
-        step = Step.CREATE if can_create and self.learner.create_first() else Step.UPDATE
+        learn = entry is None
+        if entry is not None:
+            step = Step.UPDATE
+        else:
+            step = Step.CREATE if can_create and self.learner.create_first() else Step.UPDATE
         tried: set[Step] = set()
         proved_missing = False
         while True:
@@ -211,11 +263,16 @@ class UserProfileWriter:
                     return self._exists_or_rejected(user, label)
                 response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
                 if response.ok:
-                    self.learner.observe(existed=True)
+                    if learn:
+                        self.learner.observe(existed=True)
+                    self._accepted(user, response)
                     return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
                 rejection = api_rejection(response)
+                if rejection.reason is Reason.NOT_FOUND and entry is not None:
+                    self._not_found(user)  # the index was wrong (the member was removed): correct it
                 if rejection.reason is Reason.NOT_FOUND and Step.CREATE not in tried:
-                    self.learner.observe(existed=False)
+                    if learn:
+                        self.learner.observe(existed=False)
                     proved_missing = True
                     step = Step.CREATE
                     continue
@@ -226,14 +283,20 @@ class UserProfileWriter:
                 return Outcome.rejected(label, user.create.with_prefix(prefix))
             response = self.client.create_user(user.create)
             if response.ok or self._our_lost_create(user, response):
-                self.learner.observe(existed=False)
+                if learn:
+                    self.learner.observe(existed=False)
+                self._accepted(user, response)
                 return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
             rejection = api_rejection(response)
             if rejection.reason is Reason.ALREADY_TAKEN and Step.UPDATE not in tried:
-                self.learner.observe(existed=True)
+                if learn:
+                    self.learner.observe(existed=True)
                 step = Step.UPDATE
                 continue
             if rejection.reason is Reason.ALREADY_TAKEN and not user.mapped.payload:
+                if entry is None and self._index is not None:
+                    # It exists; what it holds is unknown (nothing was written), so no fingerprint.
+                    self._index.record(user.id_type, user.mapped.user_id, fingerprint=None)
                 return _unchanged(label)
             return Outcome.rejected(label, rejection)
 
@@ -285,6 +348,49 @@ class UserProfileWriter:
             return Outcome.rejected(label, user.create.with_prefix(_CANNOT_CREATE))
         return Outcome(kind=OutcomeKind.WOULD_CREATE, member=label, changes=tuple(sorted(user.create)))
 
+    # -- member index ---------------------------------------------------------------------------
+
+    def _settle_from_index(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome | None:
+        """The row's outcome when the index shows it needs no request; else None, ready to write.
+
+        The entry is looked up in apply(), on the worker, not in prepare(): the member's previous
+        row (applied just before this one, the pipeline orders them) may have changed it.
+        """
+        assert self._index is not None
+        self._count("known" if entry is not None else "unknown")
+        if entry is None:
+            return None
+        sent = fingerprint(user.mapped.payload)
+        if self.cfg.skip_unchanged and (not user.mapped.payload or entry.fingerprint == sent):
+            self._count("skipped")
+            return Outcome(
+                kind=OutcomeKind.UNCHANGED, member=label,
+                message="same fields as the last write accepted for this member (member index)",
+            )
+        if entry.fingerprint is not None and entry.fingerprint != sent:
+            # Write-ahead: a crash after CrowdTwist applies this write must not leave the old
+            # fingerprint on disk (writers/member_index.py, rule 2).
+            self._index.clear_fingerprint(user.id_type, user.mapped.user_id)
+        return None
+
+    def _accepted(self, user: UserRow, response: ApiResponse) -> None:
+        """CrowdTwist accepted a create or update: the member exists and holds this row's fields."""
+        if self._index is not None:
+            self._index.record(
+                user.id_type, user.mapped.user_id,
+                fingerprint=fingerprint(user.mapped.payload), crowdtwist_id=_crowdtwist_id(response),
+            )
+
+    def _not_found(self, user: UserRow) -> None:
+        """An update of a member the index knew answered "not found": drop the stale entry."""
+        if self._index is not None:
+            self._index.forget(user.id_type, user.mapped.user_id)
+            self._count("corrected")
+
+    def _count(self, name: str) -> None:
+        with self._counts_lock:
+            self.index_counts[name] += 1
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _options_for(self, id_field: str, id_type: str) -> MappingOptions:
@@ -309,6 +415,15 @@ class UserProfileWriter:
             return rejection
         problem = check_user(body, creating=True, require_location=self.cfg.require_location)
         return body if problem is None else problem
+
+
+def _crowdtwist_id(response: ApiResponse) -> str | None:
+    """The member's CrowdTwist id from a create/update answer (the full profile), if it has one."""
+    data = response.data
+    value = data.get("id") if isinstance(data, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | str) or str(value).strip() == "":
+        return None
+    return str(value)
 
 
 def _unchanged(label: str) -> Outcome:

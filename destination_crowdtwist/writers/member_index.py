@@ -1,0 +1,273 @@
+"""Optional local index of User Profile members (``member_index_path``), a small SQLite file.
+
+For each program (the API base URL, as for the credit ledger) and identifier type, the index
+records that a member exists, its CrowdTwist id when an answer gave one, and a *fingerprint* of the
+fields last sent for it (:func:`fingerprint`). The User Profile writer uses it to
+
+* send an update first to a member it knows exists (an unknown one gets the learner's order), and
+* settle a row identical to the last accepted write as ``unchanged`` without any request.
+
+Rules that keep it from ever lying about what CrowdTwist holds:
+
+1. **Only accepted writes are recorded.** :meth:`MemberIndex.record` is called after CrowdTwist
+   answered 2xx. Recorded entries are staged and committed in one transaction by
+   :meth:`MemberIndex.commit`, which the writer's ``checkpoint`` calls before any state covering
+   those rows is echoed (and every :data:`FLUSH_EVERY` entries, which bounds memory between
+   states). A crash before the commit loses entries, which only costs requests next time.
+2. **Write-ahead clearing.** Before a request that would change a member whose entry holds
+   another fingerprint, :meth:`MemberIndex.clear_fingerprint` clears it *durably* (committed at
+   once). Otherwise a crash after CrowdTwist applied the write but before the commit would leave
+   the old fingerprint on disk, and a later row carrying the old values would be skipped although
+   the member now holds the new ones.
+3. **Scope.** Entries are keyed by (program, identifier type, member): an index filled against the
+   sandbox or with another identifier type is never consulted for this program.
+
+Memory stays flat whatever the size of the file: every lookup is one primary-key search (a B-tree,
+O(log n)); nothing is loaded whole. Identifiers are stored as SHA-256 digests, never in clear
+text (a digest of an email is pseudonymous, not secret: protect the file like any member export).
+One connection in WAL mode, serialised by a lock, serves every worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from destination_crowdtwist.api.errors import ConfigError
+
+logger = logging.getLogger("airbyte")
+
+#: Staged entries are committed once this many are waiting, whether or not a state arrived.
+FLUSH_EVERY = 1000
+#: Bytes kept of each SHA-256 digest: 128 bits make an accidental collision practically impossible.
+DIGEST_BYTES = 16
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS member_scopes ("
+    "id INTEGER PRIMARY KEY, program TEXT NOT NULL, id_type TEXT NOT NULL, UNIQUE (program, id_type))",
+    # WITHOUT ROWID: the primary key is the table, so a lookup is one B-tree search and no row id is stored.
+    "CREATE TABLE IF NOT EXISTS members ("
+    "scope INTEGER NOT NULL, member BLOB NOT NULL, crowdtwist_id TEXT, fingerprint BLOB, "
+    "updated_at INTEGER NOT NULL, PRIMARY KEY (scope, member)) WITHOUT ROWID",
+)
+_COLUMNS = {"member_scopes": ["id", "program", "id_type"],
+            "members": ["scope", "member", "crowdtwist_id", "fingerprint", "updated_at"]}
+_UPSERT = (
+    "INSERT INTO members (scope, member, crowdtwist_id, fingerprint, updated_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope, member) DO UPDATE SET "
+    "crowdtwist_id = COALESCE(excluded.crowdtwist_id, members.crowdtwist_id), "
+    "fingerprint = excluded.fingerprint, updated_at = excluded.updated_at"
+)
+
+
+def fingerprint(payload: Mapping[str, Any]) -> bytes:
+    """What a write sent, reduced to 16 bytes: SHA-256 of the payload's canonical JSON.
+
+    Canonical = keys sorted at every level, no whitespace, UTF-8, so the same fields and values give
+    the same fingerprint in every run and Python version, whatever order the source sent them in.
+    """
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).digest()[:DIGEST_BYTES]
+
+
+def _member_digest(user_id: str) -> bytes:
+    return hashlib.sha256(user_id.encode("utf-8")).digest()[:DIGEST_BYTES]
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    """What the index knows of one member: it exists, and maybe its id and last written fields.
+
+    ``fingerprint`` is None when the fields the member holds are not known (cleared before a write
+    that did not commit, or a write whose answer did not say).
+    """
+
+    crowdtwist_id: str | None
+    fingerprint: bytes | None
+
+
+class MemberIndex:
+    """Thread-safe SQLite member index for one program. See the module docstring."""
+
+    def __init__(
+        self, path: str, program: str, *, clock: Callable[[], float] = time.time, flush_every: int = FLUSH_EVERY
+    ) -> None:
+        self.path = path
+        self.program = program
+        self._clock = clock
+        self._flush_every = max(1, flush_every)
+        self._lock = threading.Lock()
+        self._scopes: dict[str, int] = {}
+        # Accepted writes not committed yet, newest per member: (scope, member) -> (crowdtwist_id, fingerprint).
+        self._staged: dict[tuple[int, bytes], tuple[str | None, bytes | None]] = {}
+        try:
+            # isolation_level=None: statements autocommit unless commit() opens a transaction itself.
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for table, expected in _COLUMNS.items():
+                columns = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+                if columns and columns != expected:
+                    raise sqlite3.DatabaseError(f"the file holds a {table!r} table of another layout")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"member_index_path cannot be used as a SQLite member index ({exc}); choose a writable file path"
+            ) from exc
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def lookup(self, id_type: str, user_id: str) -> MemberEntry | None:
+        """The member's entry (staged writes included), or None when the index does not know it."""
+        member = _member_digest(user_id)
+        with self._guard():
+            scope = self._scope(id_type, create=False)
+            if scope is None:
+                return None
+            staged = self._staged.get((scope, member))
+            if staged is not None:
+                return MemberEntry(*staged)
+            row = self._db.execute(
+                "SELECT crowdtwist_id, fingerprint FROM members WHERE scope = ? AND member = ?", (scope, member)
+            ).fetchone()
+        return None if row is None else MemberEntry(row[0], None if row[1] is None else bytes(row[1]))
+
+    def has_entries(self) -> bool:
+        """Whether the index knows any member of this program (any identifier type)."""
+        with self._guard():
+            row = self._db.execute(
+                "SELECT 1 FROM members WHERE scope IN (SELECT id FROM member_scopes WHERE program = ?) LIMIT 1",
+                (self.program,),
+            ).fetchone()
+            return row is not None or bool(self._staged)
+
+    def size(self, id_type: str) -> int:
+        """How many members of this program and identifier type the index holds (committed ones)."""
+        with self._guard():
+            scope = self._scope(id_type, create=False)
+            if scope is None:
+                return 0
+            row = self._db.execute("SELECT COUNT(*) FROM members WHERE scope = ?", (scope,)).fetchone()
+        return int(row[0])
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def clear_fingerprint(self, id_type: str, user_id: str) -> None:
+        """Before a write that changes the member: forget what it holds, durably and at once."""
+        member = _member_digest(user_id)
+        with self._guard():
+            scope = self._scope(id_type, create=False)
+            if scope is None:
+                return
+            # A staged (older) fingerprint must not be committed after this write either.
+            self._staged.pop((scope, member), None)
+            self._db.execute(
+                "UPDATE members SET fingerprint = NULL WHERE scope = ? AND member = ? AND fingerprint IS NOT NULL",
+                (scope, member),
+            )
+
+    def record(
+        self, id_type: str, user_id: str, *, fingerprint: bytes | None, crowdtwist_id: str | None = None
+    ) -> None:
+        """After CrowdTwist accepted a write: the member exists and holds ``fingerprint``'s fields.
+
+        Staged until :meth:`commit` (called before the covering state is echoed).
+        """
+        member = _member_digest(user_id)
+        with self._guard():
+            scope = self._scope(id_type, create=True)
+            assert scope is not None
+            key = (scope, member)
+            if crowdtwist_id is None:
+                crowdtwist_id = self._known_id(key)
+            self._staged[key] = (crowdtwist_id, fingerprint)
+            if len(self._staged) >= self._flush_every:
+                self._commit_locked()
+
+    def forget(self, id_type: str, user_id: str) -> None:
+        """CrowdTwist said the member does not exist: drop its entry, durably and at once."""
+        member = _member_digest(user_id)
+        with self._guard():
+            scope = self._scope(id_type, create=False)
+            if scope is None:
+                return
+            self._staged.pop((scope, member), None)
+            self._db.execute("DELETE FROM members WHERE scope = ? AND member = ?", (scope, member))
+
+    def commit(self) -> None:
+        """Commit the staged entries in one transaction (before a state covering them is echoed)."""
+        with self._guard():
+            self._commit_locked()
+
+    def close(self) -> None:
+        """Commit what is staged (best effort: a lost entry only costs a request) and close the file."""
+        with self._lock:
+            try:
+                self._commit_locked()
+            except sqlite3.Error as exc:
+                logger.warning(f"Member index: the last entries could not be saved ({exc}); their rows are sent again.")
+            self._db.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise ConfigError(
+                    f"The member index (member_index_path) could not be read or written ({exc}). Check that the "
+                    "file is on a writable disk with free space, or remove member_index_path."
+                ) from exc
+
+    def _commit_locked(self) -> None:
+        if not self._staged:
+            return
+        now = int(self._clock())
+        rows = [(scope, member, ct_id, fp, now) for (scope, member), (ct_id, fp) in self._staged.items()]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(_UPSERT, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                self._db.execute("ROLLBACK")
+            raise
+        self._staged.clear()
+
+    def _known_id(self, key: tuple[int, bytes]) -> str | None:
+        # An answer without the id must not erase one learnt before (staged or committed).
+        staged = self._staged.get(key)
+        if staged is not None:
+            return staged[0]
+        row = self._db.execute("SELECT crowdtwist_id FROM members WHERE scope = ? AND member = ?", key).fetchone()
+        return None if row is None else row[0]
+
+    def _scope(self, id_type: str, *, create: bool) -> int | None:
+        scope = self._scopes.get(id_type)
+        if scope is not None:
+            return scope
+        row = self._db.execute(
+            "SELECT id FROM member_scopes WHERE program = ? AND id_type = ?", (self.program, id_type)
+        ).fetchone()
+        if row is None:
+            if not create:
+                return None
+            cursor = self._db.execute(
+                "INSERT INTO member_scopes (program, id_type) VALUES (?, ?)", (self.program, id_type)
+            )
+            scope = int(cursor.lastrowid or 0)
+        else:
+            scope = int(row[0])
+        self._scopes[id_type] = scope
+        return scope

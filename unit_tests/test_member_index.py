@@ -1,0 +1,282 @@
+"""Member index (writers/member_index.py): fingerprints, scope, durability rules, flat memory."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.writers.ledger import CreditLedger
+from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
+
+PROGRAM = "https://api123.crowdtwist.com"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "members.sqlite")
+
+
+def other_connection(path: str) -> MemberIndex:
+    """A second process's view of the file: sees only what was committed."""
+    return MemberIndex(path, PROGRAM)
+
+
+# --- fingerprints ------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_pinned_so_a_change_of_canonical_form_is_a_decision() -> None:
+    # Changing the canonical form makes every index entry stale (rows are sent again once): not a
+    # correctness problem, but a cost, so it must not happen by accident.
+    # = sha256(b'{"custom_data":{"tier":"gold"},"first_name":"Ann"}')[:16]
+    assert fingerprint({"first_name": "Ann", "custom_data": {"tier": "gold"}}).hex() == (
+        "c0644ce1d220dc4311dc5226c41ff315"
+    )
+    assert len(fingerprint({})) == 16
+
+
+def test_fingerprint_ignores_key_order_at_every_level() -> None:
+    a = {"first_name": "Ann", "last_name": "Lee", "custom_data": {"tier": "gold", "store": "7"}}
+    b = {"custom_data": {"store": "7", "tier": "gold"}, "last_name": "Lee", "first_name": "Ann"}
+    assert fingerprint(a) == fingerprint(b)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"first_name": "Anne", "last_name": "Lee"},  # a value
+        {"first_name": "Ann"},  # a field fewer
+        {"first_name": "Ann", "last_name": "Lee", "postal_code": None},  # a null sent (clears the field)
+        {"first_name": "Ann", "last_name": "Lee", "custom_data": {}},
+        {"first_name": "Ann", "last_name": 1},  # a type
+    ],
+)
+def test_fingerprint_changes_with_any_field(changed: dict[str, object]) -> None:
+    assert fingerprint(changed) != fingerprint({"first_name": "Ann", "last_name": "Lee"})
+
+
+def test_fingerprint_of_non_ascii_text_is_stable() -> None:
+    assert fingerprint({"city_name": "Zürich"}) == fingerprint({"city_name": "Z\u00fcrich"})
+    assert fingerprint({"city_name": "Zürich"}) != fingerprint({"city_name": "Zurich"})
+
+
+# --- entries and scope -------------------------------------------------------------------------
+
+
+def test_recorded_entry_is_seen_at_once_and_committed_by_commit(path: str) -> None:
+    index = MemberIndex(path, PROGRAM)
+    assert index.lookup("email", "a@x.com") is None
+    index.record("email", "a@x.com", fingerprint=b"f" * 16, crowdtwist_id="42")
+    assert index.lookup("email", "a@x.com") == MemberEntry("42", b"f" * 16)  # staged, seen by this sync
+    assert other_connection(path).lookup("email", "a@x.com") is None  # not committed yet
+    index.commit()
+    assert other_connection(path).lookup("email", "a@x.com") == MemberEntry("42", b"f" * 16)
+    assert index.size("email") == 1
+
+
+def test_crowdtwist_id_is_kept_when_a_later_answer_has_none(path: str) -> None:
+    index = MemberIndex(path, PROGRAM)
+    index.record("email", "a@x.com", fingerprint=b"1" * 16, crowdtwist_id="42")
+    index.commit()
+    index.record("email", "a@x.com", fingerprint=b"2" * 16)
+    assert index.lookup("email", "a@x.com") == MemberEntry("42", b"2" * 16)
+    index.commit()
+    assert other_connection(path).lookup("email", "a@x.com") == MemberEntry("42", b"2" * 16)
+
+
+@pytest.mark.parametrize(
+    ("program", "id_type"),
+    [
+        ("https://sb-api123.crowdtwist.com", "email"),  # the sandbox program, same member
+        (PROGRAM, "third_party_id"),  # same program, another identifier type with the same value
+    ],
+)
+def test_an_index_of_another_program_or_identifier_type_is_never_used(path: str, program: str, id_type: str) -> None:
+    index = MemberIndex(path, program)
+    index.record(id_type, "a@x.com", fingerprint=b"f" * 16)
+    index.close()
+    mine = MemberIndex(path, PROGRAM)
+    assert mine.lookup("email", "a@x.com") is None
+    assert mine.size("email") == 0
+    # And writing this program's entries leaves the other one's alone.
+    mine.record("email", "a@x.com", fingerprint=b"g" * 16)
+    mine.close()
+    assert MemberIndex(path, program).lookup(id_type, "a@x.com") == MemberEntry(None, b"f" * 16)
+
+
+def test_has_entries_is_per_program(path: str) -> None:
+    index = MemberIndex(path, "https://sb-api123.crowdtwist.com")
+    index.record("email", "a@x.com", fingerprint=None)
+    index.close()
+    assert MemberIndex(path, "https://sb-api123.crowdtwist.com").has_entries()
+    assert not MemberIndex(path, PROGRAM).has_entries()
+
+
+def test_identifiers_are_stored_hashed(path: str) -> None:
+    index = MemberIndex(path, PROGRAM)
+    index.record("email", "ann.lee@example.com", fingerprint=b"f" * 16, crowdtwist_id="42")
+    index.close()
+    assert b"ann.lee" not in Path(path).read_bytes()
+
+
+# --- durability ----------------------------------------------------------------------------------
+
+
+def test_forget_and_clear_fingerprint_are_durable_at_once(path: str) -> None:
+    index = MemberIndex(path, PROGRAM)
+    index.record("email", "a@x.com", fingerprint=b"1" * 16)
+    index.record("email", "b@x.com", fingerprint=b"2" * 16)
+    index.commit()
+    index.clear_fingerprint("email", "a@x.com")
+    index.forget("email", "b@x.com")
+    view = other_connection(path)
+    assert view.lookup("email", "a@x.com") == MemberEntry(None, None)  # known to exist, content unknown
+    assert view.lookup("email", "b@x.com") is None
+
+
+def test_clear_fingerprint_drops_a_staged_older_fingerprint(path: str) -> None:
+    # Row 1 of a member is accepted (staged), row 2 is about to change it: a later commit must not
+    # write row 1's fingerprint, which row 2's write is making stale.
+    index = MemberIndex(path, PROGRAM)
+    index.record("email", "a@x.com", fingerprint=b"1" * 16)
+    index.clear_fingerprint("email", "a@x.com")
+    index.commit()
+    assert other_connection(path).lookup("email", "a@x.com") is None
+
+
+def test_staged_entries_are_flushed_in_batches_so_memory_stays_bounded(path: str) -> None:
+    index = MemberIndex(path, PROGRAM, flush_every=10)
+    for i in range(25):
+        index.record("email", f"m{i}@x.com", fingerprint=b"f" * 16)
+    assert other_connection(path).size("email") == 20
+    assert len(index._staged) == 5
+    index.commit()
+    assert other_connection(path).size("email") == 25
+
+
+_CRASH = textwrap.dedent(
+    """
+    import os, sys
+    from destination_crowdtwist.writers.member_index import MemberIndex
+    index = MemberIndex(sys.argv[1], sys.argv[2])
+    index.clear_fingerprint("email", "known@x.com")   # a changing write is about to be sent
+    index.record("email", "known@x.com", fingerprint=b"n" * 16)   # ... and was accepted
+    index.record("email", "new@x.com", fingerprint=b"n" * 16)
+    os._exit(1)   # killed before the checkpoint commit
+    """
+)
+
+
+def test_a_crash_between_the_write_and_the_commit_leaves_no_entry_and_no_stale_fingerprint(path: str) -> None:
+    index = MemberIndex(path, PROGRAM)
+    index.record("email", "known@x.com", fingerprint=b"o" * 16)
+    index.close()
+    done = subprocess.run([sys.executable, "-c", _CRASH, path, PROGRAM], cwd=ROOT, timeout=60)
+    assert done.returncode == 1
+    view = MemberIndex(path, PROGRAM)
+    assert view.lookup("email", "new@x.com") is None  # never claims a write it did not commit
+    # The old fingerprint is gone: a later row carrying the old values is sent, not skipped.
+    assert view.lookup("email", "known@x.com") == MemberEntry(None, None)
+
+
+def test_close_commits_what_is_staged(path: str) -> None:
+    index = MemberIndex(path, PROGRAM)
+    index.record("email", "a@x.com", fingerprint=b"f" * 16)
+    index.close()
+    assert other_connection(path).lookup("email", "a@x.com") == MemberEntry(None, b"f" * 16)
+
+
+def test_threads_share_one_index(path: str) -> None:
+    index = MemberIndex(path, PROGRAM, flush_every=50)
+
+    def work(t: int) -> None:
+        for i in range(200):
+            index.record("email", f"t{t}-{i}@x.com", fingerprint=bytes([t]) * 16)
+            assert index.lookup("email", f"t{t}-{i}@x.com") == MemberEntry(None, bytes([t]) * 16)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    index.commit()
+    assert other_connection(path).size("email") == 1600
+
+
+# --- the file ------------------------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_an_index_is_a_config_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="member_index_path"):
+        MemberIndex(str(junk), PROGRAM)
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE members (email TEXT PRIMARY KEY)")
+    with pytest.raises(ConfigError, match="another layout"):
+        MemberIndex(str(other), PROGRAM)
+    with pytest.raises(ConfigError, match="member_index_path"):
+        MemberIndex(str(tmp_path / "no-such-dir" / "members.sqlite"), PROGRAM)
+
+
+def test_the_credit_ledger_and_the_index_may_share_one_file(path: str) -> None:
+    ledger = CreditLedger(path, scope=PROGRAM)
+    index = MemberIndex(path, PROGRAM)
+    ledger.mark_done("evt-1", "credited")
+    index.record("email", "a@x.com", fingerprint=b"f" * 16)
+    index.commit()
+    assert ledger.status("evt-1") == "done"
+    assert other_connection(path).lookup("email", "a@x.com") == MemberEntry(None, b"f" * 16)
+    ledger.close()
+    index.close()
+
+
+# --- size: lookups stay O(log n), memory stays flat ---------------------------------------------
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="resident memory is read from /proc (Linux)")
+def test_a_200k_member_index_is_searched_by_primary_key_with_flat_memory(path: str) -> None:
+    index = MemberIndex(path, PROGRAM, flush_every=20_000)
+    n = 200_000
+    for i in range(n):
+        index.record("email", f"member{i}@example.com", fingerprint=fingerprint({"n": i}))
+    index.commit()
+    assert index.size("email") == n
+    # One B-tree search per lookup, never a scan (a scan would be O(n) per row).
+    plan = " ".join(
+        str(row[-1]) for row in index._db.execute(
+            "EXPLAIN QUERY PLAN SELECT crowdtwist_id, fingerprint FROM members WHERE scope = ? AND member = ?",
+            (1, b"x" * 16),
+        )
+    )
+    assert "USING PRIMARY KEY" in plan and "SCAN" not in plan
+
+    before = _rss_kib()
+    started = time.perf_counter()
+    for i in range(0, n, 2):
+        assert index.lookup("email", f"member{i}@example.com") == MemberEntry(None, fingerprint({"n": i}))
+    for i in range(n, n + 20_000):
+        assert index.lookup("email", f"member{i}@example.com") is None
+    elapsed = time.perf_counter() - started
+    grown_mib = (_rss_kib() - before) / 1024
+    # Nothing is loaded whole: SQLite's page cache (2 MB by default) is all the lookups may add.
+    assert grown_mib < 16, f"resident memory grew by {grown_mib:.1f} MiB over 120k lookups"
+    assert elapsed / 120_000 < 0.001  # well under a millisecond each (about 10 us here)
+    index.close()

@@ -1,0 +1,235 @@
+"""User Profile writer with a member index: which request comes first, unchanged rows, stale entries,
+write-ahead clearing; against an in-memory fake of CrowdTwist's member endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from destination_crowdtwist.api.client import ApiResponse
+from destination_crowdtwist.config import parse_config
+from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
+from destination_crowdtwist.writers.users import UserProfileWriter
+
+PROGRAM = "https://api123.crowdtwist.com"
+UPSERT, INSERT, UPDATE = "append_dedup", "append", "update"
+NOT_FOUND = {"error": "page_not_found", "message": "User does not exist."}
+TAKEN = {"error": "input_error", "message": "email_address already taken."}
+
+
+class FakeCrowdTwist:
+    """Members by email; PUT of an unknown member is 404, POST of a known one "already taken"."""
+
+    def __init__(self, *emails: str) -> None:
+        self.members: dict[str, dict[str, Any]] = {email: {"id": n + 1} for n, email in enumerate(emails)}
+        self.calls: list[str] = []
+
+    def update_user(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
+        self.calls.append(f"PUT {user_id}")
+        if user_id not in self.members:
+            return ApiResponse(404, NOT_FOUND, {}, endpoint="PUT /v2/users/{user_id}")
+        self.members[user_id].update(payload)
+        return ApiResponse(200, dict(self.members[user_id]), {}, endpoint="PUT /v2/users/{user_id}")
+
+    def create_user(self, payload: Mapping[str, Any]) -> ApiResponse:
+        email = str(payload["email_address"])
+        self.calls.append(f"POST {email}")
+        if email in self.members:
+            return ApiResponse(400, TAKEN, {}, endpoint="POST /v2/users")
+        self.members[email] = {"id": 100 + len(self.members), **payload}
+        return ApiResponse(200, dict(self.members[email]), {}, endpoint="POST /v2/users")
+
+
+def writer(tmp_path: Path, client: FakeCrowdTwist, **config: Any) -> UserProfileWriter:
+    raw = {
+        "api_base_url": PROGRAM,
+        "credentials": {"auth_type": "api_key", "api_key": "k"},
+        "member_index_path": str(tmp_path / "members.sqlite"),
+        **config,
+    }
+    w = UserProfileWriter(parse_config(raw), client)  # type: ignore[arg-type]
+    w.start()
+    return w
+
+
+def person(email: str, **extra: Any) -> dict[str, Any]:
+    return {"user_id": email, "first_name": "Ann", "last_name": "Lee", "postal_code": "10010", **extra}
+
+
+def write(w: UserProfileWriter, data: Mapping[str, Any], mode: str = UPSERT) -> Outcome:
+    prepared = w.prepare(Row(StreamContext(None, "users", mode), dict(data), 0))
+    assert isinstance(prepared, Prepared), prepared
+    return w.apply(prepared)
+
+
+def index_view(tmp_path: Path, program: str = PROGRAM) -> MemberIndex:
+    return MemberIndex(str(tmp_path / "members.sqlite"), program)
+
+
+def payload_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "user_id"}
+
+
+def test_first_sync_fills_the_index_and_the_next_one_updates_known_members_first(tmp_path: Path) -> None:
+    client = FakeCrowdTwist("old@x.com")
+    w = writer(tmp_path, client, upsert_strategy="create_first")
+    assert write(w, person("old@x.com")).kind is OutcomeKind.UPDATED  # POST taken -> PUT (learner's order)
+    assert write(w, person("new@x.com")).kind is OutcomeKind.CREATED
+    w.checkpoint()
+    assert client.calls == ["POST old@x.com", "PUT old@x.com", "POST new@x.com"]
+    view = index_view(tmp_path)
+    assert view.lookup("email", "old@x.com") == MemberEntry("1", fingerprint(payload_of(person("old@x.com"))))
+    assert view.lookup("email", "new@x.com") == MemberEntry("101", fingerprint(payload_of(person("new@x.com"))))
+    w.close()
+
+    client.calls.clear()
+    w = writer(tmp_path, client, upsert_strategy="create_first")
+    assert write(w, person("old@x.com", first_name="Changed")).kind is OutcomeKind.UPDATED
+    assert write(w, person("other@x.com")).kind is OutcomeKind.CREATED
+    # A known member costs one PUT whatever the strategy says; the unknown one follows the strategy.
+    assert client.calls == ["PUT old@x.com", "POST other@x.com"]
+    assert w.index_counts == {"known": 1, "unknown": 1, "skipped": 0, "corrected": 0}
+    w.close()
+
+
+def test_known_members_do_not_teach_the_learner(tmp_path: Path) -> None:
+    client = FakeCrowdTwist(*(f"m{i}@x.com" for i in range(30)))
+    w = writer(tmp_path, client)
+    for i in range(30):
+        write(w, person(f"m{i}@x.com"))
+    w.close()
+    w = writer(tmp_path, client)
+    p_new = w.learner.p_new
+    for i in range(30):
+        write(w, person(f"m{i}@x.com", first_name="Again"))
+    assert w.learner.p_new == p_new  # only rows whose order the learner chose are observed
+    w.close()
+
+
+@pytest.mark.parametrize("mode", [UPSERT, UPDATE, INSERT])
+def test_a_row_identical_to_the_last_accepted_write_sends_nothing(tmp_path: Path, mode: str) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client)
+    write(w, person("a@x.com"))
+    w.close()
+    client.calls.clear()
+    w = writer(tmp_path, client)
+    # Same fields in another order: still identical.
+    data = dict(reversed(list(person("a@x.com").items())))
+    outcome = write(w, data, mode)
+    assert outcome.kind is OutcomeKind.UNCHANGED
+    assert "member index" in (outcome.message or "")
+    assert client.calls == []
+    assert w.index_counts["skipped"] == 1
+    w.close()
+
+
+def test_skip_unchanged_off_sends_identical_rows_but_still_orders_by_the_index(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client)
+    write(w, person("a@x.com"))
+    w.close()
+    client.calls.clear()
+    w = writer(tmp_path, client, skip_unchanged=False, upsert_strategy="create_first")
+    assert write(w, person("a@x.com")).kind is OutcomeKind.UPDATED
+    assert client.calls == ["PUT a@x.com"]
+    w.close()
+
+
+def test_the_same_row_twice_in_one_sync_is_sent_once(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client)
+    assert write(w, person("a@x.com")).kind is OutcomeKind.CREATED
+    assert write(w, person("a@x.com")).kind is OutcomeKind.UNCHANGED  # the staged entry is seen
+    assert write(w, person("a@x.com", first_name="B")).kind is OutcomeKind.UPDATED
+    assert client.calls == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]  # update-first, then the change
+    w.close()
+
+
+def test_a_stale_entry_is_corrected_and_the_member_created(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client)
+    write(w, person("gone@x.com"))
+    w.close()
+    client.members.clear()  # someone removed the member in CrowdTwist
+    client.calls.clear()
+    w = writer(tmp_path, client)
+    outcome = write(w, person("gone@x.com", first_name="Back"))
+    assert outcome.kind is OutcomeKind.CREATED
+    assert client.calls == ["PUT gone@x.com", "POST gone@x.com"]
+    assert w.index_counts["corrected"] == 1
+    w.checkpoint()
+    entry = index_view(tmp_path).lookup("email", "gone@x.com")
+    assert entry == MemberEntry("100", fingerprint(payload_of(person("gone@x.com", first_name="Back"))))
+    w.close()
+
+
+def test_update_mode_drops_a_stale_entry_and_rejects_the_row(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client)
+    write(w, person("gone@x.com"))
+    w.close()
+    client.members.clear()
+    w = writer(tmp_path, client)
+    outcome = write(w, person("gone@x.com", first_name="Back"), UPDATE)
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert index_view(tmp_path).lookup("email", "gone@x.com") is None  # durable at once
+    w.close()
+
+
+def test_a_rejected_write_records_nothing(tmp_path: Path) -> None:
+    client = FakeCrowdTwist("a@x.com")
+    w = writer(tmp_path, client)
+    assert write(w, person("a@x.com"), INSERT).kind is OutcomeKind.REJECTED  # already taken
+    w.close()
+    assert index_view(tmp_path).lookup("email", "a@x.com") is None
+
+
+def test_a_crash_after_a_changing_write_leaves_no_stale_fingerprint(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client)
+    write(w, person("a@x.com"))  # first_name Ann
+    w.close()
+    w = writer(tmp_path, client)
+    write(w, person("a@x.com", first_name="Bea"))  # accepted, then the process dies before checkpoint()
+    # (no checkpoint, no close: a killed process commits nothing more)
+    crashed = writer(tmp_path, client)
+    client.calls.clear()
+    # The source goes back to "Ann": it must be sent, although "Ann" was the last *committed* fingerprint.
+    assert write(crashed, person("a@x.com")).kind is OutcomeKind.UPDATED
+    assert client.calls == ["PUT a@x.com"]
+    assert client.members["a@x.com"]["first_name"] == "Ann"
+
+
+def test_an_index_of_another_program_is_not_used(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client, api_base_url="https://sb-api123.crowdtwist.com")
+    write(w, person("a@x.com"))
+    w.close()
+    client.calls.clear()
+    w = writer(tmp_path, client, upsert_strategy="create_first")
+    assert write(w, person("a@x.com")).kind is OutcomeKind.UPDATED
+    assert client.calls == ["POST a@x.com", "PUT a@x.com"]  # unknown here: the strategy's order, no skip
+    w.close()
+
+
+def test_dry_run_never_opens_the_index(tmp_path: Path) -> None:
+    w = writer(tmp_path, FakeCrowdTwist(), dry_run=True)
+    w.checkpoint()
+    w.close()
+    assert not (tmp_path / "members.sqlite").exists()
+
+
+def test_without_an_index_nothing_changes(tmp_path: Path) -> None:
+    client = FakeCrowdTwist()
+    w = writer(tmp_path, client, member_index_path=None)
+    write(w, person("a@x.com"))
+    write(w, person("a@x.com"))
+    w.checkpoint()
+    w.close()
+    assert client.calls == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]
+    assert not (tmp_path / "members.sqlite").exists()
