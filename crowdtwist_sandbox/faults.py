@@ -56,8 +56,8 @@ class RateLimiter:
             self._stamps.popleft()
         if len(self._stamps) < self.limit:
             self._stamps.append(now)
-            return RateDecision(True)
-        return RateDecision(False, self._stamps[0] + 60.0 - now)
+            return RateDecision(allowed=True)
+        return RateDecision(allowed=False, retry_after=self._stamps[0] + 60.0 - now)
 
     def _fixed(self, now: float) -> RateDecision:
         start = math.floor(now / 60.0) * 60.0
@@ -65,8 +65,8 @@ class RateLimiter:
             self._window_start, self._window_count = start, 0
         if self._window_count < self.limit:
             self._window_count += 1
-            return RateDecision(True)
-        return RateDecision(False, start + 60.0 - now)
+            return RateDecision(allowed=True)
+        return RateDecision(allowed=False, retry_after=start + 60.0 - now)
 
     def _bucket(self, now: float) -> RateDecision:
         rate = self.limit / 60.0
@@ -75,8 +75,8 @@ class RateLimiter:
         self._last_refill = now if self._last_refill is None else max(now, self._last_refill)
         if self._tokens >= 1.0:
             self._tokens -= 1.0
-            return RateDecision(True)
-        return RateDecision(False, (1.0 - self._tokens) / rate)
+            return RateDecision(allowed=True)
+        return RateDecision(allowed=False, retry_after=(1.0 - self._tokens) / rate)
 
 
 def retry_after_header(seconds: float) -> str:

@@ -78,7 +78,7 @@ def parse_timestamp(raw: str, *, accept_seconds: bool) -> float | None:
     return value / 1000.0
 
 
-def verify_request(
+def verify_request(  # noqa: PLR0913 - one keyword per signed element of the request
     *,
     method: str,
     request_target: str,

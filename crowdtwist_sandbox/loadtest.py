@@ -59,7 +59,7 @@ def _prepare(base_url: str, api_key: str, n: int) -> list[str]:
     return emails
 
 
-def _calls(api_key: str, email: str, mix: bool) -> list[tuple[str, str, bytes | None]]:
+def _calls(api_key: str, email: str, *, mix: bool) -> list[tuple[str, str, bytes | None]]:
     """The request mix as (method, path + query, JSON body)."""
     user = f"/v2/users/{quote(email, safe='')}"
     query = urlencode({"api_key": api_key, "id_type": "email"})
@@ -97,7 +97,7 @@ def measure(
     headers = {"Content-Type": "application/json"}
 
     def worker(index: int) -> None:
-        calls = _calls(api_key, emails[index], mix)
+        calls = _calls(api_key, emails[index], mix=mix)
         session = requests.Session()
         conn = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port or 80, timeout=10)
         try:

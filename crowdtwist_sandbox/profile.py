@@ -85,7 +85,7 @@ def _location(member: Mapping[str, Any]) -> dict[str, Any]:
     return loc
 
 
-def _flag(value: Any, default: bool) -> bool:
+def _flag(value: Any, *, default: bool) -> bool:
     return default if value is None else bool(value)
 
 
@@ -99,11 +99,11 @@ def render_profile(member: Mapping[str, Any]) -> dict[str, Any]:
         "last_name": member.get("last_name"),
         "date_of_birth": member.get("date_of_birth"),
         "email_address": member.get("email_address"),
-        "email_is_verified": _flag(member.get("email_is_verified"), True),
+        "email_is_verified": _flag(member.get("email_is_verified"), default=True),
         "username": member.get("username"),
         "mobile_phone_number": member.get("mobile_phone_number"),
         "third_party_id": member.get("third_party_id"),
-        "is_active": _flag(member.get("is_active"), True),
+        "is_active": _flag(member.get("is_active"), default=True),
         "gender_id": gender_id,
         "gender": _GENDERS.get(gender_id) if gender_id is not None else None,
         "extra_data": copy.deepcopy(member.get("extra_data")),
@@ -111,7 +111,7 @@ def render_profile(member: Mapping[str, Any]) -> dict[str, Any]:
         "street_address_1": None,
         "street_address_2": None,
         "postal_code": member.get("postal_code"),
-        "receive_email_updates": _flag(member.get("receive_email_updates"), False),
+        "receive_email_updates": _flag(member.get("receive_email_updates"), default=False),
         "date_receive_email_opt_in": member.get("date_receive_email_opt_in"),
         "date_receive_email_opt_out": member.get("date_receive_email_opt_out"),
         "total_points": member.get("total_points", 0),

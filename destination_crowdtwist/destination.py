@@ -19,6 +19,7 @@ from airbyte_cdk.exception_handler import init_uncaught_exception_handler
 from airbyte_cdk.models import (
     AirbyteConnectionStatus,
     AirbyteMessage,
+    AirbyteRecordMessage,
     AirbyteStateType,
     ConfiguredAirbyteCatalog,
     Status,
@@ -300,7 +301,7 @@ class _Sync:
                 if completed:
                     raise traced(exc) from None
                 # The sync is already failing: its first error is the one to report.
-                logger.error(f"Closing the reject sinks also failed: {exc.message}")
+                logger.error(f"Closing the reject sinks also failed: {exc.message}")  # noqa: TRY400 - no trace: PII
             finally:
                 for line in report.summary_lines():
                     logger.info(line)
@@ -337,29 +338,10 @@ class _Sync:
                     raise msg.exc
                 if isinstance(msg, BadInput):
                     stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
-                    row = Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq)
+                    pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
                     seq += 1
-                    pipeline.reject(row, msg.rejection)
                 elif msg.type == Type.RECORD and msg.record is not None:
-                    key = (msg.record.namespace, msg.record.stream)
-                    stream = self.streams.get(key)
-                    if stream is None:
-                        if key not in self.skipped_streams:
-                            self.skipped_streams.add(key)
-                            logger.warning(
-                                f"Skipping records of stream {msg.record.stream!r}: "
-                                "it is not in the configured catalog."
-                            )
-                        continue
-                    row = Row(
-                        stream=stream,
-                        data=msg.record.data,
-                        seq=seq,
-                        verify=pipeline.replay_window.contains(stream.key),
-                        emitted_at=msg.record.emitted_at,
-                    )
-                    seq += 1
-                    pipeline.submit(row, writers[stream.object_name])
+                    seq += self._on_record(msg.record, seq, writers, pipeline)
                 elif msg.type == Type.STATE and msg.state is not None:
                     pipeline.add_state(msg, _state_stream(msg))
                     if barrier:
@@ -384,6 +366,27 @@ class _Sync:
             raise
         finally:
             stop.set()
+
+    def _on_record(
+        self, record: AirbyteRecordMessage, seq: int, writers: dict[str, Writer], pipeline: Pipeline
+    ) -> int:
+        """Hand one record to its stream's writer; returns how many rows it used (0 when skipped)."""
+        key = (record.namespace, record.stream)
+        stream = self.streams.get(key)
+        if stream is None:
+            if key not in self.skipped_streams:
+                self.skipped_streams.add(key)
+                logger.warning(f"Skipping records of stream {record.stream!r}: it is not in the configured catalog.")
+            return 0
+        row = Row(
+            stream=stream,
+            data=record.data,
+            seq=seq,
+            verify=pipeline.replay_window.contains(stream.key),
+            emitted_at=record.emitted_at,
+        )
+        pipeline.submit(row, writers[stream.object_name])
+        return 1
 
     def _after_fatal(
         self, pipeline: Pipeline, report: SyncReport, timeout: float | None = None
@@ -419,9 +422,10 @@ def _read_ahead(messages: Iterable[AirbyteMessage], inbox: queue.Queue[Any], sto
         while not stop.is_set():
             try:
                 inbox.put(item, timeout=0.5)
-                return True
             except queue.Full:
                 continue
+            else:
+                return True
         return False
 
     try:

@@ -19,8 +19,7 @@ from typing import Any
 from airbyte_cdk.models import AirbyteMessage
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
 
-import destination_crowdtwist.destination as destination
-from destination_crowdtwist import DestinationCrowdtwist
+from destination_crowdtwist import DestinationCrowdtwist, destination
 from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.sync.protocol import load_message
 

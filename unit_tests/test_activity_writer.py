@@ -251,9 +251,9 @@ def test_event_id_wins() -> None:
 
 def test_dedupe_key_function_is_pure() -> None:
     r = row({"id": 1})
-    args = (r, "u", "1001", 5, 1704412800, {"x": 1})
-    assert dedupe_key(*args) == dedupe_key(*args)
-    assert dedupe_key(*args, event_id="e") == "e"
+    kwargs: dict[str, Any] = {"num_points": 5, "activity_date": 1704412800, "extra_data": {"x": 1}}
+    assert dedupe_key(r, "u", "1001", **kwargs) == dedupe_key(r, "u", "1001", **kwargs)
+    assert dedupe_key(r, "u", "1001", **kwargs, event_id="e") == "e"
 
 
 # -- duplicates within a sync -----------------------------------------------------------------------

@@ -103,7 +103,8 @@ def test_every_rule_is_reachable_from_some_row() -> None:
         _, status, code, message, body, path, *_ = row
         kind = None if path is None else ("user" if "/users/" in path else "other")
         used.add(next(i for i, rule in enumerate(RULES)
-                      if rule.matches(status, code, message, body == "html", kind, body != "json")))
+                      if rule.matches(status, code, message, is_html=body == "html", path_kind=kind,
+                                     not_json=body != "json")))
     assert used == set(range(len(RULES)))
 
 

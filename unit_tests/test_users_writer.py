@@ -216,3 +216,16 @@ def test_already_taken_after_a_lost_answer_by_someone_else_is_still_taken() -> N
               "postal_code": "10001"}
     outcome = run(writer(LostCreateClient(theirs)), FULL, mode="append")
     assert (outcome.kind, outcome.reason) == ("rejected", "already_taken")
+
+
+def test_with_custom_attributes_configured_other_custom_fields_are_rejected_before_any_request() -> None:
+    client = FakeClient()
+    w = writer(client, custom_attributes=["tier", "store"])
+    outcome = run(w, {**FULL, "tier": "gold", "shoe_size": "42", "favourite": "x"})
+    assert (outcome.kind, outcome.reason) == ("rejected", "custom_attribute")
+    assert "favourite, shoe_size" in (outcome.message or "")
+    assert client.calls == []
+    client = FakeClient(UPDATED)
+    assert run(writer(client, custom_attributes=["tier"], upsert_strategy="update_first"),
+               {**FULL, "tier": "gold"}).kind == "updated"
+    assert client.calls[0][1]["custom_data"] == {"tier": "gold"}

@@ -252,7 +252,7 @@ class CrowdTwistClient:
             are ignored.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword options, most of them injected clock, sleep and limits
         self,
         base_url: str,
         auth: AuthBase,
@@ -418,7 +418,7 @@ class CrowdTwistClient:
             self.stats.add("uncertain")
             raise UncertainOutcome(result.uncertain, **context) from None
 
-    def _attempt(
+    def _attempt(  # noqa: PLR0917 - private; the request loop passes what it prepared once
         self,
         method: str,
         url: str,

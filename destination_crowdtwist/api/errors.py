@@ -153,7 +153,7 @@ class Rule:
         if self.reason is not None and self.cause is not None:
             raise ValueError("a REJECT rule is tagged by its Reason, not by a cause")
 
-    def matches(self, status: int, error_code: str | None, message: str | None, is_html: bool,
+    def matches(self, status: int, error_code: str | None, message: str | None, *, is_html: bool,
                 path_kind: str | None, not_json: bool = False) -> bool:
         """Whether this row applies to the given answer."""
         if not self.statuses(status):
@@ -293,7 +293,7 @@ def classify_response(
     """
     kind = _path_kind(path)
     for rule in rules:
-        if rule.matches(status, error_code, message, is_html, kind, not_json):
+        if rule.matches(status, error_code, message, is_html=is_html, path_kind=kind, not_json=not_json):
             return Resolution(rule.action, rule.hint, reason=rule.reason, cause=rule.cause)
     raise AssertionError("the last rule matches every status")  # pragma: no cover
 

@@ -359,24 +359,10 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
                 payload[key] = coerce(value, key)
             except Rejection as exc:
                 raise exc.with_field(key) from None
-        elif key == USER_ID_FIELD:
-            continue
         elif key == CUSTOM_DATA_FIELD:
             own_custom = value
-        elif key.startswith(_METADATA_PREFIXES):
-            continue
-        elif compiled.drop_unmapped:
-            dropped.append(key)
-        elif value is None:
-            if send_nulls:
-                unmapped[key] = None
-        else:
-            try:
-                unmapped[key] = to_custom_value(value, key)
-            except Rejection as exc:
-                raise Rejection(
-                    Reason.VALIDATION, f"{exc} (unmapped fields go to custom_data)", field=key
-                ) from None
+        elif key != USER_ID_FIELD and not key.startswith(_METADATA_PREFIXES):
+            _place_unmapped(key, value, compiled, unmapped, dropped)
 
     # CrowdTwist refuses country/city fields next to a US ZIP ("for domestic addresses ONLY postal_code
     # can be provided"). A country column saying "US" adds nothing the ZIP does not already say, so it
@@ -384,13 +370,29 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
     if payload.get("country_code") == "US" and is_us_postal_code(payload.get("postal_code")):
         del payload["country_code"]
     if own_custom is not None:
-        _merge_custom_data(unmapped, own_custom, send_nulls)
+        _merge_custom_data(unmapped, own_custom, send_nulls=send_nulls)
     if unmapped:
         payload[CUSTOM_DATA_FIELD] = unmapped
     return MappedUser(user_id=user_id, payload=payload, dropped_fields=tuple(dropped))
 
 
-def _merge_custom_data(target: dict[str, Any], own_custom: Any, send_nulls: bool) -> None:
+def _place_unmapped(
+    key: str, value: Any, compiled: _CompiledMapping, unmapped: dict[str, Any], dropped: list[str]
+) -> None:
+    """A field CrowdTwist does not know: into custom_data as a string, or dropped (named) by policy."""
+    if compiled.drop_unmapped:
+        dropped.append(key)
+    elif value is None:
+        if compiled.send_nulls:
+            unmapped[key] = None
+    else:
+        try:
+            unmapped[key] = to_custom_value(value, key)
+        except Rejection as exc:
+            raise Rejection(Reason.VALIDATION, f"{exc} (unmapped fields go to custom_data)", field=key) from None
+
+
+def _merge_custom_data(target: dict[str, Any], own_custom: Any, *, send_nulls: bool) -> None:
     if isinstance(own_custom, str):
         # Same tolerance as extra_data: a JSON string holding an object.
         try:

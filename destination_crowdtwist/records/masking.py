@@ -398,7 +398,7 @@ def _mask_unknown_text(text: str) -> str:
     return MASK
 
 
-def _mask_node(value: Any, kind: _Kind, pii: frozenset[str], harmless: frozenset[str]) -> Any:
+def _mask_node(value: Any, kind: _Kind, pii: frozenset[str], harmless: frozenset[str]) -> Any:  # noqa: PLR0911 - one return per kind of value, read as a table
     if kind is _Kind.SECRET:
         return None if value is None else MASK
     if value is None or isinstance(value, bool):

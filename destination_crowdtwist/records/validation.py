@@ -194,7 +194,7 @@ def _check_email(payload: Mapping[str, Any], problems: list[Rejection]) -> None:
         )
 
 
-def _check_location(
+def _check_location(  # noqa: C901 - CrowdTwist's location rules (docs/crowdtwist-api-notes.md §2.6), one branch each
     payload: Mapping[str, Any], problems: list[Rejection], *, creating: bool, require_location: bool
 ) -> None:
     postal = payload.get("postal_code")

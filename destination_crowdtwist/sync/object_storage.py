@@ -224,6 +224,10 @@ def known_variables() -> tuple[frozenset[str], frozenset[str]]:
 # --- what S3 answered, in words a user can act on ---------------------------------------------------------
 
 
+#: The ``permanent`` flag of an :class:`S3Failure`, named so the table rows below read as words.
+PERMANENT, RETRYABLE = True, False
+
+
 @dataclass(frozen=True)
 class S3Failure:
     """Why a request to the bucket failed: ``permanent`` failures are not retried.
@@ -244,7 +248,7 @@ class S3Failure:
         return f"{self.reason}. {self.fix}"
 
 
-def explain(
+def explain(  # noqa: PLR0911 - one return per class of S3 failure, read as a table
     storage: S3Storage,
     *,
     code: str | None = None,
@@ -263,25 +267,25 @@ def explain(
     region = storage.s3_bucket_region or "(not set)"
     if no_credentials:
         return S3Failure(
-            "credentials", True, "No AWS credentials were found for object_storage_config",
+            "credentials", PERMANENT, "No AWS credentials were found for object_storage_config",
             "Set access_key_id and secret_access_key, or give the connector credentials through the AWS credential "
             "chain (environment, shared config, instance or container role).",
         )
     if connection is not None:
         target = storage.s3_endpoint or f"Amazon S3 in region {region}"
         return S3Failure(
-            "unreachable", False, f"The S3 endpoint {target} is unreachable ({connection})",
+            "unreachable", RETRYABLE, f"The S3 endpoint {target} is unreachable ({connection})",
             "Check object_storage_config.s3_endpoint and that this machine can reach it.",
         )
     if role:
         return S3Failure(
-            "role", True, f"The role {storage.role_arn} could not be assumed for {bucket} ({code})",
+            "role", PERMANENT, f"The role {storage.role_arn} could not be assumed for {bucket} ({code})",
             "Check object_storage_config.role_arn, its trust policy (and external id), and the credentials allowed "
             "to assume it.",
         )
     if code in ("NoSuchBucket", "404", "NotFound") or (status == 404 and code != "NoSuchKey"):
         return S3Failure(
-            "missing", True, f"The {bucket} does not exist{where}",
+            "missing", PERMANENT, f"The {bucket} does not exist{where}",
             "Create it, or fix object_storage_config.s3_bucket_name (and s3_endpoint for an S3-compatible store).",
         )
     if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") or (
@@ -289,30 +293,30 @@ def explain(
     ):
         actual = f"region {bucket_region}" if bucket_region else "another region"
         return S3Failure(
-            "region", True, f"The {bucket} is in {actual}, not in {region}",
+            "region", PERMANENT, f"The {bucket} is in {actual}, not in {region}",
             f"Set object_storage_config.s3_bucket_region to {bucket_region or 'the bucket region'}.",
         )
     if code == "InvalidAccessKeyId":
         return S3Failure(
-            "denied", True, f"S3 does not know the access key id configured for {bucket} (InvalidAccessKeyId)",
+            "denied", PERMANENT, f"S3 does not know the access key id configured for {bucket} (InvalidAccessKeyId)",
             "Copy object_storage_config.access_key_id again, or create a new access key.",
         )
     if code == "SignatureDoesNotMatch":
         return S3Failure(
-            "denied", True,
+            "denied", PERMANENT,
             f"S3 refused the request signature for {bucket} (SignatureDoesNotMatch): the secret access key "
             "does not belong to the access key id",
             "Copy object_storage_config.secret_access_key again.",
         )
     if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
         return S3Failure(
-            "credentials", True, f"The temporary AWS credentials used for {bucket} are no longer valid ({code})",
+            "credentials", PERMANENT, f"The temporary AWS credentials used for {bucket} are no longer valid ({code})",
             "Renew them, or configure long-lived keys or a role_arn.",
         )
     if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem") or status == 403:
         prefix = f"{storage.bucket_path}/*" if storage.bucket_path else "*"
         return S3Failure(
-            "denied", True, f"Access to {bucket} was denied ({code or 'HTTP 403'})",
+            "denied", PERMANENT, f"Access to {bucket} was denied ({code or 'HTTP 403'})",
             f"Allow the configured credentials s3:PutObject on {prefix} (check also needs s3:DeleteObject; "
             "s3:ListBucket lets it tell a missing bucket apart).",
         )
@@ -320,11 +324,11 @@ def explain(
         "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
     ):
         return S3Failure(
-            "server", False, f"S3 answered {code or 'an error'} (HTTP {status}) for {bucket}{where}",
+            "server", RETRYABLE, f"S3 answered {code or 'an error'} (HTTP {status}) for {bucket}{where}",
             "This is usually temporary; try again later.",
         )
     return S3Failure(
-        "other", True, f"S3 refused the request for {bucket}{where} ({code or 'no error code'}, HTTP {status})",
+        "other", PERMANENT, f"S3 refused the request for {bucket}{where} ({code or 'no error code'}, HTTP {status})",
         "Check object_storage_config.",
     )
 
@@ -333,7 +337,7 @@ class _AssumeRoleFailed(Exception):
     """Raised from the AssumeRole call (its cause is botocore's error)."""
 
 
-def failure_from_exception(exc: BaseException, storage: S3Storage) -> S3Failure:
+def failure_from_exception(exc: BaseException, storage: S3Storage) -> S3Failure:  # noqa: PLR0911 - one per type
     """The :class:`S3Failure` for a boto3/botocore exception (connection errors are retryable)."""
     from botocore import exceptions as boto_errors
 
@@ -584,11 +588,12 @@ class S3RejectSink:
         while True:
             try:
                 call()
-                return
             except _Refused as refused:
                 failure = refused.failure
             except Exception as exc:  # noqa: BLE001 - classified by failure(), which re-raises the unknown
                 failure = self._client.failure(exc)
+            else:
+                return
             if failure.permanent or retry >= self._policy.max_retries:
                 self._error = self._failure_error(failure, what, then, attempts=retry + 1)
                 raise self._error from None

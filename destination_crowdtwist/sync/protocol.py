@@ -176,13 +176,7 @@ def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessa
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
-            if isinstance(line, bytes):
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    yield _bad(f"the input line is not valid UTF-8 (byte {exc.start})", line)
-                    continue
-            yield _bad("the input line is not JSON (or nests deeper than 1024 levels)", line)
+            yield _unparseable(line)
             continue
         if not isinstance(obj, dict):
             yield _bad("the input line is JSON but not an Airbyte message (not an object)", line)
@@ -206,6 +200,16 @@ def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessa
                 f"invalid:{msg_type}",
                 f"Skipping malformed {msg_type} messages ({type(exc).__name__}); further ones are skipped silently.",
             )
+
+
+def _unparseable(line: bytes | str) -> BadInput:
+    """The rejected row for a line that is not JSON, saying whether its bytes were even UTF-8."""
+    if isinstance(line, bytes):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _bad(f"the input line is not valid UTF-8 (byte {exc.start})", line)
+    return _bad("the input line is not JSON (or nests deeper than 1024 levels)", line)
 
 
 def _record_problem(record: Any) -> str | None:

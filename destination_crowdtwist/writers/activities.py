@@ -407,7 +407,9 @@ class ActivityCreditWriter:
                 "for the list of active ids.",
             )
         num_points = _check_points(
-            _parse_points(data.get("num_points")), self.cfg.max_points_per_credit, self.cfg.allow_negative_points
+            _parse_points(data.get("num_points")),
+            maximum=self.cfg.max_points_per_credit,
+            allow_negative=self.cfg.allow_negative_points,
         )
         activity_date = None
         if data.get("activity_date") is not None:
@@ -418,7 +420,8 @@ class ActivityCreditWriter:
         extra = _parse_extra(data.get("extra_data"))
         event_id = data.get(self.cfg.event_id_field) if self.cfg.event_id_field else None
         return Credit(user_id, stream.id_type, activity_id, num_points, activity_date, extra,
-                      dedupe_key(row, user_id, activity_id, num_points, activity_date, extra, event_id))
+                      dedupe_key(row, user_id, activity_id, num_points=num_points,
+                                 activity_date=activity_date, extra_data=extra, event_id=event_id))
 
     def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
         for name in data:
@@ -452,6 +455,7 @@ def dedupe_key(
     row: Row,
     user_id: str,
     activity_id: str,
+    *,
     num_points: int | None,
     activity_date: int | None,
     extra_data: Mapping[str, Any],
@@ -507,7 +511,7 @@ def _parse_points(value: Any) -> int | None:
     raise Rejection(Reason.VALIDATION, f"num_points must be a whole number, got {type(value).__name__}")
 
 
-def _check_points(points: int | None, maximum: int, allow_negative: bool) -> int | None:
+def _check_points(points: int | None, *, maximum: int, allow_negative: bool) -> int | None:
     """Points are money-like: a value no program would award is a data error, not a credit."""
     if points is None:
         return None

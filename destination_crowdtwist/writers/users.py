@@ -22,7 +22,7 @@ import enum
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
@@ -120,6 +120,17 @@ class UserRow:
     update_problem: Rejection | None
 
 
+@dataclass
+class _UpsertRun:
+    """One upsert row on its way through the steps: what was tried and what was learned."""
+
+    user: UserRow
+    label: str
+    entry: MemberEntry | None  # what the member index knows of the member, if anything
+    tried: set[Step] = field(default_factory=set)
+    proved_missing: bool = False  # an update answered "not found"
+
+
 class UserProfileWriter:
     """Writes User Profile rows. See the module docstring."""
 
@@ -174,6 +185,15 @@ class UserProfileWriter:
         except Rejection as rejection:
             return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
         label = member_label(mapped.user_id, stream.id_type, log_pii=self.cfg.log_pii)
+        unknown = _unknown_custom_fields(mapped.payload, self.cfg.custom_attributes)
+        if unknown:
+            return Outcome.rejected(label, Rejection(
+                Reason.CUSTOM_ATTRIBUTE,
+                f"custom field(s) {', '.join(unknown)} are not among the configured custom_attributes; set them up in "
+                "Control Center and add them to custom_attributes, rename them with field_mapping, or set "
+                "unmapped_fields=drop",
+                field="custom_data",
+            ))
         require_location = self.cfg.require_location
         update_problem = check_user(mapped.payload, creating=False, require_location=require_location)
         create = self._create_body(mapped, stream.id_type)
@@ -242,63 +262,64 @@ class UserProfileWriter:
         member the index knows (``entry``) starts with ``UPDATE`` too; the learner watches only
         the rows it chose the order of, so known members do not make it believe every row exists.
         """
+        run = _UpsertRun(user, label, entry)
         can_create = isinstance(user.create, dict)
-        learn = entry is None
-        if entry is not None:
-            step = Step.UPDATE
-        else:
-            step = Step.CREATE if can_create and self.learner.create_first() else Step.UPDATE
-        tried: set[Step] = set()
-        proved_missing = False
-        while True:
-            tried.add(step)
-            if step is Step.UPDATE:
-                if not user.mapped.payload:
-                    if Step.CREATE in tried:
-                        return _unchanged(label)
-                    if can_create:
-                        # Nothing to update, but the member must exist: the create tells us (once).
-                        step = Step.CREATE
-                        continue
-                    return self._exists_or_rejected(user, label)
-                response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
-                if response.ok:
-                    if learn:
-                        self.learner.observe(existed=True)
-                    self._accepted(user, response)
-                    return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
-                rejection = api_rejection(response)
-                if rejection.reason is Reason.NOT_FOUND and entry is not None:
-                    self._not_found(user)  # the index was wrong (the member was removed): correct it
-                if rejection.reason is Reason.NOT_FOUND and Step.CREATE not in tried:
-                    if learn:
-                        self.learner.observe(existed=False)
-                    proved_missing = True
-                    step = Step.CREATE
-                    continue
-                return Outcome.rejected(label, rejection)
-            # Step.CREATE
-            if isinstance(user.create, Rejection):
-                prefix = _CANNOT_CREATE if proved_missing else ""
-                return Outcome.rejected(label, user.create.with_prefix(prefix))
-            response = self.client.create_user(user.create)
-            if response.ok or self._our_lost_create(user, response):
-                if learn:
-                    self.learner.observe(existed=False)
-                self._accepted(user, response)
-                return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
-            rejection = api_rejection(response)
-            if rejection.reason is Reason.ALREADY_TAKEN and Step.UPDATE not in tried:
-                if learn:
-                    self.learner.observe(existed=True)
-                step = Step.UPDATE
-                continue
-            if rejection.reason is Reason.ALREADY_TAKEN and not user.mapped.payload:
-                if entry is None and self._index is not None:
-                    # It exists; what it holds is unknown (nothing was written), so no fingerprint.
-                    self._index.record(user.id_type, user.mapped.user_id, fingerprint=None)
+        first_create = entry is None and can_create and self.learner.create_first()
+        step: Step | Outcome = Step.CREATE if first_create else Step.UPDATE
+        while isinstance(step, Step):
+            run.tried.add(step)
+            step = self._update_step(run) if step is Step.UPDATE else self._create_step(run)
+        return step
+
+    def _update_step(self, run: _UpsertRun) -> Step | Outcome:
+        user, label = run.user, run.label
+        if not user.mapped.payload:
+            if Step.CREATE in run.tried:
                 return _unchanged(label)
+            if isinstance(user.create, dict):
+                return Step.CREATE  # nothing to update, but the member must exist: the create tells us
+            return self._exists_or_rejected(user, label)
+        response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
+        if response.ok:
+            self._observe(run, existed=True)
+            self._accepted(user, response)
+            return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
+        rejection = api_rejection(response)
+        if rejection.reason is not Reason.NOT_FOUND:
             return Outcome.rejected(label, rejection)
+        if run.entry is not None:
+            self._not_found(user)  # the index was wrong (the member was removed): correct it
+        if Step.CREATE in run.tried:
+            return Outcome.rejected(label, rejection)
+        self._observe(run, existed=False)
+        run.proved_missing = True
+        return Step.CREATE
+
+    def _create_step(self, run: _UpsertRun) -> Step | Outcome:
+        user, label = run.user, run.label
+        if isinstance(user.create, Rejection):
+            return Outcome.rejected(label, user.create.with_prefix(_CANNOT_CREATE if run.proved_missing else ""))
+        response = self.client.create_user(user.create)
+        if response.ok or self._our_lost_create(user, response):
+            self._observe(run, existed=False)
+            self._accepted(user, response)
+            return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
+        rejection = api_rejection(response)
+        if rejection.reason is not Reason.ALREADY_TAKEN:
+            return Outcome.rejected(label, rejection)
+        if Step.UPDATE not in run.tried:
+            self._observe(run, existed=True)
+            return Step.UPDATE
+        if not user.mapped.payload:
+            if run.entry is None and self._index is not None:
+                # It exists; what it holds is unknown (nothing was written), so no fingerprint.
+                self._index.record(user.id_type, user.mapped.user_id, fingerprint=None)
+            return _unchanged(label)
+        return Outcome.rejected(label, rejection)
+
+    def _observe(self, run: _UpsertRun, *, existed: bool) -> None:
+        if run.entry is None:
+            self.learner.observe(existed=existed)
 
     def _our_lost_create(self, user: UserRow, response: ApiResponse) -> bool:
         """Whether "already taken" answers a retry of our own create whose first answer was lost.
@@ -424,6 +445,14 @@ def _crowdtwist_id(response: ApiResponse) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | str) or str(value).strip() == "":
         return None
     return str(value)
+
+
+def _unknown_custom_fields(payload: Mapping[str, Any], allowed: tuple[str, ...]) -> list[str]:
+    """custom_data keys not in the configured allow-list (none checked when the list is empty)."""
+    custom = payload.get("custom_data")
+    if not allowed or not isinstance(custom, Mapping):
+        return []
+    return sorted(name for name in custom if name not in allowed)
 
 
 def _unchanged(label: str) -> Outcome:
