@@ -14,8 +14,10 @@ BIN    := $(VENV)/bin
 # Written after a successful install. The venv is re-installed when it is missing or when the
 # packaging files are newer than this stamp (a new dependency, a new console script).
 STAMP  := $(VENV)/.installed
-# source-faker's own venv (it pins another airbyte-cdk), built and reused by integration_tests/faker_source.py.
+# source-faker's and PyAirbyte's own venvs (they pin other airbyte-cdk versions), built and reused by
+# integration_tests/tool_venv.py for test_source_faker.py and test_pyairbyte.py.
 FAKER_VENV := .venv-faker
+PYAIRBYTE_VENV := .venv-pyairbyte
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -59,7 +61,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .bench *.egg-info
-	find . -path ./$(VENV) -prune -o -path ./$(FAKER_VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -path ./$(FAKER_VENV) -prune -o -path ./$(PYAIRBYTE_VENV) -prune \
+		-o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(FAKER_VENV) $(FAKER_VENV).lock
+	rm -rf $(VENV) $(FAKER_VENV) $(FAKER_VENV).lock $(PYAIRBYTE_VENV) $(PYAIRBYTE_VENV).lock

@@ -1,9 +1,9 @@
 """The real Airbyte ``source-faker`` (PyPI ``airbyte-source-faker``), installed for integration tests.
 
 source-faker pins its own airbyte-cdk (6.x), which conflicts with ours (7.x), so it lives in its own
-virtualenv under the repository root (``.venv-faker/``, git-ignored). The venv survives between
-runs: it is reused when its stamp names the pinned requirement and ``source-faker spec`` still
-answers, and rebuilt from scratch otherwise.
+virtualenv under the repository root (``.venv-faker/``, git-ignored), built by tool_venv.py. The
+venv survives between runs: it is reused when its stamp names the pinned requirement and
+``source-faker spec`` still answers, and rebuilt from scratch otherwise.
 
     exe = ensure_source_faker()                      # raises FakerUnavailable (carry the reason to a skip)
     pipe = pipe_source_into(exe, faker_config, faker_catalog, dest_cmd)
@@ -16,12 +16,10 @@ line by line to the destination's stdin, and each STATE gets the integer ``id`` 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
+import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,32 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from tool_venv import ROOT, InstallReport, ToolUnavailable, ensure_tool_venv
+
 # Pinned: the test reads faker's field names (email, name, address.*), which a new major may change.
 FAKER_REQUIREMENT = "airbyte-source-faker==7.2.1"
 FAKER_PACKAGE = FAKER_REQUIREMENT.split("==")[0]
 FAKER_VENV = ROOT / ".venv-faker"
-_STAMP = ".installed"
-# The install (about 360 MB on disk) took 29 s on this 2-core machine, 32 s with pip's cache disabled.
-# The ceiling leaves room for a slow index without letting a hung one block the test run forever.
-INSTALL_TIMEOUT_SECONDS = 480
+# The install (about 360 MB on disk) took 29 to 39 s on this 2-core machine, 32 s with pip's cache disabled.
 
-
-class FakerUnavailable(Exception):
-    """source-faker could not be installed or started; the message says why (for a pytest skip)."""
-
-
-@dataclass(frozen=True)
-class InstallReport:
-    """Where source-faker is and how long getting it took (0 when the cached venv was reused)."""
-
-    executable: Path
-    reused: bool
-    seconds: float
-
-
-def _bin(venv: Path, name: str) -> Path:
-    return venv / ("Scripts" if os.name == "nt" else "bin") / name
+# source-faker's failures are the shared helper's (the names stay for the tests that import them).
+FakerUnavailable = ToolUnavailable
 
 
 def _answers_spec(executable: Path) -> bool:
@@ -67,56 +49,15 @@ def _answers_spec(executable: Path) -> bool:
     return out.returncode == 0 and '"SPEC"' in out.stdout
 
 
-def _last_line(stderr: str, stdout: str) -> str:
-    # pip's failure is the last line of stderr ("No matching distribution found for ..."); this
-    # machine's pip also prints "Location ... is ignored" warnings, which say nothing about it.
-    for text in (stderr, stdout):
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        meaningful = [line for line in lines if not line.startswith(("WARNING: Location", "Looking in "))]
-        if meaningful:
-            return meaningful[-1]
-    return "(pip printed nothing)"
-
-
 def ensure_source_faker(venv: Path = FAKER_VENV, requirement: str = FAKER_REQUIREMENT) -> InstallReport:
     """The ``source-faker`` executable of a working venv at ``venv``, installed when needed.
 
     Raises `FakerUnavailable` naming the package and pip's last error line when the install fails
     (typically: no package registry reachable).
     """
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = venv.parent / f"{venv.name}.lock"
-    executable = _bin(venv, "source-faker")
-    # One installer at a time (two pytest processes in the same checkout would otherwise both rebuild).
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = venv / _STAMP
-        if stamp.exists() and stamp.read_text().strip() == requirement and _answers_spec(executable):
-            return InstallReport(executable, reused=True, seconds=0.0)
-        started = time.monotonic()
-        shutil.rmtree(venv, ignore_errors=True)
-        steps = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(_bin(venv, "python")), "-m", "pip", "install", "--progress-bar", "off", requirement],
-        ]
-        for step in steps:
-            try:
-                out = subprocess.run(step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                shutil.rmtree(venv, ignore_errors=True)
-                raise FakerUnavailable(
-                    f"installing {requirement} took more than {INSTALL_TIMEOUT_SECONDS} s"
-                ) from None
-            if out.returncode != 0:
-                shutil.rmtree(venv, ignore_errors=True)
-                raise FakerUnavailable(
-                    f"cannot install {requirement} (is a package registry reachable?): "
-                    f"{_last_line(out.stderr, out.stdout)}"
-                )
-        if not _answers_spec(executable):
-            raise FakerUnavailable(f"{requirement} installed, but `source-faker spec` does not answer")
-        stamp.write_text(requirement + "\n")
-        return InstallReport(executable, reused=False, seconds=time.monotonic() - started)
+    return ensure_tool_venv(
+        venv, requirement, "source-faker", _answers_spec, probe_description="`source-faker spec` does not answer"
+    )
 
 
 def configured_users_catalog(discovered: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -145,6 +86,21 @@ def discover(executable: Path, config_path: Path) -> dict[str, Any]:
                 catalog: dict[str, Any] = message["catalog"]
                 return catalog
     raise AssertionError(f"source-faker discover printed no CATALOG: {out.stdout[-500:]}")
+
+
+def location_rejected_ids(users: list[dict[str, Any]]) -> set[int]:
+    """The faker ids of ``users`` that CrowdTwist's location rule refuses under the tests' mapping.
+
+    The mapping sends ``address.postal_code``, ``address.country_code`` and ``address.city``; a US
+    ZIP next to a city, or a Canadian row with faker's 5-digit code, is refused (see
+    test_source_faker.py). Independent of the connector, so a test can hold it to this.
+    """
+    out = set()
+    for user in users:
+        country, postal = user["address"]["country_code"], user["address"]["postal_code"]
+        if country == "US" or (country == "CA" and not re.fullmatch(r"[A-Z]\d[A-Z] \d[A-Z]\d", postal)):
+            out.add(user["id"])
+    return out
 
 
 @dataclass
