@@ -2,8 +2,10 @@
 # needs the package bootstraps .venv/ first.
 #
 #   make test    ruff, mypy, then pytest (unit_tests + integration_tests): the full run, as CI does
-#   make check   the quick loop: ruff, mypy, pytest -m "not slow" (skips the image install replay
-#                and the benchmark smoke run); run make test before you push
+#   make check   the quick loop: ruff, mypy, pytest -m "not slow" (skips the image install replay,
+#                the benchmark smoke run and the fault-matrix soak); run make test before you push
+#   make soak    the fault-matrix soak alone (integration_tests/test_fault_matrix.py, marker soak,
+#                also marked slow; make test runs it too)
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
 #   make bench   benchmark driver; pass options with BENCH_ARGS="..."
 #   make lint / make typecheck / make clean / make distclean
@@ -21,10 +23,10 @@ PYAIRBYTE_VENV := .venv-pyairbyte
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test check lint typecheck pytest pytest-quick demo bench clean distclean
+.PHONY: help venv test check soak lint typecheck pytest pytest-quick demo bench clean distclean
 
 help:
-	@echo "make demo | make test | make check | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
+	@echo "make demo | make test | make check | make soak | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
 
 venv: $(STAMP)
 
@@ -48,6 +50,9 @@ pytest: $(STAMP)
 
 pytest-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow"
+
+soak: $(STAMP)
+	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py
 
 test: lint typecheck pytest
 

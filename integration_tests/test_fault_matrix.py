@@ -1,0 +1,411 @@
+"""The fault matrix: every way a sync gets hurt, through the real entry point, judged by one checker.
+
+Read :data:`SCENARIOS` as a table. Each row runs ``python main.py write`` (a subprocess fed on stdin,
+as the platform runs it) against a sandbox with the row's faults, interrupts it if the row says so
+(SIGKILL or SIGTERM at a seeded point of its work, then a replay of what the platform re-sends:
+everything after the last echoed state, with the same or shifted state positions), and is judged
+by :func:`faultmatrix.judge` on every column:
+
+* **fault**   the fault was actually sprung (sandbox counters, or an attempt really stopped mid-sync);
+* **lost**    a good row's member or credit is missing (or a member kept a stale name);
+* **doubled** more than one credit per (member, dedupe key), or two members with one identifier;
+* **states**  each attempt echoed a prefix of the state ids it was sent, in order, of the same type;
+              all of them when it ran to the end (exit 0); a SIGTERM ends with a transient trace;
+* **counts**  each echoed state: recordCount + rejectedRecordCount = the records the platform sent
+              for it (STREAM: that stream since its previous state; GLOBAL: all lines since the
+              previous GLOBAL state), and the split is exact (good rows accepted, bad rows rejected);
+* **secrets** no API key, HMAC private key, HMAC header or signature in stdout or stderr;
+* **pii**     no input email unmasked in stdout or stderr.
+
+The table is printed at the end of the module. Trickling and oversized answers are not sandbox
+knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); the
+client's side of them is tested with unit_tests/fakehttp.py in unit_tests/test_client.py. The longer soak (more rows, more kill
+points, several seeds) is marked ``soak`` (and ``slow``, so make check skips it): ``make soak``; make
+test runs it too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import requests
+from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY, SANDBOX_API_KEY
+from faultmatrix import (
+    DA_CREDITS,
+    DA_PROFILES,
+    STREAMS,
+    Attempt,
+    Disruption,
+    Line,
+    Shape,
+    StateType,
+    Verdict,
+    bad_corpus,
+    build_rows,
+    judge,
+    layout,
+    mix,
+    replay_input,
+    run_attempt,
+    table,
+)
+from faultproxy import FaultProxy
+from helpers import credit_config
+
+from crowdtwist_sandbox import Sandbox
+
+#: Records over this size are rejected (kept small so the "huge record" costs nothing).
+MAX_RECORD_BYTES = 20_000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the matrix.
+
+    ``faults``: sandbox knobs from the start; ``midway``: knobs set once the first attempt made
+    rows / 3 API requests (a burst in the middle of the sync). ``proxy``: a
+    :class:`faultproxy.FaultProxy` in front of the sandbox (trickling or oversized answers).
+    ``interrupt``: stop ``interruptions`` attempts in a row with SIGKILL ("kill") or SIGTERM
+    ("term"), each once it made a seeded number of API requests (at most one per row it was sent)
+    plus a seeded delay; each next attempt gets what the platform re-sends, with the same state
+    positions or ``shifted`` ones. ``sprung``: counters (sandbox or proxy) that must reach a
+    minimum, proving the fault happened. Every row expects the same: nothing lost or doubled,
+    states and counts exact, no secret or PII in the output.
+    """
+
+    name: str
+    shape: Shape
+    faults: Mapping[str, Any] = field(default_factory=dict)
+    midway: Mapping[str, Any] = field(default_factory=dict)
+    rows: int = 30
+    every: int = 6
+    state_type: StateType = "STREAM"
+    mode: str = "append_dedup"  # profiles: append_dedup = upsert, append = insert
+    auth: Literal["api_key", "hmac"] = "api_key"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    bad_input: bool = False
+    interrupt: Literal["none", "kill", "term"] = "none"
+    interruptions: int = 0
+    replay: Literal["same", "shifted"] = "same"
+    seed: int = 0
+    sprung: Mapping[str, int] = field(default_factory=dict)
+    proxy: Mapping[str, Any] = field(default_factory=dict)
+
+
+RETRIES = {"max_retries": 10}
+SLOW_TIMEOUT = {"request_timeout_seconds": 1, "max_retries": 10}
+#: A program-wide limit far below our 9,000/min budget: 20 requests/s, bursts of 10.
+STORM = {"rate_limit_per_minute": 1200, "rate_limit_algorithm": "token_bucket", "rate_limit_burst": 10}
+CREDIT_POST, PROFILE_WRITE = r"POST /v2/users/[^/]+/activities$", r"(POST|PUT) /v2/users"
+KILL = {"latency_ms": 15, "queue_delay_ms": 40}  # segments take long enough to be killed inside
+
+SCENARIOS: list[Scenario] = [
+    Scenario("clean/profiles-upsert", "profiles"),
+    Scenario("clean/credits-hmac", "credits", auth="hmac"),
+    # 5xx bursts: before the change is applied, and after it (the answer says 500, the change landed).
+    Scenario("5xx/profiles", "profiles", {"error_rate": 0.2, "seed": 1}, rows=24, config=RETRIES, sprung={"500": 3}),
+    Scenario("5xx-after-apply/profiles", "profiles", {"error_rate": 0.2, "error_after_apply": True, "seed": 2},
+             rows=24, config=RETRIES, sprung={"500": 3}),
+    Scenario("5xx/credits", "credits", {"error_rate": 0.2, "seed": 3}, rows=24, config=RETRIES, sprung={"500": 3}),
+    Scenario("5xx-after-apply/credits-hmac", "credits",
+             {"error_rate": 0.2, "error_after_apply": True, "seed": 4, "queue_delay_ms": 40},
+             rows=24, auth="hmac", config=RETRIES, sprung={"500": 3}),
+    # Processed, then the connection is dropped before the answer.
+    Scenario("drop/profiles-upsert", "profiles", {"drop_rate": 0.1, "seed": 5}, config=RETRIES, sprung={"dropped": 2}),
+    Scenario("drop/profiles-insert", "profiles", {"drop_rate": 0.15, "seed": 6}, mode="append", config=RETRIES,
+             sprung={"dropped": 2}),
+    Scenario("drop/credits", "credits", {"drop_rate": 0.25, "drop_credits_only": True, "seed": 7,
+                                         "queue_delay_ms": 40}, config=RETRIES, sprung={"dropped": 2}),
+    # 429 storms: a program-wide limit far below our budget, with and without Retry-After.
+    Scenario("429+retry-after/credits", "credits", STORM, rows=24, sprung={"429": 2}),
+    Scenario("429-no-retry-after/profiles", "profiles", {**STORM, "retry_after": False}, rows=24, sprung={"429": 2}),
+    # Maintenance (503 HTML page): at the start of the sync, and as a window in its middle.
+    Scenario("maintenance-at-start/profiles", "profiles", {"maintenance_first_n": 4}, sprung={"503": 4}),
+    Scenario("maintenance-midway/credits", "credits", midway={"maintenance_first_n": 6}, sprung={"503": 6}),
+    # Slow answers past the read timeout: applied, but the client gave up waiting.
+    Scenario("slow-past-timeout/credits", "credits",
+             {"slow_rate": 0.1, "slow_ms": 1500, "seed": 9, "queue_delay_ms": 40}, config=SLOW_TIMEOUT,
+             sprung={"slow": 2}),
+    Scenario("slow-past-timeout/profiles", "profiles", {"slow_rate": 0.1, "slow_ms": 1500, "seed": 10},
+             config=SLOW_TIMEOUT, sprung={"slow": 2}),
+    # Trickling and oversized answers (a proxy spoils them after the sandbox applied the request).
+    Scenario("trickle/credits", "credits", {"queue_delay_ms": 40}, rows=20, config=SLOW_TIMEOUT,
+             proxy={"fault": "trickle", "rate": 0.1, "endpoint": CREDIT_POST, "seed": 22}, sprung={"trickled": 2}),
+    Scenario("oversized/credits", "credits", {"queue_delay_ms": 40}, config=RETRIES,
+             proxy={"fault": "oversize", "rate": 0.15, "endpoint": CREDIT_POST, "seed": 23}, sprung={"oversized": 2}),
+    Scenario("oversized/profiles-insert", "profiles", mode="append", config=RETRIES,
+             proxy={"fault": "oversize", "rate": 0.15, "endpoint": PROFILE_WRITE, "seed": 24}, sprung={"oversized": 2}),
+    # kill -9 at seeded points (a count of API requests), each followed by the platform's replay.
+    Scenario("kill-9x3/credits/same-states", "credits", KILL, rows=36, interrupt="kill", interruptions=3, seed=11),
+    Scenario("kill-9x3/credits/shifted-states", "credits", KILL, rows=36, interrupt="kill", interruptions=3,
+             replay="shifted", seed=12),
+    Scenario("kill-9/profiles-insert", "profiles", KILL, rows=36, mode="append", interrupt="kill",
+             interruptions=1, seed=14),
+    Scenario("kill-9/two-streams/stream-states", "both", KILL, rows=36, interrupt="kill", interruptions=1, seed=15),
+    Scenario("kill-9/two-streams/global-states/shifted", "both", KILL, rows=36, state_type="GLOBAL",
+             interrupt="kill", interruptions=1, replay="shifted", seed=16),
+    # SIGTERM: drain, echo what is safe, exit non-zero; then the replay.
+    Scenario("sigterm/credits", "credits", {"latency_ms": 30}, rows=36, interrupt="term", interruptions=1, seed=17),
+    # Two streams (data activation: profiles + credits matched by third_party_id).
+    Scenario("two-streams/stream-states", "both", every=5),
+    Scenario("two-streams/global-states-hmac", "both", every=5, state_type="GLOBAL", auth="hmac"),
+    # The bad-input corpus mixed with good rows: good rows written, bad rows rejected in their state.
+    Scenario("bad-input/profiles/stream-states", "profiles", bad_input=True, seed=19),
+    Scenario("bad-input/two-streams/global-states", "both", bad_input=True, state_type="GLOBAL", seed=21),
+]
+
+#: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
+SOAK: list[Scenario] = [
+    Scenario("soak/429+retry-after/profiles", "profiles", STORM, sprung={"429": 2}),
+    Scenario("soak/429-no-retry-after/credits", "credits", {**STORM, "retry_after": False}, sprung={"429": 2}),
+    Scenario("soak/maintenance-midway/profiles", "profiles", {"latency_ms": 10}, midway={"maintenance_first_n": 6},
+             sprung={"503": 6}),
+    Scenario("soak/slow-within-timeout/credits", "credits", {"slow_rate": 0.3, "slow_ms": 300, "seed": 8},
+             sprung={"slow": 5}),
+    Scenario("soak/sigterm/profiles", "profiles", {"latency_ms": 30}, rows=36, interrupt="term", interruptions=1,
+             seed=18),
+    Scenario("soak/bad-input/credits/stream-states", "credits", bad_input=True, seed=20),
+    Scenario("soak/drop+5xx-after-apply/credits", "credits",
+             {"drop_rate": 0.1, "error_rate": 0.1, "error_after_apply": True, "seed": 301, "queue_delay_ms": 40},
+             rows=150, every=10, config={**RETRIES, "max_concurrency": 8}, sprung={"dropped": 5, "500": 5}),
+    *(
+        Scenario(f"soak/kill-9x6/credits/{replay}-states/seed{seed}", "credits", KILL, rows=120, every=8,
+                 interrupt="kill", interruptions=6, replay=replay, seed=seed, config={"max_concurrency": 8})
+        for seed in (101, 102) for replay in ("same", "shifted")
+    ),
+    Scenario("soak/kill-9x3/profiles-upsert/shifted", "profiles", KILL, rows=60, interrupt="kill", interruptions=3,
+             replay="shifted", seed=13),
+    *(
+        Scenario(f"soak/kill-9x4/two-streams/{kind.lower()}-states/seed{seed}", "both", KILL, rows=120, every=8,
+                 state_type=kind, interrupt="kill", interruptions=4, replay="shifted", seed=seed)
+        for seed in (201, 202) for kind in ("STREAM", "GLOBAL")
+    ),
+]
+
+
+# -- running a row -----------------------------------------------------------------------------------
+
+
+def _catalog(scenario: Scenario) -> dict[str, Any]:
+    if scenario.shape == "both":
+        streams = [
+            {"stream": {"name": DA_PROFILES, "json_schema": {}, "supported_sync_modes": ["full_refresh"]},
+             "sync_mode": "full_refresh", "destination_sync_mode": "append_dedup",
+             "destination_object_name": "user_profile", "primary_key": [["third_party_id"]]},
+            {"stream": {"name": DA_CREDITS, "json_schema": {}, "supported_sync_modes": ["full_refresh"]},
+             "sync_mode": "full_refresh", "destination_sync_mode": "append",
+             "destination_object_name": "activity_credit", "primary_key": [["third_party_id"]]},
+        ]
+    else:
+        mode = scenario.mode if scenario.shape == "profiles" else "append"
+        streams = [{"stream": {"name": STREAMS[scenario.shape][0], "json_schema": {},
+                               "supported_sync_modes": ["full_refresh", "incremental"]},
+                    "sync_mode": "incremental", "destination_sync_mode": mode}]
+    return {"streams": streams}
+
+
+def _config(sandbox: Sandbox, scenario: Scenario, tmp_path: Path, base_url: str) -> dict[str, Any]:
+    object_type = "user_profile" if scenario.shape == "profiles" else "activity_credit"
+    config = credit_config(sandbox, hmac=scenario.auth == "hmac", object_type=object_type, **scenario.config)
+    config["api_base_url"] = base_url
+    if scenario.bad_input:
+        config["rejected_records_path"] = str(tmp_path / "rejects.jsonl")
+        config["max_record_bytes"] = MAX_RECORD_BYTES
+    return config
+
+
+@dataclass
+class Outcome:
+    """A row's result: the attempts it took and the checker's verdict."""
+
+    attempts: list[Attempt]
+    verdict: Verdict
+    seconds: float
+
+    def attempts_label(self) -> str:
+        """How the attempts ended, e.g. ``36r kill@r9+0.02s→-9 2s, 24r→0 5s``."""
+        return ", ".join(attempt.label() for attempt in self.attempts)
+
+
+class _SlowCounter:
+    """The sandbox's sleep, counting the sleeps of a slow answer (``slow_ms``)."""
+
+    def __init__(self, slow_seconds: float) -> None:
+        self.slow_seconds = slow_seconds
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        if self.slow_seconds and seconds == self.slow_seconds:
+            with self._lock:
+                self.count += 1
+        time.sleep(seconds)
+
+
+def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Outcome:
+    """Run one row of the matrix end to end and judge it."""
+    started = time.monotonic()
+    knobs = dict(scenario.faults)
+    slow = _SlowCounter(knobs.get("slow_ms", 0) / 1000.0)
+    knobs["sleep"] = slow.sleep  # counts the slow answers, which the sandbox does not count itself
+    if scenario.auth == "hmac":
+        knobs.update(hmac_public_key=HMAC_PUBLIC_KEY, hmac_private_key=HMAC_PRIVATE_KEY)
+    sandbox = sandbox_factory(**knobs)
+    prefix = "".join(ch if ch.isalnum() else "-" for ch in scenario.name)[-40:].strip("-")
+    data = build_rows(scenario.shape, scenario.rows, prefix=prefix, insert=scenario.mode == "append")
+    for member in data.seed_members:
+        sandbox.add_member(**member)
+    rows = data.rows
+    if scenario.bad_input:
+        rows = mix(rows, bad_corpus(scenario.shape, max_record_bytes=MAX_RECORD_BYTES), scenario.seed)
+    streams = STREAMS[scenario.shape]
+    lines = layout(rows, scenario.every, scenario.state_type, streams, first_id=1)
+
+    proxy = FaultProxy(sandbox.base_url, **scenario.proxy).start() if scenario.proxy else None
+    try:
+        attempts = _attempts(scenario, sandbox, lines, tmp_path, proxy.base_url if proxy else sandbox.base_url)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+    verdict = judge(
+        sandbox, attempts, data.effects,
+        secrets=(SANDBOX_API_KEY, HMAC_PRIVATE_KEY), emails=data.emails, sprung=scenario.sprung,
+        signal_expected=scenario.interruptions > 0,
+        extra_counters={**(proxy.counts if proxy else {}), "slow": slow.count},
+    )
+    if scenario.bad_input:
+        # Every rejected row is kept in the reject file, once per attempt that rejected it.
+        stored = (tmp_path / "rejects.jsonl").read_text().splitlines()
+        rejected = sum(1 for attempt in attempts for line in attempt.lines if not line.is_state and not line.good)
+        if len(stored) != rejected:
+            verdict.counts.append(f"the reject file holds {len(stored)} rows, {rejected} were rejected")
+    return Outcome(attempts, verdict, time.monotonic() - started)
+
+
+def _attempts(scenario: Scenario, sandbox: Sandbox, lines: list[Line], tmp_path: Path, base_url: str) -> list[Attempt]:
+    """The first attempt, its interruptions and replays, and the last attempt that runs to the end."""
+    streams = STREAMS[scenario.shape]
+    config_path, catalog_path = tmp_path / "config.json", tmp_path / "catalog.json"
+    config_path.write_text(json.dumps(_config(sandbox, scenario, tmp_path, base_url)))
+    catalog_path.write_text(json.dumps(_catalog(scenario)))
+
+    # A burst in the middle: once a third of the first attempt's rows could have been written.
+    midway = (max(1, scenario.rows // 3), lambda: sandbox.set_options(**scenario.midway)) if scenario.midway else None
+    rng = random.Random(scenario.seed)
+    attempts: list[Attempt] = []
+    for number in range(scenario.interruptions):
+        records = sum(1 for line in lines if not line.is_state)
+        # Every row costs at least one request, so the point falls inside the attempt's work.
+        disruption = Disruption(
+            "kill" if scenario.interrupt == "kill" else "term",
+            after_requests=rng.randint(2, max(2, records)),
+            delay=round(rng.uniform(0.0, 0.05), 3),
+        )
+        attempt = run_attempt(config_path, catalog_path, lines, sandbox, disruption,
+                              midway=midway if number == 0 else None)
+        attempts.append(attempt)
+        shifted = rng.choice([n for n in (3, 4, 5, 7, 9) if n != scenario.every])
+        lines = replay_input(
+            lines, [state.get("id") for state in attempt.echoed],
+            shifted_every=shifted if scenario.replay == "shifted" else None, streams=streams,
+            first_id=100 * (number + 1),
+        )
+    # The last attempt runs to the end, even with nothing left to send (the platform's next attempt).
+    attempts.append(run_attempt(config_path, catalog_path, lines, sandbox, midway=None if attempts else midway))
+    return attempts
+
+
+# -- the table ---------------------------------------------------------------------------------------
+
+_ROWS: list[tuple[str, str, float, Verdict]] = []
+
+
+@pytest.fixture(scope="module")
+def matrix_table(request: pytest.FixtureRequest) -> Iterator[list[tuple[str, str, float, Verdict]]]:
+    """Collects every row's verdict; prints the table when the module is done."""
+    rows: list[tuple[str, str, float, Verdict]] = []
+    yield rows
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not rows:
+        return
+    with capture.global_and_fixture_disabled():  # shown on success too, not only under a failure
+        reporter.write_line("")
+        reporter.write_sep("-", f"fault matrix ({sum(r[2] for r in rows):.0f}s)")
+        for line in table(rows):
+            reporter.write_line(line)
+
+
+def _check(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, rows: list[Any]) -> None:
+    outcome = run_scenario(scenario, sandbox_factory, tmp_path)
+    rows.append((scenario.name, outcome.attempts_label(), outcome.seconds, outcome.verdict))
+    if not outcome.verdict.ok:
+        pytest.fail(f"{scenario.name} ({outcome.attempts_label()}):\n{outcome.verdict.explain()}", pytrace=False)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_fault_matrix(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, matrix_table: list[Any]) -> None:
+    _check(scenario, sandbox_factory, tmp_path, matrix_table)
+
+
+@pytest.mark.soak
+@pytest.mark.slow  # make check skips it
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("scenario", SOAK, ids=lambda s: s.name)
+def test_fault_matrix_soak(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, matrix_table: list[Any]) -> None:
+    _check(scenario, sandbox_factory, tmp_path, matrix_table)
+
+
+# -- the checker itself must be able to fail ----------------------------------------------------------
+
+
+def test_the_checker_reports_each_planted_fault(sandbox: Sandbox) -> None:
+    """A forged run with one fault per column: the checker must report each one, and only it."""
+    data = build_rows("credits", 6, prefix="forged")
+    for member in data.seed_members:
+        sandbox.add_member(**member)
+    lines = layout(data.rows, 3, "STREAM", ("credits",), first_id=1)  # states 1 and 2 close 3 rows each
+    # r0..r4 credited, r5 lost, r0 credited twice with the same dedupe key.
+    for line in [*data.rows[:5], data.rows[0]]:
+        row = json.loads(line.raw)["record"]["data"]
+        extra = {**row["extra_data"], "airbyte_dedupe_key": row.get("event_id", row["extra_data"]["row"])}
+        answer = requests.post(
+            f"{sandbox.base_url}/v2/users/{row['user_id']}/activities", params={"id_type": "email"},
+            json={"activity_id": "1001", "extra_data": extra},
+            headers={"X-CT-Authorization": f"CTApiKey {SANDBOX_API_KEY}"}, timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+    # State 2 miscounted (3 records sent); state 3 is the stream's closing state (no records).
+    stats = [{"recordCount": 3.0, "rejectedRecordCount": 0.0}, {"recordCount": 2.0}, {"recordCount": 0.0}]
+    ran = [{"type": "STATE", "state": {"type": "STREAM", "id": i + 1, "destinationStats": s}} for i, s in enumerate(stats)]
+    leaky = "\n".join(json.dumps(m) for m in ran) + f"\napi_key={SANDBOX_API_KEY} user forged-m1@example.com\n"
+    skipped = [{"type": "STATE", "state": {"type": "STREAM", "id": 2, "destinationStats": stats[0]}}]
+    attempts = [
+        Attempt(lines, None, 0, leaky.encode(), b"", ran, [], False),
+        Attempt(lines, None, 0, json.dumps(skipped[0]).encode(), b"", skipped, [], False),  # state 1 skipped
+    ]
+
+    verdict = judge(sandbox, attempts, data.effects, secrets=(SANDBOX_API_KEY,), emails=data.emails,
+                    sprung={"500": 1}, signal_expected=False)
+
+    assert verdict.lost == ["credit r5 of forged-m1@example.com is missing"]
+    assert len(verdict.doubled) == 1 and "forged-m0@example.com" in verdict.doubled[0]
+    assert verdict.counts == [
+        "attempt 1: state 2: platform sent 3 records, echoed recordCount 2.0 + rejectedRecordCount 0.0",
+    ]
+    assert verdict.states == [
+        "attempt 2: echoed ids [2] are not a prefix of the sent ids [1, 2, 3]",
+        "attempt 2: ran to the end but echoed [2] of [1, 2, 3]",
+    ]
+    assert len(verdict.secrets) == 1 and verdict.pii == ["attempt 1: the email forged-m1@example.com is in the output unmasked"]
+    assert verdict.fault == ["the fault was not sprung: 500 = 0 < 1"]
+    assert not verdict.ok
