@@ -347,8 +347,7 @@ class _Sync:
                     if barrier:
                         pipeline.wait_settled()
                 yield from self._released(pipeline, report)
-            pipeline.wait_settled()
-            yield from self._released(pipeline, report)
+            yield from self._drain(pipeline, report)
         except Terminated as exc:
             # The platform (or a person) stops the sync: stop reading, give the requests in flight a
             # few seconds, echo the states that are safe, and exit non-zero with a trace.
@@ -366,6 +365,12 @@ class _Sync:
             raise
         finally:
             stop.set()
+
+    def _drain(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
+        """End of input: echo states as their rows settle (so a kill now loses less), then the rest."""
+        while not pipeline.wait_settled(timeout=0.2):
+            yield from self._released(pipeline, report)
+        yield from self._released(pipeline, report)
 
     def _on_record(
         self, record: AirbyteRecordMessage, seq: int, writers: dict[str, Writer], pipeline: Pipeline

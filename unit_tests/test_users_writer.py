@@ -131,11 +131,23 @@ def test_rows_crowdtwist_would_refuse_cost_no_request() -> None:
     assert client.calls == []
 
 
-def test_insert_creates_only_and_reports_taken_values() -> None:
-    client = FakeClient(TAKEN)
+OTHER = ("GET", 200, {"id": 9, "email_address": "ann@example.com", "first_name": "Annie", "last_name": "Lee"})
+SAME = ("GET", 200, {"id": 9, "email_address": "ann@example.com", "first_name": "Ann", "last_name": "Lee",
+                     "postal_code": "10001"})
+
+
+def test_insert_creates_only_and_reports_values_taken_by_someone_else() -> None:
+    client = FakeClient(TAKEN, OTHER)
     outcome = run(writer(client), FULL, mode="append")
     assert (outcome.kind, outcome.reason, outcome.status) == ("rejected", "already_taken", 400)
-    assert [m for m, _ in client.calls] == ["POST"]
+    assert [m for m, _ in client.calls] == ["POST", "GET"]
+
+
+def test_insert_of_a_member_that_already_holds_these_values_is_unchanged_not_rejected() -> None:
+    # A replayed row whose member the killed attempt created (the fault matrix found it counted as rejected).
+    client = FakeClient(TAKEN, SAME)
+    outcome = run(writer(client), FULL, mode="append")
+    assert outcome.kind == "unchanged"
 
 
 def test_update_never_creates() -> None:
@@ -214,7 +226,9 @@ def test_already_taken_after_a_lost_create_answer_is_our_create(mode: str) -> No
 def test_already_taken_after_a_lost_answer_by_someone_else_is_still_taken() -> None:
     theirs = {"id": 8, "email_address": "ann@example.com", "first_name": "Annie", "last_name": "Lee",
               "postal_code": "10001"}
-    outcome = run(writer(LostCreateClient(theirs)), FULL, mode="append")
+    client = LostCreateClient(theirs)
+    client.script.append(("GET", 200, theirs))  # insert mode also checks a plain "already taken"
+    outcome = run(writer(client), FULL, mode="append")
     assert (outcome.kind, outcome.reason) == ("rejected", "already_taken")
 
 

@@ -178,12 +178,21 @@ class Pipeline:
         with self._cond:
             return self._tracker.release()
 
-    def wait_settled(self) -> None:
-        """Block until every row submitted so far has settled (or a fatal error stopped the sync)."""
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Block until every row submitted so far has settled (or a fatal error stopped the sync).
+
+        With ``timeout``, return False when rows are still outstanding by then (the caller echoes
+        the states that became safe meanwhile, and waits again).
+        """
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while self._tracker.outstanding and self._fatal is None:
-                self._cond.wait()
+                left = None if deadline is None else deadline - self._clock()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
             self._raise_if_fatal()
+            return True
 
     def stop(self, error: BaseException) -> None:
         """Stop the sync from outside (e.g. SIGTERM): workers take no new row; rows in flight finish."""

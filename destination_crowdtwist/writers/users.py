@@ -250,7 +250,11 @@ class UserProfileWriter:
         if response.ok or self._our_lost_create(user, response):
             self._accepted(user, response)
             return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
-        return Outcome.rejected(label, api_rejection(response))
+        rejection = api_rejection(response)
+        if rejection.reason is Reason.ALREADY_TAKEN and self._holds(user):
+            # A replayed row (or a re-run) whose member an earlier attempt created: it is written.
+            return Outcome(kind=OutcomeKind.UNCHANGED, member=label, message="the member already holds these values")
+        return Outcome.rejected(label, rejection)
 
     def _upsert(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         """Update or create, whichever the member needs, starting with the cheaper guess.
@@ -331,6 +335,12 @@ class UserProfileWriter:
         if not response.after_uncertain or not isinstance(user.create, dict):
             return False
         if api_rejection(response).reason is not Reason.ALREADY_TAKEN:
+            return False
+        return self._holds(user)
+
+    def _holds(self, user: UserRow) -> bool:
+        """Whether the member with this row's identifier holds every value its create would send."""
+        if not isinstance(user.create, dict):
             return False
         found = self.client.get_user(user.mapped.user_id, user.id_type)
         profile = found.data if found.ok and isinstance(found.data, Mapping) else None
