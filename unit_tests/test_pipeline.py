@@ -152,3 +152,16 @@ def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging():
 
     with pytest.raises(RecursionError):
         _run(Broken(delay=0.0), [{"user_id": f"m{i}", "n": i} for i in range(6)], concurrency=2)
+
+
+def test_progress_line_shows_the_flow_control_state():
+    report = SyncReport()
+    now = [100.0]
+    p = Pipeline(report, concurrency=4, progress_interval=0, request_stats=lambda: (50, 2),
+                 flow_status=lambda: "in-flight target 23 (ceiling 128), RTT 100 ms", clock=lambda: now[0])
+    now[0] = 110.0
+    line = p.progress_line()
+    assert line == ("Progress: 0 rows settled, 0.0 rows/s, 5.0 requests/s, 0.00 requests/row, 2 throttled (429), "
+                    "0 rejected, 0 in flight; in-flight target 23 (ceiling 128), RTT 100 ms")
+    bare = Pipeline(report, concurrency=4, progress_interval=0)
+    assert ";" not in bare.progress_line()

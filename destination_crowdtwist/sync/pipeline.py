@@ -61,6 +61,7 @@ class Pipeline:
         concurrency: int,
         max_pending: int | None = None,
         request_stats: Callable[[], tuple[int, int]] | None = None,
+        flow_status: Callable[[], str] | None = None,
         progress_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         limits: RecordLimits | None = None,
@@ -85,6 +86,7 @@ class Pipeline:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._request_stats = request_stats
+        self._flow_status = flow_status
         self._progress_interval = progress_interval
         self._clock = clock
         self._started_at = clock()
@@ -282,18 +284,21 @@ class Pipeline:
     # -- progress ------------------------------------------------------------------------------
 
     def progress_line(self) -> str:
-        """One line of progress: rows, rates, requests per row, 429s, rejected, in flight."""
+        """One line of progress: rows, rates, requests per row, 429s, rejected, in flight, flow control."""
         with self._cond:
             settled = self._tracker.records_settled
             in_flight = self._pending
         elapsed = max(self._clock() - self._started_at, 1e-9)
         requests, throttled = self._request_stats() if self._request_stats else (0, 0)
         per_row = requests / settled if settled else 0.0
-        return (
+        line = (
             f"Progress: {settled} rows settled, {settled / elapsed:.1f} rows/s, {requests / elapsed:.1f} requests/s, "
             f"{per_row:.2f} requests/row, {throttled} throttled (429), {self._report.rejected} rejected, "
             f"{in_flight} in flight"
         )
+        # e.g. "in-flight target 42 (ceiling 128), RTT 312 ms, rate 9,000/min of 9,000/min"
+        flow = self._flow_status() if self._flow_status else ""
+        return f"{line}; {flow}" if flow else line
 
     def _progress_loop(self) -> None:
         while not self._stop_progress.wait(self._progress_interval):
