@@ -221,6 +221,8 @@ def test_503_503_200_retried_with_exact_delays_and_fresh_signatures(fake_server:
 class SpyGate:
     """Records how the client uses the in-flight gate, in one list with the budget's calls."""
 
+    limit = 7
+
     def __init__(self, calls: list[tuple[str, Any]]) -> None:
         self.calls = calls
 
@@ -270,6 +272,24 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
         ("enter", None), ("acquire", None), ("success", None), ("leave", pytest.approx(0.3)),
     ]
     assert client.flow_status() == "in-flight target 7 (ceiling 128), RTT 300 ms, rate 9,000/min of 9,000/min"
+
+
+def test_workers_wanted_counts_requests_pausing_before_a_retry(fake_server: FakeServer, harness: Harness) -> None:
+    # A 429's Retry-After holds a worker thread but no place in flight: the pool needs one more worker.
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "1"}), json_reply(200, []))
+    client = harness.client(fake_server.url, in_flight=SpyGate([]))
+    seen: list[int] = []
+    sleep = harness.sleep
+
+    def sleep_and_look(seconds: float) -> None:
+        seen.append(client.workers_wanted())
+        sleep(seconds)
+
+    client._sleep = sleep_and_look
+    assert client.workers_wanted() == 7
+    client.list_activities()
+    assert seen == [8]
+    assert client.workers_wanted() == 7
 
 
 def test_a_config_error_still_leaves_the_gate(fake_server: FakeServer, harness: Harness) -> None:

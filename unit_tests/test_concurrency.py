@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -55,7 +56,8 @@ def test_target_rises_with_the_measured_rtt() -> None:
     target = InFlightTarget(128, clock=clock)
     seen = []
     for rtt in (0.02, 0.1, 0.3, 0.5):
-        _feed(target, clock, rtt, seconds=5.0)  # five time constants: the average has moved
+        # 25 s: the average has moved, and the recent minimum has forgotten the faster route
+        _feed(target, clock, rtt, seconds=25.0, per_second=20)
         seen.append(target.target(BUDGET))
     assert seen == sorted(seen) and len(set(seen)) == 4
     assert seen[0] <= 8 and seen[-1] >= 100
@@ -69,13 +71,58 @@ def test_target_falls_on_429_with_the_budget_and_comes_back() -> None:
     _feed(target, clock, 0.3, seconds=3.0)
     before = target.target(budget.rate_per_second())
     assert before == 65
-    budget.on_throttled(None)  # the rate dips to 45% of the budget, and the target with it
-    assert target.target(budget.rate_per_second()) == 31
+    budget.on_throttled(None)  # the rate dips to 0.8 x 0.95 of the budget, and the target with it
+    assert target.target(budget.rate_per_second()) == 50
     for _ in range(100):  # half a second of answers
         clock.now += 0.005
         budget.on_success()
         target.observe(0.3)
-    assert target.target(budget.rate_per_second()) == 59  # back at 90% of the budget
+    assert target.target(budget.rate_per_second()) == 62  # back at 95% of the budget
+
+
+@pytest.mark.parametrize(
+    ("base", "queued", "rate", "expected"),
+    [
+        # An overloaded server: answers went from 50 ms to 1 s because requests queue there; more in
+        # flight would only lengthen the queue. Counted as 4 x 50 ms: ceil(166.7 x 0.2 x 1.25) + 2.
+        (0.050, 1.0, BUDGET, 44),
+        # A local server sharing our CPU: 2 ms became 130 ms. Counted as 2 ms + 8 ms of harmless
+        # queueing: ceil(1666.7 x 0.010 x 1.25) + 2 (about the old fixed 20 workers), not the ceiling.
+        (0.002, 0.130, 100_000 / 60, 23),
+    ],
+)
+def test_rtt_growing_from_queueing_does_not_raise_the_target(
+    base: float, queued: float, rate: float, expected: int
+) -> None:
+    clock = FakeClock()
+    target = InFlightTarget(128, clock=clock)
+    _feed(target, clock, base, seconds=1.0)
+    _feed(target, clock, queued, seconds=5.0)
+    assert target.srtt == pytest.approx(queued, rel=0.01)
+    assert target.min_rtt == base
+    assert target.target(rate) == expected
+
+
+def test_the_recent_minimum_forgets_a_faster_past() -> None:
+    clock = FakeClock()
+    target = InFlightTarget(128, clock=clock)
+    _feed(target, clock, 0.05, seconds=5.0)
+    _feed(target, clock, 0.5, seconds=25.0)  # the route got slower for good: 20 to 30 s later it is the norm
+    assert target.min_rtt == 0.5
+    assert target.target(BUDGET) == 107
+
+
+def test_endpoints_of_different_speed_are_not_queueing() -> None:
+    clock = FakeClock()
+    target = InFlightTarget(128, clock=clock)
+    for _ in range(500):  # history reads at 100 ms, credits at 300 ms: a spread of 3, not queueing
+        clock.now += 0.01
+        target.observe(0.1)
+        clock.now += 0.01
+        target.observe(0.3)
+    srtt = target.srtt
+    assert srtt is not None and 0.15 < srtt < 0.25
+    assert target.target(BUDGET) == math.ceil(BUDGET * srtt * 1.25) + 2
 
 
 def test_smoothing_is_over_time_not_samples() -> None:

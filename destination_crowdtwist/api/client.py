@@ -308,6 +308,8 @@ class CrowdTwistClient:
         self._max_body_bytes = max_body_bytes
         self._rate_budget = rate_budget
         self._in_flight = in_flight
+        self._pausing = 0  # requests sleeping before a retry
+        self._pausing_lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -406,7 +408,13 @@ class CrowdTwistClient:
                 # 429s are routine under a tight rate limit; the rate budget reports them in aggregate.
                 level = logging.DEBUG if result.outcome.status == 429 else logging.INFO
                 logger.log(level, "Retrying %s in %.2fs (%s): %s", line, decision.delay, decision.note, error)
-                self._sleep(decision.delay)
+                with self._pausing_lock:
+                    self._pausing += 1
+                try:
+                    self._sleep(decision.delay)
+                finally:
+                    with self._pausing_lock:
+                        self._pausing -= 1
                 tally = decision.tally
                 continue
             context: dict[str, Any] = {
@@ -449,6 +457,14 @@ class CrowdTwistClient:
         finally:
             if gate is not None:
                 gate.leave(rtt)
+
+    def workers_wanted(self) -> int:
+        """Worker threads that keep the in-flight target busy: the target, plus the requests now
+        pausing before a retry (a 429's Retry-After holds a thread, not a place in flight).
+        """
+        target = self._in_flight.limit if self._in_flight is not None else 1
+        with self._pausing_lock:
+            return target + self._pausing
 
     def flow_status(self) -> str:
         """The in-flight target, smoothed RTT and paced rate, for progress lines (empty without them)."""

@@ -8,7 +8,11 @@ the budget. So the number of requests allowed in flight follows what the budget 
 
 where ``rate`` is the budget's current pacing rate (it falls on a 429, so the target falls with it)
 and the RTT is measured per attempt, from sending to the last byte of the answer (never the time
-spent waiting for the budget). The headroom covers RTT spread and the few requests waiting for
+spent waiting for the budget). An RTT far above the lowest one seen recently is queueing, not
+distance (an overloaded server, or a local one sharing our CPU): more requests in flight would only
+lengthen the queue, so the RTT counted is at most ``queueing_factor`` times that recent minimum.
+That keeps a struggling server from being sent ever more at once, and keeps our own CPU per row
+flat when the round trip is short. The headroom covers RTT spread and the few requests waiting for
 their paced send slot; keeping the rest out keeps the budget's queue of reserved slots short, so a
 rate cut takes effect at once instead of after every worker's already-reserved slot.
 
@@ -37,6 +41,10 @@ class InFlightTarget:
         initial_rtt: the RTT assumed before the first answer. 100 ms keeps a sync's first round trip
             near the old fixed 20 workers (at 9,000/min), so a wrong API key or a dead host costs a
             handful of requests, not ``ceiling`` of them; the first answers set the real figure.
+        queueing_factor: the RTT counted is at most this many times the lowest RTT of the last
+            ``min_window_seconds`` to ``2 × min_window_seconds`` (4: CrowdTwist's endpoints may differ
+            in speed, and their spread must not read as queueing) ...
+        queueing_allowance: ... or that lowest RTT plus this many seconds, whichever is larger.
     """
 
     # Bounds of one sample's weight: simultaneous answers still count a little, and one answer after
@@ -53,6 +61,9 @@ class InFlightTarget:
         spare: int = 2,
         smoothing_seconds: float = 1.0,
         initial_rtt: float = 0.1,
+        queueing_factor: float = 4.0,
+        queueing_allowance: float = 0.008,
+        min_window_seconds: float = 10.0,
     ) -> None:
         if ceiling < 1:
             raise ValueError("ceiling must be at least 1")
@@ -68,16 +79,34 @@ class InFlightTarget:
         self._initial_rtt = max(0.0, initial_rtt)
         self._srtt: float | None = None
         self._last_sample = 0.0
+        self._queueing_factor = queueing_factor
+        self._queueing_allowance = queueing_allowance
+        self._min_window = min_window_seconds
+        # The recent minimum as two buckets: this window's and the previous one's (cheap, and it
+        # forgets a minimum after one to two windows, so a slower route is learned).
+        self._min_now = self._min_before = float("inf")
+        self._window_start: float | None = None
 
     @property
     def srtt(self) -> float | None:
         """The smoothed round-trip time in seconds, None before the first answer."""
         return self._srtt
 
+    @property
+    def min_rtt(self) -> float | None:
+        """The lowest round-trip time of the last one to two windows, None before the first answer."""
+        lowest = min(self._min_now, self._min_before)
+        return None if lowest == float("inf") else lowest
+
     def observe(self, rtt: float) -> None:
         """Add one round-trip sample (seconds from sending to the answer's last byte)."""
         rtt = max(0.0, rtt)
         now = self._clock()
+        if self._window_start is None or now - self._window_start >= self._min_window:
+            self._min_before = self._min_now if self._window_start is not None else float("inf")
+            self._min_now = float("inf")
+            self._window_start = now
+        self._min_now = min(self._min_now, rtt)
         if self._srtt is None:
             self._srtt = rtt
         else:
@@ -87,7 +116,12 @@ class InFlightTarget:
 
     def target(self, rate_per_second: float) -> int:
         """Requests to allow in flight at this pacing rate (before the first answer: at ``initial_rtt``)."""
-        rtt = self._initial_rtt if self._srtt is None else self._srtt
+        if self._srtt is None:
+            rtt = self._initial_rtt
+        else:
+            lowest = min(self._min_now, self._min_before)
+            # A few milliseconds of queueing are harmless (and a local loopback's minimum is tiny).
+            rtt = min(self._srtt, max(lowest * self._queueing_factor, lowest + self._queueing_allowance))
         needed = math.ceil(max(rate_per_second, 0.0) * rtt * self._headroom) + self._spare
         return max(1, min(self.ceiling, needed))
 

@@ -14,16 +14,19 @@ worker wakes up at once.
 On a 429 (one congestion event per ``cut_cooldown_seconds``: the other requests that were in flight
 answer 429 too) the budget
 
-1. sets the *good* rate it will return to: the rate the server revealed it accepts (answers that
-   were not 429 per second since the previous cut, when that cut was recent, times
-   ``reveal_margin``), else ``backoff_factor`` × the rate that drew the 429;
+1. sets the *good* rate it will return to. When 429s kept coming since the previous (recent) cut,
+   the server was saturated and revealed its rate: the answers it accepted per second since that
+   cut, times ``reveal_margin``. A lone 429 (a burst the server did not allow, or its limit just
+   crossed) reveals nothing: the good rate backs off one step, ``backoff_factor``;
 2. dips to ``decrease_factor`` × that rate, so the server's bucket refills a little;
 3. climbs back to the good rate within ``recovery_seconds`` while answers succeed, then probes
    upward gently (``probe_per_second``, multiplicative) towards the configured maximum.
 
 Against a token-bucket limit the accepted count between two 429s is the server's rate times the
 time between them, whatever we sent, so after the second cut the budget paces just below the real
-limit. A short Retry-After (a token bucket's "1 s") is such a rate signal, not a reason to stop every
+limit. The old response (halve, then regain 5% of the maximum per second) lost about a tenth of
+the limit per 429 and needed ~10 s to recover; a dip to 80% for half a second costs ~5% of one
+second. A short Retry-After (a token bucket's "1 s") is such a rate signal, not a reason to stop every
 worker: the refused request alone waits it out (``retry.decide``). A Retry-After longer than
 ``pause_threshold_seconds`` (a fixed window that is used up) pauses everybody until then.
 """
@@ -54,6 +57,8 @@ class RateBudget:
         reveal_margin: the good rate as a fraction of the rate the server revealed.
         reveal_max_seconds: a previous cut older than this reveals nothing (the server's bucket may
             have refilled completely in between).
+        saturated_share: the share of 429 answers since the previous cut from which the server
+            counts as saturated (so what it accepted meanwhile is its limit).
     """
 
     def __init__(
@@ -64,14 +69,15 @@ class RateBudget:
         sleep: Callable[[float], None] = time.sleep,
         burst_seconds: float = 0.05,
         min_per_second: float = 1.0,
-        decrease_factor: float = 0.5,
-        backoff_factor: float = 0.9,
+        decrease_factor: float = 0.8,
+        backoff_factor: float = 0.95,
         recovery_seconds: float = 0.5,
         probe_per_second: float = 0.01,
         cut_cooldown_seconds: float = 1.0,
         pause_threshold_seconds: float = 5.0,
         reveal_margin: float = 0.97,
         reveal_max_seconds: float = 30.0,
+        saturated_share: float = 0.02,
     ) -> None:
         if max_per_minute <= 0:
             raise ValueError("max_per_minute must be positive")
@@ -108,6 +114,8 @@ class RateBudget:
         self._last_cut: float | None = None
         self._ok = 0  # answers that were not 429 (the server accepted them)
         self._ok_at_cut = 0
+        self._throttled_at_cut = 0
+        self._saturated_share = saturated_share
         self._acquired = 0
         self._throttled = 0
         self._rate_cuts = 0
@@ -224,13 +232,19 @@ class RateBudget:
                 return
             bad = self._good  # the rate was at (or climbing back to) the good rate, which drew a 429
             good = bad * self._backoff
-            if self._last_cut is not None and now - self._last_cut <= self._reveal_max:
-                # Between two 429s the server's bucket went from empty to empty: what it accepted in
-                # between is its rate (or the share of it that the program's other clients left us).
-                revealed = (self._ok - self._ok_at_cut) / (now - self._last_cut)
+            accepted = self._ok - self._ok_at_cut
+            refused = self._throttled - self._throttled_at_cut
+            if (self._last_cut is not None and now - self._last_cut <= self._reveal_max
+                    and refused >= self._saturated_share * (accepted + refused)):
+                # 429s kept coming since the last cut: the server was saturated, its bucket went from
+                # empty to empty, and what it accepted in between is its rate (or the share of it
+                # that the program's other clients left us). A lone 429 proves no such thing (a
+                # burst the server did not allow), so it only backs off a step.
+                revealed = accepted / (now - self._last_cut)
                 good = min(bad, revealed) * self._reveal_margin
             self._last_cut = now
             self._ok_at_cut = self._ok
+            self._throttled_at_cut = self._throttled
             self._rate_cuts += 1
             self._good = max(self._min, good)
             self._rate = max(self._min, self._good * self._decrease_factor)
