@@ -12,6 +12,7 @@ from collections.abc import Callable
 from requests.auth import AuthBase
 
 from destination_crowdtwist.api.client import CrowdTwistClient, mask_user_segment
+from destination_crowdtwist.api.concurrency import InFlightGate, InFlightTarget
 from destination_crowdtwist.api.ratelimit import RateBudget
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
@@ -53,6 +54,9 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
         mask_path = lambda path: mask_user_segment(path, lambda value: mask_identifier(value, id_type))  # noqa: E731
         text_mask = mask_text
     read_timeout = float(config.request_timeout_seconds)
+    budget = RateBudget(float(config.max_requests_per_minute))
+    # max_concurrency is the ceiling; the requests actually in flight follow budget x RTT.
+    gate = InFlightGate(InFlightTarget(max(1, int(config.max_concurrency))), budget.rate_per_second)
     return CrowdTwistClient(
         config.api_base_url,
         auth,
@@ -60,7 +64,8 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
         max_retries=int(config.max_retries),
         # One pooled connection per worker thread, so no thread waits for or discards a connection.
         pool_size=max(1, int(config.max_concurrency)),
-        rate_budget=RateBudget(float(config.max_requests_per_minute)),
+        rate_budget=budget,
+        in_flight=gate,
         mask_path=mask_path,
         mask_text=text_mask,
         throttle_timeout=0.0 if interactive else SYNC_THROTTLE_TIMEOUT,

@@ -40,6 +40,7 @@ from destination_crowdtwist.api.errors import (
 )
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth, content_md5, signature, string_to_sign
+from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.sync.protocol import traced
 from destination_crowdtwist.wiring import client_from_config
@@ -71,6 +72,9 @@ class SpyBudget:
 
     def on_success(self) -> None:
         self.calls.append(("success", None))
+
+    def status(self) -> str:
+        return "rate 9,000/min of 9,000/min"
 
 
 class Harness:
@@ -212,6 +216,99 @@ def test_503_503_200_retried_with_exact_delays_and_fresh_signatures(fake_server:
     assert (snap.requests, snap.retries, snap.statuses) == (3, 2, {503: 2, 200: 1})
     # acquire before every attempt; 5xx is no reason to speed up, the final 200 is.
     assert [name for name, _ in budget.calls] == ["acquire", "acquire", "acquire", "success"]
+
+
+class SpyGate:
+    """Records how the client uses the in-flight gate, in one list with the budget's calls."""
+
+    limit = 7
+
+    def __init__(self, calls: list[tuple[str, Any]]) -> None:
+        self.calls = calls
+
+    def enter(self) -> None:
+        self.calls.append(("enter", None))
+
+    def leave(self, rtt: float | None) -> None:
+        self.calls.append(("leave", rtt))
+
+    def status(self) -> str:
+        return "in-flight target 7 (ceiling 128), RTT 300 ms"
+
+
+class SlowAdapter(ScriptedAdapter):
+    """A scripted transport whose every answer takes 0.3 s of the harness clock."""
+
+    harness: Harness | None = None
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        assert self.harness is not None
+        self.harness.now += 0.3
+        return super().send(request, **kwargs)
+
+
+def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_trip(harness: Harness) -> None:
+    budget = SpyBudget()
+
+    def acquire_after_two_seconds() -> None:
+        harness.now += 2.0  # waiting for a paced slot is not part of the round trip
+        budget.calls.append(("acquire", None))
+
+    budget.acquire = acquire_after_two_seconds  # type: ignore[method-assign]
+    adapter = SlowAdapter().queue(
+        (429, {}), requests.exceptions.ConnectTimeout("timed out"), (200, []),
+    )
+    adapter.harness = harness
+    session = requests.Session()
+    session.mount("https://", adapter)
+    client = harness.client("https://api1.crowdtwist.com", session=session, rate_budget=budget,
+                            in_flight=SpyGate(budget.calls))
+    assert client.list_activities() == []
+    adapter.verify()
+    assert budget.calls == [
+        ("enter", None), ("acquire", None), ("throttled", None), ("leave", pytest.approx(0.3)),
+        # the retry's backoff sleep happens outside the gate; a connect timeout is no round trip
+        ("enter", None), ("acquire", None), ("leave", None),
+        ("enter", None), ("acquire", None), ("success", None), ("leave", pytest.approx(0.3)),
+    ]
+    assert client.flow_status() == "in-flight target 7 (ceiling 128), RTT 300 ms, rate 9,000/min of 9,000/min"
+
+
+def test_workers_wanted_counts_requests_pausing_before_a_retry(fake_server: FakeServer, harness: Harness) -> None:
+    # A 429's Retry-After holds a worker thread but no place in flight: the pool needs one more worker.
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "1"}), json_reply(200, []))
+    client = harness.client(fake_server.url, in_flight=SpyGate([]))
+    seen: list[int] = []
+    sleep = harness.sleep
+
+    def sleep_and_look(seconds: float) -> None:
+        seen.append(client.workers_wanted())
+        sleep(seconds)
+
+    client._sleep = sleep_and_look
+    assert client.workers_wanted() == 7
+    client.list_activities()
+    assert seen == [8]
+    assert client.workers_wanted() == 7
+
+
+def test_a_config_error_still_leaves_the_gate(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("GET", "/v2/activities", json_reply(302, {}, {"Location": "https://elsewhere.example"}))
+    calls: list[tuple[str, Any]] = []
+    client = harness.client(fake_server.url, in_flight=SpyGate(calls))
+    with pytest.raises(ConfigError):
+        client.list_activities()
+    assert calls == [("enter", None), ("leave", None)]
+
+
+def test_client_from_config_wires_a_gate_that_follows_the_budget() -> None:
+    client = client_from_config(parse_config({
+        "api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": API_KEY},
+        "max_requests_per_minute": 6000, "max_concurrency": 50,
+    }))
+    # 100/s x the assumed 100 ms x 1.25 + 2 before the first answer; the budget paces at 6,000/min.
+    assert client.flow_status() == "in-flight target 15 (ceiling 50), RTT -, rate 6,000/min of 6,000/min"
+    client.close()
 
 
 def test_429_without_retry_after_backs_off_and_cuts_the_budget(fake_server: FakeServer, harness: Harness) -> None:
@@ -570,7 +667,6 @@ def test_thread_safe_under_concurrency(fake_server: FakeServer, harness: Harness
 
 
 def test_client_from_config_masks_ids_and_uses_api_key(fake_server: FakeServer) -> None:
-    from destination_crowdtwist.config import parse_config
 
     cfg = parse_config({"api_base_url": fake_server.url, "credentials": {"auth_type": "api_key", "api_key": API_KEY},
                         "max_retries": 0})

@@ -154,3 +154,39 @@ def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging():
 
     with pytest.raises(RecursionError):
         _run(Broken(delay=0.0), [{"user_id": f"m{i}", "n": i} for i in range(6)], concurrency=2)
+
+
+def test_progress_line_shows_the_flow_control_state():
+    report = SyncReport()
+    now = [100.0]
+    p = Pipeline(report, concurrency=4, progress_interval=0, request_stats=lambda: (50, 2),
+                 flow_status=lambda: "in-flight target 23 (ceiling 128), RTT 100 ms", clock=lambda: now[0])
+    now[0] = 110.0
+    line = p.progress_line()
+    assert line == ("Progress: 0 rows settled, 0.0 rows/s, 5.0 requests/s, 0.00 requests/row, 2 throttled (429), "
+                    "0 rejected, 0 in flight; in-flight target 23 (ceiling 128), RTT 100 ms")
+    bare = Pipeline(report, concurrency=4, progress_interval=0)
+    assert ";" not in bare.progress_line()
+
+
+def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():
+    wanted = [3]
+    writer = RecordingWriter(delay=0.002)
+    report = SyncReport()
+    p = Pipeline(report, concurrency=12, progress_interval=0, workers_wanted=lambda: wanted[0])
+    p.start()
+    try:
+        assert p.workers == 5  # 3 wanted + 2 spare, not 12 at once
+        for i in range(40):
+            p.submit(Row(stream=STREAM, data={"user_id": f"m{i}", "n": i}, seq=i), writer)
+        p.wait_settled()
+        assert p.workers == 5 and writer.max_active <= 5
+        wanted[0] = 50  # the in-flight target rose (longer round trips): the pool follows, up to the ceiling
+        for i in range(40, 80):
+            p.submit(Row(stream=STREAM, data={"user_id": f"m{i}", "n": i}, seq=i), writer)
+        p.wait_settled()
+        assert p.workers == 12
+    finally:
+        p.shutdown()
+    assert sum(len(v) for v in writer.order.values()) == 80
+    assert p.workers == 0

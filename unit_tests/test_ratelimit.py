@@ -1,7 +1,9 @@
-"""Shared request budget with a fake clock and sleep: pacing, 429 handling, AIMD recovery."""
+"""Shared request budget with a fake clock and sleep: pacing, small burst, dips on 429 and fast return."""
 
 from __future__ import annotations
 
+import heapq
+import random
 import threading
 
 import pytest
@@ -31,6 +33,16 @@ def _budget(per_minute: float, t: FakeTime, **kwargs: float) -> RateBudget:
     return RateBudget(per_minute, clock=t.clock, sleep=t.sleep, **kwargs)
 
 
+def _succeed_for(budget: RateBudget, t: FakeTime, seconds: float, per_second: int = 100) -> None:
+    """Answers that are not 429, evenly spread over ``seconds``."""
+    for _ in range(round(seconds * per_second)):
+        t.now += 1.0 / per_second
+        budget.on_success()
+
+
+# -- pacing ----------------------------------------------------------------------------------------
+
+
 def test_a_fresh_budget_starts_paced_without_burst_credit() -> None:
     t = FakeTime()
     budget = _budget(600, t)  # 10/s
@@ -39,110 +51,34 @@ def test_a_fresh_budget_starts_paced_without_burst_credit() -> None:
     assert t.sleeps == [0.1, 0.1, 0.1]
 
 
-def test_burst_after_idle_then_smooth_pacing() -> None:
+def test_after_idle_only_50_ms_of_burst_then_smooth_pacing() -> None:
     t = FakeTime()
-    budget = _budget(600, t)  # 10/s, 1 s burst = 10 requests
-    t.now += 5  # idle: one second's worth of burst credit builds up
-    for _ in range(13):
+    budget = _budget(6000, t)  # 100/s: 50 ms of burst = 5 requests back to back
+    t.now += 5
+    for _ in range(8):
         budget.acquire()
-    assert t.sleeps == [0.1, 0.1, 0.1]
-    assert budget.acquired == 13
-    assert budget.waited_seconds == pytest.approx(0.3)
-    assert budget.current_rate == 600
+    assert t.sleeps == [0.01, 0.01, 0.01]
+    assert budget.acquired == 8
+    assert budget.waited_seconds == pytest.approx(0.03)
 
 
-def test_idle_time_refills_only_up_to_the_burst() -> None:
+def test_a_long_wait_refills_no_more_than_the_small_burst() -> None:
+    # E.g. every worker waking up after the award-queue wait: they go paced, not all at once.
     t = FakeTime()
-    budget = _budget(600, t)
-    t.now += 3600  # a long idle hour saves at most one second's worth
-    for _ in range(11):
-        budget.acquire()
-    assert t.sleeps == [0.1]
-
-
-def test_throttle_without_retry_after_halves_the_rate_down_to_a_floor() -> None:
-    t = FakeTime()
-    budget = _budget(600, t)
-    budget.on_throttled(None)
-    assert budget.current_rate == 300
-    for _ in range(3):
-        t.now += 1.0  # separate congestion events
-        budget.on_throttled(None)
-    assert budget.current_rate == 60  # floor 1/s
-    assert (budget.throttled, budget.rate_cuts, budget.pauses) == (4, 4, 0)
-
-
-def test_a_burst_of_429s_from_requests_already_in_flight_cuts_once() -> None:
-    t = FakeTime()
-    budget = _budget(600, t)
-    for _ in range(20):  # twenty workers all hit the limit at the same moment
-        budget.on_throttled(None)
-    assert budget.current_rate == 300
-    assert (budget.throttled, budget.rate_cuts) == (20, 1)
-    t.now += 1.0
-    budget.on_throttled(None)
-    assert budget.current_rate == 150
-
-
-def test_throttle_cancels_burst_and_paces_at_the_cut_rate() -> None:
-    t = FakeTime()
-    budget = _budget(600, t)
-    budget.on_throttled(None)  # 5/s, burst credit gone
-    budget.acquire()
-    budget.acquire()
-    assert t.sleeps == [0.2, 0.2]
-
-
-def test_floor_never_exceeds_the_maximum() -> None:
-    t = FakeTime()
-    budget = _budget(30, t)  # 0.5/s, below the 1/s floor
-    budget.on_throttled(None)
-    assert budget.current_rate == 30
-
-
-def test_retry_after_pauses_everyone_then_resumes_paced() -> None:
-    t = FakeTime()
-    budget = _budget(600, t)
-    budget.on_throttled(5.0)
-    assert budget.current_rate == 600  # a pause, not a cut
-    budget.acquire()
-    budget.acquire()
-    assert t.sleeps == [5.0, 0.1]
-    assert budget.pauses == 1
-
-
-def test_pause_announced_while_waiting_applies_to_the_waiter() -> None:
-    t = FakeTime()
-    budget = _budget(60, t, burst_seconds=0.0)  # 1/s, no burst
-    budget.acquire()
-    original_sleep = t.sleep
-
-    def sleep_and_get_throttled(seconds: float) -> None:
-        original_sleep(seconds)
-        if len(t.sleeps) == 1:
-            budget.on_throttled(10.0)  # another worker got a 429 while we slept
-
-    budget._sleep = sleep_and_get_throttled
-    budget.acquire()
-    assert t.sleeps[0] == 1.0
-    assert t.now >= 1000.0 + 1.0 + 10.0
-    assert budget.acquired == 2
-
-
-def test_additive_recovery_is_gradual_and_capped() -> None:
-    t = FakeTime()
-    budget = _budget(600, t)
-    budget.on_throttled(None)  # 300/min
-    t.now += 1.0
-    budget.on_success()  # +5% of max per second
-    assert budget.current_rate == pytest.approx(330)
-    t.now += 100.0
-    budget.on_success()  # at most one second of credit per success
-    assert budget.current_rate == pytest.approx(360)
+    budget = _budget(6000, t)
+    t.now += 3600
     for _ in range(20):
-        t.now += 1.0
-        budget.on_success()
-    assert budget.current_rate == 600
+        budget.acquire()
+    assert len(t.sleeps) == 15 and set(t.sleeps) == {0.01}
+
+
+def test_below_20_per_second_there_is_no_burst_at_all() -> None:
+    t = FakeTime()
+    budget = _budget(600, t)  # one interval (100 ms) is longer than the 50 ms tolerance
+    t.now += 60
+    for _ in range(3):
+        budget.acquire()
+    assert t.sleeps == [0.1, 0.1]
 
 
 def test_many_threads_share_one_schedule() -> None:
@@ -165,7 +101,229 @@ def test_many_threads_share_one_schedule() -> None:
     assert sorted(sleeps) == pytest.approx([round(0.1 * i, 9) for i in range(1, 20)])
 
 
-@pytest.mark.parametrize("kwargs", [{"max_per_minute": 0}, {"max_per_minute": 60, "decrease_factor": 1.0}])
+# -- 429: dip, fast return, gentle probe -------------------------------------------------------------
+
+
+def test_a_lone_429_backs_off_a_step_dips_and_returns_within_half_a_second() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t)  # 100/s
+    budget.on_throttled(None)
+    assert budget.good_rate == pytest.approx(5700)  # nothing revealed: one step (95%) below the rate that drew it
+    assert budget.current_rate == pytest.approx(4560)  # the dip: 80% of the good rate
+    _succeed_for(budget, t, 0.25)
+    assert budget.current_rate == pytest.approx(5130)
+    _succeed_for(budget, t, 0.25)
+    assert budget.current_rate == pytest.approx(5700)  # back at the good rate after 0.5 s
+    _succeed_for(budget, t, 5.0)
+    # Then a gentle probe upward: 1% per second, compounded per answer, up to the maximum.
+    assert budget.current_rate == pytest.approx(5700 * 1.0001 ** 500, rel=1e-3)
+    _succeed_for(budget, t, 10.0)
+    assert budget.current_rate == 6000
+    assert (budget.throttled, budget.rate_cuts, budget.pauses) == (1, 1, 0)
+
+
+def test_a_burst_of_429s_from_requests_already_in_flight_cuts_once() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t)
+    for _ in range(20):  # twenty requests in flight all hit the limit at the same moment
+        budget.on_throttled(None)
+    assert budget.current_rate == pytest.approx(4560)
+    assert (budget.throttled, budget.rate_cuts) == (20, 1)
+
+
+def test_when_429s_keep_coming_the_next_cut_paces_just_below_the_rate_the_server_revealed() -> None:
+    t = FakeTime()
+    budget = _budget(9000, t)  # 150/s against a server that accepts 100/s
+    for _ in range(10):
+        budget.on_throttled(None)  # the first cut, and the requests that were in flight with it
+    _succeed_for(budget, t, 2.0)  # the server accepted 200 answers in the 2 s between the two cuts
+    budget.on_throttled(None)
+    assert budget.good_rate == pytest.approx(100 * 0.97 * 60)
+    assert budget.current_rate == pytest.approx(100 * 0.97 * 0.8 * 60)
+    assert budget.rate_cuts == 2
+
+
+def test_a_revealed_rate_above_the_one_that_drew_the_429_is_not_trusted() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t)  # 100/s
+    for _ in range(10):
+        budget.on_throttled(None)  # good 95/s
+    _succeed_for(budget, t, 2.0, per_second=150)  # more answers than we sent: a bucket full of credit
+    drew_it = budget.good_rate  # 95/s plus 1.5 s of gentle probing
+    budget.on_throttled(None)
+    assert budget.good_rate == pytest.approx(drew_it * 0.97)
+
+
+def test_a_lone_429_long_after_the_last_cut_reveals_nothing() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t)
+    budget.on_throttled(None)
+    _succeed_for(budget, t, 3.0)  # 300 answers and no 429: the server was not saturated
+    drew_it = budget.good_rate
+    budget.on_throttled(None)
+    assert budget.good_rate == pytest.approx(drew_it * 0.95)
+
+
+def test_an_old_cut_reveals_nothing() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t)
+    budget.on_throttled(None)  # good 95/s
+    t.now += 60  # a minute without answers, then a 429: 0 answers since the cut proves nothing
+    budget.on_throttled(None)
+    assert budget.good_rate == pytest.approx(95 * 0.95 * 60)
+
+
+def test_the_rate_never_goes_below_the_floor_and_the_floor_never_above_the_maximum() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t)
+    for _ in range(10):
+        t.now += 1.0  # separate congestion events, nothing accepted in between: the server takes nothing
+        budget.on_throttled(None)
+    assert budget.current_rate == 60  # floor 1/s
+    slow = _budget(30, t)  # 0.5/s, below the 1/s floor
+    slow.on_throttled(None)
+    assert slow.current_rate == 30
+
+
+def test_a_cut_cancels_burst_credit_and_paces_at_the_dipped_rate() -> None:
+    t = FakeTime()
+    budget = _budget(600, t)  # 10/s
+    t.now += 10
+    budget.on_throttled(None)  # dip to 0.8 x 9.5 = 7.6/s
+    budget.acquire()
+    budget.acquire()
+    assert t.sleeps == pytest.approx([1 / 7.6, 1 / 7.6])
+
+
+def test_one_answer_after_a_long_gap_counts_as_one_second_at_most() -> None:
+    t = FakeTime()
+    budget = _budget(6000, t, recovery_seconds=4.0)
+    budget.on_throttled(None)  # 76/s, good 95/s, back in 4 s: +4.75/s per second
+    t.now += 100.0
+    budget.on_success()
+    assert budget.current_rate == pytest.approx((76 + 4.75) * 60)
+
+
+# -- Retry-After ------------------------------------------------------------------------------------
+
+
+def test_a_short_retry_after_is_a_rate_signal_not_a_pause_for_everyone() -> None:
+    # Issue 12 C9: a 1 s Retry-After on every 429 used to stop every worker for a second each time.
+    t = FakeTime()
+    budget = _budget(6000, t)
+    budget.on_throttled(1.0)
+    assert (budget.pauses, budget.rate_cuts) == (0, 1)
+    budget.acquire()
+    assert t.sleeps == pytest.approx([1 / 76])  # paced at the dip, not paused for 1 s
+
+
+def test_a_long_retry_after_pauses_everyone_then_resumes_paced() -> None:
+    t = FakeTime()
+    budget = _budget(600, t)
+    budget.on_throttled(30.0)  # a used-up fixed window: every request would be refused until then
+    assert budget.current_rate == 600  # a pause, not a cut
+    budget.acquire()
+    budget.acquire()
+    assert t.sleeps == [30.0, 0.1]
+    assert (budget.pauses, budget.rate_cuts) == (1, 0)
+
+
+def test_pause_announced_while_waiting_applies_to_the_waiter() -> None:
+    t = FakeTime()
+    budget = _budget(60, t, burst_seconds=0.0)  # 1/s, no burst
+    budget.acquire()
+    original_sleep = t.sleep
+
+    def sleep_and_get_throttled(seconds: float) -> None:
+        original_sleep(seconds)
+        if len(t.sleeps) == 1:
+            budget.on_throttled(10.0)  # another worker got a 429 while we slept
+
+    budget._sleep = sleep_and_get_throttled
+    budget.acquire()
+    assert t.sleeps[0] == 1.0
+    assert t.now >= 1000.0 + 1.0 + 10.0
+    assert budget.acquired == 2
+
+
+# -- against a token-bucket server (fake clock, no threads) ------------------------------------------
+
+
+def _against_token_bucket(
+    budget_per_minute: int, limit_per_minute: int, burst: int, rtt: float, seconds: float = 60.0, jitter: bool = False
+) -> tuple[float, int]:
+    """Send at the budget's pace to a server bucket checked when the answer leaves; returns
+    (accepted answers per second after the first 10 s / the server's rate, number of 429s).
+
+    ``jitter``: each request reaches the bucket a little late (1 ms on average, and 12 ms more one
+    time in fifty: a server thread that woke up late), from a seeded generator, so requests bunch up
+    now and then as on a busy machine.
+    """
+    now = [0.0]
+    budget = RateBudget(budget_per_minute, clock=lambda: now[0], sleep=lambda s: None)
+    rate = limit_per_minute / 60.0
+    dice = random.Random(7)
+    tokens, refilled = float(burst), 0.0
+    answers: list[float] = []
+    accepted_late = refused = 0
+    sent = 0.0
+    while sent < seconds:
+        with budget._lock:
+            sent += budget._reserve(sent)
+        while answers and answers[0] <= sent:
+            at = now[0] = heapq.heappop(answers)
+            tokens, refilled = min(burst, tokens + (at - refilled) * rate), at
+            if tokens >= 1:
+                tokens -= 1
+                accepted_late += at >= 10.0
+                budget.on_success()
+            else:
+                refused += 1
+                budget.on_throttled(1.0)  # with the sandbox's 1 s Retry-After
+        now[0] = sent
+        late = dice.expovariate(1000) + (0.012 if dice.random() < 0.02 else 0.0) if jitter else 0.0
+        heapq.heappush(answers, sent + rtt + late)
+    return accepted_late / (seconds - 10.0) / rate, refused
+
+
+@pytest.mark.parametrize(
+    ("budget", "limit", "burst", "rtt", "at_least", "max_429"),
+    [
+        (9000, 6000, 100, 0.1, 0.98, 60),  # budget 50% above the server's limit
+        (9000, 6000, 100, 0.5, 0.98, 120),  # ... with 500 ms round trips
+        (9000, 6000, 10, 0.1, 0.96, 60),  # ... and a server burst of 0.1 s, not 1 s
+        (6000, 3000, 50, 0.1, 0.98, 60),  # budget twice the limit
+        (10000, 10000, 166, 0.5, 0.99, 0),  # budget = limit: no 429 at all
+        (6000, 6000, 3, 0.1, 0.99, 0),  # budget = limit, a 3-request server burst
+    ],
+)
+def test_settles_near_the_limit_a_token_bucket_server_reveals(
+    budget: int, limit: int, burst: int, rtt: float, at_least: float, max_429: int
+) -> None:
+    share, refused = _against_token_bucket(budget, limit, burst, rtt)
+    assert share >= at_least
+    assert refused <= max_429
+
+
+@pytest.mark.parametrize("rtt", [0.1, 0.5])
+def test_lone_429s_from_bunched_arrivals_cost_little(rtt: float) -> None:
+    # Budget = limit and a 3-request server bucket: the 429s come from requests arriving bunched,
+    # not from the average rate, so each one backs off a step and probes back up.
+    share, refused = _against_token_bucket(10000, 10000, 3, rtt, jitter=True)
+    assert share >= 0.97
+    assert 0 < refused <= 10
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_per_minute": 0},
+        {"max_per_minute": 60, "decrease_factor": 1.0},
+        {"max_per_minute": 60, "backoff_factor": 0.0},
+        {"max_per_minute": 60, "reveal_margin": 1.5},
+        {"max_per_minute": 60, "recovery_seconds": 0.0},
+    ],
+)
 def test_invalid_arguments(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         RateBudget(**kwargs)

@@ -43,6 +43,12 @@ class FakeCrowdTwist:
         self.members[email] = {"id": 100 + len(self.members), **payload}
         return ApiResponse(200, dict(self.members[email]), {}, endpoint="POST /v2/users")
 
+    def get_user(self, user_id: str, id_type: str) -> ApiResponse:
+        self.calls.append(f"GET {user_id}")
+        if user_id not in self.members:
+            return ApiResponse(404, NOT_FOUND, {}, endpoint="GET /v2/users/{user_id}")
+        return ApiResponse(200, dict(self.members[user_id]), {}, endpoint="GET /v2/users/{user_id}")
+
 
 def writer(tmp_path: Path, client: FakeCrowdTwist, **config: Any) -> UserProfileWriter:
     raw = {

@@ -44,6 +44,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 
+from destination_crowdtwist.api.concurrency import InFlightGate
 from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
@@ -232,6 +233,8 @@ class CrowdTwistClient:
         max_retries: retries after the first attempt for failures bounded by count (5xx, network).
         pool_size: connections kept per host; set it to the number of worker threads.
         rate_budget: shared ``RateBudget``; ``acquire()`` before every attempt.
+        in_flight: shared ``InFlightGate``; every attempt passes it (before the budget, so a place is
+            never held while a paced slot goes unused) and reports its round-trip time to it.
         clock / sleep / rand / wall_clock: injected for exact, fast tests. ``wall_clock`` (Unix time)
             turns an HTTP-date Retry-After into seconds when the answer has no Date header.
         session: a prepared ``requests.Session`` (tests); the client then does not mount adapters.
@@ -261,6 +264,7 @@ class CrowdTwistClient:
         max_retries: int = 3,
         pool_size: int = 10,
         rate_budget: RateBudget | None = None,
+        in_flight: InFlightGate | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
@@ -303,6 +307,9 @@ class CrowdTwistClient:
             raise ValueError("attempt_deadline must be positive")
         self._max_body_bytes = max_body_bytes
         self._rate_budget = rate_budget
+        self._in_flight = in_flight
+        self._pausing = 0  # requests sleeping before a retry
+        self._pausing_lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -385,10 +392,7 @@ class CrowdTwistClient:
         first_failure: float | None = None
         maybe_applied = False
         while True:
-            if self._rate_budget is not None:
-                self._rate_budget.acquire()
-            self.stats.record_attempt(endpoint)
-            result = self._attempt(method, url, params, data, headers, line, template)
+            result = self._gated_attempt(method, url, params, data, headers, line, template, endpoint)
             if isinstance(result, ApiResponse):
                 return dataclasses.replace(result, after_uncertain=True) if maybe_applied else result
             maybe_applied = maybe_applied or not result.outcome.not_processed
@@ -404,7 +408,13 @@ class CrowdTwistClient:
                 # 429s are routine under a tight rate limit; the rate budget reports them in aggregate.
                 level = logging.DEBUG if result.outcome.status == 429 else logging.INFO
                 logger.log(level, "Retrying %s in %.2fs (%s): %s", line, decision.delay, decision.note, error)
-                self._sleep(decision.delay)
+                with self._pausing_lock:
+                    self._pausing += 1
+                try:
+                    self._sleep(decision.delay)
+                finally:
+                    with self._pausing_lock:
+                        self._pausing -= 1
                 tally = decision.tally
                 continue
             context: dict[str, Any] = {
@@ -417,6 +427,53 @@ class CrowdTwistClient:
                 raise TransientError(f"{error.message} {decision.reason}", **context) from None
             self.stats.add("uncertain")
             raise UncertainOutcome(result.uncertain, **context) from None
+
+    def _gated_attempt(  # noqa: PLR0917 - private; the request loop passes what it prepared once
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        line: str,
+        template: str,
+        endpoint: str,
+    ) -> ApiResponse | _Failure:
+        """One attempt inside the in-flight gate and the rate budget; its round trip feeds the gate."""
+        gate = self._in_flight
+        if gate is not None:
+            gate.enter()
+        rtt: float | None = None
+        try:
+            if self._rate_budget is not None:
+                self._rate_budget.acquire()
+            self.stats.record_attempt(endpoint)
+            sent = self._clock()
+            result = self._attempt(method, url, params, data, headers, line, template)
+            # Only a complete answer is a round trip; a timeout would teach the gate a 30 s "RTT".
+            if isinstance(result, ApiResponse) or result.outcome.status is not None:
+                rtt = self._clock() - sent
+            return result
+        finally:
+            if gate is not None:
+                gate.leave(rtt)
+
+    def workers_wanted(self) -> int:
+        """Worker threads that keep the in-flight target busy: the target, plus the requests now
+        pausing before a retry (a 429's Retry-After holds a thread, not a place in flight).
+        """
+        target = self._in_flight.limit if self._in_flight is not None else 1
+        with self._pausing_lock:
+            return target + self._pausing
+
+    def flow_status(self) -> str:
+        """The in-flight target, smoothed RTT and paced rate, for progress lines (empty without them)."""
+        parts = []
+        if self._in_flight is not None:
+            parts.append(self._in_flight.status())
+        if self._rate_budget is not None:
+            parts.append(self._rate_budget.status())
+        return ", ".join(parts)
 
     def _attempt(  # noqa: PLR0917 - private; the request loop passes what it prepared once
         self,

@@ -1,13 +1,34 @@
-"""A request budget shared by all worker threads: smooth pacing, slow-down on 429, gradual recovery.
+"""A request budget shared by all worker threads: smooth pacing, a short dip on 429, fast return.
 
 CrowdTwist's limit (10,000 requests/minute per program) lives in Oracle's contract, not the API docs,
-and no 429, Retry-After or X-RateLimit-* header is documented (docs/crowdtwist-api-notes.md §5). So the budget
-paces to a configured maximum and adapts AIMD-style when a 429 does arrive: a multiplicative cut
-(or a pause when Retry-After is given), then an additive climb back while requests succeed.
+and no 429, Retry-After or X-RateLimit-* header is documented (docs/crowdtwist-api-notes.md §5). So the
+budget paces to a configured maximum and adapts when a 429 does arrive.
 
 Pacing is a token bucket written in its "virtual scheduling" form (GCRA): each ``acquire`` reserves
 the next free send slot under the lock and sleeps outside it, so many threads queue fairly and
-nobody busy-waits.
+nobody busy-waits. The burst tolerance is small (50 ms of the rate by default): a server's own
+bucket may allow much less than a second of burst (0.2 s drew a 429 in practice), and a long wait
+(idle input, the award-queue wait of credit verification) must not turn into a burst when every
+worker wakes up at once.
+
+On a 429 (one congestion event per ``cut_cooldown_seconds``: the other requests that were in flight
+answer 429 too) the budget
+
+1. sets the *good* rate it will return to. When 429s kept coming since the previous (recent) cut,
+   the server was saturated and revealed its rate: the answers it accepted per second since that
+   cut, times ``reveal_margin``. A lone 429 (a burst the server did not allow, or its limit just
+   crossed) reveals nothing: the good rate backs off one step, ``backoff_factor``;
+2. dips to ``decrease_factor`` × that rate, so the server's bucket refills a little;
+3. climbs back to the good rate within ``recovery_seconds`` while answers succeed, then probes
+   upward gently (``probe_per_second``, multiplicative) towards the configured maximum.
+
+Against a token-bucket limit the accepted count between two 429s is the server's rate times the
+time between them, whatever we sent, so after the second cut the budget paces just below the real
+limit. The old response (halve, then regain 5% of the maximum per second) lost about a tenth of
+the limit per 429 and needed ~10 s to recover; a dip to 80% for half a second costs ~5% of one
+second. A short Retry-After (a token bucket's "1 s") is such a rate signal, not a reason to stop every
+worker: the refused request alone waits it out (``retry.decide``). A Retry-After longer than
+``pause_threshold_seconds`` (a fixed window that is used up) pauses everybody until then.
 """
 
 from __future__ import annotations
@@ -25,47 +46,76 @@ class RateBudget:
         clock / sleep: injected monotonic time source and sleep, for tests.
         burst_seconds: how many seconds' worth of requests may go back to back after idling.
         min_per_second: floor of the rate after repeated cuts (never above the maximum).
-        decrease_factor: multiplicative cut applied on a 429 without Retry-After.
-        recovery_per_second: fraction of the maximum regained per second of successful requests.
+        decrease_factor: the dip below the good rate right after a 429.
+        backoff_factor: the good rate after a 429 when the server has not revealed its limit yet.
+        recovery_seconds: time to climb from the dip back to the good rate while requests succeed.
+        probe_per_second: gentle climb above the good rate, as a fraction of the rate per second.
         cut_cooldown_seconds: 429s arriving within this time of a cut belong to the same congestion
             event (all the requests that were in flight when the limit was hit) and cut only once.
+        pause_threshold_seconds: a Retry-After longer than this pauses every worker; a shorter one
+            is a rate signal like a 429 without Retry-After.
+        reveal_margin: the good rate as a fraction of the rate the server revealed.
+        reveal_max_seconds: a previous cut older than this reveals nothing (the server's bucket may
+            have refilled completely in between).
+        saturated_share: the share of 429 answers since the previous cut from which the server
+            counts as saturated (so what it accepted meanwhile is its limit).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - tuning knobs and injected clock, all keywords with defaults
         self,
         max_per_minute: float,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        burst_seconds: float = 1.0,
+        burst_seconds: float = 0.05,
         min_per_second: float = 1.0,
-        decrease_factor: float = 0.5,
-        recovery_per_second: float = 0.05,
+        decrease_factor: float = 0.8,
+        backoff_factor: float = 0.95,
+        recovery_seconds: float = 0.5,
+        probe_per_second: float = 0.01,
         cut_cooldown_seconds: float = 1.0,
+        pause_threshold_seconds: float = 5.0,
+        reveal_margin: float = 0.97,
+        reveal_max_seconds: float = 30.0,
+        saturated_share: float = 0.02,
     ) -> None:
         if max_per_minute <= 0:
             raise ValueError("max_per_minute must be positive")
-        if not 0 < decrease_factor < 1:
-            raise ValueError("decrease_factor must be between 0 and 1")
+        for name, value in (("decrease_factor", decrease_factor), ("backoff_factor", backoff_factor),
+                            ("reveal_margin", reveal_margin)):
+            if not 0 < value < 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if recovery_seconds <= 0:
+            raise ValueError("recovery_seconds must be positive")
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._max = max_per_minute / 60.0  # requests per second from here on
         self._min = min(min_per_second, self._max)
         self._rate = self._max
+        self._good = self._max
         self._burst_seconds = burst_seconds
         self._decrease_factor = decrease_factor
-        self._recovery = recovery_per_second
+        self._backoff = backoff_factor
+        self._recovery_seconds = recovery_seconds
+        self._probe = probe_per_second
+        self._pause_threshold = pause_threshold_seconds
+        self._reveal_margin = reveal_margin
+        self._reveal_max = reveal_max_seconds
         now = clock()
         # Theoretical arrival time of the next request at the current rate. It starts with no burst
-        # credit: a sync's first second goes at the paced rate, not at twice it (a fresh sync cannot
-        # know what the program's other clients used in the last second).
+        # credit: a sync's first requests go at the paced rate (a fresh sync cannot know what the
+        # program's other clients used a moment ago).
         self._tat = now + self._tolerance()
         self._paused_until = now
         self._pause_generation = 0
         self._last_adjust = now
         self._cut_cooldown = cut_cooldown_seconds
         self._last_cut: float | None = None
+        self._ok = 0  # answers that were not 429 (the server accepted them)
+        self._ok_at_cut = 0
+        self._throttled_at_cut = 0
+        self._saturated_share = saturated_share
         self._acquired = 0
         self._throttled = 0
         self._rate_cuts = 0
@@ -79,6 +129,17 @@ class RateBudget:
         """The current allowed rate, in requests per minute."""
         with self._lock:
             return self._rate * 60.0
+
+    def rate_per_second(self) -> float:
+        """The current allowed rate, in requests per second (what the in-flight target needs)."""
+        with self._lock:
+            return self._rate
+
+    @property
+    def good_rate(self) -> float:
+        """The rate the budget returns to after a dip, in requests per minute."""
+        with self._lock:
+            return self._good * 60.0
 
     @property
     def max_rate(self) -> float:
@@ -99,7 +160,7 @@ class RateBudget:
 
     @property
     def rate_cuts(self) -> int:
-        """Number of multiplicative rate cuts (429 without Retry-After)."""
+        """Number of congestion events that lowered the rate."""
         with self._lock:
             return self._rate_cuts
 
@@ -114,6 +175,11 @@ class RateBudget:
         """Total time callers spent waiting in ``acquire``."""
         with self._lock:
             return self._waited
+
+    def status(self) -> str:
+        """``rate 5,820/min of 9,000/min`` for progress lines."""
+        with self._lock:
+            return f"rate {self._rate * 60:,.0f}/min of {self._max * 60:,.0f}/min"
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -149,12 +215,12 @@ class RateBudget:
         return wait if wait > 1e-9 else 0.0
 
     def on_throttled(self, retry_after: float | None) -> None:
-        """Report a 429: pause everybody until Retry-After if given, else cut the rate."""
+        """Report a 429: a long Retry-After pauses everybody; otherwise lower the rate (see module doc)."""
         with self._lock:
             now = self._clock()
             self._throttled += 1
             self._last_adjust = now
-            if retry_after is not None and retry_after > 0:
+            if retry_after is not None and retry_after > self._pause_threshold:
                 self._pauses += 1
                 self._pause_generation += 1
                 self._paused_until = max(self._paused_until, now + retry_after)
@@ -164,20 +230,39 @@ class RateBudget:
             if self._last_cut is not None and now - self._last_cut < self._cut_cooldown:
                 # Same congestion event: the other requests that were already in flight.
                 return
+            bad = self._good  # the rate was at (or climbing back to) the good rate, which drew a 429
+            good = bad * self._backoff
+            accepted = self._ok - self._ok_at_cut
+            refused = self._throttled - self._throttled_at_cut
+            if (self._last_cut is not None and now - self._last_cut <= self._reveal_max
+                    and refused >= self._saturated_share * (accepted + refused)):
+                # 429s kept coming since the last cut: the server was saturated, its bucket went from
+                # empty to empty, and what it accepted in between is its rate (or the share of it
+                # that the program's other clients left us). A lone 429 proves no such thing (a
+                # burst the server did not allow), so it only backs off a step.
+                revealed = accepted / (now - self._last_cut)
+                good = min(bad, revealed) * self._reveal_margin
             self._last_cut = now
+            self._ok_at_cut = self._ok
+            self._throttled_at_cut = self._throttled
             self._rate_cuts += 1
-            self._rate = max(self._min, self._rate * self._decrease_factor)
+            self._good = max(self._min, good)
+            self._rate = max(self._min, self._good * self._decrease_factor)
             # Forget the burst credit saved while idle: the server just said we are too fast, so the
             # next request waits one interval at the new rate.
             self._tat = max(self._tat, now + self._tolerance() + 1.0 / self._rate)
 
     def on_success(self) -> None:
-        """Report a non-throttled answer: climb back towards the maximum, additively and gradually."""
+        """Report an answer that was not throttled: climb back to the good rate, then probe gently."""
         with self._lock:
             now = self._clock()
-            # At most one second of credit per success, so one answer after a long idle gap does not
-            # restore the full rate at once.
+            self._ok += 1
+            # At most one second of credit per answer, so one answer after a long idle gap does not
+            # restore or raise the rate as if a second of traffic had gone through.
             elapsed = min(max(now - self._last_adjust, 0.0), 1.0)
             self._last_adjust = now
-            if self._rate < self._max:
-                self._rate = min(self._max, self._rate + self._recovery * self._max * elapsed)
+            if self._rate < self._good:
+                climb = self._good * (1.0 - self._decrease_factor) * elapsed / self._recovery_seconds
+                self._rate = min(self._good, self._rate + climb)
+            elif self._rate < self._max:
+                self._rate = self._good = min(self._max, self._rate * (1.0 + self._probe * elapsed))

@@ -51,8 +51,20 @@ class _Task:
     size: int  # serialized bytes of the record, counted against the in-flight byte budget
 
 
+#: Workers kept beyond the in-flight target: rows between two requests (settling, an award-queue
+#: wait, a retry's pause) should not leave a request place unused.
+SPARE_WORKERS = 2
+
+
 class Pipeline:
-    """Runs rows through their writers on ``concurrency`` threads. See the module docstring."""
+    """Runs rows through their writers on up to ``concurrency`` threads. See the module docstring.
+
+    ``workers_wanted`` (the client's in-flight target, plus its requests pausing before a retry) lets
+    the pool grow with it instead of starting ``concurrency`` threads at once: at a short round trip a
+    dozen requests use the whole budget, and a hundred threads queued at the client's in-flight gate
+    would only cost CPU to hand over. The pool never shrinks; threads beyond a lowered target wait
+    at the gate.
+    """
 
     def __init__(
         self,
@@ -61,6 +73,8 @@ class Pipeline:
         concurrency: int,
         max_pending: int | None = None,
         request_stats: Callable[[], tuple[int, int]] | None = None,
+        flow_status: Callable[[], str] | None = None,
+        workers_wanted: Callable[[], int] | None = None,
         progress_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         limits: RecordLimits | None = None,
@@ -84,7 +98,10 @@ class Pipeline:
         self._fatal: BaseException | None = None
         self._closing = False
         self._threads: list[threading.Thread] = []
+        self._workers_lock = threading.Lock()
+        self._workers_wanted = workers_wanted
         self._request_stats = request_stats
+        self._flow_status = flow_status
         self._progress_interval = progress_interval
         self._clock = clock
         self._started_at = clock()
@@ -96,10 +113,7 @@ class Pipeline:
     def start(self) -> None:
         """Start the worker threads and the progress logger."""
         self._started_at = self._clock()
-        for i in range(self._concurrency):
-            t = threading.Thread(target=self._work, name=f"crowdtwist-worker-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._grow()
         if self._progress_interval > 0:
             t = threading.Thread(target=self._progress_loop, name="crowdtwist-progress", daemon=True)
             t.start()
@@ -113,11 +127,37 @@ class Pipeline:
         self._stop_progress.set()
         with self._cond:
             self._closing = True
-        for _ in self._threads:
+        with self._workers_lock:  # no worker starts after this
+            threads = list(self._threads)
+        for _ in threads:
             self._tasks.put(_STOP)
-        for t in self._threads:
+        for t in threads:
             t.join(timeout=60)
-        self._threads.clear()
+        with self._workers_lock:
+            self._threads.clear()
+
+    def _grow(self) -> None:
+        """Start workers up to the wanted number (all ``concurrency`` of them without ``workers_wanted``)."""
+        if len(self._threads) >= self._concurrency:
+            return
+        want = self._concurrency
+        if self._workers_wanted is not None:
+            want = min(want, max(1, self._workers_wanted()) + SPARE_WORKERS)
+            if len(self._threads) >= want:
+                return
+        with self._workers_lock:
+            if self._closing:
+                return
+            while len(self._threads) < want:
+                t = threading.Thread(target=self._work, name=f"crowdtwist-worker-{len(self._threads)}", daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    @property
+    def workers(self) -> int:
+        """Worker threads started so far."""
+        with self._workers_lock:
+            return len(self._threads)
 
     # -- main-thread API -----------------------------------------------------------------------
 
@@ -142,7 +182,10 @@ class Pipeline:
     def _enter(self, row: Row, prepared: Prepared[Any] | Outcome, writer: Writer | None, size: int) -> None:
         with self._cond:
             while self._full(size) and self._fatal is None:
-                self._cond.wait()
+                # Every worker may be pausing before a retry (429s): more workers are then wanted,
+                # and no finishing row would start them.
+                if not self._cond.wait(timeout=0.25):
+                    self._grow()
             self._raise_if_fatal()
             ticket = self._tracker.add_record()
             if isinstance(prepared, Outcome):
@@ -160,6 +203,7 @@ class Pipeline:
                 return
             self._waiting[prepared.member] = deque()
         self._tasks.put(task)
+        self._grow()
 
     def _full(self, size: int) -> bool:
         # One row always fits when nothing is pending, however large, so a big row cannot deadlock.
@@ -258,6 +302,8 @@ class Pipeline:
             task: _Task | None = item
             while task is not None:
                 task = self._run(task)
+                # The in-flight target may have risen with the answers of this row's requests.
+                self._grow()
 
     def _run(self, task: _Task) -> _Task | None:
         """Apply one row and settle it; returns its member's next row, if any (run by this worker)."""
@@ -291,18 +337,21 @@ class Pipeline:
     # -- progress ------------------------------------------------------------------------------
 
     def progress_line(self) -> str:
-        """One line of progress: rows, rates, requests per row, 429s, rejected, in flight."""
+        """One line of progress: rows, rates, requests per row, 429s, rejected, in flight, flow control."""
         with self._cond:
             settled = self._tracker.records_settled
             in_flight = self._pending
         elapsed = max(self._clock() - self._started_at, 1e-9)
         requests, throttled = self._request_stats() if self._request_stats else (0, 0)
         per_row = requests / settled if settled else 0.0
-        return (
+        line = (
             f"Progress: {settled} rows settled, {settled / elapsed:.1f} rows/s, {requests / elapsed:.1f} requests/s, "
             f"{per_row:.2f} requests/row, {throttled} throttled (429), {self._report.rejected} rejected, "
             f"{in_flight} in flight"
         )
+        # e.g. "in-flight target 42 (ceiling 128), RTT 312 ms, rate 9,000/min of 9,000/min"
+        flow = self._flow_status() if self._flow_status else ""
+        return f"{line}; {flow}" if flow else line
 
     def _progress_loop(self) -> None:
         while not self._stop_progress.wait(self._progress_interval):

@@ -1,0 +1,95 @@
+"""Flow control end to end against the sandbox: the in-flight target and the pacing change nothing a
+sync writes (requests per row, per-member order, states and their counts), and a server limit below
+the budget costs time, never rows."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import pytest
+from conftest import SANDBOX_API_KEY, SandboxFactory
+from helpers import catalog, record, run_write, state, state_ids, stats
+
+from crowdtwist_sandbox import Sandbox
+
+STREAM = "users"
+MEMBERS = 40
+FLOW = re.compile(r"in-flight target (\d+) \(ceiling (\d+)\), RTT (\d+) ms, rate ([\d,]+)/min of ([\d,]+)/min")
+
+
+def _config(sb: Sandbox, **extra: Any) -> dict[str, Any]:
+    # Connector defaults otherwise: max_concurrency 128, 9,000 requests/minute.
+    return {"api_base_url": sb.base_url, "credentials": {"auth_type": "api_key", "api_key": SANDBOX_API_KEY},
+            "progress_interval_seconds": 0, **extra}
+
+
+def _seeded(factory: SandboxFactory, **knobs: Any) -> Sandbox:
+    members = [{"email_address": f"m{i}@example.com", "first_name": "Seed", "last_name": "Seed"} for i in range(MEMBERS)]
+    return factory(members=tuple(members), **knobs)
+
+
+def _two_rows_per_member_with_states() -> list[Any]:
+    """Each member updated twice (the second row must win), a state after every 20 rows."""
+    messages: list[Any] = []
+    for n in range(2 * MEMBERS):
+        i, which = n % MEMBERS, "first" if n < MEMBERS else "second"
+        messages.append(record({"user_id": f"m{i}@example.com", "last_name": which}, stream=STREAM))
+        if (n + 1) % 20 == 0:
+            messages.append(state((n + 1) // 20, stream=STREAM))
+    return messages
+
+
+def _final_flow(caplog: pytest.LogCaptureFixture) -> re.Match[str]:
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Progress:")]
+    assert lines, "no progress line"
+    match = FLOW.search(lines[-1])
+    assert match, lines[-1]
+    return match
+
+
+def test_a_sync_without_changes_writes_what_it_wrote_before(
+    sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sb = _seeded(sandbox_factory, latency_ms=20.0)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        out = run_write(_config(sb), catalog("update", STREAM), _two_rows_per_member_with_states())
+    # One PUT per row, nothing else; every state echoed once, in order, with its exact count.
+    assert sb.request_counts()["total"] == 2 * MEMBERS
+    assert sb.request_counts().get("429", 0) == 0
+    assert state_ids(out) == [1, 2, 3, 4]
+    assert [stats(m) for m in out] == [(20.0, 0.0)] * 4
+    # Per-member order: the second row of every member landed last.
+    assert {m["email_address"]: m["last_name"] for m in sb.members()} == {
+        f"m{i}@example.com": "second" for i in range(MEMBERS)
+    }
+    flow = _final_flow(caplog)
+    target, ceiling, rtt_ms = int(flow.group(1)), int(flow.group(2)), int(flow.group(3))
+    assert ceiling == 128
+    assert rtt_ms >= 20  # the sandbox's latency is part of every round trip
+    # 9,000/min x RTT x 1.25 + 2: a handful at 20-odd ms, far below the ceiling.
+    assert 1 <= target <= 2 + 150 * (rtt_ms / 1000) * 1.25 + 1
+    assert flow.group(4) == flow.group(5) == "9,000"  # no 429, so the rate never left the budget
+
+
+def test_a_server_limit_below_the_budget_costs_time_not_rows(
+    sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A token bucket of 1,200/min with a 2-request burst against a budget of 2,400/min; 429s carry
+    # Retry-After: 1, which must slow the connector down, not stop it for a second each time.
+    sb = _seeded(sandbox_factory, rate_limit_per_minute=1200, rate_limit_algorithm="token_bucket",
+                 rate_limit_burst=2, latency_ms=5.0)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        out = run_write(_config(sb, max_requests_per_minute=2400), catalog("update", STREAM),
+                        _two_rows_per_member_with_states())
+    counts = sb.request_counts()
+    assert counts["429"] > 0
+    assert counts["total"] == 2 * MEMBERS + counts["429"]  # each refused attempt was repeated once it was allowed
+    assert [stats(m) for m in out] == [(20.0, 0.0)] * 4
+    assert {m["last_name"] for m in sb.members()} == {"second"}
+    flow = _final_flow(caplog)
+    # The budget now paces below the 2,400/min it started at (near the 1,200 the server revealed).
+    assert int(flow.group(4).replace(",", "")) < 2400
+    assert threading.active_count() < 20  # the 128 workers of the sync are gone
