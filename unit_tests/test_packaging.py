@@ -253,7 +253,7 @@ def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp
     install = position(f"{venv}/bin/python -m pip install --quiet --progress-bar off -e '.[dev]'")
     stamp = position(f"touch {venv}/.installed")
     ruff, mypy = position(f"{venv}/bin/ruff check ."), position(f"{venv}/bin/mypy")
-    assert create < install < stamp < ruff < mypy < position(f"{venv}/bin/pytest")
+    assert create < install < stamp < ruff < mypy < position(f'{venv}/bin/pytest -m "not soak"')
 
 
 def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Path) -> None:
@@ -261,8 +261,9 @@ def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Pa
     check = [line.strip() for line in _make_dry_run(venv, "check").splitlines()]
     commands = [f"{venv}/bin/ruff check .", f"{venv}/bin/mypy", f'{venv}/bin/pytest -m "not slow"']
     assert [line for line in check if line in commands] == commands
-    # make test stays the full run.
-    assert f"{venv}/bin/pytest" in [line.strip() for line in _make_dry_run(venv, "test").splitlines()]
+    # make test runs everything but the soak, which make soak (and .ci/run) runs.
+    assert f'{venv}/bin/pytest -m "not soak"' in [line.strip() for line in _make_dry_run(venv, "test").splitlines()]
+    assert "make soak" in (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
 
 
 def _marked_slow(node: ast.expr) -> bool:
