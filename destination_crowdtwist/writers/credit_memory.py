@@ -25,10 +25,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 
-from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.writers.sqlite_guard import sqlite_guard
 
 _SCHEMA = (
     "CREATE TABLE events (event BLOB PRIMARY KEY, seq INTEGER NOT NULL, accepted INTEGER NOT NULL DEFAULT 0) "
@@ -68,17 +68,12 @@ class CreditMemory:
             self._db.execute(statement)
         self._db.execute("BEGIN")
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        with self._lock:
-            try:
-                yield
-            except sqlite3.Error as exc:
-                # Forgetting an event could credit it twice: stop rather than go on without it.
-                raise ConfigError(
-                    f"The temporary space that holds this sync's credit events is not usable ({exc}). Free space "
-                    "in the temporary directory (TMPDIR, else /var/tmp or /tmp) and run the sync again."
-                ) from exc
+    def _guard(self) -> AbstractContextManager[None]:
+        # Forgetting an event could credit it twice: stop rather than go on without it.
+        return sqlite_guard(self._lock, lambda exc: (
+            f"The temporary space that holds this sync's credit events is not usable ({exc}). Free space "
+            "in the temporary directory (TMPDIR, else /var/tmp or /tmp) and run the sync again."
+        ))
 
     # -- events ----------------------------------------------------------------------------------
 

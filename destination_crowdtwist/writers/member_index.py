@@ -36,12 +36,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.writers.sqlite_guard import sqlite_guard
 
 logger = logging.getLogger("airbyte")
 
@@ -163,17 +164,9 @@ class MemberIndex:
 
     def clear_fingerprint(self, id_type: str, user_id: str) -> None:
         """Before a write that changes the member: forget what it holds, durably and at once."""
-        member = _member_digest(user_id)
-        with self._guard():
-            scope = self._scope(id_type, create=False)
-            if scope is None:
-                return
-            # A staged (older) fingerprint must not be committed after this write either.
-            self._staged.pop((scope, member), None)
-            self._db.execute(
-                "UPDATE members SET fingerprint = NULL WHERE scope = ? AND member = ? AND fingerprint IS NOT NULL",
-                (scope, member),
-            )
+        # A staged (older) fingerprint must not be committed after this write either.
+        self._drop_now(id_type, user_id, "UPDATE members SET fingerprint = NULL "
+                       "WHERE scope = ? AND member = ? AND fingerprint IS NOT NULL")
 
     def record(
         self, id_type: str, user_id: str, *, fingerprint: bytes | None, crowdtwist_id: str | None = None
@@ -195,13 +188,7 @@ class MemberIndex:
 
     def forget(self, id_type: str, user_id: str) -> None:
         """CrowdTwist said the member does not exist: drop its entry, durably and at once."""
-        member = _member_digest(user_id)
-        with self._guard():
-            scope = self._scope(id_type, create=False)
-            if scope is None:
-                return
-            self._staged.pop((scope, member), None)
-            self._db.execute("DELETE FROM members WHERE scope = ? AND member = ?", (scope, member))
+        self._drop_now(id_type, user_id, "DELETE FROM members WHERE scope = ? AND member = ?")
 
     def commit(self) -> None:
         """Commit the staged entries in one transaction (before a state covering them is echoed)."""
@@ -219,16 +206,21 @@ class MemberIndex:
 
     # -- internals ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        with self._lock:
-            try:
-                yield
-            except sqlite3.Error as exc:
-                raise ConfigError(
-                    f"The member index (member_index_path) could not be read or written ({exc}). Check that the "
-                    "file is on a writable disk with free space, or remove member_index_path."
-                ) from exc
+    def _guard(self) -> AbstractContextManager[None]:
+        return sqlite_guard(self._lock, lambda exc: (
+            f"The member index (member_index_path) could not be read or written ({exc}). Check that the "
+            "file is on a writable disk with free space, or remove member_index_path."
+        ))
+
+    def _drop_now(self, id_type: str, user_id: str, statement: str) -> None:
+        """Unstage a member's pending entry and run ``statement`` (scope, member) on the file at once."""
+        member = _member_digest(user_id)
+        with self._guard():
+            scope = self._scope(id_type, create=False)
+            if scope is None:
+                return
+            self._staged.pop((scope, member), None)
+            self._db.execute(statement, (scope, member))
 
     def _commit_locked(self) -> None:
         if not self._staged:
