@@ -71,13 +71,13 @@ def test_target_falls_on_429_with_the_budget_and_comes_back() -> None:
     _feed(target, clock, 0.3, seconds=3.0)
     before = target.target(budget.rate_per_second())
     assert before == 65
-    budget.on_throttled(None)  # the rate dips to 0.8 x 0.95 of the budget, and the target with it
-    assert target.target(budget.rate_per_second()) == 50
+    budget.on_throttled(None)  # the rate dips to 0.8 x 0.98 of the budget, and the target with it
+    assert target.target(budget.rate_per_second()) == 51
     for _ in range(100):  # half a second of answers
         clock.now += 0.005
         budget.on_success()
         target.observe(0.3)
-    assert target.target(budget.rate_per_second()) == 62  # back at 95% of the budget
+    assert target.target(budget.rate_per_second()) == 64  # back at 98% of the budget
 
 
 @pytest.mark.parametrize(
