@@ -143,7 +143,7 @@ QUICK = frozenset({
 })
 
 #: The ``limits`` family: the budget differs from the server's limit, or the server's burst is small.
-LIMIT_GROUPS = ("over_limit", "over_limit_no_retry_after", "half_budget", "small_burst")
+LIMIT_GROUPS = ("over_limit", "over_limit_no_retry_after", "over_limit_small_burst", "half_budget", "small_burst")
 
 
 def spec_defaults() -> dict[str, Any]:
@@ -195,6 +195,10 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
                  note=f"budget {over_budget}/min, 50% above the sandbox limit {over_server}/min; 429 with Retry-After: 1"),
         Scenario("update", "over_limit_no_retry_after", args.limit_rows, lat, over_server, over_budget,
                  retry_after=False, note="as over_limit, 429 without Retry-After"),
+        Scenario("update", "over_limit_small_burst", args.limit_rows, lat, over_server, over_budget,
+                 sandbox_burst=max(1, over_server // 600),
+                 note=f"as over_limit, but the sandbox allows a 0.1 s burst ({max(1, over_server // 600)} requests); "
+                      "Retry-After: 1 (issue 12 C9)"),
         Scenario("credit", "over_limit", args.limit_rows, lat, over_server, over_budget, award_delay=award,
                  note=f"budget {over_budget}/min against a sandbox limit of {over_server}/min; Retry-After: 1"),
         Scenario("update", "half_budget", args.limit_rows, lat, limit // 2, limit,
@@ -721,6 +725,8 @@ def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) 
              "rows_ratio", 0.95)
     at_least("update/over_limit_no_retry_after: rows >= 95% of the server's limit",
              _find(results, "update/over_limit_no_retry_after"), "rows_ratio", 0.95)
+    at_least("update/over_limit_small_burst: rows >= 95% of the server's limit",
+             _find(results, "update/over_limit_small_burst"), "rows_ratio", 0.95)
     at_least("credit/over_limit: accepted requests >= 95% of the server's limit", _find(results, "credit/over_limit"),
              "ok_ratio", 0.95)
     at_least("update/half_budget: rows >= 95% of the server's limit", _find(results, "update/half_budget"),

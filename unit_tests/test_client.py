@@ -221,7 +221,7 @@ def test_503_503_200_retried_with_exact_delays_and_fresh_signatures(fake_server:
 class SpyGate:
     """Records how the client uses the in-flight gate, in one list with the budget's calls."""
 
-    limit = 7
+    capacity = 7
 
     def __init__(self, calls: list[tuple[str, Any]]) -> None:
         self.calls = calls

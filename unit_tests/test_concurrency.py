@@ -71,13 +71,13 @@ def test_target_falls_on_429_with_the_budget_and_comes_back() -> None:
     _feed(target, clock, 0.3, seconds=3.0)
     before = target.target(budget.rate_per_second())
     assert before == 65
-    budget.on_throttled(None)  # the rate dips to 0.8 x 0.95 of the budget, and the target with it
-    assert target.target(budget.rate_per_second()) == 50
+    budget.on_throttled(None)  # the rate dips to 0.8 x 0.98 of the budget, and the target with it
+    assert target.target(budget.rate_per_second()) == 51
     for _ in range(100):  # half a second of answers
         clock.now += 0.005
         budget.on_success()
         target.observe(0.3)
-    assert target.target(budget.rate_per_second()) == 62  # back at 95% of the budget
+    assert target.target(budget.rate_per_second()) == 64  # back at 98% of the budget
 
 
 @pytest.mark.parametrize(
@@ -149,10 +149,12 @@ def test_steady_rtt_gives_a_steady_target() -> None:
     assert targets == {23}
 
 
-def test_before_the_first_answer_the_rtt_is_assumed_to_be_100_ms() -> None:
+def test_before_the_first_answer_the_rtt_is_assumed_to_be_100_ms_and_the_target_at_most_20() -> None:
     target = InFlightTarget(128, clock=FakeClock())
     assert target.srtt is None
-    assert target.target(9000 / 60) == 21  # about the old fixed 20 workers
+    assert target.target(3000 / 60) == 9  # 50/s x 100 ms x 1.25 + 2
+    assert target.target(9000 / 60) == 20  # the old fixed 20 workers, not 21
+    assert target.target(100_000 / 60) == 20  # a huge budget does not start with the ceiling
     assert target.target(0.0) == 2
     assert InFlightTarget(1, clock=FakeClock()).target(BUDGET) == 1
 
@@ -176,7 +178,7 @@ def _wait_until(condition: object, timeout: float = 5.0) -> None:
 def test_gate_holds_requests_beyond_the_target_and_releases_one_per_leave() -> None:
     rate = [10.0]
     # 10/s x 100 ms x 1.25 -> 2, + 2 spare = 4 in flight
-    gate = InFlightGate(InFlightTarget(64, clock=FakeClock()), lambda: rate[0])
+    gate = InFlightGate(InFlightTarget(64, clock=FakeClock()), lambda: rate[0], slack=0)
     assert gate.limit == 4
     entered = []
     lock = threading.Lock()
@@ -202,9 +204,23 @@ def test_gate_holds_requests_beyond_the_target_and_releases_one_per_leave() -> N
     assert gate.limit == 15 and gate.in_flight == 4 and gate.peak == 4
 
 
+def test_slack_lets_a_thread_or_two_past_a_target_that_moved_by_one() -> None:
+    gate = InFlightGate(InFlightTarget(64, clock=FakeClock()), lambda: 10.0)  # target 4, slack 2
+    for _ in range(6):
+        gate.enter()  # none of these blocks
+    assert (gate.limit, gate.in_flight, gate.peak) == (4, 6, 6)
+    blocked = threading.Thread(target=gate.enter, daemon=True)
+    blocked.start()
+    blocked.join(timeout=0.1)
+    assert blocked.is_alive()  # the seventh waits
+    gate.leave(0.1)
+    blocked.join(timeout=5)
+    assert not blocked.is_alive() and gate.in_flight == 6
+
+
 def test_gate_status_line() -> None:
     gate = InFlightGate(InFlightTarget(128, clock=FakeClock()), lambda: BUDGET)
-    assert gate.status() == "in-flight target 23 (ceiling 128), RTT -"
+    assert gate.status() == "in-flight target 20 (ceiling 128), RTT -"
     gate.enter()
     gate.leave(0.3125)
     assert gate.srtt == pytest.approx(0.3125)

@@ -176,17 +176,23 @@ def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():
     p = Pipeline(report, concurrency=12, progress_interval=0, workers_wanted=lambda: wanted[0])
     p.start()
     try:
-        assert p.workers == 5  # 3 wanted + 2 spare, not 12 at once
+        assert p.workers == 3  # as many as wanted, not 12 at once
         for i in range(40):
             p.submit(Row(stream=STREAM, data={"user_id": f"m{i}", "n": i}, seq=i), writer)
         p.wait_settled()
-        assert p.workers == 5 and writer.max_active <= 5
+        assert p.workers == 3 and writer.max_active <= 3
         wanted[0] = 50  # the in-flight target rose (longer round trips): the pool follows, up to the ceiling
         for i in range(40, 80):
             p.submit(Row(stream=STREAM, data={"user_id": f"m{i}", "n": i}, seq=i), writer)
         p.wait_settled()
         assert p.workers == 12
+        wanted[0] = 2  # answers got fast again: threads beyond the wanted 2 leave between rows
+        for i in range(80, 120):
+            p.submit(Row(stream=STREAM, data={"user_id": f"m{i}", "n": i}, seq=i), writer)
+        p.wait_settled()
+        # (a thread that took no row since then has not looked yet)
+        assert 2 <= p.workers < 12
     finally:
         p.shutdown()
-    assert sum(len(v) for v in writer.order.values()) == 80
+    assert sum(len(v) for v in writer.order.values()) == 120
     assert p.workers == 0

@@ -459,10 +459,10 @@ class CrowdTwistClient:
                 gate.leave(rtt)
 
     def workers_wanted(self) -> int:
-        """Worker threads that keep the in-flight target busy: the target, plus the requests now
+        """Worker threads that keep the in-flight gate busy: its capacity, plus the requests now
         pausing before a retry (a 429's Retry-After holds a thread, not a place in flight).
         """
-        target = self._in_flight.limit if self._in_flight is not None else 1
+        target = self._in_flight.capacity if self._in_flight is not None else 1
         with self._pausing_lock:
             return target + self._pausing
 

@@ -38,9 +38,10 @@ class InFlightTarget:
         headroom: multiplier on rate × RTT (RTT spread, requests waiting for their send slot).
         spare: requests added on top, so a low rate or a tiny RTT still keeps a couple in flight.
         smoothing_seconds: time constant of the RTT average.
-        initial_rtt: the RTT assumed before the first answer. 100 ms keeps a sync's first round trip
-            near the old fixed 20 workers (at 9,000/min), so a wrong API key or a dead host costs a
-            handful of requests, not ``ceiling`` of them; the first answers set the real figure.
+        initial_rtt / initial_limit: before the first answer the RTT is assumed to be 100 ms and the
+            target is at most 20 (the old fixed worker count), so a wrong API key or a dead host costs
+            a handful of requests, not ``ceiling`` of them, and a huge budget does not start a hundred
+            workers for a local server; the first answers set the real figure.
         queueing_factor: the RTT counted is at most this many times the lowest RTT of the last
             ``min_window_seconds`` to ``2 × min_window_seconds`` (4: CrowdTwist's endpoints may differ
             in speed, and their spread must not read as queueing) ...
@@ -61,6 +62,7 @@ class InFlightTarget:
         spare: int = 2,
         smoothing_seconds: float = 1.0,
         initial_rtt: float = 0.1,
+        initial_limit: int = 20,
         queueing_factor: float = 4.0,
         queueing_allowance: float = 0.008,
         min_window_seconds: float = 10.0,
@@ -77,6 +79,7 @@ class InFlightTarget:
         self._spare = max(0, spare)
         self._tau = smoothing_seconds
         self._initial_rtt = max(0.0, initial_rtt)
+        self._initial_limit = max(1, initial_limit)
         self._srtt: float | None = None
         self._last_sample = 0.0
         self._queueing_factor = queueing_factor
@@ -115,13 +118,13 @@ class InFlightTarget:
         self._last_sample = now
 
     def target(self, rate_per_second: float) -> int:
-        """Requests to allow in flight at this pacing rate (before the first answer: at ``initial_rtt``)."""
+        """Requests to allow in flight at this pacing rate (before the first answer: see ``initial_rtt``)."""
         if self._srtt is None:
-            rtt = self._initial_rtt
-        else:
-            lowest = min(self._min_now, self._min_before)
-            # A few milliseconds of queueing are harmless (and a local loopback's minimum is tiny).
-            rtt = min(self._srtt, max(lowest * self._queueing_factor, lowest + self._queueing_allowance))
+            guess = math.ceil(max(rate_per_second, 0.0) * self._initial_rtt * self._headroom) + self._spare
+            return max(1, min(self.ceiling, self._initial_limit, guess))
+        lowest = min(self._min_now, self._min_before)
+        # A few milliseconds of queueing are harmless (and a local loopback's minimum is tiny).
+        rtt = min(self._srtt, max(lowest * self._queueing_factor, lowest + self._queueing_allowance))
         needed = math.ceil(max(rate_per_second, 0.0) * rtt * self._headroom) + self._spare
         return max(1, min(self.ceiling, needed))
 
@@ -129,14 +132,21 @@ class InFlightTarget:
 class InFlightGate:
     """A semaphore whose size follows an :class:`InFlightTarget` (thread-safe).
 
-    ``enter`` blocks while ``target`` requests are in flight; ``leave`` frees the place and feeds the
-    RTT sample (None when no complete answer arrived: a timeout says nothing about the usual RTT).
-    ``rate`` returns the budget's current pacing rate in requests per second.
+    ``enter`` blocks while ``target + slack`` requests are in flight; ``leave`` frees the place and
+    feeds the RTT sample (None when no complete answer arrived: a timeout says nothing about the
+    usual RTT). ``rate`` returns the budget's current pacing rate in requests per second.
+
+    The worker pool follows ``capacity`` (``Pipeline(workers_wanted=...)``), so the gate binds only
+    when the target falls (a 429, faster answers), until the surplus workers have left. ``slack``
+    keeps it from binding when the target merely moves by one or two with each RTT sample: handing a
+    place from one thread to another costs two context switches, which at a short round trip is a
+    measurable share of a row's CPU.
     """
 
-    def __init__(self, controller: InFlightTarget, rate: Callable[[], float]) -> None:
+    def __init__(self, controller: InFlightTarget, rate: Callable[[], float], *, slack: int = 2) -> None:
         self._controller = controller
         self._rate = rate
+        self._slack = max(0, slack)
         self._cond = threading.Condition(threading.Lock())
         self._in_flight = 0
         self._limit = controller.target(rate())
@@ -145,7 +155,7 @@ class InFlightGate:
     def enter(self) -> None:
         """Block until one more request may be in flight, then count it."""
         with self._cond:
-            while self._in_flight >= self._limit:
+            while self._in_flight >= self._limit + self._slack:
                 self._cond.wait()
                 # A 429 or a rate change while waiting moves the limit; re-read it.
                 self._limit = self._controller.target(self._rate())
@@ -160,7 +170,7 @@ class InFlightGate:
                 self._controller.observe(rtt)
             old, self._limit = self._limit, self._controller.target(self._rate())
             # One waiter per free place (no thundering herd); more when the limit rose.
-            free = self._limit - self._in_flight
+            free = self._limit + self._slack - self._in_flight
             if free > 0:
                 self._cond.notify(free if self._limit > old else 1)
 
@@ -169,6 +179,12 @@ class InFlightGate:
         """The current in-flight target."""
         with self._cond:
             return self._limit
+
+    @property
+    def capacity(self) -> int:
+        """Requests that may be in flight before ``enter`` blocks: the target plus the slack."""
+        with self._cond:
+            return self._limit + self._slack
 
     @property
     def in_flight(self) -> int:

@@ -70,7 +70,7 @@ class RateBudget:
         burst_seconds: float = 0.05,
         min_per_second: float = 1.0,
         decrease_factor: float = 0.8,
-        backoff_factor: float = 0.95,
+        backoff_factor: float = 0.98,
         recovery_seconds: float = 0.5,
         probe_per_second: float = 0.01,
         cut_cooldown_seconds: float = 1.0,

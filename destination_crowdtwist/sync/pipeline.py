@@ -51,19 +51,14 @@ class _Task:
     size: int  # serialized bytes of the record, counted against the in-flight byte budget
 
 
-#: Workers kept beyond the in-flight target: rows between two requests (settling, an award-queue
-#: wait, a retry's pause) should not leave a request place unused.
-SPARE_WORKERS = 2
-
-
 class Pipeline:
     """Runs rows through their writers on up to ``concurrency`` threads. See the module docstring.
 
-    ``workers_wanted`` (the client's in-flight target, plus its requests pausing before a retry) lets
-    the pool grow with it instead of starting ``concurrency`` threads at once: at a short round trip a
-    dozen requests use the whole budget, and a hundred threads queued at the client's in-flight gate
-    would only cost CPU to hand over. The pool never shrinks; threads beyond a lowered target wait
-    at the gate.
+    ``workers_wanted`` (the places of the client's in-flight gate, plus its requests pausing before a
+    retry) sizes the pool instead of starting ``concurrency`` threads at once: at a short round trip
+    a couple of dozen requests use the whole budget, and threads queued at the gate would only cost
+    CPU (two context switches per request) to hand places over. The pool grows when more are wanted
+    and a worker leaves, between rows, when there are more than wanted.
     """
 
     def __init__(
@@ -142,7 +137,7 @@ class Pipeline:
             return
         want = self._concurrency
         if self._workers_wanted is not None:
-            want = min(want, max(1, self._workers_wanted()) + SPARE_WORKERS)
+            want = min(want, max(1, self._workers_wanted()))
             if len(self._threads) >= want:
                 return
         with self._workers_lock:
@@ -304,6 +299,23 @@ class Pipeline:
                 task = self._run(task)
                 # The in-flight target may have risen with the answers of this row's requests.
                 self._grow()
+            if self._surplus():
+                return
+
+    def _surplus(self) -> bool:
+        """Leave the pool (between rows) when it is larger than wanted, e.g. after a 429 or a spell of
+        slow answers: a thread beyond the client's in-flight places would only wait at its gate.
+        """
+        if self._workers_wanted is None:
+            return False
+        want = max(1, self._workers_wanted())
+        if len(self._threads) <= want:
+            return False
+        with self._workers_lock:
+            if self._closing or len(self._threads) <= want:
+                return False
+            self._threads.remove(threading.current_thread())
+            return True
 
     def _run(self, task: _Task) -> _Task | None:
         """Apply one row and settle it; returns its member's next row, if any (run by this worker)."""
