@@ -337,6 +337,10 @@ class _Sync:
                 if msg is _END:
                     break
                 if isinstance(msg, _ReaderFailed):
+                    # The input broke: rows already started finish, and the states they complete
+                    # are echoed, so the next attempt resumes as late as is safe.
+                    pipeline.stop(msg.exc)
+                    yield from self._after_fatal(pipeline, report)
                     raise msg.exc
                 if isinstance(msg, BadInput):
                     stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None

@@ -29,6 +29,7 @@ from helpers import (
 )
 
 from crowdtwist_sandbox import Sandbox
+from destination_crowdtwist.destination import DestinationCrowdtwist
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
 from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
@@ -221,6 +222,47 @@ def test_replay_after_interrupted_input_credits_each_row_once(sandbox_factory: A
     out = run_write(cfg, catalog("append"), after_state(all_messages, resume_from))
 
     assert state_ids(out) == [2, 3]
+    assert_exactly_once(sb, data)
+
+
+def test_every_row_replay_is_exactly_once_when_the_attempt_credited_past_its_next_state(sb: Sandbox) -> None:
+    """every_row has no barrier at states: an attempt may die having credited rows beyond its next
+    state (here segments 2 and 3, with only state 1 echoed). The replay verifies every row, so it
+    credits none of them again."""
+    data = rows(segments=3)
+    all_messages = messages(data)
+    cfg = credit_config(sb, credit_verification="every_row")
+    never_echoed = [m for m in all_messages if not (m.state is not None and m.state.id != 1)]  # type: ignore[union-attr]
+
+    def everything_sent() -> None:
+        wait_until(lambda: len(sb.credits()) == len(data))
+
+    # (the input dies, after every credit landed, where state 3 would come)
+    attempt = interrupted([*never_echoed, all_messages[-1]], len(never_echoed), everything_sent)
+    out, error = run_write_until_error(cfg, catalog("append"), attempt)
+    assert isinstance(error, StopInput)
+    assert state_ids(out) == [1]
+    before = sb.request_counts()
+
+    out = run_write(cfg, catalog("append"), after_state(all_messages, 1))
+
+    assert state_ids(out) == [2, 3]
+    assert requests_since(sb, before)[CREDIT] == 0  # all 8 replayed rows were found in history
+    assert_exactly_once(sb, data)
+
+
+@pytest.mark.parametrize("policy", ["replay_window", "none"])
+def test_with_a_barrier_no_credit_starts_past_a_state_before_it_is_echoed(sandbox_factory: Any, policy: str) -> None:
+    """What replay_window's promise rests on: when state k reaches the platform, exactly the rows
+    before it are credited (none past it has started)."""
+    sb = seeded(sandbox_factory(latency_ms=10))
+    data = rows(segments=3, members=len(MEMBERS))
+    cfg = credit_config(sb, credit_verification=policy, max_concurrency=8)
+    landed_at_echo = []
+    for message in DestinationCrowdtwist().write(cfg, catalog("append"), iter(messages(data))):
+        if message.state is not None:
+            landed_at_echo.append((message.state.id, len(sb.credits())))  # type: ignore[union-attr]
+    assert landed_at_echo == [(1, SEGMENT), (2, 2 * SEGMENT), (3, 3 * SEGMENT)]
     assert_exactly_once(sb, data)
 
 

@@ -15,12 +15,13 @@ happen once:
    retried: the member's activity history is read for the key — polling for up to
    ``award_queue_delay_seconds`` because awards are queued — and the credit is re-sent only if the
    key is still absent.
-4. **Replays**: the destination puts a barrier at every state message (no credit starts past a
-   state that is not echoed yet), so an interrupted attempt can only have credited rows up to its
-   next state. A replayed attempt re-sends exactly the rows after the last echoed state; the rows
-   before the *first* state of a sync are therefore the only ones that may already be credited, and
-   the ``replay_window`` policy verifies just those (one history read per distinct member, cached).
-   ``every_row`` verifies all rows; ``none`` verifies none.
+4. **Replays**: ``every_row`` (the default) verifies every row, so a replay is safe wherever its
+   states fall. For ``replay_window`` and ``none`` the destination puts a barrier at every state
+   message (no credit starts past a state that is not echoed yet), so an interrupted attempt can
+   only have credited rows up to its next state. A replayed attempt re-sends exactly the rows after
+   the last echoed state; the rows before the *first* state of a sync are therefore the only ones
+   that may already be credited, and ``replay_window`` verifies just those (one history read per
+   distinct member, cached); ``none`` verifies none (the barrier bounds what a replay doubles).
 5. **The ledger** (``ledger_path``): a key marked ``done`` is a duplicate with no request, a
    ``pending`` key is verified, and an absent key is sent without a lookup -- but only when the
    ledger already held keys of this program when the sync started. An empty ledger (first run, or
@@ -110,9 +111,6 @@ class Credit:
 class ActivityCreditWriter:
     """Writes Activity Credit rows. See the module docstring."""
 
-    # Tells the destination to wait for every row before a state to settle before going on.
-    barrier_at_states = True
-
     def __init__(
         self,
         cfg: ConnectorConfig,
@@ -123,6 +121,13 @@ class ActivityCreditWriter:
     ) -> None:
         self.cfg = cfg
         self.client = client
+        # The barrier (the destination lets every row before a state settle before it reads on)
+        # bounds what an interrupted attempt may have credited to the rows up to its next state.
+        # replay_window relies on that (it verifies only the rows before a replay's first state),
+        # and under none it bounds what a replay doubles. every_row verifies each row against a
+        # history read after this attempt started, so where the states fall does not matter; a
+        # barrier would only drain the requests in flight at every state (README, Performance).
+        self.barrier_at_states = cfg.credit_verification != "every_row"
         self._clock = clock
         self._sleep = sleep
         self._active: dict[str, Mapping[str, Any]] = {}

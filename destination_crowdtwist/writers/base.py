@@ -143,8 +143,9 @@ class Outcome:
 class Writer(Protocol):
     """One writer per CrowdTwist object; the pipeline relies on exactly these members."""
 
-    #: True when no row may start past a state that is not echoed yet (activity credits: an
-    #: interrupted attempt then cannot have applied rows beyond its next state).
+    #: True when no row may start past a state that is not echoed yet (activity credits verified
+    #: only in the replay window, or not at all: an interrupted attempt then cannot have applied
+    #: rows beyond its next state).
     barrier_at_states: bool
 
     def start(self) -> None:
