@@ -33,11 +33,12 @@ EXPECTED = {
     "update/over_limit",
     "update/small_burst",
     "update/overhead",
+    "upsert_mixed/index_warm",
 }
-# 2 x round-trip sweep, 6 x limits (2 run), 2 x requests/row (1 run), 4 x speed-up (2 run), CPU,
-# RSS (not run)
-TARGETS = 16
-RUN_TARGETS = 8
+# 2 x round-trip sweep, 6 x limits (2 run), 2 x requests/row (1 run), 3 x member index (1 run),
+# 4 x speed-up (2 run), CPU, RSS (not run)
+TARGETS = 19
+RUN_TARGETS = 9
 
 
 @pytest.fixture(scope="module")

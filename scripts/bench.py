@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py --quick         # smoke version, well under a minute
     .venv/bin/python scripts/bench.py --memory        # adds the 200,000-row peak-RSS run
     .venv/bin/python scripts/bench.py --scenarios rtt,limits --sweep-rows 2000
+    .venv/bin/python scripts/bench.py --scenarios index  # the member index cases only
 
 How it measures, and why:
 
@@ -32,11 +33,15 @@ How it measures, and why:
   create-first baseline), ``default`` (connector defaults), ``rtt`` (round trips of 20, 100, 300 and
   500 ms with the sandbox limit = the budget = 10,000/min, default settings), ``limits`` (the budget
   above the server's limit, a server burst smaller than the connector's, Retry-After on and off),
-  ``overhead`` (zero latency, no limit: connector CPU per row), ``memory`` (opt-in).
+  ``index`` (the member index: a mixed upsert of new and existing members without and with a warm
+  index, and a re-sync of rows an earlier sync sent with 2% changed; the index is warmed by an
+  earlier, unmeasured run of the connector at zero latency), ``overhead`` (zero latency, no limit:
+  connector CPU per row), ``memory`` (opt-in).
 * A STATE message follows every tenth of the rows, as a source would send them. For Activity Credit
-  this matters: the connector waits at each state until every row before it settled (no credit
-  starts past a state that is not echoed), so every state costs a few round trips of draining.
-  Credit scenarios use the connector's default ``award_queue_delay_seconds`` (10 s) in the full run
+  under ``credit_verification=replay_window`` this matters: the connector waits at each state until
+  every row before it settled (no credit starts past a state that is not echoed), so every state
+  costs a few round trips of draining; ``every_row`` (the default) verifies every row and does not
+  wait. Credit scenarios use the connector's default ``award_queue_delay_seconds`` (10 s) in the full run
   and 0.2 s in ``--quick``.
 """
 
@@ -52,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +94,7 @@ CONNECTOR_BURST_SECONDS = 0.05
 class Scenario:
     """One connector run: a workload, the sandbox's knobs and the connector's config."""
 
-    workload: str  # upsert_new | upsert_existing | update | credit | empty
+    workload: str  # upsert_new | upsert_existing | upsert_mixed | update | credit | empty
     group: str  # baseline | baseline_create_first | default | rtt<ms> | over_limit | ... | overhead | memory
     rows: int
     latency_ms: float
@@ -101,6 +107,7 @@ class Scenario:
     sandbox_burst: int | None = None  # token-bucket capacity; None = one second of the limit
     retry_after: bool = True  # whether the sandbox's 429 carries Retry-After
     state_every: int = 0  # rows between STATE messages; 0 = a tenth of the rows (or --state-every)
+    member_index: bool = False  # a member_index_path, warmed by an unmeasured run before the measured one
     note: str = ""
 
     @property
@@ -113,6 +120,8 @@ class Scenario:
         """The group family used by ``--scenarios``: ``rtt`` and ``limits`` gather their variants."""
         if self.group.startswith("rtt"):
             return "rtt"
+        if self.group in INDEX_GROUPS:
+            return "index"
         if self.group in LIMIT_GROUPS:
             return "limits"
         return "baseline" if self.group.startswith("baseline") else self.group
@@ -141,9 +150,13 @@ class Scenario:
 QUICK = frozenset({
     "upsert_new/baseline", "upsert_new/baseline_create_first", "credit/baseline", "upsert_new/default",
     "update/rtt5", "credit/rtt5", "update/over_limit", "update/small_burst", "update/overhead",
+    "upsert_mixed/index_warm",
 })
 
 #: The ``limits`` family: the budget differs from the server's limit, or the server's burst is small.
+INDEX_GROUPS = ("no_index", "index_warm", "resync_index")
+#: Rows of the re-sync changed since the sync that warmed the index: one in fifty (2%).
+RESYNC_CHANGED_EVERY = 50
 LIMIT_GROUPS = ("over_limit", "over_limit_no_retry_after", "over_limit_small_burst", "half_budget", "small_burst")
 
 
@@ -178,6 +191,16 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
     for workload in ("upsert_new", "upsert_existing"):
         out.append(Scenario(workload, "default", args.rows, lat, limit, limit,
                             note="connector defaults; max_requests_per_minute = sandbox limit"))
+    # The member index: which request a row needs (update or create), and whether it needs one at all.
+    out += [
+        Scenario("upsert_mixed", "no_index", args.rows, lat, limit, limit,
+                 note="new and existing members interleaved 50/50, no member index"),
+        Scenario("upsert_mixed", "index_warm", args.rows, lat, limit, limit, member_index=True,
+                 note="as upsert_mixed/no_index; an earlier sync of the existing half warmed the index "
+                      "(their rows changed since)"),
+        Scenario("upsert_existing", "resync_index", args.resync_rows, lat, limit, limit, member_index=True,
+                 note=f"re-sync of the rows an earlier sync sent (warm index), 1 in {RESYNC_CHANGED_EVERY} changed"),
+    ]
     for rtt in args.rtts:
         for workload in ("update", "credit"):
             out.append(Scenario(workload, f"rtt{rtt:g}", args.sweep_rows, rtt, limit, limit, award_delay=award,
@@ -244,23 +267,40 @@ def member_pool(scenario: Scenario) -> int:
 
 
 def seeded_members(scenario: Scenario) -> list[dict[str, Any]]:
-    """Members that must exist before the run (empty for all-new upserts)."""
-    if scenario.workload not in ("upsert_existing", "update", "credit"):
+    """Members that must exist before the run (empty for all-new upserts; every other one when mixed)."""
+    if scenario.workload == "upsert_mixed":
+        existing: range = range(0, scenario.rows, 2)
+    elif scenario.workload in ("upsert_existing", "update", "credit"):
+        existing = range(member_pool(scenario))
+    else:
         return []
     return [
         {"email_address": email(i), "first_name": "Seed", "last_name": f"Member{i}", "postal_code": "10010"}
-        for i in range(member_pool(scenario))
+        for i in existing
     ]
 
 
-def record_data(scenario: Scenario, i: int) -> dict[str, Any]:
-    """The i-th input row."""
+def row_numbers(scenario: Scenario, *, warm_up: bool = False) -> range:
+    """Which rows an input carries: all, or for the run that warms a member index, what an earlier
+    sync sent (the existing half of a mixed upsert; every row of a re-sync)."""
+    if warm_up and scenario.workload == "upsert_mixed":
+        return range(0, scenario.rows, 2)
+    return range(scenario.rows)
+
+
+def record_data(scenario: Scenario, i: int, *, warm_up: bool = False) -> dict[str, Any]:
+    """The i-th input row (``warm_up``: as the earlier sync that warmed the member index sent it)."""
     if scenario.workload == "credit":
         # Spread over the pool in a scattered order so one member's rows are not back to back.
         member = (i * 7919) % member_pool(scenario)
         return {"user_id": email(member), "activity_id": ACTIVITY_ID, "num_points": 5, "event_id": f"bench-{i}"}
     # Known CrowdTwist fields only: the sandbox has no custom attributes set up.
-    return {"user_id": email(i), "first_name": "Bench", "last_name": f"Row{i}", "postal_code": "10010"}
+    row = {"user_id": email(i), "first_name": "Bench", "last_name": f"Row{i}", "postal_code": "10010"}
+    if warm_up and scenario.workload == "upsert_mixed":
+        row["first_name"] = "Earlier"  # every row of the measured run is a change: the index picks the request
+    if not warm_up and scenario.group == "resync_index" and i % RESYNC_CHANGED_EVERY == 0:
+        row["last_name"] = f"Row{i} changed"
+    return row
 
 
 def sync_mode(scenario: Scenario) -> str:
@@ -280,16 +320,17 @@ def state_message(n: int, emitted: int) -> dict[str, Any]:
     }
 
 
-def write_messages(path: Path, scenario: Scenario, state_every: int = 0) -> int:
+def write_messages(path: Path, scenario: Scenario, state_every: int = 0, *, warm_up: bool = False) -> int:
     """Write the input (records, a state after every tenth of the rows or every ``state_every`` rows, a
     final state); returns the number of states."""
-    every = state_every if state_every > 0 else max(1, math.ceil(scenario.rows / 10))
+    numbers = row_numbers(scenario, warm_up=warm_up)
+    every = state_every if state_every > 0 else max(1, math.ceil(len(numbers) / 10))
     states = 0
     since = 0
     emitted_at = int(time.time() * 1000)
     with path.open("w", encoding="utf-8") as fh:
-        for i in range(scenario.rows):
-            msg = {"type": "RECORD", "record": {"stream": STREAM, "data": record_data(scenario, i),
+        for i in numbers:
+            msg = {"type": "RECORD", "record": {"stream": STREAM, "data": record_data(scenario, i, warm_up=warm_up),
                                                 "emitted_at": emitted_at}}
             fh.write(json.dumps(msg, separators=(",", ":")) + "\n")
             since += 1
@@ -303,7 +344,9 @@ def write_messages(path: Path, scenario: Scenario, state_every: int = 0) -> int:
     return states
 
 
-def write_config(path: Path, scenario: Scenario, base_url: str, *, hmac: bool) -> dict[str, Any]:
+def write_config(
+    path: Path, scenario: Scenario, base_url: str, *, hmac: bool, member_index: Path | None = None
+) -> dict[str, Any]:
     """Write the connector config; returns the bench-relevant part of it (for the report)."""
     config: dict[str, Any] = {
         "api_base_url": base_url,
@@ -321,11 +364,14 @@ def write_config(path: Path, scenario: Scenario, base_url: str, *, hmac: bool) -
         config["upsert_strategy"] = scenario.upsert_strategy
     if scenario.verification is not None:
         config["credit_verification"] = scenario.verification
+    if member_index is not None:
+        config["member_index_path"] = str(member_index)
     if scenario.award_delay is not None:
         # --quick only: the default 10 s would add a fixed pause before the first verified row.
         config["award_queue_delay_seconds"] = scenario.award_delay
     path.write_text(json.dumps(config), encoding="utf-8")
-    shown = {k: v for k, v in config.items() if k not in ("api_base_url", "credentials")}
+    shown = {k: v for k, v in config.items() if k not in ("api_base_url", "credentials", "member_index_path")}
+    shown["member_index"] = member_index is not None
     shown["auth"] = "hmac" if hmac else "api_key"
     shown["sync_mode"] = sync_mode(scenario)
     return shown
@@ -539,8 +585,8 @@ def parse_output(path: Path) -> _Output:
 
 def landed(scenario: Scenario, sandbox: SandboxProcess) -> int | None:
     """Rows whose effect the sandbox shows: credits recorded, or members created / updated."""
-    if scenario.rows == 0 or scenario.rows > VERIFY_LIMIT:
-        return None
+    if scenario.rows == 0 or scenario.rows > VERIFY_LIMIT or scenario.group == "resync_index":
+        return None  # (a re-sync's unchanged rows leave no trace by design)
     if scenario.workload == "credit":
         keys = {c.get("extra_data", {}).get("airbyte_dedupe_key") for c in sandbox.admin("GET", "credits")}
         return len(keys & {f"bench-{i}" for i in range(scenario.rows)})
@@ -593,11 +639,27 @@ class Result:
 
 def method_of(scenario: Scenario, defaults: dict[str, Any]) -> str:
     """How rows are written: the upsert strategy, or the credit verification policy."""
-    if scenario.workload in ("upsert_new", "upsert_existing"):
+    if scenario.workload.startswith("upsert"):
         return scenario.upsert_strategy or str(defaults.get("upsert_strategy"))
     if scenario.workload == "credit":
         return scenario.verification or str(defaults.get("credit_verification"))
     return "-"
+
+
+def warm_up_index(scenario: Scenario, sandbox: SandboxProcess, workdir: Path, index: Path, *, hmac: bool) -> None:
+    """The earlier sync that filled the member index: what it sent (``row_numbers(warm_up=True)``),
+    at zero latency and with no limit, because only the measured sync after it is timed."""
+    fast = Scenario(scenario.workload, scenario.group, scenario.rows, 0.0, None, UNLIMITED_BUDGET,
+                    upsert_strategy=scenario.upsert_strategy, member_index=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    index.unlink(missing_ok=True)
+    write_messages(workdir / "messages.jsonl", fast, warm_up=True)
+    write_config(workdir / "config.json", fast, sandbox.base_url, hmac=hmac, member_index=index)
+    write_catalog(workdir / "catalog.json", fast)
+    sandbox.configure(fast, hmac=hmac)
+    child = run_connector(fast, sandbox, workdir, timeout=60 + scenario.rows / 50)
+    if child.exit_code != 0:
+        raise RuntimeError(f"the run that warms the member index of {scenario.name} failed; see {workdir}")
 
 
 def run_scenario(
@@ -607,10 +669,13 @@ def run_scenario(
     """Prepare, run and measure one scenario."""
     workdir = workroot / scenario.name.replace("/", "-")
     workdir.mkdir(parents=True, exist_ok=True)
+    index = workdir / "member_index.sqlite" if scenario.member_index else None
+    if index is not None:
+        warm_up_index(scenario, sandbox, workdir / "warm-up", index, hmac=hmac)
     write_messages(workdir / "messages.jsonl", scenario, scenario.state_every or state_every)
-    config = write_config(workdir / "config.json", scenario, sandbox.base_url, hmac=hmac)
+    config = write_config(workdir / "config.json", scenario, sandbox.base_url, hmac=hmac, member_index=index)
     write_catalog(workdir / "catalog.json", scenario)
-    sandbox.configure(scenario, hmac=hmac)
+    sandbox.configure(scenario, hmac=hmac)  # (re-seeds the members and zeroes the counters after the warm-up)
     default_concurrency = int(defaults["max_concurrency"])
     cap = scenario.cap_rps()
     # Generous: two requests per row at a tenth of the cap (or 200/s), plus start-up and award wait.
@@ -699,6 +764,31 @@ def _find(results: list[Result], name: str) -> Result | None:
     return next((r for r in results if r.scenario == name), None)
 
 
+def _index_targets(results: list[Result], check: Callable[[str, bool | None, str], None]) -> None:
+    """The member index: about one request per mixed row, and a re-sync that spends requests only on changes."""
+    plain, warm = _find(results, "upsert_mixed/no_index"), _find(results, "upsert_mixed/index_warm")
+    check("upsert_mixed/index_warm requests per row <= 1.05", None if warm is None else warm.requests_per_row <= 1.05,
+          "not run" if warm is None else f"{warm.requests_per_row:.3f} requests/row with a warm index"
+          + (f", {plain.requests_per_row:.3f} without" if plain is not None else ""))
+    resync = _find(results, "upsert_existing/resync_index")
+    check("upsert_existing/resync_index requests per row <= 0.03",
+          None if resync is None else resync.requests_per_row <= 0.03,
+          "not run" if resync is None else f"{resync.requests_per_row:.4f} requests/row ({resync.requests} for "
+                                           f"{resync.rows} rows, 1 in {RESYNC_CHANGED_EVERY} changed)")
+    full, empty = _find(results, "upsert_existing/default"), _find(results, "empty/overhead")
+    name = "upsert_existing/resync_index: >= 30x the rows/s of the same sync without the index"
+    if resync is None or full is None or not full.rows_per_second:
+        check(name, None, "not run")
+        return
+    # Most rows make no request, so the active window (first to last request) would flatter it: the
+    # rate is over the run's wall time beyond the empty run's (start-up and exit).
+    fixed = empty.wall_seconds if empty is not None else 0.0
+    rate = resync.rows / max(resync.wall_seconds - fixed, POLL_SECONDS)
+    speedup = rate / full.rows_per_second
+    check(name, speedup >= 30, f"{rate:.0f} rows/s over {resync.wall_seconds - fixed:.1f} s of wall time beyond "
+                               f"start-up, vs upsert_existing/default {full.rows_per_second:.1f} rows/s = {speedup:.1f}x")
+
+
 def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) -> list[Target]:
     """The issue's targets, checked against this run's figures."""
     out: list[Target] = []
@@ -739,6 +829,7 @@ def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) 
         r = _find(results, f"{workload}/default")
         check(f"{workload}/default requests per row <= 1.1", None if r is None else r.requests_per_row <= 1.1,
               "not run" if r is None else f"{r.requests_per_row:.3f} requests/row")
+    _index_targets(results, check)
     # Speed-up over the one-row-at-a-time baseline at the same round trip.
     same_rtt = f"rtt{baseline_latency:g}"
     for workload in WORKLOADS:
@@ -814,6 +905,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-rows", type=int, help="rows per baseline scenario (default 100; quick 20)")
     p.add_argument("--sweep-rows", type=int, help="rows per round-trip sweep scenario (default 3000; quick 80)")
     p.add_argument("--limit-rows", type=int, help="rows per limits scenario (default 2000; quick 60)")
+    p.add_argument("--resync-rows", type=int, help="rows of the index re-sync (default 20000; quick 100)")
     p.add_argument("--overhead-rows", type=int, help="rows of the zero-latency CPU runs (default 10000; quick 500)")
     p.add_argument("--memory", action="store_true", help="add the peak-RSS run (200,000 rows, a few minutes)")
     p.add_argument("--memory-rows", type=int, default=200_000)
@@ -831,7 +923,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     quick = args.quick
     for name, full, small in (("rows", 3000, 80), ("baseline_rows", 100, 20), ("sweep_rows", 3000, 80),
-                              ("limit_rows", 2000, 60), ("overhead_rows", 10_000, 500), ("latency_ms", 100.0, 5.0),
+                              ("limit_rows", 2000, 60), ("resync_rows", 20_000, 100), ("overhead_rows", 10_000, 500), ("latency_ms", 100.0, 5.0),
                               ("rtts", "20,100,300,500", "5")):
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)

@@ -116,6 +116,22 @@ def test_known_members_do_not_teach_the_learner(tmp_path: Path) -> None:
     w.close()
 
 
+def test_with_a_warm_index_unknown_members_start_create_first(tmp_path: Path) -> None:
+    """An index that already knew members of the program does not know this one: most likely new."""
+    client = FakeCrowdTwist("old@x.com")
+    w = writer(tmp_path, client)  # empty index: the learner's usual start (update-first)
+    assert not w.learner.create_first()
+    write(w, person("old@x.com"))
+    w.close()
+
+    client.calls.clear()
+    w = writer(tmp_path, client)
+    assert w.learner.create_first()
+    assert write(w, person("new@x.com")).kind is OutcomeKind.CREATED
+    assert client.calls == ["POST new@x.com"]  # one request, not PUT 404 then POST
+    w.close()
+
+
 @pytest.mark.parametrize("mode", [UPSERT, UPDATE, INSERT])
 def test_a_row_identical_to_the_last_accepted_write_sends_nothing(tmp_path: Path, mode: str) -> None:
     client = FakeCrowdTwist()

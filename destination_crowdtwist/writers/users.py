@@ -11,8 +11,9 @@ to the other request.
 With a member index (``member_index_path``, see ``writers/member_index.py``) the writer also knows,
 from earlier syncs, which members exist and what it last wrote to them: a known member's upsert
 starts with the update, an unknown one's with the learner's guess (the learner then only watches
-unknown members), and with ``skip_unchanged`` a row identical to the last accepted write is
-settled as ``unchanged`` without a request.
+unknown members, and starts from "new" when the index already knew members of the program), and
+with ``skip_unchanged`` a row identical to the last accepted write is settled as ``unchanged``
+without a request.
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ class UserProfileWriter:
         self._index = MemberIndex(self.cfg.member_index_path, self.cfg.api_base_url)
         if self._index.has_entries():
             logger.info("User Profile: the member index knows members of this program from earlier syncs.")
+            # A member that an index warmed by earlier syncs does not know is most likely new: start
+            # unknown members create-first (the learner still switches back if they turn out to exist).
+            self.learner = UpsertLearner(self.cfg.upsert_strategy, initial_p_new=0.75)
         else:
             logger.info("User Profile: the member index is empty for this program; this sync fills it.")
 
