@@ -214,6 +214,20 @@ class ClientStats:
 
 
 @dataclass(frozen=True)
+class _Wire:
+    """One logical request as ``request`` prepares it once; every attempt sends exactly this."""
+
+    method: str
+    url: str
+    params: Mapping[str, Any] | None
+    data: bytes | None  # the exact bytes that are signed and sent
+    headers: Mapping[str, str]
+    line: str  # the request line, secrets masked, for errors
+    template: str  # e.g. "PUT /v2/users/{user_id}", for the answer's classification
+    endpoint: str  # the statistics key
+
+
+@dataclass(frozen=True)
 class _Failure:
     """A failed attempt: what the retry decision needs, and the errors to raise if it stops here."""
 
@@ -388,11 +402,12 @@ class CrowdTwistClient:
             headers["Content-Type"] = "application/json"
         line = self._request_line(method, path, params)
         template = f"{method} {endpoint.partition(' ')[2] or path}"
+        wire = _Wire(method, url, params, data, headers, line, template, endpoint)
         tally = Tally()
         first_failure: float | None = None
         maybe_applied = False
         while True:
-            result = self._gated_attempt(method, url, params, data, headers, line, template, endpoint)
+            result = self._gated_attempt(wire)
             if isinstance(result, ApiResponse):
                 return dataclasses.replace(result, after_uncertain=True) if maybe_applied else result
             maybe_applied = maybe_applied or not result.outcome.not_processed
@@ -428,17 +443,7 @@ class CrowdTwistClient:
             self.stats.add("uncertain")
             raise UncertainOutcome(result.uncertain, **context) from None
 
-    def _gated_attempt(  # noqa: PLR0917 - private; the request loop passes what it prepared once
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        data: bytes | None,
-        headers: Mapping[str, str],
-        line: str,
-        template: str,
-        endpoint: str,
-    ) -> ApiResponse | _Failure:
+    def _gated_attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """One attempt inside the in-flight gate and the rate budget; its round trip feeds the gate."""
         gate = self._in_flight
         if gate is not None:
@@ -447,9 +452,9 @@ class CrowdTwistClient:
         try:
             if self._rate_budget is not None:
                 self._rate_budget.acquire()
-            self.stats.record_attempt(endpoint)
+            self.stats.record_attempt(wire.endpoint)
             sent = self._clock()
-            result = self._attempt(method, url, params, data, headers, line, template)
+            result = self._attempt(wire)
             # Only a complete answer is a round trip; a timeout would teach the gate a 30 s "RTT".
             if isinstance(result, ApiResponse) or result.outcome.status is not None:
                 rtt = self._clock() - sent
@@ -475,25 +480,16 @@ class CrowdTwistClient:
             parts.append(self._rate_budget.status())
         return ", ".join(parts)
 
-    def _attempt(  # noqa: PLR0917 - private; the request loop passes what it prepared once
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any] | None,
-        data: bytes | None,
-        headers: Mapping[str, str],
-        line: str,
-        endpoint: str,
-    ) -> ApiResponse | _Failure:
+    def _attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """Send once: the answer (OK or REJECT), a failure to decide on, or raise ConfigError."""
         deadline = self._clock() + self._attempt_deadline
         try:
             response = self._session.request(
-                method,
-                url,
-                params=params,
-                data=data,
-                headers=headers,
+                wire.method,
+                wire.url,
+                params=wire.params,
+                data=wire.data,
+                headers=wire.headers,
                 auth=self._auth,
                 timeout=self._timeout,
                 allow_redirects=False,
@@ -502,9 +498,9 @@ class CrowdTwistClient:
             )
         except requests.RequestException as exc:
             self.stats.add("connection_errors")
-            return self._network_failure(exc, line)
+            return self._network_failure(exc, wire.line)
         try:
-            return self._answer(response, line, endpoint, deadline)
+            return self._answer(response, wire.line, wire.template, deadline)
         finally:
             # After a complete read the connection is already back in the pool; otherwise this drops it,
             # so a half-read answer never reaches the next request on a reused connection.
