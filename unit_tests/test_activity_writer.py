@@ -329,6 +329,22 @@ def test_uncertain_and_absent_after_the_queue_delay_is_resent_once() -> None:
     assert client.history_calls >= 2
 
 
+def test_closing_says_how_lost_answers_were_resolved(caplog: pytest.LogCaptureFixture) -> None:
+    time = FakeTime()
+    # e1's answer is lost but it landed; e2's answer is lost and it had not: sent again, then accepted.
+    client = FakeClient([uncertain(), uncertain()], history=[["e1"]])  # then: empty histories, answers 200
+    writer = make_writer(client, time, credit_verification="none")
+    assert settle(writer, row({**BASE, "event_id": "e1"}, 0)).kind == "credited"
+    assert settle(writer, row({**BASE, "event_id": "e2"}, 1)).kind == "credited"
+
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        writer.close()
+
+    assert [c["extra_data"][DEDUPE_KEY_FIELD] for c in client.credits] == ["e1", "e2", "e2"]
+    assert ("2 credit answers were lost after sending (timeouts, dropped connections, server errors); the activity "
+            "history showed 1 of them had landed (not sent again) and 1 had not (sent again).") in caplog.text
+
+
 def test_uncertain_outcomes_beyond_max_retries_stop_the_sync() -> None:
     client = FakeClient([uncertain()] * 3)
     writer = make_writer(client, credit_verification="none", max_retries=2)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,6 +137,10 @@ class ActivityCreditWriter:
         # and each member's activity history once read. Exact, and off the Python heap.
         self._memory = CreditMemory()
         self._unknown_fields_logged: set[tuple[str, str]] = set()
+        # Answers lost after a credit was sent, by what the activity history then showed (for the
+        # closing log line: an operator sees that verification ran and what it decided).
+        self._lost_answers = {"landed": 0, "resent": 0}
+        self._lost_lock = threading.Lock()
         self._ledger: CreditLedger | None = None
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
         self._ledger_trusted = False
@@ -175,10 +180,17 @@ class ActivityCreditWriter:
         """Nothing to do: the ledger commits each mark as it is made (a ``pending`` mark must precede its request)."""
 
     def close(self) -> None:
-        """Close the ledger and drop this sync's scratch memory."""
+        """Close the ledger, drop this sync's scratch memory and say how lost answers were resolved."""
         if self._ledger is not None:
             self._ledger.close()
         self._memory.close()
+        landed, resent = self._lost_answers["landed"], self._lost_answers["resent"]
+        if landed or resent:
+            logger.info(
+                f"Activity Credit: {landed + resent} credit answers were lost after sending (timeouts, dropped "
+                f"connections, server errors); the activity history showed {landed} of them had landed (not sent "
+                f"again) and {resent} had not (sent again)."
+            )
 
     def prepare(self, row: Row) -> Prepared[Credit] | Outcome:
         """Parse one row (on the reader thread, in input order); no request is spent on a bad row."""
@@ -242,6 +254,7 @@ class ActivityCreditWriter:
             except UncertainOutcome as exc:
                 # The request may have been applied: look before sending it again.
                 if self._history_has(credit, replay=False):
+                    self._count_lost("landed")
                     self._mark_done(key, OutcomeKind.CREDITED)
                     return Outcome(OutcomeKind.CREDITED, member, "credited (confirmed in activity history)")
                 if attempts > self.cfg.max_retries:
@@ -252,8 +265,13 @@ class ActivityCreditWriter:
                         status=exc.status,
                         request_line=exc.request_line,
                     ) from exc
+                self._count_lost("resent")
                 continue
             return self._outcome(credit, member, response)
+
+    def _count_lost(self, resolution: str) -> None:
+        with self._lost_lock:
+            self._lost_answers[resolution] += 1
 
     def _outcome(self, credit: Credit, member: str, response: ApiResponse) -> Outcome:
         key = credit.ledger_key
