@@ -115,7 +115,7 @@ class DestinationCrowdtwist(Destination):
         if usage_error:
             raise traced(ConfigError(
                 "The command line is incomplete: use spec, check --config CONFIG, discover --config CONFIG or "
-                "write --config CONFIG --catalog CATALOG."
+                "write --config CONFIG --catalog CATALOG (and replay-rejects FILE to send rejected rows again)."
             )) from None
         messages = _as_generator(self.run_cmd(parsed_args))
         interrupted: Terminated | None = None

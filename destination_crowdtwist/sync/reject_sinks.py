@@ -68,6 +68,11 @@ class LocalFileSink:
             "message": outcome.message if pii else mask_text(outcome.message or ""),
             "http_status": outcome.status,
             "record": row.data if pii else mask_record(row.data),
+            # What `destination-crowdtwist replay-rejects` needs: the stream as the catalog names it,
+            # and whether "record" is the row as received (a masked one must never be sent again).
+            "namespace": row.stream.namespace,
+            "name": row.stream.name,
+            "pii": pii,
         }
         self._write(line)
 
