@@ -6,6 +6,8 @@
 Start and stop take a few milliseconds each.
 ``moto_s3``          a real S3 API (moto_server on 127.0.0.1, IAM auth on), one per session (moto_s3.py).
 ``s3_bucket``        a new, empty bucket on it for one test.
+``source_faker``     source-faker in its own cached venv, one per session (faker_source.py); skips, with
+                     pip's reason, when it cannot be installed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from faker_source import FakerUnavailable, InstallReport, ensure_source_faker
 from moto_s3 import MotoS3
 
 from crowdtwist_sandbox import Sandbox, SandboxOptions
@@ -74,3 +77,15 @@ def s3_bucket(moto_s3: MotoS3) -> str:
     name = f"rejects-{uuid.uuid4().hex[:12]}"
     moto_s3.create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def source_faker() -> InstallReport:
+    """source-faker in its own cached venv; skips (with pip's reason) when it cannot be installed."""
+    try:
+        report = ensure_source_faker()
+    except FakerUnavailable as exc:
+        pytest.skip(str(exc))
+    how = "reused cached venv" if report.reused else f"installed in {report.seconds:.1f} s"
+    print(f"source-faker: {how} ({report.executable})")
+    return report

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faker_source import FakerUnavailable, ensure_source_faker, iter_jsonl, location_rejected_ids
+from faker_source import iter_jsonl, location_rejected_ids
 from tool_venv import ROOT, InstallReport, ToolUnavailable, ensure_tool_venv
 
 from crowdtwist_sandbox import DEFAULT_API_KEY, Sandbox, SandboxOptions
@@ -92,18 +92,6 @@ def pyairbyte() -> InstallReport:
     how = "reused cached venv" if report.reused else f"installed in {report.seconds:.1f} s"
     print(f"PyAirbyte: {how} ({report.executable})")
     return report
-
-
-@pytest.fixture(scope="session")
-def faker_executable() -> Path:
-    """source-faker in its own cached venv (shared with test_source_faker.py); skips when unavailable."""
-    try:
-        report = ensure_source_faker()
-    except FakerUnavailable as exc:
-        pytest.skip(str(exc))
-    how = "reused cached venv" if report.reused else f"installed in {report.seconds:.1f} s"
-    print(f"source-faker: {how} ({report.executable})")
-    return report.executable
 
 
 _WRAPPER = '''#!{python}
@@ -176,7 +164,7 @@ def _summary(stdout: str) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # a first run installs source-faker and PyAirbyte inside this test's setup
 def test_pyairbyte_writes_source_faker_users_through_local_executable(
-    tmp_path: Path, pyairbyte: InstallReport, faker_executable: Path
+    tmp_path: Path, pyairbyte: InstallReport, source_faker: InstallReport
 ) -> None:
     capture = tmp_path / "capture"
     capture.mkdir()
@@ -199,7 +187,7 @@ def test_pyairbyte_writes_source_faker_users_through_local_executable(
         config_path = tmp_path / "destination.json"
         config_path.write_text(json.dumps(_destination_config(sb, rejects)))
         plan = {
-            "faker_executable": str(faker_executable),
+            "faker_executable": str(source_faker.executable),
             "faker_config": {
                 "count": USERS, "seed": SEED, "records_per_slice": RECORDS_PER_SLICE,
                 "parallelism": 1, "always_updated": False,

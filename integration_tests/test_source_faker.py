@@ -32,19 +32,17 @@ one row of 200 (faker id 5, US).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from faker_source import (
-    FakerUnavailable,
     InstallReport,
     configured_users_catalog,
     discover,
-    ensure_source_faker,
     iter_jsonl,
+    location_rejected_ids,
     pipe_source_into,
 )
 
@@ -65,18 +63,6 @@ COMMON_MAPPING = [
 ]
 # The only reason class this data can earn with this mapping (see the module docstring).
 EXPECTED_REASONS = {Reason.LOCATION.value}
-
-
-@pytest.fixture(scope="session")
-def source_faker() -> InstallReport:
-    """source-faker in its own cached venv; skips (with pip's reason) when it cannot be installed."""
-    try:
-        report = ensure_source_faker()
-    except FakerUnavailable as exc:
-        pytest.skip(str(exc))
-    how = "reused cached venv" if report.reused else f"installed in {report.seconds:.1f} s"
-    print(f"source-faker: {how} ({report.executable})")
-    return report
 
 
 def _faker_files(tmp_path: Path, exe: Path, mode: str) -> tuple[Path, Path]:
@@ -115,16 +101,6 @@ def _destination_config(sb: Sandbox, mode: str, rejects: Path) -> dict[str, Any]
     else:
         config["field_mapping"] = [{"source": "email", "destination": "email_address"}, *COMMON_MAPPING]
     return config
-
-
-def _expected_rejected_ids(users: list[dict[str, Any]]) -> set[int]:
-    # Independent of the connector: CrowdTwist's location rule applied to the mapped fields.
-    out = set()
-    for user in users:
-        country, postal = user["address"]["country_code"], user["address"]["postal_code"]
-        if country == "US" or (country == "CA" and not re.fullmatch(r"[A-Z]\d[A-Z] \d[A-Z]\d", postal)):
-            out.add(user["id"])
-    return out
 
 
 @pytest.mark.slow
@@ -167,7 +143,7 @@ def test_source_faker_users_piped_into_write_become_members(tmp_path: Path, sour
     valid_reasons = {reason.value for reason in Reason}
     assert {row["reason_class"] for row in rejected_rows} <= valid_reasons
     assert {row["reason_class"] for row in rejected_rows} <= EXPECTED_REASONS, rejected_rows[:3]
-    expected_rejected = _expected_rejected_ids(users)
+    expected_rejected = location_rejected_ids(users)
     assert {row["record"]["id"] for row in rejected_rows} == expected_rejected
     assert rejected == len(rejected_rows) == len(expected_rejected)
 
