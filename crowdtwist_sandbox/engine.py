@@ -185,7 +185,7 @@ class SandboxEngine:
         target, path, query = split_target(raw_target)
         request = _Request(method.upper(), target, path, parse_qs(query, keep_blank_values=True), headers, body)
         if path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
-            return self._admin(request)
+            return self._admin_delete(request) if request.method == "DELETE" else self._admin(request)
         return self._api(request)
 
     # ------------------------------------------------------------------ API
@@ -388,6 +388,17 @@ class SandboxEngine:
         return Reply.json(200, items)
 
     # ------------------------------------------------------------------ admin API (no auth, no faults)
+    def _admin_delete(self, request: _Request) -> Reply:
+        """``DELETE /__sandbox/members/{id}``: a member deleted outside the connector, at once."""
+        name = request.path[len(ADMIN_PREFIX) :].strip("/")
+        member_id = name[len("members/") :] if name.startswith("members/") else ""
+        if not member_id.isdigit():
+            return Reply.json(404, {"error": "page_not_found", "message": f"No admin endpoint DELETE {name}"})
+        try:
+            return Reply.json(200, self.state.delete_member(int(member_id)))
+        except ApiError as err:
+            return Reply.error(err)
+
     def _admin(self, request: _Request) -> Reply:
         name = request.path[len(ADMIN_PREFIX) :].strip("/")
         now = self.options.clock()

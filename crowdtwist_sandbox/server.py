@@ -227,6 +227,15 @@ class Sandbox:
         """Every member's profile, in creation order."""
         return self._engine.state.profiles(self._now())
 
+    def delete_member(self, id_type: str, value: str | int) -> dict[str, Any]:
+        """Delete a member at once (as Control Center or another integration would); returns its last
+        profile. Raises ``ValueError`` when no member has this identifier.
+        """
+        found = self.member(id_type, value)
+        if found is None:
+            raise ValueError(f"no member with this {id_type}")
+        return self._engine.state.delete_member(int(found["id"]))
+
     def member(self, id_type: str, value: str | int) -> dict[str, Any] | None:
         """One member's profile by ``id_type`` (id, email, third_party_id, username, mobile_phone_number)."""
         if id_type not in SUPPORTED_ID_TYPES:

@@ -208,6 +208,22 @@ class ProgramState:
             self._reindex(member, old)
             return render_profile(member)
 
+    def delete_member(self, member_id: int) -> dict[str, Any]:
+        """Remove a member at once, as an outside deletion (Control Center, another integration) leaves
+        it: its identifiers are free again and the API answers 404 for it. Returns the last profile.
+
+        Raises the 404 ApiError when there is no such member. (CrowdTwist's own ``DELETE
+        /v2/users/{id}`` queues the deletion; this admin shortcut skips the queue.)
+        """
+        with self._lock:
+            member = self._members.get(member_id)
+            if member is None:
+                raise user_not_found()
+            profile = render_profile(member)
+            del self._members[member_id]
+            self._reindex({"id": member_id}, member)
+            return profile
+
     def seed_member(self, fields: Mapping[str, Any], now: float) -> dict[str, Any]:
         """Store a member without request validation (test seeding); uniqueness still applies."""
         data = dict(fields)

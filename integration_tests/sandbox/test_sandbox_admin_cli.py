@@ -58,6 +58,25 @@ def test_admin_options_and_reset(sandbox):
     assert api.get("/v2/activities").status_code == 503
 
 
+def test_admin_delete_member_frees_its_identifiers(sandbox):
+    """A member deleted outside the connector: the API answers 404 for it and the email can be taken again."""
+    seeded = admin(sandbox, "POST", "members", {"email_address": "d@example.com", "first_name": "D", "last_name": "T"})
+    member_id = seeded.json()["id"]
+    deleted = admin(sandbox, "DELETE", f"members/{member_id}")
+    assert (deleted.status_code, deleted.json()["email_address"]) == (200, "d@example.com")
+    api = Api(sandbox.base_url)
+    assert api.get("/v2/users/d@example.com?id_type=email").status_code == 404
+    assert admin(sandbox, "DELETE", f"members/{member_id}").status_code == 404
+    assert admin(sandbox, "DELETE", "members/x").status_code == 404
+    again = api.post("/v2/users", {"email_address": "d@example.com", "first_name": "D", "last_name": "T",
+                                   "postal_code": "10010"})
+    assert again.status_code == 200 and again.json()["id"] != member_id
+    assert sandbox.delete_member("email", "d@example.com")["id"] == again.json()["id"]
+    assert sandbox.members() == []
+    with pytest.raises(ValueError, match="no member"):
+        sandbox.delete_member("email", "d@example.com")
+
+
 def test_admin_errors(sandbox):
     assert admin(sandbox, "POST", "options", {"no_such_knob": 1}).status_code == 400
     assert admin(sandbox, "POST", "options", {"error_rate": 3}).status_code == 400
