@@ -274,6 +274,7 @@ class ConnectorConfig:
     upsert_strategy: UpsertStrategy = _DEFAULTS["upsert_strategy"]
     member_index_path: str | None = _DEFAULTS["member_index_path"]
     skip_unchanged: bool = _DEFAULTS["skip_unchanged"]
+    member_index_max_age_days: int = _DEFAULTS["member_index_max_age_days"]
     max_concurrency: int = _DEFAULTS["max_concurrency"]
     max_requests_per_minute: int = _DEFAULTS["max_requests_per_minute"]
     max_retries: int = _DEFAULTS["max_retries"]
@@ -705,6 +706,7 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         upsert_strategy=_choice(raw, "upsert_strategy"),
         member_index_path=_string(raw, "member_index_path", "a file path"),
         skip_unchanged=_bool(raw, "skip_unchanged"),
+        member_index_max_age_days=_number(raw, "member_index_max_age_days"),
         max_concurrency=_number(raw, "max_concurrency"),
         max_requests_per_minute=_number(raw, "max_requests_per_minute"),
         max_retries=_number(raw, "max_retries"),

@@ -11,7 +11,8 @@ import argparse
 import logging
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator, Mapping, MutableMapping
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from airbyte_cdk.destinations import Destination
@@ -95,6 +96,12 @@ class DestinationCrowdtwist(Destination):
 
     # Config errors are reported by parse_config with field names (see run_cmd below).
     check_config_against_spec = False
+
+    def __init__(self, *, index_clock: Callable[[], float] = time.time) -> None:
+        """``index_clock``: epoch seconds by which the member index dates and ages its entries
+        (tests inject a fake one to let days pass between syncs).
+        """
+        self._index_clock = index_clock
 
     # -- entry point (fixes CDK 7.x pitfalls; see protocol.py) ------------------------------------
 
@@ -245,14 +252,18 @@ class DestinationCrowdtwist(Destination):
             streams = _stream_contexts(configured_catalog, cfg)
         except CrowdTwistError as exc:
             raise traced(exc) from None
-        yield from _Sync(cfg, streams).run(input_messages)
+        yield from _Sync(cfg, streams, index_clock=self._index_clock).run(input_messages)
 
 
 class _Sync:
     """One run of ``write``: owns the client, writer, report and pipeline."""
 
-    def __init__(self, cfg: ConnectorConfig, streams: dict[StreamKey, StreamContext]) -> None:
+    def __init__(
+        self, cfg: ConnectorConfig, streams: dict[StreamKey, StreamContext], *,
+        index_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg = cfg
+        self.index_clock = index_clock
         self.streams = streams
         self.skipped_streams: set[StreamKey] = set()
         self.writers: list[Writer] = []
@@ -265,7 +276,7 @@ class _Sync:
         except CrowdTwistError as exc:
             raise traced(exc) from None
         objects = sorted({stream.object_name for stream in self.streams.values()})
-        writers = {name: make_writer(name, cfg, client) for name in objects}
+        writers = {name: make_writer(name, cfg, client, index_clock=self.index_clock) for name in objects}
         self.writers = list(writers.values())
         pipeline = Pipeline(
             report,

@@ -7,6 +7,7 @@ and ``writers/`` never build their own client.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from requests.auth import AuthBase
@@ -74,12 +75,17 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
     )
 
 
-def make_writer(object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient) -> Writer:
-    """The writer of one CrowdTwist object (``writers/objects.py``); it serves every stream routed there."""
+def make_writer(
+    object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient, *, index_clock: Callable[[], float] = time.time
+) -> Writer:
+    """The writer of one CrowdTwist object (``writers/objects.py``); it serves every stream routed there.
+
+    ``index_clock`` dates and ages the member index's entries (User Profile).
+    """
     if object_name == ACTIVITY_CREDIT:
         return ActivityCreditWriter(cfg, client)
     if object_name == USER_PROFILE:
-        return UserProfileWriter(cfg, client)
+        return UserProfileWriter(cfg, client, clock=index_clock)
     raise ValueError(f"no writer for object {object_name!r}")
 
 

@@ -3,9 +3,12 @@ echoed only after the index holds their rows, stale entries, and the skip_unchan
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
 
 from crowdtwist_sandbox import DEFAULT_API_KEY, Sandbox
@@ -48,11 +51,15 @@ def person(email: str, **extra: Any) -> dict[str, Any]:
     return {"user_id": email, "first_name": "Ann", "last_name": "Lee", "postal_code": "10010", **extra}
 
 
-def sync(cfg: dict[str, Any], rows: list[dict[str, Any]], sb: Sandbox) -> tuple[list[Any], int]:
-    """Run one upsert sync of ``rows`` (one state at the end); the echoed states and its request count."""
+def sync(
+    cfg: dict[str, Any], rows: list[dict[str, Any]], sb: Sandbox, *, clock: Callable[[], float] = time.time,
+    mode: str = UPSERT,
+) -> tuple[list[Any], int]:
+    """Run one sync of ``rows`` (one state at the end); the echoed states and its request count."""
     before = sb.request_counts().get("total", 0)
     messages = [*(rec(row) for row in rows), state(1)]
-    out = list(DestinationCrowdtwist().write(config=cfg, configured_catalog=catalog(), input_messages=iter(messages)))
+    destination = DestinationCrowdtwist(index_clock=clock)
+    out = list(destination.write(config=cfg, configured_catalog=catalog(mode), input_messages=iter(messages)))
     return out, sb.request_counts()["total"] - before
 
 
@@ -134,3 +141,51 @@ def test_a_stale_index_is_corrected_and_unchanged_rows_are_the_documented_caveat
                        [person(f"m{i}@example.com", first_name="Back") for i in range(10)], sandbox)
     assert requests == 10
     assert sandbox.request_counts().get("PUT /v2/users/{id}", 0) == 20
+
+
+DAY = 86400.0
+
+
+def test_members_deleted_or_changed_outside_are_healed_once_their_entries_expire(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Issue 21 item 4: 10 members changed and 10 deleted in CrowdTwist; a re-sync of the same rows
+    within the max age sends nothing (the caveat), after it re-creates and corrects them."""
+    now = [1_800_000_000.0]
+    clock = lambda: now[0]  # noqa: E731
+    cfg = config(sandbox, tmp_path, member_index_max_age_days=7)
+    rows = [person(f"m{i}@example.com", first_name=f"Name{i}") for i in range(30)]
+    out, sent = sync(cfg, rows, sandbox, clock=clock)
+    assert record_count(out) == 30
+    for i in range(10):
+        sandbox.delete_member("email", f"m{i}@example.com")
+    for i in range(10, 20):  # another integration changes 10 members through the API
+        answer = requests.put(
+            f"{sandbox.base_url}/v2/users/m{i}@example.com", params={"id_type": "email"},
+            json={"first_name": "Outside", "last_name": "Changed"},
+            headers={"X-CT-Authorization": f"CTApiKey {DEFAULT_API_KEY}"}, timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+    assert len(sandbox.members()) == 20
+    assert sandbox.member("email", "m15@example.com")["first_name"] == "Outside"  # type: ignore[index]
+
+    now[0] += 2 * DAY  # young entries are trusted: nothing is sent (the documented caveat)
+    out, sent = sync(cfg, rows, sandbox, clock=clock)
+    assert (record_count(out), sent) == (30.0, 0)
+
+    now[0] += 5 * DAY  # 7 days after the writes: past every entry's limit
+    before = sandbox.request_counts()
+    out, sent = sync(cfg, rows, sandbox, clock=clock)
+    assert record_count(out) == 30
+    by_email = {m["email_address"]: m for m in sandbox.members()}
+    assert len(by_email) == 30  # the 10 deleted members are back, once each
+    assert all(by_email[f"m{i}@example.com"]["first_name"] == f"Name{i}" for i in range(30))
+    assert all(by_email[f"m{i}@example.com"]["last_name"] == "Lee" for i in range(30))
+    # 30 PUTs (10 answered "not found") and 10 POSTs re-creating the deleted members.
+    assert sent == 40
+    after = sandbox.request_counts()
+    delta = {key: after.get(key, 0) - before.get(key, 0) for key in ("PUT /v2/users/{id}", "POST /v2/users", "404")}
+    assert delta == {"PUT /v2/users/{id}": 30, "POST /v2/users": 10, "404": 10}
+
+    now[0] += 1 * DAY  # the writes dated the entries afresh: trusted again
+    assert sync(cfg, rows, sandbox, clock=clock)[1] == 0

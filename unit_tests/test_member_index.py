@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +16,13 @@ import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.writers.ledger import CreditLedger
-from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
+from destination_crowdtwist.writers.member_index import (
+    EXPIRY_SPREAD,
+    MemberEntry,
+    MemberIndex,
+    expiry_age,
+    fingerprint,
+)
 
 PROGRAM = "https://api123.crowdtwist.com"
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,3 +288,105 @@ def test_a_200k_member_index_is_searched_by_primary_key_with_flat_memory(path: s
     assert grown_mib < 16, f"resident memory grew by {grown_mib:.1f} MiB over 120k lookups"
     assert elapsed / 120_000 < 0.001  # well under a millisecond each (about 10 us here)
     index.close()
+
+
+# --- age: entries are trusted for at most max_age, expiries spread per member ----------------------
+
+DAY = 86400.0
+WEEK = 7 * DAY
+T0 = 1_800_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def expired_members(index: MemberIndex, members: list[str]) -> set[str]:
+    found = {m: index.lookup("email", m) for m in members}
+    assert all(entry is not None for entry in found.values())
+    return {m for m, entry in found.items() if entry is not None and entry.expired}
+
+
+def test_an_entry_expires_at_its_own_age_limit_within_the_last_half_of_max_age(path: str) -> None:
+    clock = FakeClock()
+    index = MemberIndex(path, PROGRAM, clock=clock, max_age=WEEK)
+    index.record("email", "a@example.com", fingerprint=b"f" * 16, crowdtwist_id="7")
+    assert index.lookup("email", "a@example.com") == MemberEntry("7", b"f" * 16)  # staged: fresh
+    index.commit()
+    digest = hashlib.sha256(b"a@example.com").digest()[:16]
+    limit = expiry_age(digest, int(T0), WEEK)
+    assert WEEK * (1 - EXPIRY_SPREAD) <= limit <= WEEK
+    clock.now = T0 + math.floor(limit) - 1
+    assert index.lookup("email", "a@example.com") == MemberEntry("7", b"f" * 16, expired=False)
+    clock.now = T0 + math.ceil(limit)
+    assert index.lookup("email", "a@example.com") == MemberEntry("7", b"f" * 16, expired=True)
+    # A new accepted write dates the entry afresh.
+    index.record("email", "a@example.com", fingerprint=b"g" * 16)
+    index.commit()
+    assert index.lookup("email", "a@example.com") == MemberEntry("7", b"g" * 16, expired=False)
+    index.close()
+
+
+def test_entries_written_together_expire_spread_over_days_not_in_one_sync(path: str) -> None:
+    """Daily syncs of one table, all of it written on day 0: each sync re-sends a bounded share."""
+    clock = FakeClock()
+    index = MemberIndex(path, PROGRAM, clock=clock, max_age=WEEK, flush_every=10_000)
+    members = [f"member{i}@example.com" for i in range(2000)]
+    for member in members:
+        index.record("email", member, fingerprint=b"f" * 16)
+    index.commit()
+    resent_per_day: list[int] = []
+    last_sent = dict.fromkeys(members, 0)
+    for day in range(1, 50):
+        clock.now = T0 + day * DAY
+        due = expired_members(index, members)
+        for member in due:  # the sync sends them again; the accepted writes date them afresh
+            index.record("email", member, fingerprint=b"f" * 16)
+            last_sent[member] = day
+        index.commit()
+        resent_per_day.append(len(due))
+        # Nobody waits longer than max_age to be sent again.
+        assert all(day - sent <= 7 for sent in last_sent.values())
+    # Nothing before half the period; then at most about 2/7 of the table per daily sync (uniform over
+    # the last 3.5 days), never the whole table at once, and the syncs do not fall into step later.
+    assert resent_per_day[:3] == [0, 0, 0]
+    assert max(resent_per_day) <= 0.33 * len(members), resent_per_day
+    later = resent_per_day[14:]
+    assert max(later) <= 0.3 * len(members) and min(later) >= 0.08 * len(members), resent_per_day
+    assert sum(resent_per_day[3:7]) == len(members)  # every member re-sent within the first period
+    # Deterministic per member: another process agrees on who is due.
+    other = MemberIndex(path, PROGRAM, clock=FakeClock(clock.now + 3 * DAY), max_age=WEEK)
+    assert expired_members(other, members) == expired_members(
+        MemberIndex(path, PROGRAM, clock=FakeClock(clock.now + 3 * DAY), max_age=WEEK), members)
+    other.close()
+    index.close()
+
+
+def test_an_entry_dated_in_the_future_is_not_trusted(path: str) -> None:
+    writer_clock = FakeClock(T0 + 30 * DAY)  # written by a machine whose clock ran a month ahead
+    index = MemberIndex(path, PROGRAM, clock=writer_clock)
+    index.record("email", "a@example.com", fingerprint=b"f" * 16)
+    index.close()
+    reader = MemberIndex(path, PROGRAM, clock=FakeClock(T0), max_age=WEEK)
+    entry = reader.lookup("email", "a@example.com")
+    assert entry is not None and entry.expired
+    reader.close()
+
+
+def test_an_index_written_before_entries_aged_ages_from_its_last_writes(path: str) -> None:
+    """Files from earlier versions have the same layout (updated_at was always written): no migration,
+    and their entries are as old as their last write, not new."""
+    old = MemberIndex(path, PROGRAM, clock=FakeClock(T0))  # max_age=None: how the earlier version used it
+    old.record("email", "a@example.com", fingerprint=b"f" * 16)
+    old.record("email", "b@example.com", fingerprint=b"f" * 16)
+    old.close()
+    assert [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(members)")] == [
+        "scope", "member", "crowdtwist_id", "fingerprint", "updated_at"]
+    assert expired_members(MemberIndex(path, PROGRAM, clock=FakeClock(T0 + DAY), max_age=WEEK),
+                           ["a@example.com", "b@example.com"]) == set()
+    assert expired_members(MemberIndex(path, PROGRAM, clock=FakeClock(T0 + WEEK), max_age=WEEK),
+                           ["a@example.com", "b@example.com"]) == {"a@example.com", "b@example.com"}

@@ -3,7 +3,8 @@ write-ahead clearing; against an in-memory fake of CrowdTwist's member endpoints
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,16 @@ class FakeCrowdTwist:
         return ApiResponse(200, dict(self.members[user_id]), {}, endpoint="GET /v2/users/{user_id}")
 
 
-def writer(tmp_path: Path, client: FakeCrowdTwist, **config: Any) -> UserProfileWriter:
+def writer(
+    tmp_path: Path, client: FakeCrowdTwist, *, clock: Callable[[], float] = time.time, **config: Any
+) -> UserProfileWriter:
     raw = {
         "api_base_url": PROGRAM,
         "credentials": {"auth_type": "api_key", "api_key": "k"},
         "member_index_path": str(tmp_path / "members.sqlite"),
         **config,
     }
-    w = UserProfileWriter(parse_config(raw), client)  # type: ignore[arg-type]
+    w = UserProfileWriter(parse_config(raw), client, clock=clock)  # type: ignore[arg-type]
     w.start()
     return w
 
@@ -98,7 +101,7 @@ def test_first_sync_fills_the_index_and_the_next_one_updates_known_members_first
     assert write(w, person("other@x.com")).kind is OutcomeKind.CREATED
     # A known member costs one PUT whatever the strategy says; the unknown one follows the strategy.
     assert client.calls == ["PUT old@x.com", "POST other@x.com"]
-    assert w.index_counts == {"known": 1, "unknown": 1, "skipped": 0, "corrected": 0}
+    assert w.index_counts == {"known": 1, "unknown": 1, "skipped": 0, "expired": 0, "corrected": 0}
     w.close()
 
 
@@ -255,3 +258,86 @@ def test_without_an_index_nothing_changes(tmp_path: Path) -> None:
     w.close()
     assert client.calls == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]
     assert not (tmp_path / "members.sqlite").exists()
+
+
+# --- the age of entries (member_index_max_age_days) ------------------------------------------------
+
+DAY = 86400.0
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sync(tmp_path: Path, client: FakeCrowdTwist, clock: FakeClock, rows: list[dict[str, Any]], mode: str = UPSERT,
+         **config: Any) -> tuple[list[OutcomeKind], dict[str, int]]:
+    """One sync of ``rows`` with a fresh writer (as a new process would): outcome kinds and index counts."""
+    w = writer(tmp_path, client, clock=clock, **config)
+    kinds = [write(w, row, mode).kind for row in rows]
+    w.checkpoint()
+    w.close()
+    return kinds, w.index_counts
+
+
+def test_entries_older_than_the_max_age_are_sent_again_so_outside_deletions_and_changes_heal(tmp_path: Path) -> None:
+    client, clock = FakeCrowdTwist(), FakeClock()
+    rows = [person("kept@x.com"), person("changed@x.com"), person("deleted@x.com")]
+    sync(tmp_path, client, clock, rows)
+    # Outside the connector: one member changed in Control Center, one deleted.
+    client.members["changed@x.com"]["first_name"] = "Outside"
+    del client.members["deleted@x.com"]
+    client.calls.clear()
+
+    clock.now += 1 * DAY  # young entries are trusted: the documented caveat, for a while
+    kinds, _ = sync(tmp_path, client, clock, rows)
+    assert kinds == [OutcomeKind.UNCHANGED] * 3 and client.calls == []
+
+    clock.now += 6 * DAY  # 7 days after the write: every entry is past its limit (at most the max age)
+    kinds, counts = sync(tmp_path, client, clock, rows)
+    assert kinds == [OutcomeKind.UPDATED, OutcomeKind.UPDATED, OutcomeKind.CREATED]
+    # The deleted member's update is answered "not found": the upsert falls back to a create.
+    assert client.calls == ["PUT kept@x.com", "PUT changed@x.com", "PUT deleted@x.com", "POST deleted@x.com"]
+    assert client.members["changed@x.com"]["first_name"] == "Ann"
+    assert {k: v for k, v in client.members["deleted@x.com"].items() if k != "id"} == {
+        "email_address": "deleted@x.com", **payload_of(person("deleted@x.com"))}
+    assert (counts["expired"], counts["corrected"], counts["skipped"]) == (3, 1, 0)
+
+    # The writes dated the entries afresh: the next sync trusts them again.
+    client.calls.clear()
+    clock.now += 1 * DAY
+    kinds, _ = sync(tmp_path, client, clock, rows)
+    assert kinds == [OutcomeKind.UNCHANGED] * 3 and client.calls == []
+
+
+def test_an_expired_identifier_only_row_is_checked_and_its_entry_dated_afresh(tmp_path: Path) -> None:
+    client, clock = FakeCrowdTwist(), FakeClock()
+    sync(tmp_path, client, clock, [person("a@x.com"), person("b@x.com")])
+    del client.members["b@x.com"]
+    client.calls.clear()
+    clock.now += 7 * DAY
+    only_ids = [{"user_id": "a@x.com"}, {"user_id": "b@x.com"}]
+    kinds, counts = sync(tmp_path, client, clock, only_ids, custom_attributes=[])
+    # Nothing to update: the create (which needs names) cannot be sent, so a read says whether the member exists.
+    assert kinds[0] is OutcomeKind.UNCHANGED and counts["expired"] == 2
+    assert kinds[1] is OutcomeKind.REJECTED  # b was deleted and an identifier-only row cannot create it
+    client.calls.clear()
+    clock.now += 1 * DAY
+    kinds, _ = sync(tmp_path, client, clock, only_ids[:1])
+    assert kinds == [OutcomeKind.UNCHANGED] and client.calls == []
+
+
+def test_update_mode_sends_an_expired_row_and_rejects_a_deleted_member(tmp_path: Path) -> None:
+    client, clock = FakeCrowdTwist(), FakeClock()
+    sync(tmp_path, client, clock, [person("gone@x.com")])
+    del client.members["gone@x.com"]
+    clock.now += 7 * DAY
+    kinds, counts = sync(tmp_path, client, clock, [person("gone@x.com")], UPDATE)
+    assert kinds == [OutcomeKind.REJECTED]  # update never creates; the row says why
+    assert (counts["expired"], counts["corrected"]) == (1, 1)
+    assert index_view(tmp_path).lookup("email", "gone@x.com") is None

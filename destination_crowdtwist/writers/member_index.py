@@ -21,6 +21,17 @@ Rules that keep it from ever lying about what CrowdTwist holds:
    the member now holds the new ones.
 3. **Scope.** Entries are keyed by (program, identifier type, member): an index filled against the
    sandbox or with another identifier type is never consulted for this program.
+4. **Age.** An entry is trusted for at most ``max_age`` seconds (``member_index_max_age_days``)
+   after the write it records (``updated_at``, the commit time of the last accepted write). Then
+   :meth:`MemberIndex.lookup` reports it ``expired`` and the writer sends the row again, so a
+   member deleted or changed in CrowdTwist outside the connector is re-created or corrected within
+   that time. Each entry's limit is shortened by up to :data:`EXPIRY_SPREAD` of it, by a share
+   drawn from its member digest and write time (:func:`expiry_age`): members written in one sync
+   expire over the last half of the period, not all in one later sync, and since every re-send
+   draws again, periodic syncs do not fall back into step. The layout is unchanged: ``updated_at`` has been in
+   every index file since the first version, so an existing file ages from its last writes and
+   needs no migration; an entry dated in the future (a clock set back, a file from another
+   machine) is not trusted.
 
 Memory stays flat whatever the size of the file: every lookup is one primary-key search (a B-tree,
 O(log n)); nothing is loaded whole. Identifiers are stored as SHA-256 digests, never in clear
@@ -50,6 +61,12 @@ logger = logging.getLogger("airbyte")
 FLUSH_EVERY = 1000
 #: Bytes kept of each SHA-256 digest: 128 bits make an accidental collision practically impossible.
 DIGEST_BYTES = 16
+#: An entry's age limit is ``max_age x (1 - EXPIRY_SPREAD x share)``, ``share`` in [0, 1) drawn from the
+#: member's digest and the entry's write time: entries written together expire spread over the last
+#: half of the period.
+EXPIRY_SPREAD = 0.5
+#: An entry dated further than this in the future is not trusted (clock set back, file copied).
+FUTURE_SLACK_SECONDS = 3600.0
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS member_scopes ("
@@ -83,27 +100,49 @@ def _member_digest(user_id: str) -> bytes:
     return hashlib.sha256(user_id.encode("utf-8")).digest()[:DIGEST_BYTES]
 
 
+def expiry_age(member: bytes, updated_at: int, max_age: float) -> float:
+    """How old (seconds) the entry of ``member`` (its digest) written at ``updated_at`` may get before
+    its row is sent again.
+
+    Between ``max_age x (1 - EXPIRY_SPREAD)`` and ``max_age``, by a share hashed from the digest and
+    the write time (8 bytes of SHA-256 as a fraction of 2**64). Deterministic: every process agrees
+    when an entry expires, and tests are exact. Uniform over members: a table written in one sync is
+    re-sent over the last half of the period (with daily syncs and 7 days, about 2/7 of it per sync
+    at most). Drawn again at each write: a share fixed per member would give each member a fixed
+    period, and with periodic syncs the members of periods 4 and 5 days would all come due together
+    every 20 days.
+    """
+    digest = hashlib.sha256(member + int(updated_at).to_bytes(8, "big", signed=True)).digest()
+    share = int.from_bytes(digest[:8], "big") / 2.0**64
+    return max_age * (1.0 - EXPIRY_SPREAD * share)
+
+
 @dataclass(frozen=True)
 class MemberEntry:
     """What the index knows of one member: it exists, and maybe its id and last written fields.
 
     ``fingerprint`` is None when the fields the member holds are not known (cleared before a write
-    that did not commit, or a write whose answer did not say).
+    that did not commit, or a write whose answer did not say). ``expired``: the entry is older than
+    the member's age limit (rule 4 of the module docstring); its row must be sent again.
     """
 
     crowdtwist_id: str | None
     fingerprint: bytes | None
+    expired: bool = False
 
 
 class MemberIndex:
     """Thread-safe SQLite member index for one program. See the module docstring."""
 
     def __init__(
-        self, path: str, program: str, *, clock: Callable[[], float] = time.time, flush_every: int = FLUSH_EVERY
+        self, path: str, program: str, *, clock: Callable[[], float] = time.time, flush_every: int = FLUSH_EVERY,
+        max_age: float | None = None,
     ) -> None:
+        """``max_age``: seconds an entry is trusted (rule 4); None trusts entries without limit."""
         self.path = path
         self.program = program
         self._clock = clock
+        self._max_age = max_age
         self._flush_every = max(1, flush_every)
         self._lock = threading.Lock()
         self._scopes: dict[str, int] = {}
@@ -136,11 +175,14 @@ class MemberIndex:
                 return None
             staged = self._staged.get((scope, member))
             if staged is not None:
-                return MemberEntry(*staged)
+                return MemberEntry(*staged)  # written in this sync: fresh
             row = self._db.execute(
-                "SELECT crowdtwist_id, fingerprint FROM members WHERE scope = ? AND member = ?", (scope, member)
+                "SELECT crowdtwist_id, fingerprint, updated_at FROM members WHERE scope = ? AND member = ?",
+                (scope, member),
             ).fetchone()
-        return None if row is None else MemberEntry(row[0], None if row[1] is None else bytes(row[1]))
+        if row is None:
+            return None
+        return MemberEntry(row[0], None if row[1] is None else bytes(row[1]), self._expired(member, row[2]))
 
     def has_entries(self) -> bool:
         """Whether the index knows any member of this program (any identifier type)."""
@@ -211,6 +253,14 @@ class MemberIndex:
             f"The member index (member_index_path) could not be read or written ({exc}). Check that the "
             "file is on a writable disk with free space, or remove member_index_path."
         ))
+
+    def _expired(self, member: bytes, updated_at: Any) -> bool:
+        if self._max_age is None:
+            return False
+        if not isinstance(updated_at, int):
+            return True  # not a time this code wrote: not trusted
+        age = self._clock() - updated_at
+        return age >= expiry_age(member, updated_at, self._max_age) or age < -FUTURE_SLACK_SECONDS
 
     def _drop_now(self, id_type: str, user_id: str, statement: str) -> None:
         """Unstage a member's pending entry and run ``statement`` (scope, member) on the file at once."""

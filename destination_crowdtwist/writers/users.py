@@ -13,7 +13,9 @@ from earlier syncs, which members exist and what it last wrote to them: a known 
 starts with the update, an unknown one's with the learner's guess (the learner then only watches
 unknown members, and starts from "new" when the index already knew members of the program), and
 with ``skip_unchanged`` a row identical to the last accepted write is settled as ``unchanged``
-without a request.
+without a request. An entry older than ``member_index_max_age_days`` (spread per member) is not
+trusted to skip: the row is sent again, so a member deleted in CrowdTwist outside the connector is
+re-created (upsert: the update answers "not found", the create follows) and a changed one corrected.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import dataclasses
 import enum
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,15 +140,20 @@ class UserProfileWriter:
 
     barrier_at_states = False
 
-    def __init__(self, cfg: ConnectorConfig, client: CrowdTwistClient) -> None:
+    def __init__(
+        self, cfg: ConnectorConfig, client: CrowdTwistClient, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``clock``: epoch seconds, by which the member index dates and ages its entries."""
         self.cfg = cfg
         self.client = client
+        self._clock = clock
         self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
         self._options: dict[tuple[str, str], MappingOptions] = {}
         self._index: MemberIndex | None = None
-        # What the member index decided, for the summary line: known / unknown / skipped / corrected.
-        self.index_counts: dict[str, int] = dict.fromkeys(("known", "unknown", "skipped", "corrected"), 0)
+        # What the member index decided, for the summary line: known / unknown / skipped / expired
+        # (sent again: the entry was too old to trust) / corrected.
+        self.index_counts: dict[str, int] = dict.fromkeys(("known", "unknown", "skipped", "expired", "corrected"), 0)
         self._counts_lock = threading.Lock()
 
     # -- Writer protocol ---------------------------------------------------------------------
@@ -155,7 +163,10 @@ class UserProfileWriter:
         if not self.cfg.member_index_path or self.cfg.dry_run:
             return
         # Scoped by base URL (the program), like the credit ledger, and by identifier type per entry.
-        self._index = MemberIndex(self.cfg.member_index_path, self.cfg.api_base_url)
+        self._index = MemberIndex(
+            self.cfg.member_index_path, self.cfg.api_base_url, clock=self._clock,
+            max_age=self.cfg.member_index_max_age_days * 86400.0,
+        )
         if self._index.has_entries():
             logger.info("User Profile: the member index knows members of this program from earlier syncs.")
             # A member that an index warmed by earlier syncs does not know is most likely new: start
@@ -177,8 +188,8 @@ class UserProfileWriter:
         counts = self.index_counts
         logger.info(
             f"User Profile: member index: {counts['known']} rows of known members, {counts['unknown']} of unknown "
-            f"ones, {counts['skipped']} unchanged rows skipped, {counts['corrected']} entries corrected "
-            "(the member did not exist)."
+            f"ones, {counts['skipped']} unchanged rows skipped, {counts['expired']} sent again (entry older than "
+            f"member_index_max_age_days), {counts['corrected']} entries corrected (the member did not exist)."
         )
 
     def prepare(self, row: Row) -> Prepared[UserRow] | Outcome:
@@ -286,7 +297,7 @@ class UserProfileWriter:
                 return _unchanged(label)
             if isinstance(user.create, dict):
                 return Step.CREATE  # nothing to update, but the member must exist: the create tells us
-            return self._exists_or_rejected(user, label)
+            return self._exists_or_rejected(user, label, run.entry)
         response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
         if response.ok:
             self._observe(run, existed=True)
@@ -319,8 +330,9 @@ class UserProfileWriter:
             self._observe(run, existed=True)
             return Step.UPDATE
         if not user.mapped.payload:
-            if run.entry is None and self._index is not None:
-                # It exists; what it holds is unknown (nothing was written), so no fingerprint.
+            if (run.entry is None or run.entry.expired) and self._index is not None:
+                # It exists; what it holds is unknown (nothing was written), so no fingerprint. An
+                # expired entry is dated afresh, so the next syncs skip the row again.
                 self._index.record(user.id_type, user.mapped.user_id, fingerprint=None)
             return _unchanged(label)
         return Outcome.rejected(label, rejection)
@@ -350,12 +362,17 @@ class UserProfileWriter:
         profile = found.data if found.ok and isinstance(found.data, Mapping) else None
         return profile is not None and _matches(profile, user.create)
 
-    def _exists_or_rejected(self, user: UserRow, label: str) -> Outcome:
+    def _exists_or_rejected(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         """An identifier-only row that could not create its member: one read says which it is."""
         response = self.client.get_user(user.mapped.user_id, user.id_type)
         if response.ok:
+            if entry is not None and entry.expired and self._index is not None:
+                # Seen to exist: the expired entry is dated afresh (what it holds stays unknown).
+                self._index.record(user.id_type, user.mapped.user_id, fingerprint=None)
             return _unchanged(label)
         rejection = api_rejection(response)
+        if rejection.reason is Reason.NOT_FOUND and entry is not None:
+            self._not_found(user)
         if rejection.reason is Reason.NOT_FOUND and isinstance(user.create, Rejection):
             rejection = user.create.with_prefix(_CANNOT_CREATE)
         return Outcome.rejected(label, rejection)
@@ -396,7 +413,12 @@ class UserProfileWriter:
         if entry is None:
             return None
         sent = fingerprint(user.mapped.payload)
-        if self.cfg.skip_unchanged and (not user.mapped.payload or entry.fingerprint == sent):
+        if entry.expired:
+            # Trusted long enough: the member may have been deleted or changed in CrowdTwist since.
+            # The row is sent (an upsert's update answered "not found" falls back to a create), and the
+            # accepted write dates the entry afresh.
+            self._count("expired")
+        elif self.cfg.skip_unchanged and (not user.mapped.payload or entry.fingerprint == sent):
             self._count("skipped")
             return Outcome(
                 kind=OutcomeKind.UNCHANGED, member=label,
