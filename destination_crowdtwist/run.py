@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,9 @@ from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.reject_replay import ReplayRefused, plan_replay, record_messages
 
 REPLAY_COMMAND = "replay-rejects"
+#: Exit status when the reader of standard output went away (e.g. ``| head``): what a shell reports for
+#: a command ended by SIGPIPE (128 + 13), without a message.
+EXIT_PIPE_CLOSED = 141
 
 
 def run() -> None:
@@ -28,7 +33,9 @@ def run() -> None:
 
 def replay_rejects(argv: list[str]) -> int:
     """Print the stored rejected rows as RECORD messages for ``write`` (docs/crowdtwist.md, "Replaying
-    rejected rows"); a summary goes to standard error. Exit status 2 when the rows cannot be replayed.
+    rejected rows"); a summary goes to standard error. Exit status 2 when the rows cannot be replayed,
+    with one line naming the file and line (never a traceback); 141, quietly, when the reader of
+    standard output closed it.
     """
     parser = argparse.ArgumentParser(
         prog=f"destination-crowdtwist {REPLAY_COMMAND}",
@@ -41,24 +48,74 @@ def replay_rejects(argv: list[str]) -> int:
     parser.add_argument("--stream", help="replay only rows of this stream (rejected_records_path lines)")
     parser.add_argument("--as-stream", help="the stream of object-storage lines (they do not name it)")
     args = parser.parse_args(argv)
+    files = _RejectFiles(args.files)
     try:
         # Planned in full before anything is printed: a refused file prints no half of its rows.
         plan = plan_replay(
-            _lines(args.files), reasons=frozenset(args.reason) if args.reason else None, stream=args.stream,
+            files, reasons=frozenset(args.reason) if args.reason else None, stream=args.stream,
             as_stream=args.as_stream,
         )
-    except (ReplayRefused, OSError, UnicodeDecodeError) as exc:
-        print(f"{REPLAY_COMMAND}: {exc}", file=sys.stderr)
+    except ReplayRefused as exc:
+        print(f"{REPLAY_COMMAND}: {files.where()}{exc}", file=sys.stderr)
         return 2
-    for message in record_messages(plan.rows, emitted_at=int(time.time() * 1000)):
-        sys.stdout.write(json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        print(f"{REPLAY_COMMAND}: {files.where(reading=True)}{_read_problem(exc)}", file=sys.stderr)
+        return 2
+    try:
+        for message in record_messages(plan.rows, emitted_at=int(time.time() * 1000)):
+            sys.stdout.write(json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader is gone: nothing more can be delivered, and nothing is wrong with the files.
+        # Standard output is pointed at /dev/null so the interpreter's last flush stays quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(plan.skipped.items())) or "none"
     print(f"{REPLAY_COMMAND}: {len(plan.rows)} rows to replay; left out: {skipped}", file=sys.stderr)
     return 0
 
 
-def _lines(files: list[Path]) -> Iterator[str]:
-    for path in files:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            yield from fh
+class _RejectFiles:
+    """The lines of the reject files in order (``.gz`` decompressed), remembering the file and line
+    being read, so that an error names them.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.path: Path | None = None
+        self.opened = False
+        self.line = 0  # lines of ``path`` read whole so far
+
+    def __iter__(self) -> Iterator[str]:
+        for path in self.paths:
+            self.path, self.line, self.opened = path, 0, False
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as fh:
+                self.opened = True
+                for text in fh:
+                    self.line += 1
+                    yield text
+        self.path = None
+
+    def where(self, *, reading: bool = False) -> str:
+        """``"FILE, line N: "`` of the line that failed (being read, or the last one read), or ``""``
+        once every file was read (the error is about the whole selection).
+        """
+        if self.path is None:
+            return ""
+        if reading and not self.opened:
+            return f"{self.path}: "
+        return f"{self.path}, line {self.line + 1 if reading else self.line}: "
+
+
+def _read_problem(exc: BaseException) -> str:
+    """What went wrong reading a reject file, in one line (no stored text is quoted)."""
+    if isinstance(exc, EOFError):
+        return "the compressed file is truncated (it ends before the end of its gzip stream); copy it again"
+    if isinstance(exc, gzip.BadGzipFile | zlib.error):
+        return f"the compressed file is corrupted ({exc}); copy it again"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the line is not UTF-8 text: is this a rejected-rows file (JSONL)?"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot be read ({exc.strerror})"
+    return f"cannot be read ({exc})"

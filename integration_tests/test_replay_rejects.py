@@ -6,6 +6,7 @@ stored rows are replayed and credited, and a second replay credits nothing twice
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -79,3 +80,73 @@ def test_a_masked_rejects_file_is_refused_and_prints_no_record(sandbox: Sandbox,
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "masked" in proc.stderr and "rejected_records_include_pii" in proc.stderr
+
+
+# --- damaged files and a closed pipe: one line naming the file and line, never a traceback ---------
+
+
+def stored_line(i: int) -> str:
+    """A rejected row as rejected_records_path stores it with rejected_records_include_pii."""
+    return json.dumps({"stream": "members", "row": i, "user": f"m{i}@example.com", "reason_class": "custom_attribute",
+                       "message": "x", "record": {"user_id": f"m{i}@example.com", "first_name": "Ann", "tier": "gold"},
+                       "namespace": None, "name": "members", "pii": True})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], path: Path, *needles: str) -> None:
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # nothing of a damaged file goes out
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"replay-rejects: {path}")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "m0@example.com" not in proc.stderr  # no stored row is quoted
+
+
+def test_a_truncated_gz_file_is_one_line_naming_the_file_and_line(tmp_path: Path) -> None:
+    whole = gzip.compress("".join(stored_line(i) + "\n" for i in range(3000)).encode())
+    path = tmp_path / "rejected.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    proc = replay(str(path))
+    assert_one_line_error(proc, path, ", line ", "truncated")
+    line = int(proc.stderr.split(", line ", 1)[1].split(":", 1)[0])
+    assert 1 < line < 3000  # where the data ran out, not the start of the file
+
+
+def test_a_corrupted_gz_file_is_one_line_naming_the_file_and_line(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress("".join(stored_line(i) + "\n" for i in range(200)).encode()))
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # damaged in the middle of the stream
+    path = tmp_path / "rejected.jsonl.gz"
+    path.write_bytes(bytes(data))
+    assert_one_line_error(replay(str(path)), path, ", line ", "corrupted")
+    not_gzip = tmp_path / "plain.jsonl.gz"
+    not_gzip.write_text(stored_line(0) + "\n", encoding="utf-8")
+    assert_one_line_error(replay(str(not_gzip)), not_gzip, ", line 1:", "corrupted")
+
+
+def test_a_record_nested_100000_deep_is_one_line_naming_the_file_and_line(tmp_path: Path) -> None:
+    deep = '{"x": ' * 100_000 + '"leaf"' + "}" * 100_000
+    path = tmp_path / "rejected.jsonl"
+    path.write_text(f"{stored_line(0)}\n" + stored_line(1).replace('"tier": "gold"', f'"tier": {deep}') + "\n",
+                    encoding="utf-8")
+    assert_one_line_error(replay(str(path)), path, ", line 2:", "nested too deeply")
+
+
+def test_a_missing_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    good = tmp_path / "rejected.jsonl"
+    good.write_text(stored_line(0) + "\n", encoding="utf-8")
+    missing = tmp_path / "missing.jsonl"
+    assert_one_line_error(replay(str(good), str(missing)), missing, "cannot be read")
+
+
+def test_a_closed_output_pipe_is_a_quiet_exit(tmp_path: Path) -> None:
+    path = tmp_path / "rejected.jsonl"
+    path.write_text("".join(stored_line(i) + "\n" for i in range(3000)), encoding="utf-8")  # > a pipe's buffer
+    proc = subprocess.Popen([*MAIN, "replay-rejects", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ENV)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away (as `| head` does) before reading anything
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert stderr == ""  # quiet: no traceback, no "Exception ignored" at exit

@@ -90,6 +90,7 @@ def test_object_storage_lines_need_their_stream_named() -> None:
     ('{"some": "thing"}', "neither rejected-rows layout"),
     ('{"stream": "m", "row": 1, "user": "u", "dry_run": "would_create", "reason_class": "x", "record": {}}', "dry run"),
     ('{"reason_class": "validation", "record": "text", "pii": true, "name": "m"}', "no record object"),
+    ('{"record": ' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
 ])
 def test_what_is_not_a_rejected_row_is_refused_with_a_reason(text: str, needle: str) -> None:
     with pytest.raises(ReplayRefused, match=needle):

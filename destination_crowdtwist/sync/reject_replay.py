@@ -66,6 +66,10 @@ def parse_line(text: str, *, as_stream: str | None) -> RejectedRow:
         line = json.loads(text)
     except ValueError:
         raise ReplayRefused("a line is not JSON: is this a rejected-rows file (JSONL)?") from None
+    except RecursionError:
+        # json.loads recurses once per level: a line nested past Python's limit is no row this
+        # connector stored (write rejects rows deeper than max_nesting_depth and keeps no record).
+        raise ReplayRefused("a line is nested too deeply to be a rejected row (a damaged or foreign file?)") from None
     if not isinstance(line, dict):
         raise ReplayRefused("a line is not a JSON object: is this a rejected-rows file (JSONL)?")
     if "_airbyte_data" in line:
