@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -77,8 +78,11 @@ class Scenario:
     ("term"), each once it made a seeded number of API requests (at most one per row it was sent)
     plus a seeded delay; each next attempt gets what the platform re-sends, with the same state
     positions or ``shifted`` ones. ``sprung``: counters (sandbox or proxy) that must reach a
-    minimum, proving the fault happened. Every row expects the same: nothing lost or doubled,
-    states and counts exact, no secret or PII in the output.
+    minimum, proving the fault happened. ``outside_changes``: with a member index, once the attempts
+    finished, that many members are deleted and as many changed in CrowdTwist outside the connector,
+    the index is aged past ``member_index_max_age_days``, and the same rows are synced again (the
+    next full-refresh sync); ``outside_deleted`` counts the deletions. Every row expects the same:
+    nothing lost or doubled, states and counts exact, no secret or PII in the output.
     """
 
     name: str
@@ -98,6 +102,7 @@ class Scenario:
     seed: int = 0
     sprung: Mapping[str, int] = field(default_factory=dict)
     proxy: Mapping[str, Any] = field(default_factory=dict)
+    outside_changes: int = 0
 
 
 RETRIES = {"max_retries": 10}
@@ -160,6 +165,10 @@ SCENARIOS: list[Scenario] = [
     # The bad-input corpus mixed with good rows: good rows written, bad rows rejected in their state.
     Scenario("bad-input/profiles/stream-states", "profiles", bad_input=True, seed=19),
     Scenario("bad-input/two-streams/global-states", "both", bad_input=True, state_type="GLOBAL", seed=21),
+    # Member index: members deleted and changed in CrowdTwist outside the connector, index entries past
+    # their max age, the same rows synced again: the deleted members re-created, the changed corrected.
+    Scenario("index-resync/outside-deletions/profiles-upsert", "profiles", rows=24, outside_changes=5,
+             sprung={"outside_deleted": 5}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -219,6 +228,9 @@ def _config(sandbox: Sandbox, scenario: Scenario, tmp_path: Path, base_url: str)
     if scenario.bad_input:
         config["rejected_records_path"] = str(tmp_path / "rejects.jsonl")
         config["max_record_bytes"] = MAX_RECORD_BYTES
+    if scenario.outside_changes:
+        config["member_index_path"] = str(tmp_path / "members.sqlite")
+        config["member_index_max_age_days"] = INDEX_MAX_AGE_DAYS
     return config
 
 
@@ -270,8 +282,13 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
     lines = layout(rows, scenario.every, scenario.state_type, streams, first_id=1)
 
     proxy = FaultProxy(sandbox.base_url, **scenario.proxy).start() if scenario.proxy else None
+    deleted = 0
     try:
         attempts = _attempts(scenario, sandbox, lines, tmp_path, proxy.base_url if proxy else sandbox.base_url)
+        if scenario.outside_changes:
+            deleted = _change_outside_and_age_the_index(scenario, sandbox, data.effects, tmp_path)
+            resync = layout(rows, scenario.every, scenario.state_type, streams, first_id=900)
+            attempts.append(run_attempt(tmp_path / "config.json", tmp_path / "catalog.json", resync, sandbox))
     finally:
         if proxy is not None:
             proxy.stop()
@@ -279,7 +296,7 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
         sandbox, attempts, data.effects,
         secrets=(SANDBOX_API_KEY, HMAC_PRIVATE_KEY), emails=data.emails, sprung=scenario.sprung,
         signal_expected=scenario.interruptions > 0,
-        extra_counters={**(proxy.counts if proxy else {}), "slow": slow.count},
+        extra_counters={**(proxy.counts if proxy else {}), "slow": slow.count, "outside_deleted": deleted},
     )
     if scenario.bad_input:
         # Every rejected row is kept in the reject file, once per attempt that rejected it.
@@ -288,6 +305,38 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
         if len(stored) != rejected:
             verdict.counts.append(f"the reject file holds {len(stored)} rows, {rejected} were rejected")
     return Outcome(attempts, verdict, time.monotonic() - started)
+
+
+#: member_index_max_age_days of the index rows; the index is aged past it before the re-sync.
+INDEX_MAX_AGE_DAYS = 7
+
+
+def _change_outside_and_age_the_index(
+    scenario: Scenario, sandbox: Sandbox, effects: list[Any], tmp_path: Path
+) -> int:
+    """Delete ``outside_changes`` members and change as many others in CrowdTwist, as Control Center or
+    another integration would, then age the index as if ``INDEX_MAX_AGE_DAYS`` + 1 days passed. Returns
+    how many members were deleted."""
+    members = [effect for effect in effects if effect.kind == "member"]
+    n = scenario.outside_changes
+    deleted = 0
+    for effect in members[:n]:
+        sandbox.delete_member(effect.id_type, effect.member)
+        deleted += 1
+    for effect in members[n : 2 * n]:
+        answer = requests.put(
+            f"{sandbox.base_url}/v2/users/{effect.member}", params={"id_type": effect.id_type},
+            json={"first_name": "Outside"}, headers={"X-CT-Authorization": f"CTApiKey {SANDBOX_API_KEY}"}, timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+    # The index file as it is days later: every entry was written (updated_at) before the max age.
+    db = sqlite3.connect(tmp_path / "members.sqlite")
+    try:
+        with db:  # one transaction
+            db.execute("UPDATE members SET updated_at = updated_at - ?", ((INDEX_MAX_AGE_DAYS + 1) * 86400,))
+    finally:
+        db.close()
+    return deleted
 
 
 def _attempts(scenario: Scenario, sandbox: Sandbox, lines: list[Line], tmp_path: Path, base_url: str) -> list[Attempt]:
