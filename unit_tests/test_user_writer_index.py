@@ -341,3 +341,20 @@ def test_update_mode_sends_an_expired_row_and_rejects_a_deleted_member(tmp_path:
     assert kinds == [OutcomeKind.REJECTED]  # update never creates; the row says why
     assert (counts["expired"], counts["corrected"]) == (1, 1)
     assert index_view(tmp_path).lookup("email", "gone@x.com") is None
+
+
+def test_insert_mode_recreates_a_deleted_member_and_dates_a_checked_entry_afresh(tmp_path: Path) -> None:
+    client, clock = FakeCrowdTwist(), FakeClock()
+    rows = [person("kept@x.com"), person("deleted@x.com")]
+    sync(tmp_path, client, clock, rows, INSERT)
+    del client.members["deleted@x.com"]
+    client.calls.clear()
+    clock.now += 7 * DAY
+    kinds, counts = sync(tmp_path, client, clock, rows, INSERT)
+    # The kept member still holds the row (already taken, then read and compared); the deleted one is created.
+    assert kinds == [OutcomeKind.UNCHANGED, OutcomeKind.CREATED] and counts["expired"] == 2
+    assert client.calls == ["POST kept@x.com", "GET kept@x.com", "POST deleted@x.com"]
+    client.calls.clear()
+    clock.now += 1 * DAY  # both entries are trusted again: no request each sync from now on
+    kinds, _ = sync(tmp_path, client, clock, rows, INSERT)
+    assert kinds == [OutcomeKind.UNCHANGED] * 2 and client.calls == []

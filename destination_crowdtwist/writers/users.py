@@ -234,7 +234,7 @@ class UserProfileWriter:
         if user.mode == UPDATE:
             return self._update_only(user, label, entry)
         if user.mode == INSERT:
-            return self._insert(user, label)
+            return self._insert(user, label, entry)
         return self._upsert(user, label, entry)
 
     # -- modes ----------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class UserProfileWriter:
             )
         return Outcome.rejected(label, rejection)
 
-    def _insert(self, user: UserRow, label: str) -> Outcome:
+    def _insert(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         assert isinstance(user.create, dict)  # prepare() rejected the row otherwise
         response = self.client.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
@@ -268,6 +268,12 @@ class UserProfileWriter:
         rejection = api_rejection(response)
         if rejection.reason is Reason.ALREADY_TAKEN and self._holds(user):
             # A replayed row (or a re-run) whose member an earlier attempt created: it is written.
+            if entry is not None and entry.expired and self._index is not None:
+                # Checked again (an expired entry): the member still holds the row's values as far as
+                # its profile shows, so the entry is dated afresh; its fingerprint is kept only when
+                # this row is the one it records.
+                same = entry.fingerprint == fingerprint(user.mapped.payload)
+                self._index.record(user.id_type, user.mapped.user_id, fingerprint=entry.fingerprint if same else None)
             return Outcome(kind=OutcomeKind.UNCHANGED, member=label, message="the member already holds these values")
         return Outcome.rejected(label, rejection)
 
