@@ -167,7 +167,10 @@ class MemberIndex:
     # -- reading -----------------------------------------------------------------------------
 
     def lookup(self, id_type: str, user_id: str) -> MemberEntry | None:
-        """The member's entry (staged writes included), or None when the index does not know it."""
+        """The member's entry (staged writes included), or None when the index does not know it.
+
+        A committed entry past its age limit comes back with ``expired`` set (rule 4).
+        """
         member = _member_digest(user_id)
         with self._guard():
             scope = self._scope(id_type, create=False)
