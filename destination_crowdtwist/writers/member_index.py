@@ -28,10 +28,10 @@ Rules that keep it from ever lying about what CrowdTwist holds:
    that time. Each entry's limit is shortened by up to :data:`EXPIRY_SPREAD` of it, by a share
    drawn from its member digest and write time (:func:`expiry_age`): members written in one sync
    expire over the last half of the period, not all in one later sync, and since every re-send
-   draws again, periodic syncs do not fall back into step. The layout is unchanged: ``updated_at`` has been in
-   every index file since the first version, so an existing file ages from its last writes and
-   needs no migration; an entry dated in the future (a clock set back, a file from another
-   machine) is not trusted.
+   draws again, periodic syncs do not fall back into step. The layout is unchanged:
+   ``updated_at`` has been in every index file since the first version, so an existing file ages
+   from its last writes and needs no migration; an entry dated in the future (a clock set back, a
+   file from another machine) is not trusted.
 
 Memory stays flat whatever the size of the file: every lookup is one primary-key search (a B-tree,
 O(log n)); nothing is loaded whole. Identifiers are stored as SHA-256 digests, never in clear
