@@ -38,7 +38,9 @@ class FakeClient:
             raise answer
         return answer
 
-    def activity_history(self, user_id: str, id_type: str, date_start: int, date_end: int) -> ApiResponse:
+    def activity_history(
+        self, user_id: str, id_type: str, date_start: int, date_end: int, **paging: Any
+    ) -> ApiResponse:
         self.history_calls += 1
         keys = self.history_script.pop(0) if self.history_script else []
         return ApiResponse(200, [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys], {})
