@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airbyte_cdk.models import FailureType
+from airbyte_cdk.models import FailureType, SyncMode
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from helpers import (
     catalog,
@@ -425,3 +425,25 @@ def test_numeric_event_ids_beyond_64_bits_stay_distinct_through_the_entry_point(
     assert keys == [str(big), str(big + 1)]  # was: one credit, key "18446744073709551616"
     states = [json.loads(line) for line in run.stdout.splitlines() if '"STATE"' in line]
     assert [s["state"]["destinationStats"]["recordCount"] for s in states] == [3.0]  # 2 credited + 1 duplicate
+
+
+@pytest.mark.parametrize(
+    ("policy", "sync_mode", "warned"),
+    [("replay_window", "full_refresh", True), ("none", "full_refresh", True),
+     ("every_row", "full_refresh", False), ("replay_window", "incremental", False)],
+)
+def test_write_warns_at_the_start_of_a_full_refresh_credit_stream_under_an_unsafe_policy(
+    sb: Sandbox, caplog: pytest.LogCaptureFixture, policy: str, sync_mode: str, warned: bool
+) -> None:
+    cat = catalog("append")
+    cat.streams[0].sync_mode = SyncMode(sync_mode)
+    with caplog.at_level(logging.WARNING, logger="airbyte"):
+        run_write(credit_config(sb, credit_verification=policy), cat,
+                  [record({"user_id": ALICE, "activity_id": "1001", "event_id": "w1"}), state(1)])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "full_refresh" in r.getMessage()]
+    if not warned:
+        assert warnings == []
+        return
+    assert len(warnings) == 1
+    assert f"Stream credits is full_refresh and credited with credit_verification={policy}" in warnings[0]
+    assert ("1,967 of 2,000" if policy == "replay_window" else "231 of 300") in warnings[0]
