@@ -487,5 +487,5 @@ def test_history_user_not_found_and_endless_pages_faults(sandbox_factory):
     history = f"/v2.1/users/{member['id']}/activity_history"
     assert error_of(api.get(history)) == (404, "page_not_found", "User does not exist.")
     assert api.get(f"/v2/users/{member['id']}").status_code == 200  # the member exists
-    sb.set_options(history_answer_shape="endless_pages")  # over the admin API too: see test_sandbox_admin_cli
+    sb.set_options(history_answer_shape="endless_pages")
     assert api.get(history, page=40).json()["paging"]["next_page"] == 41
