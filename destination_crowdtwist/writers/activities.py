@@ -14,7 +14,8 @@ happen once:
 3. **Uncertain outcomes** (read timeout, dropped connection, 5xx after sending) are never blindly
    retried: the member's activity history is read for the key — polling for up to
    ``award_queue_delay_seconds`` because awards are queued — and the credit is re-sent only if the
-   key is still absent.
+   key is still absent. The history is read page by page (``writers/history.py``), and an answer
+   that cannot prove a key absent stops the sync: it is never read as "no credits".
 4. **Replays**: ``every_row`` (the default) verifies every row, so a replay is safe wherever its
    states fall. For ``replay_window`` and ``none`` the destination puts a barrier at every state
    message (no credit starts past a state that is not echoed yet), so an interrupted attempt can
