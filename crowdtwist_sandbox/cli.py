@@ -21,6 +21,7 @@ from crowdtwist_sandbox.options import (
     DEFAULT_API_KEY,
     EXAMPLE_HMAC_PRIVATE_KEY,
     EXAMPLE_HMAC_PUBLIC_KEY,
+    HISTORY_ANSWER_SHAPES,
     LATENCY_DISTRIBUTIONS,
     RATE_LIMIT_ALGORITHMS,
     SandboxOptions,
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--drop-credits-only", action="store_true", help="only drop activity-credit requests")
     faults.add_argument("--slow-rate", type=float, default=0.0, help="fraction of responses delayed by --slow-ms")
     faults.add_argument("--slow-ms", type=float, default=0.0)
+    faults.add_argument("--history-answer-shape", choices=HISTORY_ANSWER_SHAPES, default="paged",
+                        help="how activity history answers: paged (v2.1 pages) or a shape that proves nothing")
+    faults.add_argument("--history-max-page-size", type=int, default=25, help="largest activity history page served")
     faults.add_argument("--seed", type=int, help="seed for reproducible fault sequences")
     return p
 
@@ -155,6 +159,8 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         drop_credits_only=args.drop_credits_only,
         slow_rate=args.slow_rate,
         slow_ms=args.slow_ms,
+        history_answer_shape=args.history_answer_shape,
+        history_max_page_size=args.history_max_page_size,
         seed=args.seed,
     )
 

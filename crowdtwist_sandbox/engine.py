@@ -384,8 +384,44 @@ class SandboxEngine:
                 bounds.append(int(raw))
             except ValueError:
                 raise ApiError(400, "param_error", f"{name} must be a UNIX timestamp") from None
+        page = self._positive_param(request, "page", 1)
+        size = min(self._positive_param(request, "page_size", opts.history_page_size), opts.history_max_page_size)
+        shape = opts.history_answer_shape
+        if shape != "paged":
+            self._count(f"history:{shape}")  # proves in a test that the fault was served
+        # Faults first: answers that prove nothing about the member's credits.
+        if shape == "user_not_found":
+            raise user_not_found()  # for a member that exists
+        if shape in ("null", "empty_object"):
+            return Reply.json(200, None if shape == "null" else {})
         items = self.state.history(member_id, opts.clock(), bounds[0], bounds[1])
-        return Reply.json(200, items)
+        if shape == "bare_array":
+            return Reply.json(200, items)  # the legacy v2 shape: every item, no paging
+        # The v2.1 list shape (§3, §6): {"paging": {total, pages, prev_page, next_page}, "activities": [...]}.
+        # Page numbers (not links) in prev_page/next_page, and a page past the end being empty, are assumed.
+        pages = max(1, -(-len(items) // size))
+        next_page: int | None = page + 1 if page < pages else None
+        if shape == "endless_pages":
+            pages, next_page = page + 1, page + 1
+        if next_page is not None:
+            self._count("history_next_page")
+        prev_page = min(page - 1, pages) or None
+        paging = {"total": len(items), "pages": pages, "prev_page": prev_page, "next_page": next_page}
+        key = "sandbox_unknown_list" if shape == "unknown_key" else "activities"
+        return Reply.json(200, {"paging": paging, key: items[(page - 1) * size : page * size]})
+
+    @staticmethod
+    def _positive_param(request: _Request, name: str, default: int) -> int:
+        raw = request.param(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ApiError(400, "param_error", f"{name} must be a positive integer")
+        return value
 
     # ------------------------------------------------------------------ admin API (no auth, no faults)
     def _admin_delete(self, request: _Request) -> Reply:

@@ -19,6 +19,13 @@ EXAMPLE_HMAC_PRIVATE_KEY = "CTPRIVsbxH4s9Jd2Kf7Lg1Qw6Er3Ty8Ui5Op0Az"
 
 LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "normal")
 RATE_LIMIT_ALGORITHMS = ("sliding_window", "fixed_window", "token_bucket")
+# How activity history answers. "paged" is the v2.1 list shape (§3, §6); the others are faults a
+# connector must not take for "no credits": the legacy unpaginated array, an object whose list sits
+# under an unknown key, "{}", "null", 404 "User does not exist." for a member that exists, and pages
+# that never end (every page names a next one).
+HISTORY_ANSWER_SHAPES = (
+    "paged", "bare_array", "unknown_key", "empty_object", "null", "user_not_found", "endless_pages",
+)
 
 # "Ad Hoc Points" is the first activity title in both Oracle's doc sample and public QA code (§4).
 DEFAULT_ACTIVITIES: tuple[Mapping[str, Any], ...] = (
@@ -66,6 +73,11 @@ class SandboxOptions:
     duplicate_detection: bool = False
     duplicate_window_seconds: float = 2.0
     queue_delay_ms: float = 0.0
+    # Activity history paging (§3, §6): the page size when a request names none, and the largest
+    # one served (a bigger page_size is cut to it). 10 and 25 are the documented values of the v2.1
+    # activity list; that the history uses the same is assumed.
+    history_page_size: int = 10
+    history_max_page_size: int = 25
 
     # --- fault injection knobs (API endpoints only, never /__sandbox/) ------------------------------
     latency_ms: float = 0.0
@@ -83,6 +95,7 @@ class SandboxOptions:
     drop_credits_only: bool = False
     slow_rate: float = 0.0
     slow_ms: float = 0.0
+    history_answer_shape: str = "paged"
     seed: int | None = None
 
     # --- injection ----------------------------------------------------------------------------------
@@ -105,6 +118,10 @@ class SandboxOptions:
             raise ValueError(f"latency_distribution must be one of {LATENCY_DISTRIBUTIONS}")
         if self.rate_limit_algorithm not in RATE_LIMIT_ALGORITHMS:
             raise ValueError(f"rate_limit_algorithm must be one of {RATE_LIMIT_ALGORITHMS}")
+        if self.history_answer_shape not in HISTORY_ANSWER_SHAPES:
+            raise ValueError(f"history_answer_shape must be one of {HISTORY_ANSWER_SHAPES}")
+        if self.history_page_size < 1 or self.history_max_page_size < 1:
+            raise ValueError("history_page_size and history_max_page_size must be at least 1")
         for name in ("error_rate", "drop_rate", "slow_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -313,7 +313,7 @@ class ProgramState:
         """Completed (awarded, already processed) activities of a member within the date window.
 
         Item shape follows the legacy v2 doc (activity_id, date_created, date_awarded, name, num_points,
-        extra_data); the v2.1 envelope is NOT FOUND, so a top-level array, newest first, is assumed.
+        extra_data), newest first; the engine cuts the list into v2.1 pages (§3, §6).
         The window applies to ``date_created`` (acceptance time), both ends inclusive (assumed).
         """
         with self._lock:

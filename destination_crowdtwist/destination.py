@@ -48,6 +48,7 @@ from destination_crowdtwist.sync.protocol import (
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.sync.routing import route_stream
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
+from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
 
 logger = logging.getLogger("airbyte")
@@ -216,6 +217,9 @@ class DestinationCrowdtwist(Destination):
         message = f"Connected to CrowdTwist at {cfg.api_base_url}: {count} active {noun} found."
         if cfg.object_type == "activity_credit" and count == 0:
             message += " Warning: Activity Credit syncs need at least one active activity; every row will be rejected."
+        unsafe = unsafe_policy_warning(cfg.credit_verification)
+        if unsafe is not None:
+            message += f" Warning: {unsafe}"
         storage = cfg.object_storage_config
         if storage is not None:
             from destination_crowdtwist.sync.object_storage import probe  # boto3 loads only when a bucket is set
@@ -252,6 +256,7 @@ class DestinationCrowdtwist(Destination):
             streams = _stream_contexts(configured_catalog, cfg)
         except CrowdTwistError as exc:
             raise traced(exc) from None
+        _warn_full_refresh_credits(configured_catalog, streams, cfg)
         yield from _Sync(cfg, streams, index_clock=self._index_clock).run(input_messages)
 
 
@@ -501,6 +506,20 @@ def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) ->
         )
         streams[ctx.key] = ctx
     return streams
+
+
+def _warn_full_refresh_credits(
+    catalog: ConfiguredAirbyteCatalog, streams: dict[StreamKey, StreamContext], cfg: ConnectorConfig
+) -> None:
+    """A WARN per full_refresh Activity Credit stream whose credit_verification does not verify every row."""
+    for configured in catalog.streams:
+        mode = configured.sync_mode
+        ctx = streams.get((configured.stream.namespace, configured.stream.name))
+        if ctx is None or str(getattr(mode, "value", mode)) != "full_refresh" or ctx.object_name != "activity_credit":
+            continue
+        warning = full_refresh_warning(cfg.credit_verification, ctx.label)
+        if warning is not None:
+            logger.warning(warning)
 
 
 def _check_failure_message(exc: CrowdTwistError) -> str:

@@ -294,6 +294,9 @@ class Attempt:
     messages: list[dict[str, Any]]
     problems: list[str]  # protocol problems found while reading (a line that is not JSON, a timeout)
     signalled: bool  # the signal was sent before the attempt ended on its own
+    # The attempt must stop by itself with a TRACE of this failure type (a fault the connector must
+    # not work around, e.g. an activity history that proves nothing); None: it must run to the end.
+    expected_stop: str | None = None
 
     @property
     def echoed(self) -> list[dict[str, Any]]:
@@ -310,6 +313,8 @@ class Attempt:
         """For the table: records sent, how the attempt ended, states echoed, e.g. ``36r kill@r9+0.02s→-9 2s``."""
         records = sum(1 for line in self.lines if not line.is_state)
         how = f" {self.disruption.label()}" if self.disruption and self.signalled else ""
+        if self.expected_stop is not None:
+            how = f" stops({self.expected_stop})"
         return f"{records}r{how}→{self.returncode} {len(self.echoed)}s"
 
 
@@ -338,6 +343,7 @@ def run_attempt(
     *,
     midway: tuple[int, Callable[[], None]] | None = None,
     timeout: float = 90.0,
+    expected_stop: str | None = None,
 ) -> Attempt:
     """Run ``python main.py write`` on ``lines``; disrupt it as asked; read everything it printed.
 
@@ -411,7 +417,7 @@ def run_attempt(
             continue
         messages.append(message)
     return Attempt(list(lines), disruption, proc.returncode, b"".join(raw_lines), b"".join(stderr_chunks),
-                   messages, problems, signalled.is_set())
+                   messages, problems, signalled.is_set(), expected_stop)
 
 
 # -- the one checker --------------------------------------------------------------------------------
@@ -545,7 +551,14 @@ def _judge_attempt(number: int, attempt: Attempt, total: int, verdict: Verdict) 
         if state.get("type") != kind:
             verdict.states.append(f"{name}: state {line.state_id} echoed as {state.get('type')}, sent as {kind}")
     finished = not attempt.signalled or attempt.returncode == 0
-    if finished:
+    if attempt.expected_stop is not None:
+        errors = [m["trace"].get("error", {}) for m in attempt.messages if m.get("type") == "TRACE"]
+        if attempt.returncode == 0:
+            verdict.states.append(f"{name}: ran to the end, but it had to stop with a {attempt.expected_stop}")
+        elif not any(e.get("failure_type") == attempt.expected_stop for e in errors):
+            verdict.states.append(f"{name}: stopped without a {attempt.expected_stop} trace: {errors}")
+        finished = attempt.returncode == 0
+    elif finished:
         if attempt.returncode != 0:
             traces = [m["trace"].get("error", {}).get("message") for m in attempt.messages if m.get("type") == "TRACE"]
             verdict.states.append(f"{name}: exit code {attempt.returncode} without a disruption; traces: {traces}")

@@ -6,11 +6,16 @@ outcomes are captured from the sync report.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from airbyte_cdk.models import FailureType
+from airbyte_cdk.models import FailureType, SyncMode
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from helpers import (
     catalog,
@@ -389,3 +394,56 @@ def test_revoked_key_mid_sync_stops_with_config_error_and_echoes_settled_states(
     assert error.failure_type == FailureType.config_error
     assert state_ids(echoed) == [1]
     assert len(sb.credits()) == 1
+
+
+def test_numeric_event_ids_beyond_64_bits_stay_distinct_through_the_entry_point(sb: Sandbox, tmp_path: Any) -> None:
+    """Issue 21, 5: event ids above 2**64 read as floats collapsed into one dedupe key (1 of 2 credited).
+    The ids travel as the platform sends them, JSON lines on stdin of ``main.py write``."""
+    root = Path(__file__).resolve().parents[1]
+    config, catalog_file = tmp_path / "config.json", tmp_path / "catalog.json"
+    config.write_text(json.dumps(credit_config(sb)))
+    catalog_file.write_text(json.dumps({"streams": [{
+        "stream": {"name": "credits", "json_schema": {}, "supported_sync_modes": ["incremental"]},
+        "sync_mode": "incremental", "destination_sync_mode": "append",
+    }]}))
+    big = 2**64 + 1  # 18446744073709551617; the next one differs only in its last digit
+    lines = [
+        '{"type": "RECORD", "record": {"stream": "credits", "emitted_at": 0, "data": '
+        f'{{"user_id": "{ALICE}", "activity_id": "1001", "num_points": 1, "event_id": {event_id}}}}}}}'
+        for event_id in (big, big + 1, f'"{big}"')  # the third: the first id as text, the same event
+    ]
+    lines.append(json.dumps({"type": "STATE", "state": {"type": "STREAM", "id": 1, "stream": {
+        "stream_descriptor": {"name": "credits"}, "stream_state": {"cursor": 1}}}}))
+    run = subprocess.run(
+        [sys.executable, str(root / "main.py"), "write", "--config", str(config), "--catalog", str(catalog_file)],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    keys = sorted(c["extra_data"][DEDUPE_KEY_FIELD] for c in sb.credits())
+    assert keys == [str(big), str(big + 1)]  # was: one credit, key "18446744073709551616"
+    states = [json.loads(line) for line in run.stdout.splitlines() if '"STATE"' in line]
+    assert [s["state"]["destinationStats"]["recordCount"] for s in states] == [3.0]  # 2 credited + 1 duplicate
+
+
+@pytest.mark.parametrize(
+    ("policy", "sync_mode", "warned"),
+    [("replay_window", "full_refresh", True), ("none", "full_refresh", True),
+     ("every_row", "full_refresh", False), ("replay_window", "incremental", False)],
+)
+def test_write_warns_at_the_start_of_a_full_refresh_credit_stream_under_an_unsafe_policy(
+    sb: Sandbox, caplog: pytest.LogCaptureFixture, policy: str, sync_mode: str, warned: bool
+) -> None:
+    cat = catalog("append")
+    cat.streams[0].sync_mode = SyncMode(sync_mode)
+    with caplog.at_level(logging.WARNING, logger="airbyte"):
+        run_write(credit_config(sb, credit_verification=policy), cat,
+                  [record({"user_id": ALICE, "activity_id": "1001", "event_id": "w1"}), state(1)])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "full_refresh" in r.getMessage()]
+    if not warned:
+        assert warnings == []
+        return
+    assert len(warnings) == 1
+    assert f"Stream credits is full_refresh and credited with credit_verification={policy}" in warnings[0]
+    assert ("1,967 of 2,000" if policy == "replay_window" else "231 of 300") in warnings[0]

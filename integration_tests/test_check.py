@@ -187,3 +187,14 @@ def test_dns_failure():
     status = check(api_key_config("https://no-such-program.invalid"))
     assert status.status == Status.FAILED
     assert "no-such-program.invalid" in status.message and "reach" in status.message
+
+
+@pytest.mark.parametrize(("policy", "figure"), [("replay_window", "212 of 300"), ("none", "231 of 300"), ("every_row", None)])
+def test_check_says_plainly_that_replay_window_and_none_are_unsafe_for_full_refresh(api_sandbox, policy, figure):
+    status = check(api_key_config(api_sandbox.base_url, object_type="activity_credit", credit_verification=policy))
+    assert status.status == Status.SUCCEEDED
+    if figure is None:
+        assert "unsafe" not in status.message
+    else:
+        assert f"credit_verification={policy} is unsafe for full-refresh sources" in status.message
+        assert figure in status.message

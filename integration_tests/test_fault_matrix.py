@@ -4,7 +4,9 @@ Read :data:`SCENARIOS` as a table. Each row runs ``python main.py write`` (a sub
 as the platform runs it) against a sandbox with the row's faults, interrupts it if the row says so
 (SIGKILL or SIGTERM at a seeded point of its work, then a replay of what the platform re-sends:
 everything after the last echoed state, with the same or shifted state positions), and is judged
-by :func:`faultmatrix.judge` on every column:
+by :func:`faultmatrix.judge` on every column. A row with ``resend`` then sends every row again, as a
+full refresh does, under other sandbox knobs (e.g. an activity history that proves nothing); an attempt
+that must stop by itself is judged on its trace instead of on running to the end:
 
 * **fault**   the fault was actually sprung (sandbox counters, or an attempt really stopped mid-sync);
 * **lost**    a good row's member or credit is missing (or a member kept a stale name);
@@ -61,7 +63,7 @@ from faultmatrix import (
 from faultproxy import FaultProxy
 from helpers import credit_config
 
-from crowdtwist_sandbox import Sandbox
+from crowdtwist_sandbox import Sandbox, SandboxOptions
 
 #: Records over this size are rejected (kept small so the "huge record" costs nothing).
 MAX_RECORD_BYTES = 20_000
@@ -103,6 +105,12 @@ class Scenario:
     sprung: Mapping[str, int] = field(default_factory=dict)
     proxy: Mapping[str, Any] = field(default_factory=dict)
     outside_changes: int = 0
+    # After the rows above ran to the end, the platform sends every row again (a full refresh, a reset,
+    # a re-run) with ``resend`` knobs set; ``resend_stops``: that attempt must stop by itself with this
+    # failure type, then the knobs are cleared and the next attempt (what follows its last echoed state)
+    # runs to the end. Every row was credited already, so nothing may be credited again.
+    resend: Mapping[str, Any] | None = None
+    resend_stops: Literal["transient_error", "config_error"] | None = None
 
 
 RETRIES = {"max_retries": 10}
@@ -169,6 +177,18 @@ SCENARIOS: list[Scenario] = [
     # their max age, the same rows synced again: the deleted members re-created, the changed corrected.
     Scenario("index-resync/outside-deletions/profiles-upsert", "profiles", rows=24, outside_changes=5,
              sprung={"outside_deleted": 5}),
+    # Issue 21: every row credited, then all sent again (a full refresh) while the activity history answers
+    # in a shape that cannot prove a credit absent. The re-send must stop (like a 500 does) and credit
+    # nothing; once the answer is normal the platform's next attempt finishes, still crediting nothing.
+    # ({}, null and pages without end are in the soak: three attempts cost about 7 s of start-up.)
+    *(
+        Scenario(f"history-{shape}/full-resend", "credits", rows=6, resend={"history_answer_shape": shape},
+                 resend_stops="transient_error", sprung={f"history:{shape}": 1})
+        for shape in ("unknown_key", "user_not_found")
+    ),
+    # Pages of one credit: each member's 3 credits are pages 1 to 3 of its history, all read.
+    Scenario("history-paged/full-resend", "credits", {"history_max_page_size": 1}, rows=6, resend={},
+             sprung={"history_next_page": 4}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -197,6 +217,15 @@ SOAK: list[Scenario] = [
                  state_type=kind, interrupt="kill", interruptions=4, replay="shifted", seed=seed)
         for seed in (201, 202) for kind in ("STREAM", "GLOBAL")
     ),
+    # Issue 21, the other history answers that prove nothing (see the history rows of SCENARIOS).
+    *(
+        Scenario(f"soak/history-{shape}/full-resend", "credits", rows=6, resend={"history_answer_shape": shape},
+                 resend_stops="transient_error", sprung={f"history:{shape}": 1})
+        for shape in ("empty_object", "null")
+    ),
+    Scenario("soak/history-endless-pages/full-resend", "credits", rows=6,
+             resend={"history_answer_shape": "endless_pages"}, resend_stops="config_error",
+             sprung={"history:endless_pages": 100}),
 ]
 
 
@@ -342,6 +371,7 @@ def _change_outside_and_age_the_index(
 def _attempts(scenario: Scenario, sandbox: Sandbox, lines: list[Line], tmp_path: Path, base_url: str) -> list[Attempt]:
     """The first attempt, its interruptions and replays, and the last attempt that runs to the end."""
     streams = STREAMS[scenario.shape]
+    original = lines
     config_path, catalog_path = tmp_path / "config.json", tmp_path / "catalog.json"
     config_path.write_text(json.dumps(_config(sandbox, scenario, tmp_path, base_url)))
     catalog_path.write_text(json.dumps(_catalog(scenario)))
@@ -369,7 +399,26 @@ def _attempts(scenario: Scenario, sandbox: Sandbox, lines: list[Line], tmp_path:
         )
     # The last attempt runs to the end, even with nothing left to send (the platform's next attempt).
     attempts.append(run_attempt(config_path, catalog_path, lines, sandbox, midway=None if attempts else midway))
+    if scenario.resend is not None:
+        attempts += _resend(scenario, sandbox, original, config_path, catalog_path)
     return attempts
+
+
+def _resend(scenario: Scenario, sandbox: Sandbox, lines: list[Line], config_path: Path, catalog_path: Path) -> list[Attempt]:
+    """Every row sent again under the ``resend`` knobs; if that attempt must stop, the platform's next attempt."""
+    assert scenario.resend is not None
+    streams = STREAMS[scenario.shape]
+    records = [line for line in lines if not line.is_state]
+    again = layout(records, scenario.every, scenario.state_type, streams, first_id=1000)
+    sandbox.set_options(**scenario.resend)
+    stopped = run_attempt(config_path, catalog_path, again, sandbox, expected_stop=scenario.resend_stops)
+    if scenario.resend_stops is None:
+        return [stopped]
+    defaults = SandboxOptions()
+    sandbox.set_options(**{name: scenario.faults.get(name, getattr(defaults, name)) for name in scenario.resend})
+    rest = replay_input(again, [state.get("id") for state in stopped.echoed], shifted_every=None, streams=streams,
+                        first_id=2000)
+    return [stopped, run_attempt(config_path, catalog_path, rest, sandbox)]
 
 
 # -- the table ---------------------------------------------------------------------------------------

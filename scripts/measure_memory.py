@@ -42,7 +42,7 @@ class InstantCrowdTwist:
     def list_activities(self) -> list[dict[str, Any]]:
         return [{"id": "1001", "num_points": 10}]
 
-    def activity_history(self, *args: Any) -> ApiResponse:
+    def activity_history(self, *args: Any, **paging: Any) -> ApiResponse:
         return ApiResponse(200, [], {})
 
     def credit_activity(self, *args: Any) -> ApiResponse:

@@ -14,6 +14,7 @@ from destination_crowdtwist.api.errors import ConfigError, TransientError, Uncer
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.history import MAX_PAGES
 
 STREAM = StreamContext(namespace=None, name="credits", sync_mode="append")
 ACTIVITIES = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
@@ -38,7 +39,9 @@ class FakeClient:
             raise answer
         return answer
 
-    def activity_history(self, user_id: str, id_type: str, date_start: int, date_end: int) -> ApiResponse:
+    def activity_history(
+        self, user_id: str, id_type: str, date_start: int, date_end: int, **paging: Any
+    ) -> ApiResponse:
         self.history_calls += 1
         keys = self.history_script.pop(0) if self.history_script else []
         return ApiResponse(200, [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys], {})
@@ -452,3 +455,73 @@ def test_only_policies_that_trust_where_states_fall_ask_for_a_barrier(policy: st
     # every_row verifies each row, so a replay is safe wherever its states fall; replay_window verifies
     # only rows before a replay's first state, which is only enough when no credit passes a state early.
     assert make_writer(credit_verification=policy).barrier_at_states is barrier
+
+
+# -- activity history pages and answers that prove nothing (the sandbox versions: test_history_answers.py) ----
+
+NOT_FOUND_BODY = {"error": "page_not_found", "message": "User does not exist."}
+
+
+class PagedClient(FakeClient):
+    """History answers scripted per page (the last one repeats); the profile answers ``profile_status``."""
+
+    def __init__(self, pages: list[Any], profile_status: int = 200) -> None:
+        super().__init__()
+        self.pages = pages
+        self.profile_status = profile_status
+        self.asked: list[dict[str, Any]] = []
+        self.profile_calls = 0
+
+    def activity_history(
+        self, user_id: str, id_type: str, date_start: int, date_end: int, **paging: Any
+    ) -> ApiResponse:
+        self.history_calls += 1
+        self.asked.append(paging)
+        answer = self.pages[min(paging["page"], len(self.pages)) - 1]
+        if isinstance(answer, ApiResponse):
+            return answer
+        return ApiResponse(200, answer, {}, endpoint="GET /v2.1/users/{user_id}/activity_history")
+
+    def get_user(self, user_id: str, id_type: str) -> ApiResponse:
+        self.profile_calls += 1
+        body = {"id": 7} if self.profile_status == 200 else NOT_FOUND_BODY
+        return ApiResponse(self.profile_status, body, {}, endpoint="GET /v2/users/{user_id}")
+
+
+def _page(keys: list[str], next_page: int | None) -> dict[str, Any]:
+    items = [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys]
+    return {"paging": {"total": None, "next_page": next_page}, "activities": items}
+
+
+HISTORY_404 = ApiResponse(404, NOT_FOUND_BODY, {}, endpoint="GET /v2.1/users/{user_id}/activity_history")
+
+
+def test_a_key_on_page_two_is_found() -> None:
+    client = PagedClient([_page(["a", "b"], 2), _page(["evt-9"], None)])
+    outcome = settle(make_writer(client), row({**BASE, "event_id": "evt-9"}))
+    assert outcome.kind is OutcomeKind.DUPLICATE
+    assert client.asked == [{"page": 1, "page_size": 25}, {"page": 2, "page_size": 25}]
+    assert client.credits == []
+
+
+def test_history_404_for_a_member_who_does_not_exist_lets_the_row_go_on() -> None:
+    client = PagedClient([HISTORY_404], profile_status=404)
+    settle(make_writer(client), row({**BASE, "event_id": "e"}))
+    assert client.profile_calls == 1
+    assert len(client.credits) == 1  # the credit's own answer decides (a 404 rejects the row)
+
+
+@pytest.mark.parametrize("answer", [HISTORY_404, {}, None, {"entries": []}, [3]])
+def test_a_history_that_proves_nothing_stops_before_sending(answer: Any) -> None:
+    client = PagedClient([answer], profile_status=200)
+    with pytest.raises(TransientError, match="cannot prove whether a credit was already awarded"):
+        settle(make_writer(client), row({**BASE, "event_id": "e"}))
+    assert client.credits == []
+
+
+def test_pages_without_end_stop_at_the_bound() -> None:
+    client = PagedClient([_page([f"k{n}"], n + 2) for n in range(2 * MAX_PAGES)])  # always a next page
+    with pytest.raises(ConfigError, match="credit_history_days"):
+        settle(make_writer(client), row({**BASE, "event_id": "e"}))
+    assert client.history_calls == MAX_PAGES
+    assert client.credits == []

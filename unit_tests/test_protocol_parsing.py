@@ -57,3 +57,18 @@ def test_the_line_kept_for_reject_sinks_is_capped() -> None:
 def test_text_lines_are_accepted_too() -> None:
     [msg] = list(parse_messages([rec({"n": 1}).decode()]))
     assert isinstance(msg, PatchedAirbyteMessage)
+
+
+@pytest.mark.parametrize("as_text", [False, True])
+def test_integers_beyond_64_bits_are_read_exactly(as_text: bool) -> None:
+    data = {"event_id": 2**64 + 1, "low": -(2**63) - 1, "note": "1234567890123456789012", "f": 0.5}
+    line = json.dumps({"type": "RECORD", "record": {"stream": "s", "emitted_at": 0, "data": data}})
+    [message] = list(parse_messages([line if as_text else line.encode()]))
+    assert isinstance(message, PatchedAirbyteMessage) and message.record is not None
+    assert message.record.data == data  # orjson alone gives 1.8446744073709552e+19
+
+
+def test_a_long_digit_run_does_not_let_nan_in() -> None:
+    line = b'{"type": "RECORD", "record": {"stream": "s", "emitted_at": 0, "data": {"a": NaN, "b": 18446744073709551617}}}'
+    [bad] = list(parse_messages([line]))
+    assert isinstance(bad, BadInput)

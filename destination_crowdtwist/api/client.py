@@ -744,12 +744,24 @@ class CrowdTwistClient:
             endpoint="POST /v2/users/{user_id}/activities",
         )
 
-    def activity_history(self, user_id: str, id_type: str, date_start: int, date_end: int) -> ApiResponse:
-        """``GET /v2.1/users/{user_id}/activity_history`` between two epoch-second dates (read-back)."""
+    def activity_history(
+        self, user_id: str, id_type: str, date_start: int, date_end: int, *, page: int | None = None,
+        page_size: int | None = None,
+    ) -> ApiResponse:
+        """``GET /v2.1/users/{user_id}/activity_history`` between two epoch-second dates (read-back).
+
+        ``page`` and ``page_size`` ask for one page of the list (v2.1 lists are paged,
+        docs/crowdtwist-api-notes.md §6); the caller follows ``paging.next_page``.
+        """
+        params: dict[str, Any] = {"id_type": id_type, "date_start": int(date_start), "date_end": int(date_end)}
+        if page is not None:
+            params["page"] = int(page)
+        if page_size is not None:
+            params["page_size"] = int(page_size)
         return self.request(
             "GET",
             f"/v2.1/users/{quote(str(user_id), safe='')}/activity_history",
-            params={"id_type": id_type, "date_start": int(date_start), "date_end": int(date_end)},
+            params=params,
             endpoint="GET /v2.1/users/{user_id}/activity_history",
         )
 

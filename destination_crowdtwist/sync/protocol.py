@@ -15,6 +15,7 @@ models (protocol 0.17.1) lack.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -35,6 +36,13 @@ from destination_crowdtwist.records.rejection import Reason, Rejection
 logger = logging.getLogger("airbyte")
 
 _KNOWN_TYPES = frozenset(t.value for t in Type)
+
+# orjson reads an integer beyond 64 bits as a float, so two event ids that differ past the 17th
+# digit would become one dedupe key (and one credit). A line with a run of 19 or more digits is parsed
+# again by the standard library, which keeps every integer exact; a false alarm (a long digit run in a
+# string, a long decimal) costs only that second parse and gives the same values.
+_LONG_DIGITS = re.compile(r"\d{19,}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19,}")
 
 
 @dataclass
@@ -178,6 +186,7 @@ def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessa
         except orjson.JSONDecodeError:
             yield _unparseable(line)
             continue
+        obj = _with_exact_integers(line, obj)
         if not isinstance(obj, dict):
             yield _bad("the input line is JSON but not an Airbyte message (not an object)", line)
             continue
@@ -200,6 +209,21 @@ def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessa
                 f"invalid:{msg_type}",
                 f"Skipping malformed {msg_type} messages ({type(exc).__name__}); further ones are skipped silently.",
             )
+
+
+def _with_exact_integers(line: bytes | str, parsed: Any) -> Any:
+    """``parsed`` again with integers beyond 64 bits kept exact, when the line may hold one."""
+    found = _LONG_DIGITS_BYTES.search(line) if isinstance(line, bytes) else _LONG_DIGITS.search(line)
+    if found is None:
+        return parsed
+    try:
+        return json.loads(line, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return parsed  # orjson's reading stands (the standard parser nests less deep)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: orjson refuses them too
 
 
 def _unparseable(line: bytes | str) -> BadInput:

@@ -14,7 +14,8 @@ happen once:
 3. **Uncertain outcomes** (read timeout, dropped connection, 5xx after sending) are never blindly
    retried: the member's activity history is read for the key — polling for up to
    ``award_queue_delay_seconds`` because awards are queued — and the credit is re-sent only if the
-   key is still absent.
+   key is still absent. The history is read page by page (``writers/history.py``), and an answer
+   that cannot prove a key absent stops the sync: it is never read as "no credits".
 4. **Replays**: ``every_row`` (the default) verifies every row, so a replay is safe wherever its
    states fall. For ``replay_window`` and ``none`` the destination puts a barrier at every state
    message (no credit starts past a state that is not echoed yet), so an interrupted attempt can
@@ -36,12 +37,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
-from destination_crowdtwist.api.errors import Action, ConfigError, TransientError, UncertainOutcome
+from destination_crowdtwist.api.errors import Action, ConfigError, CrowdTwistError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
 from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
@@ -57,6 +58,7 @@ from destination_crowdtwist.writers.base import (
     raw_label,
 )
 from destination_crowdtwist.writers.credit_memory import CreditMemory
+from destination_crowdtwist.writers.history import MAX_PAGES, PAGE_SIZE, PageWalk, UnprovenHistory
 from destination_crowdtwist.writers.ledger import DONE, PENDING, CreditLedger, event_key, ledger_scope
 
 logger = logging.getLogger("airbyte")
@@ -348,40 +350,86 @@ class ActivityCreditWriter:
         return any(token in keys for token in tokens)
 
     def _read_history(self, credit: Credit) -> set[tuple[str, str]]:
-        """The dedupe keys in the member's activity history (one request; empty for an unknown member)."""
+        """The dedupe keys in the member's activity history, every page of it (bounded).
+
+        An answer that cannot prove a key absent stops the sync (:meth:`_unproven`); it is never
+        taken for an empty history, which would send the credit again. Stopping rather than holding
+        the row as rejected keeps both promises: nothing doubled (the row is not sent) and nothing
+        lost (no state past it is echoed, so the platform's next attempt verifies it again), and
+        such an answer is seldom about one row (a changed envelope, a proxy), so rejecting rows one
+        by one would only hide it.
+        """
         now = int(self._clock())
-        response = self.client.activity_history(
-            credit.user_id, credit.id_type, now - self.cfg.credit_history_days * 86_400, now + 3600
-        )
+        start, end = now - self.cfg.credit_history_days * 86_400, now + 3600
         keys: set[tuple[str, str]] = set()
-        if response.ok:
-            for item in _history_items(response.data):
-                if not isinstance(item, Mapping):
-                    continue
-                activity = item.get("activity_id")
-                # An item without activity_id (the v2.1 shape is not documented) matches any activity.
-                activity_text = _id_text(activity) if isinstance(activity, str | int | float) else ANY_ACTIVITY
-                extra = item.get("extra_data")
-                if isinstance(extra, str):
-                    try:
-                        extra = json.loads(extra)
-                    except ValueError:
-                        extra = None
-                if isinstance(extra, Mapping) and extra.get(DEDUPE_KEY_FIELD) is not None:
-                    keys.add((activity_text, str(extra[DEDUPE_KEY_FIELD])))
-        elif response.status != 404:
-            code, message = response.error_code, response.safe_message
-            if response.resolution.action is Action.CONFIG:
-                api_rejection(response)  # raises the sync-stopping error
-            # Never guess: if the history cannot be read, crediting could double the points.
-            raise TransientError(
-                f"Activity history could not be read (HTTP {response.status}) to verify a credit; stopping so "
-                "that no points are credited twice.",
-                status=response.status,
-                error_code=code,
-                api_message=message,
+        walk = PageWalk(PAGE_SIZE)
+        for _ in range(MAX_PAGES):
+            # Newest first: a credit landing while the pages are read pushes older ones down a page,
+            # so one may be read twice, never skipped (and this member's own credits wait for the read).
+            response = self.client.activity_history(
+                credit.user_id, credit.id_type, start, end, page=walk.page, page_size=PAGE_SIZE
             )
-        return keys
+            if not response.ok:
+                if self._member_absent(credit, response):
+                    return set()  # no member, no credit: the credit's own 404 rejects the row
+                raise self._unreadable(response)
+            try:
+                parsed = walk.take(response.data)
+            except UnprovenHistory as exc:
+                raise self._unproven(str(exc), response) from None
+            keys.update(_history_keys(parsed.items))
+            if parsed.next_page is None:
+                return keys
+        raise ConfigError(
+            f"A member's activity history runs past {MAX_PAGES} pages ({MAX_PAGES * PAGE_SIZE:,} credits) within "
+            f"credit_history_days ({self.cfg.credit_history_days} days), so the connector cannot prove that a row "
+            "was not credited before; nothing was sent for it. Lower credit_history_days so that one member's "
+            "credits in that window fit, or keep a ledger_path between syncs.",
+        )
+
+    def _member_absent(self, credit: Credit, response: ApiResponse) -> bool:
+        """Whether a 404 on the history means the member does not exist (then no credit can exist).
+
+        "User does not exist." on the history is taken for true only when the profile says so too: a
+        history 404 for a member who exists (one credited a moment ago) proves nothing.
+        """
+        if response.status != 404 or response.resolution.reason is not Reason.NOT_FOUND:
+            return False
+        profile = self.client.get_user(credit.user_id, credit.id_type)
+        if profile.status == 404 and profile.resolution.reason is Reason.NOT_FOUND:
+            return True
+        if profile.ok:
+            raise self._unproven("it says 'User does not exist.' for a member whose profile exists", response)
+        raise self._unreadable(profile)
+
+    @staticmethod
+    def _unproven(problem: str, response: ApiResponse) -> TransientError:
+        return TransientError(
+            f"CrowdTwist's activity history answer cannot prove whether a credit was already awarded: {problem}. "
+            "The row was not sent and no state after it is echoed, so no points are credited twice; the next "
+            "attempt verifies it again. If this persists, CrowdTwist's history answer has changed: report this "
+            "message to the connector's maintainers.",
+            status=response.status,
+            error_code=response.error_code,
+            api_message=response.safe_message,
+            request_line=response.request_line,
+        )
+
+    @staticmethod
+    def _unreadable(response: ApiResponse) -> CrowdTwistError:
+        if response.resolution.action is Action.CONFIG:
+            try:
+                api_rejection(response)  # raises the sync-stopping error
+            except CrowdTwistError as exc:
+                return exc
+        # Never guess: if the history cannot be read, crediting could double the points.
+        return TransientError(
+            f"Activity history could not be read (HTTP {response.status}) to verify a credit; stopping so "
+            "that no points are credited twice.",
+            status=response.status,
+            error_code=response.error_code,
+            api_message=response.safe_message,
+        )
 
     def _remember(self, credit: Credit) -> None:
         self._memory.remember((credit.id_type, credit.user_id), _token(*credit.history_key))
@@ -463,6 +511,40 @@ class ActivityCreditWriter:
 
 
 ANY_ACTIVITY = "*"
+
+# What replay_window and none cost where a source re-sends rows that were credited before, as measured
+# for issue 21 (300 credited rows replayed with states at other positions; 2,000 credited rows re-sent by
+# a full refresh). none verifies no row, so a full re-send credits every such row again.
+_UNSAFE_POLICY = {
+    "replay_window": "a replay whose states fell elsewhere credited 212 of 300 rows twice, and a full-refresh "
+                     "re-send 1,967 of 2,000",
+    "none": "a replay whose states fell elsewhere credited 231 of 300 rows twice, and a full-refresh re-send "
+            "credits every row again",
+}
+
+
+def unsafe_policy_warning(policy: str) -> str | None:
+    """What ``check`` says about a ``credit_verification`` that is unsafe for full-refresh sources (else None)."""
+    figures = _UNSAFE_POLICY.get(policy)
+    if figures is None:
+        return None
+    return (
+        f"credit_verification={policy} is unsafe for full-refresh sources and for replays whose states fall "
+        f"elsewhere: measured, {figures}. Use every_row (the default) unless every Activity Credit stream is "
+        "incremental and its states always fall at the same rows."
+    )
+
+
+def full_refresh_warning(policy: str, stream: str) -> str | None:
+    """The WARN that ``write`` logs for a full_refresh Activity Credit stream under an unsafe policy (else None)."""
+    figures = _UNSAFE_POLICY.get(policy)
+    if figures is None:
+        return None
+    return (
+        f"Stream {stream} is full_refresh and credited with credit_verification={policy}: rows credited by an "
+        f"earlier sync are not verified and are credited again (measured, {figures}). Set credit_verification "
+        "to every_row, or make the stream incremental."
+    )
 
 
 def _token(activity_id: str, dedupe_key: str) -> str:
@@ -576,13 +658,19 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-def _history_items(data: Any) -> list[Any]:
-    """The list of credits in an activity-history answer, whatever wrapper it uses."""
-    if isinstance(data, list):
-        return data
-    if isinstance(data, Mapping):
-        for key in ("activity_history", "activities", "history", "data", "items", "results"):
-            value = data.get(key)
-            if isinstance(value, list):
-                return value
-    return []
+def _history_keys(items: Sequence[Mapping[str, Any]]) -> set[tuple[str, str]]:
+    """(activity, dedupe key) of every credit of ours in a page of history items."""
+    keys: set[tuple[str, str]] = set()
+    for item in items:
+        activity = item.get("activity_id")
+        # An item without activity_id (the v2.1 item shape is not documented) matches any activity.
+        activity_text = _id_text(activity) if isinstance(activity, str | int | float) else ANY_ACTIVITY
+        extra = item.get("extra_data")
+        if isinstance(extra, str):
+            try:
+                extra = json.loads(extra)
+            except ValueError:
+                extra = None
+        if isinstance(extra, Mapping) and extra.get(DEDUPE_KEY_FIELD) is not None:
+            keys.add((activity_text, str(extra[DEDUPE_KEY_FIELD])))
+    return keys

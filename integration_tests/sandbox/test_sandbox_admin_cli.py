@@ -282,3 +282,12 @@ def test_loadtest_measures_keep_alive_throughput(sandbox):
     raw = measure(sandbox.base_url, seconds=0.3, threads=1, client="raw", mix=False)
     assert raw.errors == 0
     assert raw.requests > 50
+
+
+def test_history_answer_shape_over_the_admin_api_and_the_cli(sandbox):
+    changed = admin(sandbox, "POST", "options", {"history_answer_shape": "null", "history_max_page_size": 5})
+    assert (changed.json()["history_answer_shape"], changed.json()["history_max_page_size"]) == ("null", 5)
+    assert admin(sandbox, "POST", "options", {"history_answer_shape": "sideways"}).status_code == 400
+    args = build_parser().parse_args(["--history-answer-shape", "user_not_found", "--history-max-page-size", "3"])
+    opts = options_from_args(args)
+    assert (opts.history_answer_shape, opts.history_max_page_size) == ("user_not_found", 3)

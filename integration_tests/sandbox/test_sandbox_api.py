@@ -397,13 +397,13 @@ def test_queue_delay_hides_credit_until_processed(sandbox_factory, clock):
     member = api.create()
     assert api.post(f"/v2/users/{member['id']}/activities", {"activity_id": "1001"}).json()["awarded"] is True
     history = f"/v2.1/users/{member['id']}/activity_history"
-    assert api.get(history).json() == []
+    assert api.get(history).json()["activities"] == []
     assert api.get(f"/v2/users/{member['id']}").json()["total_points"] == 0
     assert len(sb.credits()) == 1  # recorded at once
     clock.advance(1.499)
-    assert api.get(history).json() == []
+    assert api.get(history).json()["activities"] == []
     clock.advance(0.001)
-    assert len(api.get(history).json()) == 1
+    assert len(api.get(history).json()["activities"]) == 1
     assert api.get(f"/v2/users/{member['id']}").json()["total_points"] == 10
 
 
@@ -416,17 +416,17 @@ def test_activity_history_window_and_fields(api, sb, clock):
         api.post(path, {"activity_id": "1001", "num_points": n + 1, "extra_data": {"n": n}}, id_type="email")
         clock.advance(1000)
     history = "/v2.1/users/h%40example.com/activity_history"
-    everything = api.get(history, id_type="email").json()
+    everything = api.get(history, id_type="email").json()["activities"]
     assert [item["extra_data"] for item in everything] == [{"n": 2}, {"n": 1}, {"n": 0}]  # newest first
     item = everything[-1]
     assert (item["activity_id"], item["num_points"], item["date_created"], item["name"]) == (
         "1001", 1, stamps[0], "Ad Hoc Points"
     )
-    middle = api.get(history, id_type="email", date_start=stamps[0] + 1, date_end=stamps[2] - 1).json()
+    middle = api.get(history, id_type="email", date_start=stamps[0] + 1, date_end=stamps[2] - 1).json()["activities"]
     assert [i["extra_data"] for i in middle] == [{"n": 1}]
-    exact = api.get(history, id_type="email", date_start=stamps[1], date_end=stamps[1]).json()
+    exact = api.get(history, id_type="email", date_start=stamps[1], date_end=stamps[1]).json()["activities"]
     assert [i["num_points"] for i in exact] == [2]  # both ends inclusive
-    assert api.get(f"/v2.1/users/{member['id']}/activity_history/", date_start=stamps[2] + 1).json() == []
+    assert api.get(f"/v2.1/users/{member['id']}/activity_history/", date_start=stamps[2] + 1).json()["activities"] == []
     assert error_of(api.get(history, id_type="email", date_start="yesterday"))[0:2] == (400, "param_error")
     assert error_of(api.get("/v2.1/users/nobody@x.com/activity_history", id_type="email"))[0] == 404
 
@@ -435,4 +435,57 @@ def test_history_excludes_capped_attempts(api):
     member = api.create()
     for _ in range(2):
         api.post(f"/v2/users/{member['id']}/activities", {"activity_id": "1003"})
-    assert len(api.get(f"/v2.1/users/{member['id']}/activity_history").json()) == 1
+    assert len(api.get(f"/v2.1/users/{member['id']}/activity_history").json()["activities"]) == 1
+
+
+def test_history_is_paged_like_the_v2_1_lists(api, sb):
+    """§3, §6: page and page_size (10 by default, at most 25), paging.next_page until the last page."""
+    member = api.create()
+    path = f"/v2/users/{member['id']}/activities"
+    for n in range(27):
+        api.post(path, {"activity_id": "1001", "num_points": 1, "extra_data": {"n": n}})
+    history = f"/v2.1/users/{member['id']}/activity_history"
+    first = api.get(history).json()
+    assert first["paging"] == {"total": 27, "pages": 3, "prev_page": None, "next_page": 2}
+    assert [item["extra_data"]["n"] for item in first["activities"]] == list(range(26, 16, -1))  # newest first
+    seen = []
+    page: int | None = 1
+    while page is not None:
+        answer = api.get(history, page=page, page_size=100).json()  # cut to 25
+        seen += [item["extra_data"]["n"] for item in answer["activities"]]
+        page = answer["paging"]["next_page"]
+    assert seen == list(range(26, -1, -1))
+    assert api.get(history, page=9, page_size=25).json() == {
+        "paging": {"total": 27, "pages": 2, "prev_page": 2, "next_page": None}, "activities": [],
+    }
+    assert error_of(api.get(history, page=0))[0:2] == (400, "param_error")
+    assert error_of(api.get(history, page_size="ten"))[0:2] == (400, "param_error")
+    assert sb.request_counts()["history_next_page"] == 2
+
+
+@pytest.mark.parametrize(
+    ("shape", "looks_like"),
+    [("unknown_key", lambda d: sorted(d) == ["paging", "sandbox_unknown_list"] and len(d["sandbox_unknown_list"]) == 1),
+     ("empty_object", lambda d: d == {}), ("null", lambda d: d is None),
+     ("bare_array", lambda d: isinstance(d, list) and d[0]["activity_id"] == "1001")],
+)
+def test_history_answer_shape_faults(sandbox_factory, shape, looks_like):
+    sb = sandbox_factory(history_answer_shape=shape)
+    api = Api(sb.base_url)
+    member = api.create()
+    api.post(f"/v2/users/{member['id']}/activities", {"activity_id": "1001"})
+    answer = api.get(f"/v2.1/users/{member['id']}/activity_history")
+    assert answer.status_code == 200
+    assert looks_like(answer.json())
+    assert sb.request_counts()[f"history:{shape}"] == 1
+
+
+def test_history_user_not_found_and_endless_pages_faults(sandbox_factory):
+    sb = sandbox_factory(history_answer_shape="user_not_found")
+    api = Api(sb.base_url)
+    member = api.create()
+    history = f"/v2.1/users/{member['id']}/activity_history"
+    assert error_of(api.get(history)) == (404, "page_not_found", "User does not exist.")
+    assert api.get(f"/v2/users/{member['id']}").status_code == 200  # the member exists
+    sb.set_options(history_answer_shape="endless_pages")
+    assert api.get(history, page=40).json()["paging"]["next_page"] == 41

@@ -46,7 +46,7 @@ def test_signed_get_post_put_and_credit(sb, clock):
                     body_of({"activity_id": "1001", "num_points": 150}), timestamp=ts)  # fmt: skip
     assert credit.json()["awarded"] is True
     history = signed(sb.base_url, "GET", f"/v2.1/users/{member_id}/activity_history?date_start=0", timestamp=ts)
-    assert [item["num_points"] for item in history.json()] == [150]
+    assert [item["num_points"] for item in history.json()["activities"]] == [150]
 
 
 def test_signature_covers_raw_undecoded_target(sb, clock):
