@@ -6,18 +6,24 @@ from typing import Any
 
 import pytest
 
+from destination_crowdtwist.records.coercion import to_custom_value
+from destination_crowdtwist.records.mapping import KNOWN_USER_FIELDS
 from destination_crowdtwist.records.masking import (
     HARMLESS_FIELDS,
     MASK,
     PII_FIELDS,
     SECRET_FIELDS,
+    is_schema_key,
     mask_email,
+    mask_free_text,
     mask_identifier,
     mask_phone,
     mask_record,
     mask_text,
     mask_value,
 )
+from destination_crowdtwist.records.rejection import Reason, Rejection, key, server, value
+from destination_crowdtwist.records.validation import check_user
 
 
 @pytest.mark.parametrize(
@@ -307,8 +313,8 @@ def test_unknown_fields_are_masked_by_shape(record: dict[str, Any], masked: dict
         ({"activity_date": "2024-01-31T10:00:00Z"}, {"activity_date": "2024-01-31T10:00:00Z"}),
         ({"event_id": "ORD-1001"}, {"event_id": "ORD-1001"}),
         (
-            {"created_at": "2024-01-31 10:00:00", "updated_at": None},
-            {"created_at": "2024-01-31 10:00:00", "updated_at": None},
+            {"activity_date": "2024-01-31 10:00:00", "event_id": None},
+            {"activity_date": "2024-01-31 10:00:00", "event_id": None},
         ),
         # Allow-listed fields keep only strict shapes: free text, emails and long digit runs are masked whole.
         ({"event_id": "order-for-jane@example.com"}, {"event_id": MASK}),
@@ -317,6 +323,9 @@ def test_unknown_fields_are_masked_by_shape(record: dict[str, Any], masked: dict
         ({"event_id": "refund for Jane Doe, 42 Elm St, card ***1111"}, {"event_id": MASK}),
         ({"event_id": "4111-1111-1111-1111"}, {"event_id": MASK}),
         ({"created_at": "1990-05-17 by Jane Doe"}, {"created_at": MASK}),
+        ({"created_at": "2024-01-31 10:00:00"}, {"created_at": MASK}),  # not allow-listed: a DOB looks the same
+        ({"event_id": "Schenectady"}, {"event_id": MASK}),  # a capitalised word without a digit: a name or place
+        ({"activity_id": "purchase_bonus"}, {"activity_id": "purchase_bonus"}),
         ({"activity_date": 1706659200}, {"activity_date": MASK}),  # an epoch is not told from a phone
         # Airbyte metadata: kept (as a tree); the raw-table record column is not metadata.
         (
@@ -379,3 +388,91 @@ def test_mask_record_harmless_fields_argument() -> None:
 def test_mask_text_catches_encoded_and_international_forms(text: str, masked: str) -> None:
     assert mask_text(text) == masked
     assert mask_text(masked) == masked
+
+
+# -- issue 21 item 2: free text, keys and server messages ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # The audited server's echo: every name, street, city, date and number goes, the words stay.
+        (
+            "Invalid postal_code for Jane Doe, 42 Elm St, Springfield; DOB 1990-05-17 and card 4111 1111 1111 1111",
+            "Invalid postal_code for *** ***, *** *** ***, ***; *** *** and *** ***",
+        ),
+        ("Unrecognized attribute name: Quentin Doe (spouse)", "Unrecognized attribute name: *** *** (***)"),
+        ("SSN 123-45-8762 of jane.doe@example.com", "*** *** of ***.***@***.***"),
+        ("User does not exist.", "User does not exist."),
+        ("Event already processed", "Event already processed"),
+        ("US zip code or country/city combo is required", "US zip code or country/city combo is required"),
+        ("expected 5 or 9 digits", "expected 5 or 9 digits"),
+        # A capitalised message word passes only where a sentence starts: a name never does.
+        ("Field is required. Will Long invalid", "Field is required. *** *** invalid"),
+        ("", ""),
+    ],
+)
+def test_mask_free_text(text: str, masked: str) -> None:
+    assert mask_free_text(text) == masked
+    assert mask_free_text(masked) == masked
+
+
+def test_mask_free_text_keeps_known_words_it_is_given() -> None:
+    assert mask_free_text("Unrecognized attribute name: tier", known_words=("tier",)) == (
+        "Unrecognized attribute name: tier"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "kept"),
+    [
+        ("first_name", True), ("emailAddress", True), ("loyalty_tier", True), ("orderRef", True),
+        ("LOYALTY_TIER", True), ("_airbyte_meta", True), ("x-api-key", True), ("EVENT_ID", True),
+        ("Quentin Doe (spouse)", False), ("Quentin", False), ("jane@example.com", False), ("2125551234", False),
+        ("42 Elm St", False), ("id2125551234", False), ("", False),
+    ],
+)  # fmt: skip
+def test_is_schema_key(key: str, kept: bool) -> None:
+    assert is_schema_key(key) is kept
+
+
+def test_every_crowdtwist_field_name_is_a_schema_key_and_a_kept_word() -> None:
+    assert all(is_schema_key(name) for name in KNOWN_USER_FIELDS)
+    words = [name for name in KNOWN_USER_FIELDS if "_" in name]
+    assert mask_free_text(" ".join(words)) == " ".join(words)
+
+
+def test_a_rejection_masks_only_what_came_from_the_row_or_the_server() -> None:
+    rejection = Rejection(
+        Reason.VALIDATION,
+        ("custom_data value ", key("Ximena Okonkwo (spouse)"), " must be a string; activity_id ",
+         value("refund for Jane Doe", "activity_id"), " / ", value("ORD-1001", "activity_id"), ": ",
+         server("Invalid name Jane Doe"), " — postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"),
+        field="custom_data.Ximena Okonkwo (spouse)",
+    )  # fmt: skip
+    assert rejection.message == (
+        "custom_data value Ximena Okonkwo (spouse) must be a string; activity_id refund for Jane Doe / ORD-1001: "
+        "Invalid name Jane Doe — postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"
+    )
+    assert rejection.text(masked=False) == rejection.message
+    assert rejection.text(masked=True) == (
+        "custom_data value *** must be a string; activity_id *** / ORD-1001: Invalid name *** *** — "
+        "postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"
+    )
+    assert rejection.masked_field == "custom_data.***"
+    prefixed = rejection.with_prefix("Cannot create: ").with_suffix(" (x)")
+    assert prefixed.text(masked=True).startswith("Cannot create: custom_data value *** must")
+    assert prefixed.text(masked=True).endswith("12345-6789) (x)")
+
+
+def test_field_names_from_the_row_are_quoted_by_coercion_and_validation() -> None:
+    with pytest.raises(Rejection) as caught:
+        to_custom_value({"a": 1}, "custom_data.Quentin Doe (spouse)")
+    assert caught.value.text(masked=True) == (
+        "custom_data.***: expected a scalar value (string, number, boolean or date) for custom_data, got dict"
+    )
+    combined = check_user({"custom_data": {"Quentin Doe (spouse)": 5}}, creating=False, require_location=False)
+    assert combined is not None
+    assert "Quentin" in combined.message
+    assert "Quentin" not in combined.text(masked=True)
+    assert "must be a string (CrowdTwist stores custom attributes as strings)" in combined.text(masked=True)

@@ -180,7 +180,8 @@ _PII_NAME_WORDS = frozenset(
 # The allow-list for `mask_record`: values that describe the *event or the sync*, not the person, and
 # that one needs to debug a rejected row. Even here only a value of a strict shape stays: an id token
 # (letters, digits and ``_ . : -``, no space, at most 64 characters, no run of 7+ digits that could
-# be a phone, card or SSN), an ISO date or time, or a number of fewer than 7 digits. Anything else,
+# be a phone, card or SSN; with a digit, or all lower case: a capitalised word is a name or a place),
+# an ISO date or time, or a number of fewer than 7 digits. Anything else,
 # above all free text ("refund for Jane Doe, 42 Elm St, card ***1111"), is masked whole.
 #   activity_id   which CrowdTwist activity was credited: program configuration, the same for every
 #                 member; the thing to check on an ``invalid_activity`` rejection.
@@ -189,20 +190,18 @@ _PII_NAME_WORDS = frozenset(
 #   event_id      the source system's id of the event (order or transaction number, the default
 #                 ``event_id_field``): finds the row in the warehouse and explains duplicates. A
 #                 configured event id field of another name is passed in with ``harmless_fields``.
-#   created_at, updated_at: row bookkeeping timestamps from the warehouse.
 #   Airbyte metadata columns (ids and timestamps the platform adds; ``_airbyte_data`` is NOT here
 #   because in raw tables it holds the whole record).
 # Not here on purpose: country_code, tier, status and other custom attributes (coarse, but they are
 # still facts about a person, and custom attributes can hold anything); anything with "date" in its
-# name (date_of_birth is one).
+# name (date_of_birth is one); the warehouse's created_at and updated_at (a date there cannot be told
+# from a date of birth, "1990-05-17 by Jane Doe" was found in one, and they do not explain a rejection).
 HARMLESS_FIELDS: frozenset[str] = frozenset(
     {
         "activity_id",
         "num_points",
         "activity_date",
         "event_id",
-        "created_at",
-        "updated_at",
         "airbyte_raw_id",
         "airbyte_ab_id",
         "airbyte_extracted_at",
@@ -262,6 +261,9 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}")
 _ISO_DATETIME_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+\-]\d{2}:?\d{2})?)?"
 )
+_ISO_DATE_IN_TEXT_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Allow-listed fields that hold a date: only an ISO date or time stays there (an id elsewhere).
+_HARMLESS_DATE_FIELDS = frozenset({"activity_date", "airbyte_extracted_at", "airbyte_emitted_at", "airbyte_loaded_at"})
 # Keys that name a field rather than hold data: a plain identifier that starts lower case (snake_case,
 # camelCase, kebab-case) or an upper-case one with an underscore (Snowflake's LOYALTY_TIER). A key with
 # a space, a capital first letter alone (a name: "Quentin"), "@", "(" or a leading digit is data.
@@ -275,6 +277,7 @@ class _Kind(enum.Enum):
     IDENTIFIER = enum.auto()
     PII = enum.auto()
     HARMLESS = enum.auto()
+    HARMLESS_DATE = enum.auto()
     UNKNOWN = enum.auto()
 
 
@@ -438,7 +441,7 @@ def _field_kind(key: str, pii: frozenset[str], harmless: frozenset[str]) -> _Kin
             return _Kind.IDENTIFIER
         return _Kind.PII
     if name in harmless:
-        return _Kind.HARMLESS
+        return _Kind.HARMLESS_DATE if name in _HARMLESS_DATE_FIELDS else _Kind.HARMLESS
     if not _PII_NAME_WORDS.isdisjoint(name.split("_")):
         return _Kind.PII
     return _Kind.UNKNOWN
@@ -468,14 +471,23 @@ def _mask_unknown_text(text: str) -> str:
 
 
 def _mask_harmless_text(text: str) -> str:
-    """An allow-listed value: kept only in a strict shape (id token, ISO date/time), else ``***``."""
+    """An allow-listed id or amount: kept only as a strict token, else ``***``."""
     if not text.strip():
         return text
-    if _ISO_DATETIME_RE.fullmatch(text):
-        return text
-    if _TOKEN_RE.fullmatch(text) and not _has_phone_run(text):
+    if (
+        _TOKEN_RE.fullmatch(text)
+        and not _has_phone_run(text)
+        and not _ISO_DATE_IN_TEXT_RE.search(text)  # a date in an id field may be a date of birth
+        and (_has_digit(text) or text.islower() or text.isupper())
+    ):
+        # An id such as ORD-1001, signup or NULLED; a capitalised word without a digit reads as a
+        # name or a place ("Schenectady") and is masked.
         return text
     return MASK
+
+
+def _has_digit(text: str) -> bool:
+    return any(char.isdigit() for char in text)
 
 
 def _mask_node(value: Any, kind: _Kind, pii: frozenset[str], harmless: frozenset[str]) -> Any:  # noqa: PLR0911 - one return per kind of value, read as a table
@@ -491,7 +503,7 @@ def _mask_node(value: Any, kind: _Kind, pii: frozenset[str], harmless: frozenset
         return _mask_auto_identifier(value)
     if kind is _Kind.PII:
         return mask_value(value)
-    # HARMLESS or UNKNOWN: the kind is inherited by list items and by unknown keys of nested objects.
+    # HARMLESS(_DATE) or UNKNOWN: the kind is inherited by list items and by unknown keys of nested objects.
     if isinstance(value, Mapping):
         return _mask_mapping(value, kind, pii, harmless)
     if isinstance(value, list | tuple):
@@ -499,6 +511,8 @@ def _mask_node(value: Any, kind: _Kind, pii: frozenset[str], harmless: frozenset
     if isinstance(value, int | float | Decimal):
         return _mask_number(value)
     text = value if isinstance(value, str) else str(value)
+    if kind is _Kind.HARMLESS_DATE:
+        return text if not text.strip() or _ISO_DATETIME_RE.fullmatch(text) else MASK
     return _mask_harmless_text(text) if kind is _Kind.HARMLESS else _mask_unknown_text(text)
 
 
