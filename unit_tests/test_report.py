@@ -147,3 +147,19 @@ def test_dry_run_changes_are_logged_capped_counted_and_filed(tmp_path: Path, cap
     assert len(lines) == 61
     assert lines[-1] == {"stream": "users", "row": 99, "user": "new", "dry_run": "would_create",
                          "changes": ["email_address", "first_name"]}
+
+
+def test_dry_run_field_names_from_the_row_are_masked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "dry.jsonl"
+    report = SyncReport(sinks=[LocalFileSink(str(path), include_pii=False)], dry_run=True)
+    changes = ("first_name", "custom_data.Quentin Doe (spouse)", "custom_data.loyalty_tier")
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        report.record(row(0), Outcome(OutcomeKind.WOULD_UPDATE, member="m0", changes=changes))
+    report.close()
+    expected = ["first_name", "custom_data.***", "custom_data.loyalty_tier"]
+    assert json.loads(path.read_text())["changes"] == expected
+    assert "Quentin" not in caplog.text + "\n".join(report.summary_lines())
+    assert "would update first_name, custom_data.***, custom_data.loyalty_tier" in caplog.text
+    kept = SyncReport(log_pii=True, dry_run=True)
+    kept.record(row(0), Outcome(OutcomeKind.WOULD_UPDATE, member="m0", changes=changes))
+    assert "  custom_data.Quentin Doe (spouse): 1" in kept.summary_lines()

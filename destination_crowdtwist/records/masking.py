@@ -51,6 +51,7 @@ __all__ = [
     "mask_free_text",
     "mask_identifier",
     "mask_key",
+    "mask_key_path",
     "mask_phone",
     "mask_record",
     "mask_text",
@@ -264,6 +265,7 @@ _ISO_DATETIME_RE = re.compile(
 _ISO_DATE_IN_TEXT_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Allow-listed fields that hold a date: only an ISO date or time stays there (an id elsewhere).
 _HARMLESS_DATE_FIELDS = frozenset({"activity_date", "airbyte_extracted_at", "airbyte_emitted_at", "airbyte_loaded_at"})
+_NAME_CHARS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 # Keys that name a field rather than hold data: a plain identifier that starts lower case (snake_case,
 # camelCase, kebab-case) or an upper-case one with an underscore (Snowflake's LOYALTY_TIER). A key with
 # a space, a capital first letter alone (a name: "Quentin"), "@", "(" or a leading digit is data.
@@ -528,9 +530,13 @@ def is_schema_key(key: str, known: Iterable[str] = ()) -> bool:
     """
     name = _normalise_key(key)
     vocabulary = PII_FIELDS | HARMLESS_FIELDS | _CROWDTWIST_FIELDS
-    if name in vocabulary or name in {_normalise_key(k) for k in known} or _is_secret_key(name):
+    if name in vocabulary or name in {_normalise_key(k) for k in known}:
         return bool(name)
-    return bool(_SCHEMA_KEY_RE.fullmatch(key)) and len(key) <= 64 and not _has_phone_run(key)
+    if len(key) > 64 or _has_phone_run(key):
+        return False
+    # A secret-looking name (X-API-Key) is a field name too, if it is made of name characters only:
+    # "a00@cookie0.com" contains "cookie" but is an email.
+    return bool(_SCHEMA_KEY_RE.fullmatch(key)) or (_is_secret_key(name) and bool(_NAME_CHARS_RE.fullmatch(key)))
 
 
 def mask_key(key: str, position: int, known: Iterable[str] = ()) -> str:
@@ -540,6 +546,13 @@ def mask_key(key: str, position: int, known: Iterable[str] = ()) -> str:
     while the position still lets a user find the key in the source row.
     """
     return key if is_schema_key(key, known) else f"<key {position}>"
+
+
+def mask_key_path(path: str) -> str:
+    """A dotted field path (``custom_data.Quentin Doe (spouse)``) with each name that does not name a
+    field masked: ``custom_data.***`` (in text there is no object to number the key in).
+    """
+    return ".".join(part if not part or is_schema_key(part) else MASK for part in path.split("."))
 
 
 def _unique_keys(items: Iterable[tuple[str, Any]], known: Iterable[str] = ()) -> dict[str, Any]:

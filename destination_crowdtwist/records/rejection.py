@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.records.masking import MASK, is_schema_key, mask_field_value, mask_free_text
+from destination_crowdtwist.records.masking import mask_field_value, mask_free_text, mask_key_path
 
 
 class Reason(enum.StrEnum):
@@ -59,8 +59,7 @@ class Quoted:
     def masked(self) -> str:
         """The piece as a masked reject file or log may show it."""
         if self.source is Source.KEY:
-            # A path such as custom_data.<name>: each name judged on its own.
-            return ".".join(part if not part or is_schema_key(part) else MASK for part in self.text.split("."))
+            return mask_key_path(self.text)
         if self.source is Source.VALUE:
             value: Any = mask_field_value(self.field, self.text)
             return str(value)

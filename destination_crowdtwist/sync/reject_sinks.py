@@ -15,7 +15,7 @@ import json
 from typing import IO, Protocol
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.records.masking import mask_record
+from destination_crowdtwist.records.masking import mask_key_path, mask_record
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.writers.base import Outcome, Row
 
@@ -87,7 +87,8 @@ class LocalFileSink:
             "row": row.seq,
             "user": outcome.member,
             "dry_run": str(outcome.kind),
-            "changes": list(outcome.changes),
+            # Field names can be the row's keys (custom_data.<name>): masked unless include_pii.
+            "changes": [name if self._include_pii else mask_key_path(name) for name in outcome.changes],
         })
 
     def _write(self, line: dict[str, object]) -> None:

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.reject_sinks import RejectSink
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
@@ -88,11 +89,13 @@ class SyncReport:
 
     def _record_dry_run(self, row: Row, outcome: Outcome) -> None:
         """Field-level changes of a dry run: logged (capped, member masked), counted, and filed."""
-        self.changed_fields.update(outcome.changes)
+        # Field names can be the row's keys (custom_data.<name>): masked unless log_pii.
+        changes = outcome.changes if self._log_pii else tuple(mask_key_path(name) for name in outcome.changes)
+        self.changed_fields.update(changes)
         verb = "update" if outcome.kind is OutcomeKind.WOULD_UPDATE else "create with"
         if self._dry_run_logged < LOGGED_DRY_RUN_ROWS:
             self._dry_run_logged += 1
-            fields = ", ".join(outcome.changes) or "no field"
+            fields = ", ".join(changes) or "no field"
             where = f"row {row.seq} of stream {row.stream.label} for {outcome.member}"
             logger.info(f"Dry run: {where}: would {verb} {fields}")
         for sink in self._sinks:
