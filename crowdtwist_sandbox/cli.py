@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--seed-members", type=Path, metavar="FILE", help="JSON file: a list of member objects")
     prog.add_argument("--lenient-location", action="store_true",
                       help="do not require a location on create (2026-04 release behaviour)")
+    prog.add_argument("--echo-input-in-errors", action="store_true",
+                      help="validation errors (400) quote the request's input, as some servers do")
     prog.add_argument("--duplicate-detection", action="store_true",
                       help="refuse an identical credit repeated within the window (Event already processed)")
     prog.add_argument("--duplicate-window", type=float, default=2.0, metavar="SECONDS")
@@ -141,6 +143,7 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         members=members,
         custom_attributes=tuple(args.custom_attribute),
         strict_location=not args.lenient_location,
+        echo_input_in_errors=args.echo_input_in_errors,
         duplicate_detection=args.duplicate_detection,
         duplicate_window_seconds=args.duplicate_window,
         queue_delay_ms=args.queue_delay_ms,

@@ -292,6 +292,8 @@ class SandboxEngine:
         try:
             reply = handler(request, match, opts)
         except ApiError as err:
+            if opts.echo_input_in_errors and err.status == 400:
+                err = ApiError(err.status, err.error, f"{err.message} for {_echo_input(request)}")
             reply = Reply.error(err)
         if inject:
             # error_after_apply: the change landed but the client sees a 500 (an "uncertain outcome").
@@ -469,3 +471,27 @@ class SandboxEngine:
         except (ValueError, TypeError, KeyError) as exc:
             return Reply.json(400, {"error": "sandbox_admin_error", "message": str(exc)})
         return Reply.json(404, {"error": "page_not_found", "message": f"No admin endpoint {request.method} {name}"})
+
+
+def _echo_input(request: _Request) -> str:
+    """The request's input as a careless server quotes it: the member in the path, then every key and
+    value of the body, nested ones included ("Quentin, Okonkwo, 42 Juniper St, Ximena Okonkwo (spouse): ...").
+    """
+    parts: list[str] = [unquote(segment) for segment in request.path.split("/")[3:4] if segment]
+    try:
+        body: Any = json.loads(request.body) if request.body else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = None
+
+    def walk(value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{prefix}{key}: ")
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, prefix)
+        elif value is not None:
+            parts.append(f"{prefix}{value}")
+
+    walk(body, "")
+    return ", ".join(parts)

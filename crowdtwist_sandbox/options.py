@@ -68,6 +68,10 @@ class SandboxOptions:
     # The 2026-04 release relaxed the country/city requirement on create (§2.2); False mimics that.
     strict_location: bool = True
     first_member_id: int = 269654579
+    # Answer validation errors (400) with the request's input echoed in the message, as a server seen in
+    # the masking audit did ("Invalid postal_code for Jane Doe, 42 Elm St, ..."). Whether CrowdTwist
+    # itself echoes input is NOT FOUND; off by default.
+    echo_input_in_errors: bool = False
 
     # --- credit semantics -------------------------------------------------------------------------
     duplicate_detection: bool = False

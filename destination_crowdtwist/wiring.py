@@ -18,7 +18,7 @@ from destination_crowdtwist.api.ratelimit import RateBudget
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
 from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
-from destination_crowdtwist.records.masking import mask_identifier, mask_text
+from destination_crowdtwist.records.masking import mask_free_text, mask_identifier
 from destination_crowdtwist.sync.reject_sinks import LocalFileSink, RejectSink
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
@@ -53,7 +53,9 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
         mask_path, text_mask = (lambda path: path), None
     else:
         mask_path = lambda path: mask_user_segment(path, lambda value: mask_identifier(value, id_type))  # noqa: E731
-        text_mask = mask_text
+        # CrowdTwist's message text may echo the input (names, addresses, dates of birth): in logs,
+        # errors and traces it is masked word by word, not only its emails and phone numbers.
+        text_mask = mask_free_text
     read_timeout = float(config.request_timeout_seconds)
     budget = RateBudget(float(config.max_requests_per_minute))
     # max_concurrency is the ceiling; the requests actually in flight follow budget x RTT.

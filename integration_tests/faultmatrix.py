@@ -9,7 +9,9 @@ stdin, protocol messages read from stdout. This module
 * computes what the platform re-sends after an interrupted attempt: every stream from its last
   echoed state (STREAM states) or everything after the last echoed GLOBAL state, with the original
   state positions or with shifted ones (sources do not promise the same positions);
-* judges the result in one place (:func:`judge`): lost, doubled, states, counts, secrets, PII.
+* judges the result in one place (:func:`judge`): lost, doubled, states, counts, secrets, PII (the
+  input's emails, and the realistic personal data of tests_support/pii.py planted in odd places:
+  names, streets, cities, dates of birth, SSNs, card numbers and their last fours).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crowdtwist_sandbox import Sandbox
+from tests_support.pii import Person, echo_message, leaks, odd_record, person
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = [sys.executable, str(ROOT / "main.py")]
@@ -135,6 +138,7 @@ class Input:
 
     rows: list[Line]
     seed_members: list[dict[str, Any]] = field(default_factory=list)
+    people: list[Person] = field(default_factory=list)  # personal data planted by pii_corpus
 
     @property
     def effects(self) -> list[Effect]:
@@ -221,6 +225,36 @@ def bad_corpus(shape: Shape, *, max_record_bytes: int) -> list[Line]:
         Line(json.dumps({"type": "RECORD", "record": {"emitted_at": 0, "data": {key: "y"}}}).encode(), None, good=False),
         record_line(stream, {"first_name": "NoKey"}, good=False),  # valid JSON, but no member identifier
     ]
+
+
+def pii_corpus(shape: Shape, n: int, *, prefix: str, seed: int) -> tuple[list[Line], list[Person]]:
+    """Per made-up person, rows that must each be rejected, carrying the person in odd places.
+
+    One row reaches CrowdTwist and is refused by it (unmapped columns become custom_data, which the
+    sandbox's program does not have; with ``echo_input_in_errors`` the answer quotes the whole input);
+    one is refused before sending (a person as a custom_data key holding an object, free text in
+    allow-listed fields, nested objects and lists). For profiles streams only (a credit row never
+    sends free text to CrowdTwist).
+    """
+    if shape == "credits":
+        raise ValueError("pii_corpus builds User Profile rows")
+    stream = STREAMS[shape][0]
+    key = "third_party_id" if shape == "both" else "user_id"
+    rng = random.Random(seed)
+    people = [person(rng) for _ in range(n)]
+    lines: list[Line] = []
+    for i, p in enumerate(people):
+        flat = {k: v for k, v in odd_record(p, rng, user_id=f"{prefix}-pii{i}@example.com").items()
+                if not isinstance(v, dict | list)}
+        flat.pop("user_id")
+        lines.append(record_line(stream, {key: f"{prefix}-pii{i}@example.com", **flat, "first_name": p.first,
+                                          "last_name": p.last, "postal_code": "10010",
+                                          "notes": echo_message(p)}, good=False))
+        nested = odd_record(p, rng, user_id=f"{prefix}-pii{i}b@example.com")
+        nested.pop("user_id")
+        lines.append(record_line(stream, {key: f"{prefix}-pii{i}b@example.com", **nested, "first_name": p.first,
+                                          "custom_data": {p.relative_key: {"city": p.city}}}, good=False))
+    return lines, people
 
 
 def mix(good: Sequence[Line], bad: Sequence[Line], seed: int) -> list[Line]:
@@ -495,13 +529,22 @@ def judge(
     sprung: Mapping[str, int],
     signal_expected: bool,
     extra_counters: Mapping[str, int] | None = None,
+    people: Sequence[Person] = (),
+    masked_files: Sequence[Path] = (),
 ) -> Verdict:
-    """The one checker of the matrix. See the module docstring of test_fault_matrix.py for the columns."""
+    """The one checker of the matrix. See the module docstring of test_fault_matrix.py for the columns.
+
+    ``people``: personal data planted in the input (tests_support/pii.py); none of it may show in
+    stdout, stderr or the ``masked_files`` (reject files written without PII).
+    """
     verdict = Verdict()
     _judge_sandbox(sandbox, effects, verdict)
     for number, attempt in enumerate(attempts, start=1):
         _judge_attempt(number, attempt, len(attempts), verdict)
-        _judge_output(number, attempt, secrets, emails, verdict)
+        _judge_output(number, attempt, secrets, emails, verdict, people)
+    for path in masked_files:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        verdict.pii += [f"{path.name}: {piece!r} of the planted personal data is in it" for piece in leaks(text, list(people))]
     counters = {**sandbox.request_counts(), **(extra_counters or {})}
     for key, minimum in sprung.items():
         if counters.get(key, 0) < minimum:
@@ -589,7 +632,10 @@ def _judge_attempt(number: int, attempt: Attempt, total: int, verdict: Verdict) 
             )
 
 
-def _judge_output(number: int, attempt: Attempt, secrets: Sequence[str], emails: set[str], verdict: Verdict) -> None:
+def _judge_output(
+    number: int, attempt: Attempt, secrets: Sequence[str], emails: set[str], verdict: Verdict,
+    people: Sequence[Person] = (),
+) -> None:
     text = (attempt.stdout + b"\n" + attempt.stderr).decode("utf-8", "replace")
     for secret in secrets:
         if secret and secret in text:
@@ -601,6 +647,8 @@ def _judge_output(number: int, attempt: Attempt, secrets: Sequence[str], emails:
     for email in sorted(emails):
         if re.search(rf"(?<![A-Za-z0-9._+-]){re.escape(email)}", text):
             verdict.pii.append(f"attempt {number}: the email {email} is in the output unmasked")
+    for piece in leaks(text, list(people)):
+        verdict.pii.append(f"attempt {number}: {piece!r} of the planted personal data is in the output")
 
 
 # -- the table --------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ that must stop by itself is judged on its trace instead of on running to the end
               for it (STREAM: that stream since its previous state; GLOBAL: all lines since the
               previous GLOBAL state), and the split is exact (good rows accepted, bad rows rejected);
 * **secrets** no API key, HMAC private key, HMAC header or signature in stdout or stderr;
-* **pii**     no input email unmasked in stdout or stderr.
+* **pii**     no input email unmasked in stdout or stderr; with ``pii`` rows (personal data in odd
+              places, tests_support/pii.py), none of it in stdout, stderr or the masked reject file.
 
 The table is printed at the end of the module. Trickling and oversized answers are not sandbox
 knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); the
@@ -56,6 +57,7 @@ from faultmatrix import (
     judge,
     layout,
     mix,
+    pii_corpus,
     replay_input,
     run_attempt,
     table,
@@ -111,6 +113,7 @@ class Scenario:
     # runs to the end. Every row was credited already, so nothing may be credited again.
     resend: Mapping[str, Any] | None = None
     resend_stops: Literal["transient_error", "config_error"] | None = None
+    pii: int = 0  # people whose data is planted in odd places (pii_corpus); their rows must be rejected
 
 
 RETRIES = {"max_retries": 10}
@@ -189,6 +192,10 @@ SCENARIOS: list[Scenario] = [
     # Pages of one credit: each member's 3 credits are pages 1 to 3 of its history, all read.
     Scenario("history-paged/full-resend", "credits", {"history_max_page_size": 1}, rows=6, resend={},
              sprung={"history_next_page": 4}),
+    # Personal data in odd places (free text in allow-listed fields, keys, nested objects), and a server
+    # whose validation errors echo the whole input: masked reject file and logs must hold none of it.
+    Scenario("pii-odd-places/echoing-server/profiles", "profiles", {"echo_input_in_errors": True}, rows=12,
+             pii=3, seed=25, config={"reject_stop_sample": 0}, sprung={"400": 3}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -254,8 +261,8 @@ def _config(sandbox: Sandbox, scenario: Scenario, tmp_path: Path, base_url: str)
     object_type = "user_profile" if scenario.shape == "profiles" else "activity_credit"
     config = credit_config(sandbox, hmac=scenario.auth == "hmac", object_type=object_type, **scenario.config)
     config["api_base_url"] = base_url
-    if scenario.bad_input:
-        config["rejected_records_path"] = str(tmp_path / "rejects.jsonl")
+    if scenario.bad_input or scenario.pii:
+        config["rejected_records_path"] = str(tmp_path / "rejects.jsonl")  # masked (the default)
         config["max_record_bytes"] = MAX_RECORD_BYTES
     if scenario.outside_changes:
         config["member_index_path"] = str(tmp_path / "members.sqlite")
@@ -307,6 +314,9 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
     rows = data.rows
     if scenario.bad_input:
         rows = mix(rows, bad_corpus(scenario.shape, max_record_bytes=MAX_RECORD_BYTES), scenario.seed)
+    if scenario.pii:
+        planted, data.people = pii_corpus(scenario.shape, scenario.pii, prefix=prefix, seed=scenario.seed)
+        rows = mix(rows, planted, scenario.seed + 1)
     streams = STREAMS[scenario.shape]
     lines = layout(rows, scenario.every, scenario.state_type, streams, first_id=1)
 
@@ -326,6 +336,7 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
         secrets=(SANDBOX_API_KEY, HMAC_PRIVATE_KEY), emails=data.emails, sprung=scenario.sprung,
         signal_expected=scenario.interruptions > 0,
         extra_counters={**(proxy.counts if proxy else {}), "slow": slow.count, "outside_deleted": deleted},
+        people=data.people, masked_files=[tmp_path / "rejects.jsonl"] if scenario.pii else [],
     )
     if scenario.bad_input:
         # Every rejected row is kept in the reject file, once per attempt that rejected it.
@@ -507,3 +518,29 @@ def test_the_checker_reports_each_planted_fault(sandbox: Sandbox) -> None:
     assert len(verdict.secrets) == 1 and verdict.pii == ["attempt 1: the email forged-m1@example.com is in the output unmasked"]
     assert verdict.fault == ["the fault was not sprung: 500 = 0 < 1"]
     assert not verdict.ok
+
+
+def test_the_checker_reports_planted_personal_data_in_the_output_and_the_masked_file(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The pii column sees generated personal data (not only emails), in the output and the reject file."""
+    _, people = pii_corpus("profiles", 1, prefix="forged", seed=5)
+    p = people[0]
+    clean = Attempt([], None, 0, b'{"type": "LOG", "log": {"message": "custom field(s) *** rejected"}}', b"", [], [],
+                    False)
+    leaky = Attempt([], None, 0, f"Rejected row: Invalid postal_code for {p.full_name}".encode(),
+                    f"card ***{p.card[-4:]}".encode(), [], [], False)
+    masked = tmp_path / "rejects.jsonl"
+    masked.write_text(json.dumps({"message": f"born {p.dob} in {p.city}"}) + "\n")
+
+    verdict = judge(sandbox, [clean, leaky], [], secrets=(), emails=set(), sprung={}, signal_expected=False,
+                    people=people, masked_files=[masked])
+
+    assert verdict.pii == [
+        f"attempt 2: {p.first!r} of the planted personal data is in the output",
+        f"attempt 2: {p.last!r} of the planted personal data is in the output",
+        f"attempt 2: '***{p.card[-4:]}' of the planted personal data is in the output",
+        *(f"rejects.jsonl: {word!r} of the planted personal data is in it" for word in p.city.split()),
+        f"rejects.jsonl: {p.dob!r} of the planted personal data is in it",
+    ]
+    assert not verdict.lost and not verdict.counts and not verdict.states

@@ -525,3 +525,15 @@ def test_pages_without_end_stop_at_the_bound() -> None:
         settle(make_writer(client), row({**BASE, "event_id": "e"}))
     assert client.history_calls == MAX_PAGES
     assert client.credits == []
+
+
+def test_an_activity_id_holding_free_text_is_quoted_and_masked_in_masked_outputs() -> None:
+    # Issue 21: an allow-listed field must not carry free text into a masked reject file or log.
+    problem = parse({**BASE, "activity_id": "refund for Quentin Okonkwo, 42 Juniper St"})
+    assert problem.reason == "invalid_activity"
+    assert "Quentin" in problem.text(masked=False)
+    masked = problem.text(masked=True)
+    assert masked.startswith("activity_id *** is not an active activity of this program. Check the id")
+    assert "Quentin" not in masked and "Juniper" not in masked
+    # A plain id stays readable (it is what the user has to check in Control Center).
+    assert parse({**BASE, "activity_id": "77"}).text(masked=True).startswith("activity_id 77 is not an active")

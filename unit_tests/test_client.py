@@ -575,6 +575,16 @@ def test_returned_response_messages_are_redacted_and_masked(fake_server: FakeSer
     assert "alice@example.com" not in repr(rejection)
 
 
+def test_the_servers_text_is_quoted_apart_from_the_hint(fake_server: FakeServer, harness: Harness) -> None:
+    # Issue 21: CrowdTwist's text may echo the input; a masked output masks it and keeps the hint.
+    echo = "Invalid postal_code for Quentin Okonkwo, 42 Juniper St, Springfield; DOB 1990-05-17"
+    fake_server.expect("POST", "/v2/users", json_reply(400, {"error": "input_error", "message": echo}))
+    rejection = harness.client(fake_server.url).create_user({}).rejection()
+    hint = "CrowdTwist rejected a field value; see the API message, fix the source data or field mapping."
+    assert rejection.text(masked=False) == f"{echo} — {hint}"
+    assert rejection.text(masked=True) == f"Invalid postal_code for *** ***, *** *** ***, ***; *** *** — {hint}"
+
+
 def test_unknown_member_404_is_returned(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("GET", "/v2/users/bob%40example.com",
                        json_reply(404, {"error": "page_not_found", "message": "User does not exist."}))

@@ -6,18 +6,24 @@ from typing import Any
 
 import pytest
 
+from destination_crowdtwist.records.coercion import to_custom_value
+from destination_crowdtwist.records.mapping import KNOWN_USER_FIELDS
 from destination_crowdtwist.records.masking import (
     HARMLESS_FIELDS,
     MASK,
     PII_FIELDS,
     SECRET_FIELDS,
+    is_schema_key,
     mask_email,
+    mask_free_text,
     mask_identifier,
     mask_phone,
     mask_record,
     mask_text,
     mask_value,
 )
+from destination_crowdtwist.records.rejection import Reason, Rejection, key, server, value
+from destination_crowdtwist.records.validation import check_user
 
 
 @pytest.mark.parametrize(
@@ -264,17 +270,19 @@ def test_reported_leaks_are_masked(record: dict[str, Any], masked: dict[str, Any
 @pytest.mark.parametrize(
     ("record", "masked"),
     [
-        # Unknown fields: emails and phones keep their recognisable masks, other strings vanish.
+        # Unknown fields: emails keep their recognisable mask, other strings vanish, digits included
+        # (a phone-shaped value there may as well be an SSN or a card number: no last four).
         ({"contact_info": "jane@example.com"}, {"contact_info": "j***@e***.com"}),
         ({"secondary": "alice%40example.com"}, {"secondary": "a***%40e***.com"}),
-        ({"other": "(212) 555-1234"}, {"other": "***1234"}),
-        ({"other": 2125551234}, {"other": "***1234"}),  # a number with 7+ digits may be a phone
-        ({"other": 2125551234.0}, {"other": "***2340"}),
+        ({"other": "(212) 555-1234"}, {"other": MASK}),
+        ({"taxpayer_id": "123-45-8762"}, {"taxpayer_id": MASK}),
+        ({"other": 2125551234}, {"other": MASK}),  # a number with 7+ digits may be a phone or a card
+        ({"other": 2125551234.0}, {"other": MASK}),
         ({"gender": "female"}, {"gender": MASK}),
         ({"notes": ""}, {"notes": ""}),  # blank reveals nothing
         ({"notes": "  "}, {"notes": "  "}),
         # Lists and nesting: every element judged by its shape.
-        ({"emails": ["a.b@example.com", "2125551234", "x"]}, {"emails": ["a***@e***.com", "***1234", MASK]}),
+        ({"emails": ["a.b@example.com", "2125551234", "x"]}, {"emails": ["a***@e***.com", MASK, MASK]}),
         ({"a": [{"b": {"c": "jane@example.com"}}]}, {"a": [{"b": {"c": "j***@e***.com"}}]}),
         # Booleans and short numbers stay, unless the field name says personal.
         (
@@ -285,10 +293,12 @@ def test_reported_leaks_are_masked(record: dict[str, Any], masked: dict[str, Any
             {"zipcode": 94111, "birth_year": 1980, "home_latitude": 51.5},
             {"zipcode": MASK, "birth_year": MASK, "home_latitude": MASK},
         ),
-        # Keys are masked too: a map keyed by email or phone.
-        ({"jane@example.com": "primary"}, {"j***@e***.com": MASK}),
-        ({"2125551234": 1}, {"***1234": 1}),
-        ({"alice@example.com": 1, "adam@example.com": 2}, {"a***@e***.com": 1, "a***@e***.com #2": 2}),
+        # Keys are masked too unless they name a field: a map keyed by email, phone or name.
+        ({"jane@example.com": "primary"}, {"<key 1>": MASK}),
+        ({"2125551234": 1}, {"<key 1>": 1}),
+        ({"alice@example.com": 1, "adam@example.com": 2}, {"<key 1>": 1, "<key 2>": 2}),
+        ({"tier": "gold", "Quentin Doe (spouse)": "x"}, {"tier": MASK, "<key 2>": MASK}),
+        ({"household": {"Quentin": "spouse", "LOYALTY_TIER": 2}}, {"household": {"<key 1>": MASK, "LOYALTY_TIER": 2}}),
     ],
 )
 def test_unknown_fields_are_masked_by_shape(record: dict[str, Any], masked: dict[str, Any]) -> None:
@@ -303,14 +313,20 @@ def test_unknown_fields_are_masked_by_shape(record: dict[str, Any], masked: dict
         ({"activity_date": "2024-01-31T10:00:00Z"}, {"activity_date": "2024-01-31T10:00:00Z"}),
         ({"event_id": "ORD-1001"}, {"event_id": "ORD-1001"}),
         (
-            {"created_at": "2024-01-31 10:00:00", "updated_at": None},
-            {"created_at": "2024-01-31 10:00:00", "updated_at": None},
+            {"activity_date": "2024-01-31 10:00:00", "event_id": None},
+            {"activity_date": "2024-01-31 10:00:00", "event_id": None},
         ),
-        # Emails and phones are masked in allow-listed fields too.
-        ({"event_id": "order-for-jane@example.com"}, {"event_id": "o***@e***.com"}),
-        ({"event_id": "call 2125551234"}, {"event_id": "call ***1234"}),
-        ({"event_id": 2125551234}, {"event_id": "***1234"}),
-        ({"activity_date": 1706659200}, {"activity_date": "***9200"}),  # an epoch is not told from a phone
+        # Allow-listed fields keep only strict shapes: free text, emails and long digit runs are masked whole.
+        ({"event_id": "order-for-jane@example.com"}, {"event_id": MASK}),
+        ({"event_id": "call 2125551234"}, {"event_id": MASK}),
+        ({"event_id": 2125551234}, {"event_id": MASK}),
+        ({"event_id": "refund for Jane Doe, 42 Elm St, card ***1111"}, {"event_id": MASK}),
+        ({"event_id": "4111-1111-1111-1111"}, {"event_id": MASK}),
+        ({"created_at": "1990-05-17 by Jane Doe"}, {"created_at": MASK}),
+        ({"created_at": "2024-01-31 10:00:00"}, {"created_at": MASK}),  # not allow-listed: a DOB looks the same
+        ({"event_id": "Schenectady"}, {"event_id": MASK}),  # a capitalised word without a digit: a name or place
+        ({"activity_id": "purchase_bonus"}, {"activity_id": "purchase_bonus"}),
+        ({"activity_date": 1706659200}, {"activity_date": MASK}),  # an epoch is not told from a phone
         # Airbyte metadata: kept (as a tree); the raw-table record column is not metadata.
         (
             {"_airbyte_meta": {"changes": [{"field": "email", "change": "NULLED", "reason": "SOURCE_ERROR"}]}},
@@ -372,3 +388,92 @@ def test_mask_record_harmless_fields_argument() -> None:
 def test_mask_text_catches_encoded_and_international_forms(text: str, masked: str) -> None:
     assert mask_text(text) == masked
     assert mask_text(masked) == masked
+
+
+# -- issue 21 item 2: free text, keys and server messages ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # The audited server's echo: every name, street, city, date and number goes, the words stay.
+        (
+            "Invalid postal_code for Jane Doe, 42 Elm St, Springfield; DOB 1990-05-17 and card 4111 1111 1111 1111",
+            "Invalid postal_code for *** ***, *** *** ***, ***; *** *** and *** ***",
+        ),
+        ("Unrecognized attribute name: Quentin Doe (spouse)", "Unrecognized attribute name: *** *** (***)"),
+        ("SSN 123-45-8762 of jane.doe@example.com", "*** *** of ***.***@***.***"),
+        ("User does not exist.", "User does not exist."),
+        ("Event already processed", "Event already processed"),
+        ("US zip code or country/city combo is required", "US zip code or country/city combo is required"),
+        ("expected 5 or 9 digits", "expected 5 or 9 digits"),
+        # A capitalised message word passes only where a sentence starts: a name never does.
+        ("Field is required. Will Long invalid", "Field is required. *** *** invalid"),
+        ("", ""),
+    ],
+)
+def test_mask_free_text(text: str, masked: str) -> None:
+    assert mask_free_text(text) == masked
+    assert mask_free_text(masked) == masked
+
+
+def test_mask_free_text_keeps_known_words_it_is_given() -> None:
+    assert mask_free_text("Unrecognized attribute name: tier", known_words=("tier",)) == (
+        "Unrecognized attribute name: tier"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "kept"),
+    [
+        ("first_name", True), ("emailAddress", True), ("loyalty_tier", True), ("orderRef", True),
+        ("LOYALTY_TIER", True), ("_airbyte_meta", True), ("x-api-key", True), ("EVENT_ID", True),
+        ("Quentin Doe (spouse)", False), ("Quentin", False), ("jane@example.com", False), ("2125551234", False),
+        ("42 Elm St", False), ("id2125551234", False), ("", False), ("X-API-Key", True),
+        ("a00@cookie0.com", False),  # "cookie" makes a secret name, but this is an email
+    ],
+)  # fmt: skip
+def test_is_schema_key(key: str, kept: bool) -> None:
+    assert is_schema_key(key) is kept
+
+
+def test_every_crowdtwist_field_name_is_a_schema_key_and_a_kept_word() -> None:
+    assert all(is_schema_key(name) for name in KNOWN_USER_FIELDS)
+    words = [name for name in KNOWN_USER_FIELDS if "_" in name]
+    assert mask_free_text(" ".join(words)) == " ".join(words)
+
+
+def test_a_rejection_masks_only_what_came_from_the_row_or_the_server() -> None:
+    rejection = Rejection(
+        Reason.VALIDATION,
+        ("custom_data value ", key("Ximena Okonkwo (spouse)"), " must be a string; activity_id ",
+         value("refund for Jane Doe", "activity_id"), " / ", value("ORD-1001", "activity_id"), ": ",
+         server("Invalid name Jane Doe"), " — postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"),
+        field="custom_data.Ximena Okonkwo (spouse)",
+    )  # fmt: skip
+    assert rejection.message == (
+        "custom_data value Ximena Okonkwo (spouse) must be a string; activity_id refund for Jane Doe / ORD-1001: "
+        "Invalid name Jane Doe — postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"
+    )
+    assert rejection.text(masked=False) == rejection.message
+    assert rejection.text(masked=True) == (
+        "custom_data value *** must be a string; activity_id *** / ORD-1001: Invalid name *** *** — "
+        "postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"
+    )
+    assert rejection.masked_field == "custom_data.***"
+    prefixed = rejection.with_prefix("Cannot create: ").with_suffix(" (x)")
+    assert prefixed.text(masked=True).startswith("Cannot create: custom_data value *** must")
+    assert prefixed.text(masked=True).endswith("12345-6789) (x)")
+
+
+def test_field_names_from_the_row_are_quoted_by_coercion_and_validation() -> None:
+    with pytest.raises(Rejection) as caught:
+        to_custom_value({"a": 1}, "custom_data.Quentin Doe (spouse)")
+    assert caught.value.text(masked=True) == (
+        "custom_data.***: expected a scalar value (string, number, boolean or date) for custom_data, got dict"
+    )
+    combined = check_user({"custom_data": {"Quentin Doe (spouse)": 5}}, creating=False, require_location=False)
+    assert combined is not None
+    assert "Quentin" in combined.message
+    assert "Quentin" not in combined.text(masked=True)
+    assert "must be a string (CrowdTwist stores custom attributes as strings)" in combined.text(masked=True)

@@ -14,6 +14,7 @@ contain digit runs.
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from destination_crowdtwist.records.masking import HARMLESS_FIELDS, PII_FIELDS, mask_record, mask_text
+from destination_crowdtwist.records.rejection import Reason, Rejection, key, server, value
+from tests_support.pii import Person, echo_message, free_text, leaks, odd_record, person
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -209,3 +212,86 @@ def test_the_property_check_can_fail() -> None:
         except AssertionError:
             continue
         raise AssertionError(f"{leak!r} was not caught")
+
+
+# -- issue 21: realistic personal data (names, streets, cities, DOBs, SSNs, cards) in odd places --------
+
+SCHEMA_NAMES = ["created_at", "event_id", "activity_id", "notes", "taxpayer_id", "household", "history",
+                "custom_data", "extra_data", "loyalty_tier", "first_name", "street", "_airbyte_meta"]  # fmt: skip
+
+
+def _pii_leaf(draw: st.DrawFn, p: Person, rng: random.Random) -> Any:
+    kind = draw(st.sampled_from(["free", "name", "address", "city", "dob", "ssn", "card", "card_int", "echo"]))
+    return {
+        "free": lambda: free_text(p, rng),
+        "name": lambda: p.full_name,
+        "address": lambda: p.address,
+        "city": lambda: p.city,
+        "dob": lambda: p.dob,
+        "ssn": lambda: p.ssn,
+        "card": lambda: p.card,
+        "card_int": lambda: int(p.card.replace(" ", "")),
+        "echo": lambda: echo_message(p),
+    }[kind]()
+
+
+def _pii_key(draw: st.DrawFn, p: Person) -> str:
+    kind = draw(st.sampled_from(["schema", "schema", "relative", "name", "address", "dob", "city"]))
+    return {
+        "schema": lambda: draw(st.sampled_from(SCHEMA_NAMES)),
+        "relative": lambda: p.relative_key,
+        "name": lambda: p.first,
+        "address": lambda: p.address,
+        "dob": lambda: p.dob,
+        "city": lambda: p.city,
+    }[kind]()
+
+
+def _pii_node(draw: st.DrawFn, p: Person, rng: random.Random, depth: int) -> Any:
+    kind = draw(st.sampled_from(["leaf", "leaf", "object", "list"] if depth < 3 else ["leaf"]))
+    if kind == "object":
+        return {_pii_key(draw, p): _pii_node(draw, p, rng, depth + 1) for _ in range(draw(st.integers(1, 3)))}
+    if kind == "list":
+        return [_pii_node(draw, p, rng, depth + 1) for _ in range(draw(st.integers(1, 3)))]
+    return _pii_leaf(draw, p, rng)
+
+
+@st.composite
+def people_records(draw: st.DrawFn) -> tuple[dict[str, Any], Person]:
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    p = person(rng)
+    record = odd_record(p, rng, user_id="member-1@example.com")
+    for _ in range(draw(st.integers(1, 4))):
+        record[_pii_key(draw, p)] = _pii_node(draw, p, rng, 1)
+    return record, p
+
+
+@SETTINGS
+@given(people_records())
+def test_mask_record_lets_no_realistic_personal_data_through(case: tuple[dict[str, Any], Person]) -> None:
+    record, p = case
+    out = json.dumps(mask_record(record), ensure_ascii=False)
+    assert leaks(out, [p]) == [], out
+
+
+@SETTINGS
+@given(st.integers(0, 2**32), st.sampled_from([Reason.VALIDATION, Reason.LOCATION, Reason.CUSTOM_ATTRIBUTE]))
+def test_echoing_server_messages_and_quoted_row_text_let_nothing_through(seed: int, reason: Reason) -> None:
+    rng = random.Random(seed)
+    p = person(rng)
+    guidance = " — postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"
+    rejection = Rejection(reason, (
+        "custom field(s) ", key(p.relative_key), ", activity_id ", value(free_text(p, rng), "activity_id"), ": ",
+        server(f"{echo_message(p)}; {free_text(p, rng)}"), guidance,
+    ))  # fmt: skip
+    masked = rejection.text(masked=True)
+    assert leaks(masked, [p]) == [], masked
+    assert masked.endswith(guidance)  # the connector's guidance stays readable
+    assert leaks(rejection.text(masked=False), [p])  # the unmasked text did carry the data
+
+
+def test_the_realistic_pii_check_can_fail() -> None:
+    p = person(random.Random(7))
+    for leak in [p.first, p.last, p.city, p.dob, p.ssn, p.card, p.card.replace(" ", ""), p.street.split()[0],
+                 f"***{p.ssn[-4:]}", f"card ***{p.card[-4:]}"]:
+        assert leaks(f'{{"x": "{leak}"}}', [p]), leak

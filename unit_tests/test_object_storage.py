@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from destination_crowdtwist.config import FILE_NAME_VARIABLES, PATH_VARIABLES, S3Storage
-from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.rejection import Reason, Rejection, key, server
 from destination_crowdtwist.sync.object_storage import (
     AIRBYTE_COLUMNS,
     encode_part,
@@ -32,7 +32,7 @@ STARTED = datetime(2026, 3, 4, 5, 6, 7, 89_000, tzinfo=UTC)
 DATA = {"user_id": "jane.doe@example.com", "first_name": "Jane", "postal_code": "1234", "tags": ["a", "b"]}
 
 
-def rejected(reason: Reason = Reason.LOCATION, message: str = "postal_code must have 5 digits",
+def rejected(reason: Reason = Reason.LOCATION, message: str | tuple[Any, ...] = "postal_code must have 5 digits",
              field: str | None = "postal_code", status: int | None = None) -> Outcome:
     return Outcome.rejected("j***@e***.com", Rejection(reason, message, field=field, status=status))
 
@@ -77,13 +77,23 @@ def test_each_line_without_an_id_gets_a_new_uuid() -> None:
 
 
 def test_the_message_is_masked_but_the_data_is_not() -> None:
-    outcome = rejected(Reason.ALREADY_TAKEN, "email jane.doe@example.com belongs to another member", None, 409)
+    # CrowdTwist's text (quoted by the client) echoes the input; the connector's hint stays readable.
+    message = (server("email jane.doe@example.com of Jane Doe, 42 Elm St is already taken"), " — use upsert")
+    outcome = rejected(Reason.ALREADY_TAKEN, message, None, 409)
     out = rejected_line(row(), outcome)
     assert out["_airbyte_meta"]["rejection"] == {
-        "reason": "already_taken", "message": "email j***@e***.com belongs to another member", "http_status": 409,
-        "field": None,
+        "reason": "already_taken", "message": "email ***.***@***.*** of *** ***, *** *** *** is already taken — use upsert",
+        "http_status": 409, "field": None,
     }
     assert out["_airbyte_data"]["user_id"] == "jane.doe@example.com"
+
+
+def test_a_field_that_is_a_key_of_the_row_is_masked_in_the_meta() -> None:
+    outcome = rejected(Reason.VALIDATION, (key("custom_data.Quentin Doe (spouse)"), ": expected a string"),
+                       "custom_data.Quentin Doe (spouse)")
+    meta = rejected_line(row(), outcome)["_airbyte_meta"]["rejection"]
+    assert meta["field"] == "custom_data.***"
+    assert meta["message"] == "custom_data.***: expected a string"
 
 
 def test_missing_ids_and_reason_have_airbytes_defaults() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.rejection import Reason, Rejection, server
 from destination_crowdtwist.sync.reject_sinks import LocalFileSink
 from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
@@ -21,7 +22,9 @@ def row(i: int, **data: object) -> Row:
     return Row(stream=STREAM, data={"user_id": f"u{i}@example.com", **data}, seq=i)
 
 
-def bad(member: str = "u***@e***.com", reason: Reason = Reason.VALIDATION, message: str = "fix it") -> Outcome:
+def bad(
+    member: str = "u***@e***.com", reason: Reason = Reason.VALIDATION, message: str | tuple[Any, ...] = "fix it"
+) -> Outcome:
     return Outcome.rejected(member, Rejection(reason, message))
 
 
@@ -51,9 +54,21 @@ def test_rejected_rows_are_logged_up_to_a_cap_per_reason(caplog: pytest.LogCaptu
 def test_log_lines_and_summary_mask_personal_data(caplog: pytest.LogCaptureFixture) -> None:
     report = SyncReport()
     with caplog.at_level(logging.WARNING, logger="airbyte"):
-        report.record(row(0), bad(message="alice@example.com is taken; call +1 212 555 0100"))
+        report.record(row(0), bad(message=(
+            server("alice@example.com of Jane Doe, 42 Elm St is taken; call +1 212 555 0100"), " — fix it"
+        )))
     text = caplog.text + "\n".join(report.summary_lines())
     assert "alice@example.com" not in text and "555 0100" not in text
+    assert "Jane" not in text and "Elm" not in text and "42" not in text
+    assert "is taken;" in text and "— fix it" in text  # the message stays readable
+
+
+def test_log_lines_keep_the_connectors_guidance_readable(caplog: pytest.LogCaptureFixture) -> None:
+    guidance = "postal_code must be a US ZIP code (5 digits, or ZIP+4 as 12345-6789)"
+    report = SyncReport()
+    with caplog.at_level(logging.WARNING, logger="airbyte"):
+        report.record(row(0), bad(reason=Reason.LOCATION, message=guidance))
+    assert guidance in caplog.text
 
 
 def test_summary_lists_outcomes_reasons_examples_and_sinks(tmp_path: Path) -> None:
@@ -132,3 +147,19 @@ def test_dry_run_changes_are_logged_capped_counted_and_filed(tmp_path: Path, cap
     assert len(lines) == 61
     assert lines[-1] == {"stream": "users", "row": 99, "user": "new", "dry_run": "would_create",
                          "changes": ["email_address", "first_name"]}
+
+
+def test_dry_run_field_names_from_the_row_are_masked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "dry.jsonl"
+    report = SyncReport(sinks=[LocalFileSink(str(path), include_pii=False)], dry_run=True)
+    changes = ("first_name", "custom_data.Quentin Doe (spouse)", "custom_data.loyalty_tier")
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        report.record(row(0), Outcome(OutcomeKind.WOULD_UPDATE, member="m0", changes=changes))
+    report.close()
+    expected = ["first_name", "custom_data.***", "custom_data.loyalty_tier"]
+    assert json.loads(path.read_text())["changes"] == expected
+    assert "Quentin" not in caplog.text + "\n".join(report.summary_lines())
+    assert "would update first_name, custom_data.***, custom_data.loyalty_tier" in caplog.text
+    kept = SyncReport(log_pii=True, dry_run=True)
+    kept.record(row(0), Outcome(OutcomeKind.WOULD_UPDATE, member="m0", changes=changes))
+    assert "  custom_data.Quentin Doe (spouse): 1" in kept.summary_lines()

@@ -243,3 +243,13 @@ def test_with_custom_attributes_configured_other_custom_fields_are_rejected_befo
     assert run(writer(client, custom_attributes=["tier"], upsert_strategy="update_first"),
                {**FULL, "tier": "gold"}).kind == "updated"
     assert client.calls[0][1]["custom_data"] == {"tier": "gold"}
+
+
+def test_unknown_custom_field_names_are_the_rows_keys_and_masked_in_masked_outputs() -> None:
+    w = writer(FakeClient(), custom_attributes=["tier"])
+    outcome = run(w, {**FULL, "tier": "gold", "Ximena Okonkwo (spouse)": "x", "shoe_size": "42"})
+    assert outcome.reason == "custom_attribute"
+    assert "Ximena Okonkwo (spouse)" in outcome.text(masked=False)
+    masked = outcome.text(masked=True)
+    assert masked.startswith("custom field(s) ***, shoe_size are not among the configured custom_attributes")
+    assert "Ximena" not in masked and "Okonkwo" not in masked

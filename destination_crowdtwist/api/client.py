@@ -64,7 +64,7 @@ from destination_crowdtwist.api.retry import (
     decide,
     parse_retry_after,
 )
-from destination_crowdtwist.records.rejection import Rejection
+from destination_crowdtwist.records.rejection import Rejection, server
 
 __all__ = ["ApiResponse", "ClientStats", "CrowdTwistClient", "StatsSnapshot", "mask_user_segment"]
 
@@ -151,8 +151,11 @@ class ApiResponse:
         if self.resolution.action is not Action.REJECT or reason is None:
             raise ValueError(f"HTTP {self.status} ({self.resolution.action.value}) is not a row-level refusal")
         hint = self.resolution.hint
-        message = f"{self.safe_message} — {hint}" if self.error_message and self.safe_message else hint
-        return Rejection(reason, message, status=self.status)
+        if self.error_message and self.safe_message:
+            # CrowdTwist's text may echo the input ("Invalid postal_code for Jane Doe, 42 Elm St"): it is
+            # quoted apart from the hint, so a masked reject file or log masks it and keeps the hint.
+            return Rejection(reason, (server(self.safe_message), " — ", hint), status=self.status)
+        return Rejection(reason, hint, status=self.status)
 
 
 @dataclass(frozen=True)

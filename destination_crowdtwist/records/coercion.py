@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.rejection import key as quoted_key
 
 __all__ = [
     "EPOCH_MILLIS_THRESHOLD",
@@ -77,9 +78,11 @@ _EPOCH_DATE_ORDINAL = date(1970, 1, 1).toordinal()
 def coercion_error(field: str, expected: str, got_type: str) -> Rejection:
     """The rejection for a value that cannot be turned into the wire type of its field.
 
-    The message names the field, what was expected and the value's type, never the value.
+    The message names the field, what was expected and the value's type, never the value. The field
+    may be a column or custom_data key of the row (a key can be data: "Quentin Doe (spouse)"), so it
+    is quoted and masked in masked outputs unless it names a field.
     """
-    return Rejection(Reason.VALIDATION, f"{field}: expected {expected}, got {got_type}", field=field)
+    return Rejection(Reason.VALIDATION, (quoted_key(field), f": expected {expected}, got {got_type}"), field=field)
 
 
 def _type_name(value: Any) -> str:

@@ -389,7 +389,7 @@ def _place_unmapped(
         try:
             unmapped[key] = to_custom_value(value, key)
         except Rejection as exc:
-            raise Rejection(Reason.VALIDATION, f"{exc} (unmapped fields go to custom_data)", field=key) from None
+            raise exc.with_suffix(" (unmapped fields go to custom_data)").with_field(key) from None
 
 
 def _merge_custom_data(target: dict[str, Any], own_custom: Any, *, send_nulls: bool) -> None:

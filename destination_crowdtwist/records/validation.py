@@ -35,7 +35,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.rejection import Quoted, Reason, Rejection
+from destination_crowdtwist.records.rejection import key as quoted_key
 
 __all__ = [
     "FLAG_FIELDS",
@@ -358,11 +359,12 @@ def _check_objects(payload: Mapping[str, Any], problems: list[Rejection]) -> Non
     for key, value in custom.items():
         if value is not None and not isinstance(value, str):
             problems.append(
-                problem(
-                    str(key),
-                    VALIDATION,
-                    f"custom_data value {key} must be a string "
-                    "(CrowdTwist stores custom attributes as strings)",
+                Rejection(
+                    Reason.VALIDATION,
+                    # The key is the row's (it can be data): quoted, so masked outputs mask it.
+                    ("custom_data value ", quoted_key(str(key)), " must be a string "
+                     "(CrowdTwist stores custom attributes as strings)"),
+                    field=str(key),
                 )
             )
 
@@ -376,11 +378,14 @@ def as_rejection(problems: list[Rejection], *, prefix: str = "") -> Rejection | 
     if not problems:
         return None
     reason = Reason.LOCATION if all(p.reason is Reason.LOCATION for p in problems) else Reason.VALIDATION
-    message = prefix + "; ".join(
-        p.message if p.field is None or p.message.startswith(p.field) else f"{p.field}: {p.message}"
-        for p in problems
-    )
-    return Rejection(reason, message)
+    parts: list[str | Quoted] = [prefix]
+    for n, p in enumerate(problems):
+        if n:
+            parts.append("; ")
+        if p.field is not None and not p.message.startswith(p.field):
+            parts.extend((quoted_key(p.field), ": "))
+        parts.extend(p.parts)
+    return Rejection(reason, parts)
 
 
 def check_user(

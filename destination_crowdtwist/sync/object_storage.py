@@ -43,7 +43,6 @@ from typing import Any
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.api.retry import RetryPolicy, backoff_delay
 from destination_crowdtwist.config import S3Storage
-from destination_crowdtwist.records.masking import mask_text
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
@@ -78,8 +77,10 @@ def rejected_line(
     """One rejected record in Airbyte's layout (keys in :data:`AIRBYTE_COLUMNS` order, then ``_airbyte_data``).
 
     ``_airbyte_raw_id`` is the record's own when it carries one (a re-sent row keeps its id), else a
-    new UUID. The rejection message is masked (it may quote values); ``_airbyte_data`` is the record
-    as received, unmasked: the bucket is the user's, and fixing a row needs its data.
+    new UUID. The rejection message and field are masked (they may quote the row's values and keys, and
+    CrowdTwist's message may echo the input): ``_airbyte_meta`` is metadata, read by people who never
+    asked for the data. ``_airbyte_data`` is the record as received, unmasked: the bucket is the
+    user's, and fixing a row needs its data.
     """
     stream = row.stream
     own_id = row.data.get("_airbyte_raw_id")
@@ -92,9 +93,9 @@ def rejected_line(
             "changes": [],
             "rejection": {
                 "reason": str(outcome.reason or Reason.REJECTED_BY_API),
-                "message": mask_text(outcome.message or ""),
+                "message": outcome.text(masked=True),
                 "http_status": outcome.status,
-                "field": rejection.field if rejection is not None else None,
+                "field": rejection.masked_field if rejection is not None else None,
             },
         },
         "_airbyte_generation_id": stream.generation_id if stream.generation_id is not None else 0,

@@ -15,7 +15,7 @@ import json
 from typing import IO, Protocol
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.records.masking import mask_record, mask_text
+from destination_crowdtwist.records.masking import mask_key_path, mask_record
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.writers.base import Outcome, Row
 
@@ -65,7 +65,9 @@ class LocalFileSink:
             "row": row.seq,
             "user": outcome.member,
             "reason_class": str(outcome.reason or Reason.REJECTED_BY_API),
-            "message": outcome.message if pii else mask_text(outcome.message or ""),
+            # Masked: the row's values and keys, and what came from the row or CrowdTwist's message
+            # (which may echo the input) in the message; the connector's guidance stays readable.
+            "message": outcome.text(masked=not pii),
             "http_status": outcome.status,
             "record": row.data if pii else mask_record(row.data),
             # What `destination-crowdtwist replay-rejects` needs: the stream as the catalog names it,
@@ -85,7 +87,8 @@ class LocalFileSink:
             "row": row.seq,
             "user": outcome.member,
             "dry_run": str(outcome.kind),
-            "changes": list(outcome.changes),
+            # Field names can be the row's keys (custom_data.<name>): masked unless include_pii.
+            "changes": [name if self._include_pii else mask_key_path(name) for name in outcome.changes],
         })
 
     def _write(self, line: dict[str, object]) -> None:

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.records.masking import mask_text
+from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.reject_sinks import RejectSink
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
@@ -69,12 +69,13 @@ class SyncReport:
                 return
             reason = outcome.reason or Reason.REJECTED_BY_API
             self.by_reason[reason] += 1
-            self._first_messages.setdefault(reason, outcome.message or "")
+            # Kept masked: it may end up in the sync-stopping error, which the platform stores.
+            self._first_messages.setdefault(reason, outcome.text(masked=True))
             if len(self.examples[reason]) < MAX_EXAMPLES and outcome.member not in self.examples[reason]:
                 self.examples[reason].append(outcome.member)
-            message = outcome.message or ""
-            if not self._log_pii:
-                message = mask_text(message)
+            # Masked unless log_pii: what came from the row or from CrowdTwist's message (which may
+            # echo the input) is masked, the connector's own guidance stays readable.
+            message = outcome.text(masked=not self._log_pii)
             status = f" (HTTP {outcome.status})" if outcome.status else ""
             n = self.by_reason[reason]
             if n <= LOGGED_PER_REASON:
@@ -88,11 +89,13 @@ class SyncReport:
 
     def _record_dry_run(self, row: Row, outcome: Outcome) -> None:
         """Field-level changes of a dry run: logged (capped, member masked), counted, and filed."""
-        self.changed_fields.update(outcome.changes)
+        # Field names can be the row's keys (custom_data.<name>): masked unless log_pii.
+        changes = outcome.changes if self._log_pii else tuple(mask_key_path(name) for name in outcome.changes)
+        self.changed_fields.update(changes)
         verb = "update" if outcome.kind is OutcomeKind.WOULD_UPDATE else "create with"
         if self._dry_run_logged < LOGGED_DRY_RUN_ROWS:
             self._dry_run_logged += 1
-            fields = ", ".join(outcome.changes) or "no field"
+            fields = ", ".join(changes) or "no field"
             where = f"row {row.seq} of stream {row.stream.label} for {outcome.member}"
             logger.info(f"Dry run: {where}: would {verb} {fields}")
         for sink in self._sinks:
@@ -114,7 +117,7 @@ class SyncReport:
                 return None
             reason, count = max(self.by_reason.items(), key=lambda kv: kv[1])
             example = ", ".join(self.examples.get(reason, [])[:1]) or "-"
-            message = mask_text(self._first_messages.get(reason, ""))
+            message = self._first_messages.get(reason, "")
         return ConfigError(
             f"Stopping early: {rejected} of the first {total} rows were rejected, {count} of them for [{reason}] "
             f"(e.g. {example}): {message} This looks like a mapping or program setting to fix, not bad rows; fix it "

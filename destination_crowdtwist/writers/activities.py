@@ -47,6 +47,7 @@ from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
 from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
 from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.rejection import value as quoted_value
 from destination_crowdtwist.writers.base import (
     Outcome,
     OutcomeKind,
@@ -473,9 +474,11 @@ class ActivityCreditWriter:
         if activity_id not in self._active:
             raise Rejection(
                 Reason.INVALID_ACTIVITY,
-                f"activity_id {activity_id} is not an active activity of this program. Check the id in CrowdTwist "
-                "Control Center (Activities), that the activity has started and not ended, and GET /v2/activities "
-                "for the list of active ids.",
+                # The id is the row's value: quoted, so that free text in it is masked in masked outputs.
+                ("activity_id ", quoted_value(activity_id, "activity_id"),
+                 " is not an active activity of this program. Check the id in CrowdTwist Control Center "
+                 "(Activities), that the activity has started and not ended, and GET /v2/activities for the list "
+                 "of active ids."),
             )
         num_points = _check_points(
             _parse_points(data.get("num_points")),

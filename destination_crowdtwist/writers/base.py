@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from destination_crowdtwist.api.errors import Action, ConfigError
-from destination_crowdtwist.records.masking import mask_identifier
+from destination_crowdtwist.records.masking import mask_free_text, mask_identifier
 from destination_crowdtwist.records.rejection import Reason, Rejection
 
 if TYPE_CHECKING:
@@ -127,6 +127,15 @@ class Outcome:
     def reason(self) -> Reason | None:
         """The reason class of a rejected row (None for accepted rows)."""
         return self.rejection.reason if self.rejection is not None else None
+
+    def text(self, *, masked: bool) -> str:
+        """The message for a log or a reject file: with ``masked``, what came from the row or the
+        server is masked and the connector's guidance kept (`Rejection.text`).
+        """
+        if self.rejection is not None:
+            return self.rejection.text(masked=masked)
+        message = self.message or ""
+        return mask_free_text(message) if masked else message
 
     @classmethod
     def rejected(cls, member: str, rejection: Rejection) -> Outcome:

@@ -32,7 +32,8 @@ from typing import Any
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import MappedUser, MappingOptions, create_payload, map_user_record
-from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.records.rejection import Quoted, Reason, Rejection
+from destination_crowdtwist.records.rejection import key as quoted_key
 from destination_crowdtwist.records.validation import check_user
 from destination_crowdtwist.writers.base import (
     Outcome,
@@ -202,11 +203,15 @@ class UserProfileWriter:
         label = member_label(mapped.user_id, stream.id_type, log_pii=self.cfg.log_pii)
         unknown = _unknown_custom_fields(mapped.payload, self.cfg.custom_attributes)
         if unknown:
+            names: list[str | Quoted] = []
+            for n, name in enumerate(unknown):
+                # The names are the row's keys, which can be data ("Quentin Doe (spouse)"): quoted.
+                names.extend((", ", quoted_key(name)) if n else (quoted_key(name),))
             return Outcome.rejected(label, Rejection(
                 Reason.CUSTOM_ATTRIBUTE,
-                f"custom field(s) {', '.join(unknown)} are not among the configured custom_attributes; set them up in "
-                "Control Center and add them to custom_attributes, rename them with field_mapping, or set "
-                "unmapped_fields=drop",
+                ("custom field(s) ", *names, " are not among the configured custom_attributes; set them up in "
+                 "Control Center and add them to custom_attributes, rename them with field_mapping, or set "
+                 "unmapped_fields=drop"),
                 field="custom_data",
             ))
         require_location = self.cfg.require_location

@@ -172,6 +172,24 @@ def test_no_custom_attributes_configured(sandbox):
     assert error_of(response) == (400, "input_error", "No custom attributes setup for client")
 
 
+def test_echo_input_in_errors_quotes_the_path_member_and_every_key_and_value(sandbox_factory):
+    api = Api(sandbox_factory(echo_input_in_errors=True).base_url)
+    body = {**VALID_USER, "postal_code": "1234"}
+    status, code, message = error_of(api.post("/v2/users", body))
+    assert (status, code) == (400, "input_error")
+    assert message == ("Invalid US zip code; expected 5 or 9 digits for first_name: Ann, last_name: Smith, "
+                       "email_address: ann@example.com, postal_code: 1234")
+    nested = {**VALID_USER, "custom_data": {"Quentin Doe (spouse)": "1990-05-17"}}
+    assert error_of(api.post("/v2/users", nested))[2].endswith("custom_data: Quentin Doe (spouse): 1990-05-17")
+    member = api.create()
+    response = api.put(f"/v2/users/{member['id']}", {"last_name": "Smith 42 Elm St!"})
+    assert error_of(response)[2] == f"last_name contains invalid characters for {member['id']}, last_name: Smith 42 Elm St!"
+    # Not-found answers and the default instance do not echo.
+    assert error_of(api.get("/v2/users/999"))[2] == "User does not exist."
+    plain = Api(sandbox_factory().base_url)
+    assert error_of(plain.post("/v2/users", body))[2] == "Invalid US zip code; expected 5 or 9 digits"
+
+
 def test_lenient_location_mode(sandbox_factory):
     api = Api(sandbox_factory(strict_location=False).base_url)
     profile = api.create(postal_code=None)
