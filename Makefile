@@ -1,11 +1,15 @@
 # Developer and CI entry points. Only python3 (3.11-3.13) must be installed: every target that
-# needs the package bootstraps .venv/ first.
+# needs the package bootstraps .venv/ first. The test tiers (README.md, "Tests"):
 #
-#   make test    ruff, mypy, then pytest (unit_tests + integration_tests, all but the soak)
-#   make check   the quick loop: ruff, mypy, pytest -m "not slow" (skips the image install replay,
-#                the benchmark smoke run and the fault-matrix soak); run make test before you push
-#   make soak    the fault-matrix soak alone (integration_tests/test_fault_matrix.py, marker soak,
-#                also marked slow; kept out of make test for its 10-minute budget, .ci/run runs it)
+#   make check   the quick loop: ruff, mypy, pytest -m "not slow and not perf" (skips the image install
+#                replay, the benchmark smoke run, source-faker, PyAirbyte, the soak and the measurements)
+#   make test    ruff, mypy, then pytest -m "not soak and not perf": every test but the soak and the
+#                measurements; run it before you push (under 10 minutes, a first run also builds the
+#                tool venvs)
+#   make soak    the fault-matrix soak alone (integration_tests/test_fault_matrix.py, marker soak, also
+#                marked slow; kept out of make test for its 10-minute budget)
+#   make perf    the measurements alone (marker perf: memory and time on 100k-200k rows, machine-dependent)
+#   .ci/run      CI: make test, then make soak, then make perf
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
 #   make bench   benchmark driver; pass options with BENCH_ARGS="..."
 #   make lint / make typecheck / make clean / make distclean
@@ -23,10 +27,10 @@ PYAIRBYTE_VENV := .venv-pyairbyte
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test check soak lint typecheck pytest pytest-quick demo bench clean distclean
+.PHONY: help venv test check soak perf lint typecheck pytest pytest-quick demo bench clean distclean
 
 help:
-	@echo "make demo | make test | make check | make soak | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
+	@echo "make demo | make test | make check | make soak | make perf | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
 
 venv: $(STAMP)
 
@@ -46,13 +50,16 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -m "not soak"
+	$(BIN)/pytest -m "not soak and not perf"
 
 pytest-quick: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not perf"
 
 soak: $(STAMP)
 	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py
+
+perf: $(STAMP)
+	$(BIN)/pytest -m perf
 
 test: lint typecheck pytest
 

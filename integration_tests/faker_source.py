@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tool_venv import ROOT, InstallReport, ToolUnavailable, ensure_tool_venv
+from tool_venv import InstallReport, ToolUnavailable, ensure_tool_venv, tool_venv_root
 
 # Pinned: the test reads faker's field names (email, name, address.*), which a new major may change.
 FAKER_REQUIREMENT = "airbyte-source-faker==7.2.1"
 FAKER_PACKAGE = FAKER_REQUIREMENT.split("==")[0]
-FAKER_VENV = ROOT / ".venv-faker"
+FAKER_VENV = tool_venv_root() / ".venv-faker"
 # The install (about 360 MB on disk) took 29 to 39 s on this 2-core machine, 32 s with pip's cache disabled.
 
 # source-faker's failures are the shared helper's (the names stay for the tests that import them).

@@ -10,71 +10,81 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from tests_support.dockerfile import dockerfile_steps
+from tests_support.dockerfile import dockerfile_steps, dockerignore_patterns, dockerignored
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _dockerignore_patterns() -> list[str]:
-    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-
-
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Docker's .dockerignore matching: anchored at the context root, `*` and `?` stay within one
-    path segment, `**` spans any number of directories."""
-    pattern = pattern.strip("/")
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        else:
-            char = pattern[i]
-            out += {"*": "[^/]*", "?": "[^/]"}.get(char, re.escape(char))
-            i += 1
-    return re.compile(out + r"\Z")
-
-
-def _ignored(rel: str, patterns: list[str]) -> bool:
-    """Whether Docker leaves `rel` (posix, relative to the context) out of the build context.
-
-    A path is left out when it or one of its parent directories matches; a later `!pattern`
-    takes it back.
-    """
-    parts = PurePosixPath(rel).parts
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    ignored = False
-    for pattern in patterns:
-        negated = pattern.startswith("!")
-        regex = _pattern_regex(pattern[1:] if negated else pattern)
-        if any(regex.match(prefix) for prefix in prefixes):
-            ignored = not negated
-    return ignored
-
-
 def test_dockerignore_matcher_follows_docker_rules() -> None:
     patterns = ["**/__pycache__", "*.sqlite", ".venv", "docs", "!docs/keep.md"]
-    assert _ignored("destination_crowdtwist/writers/__pycache__/x.pyc", patterns)
-    assert _ignored("__pycache__", patterns)
-    assert _ignored("a.sqlite", patterns)
-    assert not _ignored("sub/a.sqlite", patterns)  # `*` does not cross `/`
-    assert _ignored(".venv/bin/python", patterns)
-    assert not _ignored("destination_crowdtwist/docs_helper.py", patterns)
-    assert _ignored("docs/crowdtwist.md", patterns)
-    assert not _ignored("docs/keep.md", patterns)
+    assert dockerignored("destination_crowdtwist/writers/__pycache__/x.pyc", patterns)
+    assert dockerignored("__pycache__", patterns)
+    assert dockerignored("a.sqlite", patterns)
+    assert not dockerignored("sub/a.sqlite", patterns)  # `*` does not cross `/`
+    assert dockerignored(".venv/bin/python", patterns)
+    assert not dockerignored("destination_crowdtwist/docs_helper.py", patterns)
+    assert dockerignored("docs/crowdtwist.md", patterns)
+    assert not dockerignored("docs/keep.md", patterns)
+
+
+# Files a checkout may hold that must never reach an image: credentials, local state with members'
+# data (rejected rows, member index, ledger, PyAirbyte's caches), other venvs and git's history.
+MUST_STAY_OUT = (
+    "secrets/config.json",
+    "secrets/hmac.json",
+    ".env",
+    ".env.production",
+    "examples/config.sandbox.json",
+    "rejected.jsonl",
+    "rejects.jsonl.gz",
+    "members.sqlite",
+    "ledger.sqlite",
+    ".cache/crowdtwist_state/state.duckdb",
+    ".venv/bin/python",
+    ".venv-pyairbyte/bin/python",
+    ".git/config",
+    "integration_tests/conftest.py",
+    "crowdtwist_sandbox/server.py",
+)
+
+
+def test_secrets_and_local_state_stay_out_of_the_build_context() -> None:
+    """What .dockerignore leaves out is not sent to the builder, so no COPY (ours, or the `COPY . ./` of
+    Airbyte's template that `airbyte-cdk image build` renders) can put it in the image."""
+    patterns = dockerignore_patterns()
+    leaked = [path for path in MUST_STAY_OUT if not dockerignored(path, patterns)]
+    assert leaked == []
+
+
+def _image_files(image_workdir: Path) -> list[str]:
+    return sorted(p.relative_to(image_workdir).as_posix() for p in image_workdir.rglob("*") if not p.is_dir())
+
+
+def test_the_copied_files_are_the_connector_sources_and_its_install_files(tmp_path: Path) -> None:
+    """The COPY steps replayed against this checkout: the image holds the package's sources, spec.json
+    and the two packaging files, nothing else (no caches, tests, sandbox, examples or secrets)."""
+    (workdir,) = [s.args for s in dockerfile_steps() if s.instruction == "WORKDIR"]
+    image_workdir = tmp_path / workdir.lstrip("/")
+    image_workdir.mkdir(parents=True)
+    _replay_copies(image_workdir)
+    files = _image_files(image_workdir)
+    assert {"setup.py", "pyproject.toml", "spec.json", "destination_crowdtwist/__init__.py",
+            "destination_crowdtwist/spec.json", "destination_crowdtwist/run.py"} <= set(files)
+    unexpected = [f for f in files if f not in ("setup.py", "pyproject.toml", "spec.json")
+                  and not (f.startswith("destination_crowdtwist/")
+                           and f.endswith((".py", "/spec.json", "/py.typed")))]
+    assert unexpected == []
+    assert (image_workdir / "destination_crowdtwist" / "spec.json").is_symlink()
 
 
 def _copy_steps() -> list[tuple[list[str], str]]:
@@ -89,17 +99,17 @@ def _copy_steps() -> list[tuple[list[str], str]]:
 
 def test_copy_sources_exist_and_survive_dockerignore() -> None:
     """Docker fails the build when a COPY source is missing from the (filtered) context."""
-    patterns = _dockerignore_patterns()
+    patterns = dockerignore_patterns()
     copies = _copy_steps()
     assert copies
     for sources, _dest in copies:
         for source in sources:
             assert (ROOT / source).exists(), source
-            assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"
+            assert not dockerignored(source, patterns), f"{source} is excluded by .dockerignore"
 
 
 def _replay_copies(image_workdir: Path) -> None:
-    patterns = _dockerignore_patterns()
+    patterns = dockerignore_patterns()
     for sources, dest in _copy_steps():
         target = image_workdir / dest
         into_dir = dest.endswith("/") or len(sources) > 1
@@ -108,7 +118,7 @@ def _replay_copies(image_workdir: Path) -> None:
             if src.is_dir():
                 def ignore(directory: str, names: list[str]) -> set[str]:
                     rel_dir = Path(directory).relative_to(ROOT).as_posix()
-                    return {n for n in names if _ignored(f"{rel_dir}/{n}", patterns)}
+                    return {n for n in names if dockerignored(f"{rel_dir}/{n}", patterns)}
 
                 # Docker copies a directory's contents and keeps symlinks as links.
                 shutil.copytree(src, target, symlinks=True, ignore=ignore, dirs_exist_ok=True)

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 from faker_source import iter_jsonl, location_rejected_ids
-from tool_venv import ROOT, InstallReport, ToolUnavailable, ensure_tool_venv
+from tool_venv import InstallReport, ToolUnavailable, ensure_tool_venv, tool_venv_root
 
 from crowdtwist_sandbox import DEFAULT_API_KEY, Sandbox, SandboxOptions
 from destination_crowdtwist.records.rejection import Reason
@@ -42,7 +42,7 @@ from destination_crowdtwist.records.rejection import Reason
 # cache/state_cache/write_strategy and airbyte.strategies.WriteStrategy, and the test reads
 # WriteResult internals (the confirmed count); a new version may move any of them.
 PYAIRBYTE_REQUIREMENT = "airbyte==0.71.3"
-PYAIRBYTE_VENV = ROOT / ".venv-pyairbyte"
+PYAIRBYTE_VENV = tool_venv_root() / ".venv-pyairbyte"
 # PyAirbyte 0.71.3 declares Requires-Python >=3.10,<3.13; the venv is built with this interpreter.
 PYAIRBYTE_PYTHONS = ((3, 10), (3, 12))
 RECIPE = Path(__file__).with_name("pyairbyte_recipe.py")

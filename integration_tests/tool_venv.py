@@ -4,7 +4,8 @@ Some integration tests drive real Airbyte tools (source-faker, PyAirbyte) whose 
 conflict with ours (they pin other airbyte-cdk versions), so each lives in its own venv
 (``.venv-faker/``, ``.venv-pyairbyte/``; git-ignored, removed by ``make distclean``). A venv is
 reused when its stamp names the pinned requirement and the tool still answers ``probe``, and is
-rebuilt from scratch otherwise.
+rebuilt from scratch otherwise. They live in the checkout, or in the directory that the environment
+variable ``CROWDTWIST_TOOL_VENVS`` names, so that several clones share one copy (about 1.1 GB).
 
     report = ensure_tool_venv(ROOT / ".venv-x", "pkg==1.2.3", "x", probe=lambda exe: ...)
     # raises ToolUnavailable (carry its message to a pytest skip)
@@ -18,12 +19,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _STAMP = ".installed"
+TOOL_VENVS_ENV = "CROWDTWIST_TOOL_VENVS"
 # The ceiling per step (venv creation, pip install) leaves room for a slow index without letting a
 # hung one block the test run forever. Measured installs take 30 to 80 s on this 2-core machine.
 INSTALL_TIMEOUT_SECONDS = 480
@@ -40,6 +42,12 @@ class InstallReport:
     executable: Path
     reused: bool
     seconds: float
+
+
+def tool_venv_root(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the tool venvs live: ``$CROWDTWIST_TOOL_VENVS`` when set (shared by clones), else the checkout."""
+    shared = environ.get(TOOL_VENVS_ENV, "").strip()
+    return Path(shared).expanduser().resolve() if shared else ROOT
 
 
 def venv_bin(venv: Path, name: str) -> Path:

@@ -61,6 +61,22 @@ def _rss_mib() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def test_thousands_of_events_of_many_members_keep_their_first_rows() -> None:
+    """The functional half of the 100k measurement below, small enough for every test run."""
+    memory = CreditMemory()
+    for i in range(5_000):
+        event = ("email", f"member{i % 1_000}@example.com", "1001", f"evt-{i}")
+        assert memory.first_row(event, i) == i
+        memory.mark_accepted(event)
+    assert memory.first_row(("email", "member0@example.com", "1001", "evt-0"), 9_999) == 0
+    assert memory.accepted(("email", "member7@example.com", "1001", "evt-7"))
+    assert not memory.accepted(("email", "member7@example.com", "1001", "evt-8"))  # another member's
+    memory.close()
+
+
+# A measurement (100,000 events, resident memory and time): marker perf, run by `make perf` and CI,
+# not by `make test` (unit_tests/test_packaging.py checks the marker).
+@pytest.mark.perf
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="resident memory is read from /proc (Linux)")
 def test_memory_stays_flat_over_100k_events() -> None:
     # A dict and a set of the same events took about 580 bytes a row (58 MB here, 600 MB at 1M rows).

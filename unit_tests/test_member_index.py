@@ -259,6 +259,31 @@ def _rss_kib() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def test_lookups_search_the_primary_key_and_find_exactly_what_was_recorded(path: str) -> None:
+    """The functional half of the 200k measurement below, small enough for every test run."""
+    index = MemberIndex(path, PROGRAM, flush_every=500)
+    n = 2_000
+    for i in range(n):
+        index.record("email", f"member{i}@example.com", fingerprint=fingerprint({"n": i}))
+    index.commit()
+    assert index.size("email") == n
+    # One B-tree search per lookup, never a scan (a scan would be O(n) per row).
+    plan = " ".join(
+        str(row[-1]) for row in index._db.execute(
+            "EXPLAIN QUERY PLAN SELECT crowdtwist_id, fingerprint FROM members WHERE scope = ? AND member = ?",
+            (1, b"x" * 16),
+        )
+    )
+    assert "USING PRIMARY KEY" in plan and "SCAN" not in plan
+    for i in range(n):
+        assert index.lookup("email", f"member{i}@example.com") == MemberEntry(None, fingerprint({"n": i}))
+    assert index.lookup("email", f"member{n}@example.com") is None
+    index.close()
+
+
+# A measurement (200,000 entries, resident memory and time per lookup): marker perf, run by
+# `make perf` and CI, not by `make test` (unit_tests/test_packaging.py checks the marker).
+@pytest.mark.perf
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="resident memory is read from /proc (Linux)")
 def test_a_200k_member_index_is_searched_by_primary_key_with_flat_memory(path: str) -> None:
     index = MemberIndex(path, PROGRAM, flush_every=20_000)

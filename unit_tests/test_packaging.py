@@ -20,7 +20,7 @@ import yaml
 from airbyte_cdk.models import ConnectorSpecificationSerializer
 from airbyte_cdk.test.standard_tests._spec_lint import find_secret_marking_errors
 
-from tests_support.dockerfile import Step, instruction_args, parse_dockerfile
+from tests_support.dockerfile import Step, dockerfile_steps, instruction_args, parse_dockerfile
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = ROOT / "spec.json"
@@ -74,7 +74,7 @@ def test_metadata_has_every_registry_field(metadata: dict[str, Any]) -> None:
     data = metadata["data"]
     assert data["name"] == "CrowdTwist"
     assert data["connectorType"] == "destination"
-    assert data["dockerRepository"] == "airbyte/destination-crowdtwist"
+    assert data["dockerRepository"] == "destination-crowdtwist"
     assert data["githubIssueLabel"] == "destination-crowdtwist"
     assert data["license"] == "MIT"
     assert data["connectorSubtype"] == "api"
@@ -84,6 +84,29 @@ def test_metadata_has_every_registry_field(metadata: dict[str, Any]) -> None:
     assert set(data["tags"]) >= {"language:python", "cdk:python"}
     assert data["allowedHosts"]["hosts"] == ["*.crowdtwist.com"]
     assert (ROOT / data["icon"]).is_file()
+
+
+def test_the_image_is_not_named_in_a_namespace_users_cannot_push_to(metadata: dict[str, Any]) -> None:
+    """`airbyte/` is Airbyte's namespace on Docker Hub: the image is named without a namespace, and a
+    user tags it into a registry of their own (docs/deploy.md)."""
+    repository = metadata["data"]["dockerRepository"]
+    assert "/" not in repository and ":" not in repository, repository
+    labels = [args.split("=", 1) for args in _docker("LABEL")]
+    assert ["io.airbyte.name", repository] in labels
+    deploy = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for text in (deploy, readme):
+        assert "airbyte/destination-crowdtwist" not in text
+
+
+def test_metadata_loads_with_the_cdk_model_that_airbyte_cdk_image_build_reads() -> None:
+    from airbyte_cdk.models.connector_metadata import ConnectorLanguage, MetadataFile
+
+    parsed = MetadataFile.from_file(ROOT / "metadata.yaml")
+    assert parsed.data.dockerRepository == "destination-crowdtwist"
+    assert parsed.data.language == ConnectorLanguage.PYTHON  # picks the Python template and base image
+    assert parsed.data.connectorBuildOptions is not None
+    assert parsed.data.connectorBuildOptions.baseImage == _docker("FROM")[0]
 
 
 def test_metadata_declares_data_activation_and_refreshes(metadata: dict[str, Any]) -> None:
@@ -112,7 +135,10 @@ def test_versions_agree_everywhere(metadata: dict[str, Any]) -> None:
 def test_base_image_equals_dockerfile_from(metadata: dict[str, Any]) -> None:
     (base,) = _docker("FROM")
     assert metadata["data"]["connectorBuildOptions"]["baseImage"] == base
-    assert re.fullmatch(r"docker\.io/airbyte/python-connector-base:4\.\d+\.\d+@sha256:[0-9a-f]{64}", base)
+    match = re.fullmatch(r"docker\.io/airbyte/python-connector-base:(4)\.(\d+)\.(\d+)@sha256:[0-9a-f]{64}", base)
+    assert match, base
+    # 4.1.0 or later (issue 18: 4.0.2 was behind the base image Airbyte's Python connectors use).
+    assert tuple(int(part) for part in match.groups()) >= (4, 1, 0)
 
 
 def test_icon_is_an_svg() -> None:
@@ -185,6 +211,18 @@ def test_dockerfile_entrypoint_is_the_connector_console_script(metadata: dict[st
     assert any(re.fullmatch(r"pip install (--no-cache-dir )?\.", run) for run in _docker("RUN"))
 
 
+def test_the_image_runs_as_the_airbyte_user_after_installing_as_root() -> None:
+    """Airbyte's template: the install runs as root (into the image's Python, which the connector
+    cannot then change), the image runs as `airbyte`. USER is the last user switch, after every RUN."""
+    steps = dockerfile_steps()
+    users = [i for i, step in enumerate(steps) if step.instruction == "USER"]
+    assert users, "the image runs as root"
+    assert steps[users[-1]].args == "airbyte"
+    assert [steps[i].args for i in users] == ["airbyte"]
+    runs = [i for i, step in enumerate(steps) if step.instruction == "RUN"]
+    assert runs and max(runs) < users[-1]
+
+
 def test_dockerignore_keeps_venv_tests_sandbox_and_caches_out() -> None:
     patterns = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for pattern in (".venv", "unit_tests", "integration_tests", "tests_support", "crowdtwist_sandbox",
@@ -253,17 +291,73 @@ def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp
     install = position(f"{venv}/bin/python -m pip install --quiet --progress-bar off -e '.[dev]'")
     stamp = position(f"touch {venv}/.installed")
     ruff, mypy = position(f"{venv}/bin/ruff check ."), position(f"{venv}/bin/mypy")
-    assert create < install < stamp < ruff < mypy < position(f'{venv}/bin/pytest -m "not soak"')
+    assert create < install < stamp < ruff < mypy < position(f'{venv}/bin/pytest -m "not soak and not perf"')
 
 
 def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     check = [line.strip() for line in _make_dry_run(venv, "check").splitlines()]
-    commands = [f"{venv}/bin/ruff check .", f"{venv}/bin/mypy", f'{venv}/bin/pytest -m "not slow"']
+    commands = [f"{venv}/bin/ruff check .", f"{venv}/bin/mypy", f'{venv}/bin/pytest -m "not slow and not perf"']
     assert [line for line in check if line in commands] == commands
-    # make test runs everything but the soak, which make soak (and .ci/run) runs.
-    assert f'{venv}/bin/pytest -m "not soak"' in [line.strip() for line in _make_dry_run(venv, "test").splitlines()]
-    assert "make soak" in (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+
+
+# The tiers, said once in the Makefile and repeated by the README, pyproject.toml and .ci/run: the
+# marker expression each make target runs, and what CI runs.
+TIERS = {
+    "check": 'pytest -m "not slow and not perf"',
+    "test": 'pytest -m "not soak and not perf"',
+    "soak": "pytest -m soak integration_tests/test_fault_matrix.py",
+    "perf": "pytest -m perf",
+}
+CI_TARGETS = ["test", "soak", "perf"]
+
+
+def test_the_tiers_are_the_same_in_makefile_readme_pyproject_and_ci(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    for target, command in TIERS.items():
+        assert f"{venv}/bin/{command}" in [line.strip() for line in _make_dry_run(venv, target).splitlines()], target
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.findall(r"^make (\w+)$", ci, re.MULTILINE) == CI_TARGETS
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    for text in (readme, makefile):
+        for command in (TIERS["check"], TIERS["test"]):
+            assert command.removeprefix("pytest ") in text, command
+        assert ".ci/run" in text
+    # The contradictions of issue 18: make test is not "the full run", and it does not run the soak.
+    assert "the full run" not in readme
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    markers = {line.split(":")[0].strip().strip('"'): line for line in pyproject.splitlines()
+               if re.match(r'\s*"(slow|soak|perf):', line)}
+    assert set(markers) == {"slow", "soak", "perf"}
+    assert "not by make test" in markers["soak"] and "not by make test" in markers["perf"]
+    assert "run by make test" in markers["slow"]
+
+
+def _measures(fn: ast.FunctionDef) -> bool:
+    """Whether a test reads this process's resident memory (the measurements of the perf tier do).
+
+    The bench smoke run only checks that the bench reported a figure (peak_rss_mb), which is no
+    measurement of its own."""
+    text = ast.unparse(fn)
+    return any(needle in text for needle in ("_rss_kib(", "_rss_mib(", "/proc/self/statm", "getrusage", "tracemalloc"))
+
+
+def _marks(fn: ast.FunctionDef) -> set[str]:
+    return {ast.unparse(d).removeprefix("pytest.mark.").split("(")[0] for d in fn.decorator_list}
+
+
+def test_memory_and_timing_measurements_are_marked_perf_so_make_test_skips_them() -> None:
+    """A measurement on a shared machine is slow and noisy: it belongs to `make perf` (and CI)."""
+    measuring = []
+    for tree_dir in ("unit_tests", "integration_tests"):
+        for path in sorted((ROOT / tree_dir).glob("test_*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for fn in tree.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_") and _measures(fn):
+                    measuring.append(f"{path.name}::{fn.name}")
+                    assert "perf" in _marks(fn), f"{path.name}::{fn.name} measures memory but is not marked perf"
+    assert len(measuring) >= 2, measuring
 
 
 def _marked_slow(node: ast.expr) -> bool:
@@ -353,5 +447,13 @@ def test_changelog_starts_with_the_current_version() -> None:
 def test_readme_documents_the_entry_points() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for needle in ("make demo", "make test", '"auth_type": "api_key"', '"auth_type": "hmac"',
-                   "## Performance", "## Exactly-once activity credits", "make bench"):
+                   "## Performance", "## Exactly-once activity credits", "make bench",
+                   "[docs/performance.md](docs/performance.md)", "[docs/deploy.md](docs/deploy.md)"):
         assert needle in readme, needle
+    # Newcomer path first: the steps to try, run and deploy the connector come before the reference.
+    assert readme.index("## Start here") < readme.index("## Tests") < readme.index("## Running the connector")
+    # The figures live in docs/performance.md; the README keeps a summary (issue 18: 40% of the README).
+    performance = readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert len(performance.splitlines()) < 15
+    assert "| round trip |" in (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert "GB of virtualenvs" in readme
