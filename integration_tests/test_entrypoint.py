@@ -148,7 +148,7 @@ def test_mid_sync_auth_failure_exits_non_zero_with_a_config_error_trace_and_no_s
     assert total <= 21
 
 
-@pytest.mark.parametrize("mode", ["overwrite", "soft_delete"])
+@pytest.mark.parametrize("mode", ["overwrite"])
 def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
     with Sandbox(SandboxOptions()) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
