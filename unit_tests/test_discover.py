@@ -290,8 +290,9 @@ def test_records_are_checked_against_the_activity_choices():
 def test_the_catalog_is_a_valid_protocol_destination_catalog():
     catalog = build_catalog(config(custom_attributes=["tier"]), ACTIVITIES)
     loaded = CatalogSerializer.load(catalog)
-    assert len(loaded.operations) == 4
-    assert [op.sync_mode.value for op in loaded.operations] == ["append_dedup", "append", "update", "append"]
+    assert len(loaded.operations) == 5
+    assert [op.sync_mode.value for op in loaded.operations] == [
+        "append_dedup", "append", "update", "soft_delete", "append"]
     assert CatalogSerializer.dump(loaded) == catalog  # nothing dropped or renamed by the model
     for op in catalog["operations"]:
         jsonschema.Draft7Validator.check_schema(op["json_schema"])
@@ -302,7 +303,7 @@ def test_the_message_is_a_valid_protocol_destination_catalog_message():
     loaded = MessageSerializer.load(json.loads(json.dumps(message)))
     assert loaded.type.value == "DESTINATION_CATALOG"
     assert loaded.destination_catalog is not None
-    assert len(loaded.destination_catalog.operations) == 4
+    assert len(loaded.destination_catalog.operations) == 5
 
 
 def test_the_protocol_model_check_can_fail():
