@@ -154,6 +154,15 @@ class Outcome:
         )
 
 
+class StopBeforeRow(ConfigError):
+    """A sync-stopping configuration error found while preparing a row (e.g. the delete guardrail).
+
+    Unlike other errors it does not abandon the rows before it: the pipeline lets every row
+    submitted earlier settle first, so the states they complete are echoed exactly, and the row
+    itself is never sent.
+    """
+
+
 class Writer(Protocol):
     """One writer per CrowdTwist object; the pipeline relies on exactly these members."""
 

@@ -14,8 +14,9 @@ harmful (a second deactivation changes nothing; a second erase meets a queued me
 
 **Guardrail.** A model bug that marks every member deleted must not empty a program: the rows are
 counted in input order as they are prepared (on the reader thread, before anything is queued), and
-the row beyond ``max_deletes_per_sync`` raises a ``ConfigError`` before it enters the pipeline, so
-its request is never sent. Rows before it finish and their states are echoed; the error names the
+the row beyond ``max_deletes_per_sync`` raises a ``StopBeforeRow`` (a ``ConfigError``) before it enters
+the pipeline, so its request is never sent. The pipeline lets the rows before it finish, and their
+states are echoed; the error names the
 threshold and how to raise it. A dry run does not stop: it reports ``would_deactivate`` /
 ``would_erase`` and says where a real sync would have stopped.
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
-from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError
+from destination_crowdtwist.api.errors import CrowdTwistError
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import MappingOptions, apply_field_mapping, normalise_user_id
 from destination_crowdtwist.records.rejection import Reason, Rejection
@@ -49,6 +50,7 @@ from destination_crowdtwist.writers.base import (
     OutcomeKind,
     Prepared,
     Row,
+    StopBeforeRow,
     api_rejection,
     member_key,
     member_label,
@@ -112,7 +114,7 @@ class MemberRemoval:
     # -- prepare (reader thread, input order) --------------------------------------------------
 
     def prepare(self, row: Row, options: MappingOptions) -> Prepared[DeleteRow] | Outcome:
-        """The member's identifier, no request; raises ``ConfigError`` for the row beyond the guardrail."""
+        """The member's identifier, no request; raises ``StopBeforeRow`` for the row beyond the guardrail."""
         stream = row.stream
         try:
             working = apply_field_mapping(row.data, options)
@@ -123,7 +125,7 @@ class MemberRemoval:
         limit = self.cfg.max_deletes_per_sync
         if self.prepared > limit:
             if not self.cfg.dry_run:
-                raise ConfigError(
+                raise StopBeforeRow(
                     f"Stopping before delete row {self.prepared} (input row {row.seq}, stream {stream.label}): this "
                     f"sync would remove more than max_deletes_per_sync = {limit} members. Nothing beyond the limit "
                     "was sent, and every row before this one was written and checkpointed. If the source really "
