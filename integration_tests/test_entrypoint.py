@@ -56,7 +56,7 @@ def test_spec_prints_the_top_level_spec_json():
     assert message["type"] == "SPEC"
     spec = json.loads((ROOT / "spec.json").read_text())
     assert message["spec"]["connectionSpecification"] == spec["connectionSpecification"]
-    assert message["spec"]["supported_destination_sync_modes"] == ["append", "append_dedup", "update"]
+    assert message["spec"]["supported_destination_sync_modes"] == ["append", "append_dedup", "update", "soft_delete"]
 
 
 def test_write_through_stdin_echoes_states_with_ids_and_skips_unknown_messages(tmp_path):
