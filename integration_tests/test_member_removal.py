@@ -360,3 +360,15 @@ def test_kill_9_in_the_middle_of_deletes_then_replay_recreates_nothing_and_misse
     for email in kept:
         member = sandbox.member("email", email)
         assert member is not None and member["is_active"] is True
+
+
+def test_erase_and_its_status_are_signed_with_hmac(hmac_sandbox: Sandbox) -> None:
+    emails = seed(hmac_sandbox, 2)
+    options = hmac_sandbox.options
+    cfg = config(hmac_sandbox, delete_behaviour="erase", erase_status_wait_seconds=5,
+                 credentials={"auth_type": "hmac", "public_key": options.hmac_public_key,
+                              "private_key": options.hmac_private_key})
+    out = run_write(cfg, catalog("soft_delete", STREAM), deletes(emails))
+    assert [stats(m) for m in out] == [(2.0, 0.0)]
+    assert all(hmac_sandbox.member("email", e) is None for e in emails)
+    assert counts(hmac_sandbox).get("401", 0) == 0 and counts(hmac_sandbox)[STATUS] >= 2
