@@ -56,6 +56,7 @@ class ProgramState:
             # Erasures queued by DELETE /v2/users/{id}, by member id (kept after completion, so the
             # deletion status can say Deletion_completed).
             self._deletions: dict[int, dict[str, Any]] = {}
+            self._deletions_pending: set[int] = set()
 
     # ------------------------------------------------------------------ activities
     def add_activity(self, **fields: Any) -> dict[str, Any]:
@@ -258,6 +259,7 @@ class ProgramState:
                 "done_at": now + delay,
                 "status_history": [{"status": "Deletion_initiated", "date": _iso(now)}],
             }
+            self._deletions_pending.add(member_id)
             return {"user_id": member_id, "status": "Queued"}
 
     def deletion_status(self, member_id: int, now: float) -> dict[str, Any]:
@@ -271,9 +273,10 @@ class ProgramState:
             return {key: copy.deepcopy(deletion[key]) for key in keys}
 
     def _settle_deletions(self, now: float) -> None:
-        for member_id, deletion in self._deletions.items():
-            if deletion["status"] == "Deletion_completed":
-                continue
+        if not self._deletions_pending:
+            return
+        for member_id in list(self._deletions_pending):
+            deletion = self._deletions[member_id]
             halfway = (deletion["queued_at"] + deletion["done_at"]) / 2
             if deletion["status"] == "Deletion_initiated" and now >= halfway and now < deletion["done_at"]:
                 deletion["status"] = "Deletion_in_progress"
@@ -284,6 +287,7 @@ class ProgramState:
                     self._reindex({"id": member_id}, member)
                 deletion["status"] = "Deletion_completed"
                 deletion["status_history"].append({"status": "Deletion_completed", "date": _iso(now)})
+                self._deletions_pending.discard(member_id)
 
     def deletions(self) -> list[dict[str, Any]]:
         """Every erasure queued so far (admin view), oldest first."""

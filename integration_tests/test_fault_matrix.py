@@ -203,7 +203,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("drop/profiles-erase", "profiles", {"drop_rate": 0.2, "seed": 26}, rows=24, mode="soft_delete",
              config={**RETRIES, "delete_behaviour": "erase", "erase_status_wait_seconds": 0}, sprung={"dropped": 2}),
     Scenario("kill-9/profiles-erase", "profiles", KILL, rows=36, mode="soft_delete", interrupt="kill",
-             interruptions=1, seed=27, config={"delete_behaviour": "erase", "erase_status_wait_seconds": 0}),
+             interruptions=1, seed=39, config={"delete_behaviour": "erase", "erase_status_wait_seconds": 0}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.

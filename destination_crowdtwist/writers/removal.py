@@ -66,8 +66,12 @@ ERASE = "erase"
 #: Deletion statuses of Oracle's User Deletion Status page (docs/crowdtwist-api-notes.md §2.4).
 STATUS_DONE = "Deletion_completed"
 STATUS_PENDING = frozenset({"Deletion_initiated", "Deletion_in_progress", "Queued"})
-#: Seconds between two rounds of status reads while erasures are pending.
-STATUS_POLL_SECONDS = 2.0
+#: Seconds before the second round of status reads; the pause doubles after each round (1, 2, 4, 8 s...),
+#: so a member still queued costs a handful of reads, not one every few seconds.
+STATUS_FIRST_PAUSE_SECONDS = 1.0
+#: Erasures whose status is followed (the first ones queued); memory stays bounded whatever
+#: max_deletes_per_sync allows, and the rest are reported as still queued.
+FOLLOW_AT_MOST = 1000
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,8 @@ class MemberRemoval:
         value = data.get("user_id") if isinstance(data, Mapping) else None
         with self._lock:
             self.tally.queued += 1
-            if isinstance(value, int | str) and not isinstance(value, bool) and str(value).strip().isdigit():
+            known = isinstance(value, int | str) and not isinstance(value, bool) and str(value).strip().isdigit()
+            if known and len(self._queued_ids) < FOLLOW_AT_MOST:
                 self._queued_ids.append(str(value).strip())
             else:
                 self.tally.unfollowed += 1
@@ -228,6 +233,7 @@ class MemberRemoval:
     def _follow(self, wait: float) -> None:
         deadline = self._clock() + wait
         pending = list(self._queued_ids)
+        pause = STATUS_FIRST_PAUSE_SECONDS
         while pending:
             still: list[str] = []
             for crowdtwist_id in pending:
@@ -248,7 +254,8 @@ class MemberRemoval:
             left = deadline - self._clock()
             if not pending or left <= 0:
                 return
-            self._sleep(min(STATUS_POLL_SECONDS, left))
+            self._sleep(min(pause, left))
+            pause *= 2
 
 
 def _status_verdict(response: ApiResponse) -> str:
