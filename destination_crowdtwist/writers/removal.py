@@ -14,11 +14,10 @@ harmful (a second deactivation changes nothing; a second erase meets a queued me
 
 **Guardrail.** A model bug that marks every member deleted must not empty a program: the rows are
 counted in input order as they are prepared (on the reader thread, before anything is queued), and
-the row beyond ``max_deletes_per_sync`` raises a ``StopBeforeRow`` (a ``ConfigError``) before it enters
-the pipeline, so its request is never sent. The pipeline lets the rows before it finish, and their
-states are echoed; the error names the
-threshold and how to raise it. A dry run does not stop: it reports ``would_deactivate`` /
-``would_erase`` and says where a real sync would have stopped.
+the row beyond ``max_deletes_per_sync`` raises ``StopBeforeRow`` (a ``ConfigError``) before it
+enters the pipeline, so its request is never sent. The pipeline lets the rows before it finish, and
+their states are echoed; the error names the threshold and how to raise it. A dry run does not
+stop: it reports ``would_deactivate`` / ``would_erase`` and says where a real sync would have stopped.
 
 **Erase status.** After the last state, :meth:`MemberRemoval.finish` follows CrowdTwist's deletion
 status (``GET /v2/users/delete/{id}``, by CrowdTwist id, which the DELETE answer gives) of the
