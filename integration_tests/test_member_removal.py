@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from helpers import catalog, record, run_write, run_write_until_error, state, state_ids, stats
-from test_data_activation import da_catalog
 
 from crowdtwist_sandbox import Sandbox
 from crowdtwist_sandbox.options import DEFAULT_API_KEY
@@ -34,6 +34,15 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 STREAM = "gone"
 PUT, DELETE, POST = "PUT /v2/users/{id}", "DELETE /v2/users/{id}", "POST /v2/users"
 STATUS = "GET /v2/users/delete/{id}"
+
+
+def da_catalog(*streams: tuple[str, str, list[list[str]]]) -> Any:
+    """A data-activation catalog of user_profile streams: (stream, sync mode, matching key)."""
+    return ConfiguredAirbyteCatalogSerializer.load({"streams": [
+        {"stream": {"name": name, "json_schema": {"type": "object"}, "supported_sync_modes": ["full_refresh"]},
+         "sync_mode": "full_refresh", "destination_sync_mode": mode, "destination_object_name": "user_profile",
+         "primary_key": key}
+        for name, mode, key in streams]})
 
 
 def config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
@@ -227,8 +236,7 @@ def test_an_upsert_then_a_delete_of_the_same_member_in_two_streams_land_in_that_
                                 "email_address": f"{tp}@example.com", "postal_code": "10001"}, "crm"))
         messages.append(record({"third_party_id": tp}, "removals"))
     messages += [state(1, "crm"), state(2, "removals")]
-    cat = da_catalog(("crm", "user_profile", "append_dedup", [["third_party_id"]]),
-                     ("removals", "user_profile", "soft_delete", [["third_party_id"]]))
+    cat = da_catalog(("crm", "append_dedup", [["third_party_id"]]), ("removals", "soft_delete", [["third_party_id"]]))
     out = run_write(config(sandbox, delete_behaviour="erase", erase_status_wait_seconds=0, max_concurrency=8),
                     cat, messages)
     assert [stats(m) for m in out] == [(12.0, 0.0), (12.0, 0.0)]
