@@ -36,7 +36,7 @@ DEFAULT_ACTIVITIES: tuple[Mapping[str, Any], ...] = (
 
 # Fields that cannot be expressed in JSON (injected callables) and so never travel over the admin API.
 _NON_JSON_FIELDS = frozenset({"clock", "sleep"})
-_TUPLE_FIELDS = frozenset({"activities", "members", "custom_attributes"})
+_TUPLE_FIELDS = frozenset({"activities", "members", "custom_attributes", "undeletable_member_ids"})
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,15 @@ class SandboxOptions:
     # activity list; that the history uses the same is assumed.
     history_page_size: int = 10
     history_max_page_size: int = 25
+
+    # --- member erasure (DELETE /v2/users/{id}, §2.4) -------------------------------------------------
+    # How long a queued erasure takes to complete (then the member is gone and the deletion status says
+    # Deletion_completed; Deletion_in_progress from halfway). Real timings are NOT FOUND (Oracle's sample
+    # history spans a day); 0 completes it by the next request.
+    deletion_delay_ms: float = 0.0
+    # Members (CrowdTwist ids) whose DELETE answers 400 "Unable to initiate deletion" (documented answer;
+    # its causes other than "inactive with points" are NOT FOUND).
+    undeletable_member_ids: tuple[int, ...] = ()
 
     # --- fault injection knobs (API endpoints only, never /__sandbox/) ------------------------------
     latency_ms: float = 0.0
@@ -130,7 +139,8 @@ class SandboxOptions:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
-        for name in ("latency_ms", "latency_spread_ms", "slow_ms", "queue_delay_ms", "maintenance_first_n"):
+        for name in ("latency_ms", "latency_spread_ms", "slow_ms", "queue_delay_ms", "maintenance_first_n",
+                     "deletion_delay_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute <= 0:

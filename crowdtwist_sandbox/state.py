@@ -10,6 +10,7 @@ import copy
 import json
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from crowdtwist_sandbox.errors import ApiError, user_not_found
@@ -52,6 +53,10 @@ class ProgramState:
             self._pending: list[dict[str, Any]] = []
             self._recent_events: dict[tuple[int, str], float] = {}
             self._next_credit_id = 1
+            # Erasures queued by DELETE /v2/users/{id}, by member id (kept after completion, so the
+            # deletion status can say Deletion_completed).
+            self._deletions: dict[int, dict[str, Any]] = {}
+            self._deletions_pending: set[int] = set()
 
     # ------------------------------------------------------------------ activities
     def add_activity(self, **fields: Any) -> dict[str, Any]:
@@ -79,7 +84,8 @@ class ProgramState:
 
     # ------------------------------------------------------------------ members
     def _settle(self, now: float) -> None:
-        """Apply queued awards whose time has come (awards are queued upstream, §3)."""
+        """Apply queued awards and erasures whose time has come (both are queued upstream, §2.4, §3)."""
+        self._settle_deletions(now)
         if not self._pending:
             return
         still_pending = []
@@ -224,6 +230,70 @@ class ProgramState:
             self._reindex({"id": member_id}, member)
             return profile
 
+    # ------------------------------------------------------------------ erasure (DELETE /v2/users/{id})
+    def queue_deletion(self, member_id: int, now: float, *, delay: float, refuse: bool = False) -> dict[str, Any]:
+        """Queue a member's erasure as ``DELETE /v2/users/{id}`` does; returns the 200 body.
+
+        Documented (§2.4): 200 ``{"user_id", "status": "Queued"}``, 404 for no such member, 400 "unable
+        to initiate deletion" and 400 for a member inactive with redeemable points. Assumed: a member
+        already queued is answered "Queued" again (nothing changes); ``refuse`` gives the generic 400.
+        The member stays readable until the erasure completes ``delay`` seconds later.
+        """
+        with self._lock:
+            self._settle(now)
+            member = self._members.get(member_id)
+            if member is None:
+                raise ApiError(404, "page_not_found", "Member not found")
+            deletion = self._deletions.get(member_id)
+            if deletion is not None and deletion["status"] != "Deletion_completed":
+                return {"user_id": member_id, "status": "Queued"}
+            if not member.get("is_active", 1) and member.get("redeemable_points", 0) > 0:
+                raise ApiError(400, "input_error", "Member is inactive but has redeemable points")
+            if refuse:
+                raise ApiError(400, "input_error", "Unable to initiate deletion")
+            self._deletions[member_id] = {
+                "user_id": member_id,
+                "initiated_by": "API",
+                "status": "Deletion_initiated",
+                "queued_at": now,
+                "done_at": now + delay,
+                "status_history": [{"status": "Deletion_initiated", "date": _iso(now)}],
+            }
+            self._deletions_pending.add(member_id)
+            return {"user_id": member_id, "status": "Queued"}
+
+    def deletion_status(self, member_id: int, now: float) -> dict[str, Any]:
+        """The User Deletion Status body (§2.4): status and history; 404 when nothing was queued."""
+        with self._lock:
+            self._settle(now)
+            deletion = self._deletions.get(member_id)
+            if deletion is None:
+                raise ApiError(404, "page_not_found", "Member does not exist or not queued for deletion")
+            keys = ("user_id", "initiated_by", "status", "status_history")
+            return {key: copy.deepcopy(deletion[key]) for key in keys}
+
+    def _settle_deletions(self, now: float) -> None:
+        if not self._deletions_pending:
+            return
+        for member_id in list(self._deletions_pending):
+            deletion = self._deletions[member_id]
+            halfway = (deletion["queued_at"] + deletion["done_at"]) / 2
+            if deletion["status"] == "Deletion_initiated" and now >= halfway and now < deletion["done_at"]:
+                deletion["status"] = "Deletion_in_progress"
+                deletion["status_history"].append({"status": "Deletion_in_progress", "date": _iso(now)})
+            if now >= deletion["done_at"]:
+                member = self._members.pop(member_id, None)
+                if member is not None:
+                    self._reindex({"id": member_id}, member)
+                deletion["status"] = "Deletion_completed"
+                deletion["status_history"].append({"status": "Deletion_completed", "date": _iso(now)})
+                self._deletions_pending.discard(member_id)
+
+    def deletions(self) -> list[dict[str, Any]]:
+        """Every erasure queued so far (admin view), oldest first."""
+        with self._lock:
+            return copy.deepcopy(list(self._deletions.values()))
+
     def seed_member(self, fields: Mapping[str, Any], now: float) -> dict[str, Any]:
         """Store a member without request validation (test seeding); uniqueness still applies."""
         data = dict(fields)
@@ -342,6 +412,11 @@ class ProgramState:
                 )
             items.reverse()
             return items
+
+
+def _iso(now: float) -> str:
+    """ISO-8601 with milliseconds and offset, as the deletion-status samples write dates (§2.4)."""
+    return datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def event_key(body: Any) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "ConnectorConfig",
     "Credentials",
     "CreditVerification",
+    "DeleteBehaviour",
     "Flattening",
     "HmacCredentials",
     "IdType",
@@ -59,6 +60,7 @@ UnmappedFields = Literal["custom_data", "drop"]
 NullValues = Literal["skip", "send"]
 CreditVerification = Literal["every_row", "replay_window", "none"]
 UpsertStrategy = Literal["auto", "update_first", "create_first"]
+DeleteBehaviour = Literal["deactivate", "deactivate_and_remove_points", "erase"]
 # object_storage_config (S3): the format_type, flattening and compression_type values of the spec.
 StorageFormat = Literal["CSV", "JSONL"]
 Flattening = Literal["No flattening", "Root level flattening"]
@@ -279,6 +281,10 @@ class ConnectorConfig:
     max_requests_per_minute: int = _DEFAULTS["max_requests_per_minute"]
     max_retries: int = _DEFAULTS["max_retries"]
     request_timeout_seconds: float = _DEFAULTS["request_timeout_seconds"]
+    # Member removal (soft_delete streams of User Profile, writers/removal.py).
+    delete_behaviour: DeleteBehaviour = _DEFAULTS["delete_behaviour"]
+    max_deletes_per_sync: int = _DEFAULTS["max_deletes_per_sync"]
+    erase_status_wait_seconds: float = _DEFAULTS["erase_status_wait_seconds"]
     # Guards against hostile or mistaken input and answers: limits on rows, points, waits, and when
     # to give up on a sync whose rows are almost all rejected (sync/, writers/ and api/ apply them).
     default_activity_id: str | None = _DEFAULTS["default_activity_id"]
@@ -711,6 +717,9 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
         max_requests_per_minute=_number(raw, "max_requests_per_minute"),
         max_retries=_number(raw, "max_retries"),
         request_timeout_seconds=_number(raw, "request_timeout_seconds"),
+        delete_behaviour=_choice(raw, "delete_behaviour"),
+        max_deletes_per_sync=_number(raw, "max_deletes_per_sync"),
+        erase_status_wait_seconds=_number(raw, "erase_status_wait_seconds"),
         default_activity_id=_string(raw, "default_activity_id", "a CrowdTwist activity id (text)"),
         max_points_per_credit=_number(raw, "max_points_per_credit"),
         allow_negative_points=_bool(raw, "allow_negative_points"),

@@ -307,6 +307,8 @@ class _Sync:
             pipeline.start()
             yield from self._drive(input_messages, writers, pipeline, report)
             completed = True
+            for writer in writers.values():
+                writer.finish()  # reporting only (e.g. erase status), after the last state
         finally:
             pipeline.shutdown()
             for writer in writers.values():

@@ -4,7 +4,8 @@ Data activation asks a destination which objects it can write, with which operat
 keys (Airbyte protocol ``DestinationCatalog``, carried by a ``DESTINATION_CATALOG`` message; see the
 "Data activation" section of docs/crowdtwist.md). CrowdTwist has two objects:
 
-- ``user_profile``: upsert (``append_dedup``), insert (``append``) and update (``update``);
+- ``user_profile``: upsert (``append_dedup``), insert (``append``), update (``update``) and delete
+  (``soft_delete``, whose schema holds only the matching keys: a delete needs nothing else);
 - ``activity_credit``: insert (``append``) only, because a credit is always a new event.
 
 :func:`build_catalog` is pure: the catalog is a function of the config (custom attribute names,
@@ -23,7 +24,7 @@ from typing import Any
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.validation import CREATE_REQUIRED
 from destination_crowdtwist.wiring import client_from_config
-from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, OPERATIONS, USER_PROFILE
+from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, OPERATIONS, USER_PROFILE, operation
 
 __all__ = [
     "ACTIVITY_CREDIT",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 DESTINATION_CATALOG = "DESTINATION_CATALOG"
-UPSERT, INSERT, UPDATE = "append_dedup", "append", "update"
+UPSERT, INSERT, UPDATE, DELETE = "append_dedup", "append", "update", "soft_delete"
 #: The user_profile operations, in the order the catalog lists them (writers/objects.py).
 USER_PROFILE_MODES: tuple[str, ...] = tuple(op.sync_mode for op in OPERATIONS if op.object_name == USER_PROFILE)
 
@@ -160,6 +161,12 @@ def user_profile_schema(mode: str, custom_attributes: Iterable[str] = ()) -> dic
     """
     if mode not in USER_PROFILE_MODES:
         raise ValueError(f"unknown user_profile sync mode {mode!r}")
+    if mode == DELETE:
+        # A delete needs only the member's key (as Salesforce's soft_delete): no field is written.
+        op = operation(USER_PROFILE, DELETE)
+        assert op is not None
+        by_name = {f.name: f.schema for f in _USER_FIELDS}
+        return _object_schema({key: dict(by_name[key]) for key in op.matching_keys})
     properties: dict[str, Any] = {f.name: dict(f.schema) for f in _USER_FIELDS if mode in f.modes}
     for name in custom_attributes:
         if name not in _RESERVED_NAMES and name not in properties:

@@ -57,9 +57,11 @@ HMAC_SCHEME = "CTApiV2Auth"
 
 @dataclass(frozen=True)
 class Effect:
-    """What a good row must leave in CrowdTwist: a member with a first name, or one tagged credit."""
+    """What a good row must leave in CrowdTwist: a member with a first name, one tagged credit, or a
+    member removed (``erased``: gone; ``deactivated``: still there, inactive).
+    """
 
-    kind: Literal["member", "credit"]
+    kind: Literal["member", "credit", "erased", "deactivated"]
     id_type: str
     member: str
     first_name: str | None = None  # member rows
@@ -154,16 +156,24 @@ class Input:
         return found
 
 
-def build_rows(shape: Shape, n: int, *, prefix: str, insert: bool = False) -> Input:
+def build_rows(shape: Shape, n: int, *, prefix: str, insert: bool = False, delete: str | None = None) -> Input:
     """``n`` good rows of ``shape``.
 
     profiles: member i, every other one already in CrowdTwist (so upserts both update and create;
     ``insert`` seeds none). credits: n // 3 seeded members, a third of the rows keyed by a hash (no
     event_id), every credit tagged in extra_data. both: a profile row then a credit row per member
     (data activation, matched by third_party_id), so each credit depends on a create in the other stream.
+    ``delete`` (profiles of a soft_delete stream; the delete_behaviour): n seeded members, one delete row each.
     """
     data = Input(rows=[])
-    if shape == "profiles":
+    if shape == "profiles" and delete is not None:
+        for i in range(n):
+            email = f"{prefix}-{i}@example.com"
+            data.seed_members.append({"email_address": email, "first_name": "Old", "last_name": "Ng",
+                                      "postal_code": "10010"})
+            kind: Literal["erased", "deactivated"] = "erased" if delete == "erase" else "deactivated"
+            data.rows.append(record_line(USERS, {"user_id": email}, Effect(kind, "email", email)))
+    elif shape == "profiles":
         for i in range(n):
             email = f"{prefix}-{i}@example.com"
             if not insert and i % 2 == 0:
@@ -569,7 +579,15 @@ def _judge_sandbox(sandbox: Sandbox, effects: Sequence[Effect], verdict: Verdict
     tags = Counter(((c.get("extra_data") or {}).get("row"), c["user_id"]) for c in credits)
     for effect in effects:
         member = sandbox.member(effect.id_type, effect.member)
-        if effect.kind == "member":
+        if effect.kind == "erased":
+            if member is not None:
+                verdict.lost.append(f"member {effect.member} was not erased (or was created again)")
+        elif effect.kind == "deactivated":
+            if member is None:
+                verdict.lost.append(f"member {effect.member} is gone; it was to be deactivated")
+            elif member.get("is_active") is not False:
+                verdict.lost.append(f"member {effect.member} is still active")
+        elif effect.kind == "member":
             if member is None:
                 verdict.lost.append(f"member {effect.member} was never created")
             elif member.get("first_name") != effect.first_name:

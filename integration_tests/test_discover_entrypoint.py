@@ -76,9 +76,10 @@ def test_discover_prints_exactly_one_destination_catalog_with_the_live_activitie
     operations = message["destination_catalog"]["operations"]
     assert [(op["object_name"], op["sync_mode"]) for op in operations] == [
         ("user_profile", "append_dedup"), ("user_profile", "append"), ("user_profile", "update"),
+        ("user_profile", "soft_delete"),
         ("activity_credit", "append"),
     ]
-    choices = operations[3]["json_schema"]["properties"]["activity_id"]["oneOf"]
+    choices = operations[4]["json_schema"]["properties"]["activity_id"]["oneOf"]
     assert [c["const"] for c in choices] == ["1001", "1002", "1003", "2001"]
     assert choices[-1]["title"] == "Review (5 points)"
     assert "tier" in operations[0]["json_schema"]["properties"]

@@ -56,7 +56,7 @@ def test_spec_prints_the_top_level_spec_json():
     assert message["type"] == "SPEC"
     spec = json.loads((ROOT / "spec.json").read_text())
     assert message["spec"]["connectionSpecification"] == spec["connectionSpecification"]
-    assert message["spec"]["supported_destination_sync_modes"] == ["append", "append_dedup", "update"]
+    assert message["spec"]["supported_destination_sync_modes"] == ["append", "append_dedup", "update", "soft_delete"]
 
 
 def test_write_through_stdin_echoes_states_with_ids_and_skips_unknown_messages(tmp_path):
@@ -148,7 +148,7 @@ def test_mid_sync_auth_failure_exits_non_zero_with_a_config_error_trace_and_no_s
     assert total <= 21
 
 
-@pytest.mark.parametrize("mode", ["overwrite", "soft_delete"])
+@pytest.mark.parametrize("mode", ["overwrite"])
 def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
     with Sandbox(SandboxOptions()) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,

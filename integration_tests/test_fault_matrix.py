@@ -96,7 +96,7 @@ class Scenario:
     rows: int = 30
     every: int = 6
     state_type: StateType = "STREAM"
-    mode: str = "append_dedup"  # profiles: append_dedup = upsert, append = insert
+    mode: str = "append_dedup"  # profiles: append_dedup = upsert, append = insert, soft_delete = remove
     auth: Literal["api_key", "hmac"] = "api_key"
     config: Mapping[str, Any] = field(default_factory=dict)
     bad_input: bool = False
@@ -196,6 +196,14 @@ SCENARIOS: list[Scenario] = [
     # whose validation errors echo the whole input: masked reject file and logs must hold none of it.
     Scenario("pii-odd-places/echoing-server/profiles", "profiles", {"echo_input_in_errors": True}, rows=12,
              pii=3, seed=25, config={"reject_stop_sample": 0}, sprung={"400": 3}),
+    # Issue 19: member removal (soft_delete). Erasures whose answers are lost after CrowdTwist queued them
+    # (the retry meets a queued or erased member: "Queued" again or 404 already gone), and a kill -9 in
+    # the middle of erasures (deactivations: in the soak), then the replay: every member removed, none created
+    # again, no row rejected, states exact.
+    Scenario("drop/profiles-erase", "profiles", {"drop_rate": 0.2, "seed": 26}, rows=24, mode="soft_delete",
+             config={**RETRIES, "delete_behaviour": "erase", "erase_status_wait_seconds": 0}, sprung={"dropped": 2}),
+    Scenario("kill-9/profiles-erase", "profiles", KILL, rows=36, mode="soft_delete", interrupt="kill",
+             interruptions=1, seed=39, config={"delete_behaviour": "erase", "erase_status_wait_seconds": 0}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -233,6 +241,9 @@ SOAK: list[Scenario] = [
     Scenario("soak/history-endless-pages/full-resend", "credits", rows=6,
              resend={"history_answer_shape": "endless_pages"}, resend_stops="config_error",
              sprung={"history:endless_pages": 100}),
+    # Issue 19: kill -9 three times in the middle of deactivations (see the removal rows of SCENARIOS).
+    Scenario("soak/kill-9x3/profiles-deactivate/shifted", "profiles", KILL, rows=48, mode="soft_delete",
+             interrupt="kill", interruptions=3, replay="shifted", seed=28),
 ]
 
 
@@ -308,7 +319,8 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
         knobs.update(hmac_public_key=HMAC_PUBLIC_KEY, hmac_private_key=HMAC_PRIVATE_KEY)
     sandbox = sandbox_factory(**knobs)
     prefix = "".join(ch if ch.isalnum() else "-" for ch in scenario.name)[-40:].strip("-")
-    data = build_rows(scenario.shape, scenario.rows, prefix=prefix, insert=scenario.mode == "append")
+    delete = scenario.config.get("delete_behaviour", "deactivate") if scenario.mode == "soft_delete" else None
+    data = build_rows(scenario.shape, scenario.rows, prefix=prefix, insert=scenario.mode == "append", delete=delete)
     for member in data.seed_members:
         sandbox.add_member(**member)
     rows = data.rows

@@ -640,6 +640,9 @@ def test_mask_user_segment() -> None:
     assert mask_user_segment("/v2/users") == "/v2/users"
     masked = mask_user_segment("/v2.1/users/42/activity_history", lambda v: f"<{v}>")
     assert masked == "/v2.1/users/<42>/activity_history"
+    # The deletion status names the member after /users/delete/: the id is masked, not the word.
+    assert mask_user_segment("/v2/users/delete/564865656") == "/v2/users/delete/5***"
+    assert mask_user_segment("/v2/users/delete?id_type=username") == "/v2/users/d***?id_type=username"
 
 
 def test_session_is_configured_for_our_own_retries(harness: Harness) -> None:

@@ -113,7 +113,8 @@ def test_spec_enum_equals_the_literal_type_of_the_field(name: str) -> None:
 def test_every_literal_field_has_a_spec_enum() -> None:
     literal_fields = sorted(name for name, hint in HINTS.items() if get_origin(hint) is Literal)
     assert literal_fields == ENUM_PROPS
-    assert len(ENUM_PROPS) == 6  # user_identifier_type object_type unmapped_fields null_values credit_verification upsert_strategy
+    assert len(ENUM_PROPS) == 7  # user_identifier_type object_type unmapped_fields null_values credit_verification
+    # upsert_strategy delete_behaviour
 
 
 def test_one_identifier_type_list_for_records_config_and_spec() -> None:

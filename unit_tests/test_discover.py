@@ -65,12 +65,13 @@ def properties(catalog: dict[str, Any], object_name: str, mode: str) -> dict[str
 # -- operations and matching keys ----------------------------------------------------------------
 
 
-def test_operations_are_user_profile_upsert_insert_update_and_activity_credit_insert():
+def test_operations_are_user_profile_upsert_insert_update_delete_and_activity_credit_insert():
     catalog = build_catalog(config(), ACTIVITIES)
     assert [(op["object_name"], op["sync_mode"]) for op in catalog["operations"]] == [
         ("user_profile", "append_dedup"),
         ("user_profile", "append"),
         ("user_profile", "update"),
+        ("user_profile", "soft_delete"),
         ("activity_credit", "append"),
     ]
 
@@ -207,8 +208,20 @@ def test_a_custom_attribute_named_like_a_standard_field_keeps_the_standard_field
 
 
 def test_unknown_user_profile_mode_is_a_programming_error():
-    with pytest.raises(ValueError, match="soft_delete"):
-        user_profile_schema("soft_delete")
+    with pytest.raises(ValueError, match="overwrite"):
+        user_profile_schema("overwrite")
+
+
+def test_soft_delete_offers_the_update_keys_and_a_schema_of_only_those_keys():
+    catalog = build_catalog(config(custom_attributes=["tier"]), ACTIVITIES)
+    delete = operation(catalog, "user_profile", "soft_delete")
+    assert delete["matching_keys"] == operation(catalog, "user_profile", "update")["matching_keys"]
+    assert delete["matching_keys"] == [*IDENTIFIER_KEYS, ["id"]]
+    # Only the key: a delete writes no field, so custom attributes and profile fields are not offered.
+    assert set(delete["json_schema"]["properties"]) == {key for [key] in delete["matching_keys"]}
+    assert "required" not in delete["json_schema"]
+    assert [op for op in catalog["operations"] if op["object_name"] == "activity_credit"
+            and op["sync_mode"] == "soft_delete"] == []
 
 
 # -- activity_credit schema --------------------------------------------------------------------------
@@ -277,8 +290,9 @@ def test_records_are_checked_against_the_activity_choices():
 def test_the_catalog_is_a_valid_protocol_destination_catalog():
     catalog = build_catalog(config(custom_attributes=["tier"]), ACTIVITIES)
     loaded = CatalogSerializer.load(catalog)
-    assert len(loaded.operations) == 4
-    assert [op.sync_mode.value for op in loaded.operations] == ["append_dedup", "append", "update", "append"]
+    assert len(loaded.operations) == 5
+    assert [op.sync_mode.value for op in loaded.operations] == [
+        "append_dedup", "append", "update", "soft_delete", "append"]
     assert CatalogSerializer.dump(loaded) == catalog  # nothing dropped or renamed by the model
     for op in catalog["operations"]:
         jsonschema.Draft7Validator.check_schema(op["json_schema"])
@@ -289,7 +303,7 @@ def test_the_message_is_a_valid_protocol_destination_catalog_message():
     loaded = MessageSerializer.load(json.loads(json.dumps(message)))
     assert loaded.type.value == "DESTINATION_CATALOG"
     assert loaded.destination_catalog is not None
-    assert len(loaded.destination_catalog.operations) == 4
+    assert len(loaded.destination_catalog.operations) == 5
 
 
 def test_the_protocol_model_check_can_fail():

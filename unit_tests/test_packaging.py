@@ -172,8 +172,8 @@ def test_spec_is_a_valid_connector_specification(spec: dict[str, Any]) -> None:
     parsed = ConnectorSpecificationSerializer.load(spec)
     assert parsed.connectionSpecification == spec["connectionSpecification"]
     modes = {mode.value for mode in parsed.supported_destination_sync_modes or []}
-    # overwrite / soft_delete are refused: CrowdTwist cannot replace or delete members.
-    assert modes == {"append", "append_dedup", "update"}
+    # overwrite is refused: CrowdTwist cannot replace members. soft_delete removes them (delete_behaviour).
+    assert modes == {"append", "append_dedup", "update", "soft_delete"}
 
 
 def test_installed_console_script_prints_the_spec_file(spec: dict[str, Any]) -> None:

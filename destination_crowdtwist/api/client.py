@@ -732,6 +732,26 @@ class CrowdTwistClient:
             endpoint="PUT /v2/users/{user_id}",
         )
 
+    def delete_user(self, user_id: str, id_type: str) -> ApiResponse:
+        """``DELETE /v2/users/{user_id}?id_type=...``: queue the member's erasure (200 ``{"user_id", "status"}``).
+
+        Retry-safe: a member already queued is answered "Queued" again and an erased one 404 (both
+        assumed in docs/crowdtwist-api-notes.md §2.4), so a repeat can neither erase twice nor harm.
+        """
+        return self.request(
+            "DELETE", _user_path(user_id), params={"id_type": id_type}, endpoint="DELETE /v2/users/{user_id}"
+        )
+
+    def deletion_status(self, crowdtwist_id: str) -> ApiResponse:
+        """``GET /v2/users/delete/{user_id}``: the status of a queued erasure, by CrowdTwist id only.
+
+        200 ``{"user_id", "initiated_by", "status", "status_history"}``; 404 when the member does not
+        exist or is not queued (docs/crowdtwist-api-notes.md §2.4).
+        """
+        return self.request(
+            "GET", "/v2/users/delete/" + quote(str(crowdtwist_id), safe=""), endpoint="GET /v2/users/delete/{user_id}"
+        )
+
     def credit_activity(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
         """``POST /v2/users/{user_id}/activities?id_type=...``: credit points, never blindly retried.
 

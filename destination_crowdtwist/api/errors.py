@@ -250,6 +250,16 @@ RULES: tuple[Rule, ...] = (
          "The activity_id is not an active activity of this program. Check the id in Control Center "
          "(GET /v2/activities lists the active ones).",
          reason=Reason.INVALID_ACTIVITY, message=_text(r"invalid activity")),
+    # User Delete's 400 answers (docs/crowdtwist-api-notes.md §2.4, texts of Oracle's response-code table;
+    # the error codes and the exact message wording are NOT FOUND, so matched loosely).
+    Rule(_is(400), Action.REJECT,
+         "CrowdTwist will not erase a member who is inactive but still has redeemable points. Remove the points "
+         "first (delete_behaviour deactivate_and_remove_points, or Control Center), then erase the member again.",
+         reason=Reason.CANNOT_ERASE, message=_text(r"inactive\b.*\bpoints")),
+    Rule(_is(400), Action.REJECT,
+         "CrowdTwist could not start erasing this member. Deactivate the member instead (delete_behaviour "
+         "deactivate), or ask CrowdTwist support why the member cannot be deleted.",
+         reason=Reason.CANNOT_ERASE, message=_text(r"unable to (initiate|start)? ?delet")),
     Rule(_is(404), Action.REJECT,
          "The member does not exist. Check that user_id matches the configured id_type (e.g. emails need "
          "id_type=email), or use sync mode upsert to create missing members.",

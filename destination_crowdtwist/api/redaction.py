@@ -63,7 +63,8 @@ def redact_text(text: str, secrets: Iterable[str | None]) -> str:
     return _AUTH_HEADER_IN_TEXT.sub(lambda m: f"{m.group(1)}{MASK}", text)
 
 
-_USER_SEGMENT = re.compile(r"(/users/)([^/?]+)")
+# The deletion-status path puts the member's id after ``/users/delete/`` (docs/crowdtwist-api-notes.md §2.4).
+_USER_SEGMENT = re.compile(r"(/users/(?:delete/)?)([^/?]+)")
 
 
 def mask_user_segment(path: str, mask_value: Callable[[str], str] | None = None) -> str:

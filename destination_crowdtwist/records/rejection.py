@@ -37,6 +37,7 @@ class Reason(enum.StrEnum):
     DUPLICATE_EVENT = "duplicate_event"  # CrowdTwist: "Event already processed" (not a failure)
     INVALID_MESSAGE = "invalid_message"  # an input line that is not a usable Airbyte RECORD
     TOO_LARGE = "too_large"  # a record above the size or nesting limits
+    CANNOT_ERASE = "cannot_erase"  # CrowdTwist refused to erase the member (e.g. inactive with points)
     REJECTED_BY_API = "rejected_by_api"  # any other record-level refusal by CrowdTwist
 
 

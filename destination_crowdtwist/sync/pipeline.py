@@ -32,7 +32,7 @@ from destination_crowdtwist.records.limits import RecordLimits, check_record
 from destination_crowdtwist.records.rejection import Rejection
 from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, ReplayWindow, StreamKey
 from destination_crowdtwist.sync.report import SyncReport
-from destination_crowdtwist.writers.base import Outcome, Prepared, Row, Writer
+from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, Writer
 
 logger = logging.getLogger("airbyte")
 
@@ -168,7 +168,14 @@ class Pipeline:
             stored = dataclasses.replace(row, data=check.stored_data)
             self._enter(stored, Outcome.rejected(NOT_PARSED, check.rejection), None, 0)
             return
-        self._enter(row, writer.prepare(row), writer, check.size)
+        try:
+            prepared = writer.prepare(row)
+        except StopBeforeRow:
+            # The rows before this one are not to blame: they finish, and the caller then echoes
+            # their states before the error stops the sync.
+            self.wait_settled()
+            raise
+        self._enter(row, prepared, writer, check.size)
 
     def reject(self, row: Row, rejection: Rejection) -> None:
         """Settle a row that no writer can take (e.g. an input line that is not a usable RECORD)."""

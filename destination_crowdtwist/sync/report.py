@@ -24,6 +24,8 @@ MAX_EXAMPLES = 3
 LOGGED_PER_REASON = 20
 #: Dry-run rows whose field-level changes are logged one by one (the summary counts them all).
 LOGGED_DRY_RUN_ROWS = 50
+#: Outcomes whose summary line names a few (masked) members: what a dry run would remove.
+EXAMPLE_KINDS = frozenset({OutcomeKind.WOULD_DEACTIVATE, OutcomeKind.WOULD_ERASE})
 
 
 class SyncReport:
@@ -64,6 +66,12 @@ class SyncReport:
             self.by_stream[row.stream.label][outcome.kind] += 1
             if outcome.kind in (OutcomeKind.WOULD_UPDATE, OutcomeKind.WOULD_CREATE):
                 self._record_dry_run(row, outcome)
+                return
+            if outcome.kind in EXAMPLE_KINDS:
+                # Masked unless log_pii (outcome.member is the writer's label).
+                shown = self.examples[outcome.kind]
+                if len(shown) < MAX_EXAMPLES and outcome.member not in shown:
+                    shown.append(outcome.member)
                 return
             if outcome.kind is not OutcomeKind.REJECTED:
                 return
@@ -150,7 +158,8 @@ class SyncReport:
             head = "Dry run summary (nothing was written)" if self.dry_run else "Sync summary"
             lines = [f"{head}: {total} rows"]
             for kind, n in sorted(self.by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
-                lines.append(f"  {kind}: {n}")
+                examples = ", ".join(self.examples.get(kind, [])) if kind in EXAMPLE_KINDS else ""
+                lines.append(f"  {kind}: {n} (e.g. {examples})" if examples else f"  {kind}: {n}")
             if self.changed_fields:
                 lines.append("Fields that would change (rows):")
                 for name, n in self.changed_fields.most_common(20):

@@ -8,7 +8,8 @@ Two ways to configure a stream, both in one catalog if need be:
   identifies the member (``email_address`` means ``id_type=email``). Without a primary key the
   classic ``user_id`` field and ``user_identifier_type`` apply.
 * **Classic** (no ``destination_object_name``): the config's ``object_type``, the ``user_id`` field
-  and ``user_identifier_type``; the primary key only feeds the credit dedupe hash, as in 0.1.
+  and ``user_identifier_type``; the primary key only feeds the credit dedupe hash, as in 0.1. The
+  destination sync mode chooses the operation, ``soft_delete`` (remove members) included.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from destination_crowdtwist.writers.objects import (
     operation,
 )
 
-_CLASSIC_MODES = {"append_dedup": "upsert", "append": "insert", "update": "update"}
+_CLASSIC_MODES = {"append_dedup": "upsert", "append": "insert", "update": "update", "soft_delete": "delete"}
 
 
 def route_stream(
@@ -94,7 +95,13 @@ def _classic(
     if sync_mode not in _CLASSIC_MODES:
         raise ConfigError(
             f"Stream {label!r} uses destination sync mode {sync_mode!r}, which CrowdTwist cannot support. "
-            "Choose append_dedup (upsert), append (insert) or update for this stream."
+            "Choose append_dedup (upsert), append (insert), update or soft_delete (delete) for this stream."
+        )
+    if cfg.object_type == ACTIVITY_CREDIT and sync_mode == "soft_delete":
+        raise ConfigError(
+            f"Stream {label!r} uses sync mode 'soft_delete', which does not apply to Activity Credit (CrowdTwist "
+            "has no way to take back a credit through this API). Use object_type user_profile to remove members, "
+            "or append for credits."
         )
     if cfg.object_type == ACTIVITY_CREDIT and sync_mode == "update":
         raise ConfigError(

@@ -182,6 +182,9 @@ class ActivityCreditWriter:
     def checkpoint(self) -> None:
         """Nothing to do: the ledger commits each mark as it is made (a ``pending`` mark must precede its request)."""
 
+    def finish(self) -> None:
+        """Nothing to follow up: a credit is settled when its answer (or its verification) says so."""
+
     def close(self) -> None:
         """Close the ledger, drop this sync's scratch memory and say how lost answers were resolved."""
         if self._ledger is not None:

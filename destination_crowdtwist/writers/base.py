@@ -47,6 +47,11 @@ class OutcomeKind(enum.StrEnum):
     WOULD_CREATE = "would_create"  # dry run
     WOULD_UPDATE = "would_update"  # dry run
     WOULD_CREDIT = "would_credit"  # dry run
+    DEACTIVATED = "deactivated"  # soft_delete: is_active=0 (and remove_points=1 if asked) accepted
+    ERASE_QUEUED = "erase_queued"  # soft_delete: CrowdTwist queued the member's erasure
+    ALREADY_GONE = "already_gone"  # soft_delete: no such member (404): nothing left to remove
+    WOULD_DEACTIVATE = "would_deactivate"  # dry run of a soft_delete row
+    WOULD_ERASE = "would_erase"  # dry run of a soft_delete row
     REJECTED = "rejected"  # counts in rejectedRecordCount
 
 
@@ -61,7 +66,7 @@ class StreamContext:
 
     namespace: str | None
     name: str
-    sync_mode: str  # the destination sync mode value: append | append_dedup | update
+    sync_mode: str  # the destination sync mode value: append | append_dedup | update | soft_delete
     object_name: str = "user_profile"
     id_field: str = "user_id"
     id_type: str = "email"
@@ -149,6 +154,15 @@ class Outcome:
         )
 
 
+class StopBeforeRow(ConfigError):
+    """A sync-stopping configuration error found while preparing a row (e.g. the delete guardrail).
+
+    Unlike other errors it does not abandon the rows before it: the pipeline lets every row
+    submitted earlier settle first, so the states they complete are echoed exactly, and the row
+    itself is never sent.
+    """
+
+
 class Writer(Protocol):
     """One writer per CrowdTwist object; the pipeline relies on exactly these members."""
 
@@ -171,6 +185,11 @@ class Writer(Protocol):
 
         Rows still in flight may be covered too (a record is only ever made after CrowdTwist
         accepted the write). May raise ConfigError (e.g. a local file that cannot be written).
+        """
+
+    def finish(self) -> None:
+        """After the last state of a sync that ran to its end: follow-ups that only report (e.g. the
+        status of erasures queued). Not called when the sync stops on an error or a signal.
         """
 
     def close(self) -> None:

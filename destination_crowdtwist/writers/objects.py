@@ -39,6 +39,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(USER_PROFILE, "append", tuple(IDENTIFIER_KEYS), "Insert: create new members only."),
     Operation(USER_PROFILE, "update", (*IDENTIFIER_KEYS, MEMBER_ID_KEY),
               "Update: change existing members only; never creates one."),
+    # Removal: what a delete does is the config's delete_behaviour (deactivate by default, or erase);
+    # found by the same keys as update, the CrowdTwist id included (writers/removal.py).
+    Operation(USER_PROFILE, "soft_delete", (*IDENTIFIER_KEYS, MEMBER_ID_KEY),
+              "Delete: deactivate or erase the member, as delete_behaviour says; never creates one."),
     Operation(ACTIVITY_CREDIT, "append", tuple(IDENTIFIER_KEYS),
               "Credit an activity (points) to a member, exactly once per event."),
 )

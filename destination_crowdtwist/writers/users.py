@@ -1,6 +1,8 @@
 """User Profile writer: upsert, insert and update CrowdTwist members, one row at a time.
 
-Sync modes (from the catalog): ``append_dedup`` = upsert, ``append`` = insert, ``update`` = update.
+Sync modes (from the catalog): ``append_dedup`` = upsert, ``append`` = insert, ``update`` = update,
+``soft_delete`` = remove the member as ``delete_behaviour`` says (``writers/removal.py``, with its
+guardrail; this writer only hands those rows over, with its member index).
 
 Upsert costs two requests for a row whose first guess is wrong (PUT -> 404 -> POST for a new
 member, or POST -> "already taken" -> PUT for an existing one). :class:`UpsertLearner` watches the
@@ -46,6 +48,7 @@ from destination_crowdtwist.writers.base import (
     raw_label,
 )
 from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
+from destination_crowdtwist.writers.removal import DELETE, MemberRemoval
 
 logger = logging.getLogger("airbyte")
 
@@ -156,6 +159,7 @@ class UserProfileWriter:
         # (sent again: the entry was too old to trust) / corrected.
         self.index_counts: dict[str, int] = dict.fromkeys(("known", "unknown", "skipped", "expired", "corrected"), 0)
         self._counts_lock = threading.Lock()
+        self.removal = MemberRemoval(cfg, client)
 
     # -- Writer protocol ---------------------------------------------------------------------
 
@@ -181,6 +185,10 @@ class UserProfileWriter:
         if self._index is not None:
             self._index.commit()
 
+    def finish(self) -> None:
+        """After the last state: follow the erasures this sync queued and log what removal did."""
+        self.removal.finish()
+
     def close(self) -> None:
         """Close the member index (committing what is staged) and log what it saved."""
         if self._index is None:
@@ -193,9 +201,11 @@ class UserProfileWriter:
             f"member_index_max_age_days), {counts['corrected']} entries corrected (the member did not exist)."
         )
 
-    def prepare(self, row: Row) -> Prepared[UserRow] | Outcome:
+    def prepare(self, row: Row) -> Prepared[Any] | Outcome:
         """Map and pre-flight one row; no request is spent on a row CrowdTwist would refuse."""
         stream = row.stream
+        if stream.sync_mode == DELETE:
+            return self.removal.prepare(row, self._options_for(stream.id_field, stream.id_type))
         try:
             mapped = map_user_record(row.data, self._options_for(stream.id_field, stream.id_type))
         except Rejection as rejection:
@@ -225,8 +235,10 @@ class UserProfileWriter:
             return Outcome.rejected(label, update_problem)
         return Prepared(row, member_key(stream.id_type, mapped.user_id), label, user)
 
-    def apply(self, prepared: Prepared[UserRow]) -> Outcome:
+    def apply(self, prepared: Prepared[Any]) -> Outcome:
         """Write one row; returns its outcome (rejections included)."""
+        if prepared.row.stream.sync_mode == DELETE:
+            return self.removal.apply(prepared, self._index)
         user, label = prepared.payload, prepared.label
         if self.cfg.dry_run:
             return self._dry_run(user, label)

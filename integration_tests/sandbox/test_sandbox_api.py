@@ -507,3 +507,48 @@ def test_history_user_not_found_and_endless_pages_faults(sandbox_factory):
     assert api.get(f"/v2/users/{member['id']}").status_code == 200  # the member exists
     sb.set_options(history_answer_shape="endless_pages")
     assert api.get(history, page=40).json()["paging"]["next_page"] == 41
+
+
+# -- member erasure: DELETE /v2/users/{id} and the deletion status (§2.4) ------------------------------
+
+
+def test_delete_queues_the_erasure_then_completes_it(sandbox_factory, clock):
+    sb = sandbox_factory(clock=clock, deletion_delay_ms=10_000)
+    api = Api(sb.base_url)
+    member = api.create()
+    deleted = api.call("DELETE", "/v2/users/ann@example.com", id_type="email")
+    assert deleted.status_code == 200 and deleted.json() == {"user_id": member["id"], "status": "Queued"}
+    status = api.get(f"/v2/users/delete/{member['id']}").json()
+    assert status["status"] == "Deletion_initiated" and status["initiated_by"] == "API"
+    assert [h["status"] for h in status["status_history"]] == ["Deletion_initiated"]
+    # Queued, not erased yet: still readable, and a repeat is answered "Queued" again.
+    assert api.get(f"/v2/users/{member['id']}").status_code == 200
+    assert api.call("DELETE", f"/v2/users/{member['id']}").json() == {"user_id": member["id"], "status": "Queued"}
+    clock.advance(5)
+    assert api.get(f"/v2/user_deletion/{member['id']}").json()["status"] == "Deletion_in_progress"
+    clock.advance(5)
+    done = api.get(f"/v2/users/delete/{member['id']}").json()
+    assert done["status"] == "Deletion_completed"
+    assert [h["status"] for h in done["status_history"]] == [
+        "Deletion_initiated", "Deletion_in_progress", "Deletion_completed"]
+    assert done["status_history"][0]["date"].endswith("+00:00")
+    assert error_of(api.get(f"/v2/users/{member['id']}"))[0] == 404
+    assert error_of(api.call("DELETE", f"/v2/users/{member['id']}")) == (404, "page_not_found", "Member not found")
+    # The identifiers are free again.
+    assert api.create()["id"] != member["id"]
+
+
+def test_delete_refusals_and_unknown_statuses(sandbox_factory, clock):
+    sb = sandbox_factory(clock=clock)
+    api = Api(sb.base_url)
+    member = sb.add_member(**VALID_USER, is_active=0, total_points=30)  # an inactive member with points
+    refused = error_of(api.call("DELETE", f"/v2/users/{member['id']}"))
+    assert refused == (400, "input_error", "Member is inactive but has redeemable points")
+    other = api.create(email_address="bo@example.com")
+    sb.set_options(undeletable_member_ids=[other["id"]])
+    assert error_of(api.call("DELETE", f"/v2/users/{other['id']}")) == (400, "input_error", "Unable to initiate deletion")
+    not_queued = "Member does not exist or not queued for deletion"
+    assert error_of(api.get(f"/v2/users/delete/{other['id']}")) == (404, "page_not_found", not_queued)
+    assert error_of(api.get("/v2/users/delete/not-a-number")) == (404, "page_not_found", not_queued)
+    assert error_of(api.call("DELETE", "/v2/users/nobody@example.com", id_type="email"))[0] == 404
+    assert sb.request_counts()["DELETE /v2/users/{id}"] == 3

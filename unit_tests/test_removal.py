@@ -1,0 +1,108 @@
+"""writers/removal.py without a server: following the erase status (bounded, injected clock) and the
+guardrail's count in input order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from destination_crowdtwist.api.client import ApiResponse
+from destination_crowdtwist.api.errors import TransientError
+from destination_crowdtwist.config import parse_config
+from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, StreamContext
+from destination_crowdtwist.writers.removal import MemberRemoval
+
+STREAM = StreamContext(None, "gone", "soft_delete")
+
+
+def cfg(**extra: Any) -> Any:
+    return parse_config({"api_base_url": "https://api123.crowdtwist.com",
+                         "credentials": {"auth_type": "api_key", "api_key": "k" * 20}, **extra})
+
+
+def answer(status: int, data: Any, endpoint: str = "GET /v2/users/delete/{user_id}") -> ApiResponse:
+    return ApiResponse(status=status, data=data, headers={"Content-Type": "application/json"}, endpoint=endpoint)
+
+
+class FakeClient:
+    """Answers DELETE with "Queued" and the deletion status from a script per CrowdTwist id."""
+
+    def __init__(self, script: dict[str, list[Any]]) -> None:
+        self.script = script
+        self.reads: list[str] = []
+        self.fail_reads = False
+
+    def delete_user(self, user_id: str, id_type: str) -> ApiResponse:
+        return answer(200, {"user_id": int(user_id.split("@")[0][1:]), "status": "Queued"}, "DELETE /v2/users/{user_id}")
+
+    def deletion_status(self, crowdtwist_id: str) -> ApiResponse:
+        self.reads.append(crowdtwist_id)
+        if self.fail_reads:
+            raise TransientError("CrowdTwist had a server error")
+        steps = self.script[crowdtwist_id]
+        step = steps.pop(0) if len(steps) > 1 else steps[0]
+        if step == 404:
+            return answer(404, {"error": "page_not_found", "message": "Member does not exist or not queued for deletion"})
+        return answer(200, {"user_id": int(crowdtwist_id), "status": step})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def erase_all(removal: MemberRemoval, ids: list[int]) -> None:
+    for seq, crowdtwist_id in enumerate(ids):
+        prepared = removal.prepare(Row(STREAM, {"user_id": f"m{crowdtwist_id}@example.com"}, seq),
+                                   cfg().mapping_options())
+        assert isinstance(prepared, Prepared)
+        outcome = removal.apply(prepared, None)
+        assert outcome.kind == "erase_queued"
+
+
+def test_the_status_is_followed_until_done_or_failed_and_no_longer_than_the_wait(caplog: pytest.LogCaptureFixture):
+    client = FakeClient({
+        "1": ["Deletion_initiated", "Deletion_in_progress", "Deletion_completed"],
+        "2": [404],
+        "3": ["Deletion_in_progress"],  # never done
+        "4": ["Deletion_failed"],  # a status Oracle does not list
+    })
+    clock = Clock()
+    removal = MemberRemoval(cfg(delete_behaviour="erase", erase_status_wait_seconds=5), client,  # type: ignore[arg-type]
+                            clock=clock, sleep=clock.sleep)
+    erase_all(removal, [1, 2, 3, 4])
+    with caplog.at_level("INFO", logger="airbyte"):
+        removal.finish()
+    assert (removal.tally.queued, removal.tally.done, removal.tally.failed) == (4, 1, 2)
+    assert clock.now <= 5 and sum(clock.sleeps) <= 5  # bounded by erase_status_wait_seconds
+    assert client.reads.count("2") == 1 and client.reads.count("1") == 3  # a settled status is not read again
+    assert "4 members queued for erasure" in caplog.text and "1 done, 1 still queued, 2 failed" in caplog.text
+
+
+def test_a_failing_status_read_stops_following_but_never_fails_the_sync(caplog: pytest.LogCaptureFixture):
+    client = FakeClient({"1": ["Deletion_initiated"]})
+    removal = MemberRemoval(cfg(delete_behaviour="erase"), client)  # type: ignore[arg-type]
+    erase_all(removal, [1])
+    client.fail_reads = True
+    with caplog.at_level("INFO", logger="airbyte"):
+        removal.finish()  # no exception
+    assert "stopped following" in caplog.text and "0 done, 1 still queued, 0 failed" in caplog.text
+
+
+def test_the_guardrail_counts_delete_rows_in_input_order_and_not_rejected_ones():
+    removal = MemberRemoval(cfg(max_deletes_per_sync=2), FakeClient({}))  # type: ignore[arg-type]
+    options = cfg().mapping_options()
+    assert isinstance(removal.prepare(Row(STREAM, {"user_id": "not an email"}, 0), options), Outcome)
+    for seq in (1, 2):
+        assert isinstance(removal.prepare(Row(STREAM, {"user_id": f"m{seq}@example.com"}, seq), options), Prepared)
+    with pytest.raises(StopBeforeRow, match=r"max_deletes_per_sync = 2"):
+        removal.prepare(Row(STREAM, {"user_id": "m3@example.com"}, 3), options)
