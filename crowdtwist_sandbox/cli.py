@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--slow-rate", type=float, default=0.0, help="fraction of responses delayed by --slow-ms")
     faults.add_argument("--slow-ms", type=float, default=0.0)
     faults.add_argument("--seed", type=int, help="seed for reproducible fault sequences")
+    faults.add_argument("--refuse-after-latency", action="store_true",
+                        help="delay 429 and maintenance 503 answers by --latency-ms like any answer "
+                             "(default: answered on arrival, as a gateway in front of the application does)")
     return p
 
 
@@ -156,6 +159,7 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         slow_rate=args.slow_rate,
         slow_ms=args.slow_ms,
         seed=args.seed,
+        refuse_immediately=not args.refuse_after_latency,
     )
 
 
