@@ -109,7 +109,7 @@ def test_figures_are_consistent(bench: tuple[subprocess.CompletedProcess[str], d
     assert (over["max_requests_per_minute"], over["sandbox_limit_per_minute"], over["sandbox_retry_after"]) == (
         9000, 6000, True)
     assert by_name["update/small_burst"]["config"]["sandbox_burst"] == 3
-    assert doc["settings"]["connector_defaults"]["max_concurrency"] == 128
+    assert doc["settings"]["connector_defaults"]["max_concurrency"] == 256
 
 
 def test_table_and_targets_are_printed(bench: tuple[subprocess.CompletedProcess[str], dict[str, Any]]) -> None:

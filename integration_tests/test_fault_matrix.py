@@ -169,6 +169,12 @@ SCENARIOS: list[Scenario] = [
     # their max age, the same rows synced again: the deleted members re-created, the changed corrected.
     Scenario("index-resync/outside-deletions/profiles-upsert", "profiles", rows=24, outside_changes=5,
              sprung={"outside_deleted": 5}),
+    # Issue 20: 429s and the maintenance page answered at once by a gateway while real work takes 30 ms
+    # (the sandbox's refuse_immediately): fast refusals shrink nothing, lose nothing, double nothing.
+    Scenario("429-at-once/credits", "credits", {**STORM, "retry_after": False, "latency_ms": 30}, rows=24,
+             sprung={"429": 2}),
+    Scenario("maintenance-at-once/profiles", "profiles", {"latency_ms": 30}, midway={"maintenance_first_n": 6},
+             sprung={"503": 6}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
