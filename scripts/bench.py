@@ -1182,8 +1182,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(about 1,200 runs: hours), 'none' skip it")
     p.add_argument("--repeat", type=int,
                    help="runs of every grid row; the median (by its ratio) is reported (default 3; quick 1)")
-    p.add_argument("--grid-seconds", type=float, default=6.0,
-                   help="active window a grid row's rows are sized for, at its cap (default 6)")
+    p.add_argument("--grid-seconds", type=float, default=5.0,
+                   help="active window a grid row's rows are sized for, at its cap (default 5)")
     args = p.parse_args(argv)
     quick = args.quick
     for name, full, small in (("rows", 3000, 80), ("baseline_rows", 100, 20), ("sweep_rows", 2000, 80),
