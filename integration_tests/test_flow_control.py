@@ -5,6 +5,7 @@ the budget costs time, never rows."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -129,5 +130,10 @@ def test_a_limit_below_the_budget_with_immediate_429s_is_used_to_the_full(
     share = (rows - burst) / took / limit
     flow = _final_flow(caplog)
     print(f"share of the limit {share:.3f}, 429s {counts.get('429', 0)}, {flow.group(0)}")
-    assert int(flow.group(3)) >= 100  # the RTT the target is sized by is the real round trip
-    assert share >= 0.9
+    target, rtt_ms, rate = int(flow.group(1)), int(flow.group(3)), int(flow.group(4).replace(",", ""))
+    assert rtt_ms >= 100  # the RTT the target is sized by is the real round trip, not a 429's
+    # ... so the target is what the paced rate needs at that round trip (it was 4 before the fix)
+    assert target >= math.ceil(rate / 60 * rtt_ms / 1000 * 1.25) + 2 - 1
+    # 0.95 to 0.96 on this project's 2 shared cores; 0.575 before the fix. The margin is for a machine
+    # loaded several times over (the sandbox shares the connector's process and interpreter here).
+    assert share >= 0.85
