@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how activity history answers: paged (v2.1 pages) or a shape that proves nothing")
     faults.add_argument("--history-max-page-size", type=int, default=25, help="largest activity history page served")
     faults.add_argument("--seed", type=int, help="seed for reproducible fault sequences")
+    faults.add_argument("--refuse-after-latency", action="store_true",
+                        help="delay 429 and maintenance 503 answers by --latency-ms like any answer "
+                             "(default: answered on arrival, as a gateway in front of the application does)")
     return p
 
 
@@ -165,6 +168,7 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         history_answer_shape=args.history_answer_shape,
         history_max_page_size=args.history_max_page_size,
         seed=args.seed,
+        refuse_immediately=not args.refuse_after_latency,
     )
 
 

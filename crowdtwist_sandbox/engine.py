@@ -200,11 +200,18 @@ class SandboxEngine:
         endpoint = f"{request.method} {route.template}" if route is not None else "OTHER"
         self._count("total", endpoint)
 
+        reply = self._edge_faults(opts) if opts.refuse_immediately else None
+        if reply is not None:
+            # Refused at the edge on arrival (``refuse_immediately``): no latency, no work.
+            self._count(str(reply.status))
+            return reply
         latency = self._dice.latency_ms(opts.latency_distribution, opts.latency_ms, opts.latency_spread_ms)
         if latency > 0:
             opts.sleep(latency / 1000.0)
 
-        reply = self._edge_faults(opts) or self._authenticate(request, opts)
+        if not opts.refuse_immediately:
+            reply = self._edge_faults(opts)
+        reply = reply or self._authenticate(request, opts)
         if reply is None:
             reply = self._dispatch(request, route, action, match, opts)
             droppable = route is not None and (endpoint == CREDIT_ENDPOINT or not opts.drop_credits_only)

@@ -110,6 +110,12 @@ class SandboxOptions:
     slow_ms: float = 0.0
     history_answer_shape: str = "paged"
     seed: int | None = None
+    # 429 and the maintenance 503 answered on arrival, without ``latency_ms``: a gateway or load
+    # balancer in front of the application refuses before the application does any work (assumed:
+    # CrowdTwist documents neither, docs/crowdtwist-api-notes.md §5). True by default because it is
+    # the harder case for a client (a refusal then says nothing about the round trip of real work);
+    # False delays them by the latency like any answer.
+    refuse_immediately: bool = True
 
     # --- injection ----------------------------------------------------------------------------------
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)

@@ -6,6 +6,7 @@ import argparse
 import gzip
 import json
 import os
+import pkgutil
 import sys
 import time
 import zlib
@@ -21,11 +22,40 @@ REPLAY_COMMAND = "replay-rejects"
 EXIT_PIPE_CLOSED = 141
 
 
+#: ConnectorSpecification's fields in the order the CDK prints them, and the defaults it fills in.
+#: ``spec`` prints them without importing the CDK (about 2.3 s of CPU, nearly all of a ``spec``);
+#: unit_tests/test_spec_fast_path.py pins the bytes to the CDK's own output.
+_SPEC_FIELDS = ("connectionSpecification", "documentationUrl", "supportsIncremental", "supportsNormalization",
+                "supportsDBT", "supported_destination_sync_modes")
+_SPEC_DEFAULTS = {"supportsNormalization": False, "supportsDBT": False}
+
+
+def spec_line() -> bytes | None:
+    """The SPEC message ``spec`` prints, from the package's spec.json.
+
+    None when spec.json has a field this fast path does not know (then the CDK prints it).
+    """
+    raw = pkgutil.get_data("destination_crowdtwist", "spec.json")
+    spec = json.loads(raw) if raw is not None else None
+    if not isinstance(spec, dict) or not set(spec) <= set(_SPEC_FIELDS):
+        return None
+    merged = {**_SPEC_DEFAULTS, **spec}
+    ordered = {name: merged[name] for name in _SPEC_FIELDS if name in merged}
+    message = {"type": "SPEC", "spec": ordered}
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
 def run() -> None:
     """Run the destination with the process arguments."""
     args = sys.argv[1:]
     if args[:1] == [REPLAY_COMMAND]:
         sys.exit(replay_rejects(args[1:]))
+    line = spec_line() if args == ["spec"] else None
+    if line is not None:
+        # Without the CDK: the same bytes, about 45 times less CPU.
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        return
     from destination_crowdtwist.destination import DestinationCrowdtwist
 
     DestinationCrowdtwist().run(args)

@@ -204,6 +204,12 @@ SCENARIOS: list[Scenario] = [
              config={**RETRIES, "delete_behaviour": "erase", "erase_status_wait_seconds": 0}, sprung={"dropped": 2}),
     Scenario("kill-9/profiles-erase", "profiles", KILL, rows=36, mode="soft_delete", interrupt="kill",
              interruptions=1, seed=39, config={"delete_behaviour": "erase", "erase_status_wait_seconds": 0}),
+    # Issue 20: 429s and the maintenance page answered at once by a gateway while real work takes 30 ms
+    # (the sandbox's refuse_immediately): fast refusals shrink nothing, lose nothing, double nothing.
+    Scenario("429-at-once/credits", "credits", {**STORM, "retry_after": False, "latency_ms": 30}, rows=24,
+             sprung={"429": 2}),
+    Scenario("maintenance-at-once/profiles", "profiles", {"latency_ms": 30}, midway={"maintenance_first_n": 6},
+             sprung={"503": 6}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import threading
 import time
+from typing import Any
 
 import pytest
+import requests
+import urllib3.response
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
 
+from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.concurrency import InFlightGate, InFlightTarget
 from destination_crowdtwist.api.ratelimit import RateBudget
+from destination_crowdtwist.api.signing import ApiKeyAuth
 
 
 class FakeClock:
@@ -232,3 +241,73 @@ def test_a_failure_without_answer_is_no_rtt_sample() -> None:
     gate.enter()
     gate.leave(None)  # a 30 s read timeout must not teach the gate a 30 s round trip
     assert gate.srtt is None and gate.in_flight == 0
+
+
+# -- fed by the client: which answers are round trips (fake time, scripted transport) ----------------
+
+
+class _GatewayAdapter(BaseAdapter):
+    """A transport on a fake clock: a request the application serves takes 100 ms; ``refuse`` 429s
+    (no Retry-After) come back after 1 ms, as from a gateway in front of the application."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.refuse = 0
+        self.sent = 0
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.sent += 1
+        status, took, data = (429, 0.001, {"error": "rate_limit_exceeded"}) if self.refuse else (200, 0.1, [])
+        self.refuse = max(0, self.refuse - 1)
+        self.clock.now += took
+        response = requests.Response()
+        response.status_code = status
+        response.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
+        response.raw = urllib3.response.HTTPResponse(
+            body=io.BytesIO(json.dumps(data).encode()), headers=dict(response.headers), status=status,
+            preload_content=False,
+        )
+        response.request = request
+        response.url = request.url or ""
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def test_fast_429s_do_not_lower_the_rtt_and_the_target_returns_after_the_episode() -> None:
+    # Issue 20: 429s answered at once by a gateway fed their 1 ms "round trips" to the controller,
+    # which then read the real 100 ms as queueing and held the target at 4 (7 in the field) long
+    # after the episode, far below what the server's limit allowed.
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    budget = RateBudget(9000, clock=clock, sleep=sleep)
+    gate = InFlightGate(InFlightTarget(128, clock=clock), budget.rate_per_second)
+    adapter = _GatewayAdapter(clock)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth("k" * 32), session=session,
+                              rate_budget=budget, in_flight=gate, clock=clock, sleep=sleep, rand=lambda: 0.0)
+    for _ in range(30):  # 3 s of answers at 100 ms
+        client.list_activities()
+    assert gate.srtt == pytest.approx(0.1)
+    before = gate.limit
+    assert before == math.ceil(150 * 0.1 * 1.25) + 2  # 21
+    # The throttle episode: ten requests each refused at once three times before they get through.
+    for _ in range(10):
+        adapter.refuse = 3
+        client.list_activities()
+    assert budget.throttled == 30 and budget.rate_cuts >= 5
+    assert gate.srtt == pytest.approx(0.1)  # the RTT the target is sized by did not move
+    # Within two seconds of answers the target is what the budget's rate needs at 100 ms again.
+    for _ in range(20):
+        client.list_activities()
+    rate = budget.rate_per_second()
+    assert rate == pytest.approx(budget.good_rate / 60)
+    assert gate.limit == math.ceil(rate * 0.1 * 1.25) + 2
+    assert gate.limit >= 15
+    assert adapter.sent == 30 + 10 * 4 + 20

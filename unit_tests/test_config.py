@@ -373,7 +373,7 @@ def test_api_key_config_with_defaults_filled() -> None:
     assert cfg.secrets == ("key123",)
     assert cfg.user_identifier_type == "email"
     assert cfg.object_type == "user_profile"
-    assert cfg.max_concurrency == 128
+    assert cfg.max_concurrency == 256
     assert cfg.award_queue_delay_seconds == 10.0
     assert cfg.field_mapping == ()
     assert cfg.custom_attributes == ()

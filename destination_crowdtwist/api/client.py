@@ -458,8 +458,11 @@ class CrowdTwistClient:
             self.stats.record_attempt(wire.endpoint)
             sent = self._clock()
             result = self._attempt(wire)
-            # Only a complete answer is a round trip; a timeout would teach the gate a 30 s "RTT".
-            if isinstance(result, ApiResponse) or result.outcome.status is not None:
+            # Only an answer that did the work (2xx, or a record-level 4xx) is a round trip of the
+            # path: a timeout would teach the gate a 30 s "RTT", and a 429, a 503 or a 5xx may come
+            # from a gateway that refused at once (issue 20: fast 429s read the real round trip as
+            # queueing and held the in-flight target far below what the limit allows).
+            if isinstance(result, ApiResponse):
                 rtt = self._clock() - sent
             return result
         finally:

@@ -8,13 +8,15 @@ the budget. So the number of requests allowed in flight follows what the budget 
 
 where ``rate`` is the budget's current pacing rate (it falls on a 429, so the target falls with it)
 and the RTT is measured per attempt, from sending to the last byte of the answer (never the time
-spent waiting for the budget). An RTT far above the lowest one seen recently is queueing, not
-distance (an overloaded server, or a local one sharing our CPU): more requests in flight would only
-lengthen the queue, so the RTT counted is at most ``queueing_factor`` times that recent minimum.
-That keeps a struggling server from being sent ever more at once, and keeps our own CPU per row
-flat when the round trip is short. The headroom covers RTT spread and the few requests waiting for
-their paced send slot; keeping the rest out keeps the budget's queue of reserved slots short, so a
-rate cut takes effect at once instead of after every worker's already-reserved slot.
+spent waiting for the budget), on answers that did the work only: a 429 or a 503 refused at once by
+a gateway would otherwise read the real round trip as queueing (issue 20). An RTT far above the
+lowest one seen recently is queueing, not distance (an overloaded server, or a local one sharing our
+CPU): more requests in flight would only lengthen the queue, so the RTT counted is at most
+``queueing_factor`` times that recent minimum. That keeps a struggling server from being sent ever
+more at once, and keeps our own CPU per row flat when the round trip is short. The headroom covers
+RTT spread and the few requests waiting for their paced send slot; keeping the rest out keeps the
+budget's queue of reserved slots short, so a rate cut takes effect at once instead of after every
+worker's already-reserved slot.
 
 :class:`InFlightTarget` is the pure controller (no threads; injected clock); :class:`InFlightGate`
 is the thread-safe, adjustable semaphore the client passes before each attempt.
@@ -133,8 +135,9 @@ class InFlightGate:
     """A semaphore whose size follows an :class:`InFlightTarget` (thread-safe).
 
     ``enter`` blocks while ``target + slack`` requests are in flight; ``leave`` frees the place and
-    feeds the RTT sample (None when no complete answer arrived: a timeout says nothing about the
-    usual RTT). ``rate`` returns the budget's current pacing rate in requests per second.
+    feeds the RTT sample (None when no answer that did the work arrived: a timeout says nothing about
+    the usual RTT, and a 429 or 503 a gateway sent back at once says nothing about the path's).
+    ``rate`` returns the budget's current pacing rate in requests per second.
 
     The worker pool follows ``capacity`` (``Pipeline(workers_wanted=...)``), so the gate binds only
     when the target falls (a 429, faster answers), until the surplus workers have left. ``slack``

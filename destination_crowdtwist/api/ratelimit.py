@@ -14,10 +14,14 @@ worker wakes up at once.
 On a 429 (one congestion event per ``cut_cooldown_seconds``: the other requests that were in flight
 answer 429 too) the budget
 
-1. sets the *good* rate it will return to. When 429s kept coming since the previous (recent) cut,
-   the server was saturated and revealed its rate: the answers it accepted per second since that
-   cut, times ``reveal_margin``. A lone 429 (a burst the server did not allow, or its limit just
-   crossed) reveals nothing: the good rate backs off one step, ``backoff_factor``;
+1. sets the *good* rate it will return to. When 429s kept coming since the previous (recent) cut
+   *and* the connector was really sending at its paced rate all that time, the server was saturated
+   and revealed its rate: the answers it accepted per second since that cut, times
+   ``reveal_margin``. A lone 429 (a burst the server did not allow, or its limit just crossed)
+   reveals nothing, and neither do 429s while the connector sent less than its pace allowed (held
+   back by its in-flight target, its input, a dip): what the server accepted then was the
+   connector's own throughput, not the server's rate (a 3-request server bucket once "revealed"
+   2,616/min that way, issue 20). Then the good rate backs off one step, ``backoff_factor``;
 2. dips to ``decrease_factor`` × that rate, so the server's bucket refills a little;
 3. climbs back to the good rate within ``recovery_seconds`` while answers succeed, then probes
    upward gently (``probe_per_second``, multiplicative) towards the configured maximum.
@@ -59,6 +63,9 @@ class RateBudget:
             have refilled completely in between).
         saturated_share: the share of 429 answers since the previous cut from which the server
             counts as saturated (so what it accepted meanwhile is its limit).
+        sending_share: ... provided the requests sent since that cut were at least this share of the
+            send slots the pace allowed in that time (the connector was sending at its pace, so the
+            server, not the connector, set what was accepted).
     """
 
     def __init__(  # noqa: PLR0913 - tuning knobs and injected clock, all keywords with defaults
@@ -78,6 +85,7 @@ class RateBudget:
         reveal_margin: float = 0.97,
         reveal_max_seconds: float = 30.0,
         saturated_share: float = 0.02,
+        sending_share: float = 0.9,
     ) -> None:
         if max_per_minute <= 0:
             raise ValueError("max_per_minute must be positive")
@@ -116,6 +124,14 @@ class RateBudget:
         self._ok_at_cut = 0
         self._throttled_at_cut = 0
         self._saturated_share = saturated_share
+        self._sending_share = sending_share
+        # Send slots the pace allowed (the rate integrated over time) and slots taken, since the start
+        # and at the last cut: was the connector sending at its pace between two cuts?
+        self._allowed = 0.0
+        self._allowed_at = now
+        self._allowed_at_cut = 0.0
+        self._reserved = 0
+        self._reserved_at_cut = 0
         self._acquired = 0
         self._throttled = 0
         self._rate_cuts = 0
@@ -204,6 +220,7 @@ class RateBudget:
         return max(0.0, self._burst_seconds - 1.0 / self._rate)
 
     def _reserve(self, now: float) -> float:
+        self._reserved += 1
         interval = 1.0 / self._rate
         tolerance = self._tolerance()
         start = max(now, self._paused_until)
@@ -214,10 +231,16 @@ class RateBudget:
         # Float noise (0.1 added ten times is not 1.0) must not turn a free slot into a tiny sleep.
         return wait if wait > 1e-9 else 0.0
 
+    def _account(self, now: float) -> None:
+        # The pace allowed ``rate`` slots per second since the last account (call before the rate changes).
+        self._allowed += self._rate * max(0.0, now - self._allowed_at)
+        self._allowed_at = max(self._allowed_at, now)
+
     def on_throttled(self, retry_after: float | None) -> None:
         """Report a 429: a long Retry-After pauses everybody; otherwise lower the rate (see module doc)."""
         with self._lock:
             now = self._clock()
+            self._account(now)
             self._throttled += 1
             self._last_adjust = now
             if retry_after is not None and retry_after > self._pause_threshold:
@@ -234,17 +257,24 @@ class RateBudget:
             good = bad * self._backoff
             accepted = self._ok - self._ok_at_cut
             refused = self._throttled - self._throttled_at_cut
+            sent = self._reserved - self._reserved_at_cut
+            allowed = self._allowed - self._allowed_at_cut
             if (self._last_cut is not None and now - self._last_cut <= self._reveal_max
-                    and refused >= self._saturated_share * (accepted + refused)):
-                # 429s kept coming since the last cut: the server was saturated, its bucket went from
-                # empty to empty, and what it accepted in between is its rate (or the share of it
-                # that the program's other clients left us). A lone 429 proves no such thing (a
-                # burst the server did not allow), so it only backs off a step.
+                    and refused >= self._saturated_share * (accepted + refused)
+                    and sent >= self._sending_share * allowed):
+                # 429s kept coming since the last cut while we sent at our pace: the server was
+                # saturated, its bucket went from empty to empty, and what it accepted in between is
+                # its rate (or the share of it that the program's other clients left us). A lone 429
+                # proves no such thing (a burst the server did not allow), and neither do 429s while
+                # we sent less than our pace allowed (the accepted count was then our own
+                # throughput), so those only back off a step.
                 revealed = accepted / (now - self._last_cut)
                 good = min(bad, revealed) * self._reveal_margin
             self._last_cut = now
             self._ok_at_cut = self._ok
             self._throttled_at_cut = self._throttled
+            self._reserved_at_cut = self._reserved
+            self._allowed_at_cut = self._allowed
             self._rate_cuts += 1
             self._good = max(self._min, good)
             self._rate = max(self._min, self._good * self._decrease_factor)
@@ -256,6 +286,7 @@ class RateBudget:
         """Report an answer that was not throttled: climb back to the good rate, then probe gently."""
         with self._lock:
             now = self._clock()
+            self._account(now)
             self._ok += 1
             # At most one second of credit per answer, so one answer after a long idle gap does not
             # restore or raise the rate as if a second of traffic had gone through.

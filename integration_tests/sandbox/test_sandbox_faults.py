@@ -9,6 +9,8 @@ import pytest
 import requests
 from sandbox_test_helpers import Api, FakeClock
 
+from crowdtwist_sandbox.cli import build_parser, options_from_args
+
 
 @pytest.fixture
 def clock() -> FakeClock:
@@ -241,3 +243,41 @@ def test_admin_endpoints_bypass_faults(sandbox_factory, clock):
     assert sb.request_counts()["total"] == 0
     api = Api(sb.base_url)
     assert [api.get("/v2/activities").status_code for _ in range(3)] == [503, 503, 503]  # count untouched
+
+
+# --------------------------------------------------------------------------- refusals on arrival
+def _timed_status(api: Api) -> tuple[int, float]:
+    started = time.perf_counter()
+    status = api.get("/v2/activities").status_code
+    return status, time.perf_counter() - started
+
+
+def test_429_and_maintenance_are_answered_on_arrival_by_default(sandbox_factory):
+    # A gateway refuses before the application: the 429 and the maintenance page skip the latency,
+    # while an accepted request pays it. Admin-switchable, so a bench can run both styles.
+    sb = sandbox_factory(latency_ms=300, rate_limit_per_minute=60, rate_limit_algorithm="token_bucket",
+                         rate_limit_burst=1)  # fmt: skip
+    assert sb.options.refuse_immediately is True
+    api = Api(sb.base_url)
+    status, took = _timed_status(api)
+    assert status == 200 and took >= 0.3
+    status, took = _timed_status(api)
+    assert status == 429 and took < 0.2
+    sb.set_options(maintenance_first_n=1)
+    status, took = _timed_status(api)
+    assert status == 503 and took < 0.2
+    # Over the admin API: delayed by the round trip like any answer (the old behaviour).
+    changed = requests.post(f"{sb.base_url}/__sandbox/options", json={"refuse_immediately": False}, timeout=5)
+    assert changed.status_code == 200 and changed.json()["refuse_immediately"] is False
+    status, took = _timed_status(api)
+    assert status == 429 and took >= 0.3
+    sb.set_options(maintenance_first_n=1)
+    status, took = _timed_status(api)
+    assert status == 503 and took >= 0.3
+    counts = sb.request_counts()
+    assert (counts["200"], counts["429"], counts["503"], counts["total"]) == (1, 2, 2, 5)
+
+
+def test_refuse_after_latency_flag():
+    assert options_from_args(build_parser().parse_args([])).refuse_immediately is True
+    assert options_from_args(build_parser().parse_args(["--refuse-after-latency"])).refuse_immediately is False
