@@ -4,8 +4,9 @@
 #   make test    ruff, mypy, then pytest (unit_tests + integration_tests, all but the soak)
 #   make check   the quick loop: ruff, mypy, pytest -m "not slow" (skips the image install replay,
 #                the benchmark smoke run and the fault-matrix soak); run make test before you push
-#   make soak    the fault-matrix soak alone (integration_tests/test_fault_matrix.py, marker soak,
-#                also marked slow; kept out of make test for its 10-minute budget, .ci/run runs it)
+#   make soak    the soak alone (marker soak, also marked slow; kept out of make test for its
+#                10-minute budget, .ci/run runs it): the fault matrix's (test_fault_matrix.py) and
+#                each fatal stop 50 times (test_orderly_stop.py), both in integration_tests/
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
 #   make bench   benchmark driver; pass options with BENCH_ARGS="..."
 #   make lint / make typecheck / make clean / make distclean
@@ -52,7 +53,7 @@ pytest-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
 soak: $(STAMP)
-	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py
+	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py integration_tests/test_orderly_stop.py
 
 test: lint typecheck pytest
 

@@ -41,6 +41,7 @@ from destination_crowdtwist.sync.protocol import (
     StateStats,
     emit,
     emit_raw,
+    fd_lines,
     parse_messages,
     traced,
 )
@@ -190,8 +191,9 @@ class DestinationCrowdtwist(Destination):
         import sys
 
         # Bytes, split into lines here and decoded one line at a time by parse_messages: a bad byte
-        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay).
-        return sys.stdin.buffer
+        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay). Read from
+        # the descriptor, not sys.stdin.buffer: see fd_lines (an early stop must not abort the process).
+        return fd_lines(sys.stdin.fileno())
 
     # -- check --------------------------------------------------------------------------------
 
