@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--drop-credits-only", action="store_true", help="only drop activity-credit requests")
     faults.add_argument("--slow-rate", type=float, default=0.0, help="fraction of responses delayed by --slow-ms")
     faults.add_argument("--slow-ms", type=float, default=0.0)
+    faults.add_argument("--trickle-headers-rate", type=float, default=0.0,
+                        help="fraction of answers whose status line and headers go out one byte at a time")
+    faults.add_argument("--trickle-headers-interval-ms", type=float, default=1000.0,
+                        help="pause between two bytes of a trickled status line and headers")
     faults.add_argument("--seed", type=int, help="seed for reproducible fault sequences")
     return p
 
@@ -155,6 +159,8 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         drop_credits_only=args.drop_credits_only,
         slow_rate=args.slow_rate,
         slow_ms=args.slow_ms,
+        trickle_headers_rate=args.trickle_headers_rate,
+        trickle_headers_interval_ms=args.trickle_headers_interval_ms,
         seed=args.seed,
     )
 

@@ -83,6 +83,10 @@ class SandboxOptions:
     drop_credits_only: bool = False
     slow_rate: float = 0.0
     slow_ms: float = 0.0
+    # A hostile or broken middlebox: the status line and headers of this share of answers go out one
+    # byte every trickle_headers_interval_ms (the request is applied first; the body follows at once).
+    trickle_headers_rate: float = 0.0
+    trickle_headers_interval_ms: float = 1000.0
     seed: int | None = None
 
     # --- injection ----------------------------------------------------------------------------------
@@ -105,11 +109,12 @@ class SandboxOptions:
             raise ValueError(f"latency_distribution must be one of {LATENCY_DISTRIBUTIONS}")
         if self.rate_limit_algorithm not in RATE_LIMIT_ALGORITHMS:
             raise ValueError(f"rate_limit_algorithm must be one of {RATE_LIMIT_ALGORITHMS}")
-        for name in ("error_rate", "drop_rate", "slow_rate"):
+        for name in ("error_rate", "drop_rate", "slow_rate", "trickle_headers_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
-        for name in ("latency_ms", "latency_spread_ms", "slow_ms", "queue_delay_ms", "maintenance_first_n"):
+        for name in ("latency_ms", "latency_spread_ms", "slow_ms", "queue_delay_ms", "maintenance_first_n",
+                     "trickle_headers_interval_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute <= 0:
