@@ -15,21 +15,31 @@ Decisions that matter for correctness:
 - Every answer is classified once, by the error table (``errors.classify_response``), when its
   ``ApiResponse`` is built; callers read ``response.resolution`` and ``response.rejection()``.
 - A hostile or broken server cannot stall or flood a worker: bodies are streamed and capped
-  (``max_body_bytes``), each attempt has a total deadline (``attempt_deadline``) on top of the socket
-  timeouts, and a Retry-After is honoured only up to ``retry_after_cap``.
+  (``max_body_bytes``), each attempt has one total deadline (``attempt_deadline``) from connecting to
+  the last byte of the body, status line and headers included, on top of the socket timeouts, and a
+  Retry-After is honoured only up to ``retry_after_cap``. requests and urllib3 have no total
+  timeout and a server trickling its status line at a byte a second never trips the read timeout,
+  so a watchdog thread (:class:`_Watchdog`) shuts the attempt's socket down at its deadline.
+- A stopping sync is not held up by waits: :meth:`CrowdTwistClient.stop` wakes every retry pause
+  (a 429's Retry-After can be a minute) and lets no new attempt start; :meth:`CrowdTwistClient.abort`
+  also cuts the attempts still on the wire (the end of SIGTERM's grace period).
 - Redirects are never followed: a redirected request would carry the credentials to another URL.
 - Every error carries a redacted request line: no api_key, no signature, user ids masked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import heapq
 import http.cookiejar
+import itertools
 import json
 import logging
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -43,6 +53,8 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from destination_crowdtwist.api.concurrency import InFlightGate
 from destination_crowdtwist.api.errors import (
@@ -236,6 +248,174 @@ class _Failure:
     uncertain: str  # the UncertainOutcome message, when the request may have been applied
 
 
+class _Watch:
+    """One attempt's socket, as far as the watchdog is concerned: cut it at the deadline or on abort."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline  # time.monotonic()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._done = False
+        self.expired = False  # cut at the deadline
+        self.aborted = False  # cut because the sync is stopping
+
+    def attach(self, sock: socket.socket | None) -> None:
+        """The socket this attempt uses (called by the connection once it has one)."""
+        if sock is None:
+            return
+        with self._lock:
+            if self._done:
+                return
+            self._sock = sock
+            cut = self.expired or self.aborted
+        if cut:
+            _shut(sock)
+
+    def cut(self, *, aborted: bool) -> None:
+        """Shut the socket down: the worker's blocked read returns at once and the attempt fails."""
+        with self._lock:
+            if self._done:
+                return
+            if aborted:
+                self.aborted = True
+            else:
+                self.expired = True
+            sock = self._sock
+        if sock is not None:
+            _shut(sock)
+
+    def finish(self) -> None:
+        """The attempt is over: its connection may serve another attempt now, so never cut it later."""
+        with self._lock:
+            self._done = True
+            self._sock = None
+
+    @property
+    def was_cut(self) -> bool:
+        """Whether the watchdog (deadline) or an abort cut this attempt."""
+        with self._lock:
+            return self.expired or self.aborted
+
+
+def _shut(sock: socket.socket) -> None:
+    # shutdown, not close: it is safe while another thread is blocked in recv on the socket, and it
+    # makes that recv return. socket.socket.shutdown on an SSLSocket shuts the TCP socket down
+    # without touching the TLS object the worker is using.
+    with contextlib.suppress(OSError):  # already closed or never connected: nothing to cut
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+# The attempt running on this thread, for the connection classes below (urllib3 creates connections
+# deep inside requests; a thread-local is the one way to reach them without reimplementing requests).
+_CURRENT = threading.local()
+
+
+def _watch_socket(sock: socket.socket | None) -> None:
+    watch: _Watch | None = getattr(_CURRENT, "watch", None)
+    if watch is not None:
+        watch.attach(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection)."""
+
+    def connect(self) -> None:
+        super().connect()
+        _watch_socket(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch_socket(self.sock)  # a reused keep-alive connection: connect() is not called again
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    """The HTTPS twin of :class:`_WatchedHTTPConnection`."""
+
+    def connect(self) -> None:
+        super().connect()
+        _watch_socket(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch_socket(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """The transport adapter whose connections the watchdog can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _Watchdog:
+    """One thread per client that cuts every attempt still running at its deadline.
+
+    Deadlines are real time (``time.monotonic``): the thread sleeps until the earliest one. Arming
+    costs a heap push; attempts that finished stay in the heap until their deadline comes up.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._live: set[_Watch] = set()
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def arm(self, watch: _Watch) -> None:
+        """Watch an attempt until :meth:`disarm`."""
+        with self._cond:
+            self._live.add(watch)
+            heapq.heappush(self._heap, (watch.deadline, next(self._order), watch))
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="crowdtwist-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watch:
+                self._cond.notify()  # an earlier deadline than the one the thread sleeps towards
+
+    def disarm(self, watch: _Watch) -> None:
+        """The attempt ended; its socket is no longer its own."""
+        watch.finish()
+        with self._cond:
+            self._live.discard(watch)
+
+    def abort_all(self) -> None:
+        """Cut every attempt in flight now (the sync is stopping and cannot wait for them)."""
+        with self._cond:
+            watches = list(self._live)
+        for watch in watches:
+            watch.cut(aborted=True)
+
+    def close(self) -> None:
+        """Stop the thread."""
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2] not in self._live or self._heap[0][0] <= now):
+                    _, _, watch = heapq.heappop(self._heap)
+                    if watch in self._live:
+                        watch.cut(aborted=False)
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._cond.wait(timeout)
+
+
 class CrowdTwistClient:
     """Thread-safe CrowdTwist API client shared by all worker threads.
 
@@ -250,7 +430,8 @@ class CrowdTwistClient:
         in_flight: shared ``InFlightGate``; every attempt passes it (before the budget, so a place is
             never held while a paced slot goes unused) and reports its round-trip time to it.
         clock / sleep / rand / wall_clock: injected for exact, fast tests. ``wall_clock`` (Unix time)
-            turns an HTTP-date Retry-After into seconds when the answer has no Date header.
+            turns an HTTP-date Retry-After into seconds when the answer has no Date header. Without
+            ``sleep``, a retry pause is a wait that :meth:`stop` ends at once.
         session: a prepared ``requests.Session`` (tests); the client then does not mount adapters.
         mask_path: masks user ids in request lines. It receives the path as sent (percent-encoded).
             Defaults to ``mask_user_segment`` (keeps the first character of the id).
@@ -261,9 +442,13 @@ class CrowdTwistClient:
             throttling (``check``) does not wait out maintenance either.
         retry_after_cap: the longest single wait a Retry-After header can ask for (also what the
             rate budget is told), so ``Retry-After: 3600`` cannot park every worker for an hour.
-        attempt_deadline: total seconds for one attempt, from sending to the last body byte; None means
-            connect + read timeout. A server trickling bytes slower than that counts as a read timeout.
+        attempt_deadline: total seconds for one attempt, from connecting to the last body byte (status
+            line and headers included); None means connect + read timeout. A server trickling bytes
+            slower than that counts as a read timeout. Enforced by a watchdog that shuts the socket
+            down, so only with the client's own session (not an injected one).
         max_body_bytes: the largest answer body read; a larger one counts as a server error.
+        stopping: the event :meth:`stop` sets; share it with the waits of other parts (the rate budget's
+            ``sleep``) so that they end when the sync stops too.
         retry_policy: the whole policy, when the knobs above are not enough (tests); when given,
             ``max_retries``, ``throttle_timeout``, ``unavailable_timeout`` and ``retry_after_cap``
             are ignored.
@@ -280,7 +465,7 @@ class CrowdTwistClient:
         rate_budget: RateBudget | None = None,
         in_flight: InFlightGate | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
         retry_policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
@@ -292,6 +477,7 @@ class CrowdTwistClient:
         retry_after_cap: float = 60.0,
         attempt_deadline: float | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        stopping: threading.Event | None = None,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -325,7 +511,8 @@ class CrowdTwistClient:
         self._pausing = 0  # requests sleeping before a retry
         self._pausing_lock = threading.Lock()
         self._clock = clock
-        self._sleep = sleep
+        self._stopping = stopping if stopping is not None else threading.Event()
+        self._sleep = sleep if sleep is not None else self._stoppable_sleep
         self._rand = rand
         self._wall_clock = wall_clock
         self._mask_path = mask_path or mask_user_segment
@@ -336,7 +523,7 @@ class CrowdTwistClient:
             session = requests.Session()
             # max_retries=0: urllib3 must never resend a request on its own; it would replay the old
             # signature and timestamp, and could double an activity credit.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            adapter = _WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             # CrowdTwist sets cookies we do not need; sharing a cookie jar between threads only adds state.
@@ -352,14 +539,45 @@ class CrowdTwistClient:
             session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
         self._session = session
+        self._watchdog = _Watchdog()
 
     def __repr__(self) -> str:
         return f"CrowdTwistClient(base_url={self._base_url!r}, auth={self._auth!r})"
 
     def close(self) -> None:
-        """Close the connection pool (only if this client created the session)."""
+        """Close the connection pool (only if this client created the session) and stop the watchdog."""
+        self._watchdog.close()
         if self._owns_session:
             self._session.close()
+
+    def stop(self) -> None:
+        """The sync is stopping: retry pauses end now and no new attempt starts (each such request raises
+        ``TransientError``); attempts on the wire go on until they end (see :meth:`abort`).
+        """
+        self._stopping.set()
+
+    def abort(self) -> None:
+        """:meth:`stop`, and cut the attempts on the wire (their requests may have landed: uncertain)."""
+        self._stopping.set()
+        self._watchdog.abort_all()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` or :meth:`abort` was called."""
+        return self._stopping.is_set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; return as soon as the sync stops (writers' waits use it)."""
+        self._stopping.wait(max(0.0, seconds))
+
+    _stoppable_sleep = wait
+
+    def _raise_if_stopping(self, line: str) -> None:
+        if self._stopping.is_set():
+            raise TransientError(
+                "The sync is stopping, so this request was not sent (again); the next attempt sends it.",
+                request_line=line,
+            )
 
     def __enter__(self) -> CrowdTwistClient:
         return self
@@ -426,7 +644,7 @@ class CrowdTwistClient:
                 with self._pausing_lock:
                     self._pausing += 1
                 try:
-                    self._sleep(decision.delay)
+                    self._sleep(decision.delay)  # ends early when the sync stops
                 finally:
                     with self._pausing_lock:
                         self._pausing -= 1
@@ -445,6 +663,7 @@ class CrowdTwistClient:
 
     def _gated_attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """One attempt inside the in-flight gate and the rate budget; its round trip feeds the gate."""
+        self._raise_if_stopping(wire.line)
         gate = self._in_flight
         if gate is not None:
             gate.enter()
@@ -452,6 +671,8 @@ class CrowdTwistClient:
         try:
             if self._rate_budget is not None:
                 self._rate_budget.acquire()
+            # A stop while waiting for a place or a send slot: nothing was sent, nothing is.
+            self._raise_if_stopping(wire.line)
             self.stats.record_attempt(wire.endpoint)
             sent = self._clock()
             result = self._attempt(wire)
@@ -483,6 +704,18 @@ class CrowdTwistClient:
     def _attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """Send once: the answer (OK or REJECT), a failure to decide on, or raise ConfigError."""
         deadline = self._clock() + self._attempt_deadline
+        # The watchdog's deadline covers everything, from connecting to the last byte: a status line or
+        # headers trickled a byte at a time never trip the socket's read timeout.
+        watch = _Watch(time.monotonic() + self._attempt_deadline)
+        self._watchdog.arm(watch)
+        _CURRENT.watch = watch
+        try:
+            return self._send(wire, deadline, watch)
+        finally:
+            _CURRENT.watch = None
+            self._watchdog.disarm(watch)
+
+    def _send(self, wire: _Wire, deadline: float, watch: _Watch) -> ApiResponse | _Failure:
         try:
             response = self._session.request(
                 wire.method,
@@ -498,13 +731,25 @@ class CrowdTwistClient:
             )
         except requests.RequestException as exc:
             self.stats.add("connection_errors")
+            if watch.was_cut:
+                return self._cut_failure(watch, wire.line)
             return self._network_failure(exc, wire.line)
         try:
-            return self._answer(response, wire.line, wire.template, deadline)
+            result = self._answer(response, wire.line, wire.template, deadline)
+            if watch.was_cut and isinstance(result, ApiResponse):
+                # Cut while the body was read: a body without a length may look complete but is not.
+                self.stats.add("connection_errors")
+                return self._cut_failure(watch, wire.line)
+            return result
         finally:
             # After a complete read the connection is already back in the pool; otherwise this drops it,
             # so a half-read answer never reaches the next request on a reused connection.
             response.close()
+
+    def _cut_failure(self, watch: _Watch, line: str) -> _Failure:
+        if watch.aborted:
+            return self._lost("the sync is stopping and the request was cut off", line)
+        return self._lost(f"no complete answer within {self._attempt_deadline:g}s", line)
 
     def _answer(self, response: requests.Response, line: str, endpoint: str, deadline: float) -> ApiResponse | _Failure:
         status = response.status_code
@@ -579,6 +824,9 @@ class CrowdTwistClient:
                 chunks.append(chunk)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self.stats.add("connection_errors")
+            watch: _Watch | None = getattr(_CURRENT, "watch", None)
+            if watch is not None and watch.was_cut:
+                return self._cut_failure(watch, line)
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
                 return self._lost(f"no answer within {self._timeout[1]:g}s", line)
             if isinstance(exc, urllib3.exceptions.ProtocolError | OSError):
