@@ -277,6 +277,8 @@ class _Sync:
             workers_wanted=client.workers_wanted,
             progress_interval=cfg.progress_interval_seconds,
             limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
+            on_stop=client.stop,
+            abort=client.abort,
         )
         if cfg.dry_run:
             logger.warning(

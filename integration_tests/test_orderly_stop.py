@@ -253,3 +253,45 @@ def test_fatal_stops_while_the_source_is_still_sending_exit_in_order(tmp_path: P
 def test_soak_each_fatal_stop_50_times_exits_in_order(case: StopCase, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     moto = request.getfixturevalue("moto_s3") if case.storage is not None else None
     run_many([case], SOAK_RUNS, tmp_path, moto)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_while_workers_wait_out_429s_exits_within_the_grace(tmp_path: Path, sandbox_factory: Any) -> None:
+    """Every request waits out a 429 whose Retry-After is a minute long (the program's limit of 4
+    requests a minute is used up): SIGTERM ends those waits, and the process exits within the grace
+    period with the SIGTERM trace, not after the Retry-After.
+    """
+    sandbox = sandbox_factory(rate_limit_per_minute=4, rate_limit_algorithm="sliding_window")
+    config = credit_config(sandbox, object_type="user_profile", max_concurrency=4, max_retry_wait_seconds=60)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "catalog.json").write_text(json.dumps(CATALOG))
+    (tmp_path / "input.jsonl").write_bytes(b"".join(line + b"\n" for line in (*_block(0, 12), _state(1))))
+    with (tmp_path / "input.jsonl").open("rb") as stdin:
+        proc = subprocess.Popen(
+            [*MAIN, "write", "--config", str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        # One 429 with a long Retry-After pauses every worker (the rate budget); the refused one waits too.
+        while sandbox.request_counts().get("429", 0) < 1:
+            assert time.monotonic() < deadline and proc.poll() is None, "no 429 within 30 s"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=EXIT_WITHIN + 15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit within {EXIT_WITHIN + 15:.0f} s of SIGTERM while requests waited out 429s")
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    messages = [json.loads(line) for line in out.splitlines() if line.strip()]
+    run = Run(proc.returncode, err.decode("utf-8", "replace"), messages, elapsed)
+    case = StopCase("sigterm-during-429-wait", "transient_error", "SIGTERM", first=())
+    assert judge(case, run) == []
+    assert elapsed < 5.0 + 5.0  # the 5 s grace (nothing is on the wire: the waits end at once), plus slack
+    assert [m for m in messages if m["type"] == "STATE"] == []  # state 1's rows never settled
