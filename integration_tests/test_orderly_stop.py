@@ -295,3 +295,31 @@ def test_sigterm_while_workers_wait_out_429s_exits_within_the_grace(tmp_path: Pa
     assert judge(case, run) == []
     assert elapsed < 5.0 + 5.0  # the 5 s grace (nothing is on the wire: the waits end at once), plus slack
     assert [m for m in messages if m["type"] == "STATE"] == []  # state 1's rows never settled
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes (os.mkfifo) are POSIX only")
+def test_a_reject_path_that_is_a_fifo_without_reader_is_a_config_error_not_a_hang(
+    tmp_path: Path, sandbox_factory: Any
+) -> None:
+    sandbox = sandbox_factory()
+    fifo = tmp_path / "rejects.jsonl"
+    os.mkfifo(fifo)
+    config = credit_config(sandbox, object_type="user_profile", rejected_records_path=str(fifo))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "catalog.json").write_text(json.dumps(CATALOG))
+    lines = b"".join(line + b"\n" for line in (*_block(0, 3, bad=1), _state(1)))
+    started = time.monotonic()
+    try:
+        out = subprocess.run(
+            [*MAIN, "write", "--config", str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")],
+            input=lines, capture_output=True, env=ENV, timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the sync hung on a reject path that is a FIFO nothing reads")
+    messages = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    run = Run(out.returncode, out.stderr.decode("utf-8", "replace"), messages, time.monotonic() - started)
+    case = StopCase("fifo-reject-path", "config_error", "is a named pipe (FIFO) that nothing reads", first=())
+    assert judge(case, run) == []
+    assert sandbox.request_counts()["total"] == 0  # refused before the first row
+    assert [m for m in messages if m["type"] == "STATE"] == []
