@@ -17,8 +17,9 @@ by :func:`faultmatrix.judge` on every column:
 * **secrets** no API key, HMAC private key, HMAC header or signature in stdout or stderr;
 * **pii**     no input email unmasked in stdout or stderr.
 
-The table is printed at the end of the module. Trickling and oversized answers are not sandbox
-knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); the
+The table is printed at the end of the module. Trickled bodies and oversized answers are not sandbox
+knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); a trickled
+status line and headers is one (``trickle_headers_rate``); the
 client's side of them is tested with unit_tests/fakehttp.py in unit_tests/test_client.py. The longer soak (more rows, more kill
 points, several seeds) is marked ``soak`` (and ``slow``, so make check skips it): ``make soak``; make
 test runs it too.
@@ -160,6 +161,11 @@ SCENARIOS: list[Scenario] = [
     # The bad-input corpus mixed with good rows: good rows written, bad rows rejected in their state.
     Scenario("bad-input/profiles/stream-states", "profiles", bad_input=True, seed=19),
     Scenario("bad-input/two-streams/global-states", "both", bad_input=True, state_type="GLOBAL", seed=21),
+    # Status line and headers trickled a byte every 500 ms (within the 1 s read timeout, ~100 s in all), after
+    # the sandbox applied the request: each such attempt ends at its 2 s deadline (credits: verified).
+    Scenario("trickle-headers/credits", "credits",
+             {"trickle_headers_rate": 0.1, "trickle_headers_interval_ms": 500, "seed": 31, "queue_delay_ms": 40},
+             rows=20, config=SLOW_TIMEOUT, sprung={"trickled_headers": 2}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -188,6 +194,9 @@ SOAK: list[Scenario] = [
                  state_type=kind, interrupt="kill", interruptions=4, replay="shifted", seed=seed)
         for seed in (201, 202) for kind in ("STREAM", "GLOBAL")
     ),
+    Scenario("soak/trickle-headers/profiles-insert", "profiles",
+             {"trickle_headers_rate": 0.1, "trickle_headers_interval_ms": 500, "seed": 33}, rows=36, mode="append",
+             config=SLOW_TIMEOUT, sprung={"trickled_headers": 2}),
 ]
 
 
