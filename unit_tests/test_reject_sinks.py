@@ -21,7 +21,7 @@ def _open_in_time(path: Path, seconds: float = 5.0) -> BaseException | LocalFile
     def run() -> None:
         try:
             result.append(LocalFileSink(str(path), include_pii=False))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             result.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)

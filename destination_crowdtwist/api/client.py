@@ -19,7 +19,7 @@ Decisions that matter for correctness:
   the last byte of the body, status line and headers included, on top of the socket timeouts, and a
   Retry-After is honoured only up to ``retry_after_cap``. requests and urllib3 have no total
   timeout and a server trickling its status line at a byte a second never trips the read timeout,
-  so a watchdog thread (:class:`_Watchdog`) shuts the attempt's socket down at its deadline.
+  so a watchdog thread (``api/deadline.py``) shuts the attempt's socket down at its deadline.
 - A stopping sync is not held up by waits: :meth:`CrowdTwistClient.stop` wakes every retry pause
   (a 429's Retry-After can be a minute) and lets no new attempt start; :meth:`CrowdTwistClient.abort`
   also cuts the attempts still on the wire (the end of SIGTERM's grace period).
@@ -29,17 +29,13 @@ Decisions that matter for correctness:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import heapq
 import http.cookiejar
-import itertools
 import json
 import logging
 import os
 import random
 import re
-import socket
 import threading
 import time
 from collections import Counter
@@ -50,13 +46,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from destination_crowdtwist.api.concurrency import InFlightGate
+from destination_crowdtwist.api.deadline import Watch, Watchdog, WatchedAdapter, current_watch
 from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
@@ -248,174 +242,6 @@ class _Failure:
     uncertain: str  # the UncertainOutcome message, when the request may have been applied
 
 
-class _Watch:
-    """One attempt's socket, as far as the watchdog is concerned: cut it at the deadline or on abort."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline  # time.monotonic()
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._done = False
-        self.expired = False  # cut at the deadline
-        self.aborted = False  # cut because the sync is stopping
-
-    def attach(self, sock: socket.socket | None) -> None:
-        """The socket this attempt uses (called by the connection once it has one)."""
-        if sock is None:
-            return
-        with self._lock:
-            if self._done:
-                return
-            self._sock = sock
-            cut = self.expired or self.aborted
-        if cut:
-            _shut(sock)
-
-    def cut(self, *, aborted: bool) -> None:
-        """Shut the socket down: the worker's blocked read returns at once and the attempt fails."""
-        with self._lock:
-            if self._done:
-                return
-            if aborted:
-                self.aborted = True
-            else:
-                self.expired = True
-            sock = self._sock
-        if sock is not None:
-            _shut(sock)
-
-    def finish(self) -> None:
-        """The attempt is over: its connection may serve another attempt now, so never cut it later."""
-        with self._lock:
-            self._done = True
-            self._sock = None
-
-    @property
-    def was_cut(self) -> bool:
-        """Whether the watchdog (deadline) or an abort cut this attempt."""
-        with self._lock:
-            return self.expired or self.aborted
-
-
-def _shut(sock: socket.socket) -> None:
-    # shutdown, not close: it is safe while another thread is blocked in recv on the socket, and it
-    # makes that recv return. socket.socket.shutdown on an SSLSocket shuts the TCP socket down
-    # without touching the TLS object the worker is using.
-    with contextlib.suppress(OSError):  # already closed or never connected: nothing to cut
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-# The attempt running on this thread, for the connection classes below (urllib3 creates connections
-# deep inside requests; a thread-local is the one way to reach them without reimplementing requests).
-_CURRENT = threading.local()
-
-
-def _watch_socket(sock: socket.socket | None) -> None:
-    watch: _Watch | None = getattr(_CURRENT, "watch", None)
-    if watch is not None:
-        watch.attach(sock)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection)."""
-
-    def connect(self) -> None:
-        super().connect()
-        _watch_socket(self.sock)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_socket(self.sock)  # a reused keep-alive connection: connect() is not called again
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """The HTTPS twin of :class:`_WatchedHTTPConnection`."""
-
-    def connect(self) -> None:
-        super().connect()
-        _watch_socket(self.sock)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch_socket(self.sock)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """The transport adapter whose connections the watchdog can cut."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class _Watchdog:
-    """One thread per client that cuts every attempt still running at its deadline.
-
-    Deadlines are real time (``time.monotonic``): the thread sleeps until the earliest one. Arming
-    costs a heap push; attempts that finished stay in the heap until their deadline comes up.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Watch]] = []
-        self._live: set[_Watch] = set()
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def arm(self, watch: _Watch) -> None:
-        """Watch an attempt until :meth:`disarm`."""
-        with self._cond:
-            self._live.add(watch)
-            heapq.heappush(self._heap, (watch.deadline, next(self._order), watch))
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._run, name="crowdtwist-deadlines", daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is watch:
-                self._cond.notify()  # an earlier deadline than the one the thread sleeps towards
-
-    def disarm(self, watch: _Watch) -> None:
-        """The attempt ended; its socket is no longer its own."""
-        watch.finish()
-        with self._cond:
-            self._live.discard(watch)
-
-    def abort_all(self) -> None:
-        """Cut every attempt in flight now (the sync is stopping and cannot wait for them)."""
-        with self._cond:
-            watches = list(self._live)
-        for watch in watches:
-            watch.cut(aborted=True)
-
-    def close(self) -> None:
-        """Stop the thread."""
-        with self._cond:
-            self._closed = True
-            thread = self._thread
-            self._cond.notify()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][2] not in self._live or self._heap[0][0] <= now):
-                    _, _, watch = heapq.heappop(self._heap)
-                    if watch in self._live:
-                        watch.cut(aborted=False)
-                timeout = self._heap[0][0] - now if self._heap else None
-                self._cond.wait(timeout)
-
-
 class CrowdTwistClient:
     """Thread-safe CrowdTwist API client shared by all worker threads.
 
@@ -523,7 +349,7 @@ class CrowdTwistClient:
             session = requests.Session()
             # max_retries=0: urllib3 must never resend a request on its own; it would replay the old
             # signature and timestamp, and could double an activity credit.
-            adapter = _WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            adapter = WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             # CrowdTwist sets cookies we do not need; sharing a cookie jar between threads only adds state.
@@ -539,7 +365,7 @@ class CrowdTwistClient:
             session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
         self._session = session
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog()
 
     def __repr__(self) -> str:
         return f"CrowdTwistClient(base_url={self._base_url!r}, auth={self._auth!r})"
@@ -706,16 +532,10 @@ class CrowdTwistClient:
         deadline = self._clock() + self._attempt_deadline
         # The watchdog's deadline covers everything, from connecting to the last byte: a status line or
         # headers trickled a byte at a time never trip the socket's read timeout.
-        watch = _Watch(time.monotonic() + self._attempt_deadline)
-        self._watchdog.arm(watch)
-        _CURRENT.watch = watch
-        try:
+        with self._watchdog.watching(Watch(time.monotonic() + self._attempt_deadline)) as watch:
             return self._send(wire, deadline, watch)
-        finally:
-            _CURRENT.watch = None
-            self._watchdog.disarm(watch)
 
-    def _send(self, wire: _Wire, deadline: float, watch: _Watch) -> ApiResponse | _Failure:
+    def _send(self, wire: _Wire, deadline: float, watch: Watch) -> ApiResponse | _Failure:
         try:
             response = self._session.request(
                 wire.method,
@@ -746,7 +566,7 @@ class CrowdTwistClient:
             # so a half-read answer never reaches the next request on a reused connection.
             response.close()
 
-    def _cut_failure(self, watch: _Watch, line: str) -> _Failure:
+    def _cut_failure(self, watch: Watch, line: str) -> _Failure:
         if watch.aborted:
             return self._lost("the sync is stopping and the request was cut off", line)
         return self._lost(f"no complete answer within {self._attempt_deadline:g}s", line)
@@ -824,7 +644,7 @@ class CrowdTwistClient:
                 chunks.append(chunk)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self.stats.add("connection_errors")
-            watch: _Watch | None = getattr(_CURRENT, "watch", None)
+            watch = current_watch()
             if watch is not None and watch.was_cut:
                 return self._cut_failure(watch, line)
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
