@@ -13,7 +13,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,63 @@ def test_write_retries_answers_with_trickled_headers_at_the_attempt_deadline(tmp
     trickled = sandbox.request_counts()["trickled_headers"]
     assert trickled >= 2
     assert elapsed < 30  # a few DEADLINE-long attempts on 4 workers, not ~50 s per trickled answer
+
+
+class _TricklingS3(BaseHTTPRequestHandler):
+    """An "S3 endpoint" that reads the request, then trickles its status line and headers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-amz-request-id: 0123456789ABCDEF\r\n\r\n"
+        for i in range(len(head)):
+            try:
+                self.wfile.write(head[i:i + 1])
+            except OSError:  # the client gave up at its deadline
+                return
+            time.sleep(0.25)
+
+    do_HEAD = do_PUT = do_GET = do_DELETE = _answer
+
+
+def test_the_reject_bucket_gives_up_on_trickled_headers_at_the_call_deadline() -> None:
+    """``check``'s probe of an S3 endpoint that trickles its headers (~20 s here): HeadBucket ends at
+    the deadline of connect + read timeout (2 s), and the check says the endpoint timed out."""
+    from destination_crowdtwist.config import parse_config
+    from destination_crowdtwist.sync.object_storage import S3Client, probe
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TricklingS3)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        cfg = parse_config({
+            "api_base_url": "https://api1.crowdtwist.com",
+            "credentials": {"auth_type": "api_key", "api_key": "k" * 32},
+            "object_storage_config": {
+                "storage_type": "S3", "access_key_id": "AKIATESTTESTTESTTEST", "secret_access_key": "s" * 40,
+                "s3_bucket_name": "rejects", "s3_bucket_region": "us-east-1", "s3_endpoint": endpoint,
+                "bucket_path": "", "format": {"format_type": "JSONL"},
+            },
+        })
+        storage = cfg.object_storage_config
+        assert storage is not None
+        client = S3Client(storage, connect_timeout=1.0, read_timeout=1.0)
+        started = time.monotonic()
+        try:
+            message = probe(storage, client=client)
+        finally:
+            client.close()
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert message is not None and "timed out" in message
+    assert elapsed < 8
