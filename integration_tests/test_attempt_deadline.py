@@ -55,8 +55,9 @@ def test_check_and_discover_give_up_on_trickled_headers_at_the_attempt_deadline(
     config = credit_config(sandbox, request_timeout_seconds=TIMEOUT, max_retries=0)
     code, messages, _, elapsed = _run(tmp_path, [command], config)
     assert sandbox.request_counts()["trickled_headers"] == 1
-    # One attempt of DEADLINE seconds, plus the process start; never the minutes of the headers.
-    assert elapsed < DEADLINE + 10
+    # One attempt of DEADLINE seconds, plus the process start (seconds; more on a busy machine); never
+    # the ~50 s of the trickled headers.
+    assert elapsed < DEADLINE + 25
     if command == "check":
         [status] = [m["connectionStatus"] for m in messages if m["type"] == "CONNECTION_STATUS"]
         assert status["status"] == "FAILED"
@@ -91,7 +92,8 @@ def test_write_retries_answers_with_trickled_headers_at_the_attempt_deadline(tmp
     assert len(sandbox.members()) == 20
     trickled = sandbox.request_counts()["trickled_headers"]
     assert trickled >= 2
-    assert elapsed < 30  # a few DEADLINE-long attempts on 4 workers, not ~50 s per trickled answer
+    # A few DEADLINE-long attempts on 4 workers plus the process start, not ~50 s per trickled answer.
+    assert elapsed < 40
 
 
 class _TricklingS3(BaseHTTPRequestHandler):
