@@ -203,7 +203,8 @@ def _run(tmp: Path, case: StopCase, trigger: Callable[[subprocess.Popen[bytes]],
         proc.kill()
         proc.wait()
     ended = time.monotonic()
-    for thread in threads[1:]:
+    # The source too: it notes when it stopped the sync, and may not have got there yet on a busy machine.
+    for thread in threads:
         thread.join(timeout=10)
     with contextlib.suppress(OSError):
         stdin.close()
