@@ -6,8 +6,9 @@
 #   make test    ruff, mypy, then pytest -m "not soak and not perf": every test but the soak and the
 #                measurements; run it before you push (under 10 minutes, a first run also builds the
 #                tool venvs)
-#   make soak    the fault-matrix soak alone (integration_tests/test_fault_matrix.py, marker soak, also
-#                marked slow; kept out of make test for its 10-minute budget)
+#   make soak    the soak alone (marker soak, also marked slow; kept out of make test for its 10-minute
+#                budget): the fault matrix's (test_fault_matrix.py) and each fatal stop 50 times
+#                (test_orderly_stop.py), both in integration_tests/
 #   make perf    the measurements alone (marker perf: memory and time on 100k-200k rows, machine-dependent)
 #   .ci/run      CI: make test, then make soak, then make perf
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
@@ -56,7 +57,7 @@ pytest-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not perf"
 
 soak: $(STAMP)
-	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py
+	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py integration_tests/test_orderly_stop.py
 
 perf: $(STAMP)
 	$(BIN)/pytest -m perf

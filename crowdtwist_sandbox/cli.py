@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--history-answer-shape", choices=HISTORY_ANSWER_SHAPES, default="paged",
                         help="how activity history answers: paged (v2.1 pages) or a shape that proves nothing")
     faults.add_argument("--history-max-page-size", type=int, default=25, help="largest activity history page served")
+    faults.add_argument("--trickle-headers-rate", type=float, default=0.0,
+                        help="fraction of answers whose status line and headers go out one byte at a time")
+    faults.add_argument("--trickle-headers-interval-ms", type=float, default=1000.0,
+                        help="pause between two bytes of a trickled status line and headers")
     faults.add_argument("--seed", type=int, help="seed for reproducible fault sequences")
     faults.add_argument("--refuse-after-latency", action="store_true",
                         help="delay 429 and maintenance 503 answers by --latency-ms like any answer "
@@ -167,6 +171,8 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         slow_ms=args.slow_ms,
         history_answer_shape=args.history_answer_shape,
         history_max_page_size=args.history_max_page_size,
+        trickle_headers_rate=args.trickle_headers_rate,
+        trickle_headers_interval_ms=args.trickle_headers_interval_ms,
         seed=args.seed,
         refuse_immediately=not args.refuse_after_latency,
     )

@@ -7,6 +7,7 @@ says so. Faults are applied to API endpoints only, never to ``/__sandbox/``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -57,6 +58,8 @@ class Reply:
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
     drop: bool = False
+    # Seconds between the bytes of the status line and headers (0: written at once).
+    trickle_headers: float = 0.0
 
     @classmethod
     def json(cls, status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
@@ -222,6 +225,9 @@ class SandboxEngine:
         if self._dice.chance(opts.slow_rate) and opts.slow_ms > 0:
             opts.sleep(opts.slow_ms / 1000.0)
         self._count(str(reply.status))
+        if self._dice.chance(opts.trickle_headers_rate):
+            self._count("trickled_headers")
+            reply = dataclasses.replace(reply, trickle_headers=opts.trickle_headers_interval_ms / 1000.0)
         return reply
 
     def _edge_faults(self, opts: SandboxOptions) -> Reply | None:

@@ -109,6 +109,10 @@ class SandboxOptions:
     slow_rate: float = 0.0
     slow_ms: float = 0.0
     history_answer_shape: str = "paged"
+    # A hostile or broken middlebox: the status line and headers of this share of answers go out one
+    # byte every trickle_headers_interval_ms (the request is applied first; the body follows at once).
+    trickle_headers_rate: float = 0.0
+    trickle_headers_interval_ms: float = 1000.0
     seed: int | None = None
     # 429 and the maintenance 503 answered on arrival, without ``latency_ms``: a gateway or load
     # balancer in front of the application refuses before the application does any work (assumed:
@@ -141,12 +145,12 @@ class SandboxOptions:
             raise ValueError(f"history_answer_shape must be one of {HISTORY_ANSWER_SHAPES}")
         if self.history_page_size < 1 or self.history_max_page_size < 1:
             raise ValueError("history_page_size and history_max_page_size must be at least 1")
-        for name in ("error_rate", "drop_rate", "slow_rate"):
+        for name in ("error_rate", "drop_rate", "slow_rate", "trickle_headers_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
         for name in ("latency_ms", "latency_spread_ms", "slow_ms", "queue_delay_ms", "maintenance_first_n",
-                     "deletion_delay_ms"):
+                     "deletion_delay_ms", "trickle_headers_interval_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute <= 0:

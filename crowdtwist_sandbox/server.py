@@ -99,11 +99,19 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         reply = engine.handle(self.command, self.path, self.headers, body)
+        if reply.drop or reply.trickle_headers > 0:
+            # Dropped and trickled answers end the connection (a client that gave up on a trickled
+            # answer has hung up; the next request must not wait behind it).
+            self.close_connection = True
         if reply.drop:
             # Processed, then hang up without a byte of response: the double-credit trap for naive retries.
             self.close_connection = True
             with suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if reply.trickle_headers > 0:
+            with suppress(OSError):  # the client gave up waiting and hung up: what the fault is for
+                self._write(reply)
             return
         self._write(reply)
 
@@ -117,8 +125,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        if reply.trickle_headers > 0:
+            self._trickle_head(reply.trickle_headers)
+        else:
+            self.end_headers()
         self.wfile.write(reply.body)
+
+    def _trickle_head(self, interval: float) -> None:
+        """Send the status line and headers one byte at a time (trickle_headers_rate)."""
+        # BaseHTTPRequestHandler collects the status line and headers here (send_header).
+        buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+        head = b"".join([*buffered, b"\r\n"])
+        buffered.clear()
+        sleep = cast(_Server, self.server).engine.options.sleep
+        for index in range(len(head)):
+            self.wfile.write(head[index:index + 1])
+            sleep(interval)
 
 
 class Sandbox:

@@ -42,6 +42,7 @@ from destination_crowdtwist.sync.protocol import (
     StateStats,
     emit,
     emit_raw,
+    fd_lines,
     parse_messages,
     traced,
 )
@@ -198,8 +199,9 @@ class DestinationCrowdtwist(Destination):
         import sys
 
         # Bytes, split into lines here and decoded one line at a time by parse_messages: a bad byte
-        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay).
-        return sys.stdin.buffer
+        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay). Read from
+        # the descriptor, not sys.stdin.buffer: see fd_lines (an early stop must not abort the process).
+        return fd_lines(sys.stdin.fileno())
 
     # -- check --------------------------------------------------------------------------------
 
@@ -291,6 +293,8 @@ class _Sync:
             workers_wanted=client.workers_wanted,
             progress_interval=cfg.progress_interval_seconds,
             limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
+            on_stop=client.stop,
+            abort=client.abort,
         )
         if cfg.dry_run:
             logger.warning(

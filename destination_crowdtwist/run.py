@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -58,7 +59,49 @@ def run() -> None:
         return
     from destination_crowdtwist.destination import DestinationCrowdtwist
 
-    DestinationCrowdtwist().run(args)
+    try:
+        DestinationCrowdtwist().run(args)
+    except (SystemExit, KeyboardInterrupt):
+        raise  # --help, and Ctrl-C with its usual traceback
+    except BaseException as exc:  # noqa: BLE001 - every error leaves as the CDK's TRACE message
+        # What Python would do with an uncaught exception (the CDK's hook prints the TRACE), but here,
+        # so that the exit below is ours.
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        orderly_exit(1)
+    orderly_exit(0)
+
+
+def orderly_exit(code: int) -> None:
+    """End the process with ``code`` once everything written is flushed, never with SIGABRT.
+
+    Interpreter finalization aborts the process ("Fatal Python error: _enter_buffered_busy ...",
+    exit -6) when a thread that outlived the sync holds the lock of a standard stream: a worker still
+    logging when SIGTERM's grace ran out, for one. Every part of the sync stops its threads (the
+    pipeline joins its workers after cutting their requests; the input is read without a buffered
+    reader), but a thread a library started, or a worker stuck past the join, must not turn an
+    orderly error into a crash the platform may lose the message of. So when other threads are still
+    alive, stdout and stderr are flushed here and the process ends with ``os._exit``, skipping
+    finalization; otherwise it exits normally.
+    """
+    import os
+    import threading
+
+    _flush_output()
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()]
+    if others:
+        os._exit(code)
+    sys.exit(code)
+
+
+def _flush_output() -> None:
+    from airbyte_cdk.logger import PRINT_BUFFER
+
+    # Under the PrintBuffer's lock (as emit() writes): log lines and protocol lines stay whole.
+    with PRINT_BUFFER.lock:
+        for flush in (PRINT_BUFFER.flush, sys.stdout.flush, sys.stderr.flush):
+            # A closed pipe: the reader is gone, nothing more can be delivered.
+            with contextlib.suppress(OSError, ValueError):
+                flush()
 
 
 def replay_rejects(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ and ``writers/`` never build their own client.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -57,7 +58,10 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
         # errors and traces it is masked word by word, not only its emails and phone numbers.
         text_mask = mask_free_text
     read_timeout = float(config.request_timeout_seconds)
-    budget = RateBudget(float(config.max_requests_per_minute))
+    # One event for every wait of the API layer: pacing, retry pauses (client.stop() sets it), so a
+    # stopping sync is never held up by a 429's Retry-After or a paced slot.
+    stopping = threading.Event()
+    budget = RateBudget(float(config.max_requests_per_minute), sleep=lambda seconds: _wait(stopping, seconds))
     # max_concurrency is the ceiling; the requests actually in flight follow budget x RTT.
     gate = InFlightGate(InFlightTarget(max(1, int(config.max_concurrency))), budget.rate_per_second)
     return CrowdTwistClient(
@@ -74,7 +78,12 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
         throttle_timeout=0.0 if interactive else SYNC_THROTTLE_TIMEOUT,
         unavailable_timeout=0.0 if interactive else float(config.server_unavailable_wait_seconds),
         retry_after_cap=float(config.max_retry_wait_seconds),
+        stopping=stopping,
     )
+
+
+def _wait(event: threading.Event, seconds: float) -> None:
+    event.wait(max(0.0, seconds))
 
 
 def make_writer(
@@ -85,7 +94,8 @@ def make_writer(
     ``index_clock`` dates and ages the member index's entries (User Profile).
     """
     if object_name == ACTIVITY_CREDIT:
-        return ActivityCreditWriter(cfg, client)
+        # Its award-queue waits end when the sync stops (the request after them is then refused).
+        return ActivityCreditWriter(cfg, client, sleep=client.wait)
     if object_name == USER_PROFILE:
         return UserProfileWriter(cfg, client, clock=index_clock)
     raise ValueError(f"no writer for object {object_name!r}")

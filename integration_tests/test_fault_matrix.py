@@ -20,8 +20,9 @@ that must stop by itself is judged on its trace instead of on running to the end
 * **pii**     no input email unmasked in stdout or stderr; with ``pii`` rows (personal data in odd
               places, tests_support/pii.py), none of it in stdout, stderr or the masked reject file.
 
-The table is printed at the end of the module. Trickling and oversized answers are not sandbox
-knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); the
+The table is printed at the end of the module. Trickled bodies and oversized answers are not sandbox
+knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); a trickled
+status line and headers is one (``trickle_headers_rate``); the
 client's side of them is tested with unit_tests/fakehttp.py in unit_tests/test_client.py. The longer soak (more rows, more kill
 points, several seeds) is marked ``soak`` (and ``slow``, so make check skips it): ``make soak``; make
 test runs it too.
@@ -210,6 +211,11 @@ SCENARIOS: list[Scenario] = [
              sprung={"429": 2}),
     Scenario("maintenance-at-once/profiles", "profiles", {"latency_ms": 30}, midway={"maintenance_first_n": 6},
              sprung={"503": 6}),
+    # Status line and headers trickled a byte every 500 ms (within the 1 s read timeout, ~100 s in all), after
+    # the sandbox applied the request: each such attempt ends at its 2 s deadline (credits: verified).
+    Scenario("trickle-headers/credits", "credits",
+             {"trickle_headers_rate": 0.1, "trickle_headers_interval_ms": 500, "seed": 31, "queue_delay_ms": 40},
+             rows=20, config=SLOW_TIMEOUT, sprung={"trickled_headers": 2}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -250,6 +256,9 @@ SOAK: list[Scenario] = [
     # Issue 19: kill -9 three times in the middle of deactivations (see the removal rows of SCENARIOS).
     Scenario("soak/kill-9x3/profiles-deactivate/shifted", "profiles", KILL, rows=48, mode="soft_delete",
              interrupt="kill", interruptions=3, replay="shifted", seed=28),
+    Scenario("soak/trickle-headers/profiles-insert", "profiles",
+             {"trickle_headers_rate": 0.1, "trickle_headers_interval_ms": 500, "seed": 33}, rows=36, mode="append",
+             config=SLOW_TIMEOUT, sprung={"trickled_headers": 2}),
 ]
 
 

@@ -89,11 +89,16 @@ class Stall:
 
 @dataclass(frozen=True)
 class Trickle:
-    """Answer ``status`` with a correct Content-Length, then send ``body`` one byte every ``interval`` s."""
+    """Answer ``status`` with a correct Content-Length, then send ``body`` one byte every ``interval`` s.
+
+    ``head=True``: the status line and headers go out a byte every ``interval`` s too, then the body
+    at once (a read timeout longer than ``interval`` never fires while they arrive).
+    """
 
     body: bytes
     interval: float
     status: int = 200
+    head: bool = False
 
 
 Action = Reply | Drop | Stall | Trickle
@@ -149,7 +154,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             return
         self.close_connection = True
-        if isinstance(action, Trickle):
+        if isinstance(action, Trickle) and action.head:
+            head = (f"HTTP/1.1 {action.status} OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(action.body)}\r\n\r\n").encode()
+            for i in range(len(head)):
+                if self.server.fake.released.wait(action.interval):
+                    return
+                try:
+                    self.wfile.write(head[i:i + 1])
+                except OSError:  # the client gave up (its deadline) and closed the connection
+                    return
+            with contextlib.suppress(OSError):
+                self.wfile.write(action.body)
+        elif isinstance(action, Trickle):
             self.send_response_only(action.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(action.body)))

@@ -872,6 +872,59 @@ def test_trickling_answer_to_a_credit_is_uncertain(fake_server: FakeServer, harn
     assert len(fake_server.requests) == 1
 
 
+def test_a_status_line_trickled_within_the_read_timeout_hits_the_attempt_deadline(
+    fake_server: FakeServer, harness: Harness
+) -> None:
+    # The status line and headers a byte every 0.05 s (~70 bytes, 3.5 s): each socket read succeeds
+    # within the 2 s read timeout, so only the watchdog's deadline (real time) ends the attempt.
+    fake_server.expect("GET", "/v2/users/1", Trickle(json.dumps(PROFILE).encode(), 0.05, head=True),
+                       json_reply(200, PROFILE))
+    client = harness.client(fake_server.url, clock=time.monotonic, attempt_deadline=0.5)
+    started = time.monotonic()
+    assert client.get_user("1", "id").status == 200
+    assert time.monotonic() - started < 2.0
+    assert harness.sleeps == [0.25]
+    assert client.stats.snapshot().connection_errors == 1
+
+
+def test_a_status_line_trickled_to_a_credit_is_uncertain_at_the_deadline(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/1/activities", Trickle(b'{"awarded": true}', 0.05, head=True))
+    client = harness.client(fake_server.url, clock=time.monotonic, attempt_deadline=0.5)
+    started = time.monotonic()
+    with pytest.raises(UncertainOutcome, match=r"no complete answer within 0\.5s"):
+        client.credit_activity("1", "id", {"activity_id": "1"})
+    assert time.monotonic() - started < 2.0
+    assert len(fake_server.requests) == 1
+
+
+def test_stop_ends_a_retry_wait_at_once_and_sends_nothing_more(fake_server: FakeServer, harness: Harness) -> None:
+    # Real waits (no injected sleep): a 429 asks for 30 s; stop() from another thread ends the wait.
+    fake_server.expect("GET", "/v2/activities", json_reply(429, {"error": "rate_limit_exceeded"}, {"Retry-After": "30"}))
+    client = CrowdTwistClient(fake_server.url, ApiKeyAuth(API_KEY), rand=lambda: 0.0, timeout=(2.0, 2.0))
+    harness.clients.append(client)
+    timer = threading.Timer(0.3, client.stop)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="The sync is stopping"):
+        client.list_activities()
+    assert time.monotonic() - started < 2.0
+    assert len(fake_server.requests) == 1
+    assert client.stopping
+
+
+def test_abort_cuts_an_attempt_on_the_wire(fake_server: FakeServer, harness: Harness) -> None:
+    fake_server.expect("POST", "/v2/users/1/activities", Stall(10.0))
+    client = harness.client(fake_server.url, clock=time.monotonic, timeout=(2.0, 5.0))
+    timer = threading.Timer(0.3, client.abort)
+    timer.start()
+    started = time.monotonic()
+    # The credit may have landed: uncertain, never re-sent.
+    with pytest.raises(UncertainOutcome, match="the sync is stopping and the request was cut off"):
+        client.credit_activity("1", "id", {"activity_id": "1"})
+    assert time.monotonic() - started < 2.0
+    assert len(fake_server.requests) == 1
+
+
 def test_attempt_deadline_defaults_to_connect_plus_read_timeout(harness: Harness) -> None:
     client = harness.client("https://api1.crowdtwist.com", timeout=(2.0, 5.0))
     assert client._attempt_deadline == 7.0

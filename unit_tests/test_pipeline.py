@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.report import SyncReport
@@ -196,3 +196,66 @@ def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():
         p.shutdown()
     assert sum(len(v) for v in writer.order.values()) == 120
     assert p.workers == 0
+
+
+class WaitingWriter(RecordingWriter):
+    """Row n=0 fails the sync; n=1 waits out a minute-long Retry-After; n=2 is on the wire until cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = threading.Event()  # what the client's stop() sets
+        self.cut = threading.Event()  # what the client's abort() sets
+        self.stop_calls = 0
+        self.waiting = threading.Event()
+
+    def on_stop(self) -> None:
+        self.stop_calls += 1
+        self.stopped.set()
+
+    def abort(self) -> None:
+        self.stopped.set()
+        self.cut.set()
+
+    def apply(self, prepared: Prepared[None]) -> Outcome:
+        n = prepared.row.data["n"]
+        if n == 0:
+            assert self.waiting.wait(5)
+            raise ConfigError("credentials revoked")
+        self.waiting.set()
+        if self.stopped.wait(60) if n == 1 else self.cut.wait(60):
+            raise TransientError("the sync is stopping")
+        return Outcome(kind=UPDATED, member=prepared.member)
+
+
+def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry():
+    writer = WaitingWriter()
+    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0, on_stop=writer.on_stop, abort=writer.abort)
+    p.start()
+    started = time.monotonic()
+    try:
+        p.submit(Row(stream=STREAM, data={"user_id": "a", "n": 1}, seq=0), writer)
+        p.submit(Row(stream=STREAM, data={"user_id": "b", "n": 0}, seq=1), writer)
+        with pytest.raises(ConfigError):
+            p.wait_settled()
+        p.wait_idle_after_fatal()  # no timeout: returns only once the waiting row gave up
+    finally:
+        p.shutdown()
+    assert time.monotonic() - started < 5
+    assert isinstance(p.fatal, ConfigError)  # the first error is the one reported
+    assert writer.stop_calls == 1
+    assert not writer.cut.is_set()  # nothing on the wire was cut: only the wait ended
+
+
+def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers():
+    writer = WaitingWriter()
+    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0, on_stop=writer.on_stop, abort=writer.abort)
+    p.start()
+    p.submit(Row(stream=STREAM, data={"user_id": "a", "n": 2}, seq=0), writer)
+    assert writer.waiting.wait(5)
+    p.stop(RuntimeError("SIGTERM"))
+    p.wait_idle_after_fatal(timeout=0.2)  # the grace runs out with the row still on the wire
+    started = time.monotonic()
+    p.shutdown()
+    assert time.monotonic() - started < 5
+    assert writer.cut.is_set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("crowdtwist-worker")]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from destination_crowdtwist.sync.protocol import BadInput, PatchedAirbyteMessage, parse_messages
+from destination_crowdtwist.sync.protocol import BadInput, PatchedAirbyteMessage, fd_lines, parse_messages
 
 
 def rec(data: object, stream: str = "users") -> bytes:
@@ -72,3 +73,17 @@ def test_a_long_digit_run_does_not_let_nan_in() -> None:
     line = b'{"type": "RECORD", "record": {"stream": "s", "emitted_at": 0, "data": {"a": NaN, "b": 18446744073709551617}}}'
     [bad] = list(parse_messages([line]))
     assert isinstance(bad, BadInput)
+
+
+def test_fd_lines_splits_a_descriptor_into_lines_across_reads() -> None:
+    read_end, write_end = os.pipe()
+    payload = b'{"a":1}\n\n' + b"x" * 50 + b"\n" + b"tail without newline"
+    os.write(write_end, payload)
+    os.close(write_end)
+    try:
+        # 7-byte reads: lines span several reads, and a read holds the ends of several lines.
+        lines = list(fd_lines(read_end, chunk_size=7))
+    finally:
+        os.close(read_end)
+    assert lines == [b'{"a":1}\n', b"\n", b"x" * 50 + b"\n", b"tail without newline"]
+    assert b"".join(lines) == payload

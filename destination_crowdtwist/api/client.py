@@ -15,8 +15,14 @@ Decisions that matter for correctness:
 - Every answer is classified once, by the error table (``errors.classify_response``), when its
   ``ApiResponse`` is built; callers read ``response.resolution`` and ``response.rejection()``.
 - A hostile or broken server cannot stall or flood a worker: bodies are streamed and capped
-  (``max_body_bytes``), each attempt has a total deadline (``attempt_deadline``) on top of the socket
-  timeouts, and a Retry-After is honoured only up to ``retry_after_cap``.
+  (``max_body_bytes``), each attempt has one total deadline (``attempt_deadline``) from connecting to
+  the last byte of the body, status line and headers included, on top of the socket timeouts, and a
+  Retry-After is honoured only up to ``retry_after_cap``. requests and urllib3 have no total
+  timeout and a server trickling its status line at a byte a second never trips the read timeout,
+  so a watchdog thread (``api/deadline.py``) shuts the attempt's socket down at its deadline.
+- A stopping sync is not held up by waits: :meth:`CrowdTwistClient.stop` wakes every retry pause
+  (a 429's Retry-After can be a minute) and lets no new attempt start; :meth:`CrowdTwistClient.abort`
+  also cuts the attempts still on the wire (the end of SIGTERM's grace period).
 - Redirects are never followed: a redirected request would carry the credentials to another URL.
 - Every error carries a redacted request line: no api_key, no signature, user ids masked.
 """
@@ -40,11 +46,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 
 from destination_crowdtwist.api.concurrency import InFlightGate
+from destination_crowdtwist.api.deadline import Watch, Watchdog, WatchedAdapter, current_watch
 from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
@@ -253,7 +259,8 @@ class CrowdTwistClient:
         in_flight: shared ``InFlightGate``; every attempt passes it (before the budget, so a place is
             never held while a paced slot goes unused) and reports its round-trip time to it.
         clock / sleep / rand / wall_clock: injected for exact, fast tests. ``wall_clock`` (Unix time)
-            turns an HTTP-date Retry-After into seconds when the answer has no Date header.
+            turns an HTTP-date Retry-After into seconds when the answer has no Date header. Without
+            ``sleep``, a retry pause is a wait that :meth:`stop` ends at once.
         session: a prepared ``requests.Session`` (tests); the client then does not mount adapters.
         mask_path: masks user ids in request lines. It receives the path as sent (percent-encoded).
             Defaults to ``mask_user_segment`` (keeps the first character of the id).
@@ -264,9 +271,13 @@ class CrowdTwistClient:
             throttling (``check``) does not wait out maintenance either.
         retry_after_cap: the longest single wait a Retry-After header can ask for (also what the
             rate budget is told), so ``Retry-After: 3600`` cannot park every worker for an hour.
-        attempt_deadline: total seconds for one attempt, from sending to the last body byte; None means
-            connect + read timeout. A server trickling bytes slower than that counts as a read timeout.
+        attempt_deadline: total seconds for one attempt, from connecting to the last body byte (status
+            line and headers included); None means connect + read timeout. A server trickling bytes
+            slower than that counts as a read timeout. Enforced by a watchdog that shuts the socket
+            down, so only with the client's own session (not an injected one).
         max_body_bytes: the largest answer body read; a larger one counts as a server error.
+        stopping: the event :meth:`stop` sets; share it with the waits of other parts (the rate budget's
+            ``sleep``) so that they end when the sync stops too.
         retry_policy: the whole policy, when the knobs above are not enough (tests); when given,
             ``max_retries``, ``throttle_timeout``, ``unavailable_timeout`` and ``retry_after_cap``
             are ignored.
@@ -283,7 +294,7 @@ class CrowdTwistClient:
         rate_budget: RateBudget | None = None,
         in_flight: InFlightGate | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
         retry_policy: RetryPolicy | None = None,
         session: requests.Session | None = None,
@@ -295,6 +306,7 @@ class CrowdTwistClient:
         retry_after_cap: float = 60.0,
         attempt_deadline: float | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        stopping: threading.Event | None = None,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -328,7 +340,8 @@ class CrowdTwistClient:
         self._pausing = 0  # requests sleeping before a retry
         self._pausing_lock = threading.Lock()
         self._clock = clock
-        self._sleep = sleep
+        self._stopping = stopping if stopping is not None else threading.Event()
+        self._sleep = sleep if sleep is not None else self._stoppable_sleep
         self._rand = rand
         self._wall_clock = wall_clock
         self._mask_path = mask_path or mask_user_segment
@@ -339,7 +352,7 @@ class CrowdTwistClient:
             session = requests.Session()
             # max_retries=0: urllib3 must never resend a request on its own; it would replay the old
             # signature and timestamp, and could double an activity credit.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            adapter = WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             # CrowdTwist sets cookies we do not need; sharing a cookie jar between threads only adds state.
@@ -355,14 +368,45 @@ class CrowdTwistClient:
             session.trust_env = False
         session.headers["User-Agent"] = USER_AGENT
         self._session = session
+        self._watchdog = Watchdog()
 
     def __repr__(self) -> str:
         return f"CrowdTwistClient(base_url={self._base_url!r}, auth={self._auth!r})"
 
     def close(self) -> None:
-        """Close the connection pool (only if this client created the session)."""
+        """Close the connection pool (only if this client created the session) and stop the watchdog."""
+        self._watchdog.close()
         if self._owns_session:
             self._session.close()
+
+    def stop(self) -> None:
+        """The sync is stopping: retry pauses end now and no new attempt starts (each such request raises
+        ``TransientError``); attempts on the wire go on until they end (see :meth:`abort`).
+        """
+        self._stopping.set()
+
+    def abort(self) -> None:
+        """:meth:`stop`, and cut the attempts on the wire (their requests may have landed: uncertain)."""
+        self._stopping.set()
+        self._watchdog.abort_all()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` or :meth:`abort` was called."""
+        return self._stopping.is_set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; return as soon as the sync stops (writers' waits use it)."""
+        self._stopping.wait(max(0.0, seconds))
+
+    _stoppable_sleep = wait
+
+    def _raise_if_stopping(self, line: str) -> None:
+        if self._stopping.is_set():
+            raise TransientError(
+                "The sync is stopping, so this request was not sent (again); the next attempt sends it.",
+                request_line=line,
+            )
 
     def __enter__(self) -> CrowdTwistClient:
         return self
@@ -429,7 +473,7 @@ class CrowdTwistClient:
                 with self._pausing_lock:
                     self._pausing += 1
                 try:
-                    self._sleep(decision.delay)
+                    self._sleep(decision.delay)  # ends early when the sync stops
                 finally:
                     with self._pausing_lock:
                         self._pausing -= 1
@@ -448,6 +492,7 @@ class CrowdTwistClient:
 
     def _gated_attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """One attempt inside the in-flight gate and the rate budget; its round trip feeds the gate."""
+        self._raise_if_stopping(wire.line)
         gate = self._in_flight
         if gate is not None:
             gate.enter()
@@ -455,6 +500,8 @@ class CrowdTwistClient:
         try:
             if self._rate_budget is not None:
                 self._rate_budget.acquire()
+            # A stop while waiting for a place or a send slot: nothing was sent, nothing is.
+            self._raise_if_stopping(wire.line)
             self.stats.record_attempt(wire.endpoint)
             sent = self._clock()
             result = self._attempt(wire)
@@ -489,6 +536,12 @@ class CrowdTwistClient:
     def _attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """Send once: the answer (OK or REJECT), a failure to decide on, or raise ConfigError."""
         deadline = self._clock() + self._attempt_deadline
+        # The watchdog's deadline covers everything, from connecting to the last byte: a status line or
+        # headers trickled a byte at a time never trip the socket's read timeout.
+        with self._watchdog.watching(Watch(time.monotonic() + self._attempt_deadline)) as watch:
+            return self._send(wire, deadline, watch)
+
+    def _send(self, wire: _Wire, deadline: float, watch: Watch) -> ApiResponse | _Failure:
         try:
             response = self._session.request(
                 wire.method,
@@ -504,13 +557,25 @@ class CrowdTwistClient:
             )
         except requests.RequestException as exc:
             self.stats.add("connection_errors")
+            if watch.was_cut:
+                return self._cut_failure(watch, wire.line)
             return self._network_failure(exc, wire.line)
         try:
-            return self._answer(response, wire.line, wire.template, deadline)
+            result = self._answer(response, wire.line, wire.template, deadline)
+            if watch.was_cut and isinstance(result, ApiResponse):
+                # Cut while the body was read: a body without a length may look complete but is not.
+                self.stats.add("connection_errors")
+                return self._cut_failure(watch, wire.line)
+            return result
         finally:
             # After a complete read the connection is already back in the pool; otherwise this drops it,
             # so a half-read answer never reaches the next request on a reused connection.
             response.close()
+
+    def _cut_failure(self, watch: Watch, line: str) -> _Failure:
+        if watch.aborted:
+            return self._lost("the sync is stopping and the request was cut off", line)
+        return self._lost(f"no complete answer within {self._attempt_deadline:g}s", line)
 
     def _answer(self, response: requests.Response, line: str, endpoint: str, deadline: float) -> ApiResponse | _Failure:
         status = response.status_code
@@ -585,6 +650,9 @@ class CrowdTwistClient:
                 chunks.append(chunk)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self.stats.add("connection_errors")
+            watch = current_watch()
+            if watch is not None and watch.was_cut:
+                return self._cut_failure(watch, line)
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
                 return self._lost(f"no answer within {self._timeout[1]:g}s", line)
             if isinstance(exc, urllib3.exceptions.ProtocolError | OSError):

@@ -26,6 +26,7 @@ tested exactly; boto3 is imported only when a client is made, so the CDK-free la
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import json
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from destination_crowdtwist.api.deadline import Watch, Watchdog, watch_socket
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.api.retry import RetryPolicy, backoff_delay
 from destination_crowdtwist.config import S3Storage
@@ -412,13 +414,26 @@ class S3Client:
         )
         self._client: Any = None
         self._expires_at: float | None = None
+        # One deadline per call, from connecting to the last byte (botocore has only socket timeouts,
+        # which a server trickling its status line a byte at a time never trips).
+        self._deadline = connect_timeout + read_timeout
+        self._watchdog = Watchdog()
 
     @property
     def client(self) -> Any:
-        """The boto3 client (a new one when an assumed role is about to expire)."""
+        """The boto3 client (a new one when an assumed role is about to expire); each of its calls has
+        one deadline, connect + read timeout, for the whole exchange (a late call raises botocore's
+        ``ReadTimeoutError``).
+        """
         if self._client is None or (self._expires_at is not None and self._clock() > self._expires_at):
-            self._client = self._make()
+            boto_client = self._make()
+            _watch_connections(boto_client)
+            self._client = _DeadlineCalls(boto_client, self._watchdog, self._deadline)
         return self._client
+
+    def close(self) -> None:
+        """Stop the deadline watchdog's thread."""
+        self._watchdog.close()
 
     def _make(self) -> Any:
         storage = self.storage
@@ -451,6 +466,91 @@ class S3Client:
     def failure(self, exc: BaseException) -> S3Failure:
         """What went wrong, in words."""
         return failure_from_exception(exc, self.storage)
+
+
+class _DeadlineCalls:
+    """A boto3 client whose every call is watched: its socket is cut once ``seconds`` have passed."""
+
+    def __init__(self, client: Any, watchdog: Watchdog, seconds: float) -> None:
+        self._client = client
+        self._watchdog = watchdog
+        self._seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if name.startswith("_") or name == "meta" or not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._watchdog.watching(Watch(time.monotonic() + self._seconds)) as watch:
+                try:
+                    return value(*args, **kwargs)
+                except Exception:
+                    if not watch.was_cut:
+                        raise
+                    from botocore.exceptions import ReadTimeoutError
+
+                    # Classified like any timeout (failure_from_exception): retried, then "timed out".
+                    raise ReadTimeoutError(endpoint_url=self.storage_endpoint) from None
+
+        return call
+
+    @property
+    def storage_endpoint(self) -> str:
+        return str(getattr(self._client.meta, "endpoint_url", ""))
+
+
+def _watch_connections(client: Any) -> None:
+    """Make the boto3 client's connections hand their sockets to the watchdog (api/deadline.py).
+
+    botocore keeps its urllib3 pool classes on its HTTP session; a botocore without them (another
+    version) keeps the socket timeouts only.
+    """
+    http = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    manager = getattr(http, "_manager", None)
+    if http is None or manager is None or not hasattr(http, "_pool_classes_by_scheme"):
+        logger.warning("This botocore keeps its connections to itself: S3 calls have socket timeouts only.")
+        return
+    pools = _watched_pool_classes()
+    http._pool_classes_by_scheme = pools
+    manager.pool_classes_by_scheme = pools
+
+
+@functools.cache
+def _watched_pool_classes() -> dict[str, Any]:
+    from botocore.awsrequest import (
+        AWSHTTPConnection,
+        AWSHTTPConnectionPool,
+        AWSHTTPSConnection,
+        AWSHTTPSConnectionPool,
+    )
+
+    class WatchedAWSHTTPConnection(AWSHTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            watch_socket(self.sock)
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            watch_socket(self.sock)  # a reused keep-alive connection: connect() is not called again
+            return super().request(*args, **kwargs)
+
+    class WatchedAWSHTTPSConnection(AWSHTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            watch_socket(self.sock)
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            watch_socket(self.sock)
+            return super().request(*args, **kwargs)
+
+    class WatchedHTTPPool(AWSHTTPConnectionPool):
+        ConnectionCls = WatchedAWSHTTPConnection
+
+    class WatchedHTTPSPool(AWSHTTPSConnectionPool):
+        ConnectionCls = WatchedAWSHTTPSConnection
+
+    return {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
 
 
 # --- the sink --------------------------------------------------------------------------------------------
@@ -563,10 +663,13 @@ class S3RejectSink:
 
     def close(self) -> None:
         """Upload what is left (rows after the last state). After a failure that was raised, let go."""
-        if self._error is not None:
-            self._pending.clear()
-            return
-        self.flush()
+        try:
+            if self._error is not None:
+                self._pending.clear()
+                return
+            self.flush()
+        finally:
+            self._client.close()
 
     def _upload(self, key: str, body: bytes, rows: int) -> None:
         storage = self.storage
@@ -627,8 +730,9 @@ def probe(
     region); a 403 there is left to the upload, which names the reason (unknown key, wrong secret,
     denied). Nothing in the answer holds a secret.
     """
+    own: S3Client | None = None
     try:
-        s3 = client if client is not None else S3Client(storage, connect_timeout=5.0, read_timeout=20.0)
+        s3 = client if client is not None else (own := S3Client(storage, connect_timeout=5.0, read_timeout=20.0))
         try:
             response = s3.client.head_bucket(Bucket=storage.s3_bucket_name)
             headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
@@ -655,6 +759,9 @@ def probe(
     except Exception as exc:  # noqa: BLE001 - classified by failure_from_exception, which re-raises the unknown
         # Making the client (or assuming the role) failed.
         return _check_message(failure_from_exception(exc, storage))
+    finally:
+        if own is not None:
+            own.close()
     return None
 
 

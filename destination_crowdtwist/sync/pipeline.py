@@ -14,6 +14,8 @@ The pipeline keeps three promises while doing that:
 
 A sync-stopping error (bad credentials mid-sync, retries exhausted) makes workers stop taking new
 rows; rows already in flight finish and settle, so the states they complete can still be echoed.
+Rows that are only waiting (a 429's Retry-After, pacing) stop waiting at once (``on_stop``) and stay
+unsettled; at shutdown the requests still on the wire are cut (``abort``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBefo
 logger = logging.getLogger("airbyte")
 
 _STOP = object()
+#: How long shutdown waits for the workers in all (their waits end and their requests are cut first).
+SHUTDOWN_JOIN_SECONDS = 10.0
 #: How a row that was refused before any parsing is named in logs (its identifier was never read).
 NOT_PARSED = "(not parsed)"
 
@@ -61,7 +65,7 @@ class Pipeline:
     and a worker leaves, between rows, when there are more than wanted.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword options: the client's hooks, limits, the clock
         self,
         report: SyncReport,
         *,
@@ -74,6 +78,8 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         limits: RecordLimits | None = None,
         max_pending_bytes: int = 64 * 1024 * 1024,
+        on_stop: Callable[[], None] | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         self._report = report
         self._limits = limits or RecordLimits()
@@ -101,6 +107,8 @@ class Pipeline:
         self._clock = clock
         self._started_at = clock()
         self._stop_progress = threading.Event()
+        self._on_stop = on_stop
+        self._abort = abort
         self.peak_pending = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -122,12 +130,18 @@ class Pipeline:
         self._stop_progress.set()
         with self._cond:
             self._closing = True
+            busy = self._busy
+        if busy and self._abort is not None:
+            # Rows still running now are abandoned (SIGTERM's grace is over): cut their requests, so
+            # no worker is still running (and logging) when the process exits.
+            self._abort()
         with self._workers_lock:  # no worker starts after this
             threads = list(self._threads)
         for _ in threads:
             self._tasks.put(_STOP)
+        deadline = time.monotonic() + SHUTDOWN_JOIN_SECONDS
         for t in threads:
-            t.join(timeout=60)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._workers_lock:
             self._threads.clear()
 
@@ -292,6 +306,10 @@ class Pipeline:
     def _fail_locked(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
+            if self._on_stop is not None:
+                # Rows waiting out a 429 (or pacing) would go on for up to minutes: end their waits now.
+                # They stay unsettled, so no state after them is echoed.
+                self._on_stop()
         self._cond.notify_all()
 
     # -- workers -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -108,6 +109,42 @@ def _write_line(text: str) -> None:
         PRINT_BUFFER.flush()
         sys.stdout.write(line)
         sys.stdout.flush()
+
+
+#: Bytes asked for per read of the input (:func:`fd_lines`).
+_INPUT_CHUNK = 64 * 1024
+
+
+def fd_lines(fd: int, chunk_size: int = _INPUT_CHUNK) -> Iterator[bytes]:
+    """The lines of a file descriptor (each with its newline, the last one maybe without), read with
+    ``os.read``.
+
+    Not ``sys.stdin.buffer``: its reader holds the buffer's lock while it blocks in a read, and the
+    reader thread of ``write`` is blocked there whenever the source is quiet. When the sync stops
+    early (a config error mid-sync, SIGTERM) while the source is still connected, interpreter
+    finalization then closes stdin, cannot take that lock, and aborts the process ("Fatal Python
+    error: _enter_buffered_busy ... <no Python frame>", SIGABRT) instead of exiting with the
+    sync's error. A raw read holds no lock.
+    """
+    parts: list[bytes] = []  # an unfinished line, in pieces (a long line costs no quadratic joins)
+    while True:
+        chunk = os.read(fd, chunk_size)
+        if not chunk:
+            if parts:
+                yield b"".join(parts)
+            return
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            piece = chunk[start:end + 1]
+            if parts:
+                parts.append(piece)
+                yield b"".join(parts)
+                parts = []
+            else:
+                yield piece
+            start = end + 1
+        if start < len(chunk):
+            parts.append(chunk[start:])
 
 
 #: How much of an unusable input line is kept for the reject sinks (the rest is cut).

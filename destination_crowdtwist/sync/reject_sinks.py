@@ -11,7 +11,10 @@ not to; the user's bucket keeps the data as received, because fixing rows needs 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from typing import IO, Protocol
 
 from destination_crowdtwist.api.errors import ConfigError
@@ -48,12 +51,7 @@ class LocalFileSink:
         self._include_pii = include_pii
         self._file: IO[str] | None
         self._failed_once = False
-        try:
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise ConfigError(
-                f"rejected_records_path cannot be opened for writing ({exc.strerror}); choose a writable file path"
-            ) from exc
+        self._file = _open_for_append(path)
 
     def add(self, row: Row, outcome: Outcome) -> None:
         """Write the row's line (buffered until :meth:`flush`)."""
@@ -124,3 +122,50 @@ class LocalFileSink:
         except OSError as exc:
             if not self._failed_once:
                 raise self._failed(exc) from None
+
+
+def _open_for_append(path: str) -> IO[str]:
+    """``path`` opened for appending, never blocking: a regular file (created if missing) or a device.
+
+    Opened with O_NONBLOCK, so a FIFO (named pipe) that nothing reads fails at once (ENXIO) instead of
+    blocking the sync before its first row. FIFOs and sockets are refused even with a reader: a
+    write blocks whenever the reader is slow and fails once it is gone, so the rows would not be
+    kept. Character devices are accepted (``/dev/null`` discards the rows, as asked).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise _not_a_file(path, "a named pipe (FIFO) that nothing reads") from None
+        raise ConfigError(
+            f"rejected_records_path cannot be opened for writing ({exc.strerror}); choose a writable file path"
+        ) from exc
+    kind = _unusable_kind(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise _not_a_file(path, kind)
+    try:
+        os.set_blocking(fd, True)  # blocking writes from here on, as for any file
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _unusable_kind(mode: int) -> str | None:
+    """What the file is when rejected rows cannot be kept in it (None: a regular file or a device)."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISREG(mode) or stat.S_ISCHR(mode):
+        return None
+    return "neither a regular file nor a device"
+
+
+def _not_a_file(path: str, kind: str) -> ConfigError:
+    return ConfigError(
+        f"rejected_records_path {path} is {kind}: rejected rows must go to a regular file (a write to a pipe "
+        "blocks while nothing reads it). Choose a file path."
+    )
