@@ -306,7 +306,7 @@ def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Pa
 TIERS = {
     "check": 'pytest -m "not slow and not perf"',
     "test": 'pytest -m "not soak and not perf"',
-    "soak": "pytest -m soak integration_tests/test_fault_matrix.py",
+    "soak": "pytest -m soak integration_tests/test_fault_matrix.py integration_tests/test_orderly_stop.py",
     "perf": "pytest -m perf",
 }
 CI_TARGETS = ["test", "soak", "perf"]
