@@ -46,6 +46,7 @@ from destination_crowdtwist.api.errors import Action, ConfigError, CrowdTwistErr
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
 from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
+from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.records.rejection import value as quoted_value
 from destination_crowdtwist.writers.base import (
@@ -67,6 +68,8 @@ logger = logging.getLogger("airbyte")
 #: The key under which every credit's dedupe key is stored in CrowdTwist's ``extra_data``.
 DEDUPE_KEY_FIELD = "airbyte_dedupe_key"
 KNOWN_FIELDS = frozenset({"user_id", "activity_id", "num_points", "activity_date", "extra_data"})
+#: Ignored field names listed per stream in the closing log line (the rest are "and more").
+MAX_IGNORED_FIELDS_LISTED = 50
 
 
 @dataclass
@@ -139,7 +142,9 @@ class ActivityCreditWriter:
         # accepted (a repeat of an accepted row is a duplicate; a repeat of a rejected one is tried);
         # and each member's activity history once read. Exact, and off the Python heap.
         self._memory = CreditMemory()
-        self._unknown_fields_logged: set[tuple[str, str]] = set()
+        # Fields of the rows that are not credit fields, by stream (a dict keeps their first-seen order).
+        # Logged once, one line per stream, when the sync ends: a line per field would flood the log.
+        self._ignored_fields: dict[str, dict[str, None]] = {}
         # Answers lost after a credit was sent, by what the activity history then showed (for the
         # closing log line: an operator sees that verification ran and what it decided).
         self._lost_answers = {"landed": 0, "resent": 0}
@@ -187,6 +192,7 @@ class ActivityCreditWriter:
         if self._ledger is not None:
             self._ledger.close()
         self._memory.close()
+        self._log_ignored_fields()
         landed, resent = self._lost_answers["landed"], self._lost_answers["resent"]
         if landed or resent:
             logger.info(
@@ -220,6 +226,13 @@ class ActivityCreditWriter:
             return Outcome(
                 kind=OutcomeKind.DUPLICATE, member=member,
                 message=f"same event as row {credit.duplicate_of} of this sync; credited once",
+            )
+        if credit.duplicate_of is None and self._memory.accepted(credit.event):
+            # The first row of the event, tried again after waiting for its member (sync/deferral.py),
+            # while a later row of the same event was credited meanwhile.
+            return Outcome(
+                kind=OutcomeKind.DUPLICATE, member=member,
+                message="same event as a later row of this sync; credited once",
             )
         if self.cfg.dry_run:
             return self._dry_run(credit, member)
@@ -498,6 +511,7 @@ class ActivityCreditWriter:
                                  activity_date=activity_date, extra_data=extra, event_id=event_id))
 
     def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
+        """Note the row's fields that are not credit fields (listed by :meth:`_log_ignored_fields`)."""
         for name in data:
             if name in KNOWN_FIELDS or name in (row.stream.id_field, self.cfg.event_id_field):
                 continue
@@ -505,13 +519,18 @@ class ActivityCreditWriter:
                 continue
             if name in self._mapping:
                 continue  # a field_mapping source: used under its mapped name
-            marker = (row.stream.label, name)
-            if marker not in self._unknown_fields_logged:
-                self._unknown_fields_logged.add(marker)
-                logger.info(
-                    f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field)."
-                )
+            fields = self._ignored_fields.setdefault(row.stream.label, {})
+            if name not in fields and len(fields) <= MAX_IGNORED_FIELDS_LISTED:  # bounded: rows may have any keys
+                fields[name] = None
 
+    def _log_ignored_fields(self) -> None:
+        """One INFO line per stream naming each field that was not sent, once."""
+        for stream, fields in self._ignored_fields.items():
+            names = [name if self.cfg.log_pii else mask_key_path(name) for name in fields]
+            listed = ", ".join(repr(name) for name in names[:MAX_IGNORED_FIELDS_LISTED])
+            more = " and more" if len(names) > MAX_IGNORED_FIELDS_LISTED else ""
+            logger.info(f"Activity Credit: stream {stream}: fields ignored (not credit fields): {listed}{more}.")
+        self._ignored_fields.clear()
 
 ANY_ACTIVITY = "*"
 
