@@ -114,6 +114,8 @@ class Scenario:
     resend: Mapping[str, Any] | None = None
     resend_stops: Literal["transient_error", "config_error"] | None = None
     pii: int = 0  # people whose data is planted in odd places (pii_corpus); their rows must be rejected
+    # "both" only: every credit line before every profile line (the platform does not promise stream order).
+    credits_first: bool = False
 
 
 RETRIES = {"max_retries": 10}
@@ -196,6 +198,10 @@ SCENARIOS: list[Scenario] = [
     # whose validation errors echo the whole input: masked reject file and logs must hold none of it.
     Scenario("pii-odd-places/echoing-server/profiles", "profiles", {"echo_input_in_errors": True}, rows=12,
              pii=3, seed=25, config={"reject_stop_sample": 0}, sprung={"400": 3}),
+    # Issue 18: the credit stream before the member stream of a first sync. Each credit answers "not found",
+    # waits for its member, and is credited once the member exists; states wait for it; fail-fast (on by
+    # default) sees final outcomes only. (Killed in the middle, then replayed: in the soak.)
+    Scenario("credits-first/two-streams/stream-states", "both", every=5, credits_first=True, sprung={"404": 5}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -233,6 +239,9 @@ SOAK: list[Scenario] = [
     Scenario("soak/history-endless-pages/full-resend", "credits", rows=6,
              resend={"history_answer_shape": "endless_pages"}, resend_stops="config_error",
              sprung={"history:endless_pages": 100}),
+    # Issue 18, credits before members (see SCENARIOS): killed once while credits wait, then the replay.
+    Scenario("soak/credits-first/kill-9/two-streams/shifted", "both", KILL, rows=36, interrupt="kill",
+             interruptions=1, replay="shifted", seed=26, credits_first=True, sprung={"404": 3}),
 ]
 
 
@@ -317,6 +326,8 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
     if scenario.pii:
         planted, data.people = pii_corpus(scenario.shape, scenario.pii, prefix=prefix, seed=scenario.seed)
         rows = mix(rows, planted, scenario.seed + 1)
+    if scenario.credits_first:
+        rows = [line for line in rows if line.stream == DA_CREDITS] + [line for line in rows if line.stream != DA_CREDITS]
     streams = STREAMS[scenario.shape]
     lines = layout(rows, scenario.every, scenario.state_type, streams, first_id=1)
 
