@@ -223,7 +223,7 @@ def activity_credit_schema(
             f" Optional: a row without one is credited to the default activity {default_activity_id} "
             "(default_activity_id)."
         )
-    member = "Identifies the member to credit, who must already exist."
+    member = "Identifies the member to credit: one who exists, or whom a member stream of the same sync creates."
     properties: dict[str, Any] = {
         "email_address": _s(f"The member's email address. {member}", format="email"),
         "third_party_id": _s(f"Your own id of the member. {member}"),
