@@ -47,7 +47,7 @@ from destination_crowdtwist.sync.protocol import (
     traced,
 )
 from destination_crowdtwist.sync.report import SyncReport
-from destination_crowdtwist.sync.routing import route_stream
+from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_streams
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
@@ -258,6 +258,11 @@ class DestinationCrowdtwist(Destination):
         except CrowdTwistError as exc:
             raise traced(exc) from None
         _warn_full_refresh_credits(configured_catalog, streams, cfg)
+        for name in unmatched_mapping_streams(cfg, streams.values()):
+            logger.warning(
+                f"field_mapping has rules for stream {name!r}, which is not in this connection's catalog: they apply "
+                "to no row. Check the stream name (its name, or namespace.name)."
+            )
         yield from _Sync(cfg, streams, index_clock=self._index_clock).run(input_messages)
 
 

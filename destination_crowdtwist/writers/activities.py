@@ -32,6 +32,7 @@ happen once:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -45,7 +46,12 @@ from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.api.errors import Action, ConfigError, CrowdTwistError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
-from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
+from destination_crowdtwist.records.mapping import (
+    MappingOptions,
+    apply_field_mapping,
+    normalise_user_id,
+    rules_for_stream,
+)
 from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.records.rejection import value as quoted_value
@@ -54,6 +60,7 @@ from destination_crowdtwist.writers.base import (
     OutcomeKind,
     Prepared,
     Row,
+    StreamContext,
     api_rejection,
     member_key,
     member_label,
@@ -153,8 +160,9 @@ class ActivityCreditWriter:
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
         self._ledger_trusted = False
         self._started = clock()
-        self._mapping = {m.source: m.destination for m in cfg.field_mapping}
         self._mapping_options = cfg.mapping_options()
+        # Each stream's field_mapping rules (its own and those for every stream), and their sources.
+        self._stream_mapping: dict[tuple[str | None, str], tuple[MappingOptions, frozenset[str]]] = {}
 
     # -- Writer protocol ---------------------------------------------------------------------
 
@@ -467,8 +475,9 @@ class ActivityCreditWriter:
     # -- parsing ----------------------------------------------------------------------------------
 
     def _parse(self, row: Row) -> Credit:
-        data = apply_field_mapping(row.data, self._mapping_options) if self._mapping else row.data
-        self._log_unknown_fields(row, data)
+        options, sources = self._mapping_for(row.stream)
+        data = apply_field_mapping(row.data, options) if options.field_mapping else row.data
+        self._log_unknown_fields(row, data, sources)
         # The same identifier rules (and so the same member key) as User Profile rows.
         stream = row.stream
         user_id = normalise_user_id(data.get(stream.id_field), stream.id_type, stream.id_field)
@@ -510,14 +519,24 @@ class ActivityCreditWriter:
                       dedupe_key(row, user_id, activity_id, num_points=num_points,
                                  activity_date=activity_date, extra_data=extra, event_id=event_id))
 
-    def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
+    def _mapping_for(self, stream: StreamContext) -> tuple[MappingOptions, frozenset[str]]:
+        """The stream's mapping options (its field_mapping rules) and the sources they read."""
+        found = self._stream_mapping.get(stream.key)
+        if found is None:
+            rules = rules_for_stream(self.cfg.field_mapping, stream.namespace, stream.name)
+            found = (dataclasses.replace(self._mapping_options, field_mapping=rules),
+                     frozenset(rule.source for rule in rules))
+            self._stream_mapping[stream.key] = found
+        return found
+
+    def _log_unknown_fields(self, row: Row, data: Mapping[str, Any], sources: frozenset[str]) -> None:
         """Note the row's fields that are not credit fields (listed by :meth:`_log_ignored_fields`)."""
         for name in data:
             if name in KNOWN_FIELDS or name in (row.stream.id_field, self.cfg.event_id_field):
                 continue
             if name.startswith(("_airbyte_", "_ab_")):
                 continue
-            if name in self._mapping:
+            if name in sources:
                 continue  # a field_mapping source: used under its mapped name
             fields = self._ignored_fields.setdefault(row.stream.label, {})
             if name not in fields and len(fields) <= MAX_IGNORED_FIELDS_LISTED:  # bounded: rows may have any keys
