@@ -51,6 +51,7 @@ from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
+from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 
 logger = logging.getLogger("airbyte")
 
@@ -340,7 +341,7 @@ class _Sync:
             return None  # a dry run creates no member: waiting would change nothing
         if any(writer.barrier_at_states for writer in writers.values()):
             objects = {stream.object_name for stream in self.streams.values()}
-            if {"user_profile", "activity_credit"} <= objects:
+            if {USER_PROFILE, ACTIVITY_CREDIT} <= objects:
                 logger.warning(
                     f"credit_verification={self.cfg.credit_verification} puts a barrier at every state, so credits "
                     "whose member does not exist yet cannot wait for the member stream of this sync: they are "
