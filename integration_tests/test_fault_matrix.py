@@ -200,8 +200,10 @@ SCENARIOS: list[Scenario] = [
              pii=3, seed=25, config={"reject_stop_sample": 0}, sprung={"400": 3}),
     # Issue 18: the credit stream before the member stream of a first sync. Each credit answers "not found",
     # waits for its member, and is credited once the member exists; states wait for it; fail-fast (on by
-    # default) sees final outcomes only. (Killed in the middle, then replayed: in the soak.)
+    # default) sees final outcomes only. Then killed while credits wait, and the platform's replay.
     Scenario("credits-first/two-streams/stream-states", "both", every=5, credits_first=True, sprung={"404": 5}),
+    Scenario("credits-first/kill-9/two-streams/shifted", "both", KILL, rows=36, interrupt="kill", interruptions=1,
+             replay="shifted", seed=26, credits_first=True, sprung={"404": 3}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -239,9 +241,10 @@ SOAK: list[Scenario] = [
     Scenario("soak/history-endless-pages/full-resend", "credits", rows=6,
              resend={"history_answer_shape": "endless_pages"}, resend_stops="config_error",
              sprung={"history:endless_pages": 100}),
-    # Issue 18, credits before members (see SCENARIOS): killed once while credits wait, then the replay.
-    Scenario("soak/credits-first/kill-9/two-streams/shifted", "both", KILL, rows=36, interrupt="kill",
-             interruptions=1, replay="shifted", seed=26, credits_first=True, sprung={"404": 3}),
+    # Issue 18, credits before members (see SCENARIOS), in GLOBAL states, killed three times.
+    Scenario("soak/credits-first/kill-9x3/two-streams/global-states", "both", KILL, rows=60, every=8,
+             state_type="GLOBAL", interrupt="kill", interruptions=3, replay="shifted", seed=27, credits_first=True,
+             sprung={"404": 3}),
 ]
 
 

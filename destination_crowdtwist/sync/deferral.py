@@ -152,14 +152,14 @@ class DeferredRows:
                 return False
             return self._db.execute("SELECT 1 FROM rows WHERE member = ? LIMIT 1", (member,)).fetchone() is not None
 
-    def take_member(self, member: str) -> list[Deferred]:
-        """Remove and return the rows of ``member``, in input order."""
+    def take_member(self, member: str, limit: int) -> list[Deferred]:
+        """Remove and return the earliest ``limit`` rows of ``member``, in input order."""
         with self._guard():
             found = self._db.execute(
                 "SELECT seq, member, ticket, size, namespace, stream, verify, emitted_at, data FROM rows "
-                "WHERE member = ? ORDER BY seq", (member,)
+                "WHERE member = ? ORDER BY seq LIMIT ?", (member, max(0, limit))
             ).fetchall()
-            self._db.execute("DELETE FROM rows WHERE member = ?", (member,))
+            self._db.executemany("DELETE FROM rows WHERE seq = ?", [(item[0],) for item in found])
             self._count -= len(found)
             return [self._load(item) for item in found]
 

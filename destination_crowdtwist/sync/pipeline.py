@@ -381,18 +381,21 @@ class Pipeline:
             if creates_members(row.stream):
                 self._creators_pending -= 1
             wait = self._member_wait
-            if wait is not None and wait.waits(row, outcome, creators_pending=self._creators_pending):
+            waits = wait is not None and wait.waits(row, outcome, creators_pending=self._creators_pending)
+            if waits:
                 self._defer_locked(task)
             else:
                 self._settle_locked(row, task.ticket, outcome)
                 if task.retry:
                     self._waited["written" if outcome.accepted else "rejected"] += 1
-                if self._fatal is None and outcome.accepted and row.stream.object_name == USER_PROFILE:
-                    self._requeue_member_locked(member)
             if self._fatal is not None:
                 return None
             self._pending -= 1
             self._pending_bytes -= task.size
+            # The member exists now (its row was accepted), or its waiting rows are being run in batches
+            # (a retried row that settled): its next waiting rows go first, before its later rows.
+            if not waits and ((outcome.accepted and row.stream.object_name == USER_PROFILE) or task.retry):
+                self._requeue_member_locked(member)
             waiting = self._waiting[member]
             nxt = waiting.popleft() if waiting else None
             if nxt is None:
@@ -412,6 +415,7 @@ class Pipeline:
             self._fail_locked(exc)
             return
         self._writers_by_object.setdefault(row.stream.object_name, task.writer)
+        self._cond.notify_all()  # its place in the bounded queue is free (the reader may be waiting for one)
         if not task.retry:
             if not self._waited["deferred"]:
                 logger.info(
@@ -435,11 +439,16 @@ class Pipeline:
         return _Task(prepared, writer, waiting.ticket, waiting.size, retry=True)
 
     def _requeue_member_locked(self, member: str) -> None:
-        """A member's row was accepted: its waiting rows run next, before its later rows, in input order."""
+        """A member's row was accepted: its waiting rows run next, before its later rows, in input order.
+
+        As many as fit in ``max_pending`` (at least one); when the last of them settled, the next ones
+        follow (``_run``), so a member with a million waiting rows does not load them all at once.
+        """
         if self._deferred is None or not self._deferred.has_member(member):
             return
+        room = max(1, self.max_pending - self._pending)
         try:
-            tasks = [t for t in map(self._retry_task, self._deferred.take_member(member)) if t is not None]
+            tasks = [t for t in map(self._retry_task, self._deferred.take_member(member, room)) if t is not None]
         except BaseException as exc:  # noqa: BLE001 - the store failed: stop (the rows stay unsettled)
             self._fail_locked(exc)
             return
