@@ -5,13 +5,15 @@ member stream that creates its members. Each such credit answers "not found". Re
 loses it (the member appears a moment later), and the early stop on systematic rejection
 (``reject_stop_share``) fires before any member row is read, so every retry fails the same way.
 
-Instead, while a stream routed to ``user_profile`` is still to come (:class:`MemberWait`), a row
-answered "not found" is *deferred*: stored, not settled. It is tried again
+Instead, while a stream that creates members (``user_profile``, upsert or insert) is still to come
+or still has rows being written (:class:`MemberWait`), a row answered "not found" is *deferred*:
+stored, not settled. It is tried again
 
 * as soon as a ``user_profile`` row of the same member is accepted (it then runs right after that
-  row, before the member's later rows, so the member's order is kept), or
-* once every member stream has ended (a ``COMPLETE`` or ``INCOMPLETE`` stream status, else the end
-  of the input): then a "not found" is final and the row is rejected as ``not_found``.
+  row, before the member's later rows, so the member's order is kept; a member's waiting rows come
+  back in batches that fit the pipeline's bound on pending rows), or
+* once every such stream has ended (a ``COMPLETE`` or ``INCOMPLETE`` stream status, else the end
+  of the input) and its rows are written: then a "not found" is final (``not_found``).
 
 A deferred row is not settled, so no state after it is echoed until it is (states stay exact), and
 the fail-fast rule sees only final outcomes. The rows themselves are kept in a private temporary

@@ -5,6 +5,7 @@ The pipeline keeps three promises while doing that:
 
 * **Bounded memory** — at most ``max_pending`` rows are inside the pipeline (queued, waiting for
   their member, or in flight); the reader blocks when it is full, which back-pressures the source.
+  (Rows waiting for a member *to be created*, below, are kept on disk, outside that bound.)
 * **Per-member order** — rows with the same member key are applied in input order and never two
   at once (updates must not overtake each other; a credit must not race its member's create). A
   member's next row is run by the worker that finished the previous one.
