@@ -496,7 +496,12 @@ def _field_mapping(raw: Any) -> tuple[FieldMapping, ...]:
         source, dest = item.get("source"), item.get("destination")
         if not isinstance(source, str) or not source or not isinstance(dest, str) or not dest:
             raise ConfigError(f"field_mapping[{i}] needs a non-empty 'source' and 'destination'")
-        result.append(FieldMapping(source=source, destination=dest))
+        stream = item.get("stream")
+        if isinstance(stream, str) and not stream.strip():
+            stream = None  # an emptied field of the form: every stream
+        if stream is not None and not isinstance(stream, str):
+            raise ConfigError(f"field_mapping[{i}].stream must be a stream name (text), or left empty for every stream")
+        result.append(FieldMapping(source=source, destination=dest, stream=stream.strip() if stream else None))
     return tuple(result)
 
 

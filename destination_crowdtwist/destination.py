@@ -34,6 +34,7 @@ from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
 from destination_crowdtwist.records.limits import RecordLimits
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
+from destination_crowdtwist.sync.deferral import MemberWait
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import (
     BadInput,
@@ -47,10 +48,11 @@ from destination_crowdtwist.sync.protocol import (
     traced,
 )
 from destination_crowdtwist.sync.report import SyncReport
-from destination_crowdtwist.sync.routing import route_stream
+from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_streams
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
+from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 
 logger = logging.getLogger("airbyte")
 
@@ -259,6 +261,11 @@ class DestinationCrowdtwist(Destination):
         except CrowdTwistError as exc:
             raise traced(exc) from None
         _warn_full_refresh_credits(configured_catalog, streams, cfg)
+        for name in unmatched_mapping_streams(cfg, streams.values()):
+            logger.warning(
+                f"field_mapping has rules for stream {name!r}, which is not in this connection's catalog: they apply "
+                "to no row. Check the stream name (its name, or namespace.name)."
+            )
         yield from _Sync(cfg, streams, index_clock=self._index_clock).run(input_messages)
 
 
@@ -296,6 +303,9 @@ class _Sync:
             on_stop=client.stop,
             abort=client.abort,
         )
+        member_wait = self._member_wait(writers)
+        if member_wait is not None:
+            pipeline.wait_for_members(member_wait)
         if cfg.dry_run:
             logger.warning(
                 "Dry run: nothing is written to CrowdTwist and no state is echoed, so the next real sync "
@@ -330,6 +340,22 @@ class _Sync:
                 for line in report.summary_lines():
                     logger.info(line)
                 logger.info(pipeline.progress_line())
+
+    def _member_wait(self, writers: dict[str, Writer]) -> MemberWait | None:
+        """Rows may wait for members created later in the sync (sync/deferral.py), unless that is unsafe."""
+        if self.cfg.dry_run:
+            return None  # a dry run creates no member: waiting would change nothing
+        if any(writer.barrier_at_states for writer in writers.values()):
+            objects = {stream.object_name for stream in self.streams.values()}
+            if {USER_PROFILE, ACTIVITY_CREDIT} <= objects:
+                logger.warning(
+                    f"credit_verification={self.cfg.credit_verification} puts a barrier at every state, so credits "
+                    "whose member does not exist yet cannot wait for the member stream of this sync: they are "
+                    "rejected as not found. Sync the members first (or in an earlier sync), or use "
+                    "credit_verification=every_row."
+                )
+            return None
+        return MemberWait(self.streams.values())
 
     def _drive(
         self,
@@ -370,10 +396,8 @@ class _Sync:
                     seq += 1
                 elif msg.type == Type.RECORD and msg.record is not None:
                     seq += self._on_record(msg.record, seq, writers, pipeline)
-                elif msg.type == Type.STATE and msg.state is not None:
-                    pipeline.add_state(msg, _state_stream(msg))
-                    if barrier:
-                        pipeline.wait_settled()
+                else:
+                    _on_control(msg, pipeline, barrier=barrier)
                 yield from self._released(pipeline, report)
             yield from self._drain(pipeline, report)
         except Terminated as exc:
@@ -396,6 +420,7 @@ class _Sync:
 
     def _drain(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
         """End of input: echo states as their rows settle (so a kill now loses less), then the rest."""
+        pipeline.stream_ended(None)  # rows still waiting for their member are tried a last time
         while not pipeline.wait_settled(timeout=0.2):
             yield from self._released(pipeline, report)
         yield from self._released(pipeline, report)
@@ -477,6 +502,30 @@ def _state_stream(msg: AirbyteMessage) -> StreamKey | None:
         desc = state.stream.stream_descriptor
         return (desc.namespace, desc.name)
     return None  # GLOBAL and LEGACY states cover every stream
+
+
+def _on_control(msg: AirbyteMessage, pipeline: Pipeline, *, barrier: bool) -> None:
+    """A message that is not a record: a STATE is registered; a stream status may end a member stream."""
+    if msg.type == Type.STATE and msg.state is not None:
+        pipeline.add_state(msg, _state_stream(msg))
+        if barrier:
+            pipeline.wait_settled()
+    elif msg.type == Type.TRACE:
+        ended = _ended_stream(msg)
+        if ended is not None:
+            pipeline.stream_ended(ended)
+
+
+def _ended_stream(msg: AirbyteMessage) -> StreamKey | None:
+    """The stream a STREAM_STATUS trace says has ended (COMPLETE or INCOMPLETE), else None."""
+    trace = msg.trace
+    if trace is None or trace.stream_status is None or str(getattr(trace.type, "value", trace.type)) != "STREAM_STATUS":
+        return None
+    status = trace.stream_status
+    if str(getattr(status.status, "value", status.status)) not in ("COMPLETE", "INCOMPLETE"):
+        return None
+    desc = status.stream_descriptor
+    return (desc.namespace, desc.name)
 
 
 def _with_stats(item: ReleasedState[Any]) -> AirbyteMessage:

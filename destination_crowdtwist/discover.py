@@ -202,8 +202,15 @@ def activity_choices(activities: Iterable[Mapping[str, Any]]) -> list[dict[str, 
     return choices
 
 
-def activity_credit_schema(activities: Iterable[Mapping[str, Any]], event_id_field: str = "event_id") -> dict[str, Any]:
-    """The JSON schema of ``activity_credit``; ``activity_id`` offers the program's active activities."""
+def activity_credit_schema(
+    activities: Iterable[Mapping[str, Any]], event_id_field: str = "event_id", default_activity_id: str | None = None
+) -> dict[str, Any]:
+    """The JSON schema of ``activity_credit``; ``activity_id`` offers the program's active activities.
+
+    ``activity_id`` is required unless ``default_activity_id`` is set: then a row without one earns
+    the default activity (as the writer does), so an events table without an activity column can be
+    mapped in the UI.
+    """
     choices = activity_choices(activities)
     activity_id: dict[str, Any] = {"type": "string"}
     if choices:
@@ -218,7 +225,12 @@ def activity_credit_schema(activities: Iterable[Mapping[str, Any]], event_id_fie
             "The CrowdTwist activity to credit. The program had no active activity when the destination was "
             "discovered: activate one in CrowdTwist Control Center, then refresh the destination's schema."
         )
-    member = "Identifies the member to credit, who must already exist."
+    if default_activity_id is not None:
+        activity_id["description"] += (
+            f" Optional: a row without one is credited to the default activity {default_activity_id} "
+            "(default_activity_id)."
+        )
+    member = "Identifies the member to credit: one who exists, or whom a member stream of the same sync creates."
     properties: dict[str, Any] = {
         "email_address": _s(f"The member's email address. {member}", format="email"),
         "third_party_id": _s(f"Your own id of the member. {member}"),
@@ -239,7 +251,7 @@ def activity_credit_schema(activities: Iterable[Mapping[str, Any]], event_id_fie
         "A unique id of the event that earns the points (recommended): it makes every credit exactly-once, "
         "even when rows are sent again. Without it a hash of the row is used."
     ))
-    return _object_schema(properties, ("activity_id",))
+    return _object_schema(properties, () if default_activity_id is not None else ("activity_id",))
 
 
 def build_catalog(cfg: ConnectorConfig, activities: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -247,7 +259,8 @@ def build_catalog(cfg: ConnectorConfig, activities: Iterable[Mapping[str, Any]])
 
     Pure: no I/O. One operation per row of ``writers/objects.OPERATIONS`` (the table ``write``
     routes streams by), so what discover offers is exactly what write accepts. The config's
-    ``object_type`` does not matter here: data activation picks the object per stream.
+    ``object_type`` does not matter here: data activation picks the object per stream;
+    ``default_activity_id`` does (``activity_id`` is then optional).
     """
     activity_list = list(activities)
     operations: list[dict[str, Any]] = []
@@ -255,7 +268,7 @@ def build_catalog(cfg: ConnectorConfig, activities: Iterable[Mapping[str, Any]])
         if op.object_name == USER_PROFILE:
             schema = user_profile_schema(op.sync_mode, cfg.custom_attributes)
         else:
-            schema = activity_credit_schema(activity_list, cfg.event_id_field)
+            schema = activity_credit_schema(activity_list, cfg.event_id_field, cfg.default_activity_id)
         operations.append({
             "object_name": op.object_name,
             "sync_mode": op.sync_mode,

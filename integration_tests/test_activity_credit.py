@@ -305,18 +305,25 @@ def test_field_mapping_and_numeric_coercions(sb: Sandbox, outcomes: dict[int, Ou
     assert credit["extra_data"] == {DEDUPE_KEY_FIELD: "77"}
 
 
-def test_unknown_fields_are_logged_once_per_name_and_stream(
+def test_ignored_fields_are_listed_once_per_stream_with_the_summary(
     sb: Sandbox, outcomes: dict[int, Outcome], caplog: pytest.LogCaptureFixture
 ) -> None:
     messages = [
-        record({"user_id": ALICE, "activity_id": "1001", "event_id": f"e{i}", "store": "x", "_airbyte_meta": {}})
+        record({"user_id": ALICE, "activity_id": "1001", "event_id": f"e{i}", "store": "x", "till": i,
+                "_airbyte_meta": {}})
         for i in range(3)
     ]
     with caplog.at_level(logging.INFO, logger="airbyte"):
         run_write(credit_config(sb), catalog("append"), [*messages, state(1)])
 
-    ignored = [r.getMessage() for r in caplog.records if "ignoring field" in r.getMessage()]
-    assert ignored == ["Activity Credit: ignoring field 'store' of stream credits (not a credit field)."]
+    ignored = [r.getMessage() for r in caplog.records if "ignor" in r.getMessage()]
+    # One line for the stream, naming each field once, logged with the summary at the end of the sync.
+    assert ignored == [
+        "Activity Credit: stream credits: fields ignored (not credit fields): 'store', 'till'."
+    ]
+    logged = [r.getMessage() for r in caplog.records]
+    summary = next(i for i, m in enumerate(logged) if m.startswith("Sync summary"))
+    assert logged.index(ignored[0]) == summary - 1  # with the summary, not among the rows
     assert kinds(outcomes) == ["credited"] * 3
 
 

@@ -96,3 +96,23 @@ def test_discover_with_a_bad_api_key_fails_with_checks_message(tmp_path):
 def test_discover_with_an_unreachable_url_fails_with_checks_message(tmp_path):
     message = assert_fails_like_check(tmp_path, config(f"http://127.0.0.1:{free_port()}"), "transient_error")
     assert "reach" in message.lower() or "connect" in message.lower()
+
+
+def test_discover_makes_activity_id_optional_when_default_activity_id_is_set(tmp_path):
+    """An events table without an activity column can be mapped: the config's default fills it in."""
+    with Sandbox(SandboxOptions()) as sb:
+        _, without, _ = discover(tmp_path, config(sb.base_url))
+        code, messages, output = discover(tmp_path, config(sb.base_url, default_activity_id="1001"))
+    assert code == 0, output[-2000:]
+
+    def credit_schema(msgs: list[dict[str, Any]]) -> dict[str, Any]:
+        [message] = [m for m in msgs if m["type"] == "DESTINATION_CATALOG"]
+        [op] = [op for op in message["destination_catalog"]["operations"] if op["object_name"] == "activity_credit"]
+        schema: dict[str, Any] = op["json_schema"]
+        return schema
+
+    assert credit_schema(without)["required"] == ["activity_id"]
+    schema = credit_schema(messages)
+    assert "activity_id" not in schema.get("required", [])
+    assert "default activity 1001" in schema["properties"]["activity_id"]["description"]
+    assert [c["const"] for c in schema["properties"]["activity_id"]["oneOf"]][:1] == ["1001"]

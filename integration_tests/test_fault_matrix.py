@@ -115,6 +115,8 @@ class Scenario:
     resend: Mapping[str, Any] | None = None
     resend_stops: Literal["transient_error", "config_error"] | None = None
     pii: int = 0  # people whose data is planted in odd places (pii_corpus); their rows must be rejected
+    # "both" only: every credit line before every profile line (the platform does not promise stream order).
+    credits_first: bool = False
 
 
 RETRIES = {"max_retries": 10}
@@ -216,6 +218,12 @@ SCENARIOS: list[Scenario] = [
     Scenario("trickle-headers/credits", "credits",
              {"trickle_headers_rate": 0.1, "trickle_headers_interval_ms": 500, "seed": 31, "queue_delay_ms": 40},
              rows=20, config=SLOW_TIMEOUT, sprung={"trickled_headers": 2}),
+    # Issue 18: the credit stream before the member stream of a first sync. Each credit answers "not found",
+    # waits for its member, and is credited once the member exists; states wait for it; fail-fast (on by
+    # default) sees final outcomes only. Then killed while credits wait, and the platform's replay.
+    Scenario("credits-first/two-streams/stream-states", "both", every=5, credits_first=True, sprung={"404": 5}),
+    Scenario("credits-first/kill-9/two-streams/shifted", "both", KILL, rows=36, interrupt="kill", interruptions=1,
+             replay="shifted", seed=26, credits_first=True, sprung={"404": 3}),
 ]
 
 #: The soak (``make soak``): the rows above in more combinations, more rows, more kill points, more seeds.
@@ -259,6 +267,10 @@ SOAK: list[Scenario] = [
     Scenario("soak/trickle-headers/profiles-insert", "profiles",
              {"trickle_headers_rate": 0.1, "trickle_headers_interval_ms": 500, "seed": 33}, rows=36, mode="append",
              config=SLOW_TIMEOUT, sprung={"trickled_headers": 2}),
+    # Issue 18, credits before members (see SCENARIOS), in GLOBAL states, killed three times.
+    Scenario("soak/credits-first/kill-9x3/two-streams/global-states", "both", KILL, rows=60, every=8,
+             state_type="GLOBAL", interrupt="kill", interruptions=3, replay="shifted", seed=27, credits_first=True,
+             sprung={"404": 3}),
 ]
 
 
@@ -344,6 +356,8 @@ def run_scenario(scenario: Scenario, sandbox_factory: Any, tmp_path: Path) -> Ou
     if scenario.pii:
         planted, data.people = pii_corpus(scenario.shape, scenario.pii, prefix=prefix, seed=scenario.seed)
         rows = mix(rows, planted, scenario.seed + 1)
+    if scenario.credits_first:
+        rows = [line for line in rows if line.stream == DA_CREDITS] + [line for line in rows if line.stream != DA_CREDITS]
     streams = STREAMS[scenario.shape]
     lines = layout(rows, scenario.every, scenario.state_type, streams, first_id=1)
 

@@ -189,17 +189,21 @@ def test_field_mapping_and_custom_event_id_field() -> None:
     assert (credit.user_id, credit.num_points, credit.dedupe_key) == ("b@x.com", 3, "991")
 
 
-def test_unknown_fields_logged_once_per_stream(caplog: pytest.LogCaptureFixture) -> None:
+def test_ignored_fields_are_listed_once_per_stream_when_the_writer_closes(caplog: pytest.LogCaptureFixture) -> None:
     writer = make_writer(field_mapping=[{"source": "mail", "destination": "user_id"}])
     other = StreamContext(namespace="shop", name="credits", sync_mode="append")
     with caplog.at_level(logging.INFO, logger="airbyte"):
         for i in range(3):
-            parse({"mail": "a@x.com", "activity_id": "1001", "colour": "red", "_ab_cdc_lsn": i}, writer, seq=i)
+            row = {"mail": "a@x.com", "activity_id": "1001", "colour": "red", "size": i, "_ab_cdc_lsn": i}
+            parse(row, writer, seq=i)
         parse({"mail": "a@x.com", "activity_id": "1001", "colour": "red"}, writer, seq=3, stream=other)
-    lines = [r.getMessage() for r in caplog.records if "ignoring field" in r.getMessage()]
+        during = [r.getMessage() for r in caplog.records if "ignor" in r.getMessage()]
+        writer.close()
+    lines = [r.getMessage() for r in caplog.records if "ignor" in r.getMessage()]
+    assert during == []  # nothing per row: one line per stream, at the end
     assert lines == [
-        "Activity Credit: ignoring field 'colour' of stream credits (not a credit field).",
-        "Activity Credit: ignoring field 'colour' of stream shop.credits (not a credit field).",
+        "Activity Credit: stream credits: fields ignored (not credit fields): 'colour', 'size'.",
+        "Activity Credit: stream shop.credits: fields ignored (not credit fields): 'colour'.",
     ]
 
 
@@ -537,3 +541,17 @@ def test_an_activity_id_holding_free_text_is_quoted_and_masked_in_masked_outputs
     assert "Quentin" not in masked and "Juniper" not in masked
     # A plain id stays readable (it is what the user has to check in Control Center).
     assert parse({**BASE, "activity_id": "77"}).text(masked=True).startswith("activity_id 77 is not an active")
+
+
+def test_a_row_tried_again_after_a_later_row_of_its_event_was_credited_is_a_duplicate() -> None:
+    """A credit that waited for its member (sync/deferral.py) runs after a later row of the same event."""
+    writer = make_writer(FakeClient(), credit_verification="none")
+    first = writer.prepare(row({**BASE, "event_id": "e1"}, seq=1))
+    later = writer.prepare(row({**BASE, "event_id": "e1"}, seq=7))
+    assert isinstance(first, Prepared) and isinstance(later, Prepared)
+    assert writer.apply(later).kind is OutcomeKind.CREDITED  # the first row is still waiting
+    again = writer.prepare(row({**BASE, "event_id": "e1"}, seq=1))  # the waiting row, prepared again
+    assert isinstance(again, Prepared)
+    outcome = writer.apply(again)
+    assert outcome.kind is OutcomeKind.DUPLICATE
+    assert outcome.message == "same event as a later row of this sync; credited once"

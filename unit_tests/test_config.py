@@ -264,6 +264,8 @@ ERRORS: list[tuple[str, Any, str]] = [
     ("boolean as number", {"allow_negative_points": 1}, "allow_negative_points must be true or false"),
     ("field_mapping not a list", {"field_mapping": {"a": "b"}}, "field_mapping must be a list"),
     ("field_mapping item", {"field_mapping": [{"source": "a"}]}, "field_mapping[0] needs a non-empty"),
+    ("field_mapping stream not text", {"field_mapping": [{"source": "a", "destination": "b", "stream": 3}]},
+     "field_mapping[0].stream must be a stream name"),
     ("custom_attributes blank", {"custom_attributes": ["tier", " "]}, "custom_attributes must be a list of non-empty names"),
     ("path not text", {"rejected_records_path": 5}, "rejected_records_path must be a file path"),
     ("ledger path not text", {"ledger_path": ["a"]}, "ledger_path must be a file path"),
@@ -445,3 +447,25 @@ def test_docs_configuration_table_matches_the_spec(name: str) -> None:
 
 def test_docs_configuration_table_has_no_stale_rows() -> None:
     assert set(configuration_table()) == set(PROPS)
+
+
+def test_field_mapping_rules_may_name_their_stream_and_the_global_form_stays_accepted() -> None:
+    cfg = parse_config({**BASE, "field_mapping": [
+        {"source": "email", "destination": "user_id"},
+        {"source": "id", "destination": "third_party_id", "stream": "users"},
+        {"source": "user_id", "destination": "third_party_id", "stream": " shop.purchases "},
+        {"source": "zip", "destination": "postal_code", "stream": ""},  # an emptied form field: every stream
+    ]})
+    assert cfg.field_mapping == (
+        FieldMapping("email", "user_id"),
+        FieldMapping("id", "third_party_id", stream="users"),
+        FieldMapping("user_id", "third_party_id", stream="shop.purchases"),
+        FieldMapping("zip", "postal_code"),
+    )
+
+
+def test_the_spec_offers_a_stream_per_field_mapping_rule() -> None:
+    items = PROPS["field_mapping"]["items"]
+    assert items["required"] == ["source", "destination"]
+    assert set(items["properties"]) == {"stream", "source", "destination"}
+    assert items["properties"]["stream"]["type"] == "string"

@@ -267,6 +267,15 @@ def test_activity_credit_fields_and_required():
     assert {"email_address", "third_party_id", "username", "mobile_phone_number"} <= set(props)
 
 
+def test_activity_id_is_optional_when_default_activity_id_is_set():
+    schema = operation(build_catalog(config(default_activity_id="1002"), ACTIVITIES), "activity_credit", "append")
+    json_schema = schema["json_schema"]
+    assert "required" not in json_schema
+    assert "default activity 1002" in json_schema["properties"]["activity_id"]["description"]
+    jsonschema.Draft7Validator.check_schema(json_schema)
+    jsonschema.validate({"email_address": "a@example.com", "num_points": 5}, json_schema)  # no activity column
+
+
 def test_the_event_id_property_follows_the_event_id_field_setting():
     props = properties(build_catalog(config(event_id_field="order_id"), ACTIVITIES), "activity_credit", "append")
     assert "order_id" in props and "event_id" not in props

@@ -570,3 +570,32 @@ def test_typical_row_maps_well_under_a_tenth_of_a_millisecond() -> None:
     per_row = (time.perf_counter() - start) / rows
     # Typically ~10-15 µs on one core; the bound leaves room for a busy CI machine.
     assert per_row < 100e-6
+
+
+# --- field_mapping per stream ----------------------------------------------------------------------------
+
+
+def test_each_stream_gets_its_own_rules_and_the_rules_for_every_stream() -> None:
+    from destination_crowdtwist.records.mapping import names_stream, rules_for_stream
+
+    rules = (
+        FieldMapping("user_id", "third_party_id", stream="purchases"),  # order does not matter any more
+        FieldMapping("id", "third_party_id", stream="users"),
+        FieldMapping("name", "first_name"),
+        FieldMapping("uid", "third_party_id"),  # for every stream without its own third_party_id rule
+    )
+    assert rules_for_stream(rules, None, "users") == (rules[2], rules[1])
+    assert rules_for_stream(rules, "shop", "purchases") == (rules[2], rules[0])  # a bare name matches any namespace
+    assert rules_for_stream(rules, None, "events") == (rules[2], rules[3])
+    assert names_stream("shop.purchases", "shop", "purchases") and not names_stream("shop.purchases", None, "purchases")
+    users = map_user_record(
+        {"id": 7, "user_id": 99, "name": "Ann", "email_address": "a@x.com"},
+        MappingOptions(id_type="third_party_id", id_field="third_party_id",
+                       field_mapping=rules_for_stream(rules, None, "users")),
+    )
+    assert users.user_id == "7"
+    purchases = map_user_record(
+        {"id": 7, "user_id": 99}, MappingOptions(id_type="third_party_id", id_field="third_party_id",
+                                                 field_mapping=rules_for_stream(rules, None, "purchases")),
+    )
+    assert purchases.user_id == "99"

@@ -6,7 +6,8 @@ Steps, in order (see `map_user_record`):
    value at ``source`` (a top-level key, or a dotted path into nested objects) to ``destination``.
    A source that is missing is simply absent. The top-level key a mapping reads from is *consumed*:
    it does not also travel on as an unmapped field (for ``address.zip`` the whole ``address`` object
-   is consumed).
+   is consumed). Rules may name a stream: a stream gets its own rules and those for every stream
+   (`rules_for_stream`); the writers pass a stream's rules in ``MappingOptions.field_mapping``.
 2. ``user_id`` (required) is taken out and normalised for the configured ``id_type``.
 3. Airbyte metadata (``_airbyte_*``, ``_ab_*``) is dropped silently.
 4. Known CrowdTwist user fields (`KNOWN_USER_FIELDS`) are coerced to their wire types.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ __all__ = [
     "MappingOptions",
     "create_payload",
     "map_user_record",
+    "names_stream",
+    "rules_for_stream",
 ]
 
 USER_ID_FIELD = "user_id"
@@ -82,10 +85,41 @@ _NULL_POLICIES = frozenset({"skip", "send"})
 
 @dataclass(frozen=True)
 class FieldMapping:
-    """Copy the value at ``source`` (key or dotted path) to the payload field ``destination``."""
+    """Copy the value at ``source`` (key or dotted path) to the payload field ``destination``.
+
+    ``stream``: the stream the rule applies to (its name, or ``namespace.name``); None for every
+    stream. See :func:`rules_for_stream`.
+    """
 
     source: str
     destination: str
+    stream: str | None = None
+
+    def applies_to(self, namespace: str | None, name: str) -> bool:
+        """Whether this rule applies to rows of the stream ``namespace.name``."""
+        return self.stream is None or names_stream(self.stream, namespace, name)
+
+
+def names_stream(selector: str, namespace: str | None, name: str) -> bool:
+    """Whether a rule's ``stream`` (a name, or ``namespace.name``) names the stream ``namespace.name``."""
+    return selector == name or (namespace is not None and selector == f"{namespace}.{name}")
+
+
+def rules_for_stream(
+    rules: Sequence[FieldMapping], namespace: str | None, name: str
+) -> tuple[FieldMapping, ...]:
+    """The ``field_mapping`` rules of one stream: its own rules, and the rules for every stream.
+
+    One connection often syncs members and events, whose columns differ (``users.id`` and
+    ``purchases.user_id`` both hold the member): each stream gets its own rules. A rule for every
+    stream (no ``stream``) applies too, unless the stream has its own rule for the same destination,
+    which then wins whatever the order. Within one group, a later rule still wins when both sources
+    are present (the form of 0.2, kept as it was).
+    """
+    own = tuple(rule for rule in rules if rule.stream is not None and rule.applies_to(namespace, name))
+    taken = {rule.destination for rule in own}
+    shared = tuple(rule for rule in rules if rule.stream is None and rule.destination not in taken)
+    return shared + own
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,17 @@ The pipeline keeps three promises while doing that:
 
 * **Bounded memory** — at most ``max_pending`` rows are inside the pipeline (queued, waiting for
   their member, or in flight); the reader blocks when it is full, which back-pressures the source.
+  (Rows waiting for a member *to be created*, below, are kept on disk, outside that bound.)
 * **Per-member order** — rows with the same member key are applied in input order and never two
   at once (updates must not overtake each other; a credit must not race its member's create). A
   member's next row is run by the worker that finished the previous one.
 * **Checkpoints** — every row is registered with a :class:`CheckpointTracker` before it is
   dispatched and settled after its outcome is counted, so a state is released only when every
   record before it settled, whatever order rows finish in.
+
+A row answered "not found" while its member may still be created by a later row of the sync (a
+credit stream read before the member stream) waits instead of settling (``sync/deferral.py``): it
+runs again right after its member's row is accepted, or once the member streams have ended.
 
 A sync-stopping error (bad credentials mid-sync, retries exhausted) makes workers stop taking new
 rows; rows already in flight finish and settle, so the states they complete can still be echoed.
@@ -33,8 +38,10 @@ from typing import Any
 from destination_crowdtwist.records.limits import RecordLimits, check_record
 from destination_crowdtwist.records.rejection import Rejection
 from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, ReplayWindow, StreamKey
+from destination_crowdtwist.sync.deferral import Deferred, DeferredRows, MemberWait, creates_members
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, Writer
+from destination_crowdtwist.writers.objects import USER_PROFILE
 
 logger = logging.getLogger("airbyte")
 
@@ -53,6 +60,7 @@ class _Task:
     writer: Writer
     ticket: int
     size: int  # serialized bytes of the record, counted against the in-flight byte budget
+    retry: bool = False  # a row that waited for its member (sync/deferral.py), tried again
 
 
 class Pipeline:
@@ -82,6 +90,12 @@ class Pipeline:
         abort: Callable[[], None] | None = None,
     ) -> None:
         self._report = report
+        # Rows waiting for their member (sync/deferral.py): none until wait_for_members() is called.
+        self._member_wait: MemberWait | None = None
+        self._deferred: DeferredRows | None = None
+        self._writers_by_object: dict[str, Writer] = {}
+        self._creators_pending = 0  # rows that may create a member, received and not finished yet
+        self._waited = {"deferred": 0, "written": 0, "rejected": 0}
         self._limits = limits or RecordLimits()
         # Rows are bounded by count AND bytes: 1,000 rows of 500 KB would otherwise hold 500 MB.
         self.max_pending_bytes = max_pending_bytes
@@ -144,6 +158,14 @@ class Pipeline:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._workers_lock:
             self._threads.clear()
+        if self._deferred is not None:
+            self._deferred.close()
+        waited = self._waited
+        if waited["deferred"]:
+            logger.info(
+                f"{waited['deferred']} rows arrived before their member and waited for the member streams: "
+                f"{waited['written']} were then written, {waited['rejected']} rejected as not found."
+            )
 
     def _grow(self) -> None:
         """Start workers up to the wanted number (all ``concurrency`` of them without ``workers_wanted``)."""
@@ -210,6 +232,8 @@ class Pipeline:
                 return
             assert writer is not None
             task = _Task(prepared, writer, ticket, size)
+            if creates_members(row.stream):
+                self._creators_pending += 1
             self._pending += 1
             self._pending_bytes += size
             self.peak_pending = max(self.peak_pending, self._pending)
@@ -226,6 +250,26 @@ class Pipeline:
         if self._pending >= self.max_pending:
             return True
         return self._pending > 0 and self._pending_bytes + size > self.max_pending_bytes
+
+    def wait_for_members(self, member_wait: MemberWait) -> None:
+        """Let rows answered "not found" wait for members later rows may create (before :meth:`start`)."""
+        self._member_wait = member_wait
+        self._deferred = DeferredRows()
+
+    def stream_ended(self, stream: StreamKey | None) -> None:
+        """A stream (None: every stream, the end of the input) sends no more rows.
+
+        Once no member stream is left, the rows waiting for their member are tried a last time.
+        """
+        if self._member_wait is None:
+            return
+        with self._cond:
+            if stream is None:
+                self._member_wait.input_ended()
+            else:
+                self._member_wait.stream_ended(stream)
+            self._feed_deferred_locked()
+        self._grow()
 
     def add_state(self, state: Any, stream: StreamKey | None) -> None:
         """Register a state message received now (None stream = GLOBAL / LEGACY)."""
@@ -359,17 +403,105 @@ class Pipeline:
             if outcome is None:
                 self._fail_locked(error)
                 return None
-            self._settle_locked(task.prepared.row, task.ticket, outcome)
+            row, member = task.prepared.row, task.prepared.member
+            if creates_members(row.stream):
+                self._creators_pending -= 1
+            wait = self._member_wait
+            waits = wait is not None and wait.waits(row, outcome, creators_pending=self._creators_pending)
+            if waits:
+                self._defer_locked(task)
+            else:
+                self._settle_locked(row, task.ticket, outcome)
+                if task.retry:
+                    self._waited["written" if outcome.accepted else "rejected"] += 1
             if self._fatal is not None:
                 return None
             self._pending -= 1
             self._pending_bytes -= task.size
-            member = task.prepared.member
+            # The member exists now (its row was accepted), or its waiting rows are being run in batches
+            # (a retried row that settled): its next waiting rows go first, before its later rows.
+            if not waits and ((outcome.accepted and row.stream.object_name == USER_PROFILE) or task.retry):
+                self._requeue_member_locked(member)
             waiting = self._waiting[member]
-            if waiting:
-                return waiting.popleft()
-            del self._waiting[member]
+            nxt = waiting.popleft() if waiting else None
+            if nxt is None:
+                del self._waiting[member]
+            self._feed_deferred_locked()
+            return nxt
+
+    # -- rows waiting for their member (sync/deferral.py) -----------------------------------------
+
+    def _defer_locked(self, task: _Task) -> None:
+        """Keep a row answered "not found" until its member may exist. Caller holds ``self._cond``."""
+        assert self._deferred is not None
+        row = task.prepared.row
+        try:
+            self._deferred.add(row, task.ticket, task.prepared.member, task.size)
+        except BaseException as exc:  # noqa: BLE001 - a row that cannot wait is not dropped: the sync stops
+            self._fail_locked(exc)
+            return
+        self._writers_by_object.setdefault(row.stream.object_name, task.writer)
+        self._cond.notify_all()  # its place in the bounded queue is free (the reader may be waiting for one)
+        if not task.retry:
+            if not self._waited["deferred"]:
+                logger.info(
+                    f"Row {row.seq} of stream {row.stream.label}: its member does not exist yet, and member rows "
+                    "of this sync are still to come, so it waits and is tried again after them (so do later such "
+                    "rows). States after a waiting row are echoed once it is settled."
+                )
+            self._waited["deferred"] += 1
+
+    def _retry_task(self, waiting: Deferred) -> _Task | None:
+        """A waiting row prepared again for a worker; None when its writer settles it without a request."""
+        writer = self._writers_by_object[waiting.row.stream.object_name]
+        prepared = writer.prepare(waiting.row)
+        if isinstance(prepared, Outcome):
+            self._settle_locked(waiting.row, waiting.ticket, prepared)
+            self._waited["written" if prepared.accepted else "rejected"] += 1
             return None
+        self._pending += 1
+        self._pending_bytes += waiting.size
+        self.peak_pending = max(self.peak_pending, self._pending)
+        return _Task(prepared, writer, waiting.ticket, waiting.size, retry=True)
+
+    def _requeue_member_locked(self, member: str) -> None:
+        """A member's row was accepted: its waiting rows run next, before its later rows, in input order.
+
+        As many as fit in ``max_pending`` (at least one); when the last of them settled, the next ones
+        follow (``_run``), so a member with a million waiting rows does not load them all at once.
+        """
+        if self._deferred is None or not self._deferred.has_member(member):
+            return
+        room = max(1, self.max_pending - self._pending)
+        try:
+            tasks = [t for t in map(self._retry_task, self._deferred.take_member(member, room)) if t is not None]
+        except BaseException as exc:  # noqa: BLE001 - the store failed: stop (the rows stay unsettled)
+            self._fail_locked(exc)
+            return
+        self._waiting[member].extendleft(reversed(tasks))
+
+    def _feed_deferred_locked(self) -> None:
+        """Once no member can come any more: hand waiting rows to the workers, as many as fit."""
+        if self._deferred is None or self._member_wait is None or self._member_wait.members_may_come:
+            return
+        if self._creators_pending:
+            return  # a member row still to be written may create the member: wait for it
+        if self._fatal is not None or self._closing or not len(self._deferred):
+            return
+        try:
+            batch = self._deferred.take(self.max_pending - self._pending)
+            for waiting in batch:
+                task = self._retry_task(waiting)
+                if task is None:
+                    continue
+                queued = self._waiting.get(waiting.member)
+                if queued is not None:
+                    queued.append(task)  # its member has a row in flight; run after it
+                else:
+                    self._waiting[waiting.member] = deque()
+                    self._tasks.put(task)
+        except BaseException as exc:  # noqa: BLE001 - the store failed: stop (the rows stay unsettled)
+            self._fail_locked(exc)
 
     # -- progress ------------------------------------------------------------------------------
 

@@ -15,9 +15,11 @@ Two ways to configure a stream, both in one catalog if need be:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.config import ConnectorConfig
+from destination_crowdtwist.records.mapping import names_stream
 from destination_crowdtwist.writers.base import StreamContext
 from destination_crowdtwist.writers.objects import (
     ACTIVITY_CREDIT,
@@ -110,3 +112,14 @@ def _classic(
         )
     return StreamContext(namespace, name, sync_mode, cfg.object_type, "user_id", cfg.user_identifier_type, pk)
 
+
+def unmatched_mapping_streams(cfg: ConnectorConfig, streams: Iterable[StreamContext]) -> list[str]:
+    """The streams named by ``field_mapping`` rules that no configured stream matches (a typo, or a
+    stream left out of this connection): their rules apply to nothing, which the user should know.
+    """
+    contexts = list(streams)
+    named = dict.fromkeys(rule.stream for rule in cfg.field_mapping if rule.stream is not None)
+    return [
+        name for name in named
+        if not any(names_stream(name, ctx.namespace, ctx.name) for ctx in contexts)
+    ]

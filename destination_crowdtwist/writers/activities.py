@@ -32,6 +32,7 @@ happen once:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -45,7 +46,13 @@ from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.api.errors import Action, ConfigError, CrowdTwistError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
-from destination_crowdtwist.records.mapping import apply_field_mapping, normalise_user_id
+from destination_crowdtwist.records.mapping import (
+    MappingOptions,
+    apply_field_mapping,
+    normalise_user_id,
+    rules_for_stream,
+)
+from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.records.rejection import value as quoted_value
 from destination_crowdtwist.writers.base import (
@@ -53,6 +60,7 @@ from destination_crowdtwist.writers.base import (
     OutcomeKind,
     Prepared,
     Row,
+    StreamContext,
     api_rejection,
     member_key,
     member_label,
@@ -67,6 +75,8 @@ logger = logging.getLogger("airbyte")
 #: The key under which every credit's dedupe key is stored in CrowdTwist's ``extra_data``.
 DEDUPE_KEY_FIELD = "airbyte_dedupe_key"
 KNOWN_FIELDS = frozenset({"user_id", "activity_id", "num_points", "activity_date", "extra_data"})
+#: Ignored field names listed per stream in the closing log line (the rest are "and more").
+MAX_IGNORED_FIELDS_LISTED = 50
 
 
 @dataclass
@@ -139,7 +149,9 @@ class ActivityCreditWriter:
         # accepted (a repeat of an accepted row is a duplicate; a repeat of a rejected one is tried);
         # and each member's activity history once read. Exact, and off the Python heap.
         self._memory = CreditMemory()
-        self._unknown_fields_logged: set[tuple[str, str]] = set()
+        # Fields of the rows that are not credit fields, by stream (a dict keeps their first-seen order).
+        # Logged once, one line per stream, when the sync ends: a line per field would flood the log.
+        self._ignored_fields: dict[str, dict[str, None]] = {}
         # Answers lost after a credit was sent, by what the activity history then showed (for the
         # closing log line: an operator sees that verification ran and what it decided).
         self._lost_answers = {"landed": 0, "resent": 0}
@@ -148,8 +160,9 @@ class ActivityCreditWriter:
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
         self._ledger_trusted = False
         self._started = clock()
-        self._mapping = {m.source: m.destination for m in cfg.field_mapping}
         self._mapping_options = cfg.mapping_options()
+        # Each stream's field_mapping rules (its own and those for every stream), and their sources.
+        self._stream_mapping: dict[tuple[str | None, str], tuple[MappingOptions, frozenset[str]]] = {}
 
     # -- Writer protocol ---------------------------------------------------------------------
 
@@ -190,6 +203,7 @@ class ActivityCreditWriter:
         if self._ledger is not None:
             self._ledger.close()
         self._memory.close()
+        self._log_ignored_fields()
         landed, resent = self._lost_answers["landed"], self._lost_answers["resent"]
         if landed or resent:
             logger.info(
@@ -223,6 +237,13 @@ class ActivityCreditWriter:
             return Outcome(
                 kind=OutcomeKind.DUPLICATE, member=member,
                 message=f"same event as row {credit.duplicate_of} of this sync; credited once",
+            )
+        if credit.duplicate_of is None and self._memory.accepted(credit.event):
+            # The first row of the event, tried again after waiting for its member (sync/deferral.py),
+            # while a later row of the same event was credited meanwhile.
+            return Outcome(
+                kind=OutcomeKind.DUPLICATE, member=member,
+                message="same event as a later row of this sync; credited once",
             )
         if self.cfg.dry_run:
             return self._dry_run(credit, member)
@@ -457,8 +478,9 @@ class ActivityCreditWriter:
     # -- parsing ----------------------------------------------------------------------------------
 
     def _parse(self, row: Row) -> Credit:
-        data = apply_field_mapping(row.data, self._mapping_options) if self._mapping else row.data
-        self._log_unknown_fields(row, data)
+        options, sources = self._mapping_for(row.stream)
+        data = apply_field_mapping(row.data, options) if options.field_mapping else row.data
+        self._log_unknown_fields(row, data, sources)
         # The same identifier rules (and so the same member key) as User Profile rows.
         stream = row.stream
         user_id = normalise_user_id(data.get(stream.id_field), stream.id_type, stream.id_field)
@@ -500,21 +522,37 @@ class ActivityCreditWriter:
                       dedupe_key(row, user_id, activity_id, num_points=num_points,
                                  activity_date=activity_date, extra_data=extra, event_id=event_id))
 
-    def _log_unknown_fields(self, row: Row, data: Mapping[str, Any]) -> None:
+    def _mapping_for(self, stream: StreamContext) -> tuple[MappingOptions, frozenset[str]]:
+        """The stream's mapping options (its field_mapping rules) and the sources they read."""
+        found = self._stream_mapping.get(stream.key)
+        if found is None:
+            rules = rules_for_stream(self.cfg.field_mapping, stream.namespace, stream.name)
+            found = (dataclasses.replace(self._mapping_options, field_mapping=rules),
+                     frozenset(rule.source for rule in rules))
+            self._stream_mapping[stream.key] = found
+        return found
+
+    def _log_unknown_fields(self, row: Row, data: Mapping[str, Any], sources: frozenset[str]) -> None:
+        """Note the row's fields that are not credit fields (listed by :meth:`_log_ignored_fields`)."""
         for name in data:
             if name in KNOWN_FIELDS or name in (row.stream.id_field, self.cfg.event_id_field):
                 continue
             if name.startswith(("_airbyte_", "_ab_")):
                 continue
-            if name in self._mapping:
+            if name in sources:
                 continue  # a field_mapping source: used under its mapped name
-            marker = (row.stream.label, name)
-            if marker not in self._unknown_fields_logged:
-                self._unknown_fields_logged.add(marker)
-                logger.info(
-                    f"Activity Credit: ignoring field {name!r} of stream {row.stream.label} (not a credit field)."
-                )
+            fields = self._ignored_fields.setdefault(row.stream.label, {})
+            if name not in fields and len(fields) <= MAX_IGNORED_FIELDS_LISTED:  # bounded: rows may have any keys
+                fields[name] = None
 
+    def _log_ignored_fields(self) -> None:
+        """One INFO line per stream naming each field that was not sent, once."""
+        for stream, fields in self._ignored_fields.items():
+            names = [name if self.cfg.log_pii else mask_key_path(name) for name in fields]
+            listed = ", ".join(repr(name) for name in names[:MAX_IGNORED_FIELDS_LISTED])
+            more = " and more" if len(names) > MAX_IGNORED_FIELDS_LISTED else ""
+            logger.info(f"Activity Credit: stream {stream}: fields ignored (not credit fields): {listed}{more}.")
+        self._ignored_fields.clear()
 
 ANY_ACTIVITY = "*"
 

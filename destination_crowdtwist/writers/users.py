@@ -33,7 +33,13 @@ from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
 from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.records.mapping import MappedUser, MappingOptions, create_payload, map_user_record
+from destination_crowdtwist.records.mapping import (
+    MappedUser,
+    MappingOptions,
+    create_payload,
+    map_user_record,
+    rules_for_stream,
+)
 from destination_crowdtwist.records.rejection import Quoted, Reason, Rejection
 from destination_crowdtwist.records.rejection import key as quoted_key
 from destination_crowdtwist.records.validation import check_user
@@ -42,6 +48,7 @@ from destination_crowdtwist.writers.base import (
     OutcomeKind,
     Prepared,
     Row,
+    StreamContext,
     api_rejection,
     member_key,
     member_label,
@@ -153,7 +160,7 @@ class UserProfileWriter:
         self._clock = clock
         self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
-        self._options: dict[tuple[str, str], MappingOptions] = {}
+        self._options: dict[tuple[str | None, str], MappingOptions] = {}  # by stream
         self._index: MemberIndex | None = None
         # What the member index decided, for the summary line: known / unknown / skipped / expired
         # (sent again: the entry was too old to trust) / corrected.
@@ -205,9 +212,9 @@ class UserProfileWriter:
         """Map and pre-flight one row; no request is spent on a row CrowdTwist would refuse."""
         stream = row.stream
         if stream.sync_mode == DELETE:
-            return self.removal.prepare(row, self._options_for(stream.id_field, stream.id_type))
+            return self.removal.prepare(row, self._options_for(stream))
         try:
-            mapped = map_user_record(row.data, self._options_for(stream.id_field, stream.id_type))
+            mapped = map_user_record(row.data, self._options_for(stream))
         except Rejection as rejection:
             return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
         label = member_label(mapped.user_id, stream.id_type, log_pii=self.cfg.log_pii)
@@ -473,12 +480,15 @@ class UserProfileWriter:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _options_for(self, id_field: str, id_type: str) -> MappingOptions:
-        key = (id_field, id_type)
-        options = self._options.get(key)
+    def _options_for(self, stream: StreamContext) -> MappingOptions:
+        """The mapping options of a stream: its identifier field and type, and its field_mapping rules."""
+        options = self._options.get(stream.key)
         if options is None:
-            options = dataclasses.replace(self._base_options, id_field=id_field, id_type=id_type)
-            self._options[key] = options
+            options = dataclasses.replace(
+                self._base_options, id_field=stream.id_field, id_type=stream.id_type,
+                field_mapping=rules_for_stream(self.cfg.field_mapping, stream.namespace, stream.name),
+            )
+            self._options[stream.key] = options
         return options
 
     def _create_body(self, mapped: MappedUser, id_type: str) -> dict[str, Any] | Rejection:
