@@ -1,0 +1,51 @@
+"""What an operator reads (issue 18 §4), through the real entry point against the sandbox: throttling
+is logged once per episode, retries say they are retrying, progress lines and the summary say what
+they count in a user's words."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from conftest import SANDBOX_API_KEY, SandboxFactory
+from helpers import catalog, record, run_write, state, stats
+
+from crowdtwist_sandbox import Sandbox
+
+STREAM = "users"
+MEMBERS = 40
+
+
+def _config(sb: Sandbox, **extra: Any) -> dict[str, Any]:
+    return {"api_base_url": sb.base_url, "credentials": {"auth_type": "api_key", "api_key": SANDBOX_API_KEY},
+            "progress_interval_seconds": 0, **extra}
+
+
+def _seeded(factory: SandboxFactory, **knobs: Any) -> Sandbox:
+    members = [{"email_address": f"m{i}@example.com", "first_name": "Seed", "last_name": "Seed"} for i in range(MEMBERS)]
+    return factory(members=tuple(members), **knobs)
+
+
+def _updates(rows: int = 2 * MEMBERS) -> list[Any]:
+    messages: list[Any] = [record({"user_id": f"m{n % MEMBERS}@example.com", "last_name": f"v{n}"}, stream=STREAM)
+                           for n in range(rows)]
+    messages.append(state(1, stream=STREAM))
+    return messages
+
+
+def _lines(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[str]:
+    return [r.getMessage() for r in caplog.records if level is None or r.levelno == level]
+
+
+def test_throttling_is_one_warning_per_episode(sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture) -> None:
+    sb = _seeded(sandbox_factory, rate_limit_per_minute=1200, rate_limit_algorithm="token_bucket",
+                 rate_limit_burst=2, latency_ms=5.0)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        out = run_write(_config(sb, max_requests_per_minute=2400), catalog("update", STREAM), _updates())
+    assert [stats(m) for m in out] == [(float(2 * MEMBERS), 0.0)]
+    assert sb.request_counts()["429"] > 1
+    throttling = [line for line in _lines(caplog, logging.WARNING) if "throttling" in line]
+    # Several 429s within seconds: one episode, one line, with the lowered rate.
+    assert len(throttling) == 1, throttling
+    assert "HTTP 429" in throttling[0] and "/min of 2,400/min" in throttling[0]
