@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -1034,3 +1035,30 @@ def test_hmac_debug_line_masks_the_member_id(fake_server: FakeServer, harness: H
     assert line.name == "airbyte.crowdtwist"
     assert "/v2/users/a***?id_type=email" in line.getMessage()
     assert "alice" not in line.getMessage() and PRIVATE not in line.getMessage()
+
+
+def test_a_retry_line_says_it_is_retrying_and_the_advice_comes_when_it_gives_up(
+    fake_server: FakeServer, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 18 §4: "Retrying ... (retry 1 of 3) ... try the sync again later" contradicted itself.
+    fake_server.expect("GET", "/v2/users/1", *[json_reply(500, {})] * 4)
+    with caplog.at_level(logging.INFO, logger="airbyte"), pytest.raises(TransientError) as info:
+        harness.client(fake_server.url).get_user("1", "id")
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert len(retries) == 3
+    assert "retry 1 of 3" in retries[0] and "server error" in retries[0]
+    assert not [line for line in retries if "again" in line.lower()], retries
+    assert info.value.message == "CrowdTwist had a server error. Gave up after 4 attempts. Try the sync again later."
+
+
+def test_an_unreachable_host_is_retried_without_advice_and_advised_when_given_up(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with caplog.at_level(logging.INFO, logger="airbyte"), pytest.raises(TransientError) as info:
+        harness.client(f"http://127.0.0.1:{port}", retry_policy=RetryPolicy(max_retries=1, base=0.0)).get_user("1", "id")
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert retries and not [line for line in retries if "try again" in line.lower()], retries
+    assert info.value.message.endswith("Gave up after 2 attempts. Check the API base URL, DNS and firewall, then try again.")
