@@ -49,3 +49,21 @@ def test_throttling_is_one_warning_per_episode(sandbox_factory: SandboxFactory, 
     # Several 429s within seconds: one episode, one line, with the lowered rate.
     assert len(throttling) == 1, throttling
     assert "HTTP 429" in throttling[0] and "/min of 2,400/min" in throttling[0]
+
+
+def test_progress_lines_keep_rows_and_requests_apart_in_words(
+    sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sb = _seeded(sandbox_factory, latency_ms=20.0)
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        out = run_write(_config(sb, progress_interval_seconds=0.2), catalog("update", STREAM), _updates())
+    assert [stats(m) for m in out] == [(float(2 * MEMBERS), 0.0)]
+    progress = [line for line in _lines(caplog) if line.startswith("Progress:")]
+    assert len(progress) >= 2  # at the interval while the sync runs, and once at the end
+    last = progress[-1]
+    assert last.startswith(f"Progress: {2 * MEMBERS} rows done in ")
+    assert f"0 of them rejected; {2 * MEMBERS} requests sent" in last
+    assert "0 answered HTTP 429 (throttled); 0 rows read and not done yet; up to " in last
+    assert "requests at once (max_concurrency 256), round trip " in last
+    assert "sending at most 9,000 requests/min (max_requests_per_minute 9,000)" in last
+    assert "in flight" not in last and "in-flight target" not in last

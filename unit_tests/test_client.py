@@ -75,7 +75,7 @@ class SpyBudget:
         self.calls.append(("success", None))
 
     def status(self) -> str:
-        return "rate 9,000/min of 9,000/min"
+        return "sending at most 9,000 requests/min (max_requests_per_minute 9,000)"
 
 
 class Harness:
@@ -234,7 +234,7 @@ class SpyGate:
         self.calls.append(("leave", rtt))
 
     def status(self) -> str:
-        return "in-flight target 7 (ceiling 128), RTT 300 ms"
+        return "up to 7 requests at once (max_concurrency 128), round trip 300 ms"
 
 
 class SlowAdapter(ScriptedAdapter):
@@ -273,7 +273,8 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
         ("enter", None), ("acquire", None), ("leave", None),
         ("enter", None), ("acquire", None), ("success", None), ("leave", pytest.approx(0.3)),
     ]
-    assert client.flow_status() == "in-flight target 7 (ceiling 128), RTT 300 ms, rate 9,000/min of 9,000/min"
+    assert client.flow_status() == ("up to 7 requests at once (max_concurrency 128), round trip 300 ms; "
+                                   "sending at most 9,000 requests/min (max_requests_per_minute 9,000)")
 
 
 def test_workers_wanted_counts_requests_pausing_before_a_retry(fake_server: FakeServer, harness: Harness) -> None:
@@ -309,7 +310,8 @@ def test_client_from_config_wires_a_gate_that_follows_the_budget() -> None:
         "max_requests_per_minute": 6000, "max_concurrency": 50,
     }))
     # 100/s x the assumed 100 ms x 1.25 + 2 before the first answer; the budget paces at 6,000/min.
-    assert client.flow_status() == "in-flight target 15 (ceiling 50), RTT -, rate 6,000/min of 6,000/min"
+    assert client.flow_status() == ("up to 15 requests at once (max_concurrency 50), round trip not measured yet; "
+                                   "sending at most 6,000 requests/min (max_requests_per_minute 6,000)")
     client.close()
 
 

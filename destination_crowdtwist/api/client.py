@@ -534,7 +534,7 @@ class CrowdTwistClient:
             parts.append(self._in_flight.status())
         if self._rate_budget is not None:
             parts.append(self._rate_budget.status())
-        return ", ".join(parts)
+        return "; ".join(parts)
 
     def _attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """Send once: the answer (OK or REJECT), a failure to decide on, or raise ConfigError."""

@@ -216,9 +216,10 @@ class RateBudget:
             return self._waited
 
     def status(self) -> str:
-        """``rate 5,820/min of 9,000/min`` for progress lines."""
+        """``sending at most 5,820 requests/min (max_requests_per_minute 9,000)`` for progress lines."""
         with self._lock:
-            return f"rate {self._rate * 60:,.0f}/min of {self._max * 60:,.0f}/min"
+            return (f"sending at most {self._rate * 60:,.0f} requests/min "
+                    f"(max_requests_per_minute {self._max * 60:,.0f})")
 
     # -- operations -------------------------------------------------------------------------------
 
