@@ -46,7 +46,7 @@ from destination_crowdtwist.sync.protocol import (
     parse_messages,
     traced,
 )
-from destination_crowdtwist.sync.report import SyncReport
+from destination_crowdtwist.sync.report import SyncReport, Traffic
 from destination_crowdtwist.sync.routing import route_stream
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
@@ -327,7 +327,15 @@ class _Sync:
                 # The sync is already failing: its first error is the one to report.
                 logger.error(f"Closing the reject sinks also failed: {exc.message}")  # noqa: TRY400 - no trace: PII
             finally:
-                for line in report.summary_lines():
+                snap = client.stats.snapshot()
+                traffic = Traffic(
+                    seconds=pipeline.elapsed_seconds(),
+                    requests=snap.requests,
+                    retries=snap.retries,
+                    throttled=snap.throttled,
+                    server_errors=sum(n for status, n in snap.statuses.items() if status >= 500),
+                )
+                for line in report.summary_lines(traffic):
                     logger.info(line)
                 logger.info(pipeline.progress_line())
 

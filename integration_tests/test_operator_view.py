@@ -67,3 +67,27 @@ def test_progress_lines_keep_rows_and_requests_apart_in_words(
     assert "requests at once (max_concurrency 256), round trip " in last
     assert "sending at most 9,000 requests/min (max_requests_per_minute 9,000)" in last
     assert "in flight" not in last and "in-flight target" not in last
+
+
+def test_the_summary_says_how_long_what_it_cost_and_per_stream(
+    sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every 5th request answers 500 (retried), two streams routed to the same object.
+    sb = _seeded(sandbox_factory, error_rate=0.2, seed=7)
+    messages = [record({"user_id": f"m{n}@example.com", "last_name": "a"}, stream=STREAM) for n in range(20)]
+    messages += [record({"user_id": f"m{n}@example.com", "last_name": "b"}, stream="buyers") for n in range(20, 30)]
+    messages.append(state(1, stream=STREAM))
+    with caplog.at_level(logging.INFO, logger="airbyte"):
+        out = run_write(_config(sb, max_retries=10), catalog("update", STREAM, extra_streams=("buyers",)), messages)
+    assert [stats(m) for m in out] == [(20.0, 0.0)]  # a stream state counts its own stream's rows
+    lines = _lines(caplog)
+    head = next(line for line in lines if line.startswith("Sync summary"))
+    assert head.startswith("Sync summary: 30 rows in ") and head.endswith(" s")
+    counts = sb.request_counts()
+    fives = sum(n for key, n in counts.items() if str(key).startswith("5"))
+    assert fives > 0
+    cost = next(line for line in lines if line.startswith("Requests to CrowdTwist:"))
+    assert cost == (f"Requests to CrowdTwist: {counts['total']} sent, {fives} of them retries; 0 answered HTTP 429 "
+                    f"(throttled), {fives} answered HTTP 5xx (server error)")
+    split = lines.index("Rows by stream:")
+    assert lines[split + 1:split + 3] == ["  buyers: 10 rows (updated 10)", "  users: 20 rows (updated 20)"]

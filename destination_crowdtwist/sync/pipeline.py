@@ -396,6 +396,10 @@ class Pipeline:
         flow = self._flow_status() if self._flow_status else ""
         return f"{line}; {flow}" if flow else line
 
+    def elapsed_seconds(self) -> float:
+        """Seconds since the pipeline started (the sync's duration, for the summary)."""
+        return max(0.0, self._clock() - self._started_at)
+
     def _progress_loop(self) -> None:
         while not self._stop_progress.wait(self._progress_interval):
             logger.info(self.progress_line())
