@@ -70,6 +70,48 @@ class Terminated(Exception):
     """Raised in the main thread by the SIGTERM handler."""
 
 
+#: The commands and what each needs, for ``--help`` and for the error of an incomplete command line.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "spec": ("", "print the configuration specification (SPEC)"),
+    "check": ("--config CONFIG", "check the configuration and the connection to CrowdTwist"),
+    "discover": ("--config CONFIG", "print the CrowdTwist objects a connection can map to (DESTINATION_CATALOG)"),
+    "write": ("--config CONFIG --catalog CATALOG", "write the records read on standard input to CrowdTwist"),
+    "replay-rejects": ("FILE [FILE ...]", "print stored rejected rows as records for write (see its --help)"),
+}
+
+
+def command_parser() -> argparse.ArgumentParser:
+    """The command line of every command, so that ``--help`` lists them all."""
+    parser = argparse.ArgumentParser(prog="destination-crowdtwist",
+                                     description="Airbyte destination for Oracle CrowdTwist.")
+    commands = parser.add_subparsers(title="commands", dest="command")
+    for name, (_, text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        if name == "replay-rejects":
+            # Handled before this parser (run.py); listed here for --help.
+            sub.add_argument("files", nargs="*", help="rejected-rows files (JSONL, optionally .gz)")
+            continue
+        if name == "spec":
+            continue
+        required = sub.add_argument_group("required named arguments")
+        required.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
+        if name == "write":
+            required.add_argument("--catalog", type=str, required=True, help="path to the configured catalog JSON file")
+    return parser
+
+
+def _usage_problem(args: list[str]) -> str:
+    """What is wrong with a command line argparse refused, and what to type instead."""
+    every = "; ".join(f"{name} {needs}".rstrip() for name, (needs, _) in COMMANDS.items())
+    if not args:
+        return f"No command given. The commands are: {every}. See --help."
+    command = args[0]
+    if command not in COMMANDS:
+        # Not echoed: a mistyped command line may hold a path or a secret.
+        return f"Unknown command. The commands are: {every}. See --help."
+    return f"The {command} command needs {COMMANDS[command][0]}. See {command} --help."
+
+
 def _as_generator(items: Iterable[AirbyteMessage]) -> Generator[AirbyteMessage, None, None]:
     yield from items
 
@@ -122,10 +164,7 @@ class DestinationCrowdtwist(Destination):
         else:
             usage_error = False
         if usage_error:
-            raise traced(ConfigError(
-                "The command line is incomplete: use spec, check --config CONFIG, discover --config CONFIG or "
-                "write --config CONFIG --catalog CATALOG (and replay-rejects FILE to send rejected rows again)."
-            )) from None
+            raise traced(ConfigError(_usage_problem(args))) from None
         messages = _as_generator(self.run_cmd(parsed_args))
         interrupted: Terminated | None = None
         while True:
@@ -165,12 +204,13 @@ class DestinationCrowdtwist(Destination):
         logger.info("Writing complete.")
 
     def parse_args(self, args: list[str]) -> argparse.Namespace:
-        """The CDK's commands, plus ``discover --config`` (data activation), which CDK 7.x lacks."""
-        if args[:1] == ["discover"]:
-            parser = argparse.ArgumentParser(prog="destination-crowdtwist discover")
-            parser.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
-            return argparse.Namespace(command="discover", config=parser.parse_args(args[1:]).config)
-        return super().parse_args(args)
+        """The CDK's commands (spec, check, write), plus ``discover --config`` (data activation), which
+        CDK 7.x lacks, with every command in ``--help`` (``replay-rejects`` runs before this, in run.py).
+        """
+        namespace = command_parser().parse_args(args)
+        if not namespace.command:
+            raise ValueError("no command")
+        return namespace
 
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Like the CDK's, but config problems come from parse_config, which names the field to fix."""

@@ -5,6 +5,10 @@ they count in a user's words."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +95,14 @@ def test_the_summary_says_how_long_what_it_cost_and_per_stream(
                     f"(throttled), {fives} answered HTTP 5xx (server error)")
     split = lines.index("Rows by stream:")
     assert lines[split + 1:split + 3] == ["  buyers: 10 rows (updated 10)", "  users: 20 rows (updated 20)"]
+
+
+def test_help_lists_every_command() -> None:
+    # Issue 18 §4: --help listed spec, check and write, not discover and replay-rejects.
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "main.py"), "--help"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200"}, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    listed = proc.stdout.split("commands:", 1)[1]
+    for command in ("spec", "check", "discover", "write", "replay-rejects"):
+        assert f"\n    {command} " in listed, proc.stdout
