@@ -48,6 +48,7 @@ from destination_crowdtwist.sync.protocol import (
 )
 from destination_crowdtwist.sync.report import SyncReport, Traffic
 from destination_crowdtwist.sync.routing import route_stream
+from destination_crowdtwist.sync.termination import Terminated, Termination
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
@@ -66,8 +67,8 @@ class _ReaderFailed:
 TERMINATION_GRACE_SECONDS = 5.0
 
 
-class Terminated(Exception):
-    """Raised in the main thread by the SIGTERM handler."""
+#: What a SIGTERM means now (sync/termination.py): stop the command, or exit 0 once it has answered.
+TERMINATION = Termination()
 
 
 #: The commands and what each needs, for ``--help`` and for the error of an incomplete command line.
@@ -123,11 +124,10 @@ def _handle_sigterm() -> None:
     if _threading.current_thread() is not _threading.main_thread():
         return  # signal handlers can only be installed from the main thread (tests run write() elsewhere)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # Before the answer a SIGTERM raises Terminated (and a second one ends the process at once);
+    # after it, the process exits 0 (sync/termination.py).
+    TERMINATION.restore_default = lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, TERMINATION.on_sigterm)
 
 
 # Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
@@ -166,6 +166,8 @@ class DestinationCrowdtwist(Destination):
         if usage_error:
             raise traced(ConfigError(_usage_problem(args))) from None
         messages = _as_generator(self.run_cmd(parsed_args))
+        # spec, check and discover answer with one message: once it is written, a SIGTERM exits 0.
+        answers = parsed_args.command != "write"
         interrupted: Terminated | None = None
         while True:
             try:
@@ -173,10 +175,15 @@ class DestinationCrowdtwist(Destination):
                 # point where it yielded, so it still drains and echoes what is safe.
                 message = messages.throw(interrupted) if interrupted is not None else next(messages)
             except StopIteration:
+                TERMINATION.finished()  # the output is complete: a SIGTERM from here on exits 0
                 return
             interrupted = None
             try:
-                emit(message)
+                if answers:
+                    with TERMINATION.answering():
+                        emit(message)
+                else:
+                    emit(message)
             except Terminated as exc:
                 interrupted = exc
 
@@ -224,7 +231,9 @@ class DestinationCrowdtwist(Destination):
         update_secrets(get_secrets(spec.connectionSpecification, config))
         if cmd == "discover":
             # The CDK's AirbyteMessage has no destination_catalog field: written as plain JSON.
-            emit_raw(catalog_message(self.discover(logger, config)))
+            catalog = catalog_message(self.discover(logger, config))
+            with TERMINATION.answering():
+                emit_raw(catalog)
         elif cmd == "check":
             yield self._run_check(config=config)
         elif cmd == "write":
