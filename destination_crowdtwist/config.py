@@ -224,6 +224,8 @@ class S3Storage:
     compression_type: CompressionType = _S3_DEFAULTS["compression_type"]
     path_format: str = _S3_DEFAULTS["path_format"]
     file_name_format: str = _S3_DEFAULTS["file_name_format"]
+    # PEM of the private CA that issued the endpoint's certificate (None: the usual public CAs).
+    s3_ca_certificate: str | None = field(default=None, repr=False)
 
     @property
     def location(self) -> str:
@@ -680,7 +682,20 @@ def _object_storage(raw: Any) -> S3Storage | None:
         compression_type=cast(CompressionType, compression_type),
         path_format=_template(raw, "path_format", PATH_VARIABLES),
         file_name_format=file_name_format,
+        s3_ca_certificate=_ca_certificate(raw),
     )
+
+
+def _ca_certificate(raw: Mapping[str, Any]) -> str | None:
+    pem = _s3_text(raw, "s3_ca_certificate", "a PEM certificate")
+    if pem is None:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem or "-----END CERTIFICATE-----" not in pem:
+        raise ConfigError(
+            f"{_STORAGE}.s3_ca_certificate must be a certificate in PEM form, from -----BEGIN CERTIFICATE----- "
+            "to -----END CERTIFICATE-----"
+        )
+    return pem.strip() + "\n"
 
 
 def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:

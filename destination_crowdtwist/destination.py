@@ -47,8 +47,9 @@ from destination_crowdtwist.sync.protocol import (
     parse_messages,
     traced,
 )
-from destination_crowdtwist.sync.report import SyncReport
+from destination_crowdtwist.sync.report import SyncReport, Traffic
 from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_streams
+from destination_crowdtwist.sync.termination import Terminated, Termination
 from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
 from destination_crowdtwist.writers.base import Row, StreamContext, Writer
@@ -68,8 +69,50 @@ class _ReaderFailed:
 TERMINATION_GRACE_SECONDS = 5.0
 
 
-class Terminated(Exception):
-    """Raised in the main thread by the SIGTERM handler."""
+#: What a SIGTERM means now (sync/termination.py): stop the command, or exit 0 once it has answered.
+TERMINATION = Termination()
+
+
+#: The commands and what each needs, for ``--help`` and for the error of an incomplete command line.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "spec": ("", "print the configuration specification (SPEC)"),
+    "check": ("--config CONFIG", "check the configuration and the connection to CrowdTwist"),
+    "discover": ("--config CONFIG", "print the CrowdTwist objects a connection can map to (DESTINATION_CATALOG)"),
+    "write": ("--config CONFIG --catalog CATALOG", "write the records read on standard input to CrowdTwist"),
+    "replay-rejects": ("FILE [FILE ...]", "print stored rejected rows as records for write (see its --help)"),
+}
+
+
+def command_parser() -> argparse.ArgumentParser:
+    """The command line of every command, so that ``--help`` lists them all."""
+    parser = argparse.ArgumentParser(prog="destination-crowdtwist",
+                                     description="Airbyte destination for Oracle CrowdTwist.")
+    commands = parser.add_subparsers(title="commands", dest="command")
+    for name, (_, text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        if name == "replay-rejects":
+            # Handled before this parser (run.py); listed here for --help.
+            sub.add_argument("files", nargs="*", help="rejected-rows files (JSONL, optionally .gz)")
+            continue
+        if name == "spec":
+            continue
+        required = sub.add_argument_group("required named arguments")
+        required.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
+        if name == "write":
+            required.add_argument("--catalog", type=str, required=True, help="path to the configured catalog JSON file")
+    return parser
+
+
+def _usage_problem(args: list[str]) -> str:
+    """What is wrong with a command line argparse refused, and what to type instead."""
+    every = "; ".join(f"{name} {needs}".rstrip() for name, (needs, _) in COMMANDS.items())
+    if not args:
+        return f"No command given. The commands are: {every}. See --help."
+    command = args[0]
+    if command not in COMMANDS:
+        # Not echoed: a mistyped command line may hold a path or a secret.
+        return f"Unknown command. The commands are: {every}. See --help."
+    return f"The {command} command needs {COMMANDS[command][0]}. See {command} --help."
 
 
 def _as_generator(items: Iterable[AirbyteMessage]) -> Generator[AirbyteMessage, None, None]:
@@ -83,11 +126,10 @@ def _handle_sigterm() -> None:
     if _threading.current_thread() is not _threading.main_thread():
         return  # signal handlers can only be installed from the main thread (tests run write() elsewhere)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    # Before the answer a SIGTERM raises Terminated (and a second one ends the process at once);
+    # after it, the process exits 0 (sync/termination.py).
+    TERMINATION.restore_default = lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, TERMINATION.on_sigterm)
 
 
 # Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
@@ -124,11 +166,10 @@ class DestinationCrowdtwist(Destination):
         else:
             usage_error = False
         if usage_error:
-            raise traced(ConfigError(
-                "The command line is incomplete: use spec, check --config CONFIG, discover --config CONFIG or "
-                "write --config CONFIG --catalog CATALOG (and replay-rejects FILE to send rejected rows again)."
-            )) from None
+            raise traced(ConfigError(_usage_problem(args))) from None
         messages = _as_generator(self.run_cmd(parsed_args))
+        # spec, check and discover answer with one message: once it is written, a SIGTERM exits 0.
+        answers = parsed_args.command != "write"
         interrupted: Terminated | None = None
         while True:
             try:
@@ -136,10 +177,15 @@ class DestinationCrowdtwist(Destination):
                 # point where it yielded, so it still drains and echoes what is safe.
                 message = messages.throw(interrupted) if interrupted is not None else next(messages)
             except StopIteration:
+                TERMINATION.finished()  # the output is complete: a SIGTERM from here on exits 0
                 return
             interrupted = None
             try:
-                emit(message)
+                if answers:
+                    with TERMINATION.answering():
+                        emit(message)
+                else:
+                    emit(message)
             except Terminated as exc:
                 interrupted = exc
 
@@ -167,12 +213,13 @@ class DestinationCrowdtwist(Destination):
         logger.info("Writing complete.")
 
     def parse_args(self, args: list[str]) -> argparse.Namespace:
-        """The CDK's commands, plus ``discover --config`` (data activation), which CDK 7.x lacks."""
-        if args[:1] == ["discover"]:
-            parser = argparse.ArgumentParser(prog="destination-crowdtwist discover")
-            parser.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
-            return argparse.Namespace(command="discover", config=parser.parse_args(args[1:]).config)
-        return super().parse_args(args)
+        """The CDK's commands (spec, check, write), plus ``discover --config`` (data activation), which
+        CDK 7.x lacks, with every command in ``--help`` (``replay-rejects`` runs before this, in run.py).
+        """
+        namespace = command_parser().parse_args(args)
+        if not namespace.command:
+            raise ValueError("no command")
+        return namespace
 
     def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
         """Like the CDK's, but config problems come from parse_config, which names the field to fix."""
@@ -186,7 +233,9 @@ class DestinationCrowdtwist(Destination):
         update_secrets(get_secrets(spec.connectionSpecification, config))
         if cmd == "discover":
             # The CDK's AirbyteMessage has no destination_catalog field: written as plain JSON.
-            emit_raw(catalog_message(self.discover(logger, config)))
+            catalog = catalog_message(self.discover(logger, config))
+            with TERMINATION.answering():
+                emit_raw(catalog)
         elif cmd == "check":
             yield self._run_check(config=config)
         elif cmd == "write":
@@ -337,7 +386,15 @@ class _Sync:
                 # The sync is already failing: its first error is the one to report.
                 logger.error(f"Closing the reject sinks also failed: {exc.message}")  # noqa: TRY400 - no trace: PII
             finally:
-                for line in report.summary_lines():
+                snap = client.stats.snapshot()
+                traffic = Traffic(
+                    seconds=pipeline.elapsed_seconds(),
+                    requests=snap.requests,
+                    retries=snap.retries,
+                    throttled=snap.throttled,
+                    server_errors=sum(n for status, n in snap.statuses.items() if status >= 500),
+                )
+                for line in report.summary_lines(traffic):
                     logger.info(line)
                 logger.info(pipeline.progress_line())
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.reject_replay import ReplayRefused, plan_replay, record_messages
+from destination_crowdtwist.sync.termination import Termination
 
 REPLAY_COMMAND = "replay-rejects"
 #: Exit status when the reader of standard output went away (e.g. ``| head``): what a shell reports for
@@ -53,9 +54,16 @@ def run() -> None:
         sys.exit(replay_rejects(args[1:]))
     line = spec_line() if args == ["spec"] else None
     if line is not None:
-        # Without the CDK: the same bytes, about 45 times less CPU.
-        sys.stdout.buffer.write(line)
-        sys.stdout.flush()
+        # Without the CDK: the same bytes, about 45 times less CPU. A SIGTERM once they are written
+        # exits 0 (sync/termination.py), also during the interpreter's shutdown.
+        import signal
+
+        termination = Termination(restore_default=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        signal.signal(signal.SIGTERM, termination.on_sigterm)
+        with termination.answering():
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        _ignore_sigterm()
         return
     from destination_crowdtwist.destination import DestinationCrowdtwist
 
@@ -87,10 +95,24 @@ def orderly_exit(code: int) -> None:
     import threading
 
     _flush_output()
+    if code == 0:
+        _ignore_sigterm()
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive()]
     if others:
         os._exit(code)
     sys.exit(code)
+
+
+def _ignore_sigterm() -> None:
+    """The command is done and its output flushed: a SIGTERM now (PyAirbyte sends one as soon as it has
+    read the answer) must not turn success into a kill. Python puts its own handlers back to the
+    default while the interpreter shuts down, where a SIGTERM would end the process with -15; an
+    ignored signal it leaves alone (issue 18 §3).
+    """
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to set
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _flush_output() -> None:

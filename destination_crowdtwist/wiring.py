@@ -61,7 +61,10 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
     # One event for every wait of the API layer: pacing, retry pauses (client.stop() sets it), so a
     # stopping sync is never held up by a 429's Retry-After or a paced slot.
     stopping = threading.Event()
-    budget = RateBudget(float(config.max_requests_per_minute), sleep=lambda seconds: _wait(stopping, seconds))
+    # Throttling episodes are logged (one WARN when the rate falls, one INFO when it recovers).
+    budget = RateBudget(
+        float(config.max_requests_per_minute), sleep=lambda seconds: _wait(stopping, seconds), report=logger.log
+    )
     # max_concurrency is the ceiling; the requests actually in flight follow budget x RTT.
     gate = InFlightGate(InFlightTarget(max(1, int(config.max_concurrency))), budget.rate_per_second)
     return CrowdTwistClient(

@@ -167,9 +167,11 @@ def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        ([], "The command line is incomplete"),
-        (["bogus"], "The command line is incomplete"),
-        (["check"], "The command line is incomplete"),
+        ([], "No command given. The commands are: spec; check --config CONFIG; discover --config CONFIG; "
+             "write --config CONFIG --catalog CATALOG; replay-rejects FILE"),
+        (["bogus"], "Unknown command. The commands are: spec; check --config CONFIG; discover"),
+        (["check"], "The check command needs --config CONFIG."),
+        (["write", "--config", "GOOD"], "The write command needs --config CONFIG --catalog CATALOG."),
         (["check", "--config", "/nonexistent/config.json"], "cannot be read (No such file or directory)"),
         (["check", "--config", "NOT_JSON"], "is not valid JSON"),
         (["check", "--config", "LIST_JSON"], "must hold a JSON object, not list"),

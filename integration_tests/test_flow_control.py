@@ -20,7 +20,8 @@ from destination_crowdtwist.destination import DestinationCrowdtwist
 
 STREAM = "users"
 MEMBERS = 40
-FLOW = re.compile(r"in-flight target (\d+) \(ceiling (\d+)\), RTT (\d+) ms, rate ([\d,]+)/min of ([\d,]+)/min")
+FLOW = re.compile(r"up to (\d+) requests at once \(max_concurrency (\d+)\), round trip (\d+) ms; "
+                  r"sending at most ([\d,]+) requests/min \(max_requests_per_minute ([\d,]+)\)")
 
 
 def _config(sb: Sandbox, **extra: Any) -> dict[str, Any]:

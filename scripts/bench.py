@@ -700,7 +700,7 @@ class _Output:
     srtt_ms: float | None = None
 
 
-_FLOW = re.compile(r"in-flight target (\d+) \(ceiling \d+\), RTT (?:(\d+) ms|-)")
+_FLOW = re.compile(r"up to (\d+) requests at once \(max_concurrency \d+\), round trip (?:(\d+) ms|not measured yet)")
 
 
 def parse_output(path: Path) -> _Output:

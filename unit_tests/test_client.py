@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -74,7 +75,7 @@ class SpyBudget:
         self.calls.append(("success", None))
 
     def status(self) -> str:
-        return "rate 9,000/min of 9,000/min"
+        return "sending at most 9,000 requests/min (max_requests_per_minute 9,000)"
 
 
 class Harness:
@@ -233,7 +234,7 @@ class SpyGate:
         self.calls.append(("leave", rtt))
 
     def status(self) -> str:
-        return "in-flight target 7 (ceiling 128), RTT 300 ms"
+        return "up to 7 requests at once (max_concurrency 128), round trip 300 ms"
 
 
 class SlowAdapter(ScriptedAdapter):
@@ -272,7 +273,8 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
         ("enter", None), ("acquire", None), ("leave", None),
         ("enter", None), ("acquire", None), ("success", None), ("leave", pytest.approx(0.3)),
     ]
-    assert client.flow_status() == "in-flight target 7 (ceiling 128), RTT 300 ms, rate 9,000/min of 9,000/min"
+    assert client.flow_status() == ("up to 7 requests at once (max_concurrency 128), round trip 300 ms; "
+                                   "sending at most 9,000 requests/min (max_requests_per_minute 9,000)")
 
 
 def test_workers_wanted_counts_requests_pausing_before_a_retry(fake_server: FakeServer, harness: Harness) -> None:
@@ -308,7 +310,8 @@ def test_client_from_config_wires_a_gate_that_follows_the_budget() -> None:
         "max_requests_per_minute": 6000, "max_concurrency": 50,
     }))
     # 100/s x the assumed 100 ms x 1.25 + 2 before the first answer; the budget paces at 6,000/min.
-    assert client.flow_status() == "in-flight target 15 (ceiling 50), RTT -, rate 6,000/min of 6,000/min"
+    assert client.flow_status() == ("up to 15 requests at once (max_concurrency 50), round trip not measured yet; "
+                                   "sending at most 6,000 requests/min (max_requests_per_minute 6,000)")
     client.close()
 
 
@@ -1034,3 +1037,30 @@ def test_hmac_debug_line_masks_the_member_id(fake_server: FakeServer, harness: H
     assert line.name == "airbyte.crowdtwist"
     assert "/v2/users/a***?id_type=email" in line.getMessage()
     assert "alice" not in line.getMessage() and PRIVATE not in line.getMessage()
+
+
+def test_a_retry_line_says_it_is_retrying_and_the_advice_comes_when_it_gives_up(
+    fake_server: FakeServer, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 18 §4: "Retrying ... (retry 1 of 3) ... try the sync again later" contradicted itself.
+    fake_server.expect("GET", "/v2/users/1", *[json_reply(500, {})] * 4)
+    with caplog.at_level(logging.INFO, logger="airbyte"), pytest.raises(TransientError) as info:
+        harness.client(fake_server.url).get_user("1", "id")
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert len(retries) == 3
+    assert "retry 1 of 3" in retries[0] and "server error" in retries[0]
+    assert not [line for line in retries if "again" in line.lower()], retries
+    assert info.value.message == "CrowdTwist had a server error. Gave up after 4 attempts. Try the sync again later."
+
+
+def test_an_unreachable_host_is_retried_without_advice_and_advised_when_given_up(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with caplog.at_level(logging.INFO, logger="airbyte"), pytest.raises(TransientError) as info:
+        harness.client(f"http://127.0.0.1:{port}", retry_policy=RetryPolicy(max_retries=1, base=0.0)).get_user("1", "id")
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert retries and not [line for line in retries if "try again" in line.lower()], retries
+    assert info.value.message.endswith("Gave up after 2 attempts. Check the API base URL, DNS and firewall, then try again.")

@@ -229,11 +229,11 @@ def test_slack_lets_a_thread_or_two_past_a_target_that_moved_by_one() -> None:
 
 def test_gate_status_line() -> None:
     gate = InFlightGate(InFlightTarget(128, clock=FakeClock()), lambda: BUDGET)
-    assert gate.status() == "in-flight target 20 (ceiling 128), RTT -"
+    assert gate.status() == "up to 20 requests at once (max_concurrency 128), round trip not measured yet"
     gate.enter()
     gate.leave(0.3125)
     assert gate.srtt == pytest.approx(0.3125)
-    assert gate.status() == "in-flight target 68 (ceiling 128), RTT 312 ms"
+    assert gate.status() == "up to 68 requests at once (max_concurrency 128), round trip 312 ms"
 
 
 def test_a_failure_without_answer_is_no_rtt_sample() -> None:

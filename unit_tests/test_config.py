@@ -469,3 +469,24 @@ def test_the_spec_offers_a_stream_per_field_mapping_rule() -> None:
     assert items["required"] == ["source", "destination"]
     assert set(items["properties"]) == {"stream", "source", "destination"}
     assert items["properties"]["stream"]["type"] == "string"
+
+
+# --- the form: groups (issue 18 §4) ----------------------------------------------------------------
+
+
+def test_every_setting_has_a_description_and_one_of_the_forms_groups() -> None:
+    # The Airbyte form shows `groups` (id, title) in their order and each property under its `group`
+    # (the CDK's own vector-db destination spec uses the same two keys).
+    spec = SPEC
+    groups = [g["id"] for g in spec["groups"]]
+    assert [g["title"] for g in spec["groups"]] == [
+        "Connection", "Objects and mapping", "Delivery and exactly-once", "Rejected rows and state", "Performance"
+    ]
+    for name, prop in spec["properties"].items():
+        assert prop.get("description"), name
+        assert prop.get("group") in groups, name
+    used = {prop["group"] for prop in spec["properties"].values()}
+    assert used == set(groups)
+    # What a first sync needs is in the first group; the rest are optional (the form folds optional
+    # fields of a group away) and have defaults that work.
+    assert set(spec["required"]) <= {n for n, p in spec["properties"].items() if p["group"] == "connection"}

@@ -52,7 +52,7 @@ def test_block_is_a_one_of_none_or_s3_with_a_storage_type_discriminator() -> Non
 def test_s3_option_has_airbytes_names_required_fields_secrets_and_defaults() -> None:
     assert list(S3_PROPS) == ["storage_type", "access_key_id", "secret_access_key", "role_arn", "s3_bucket_name",
                               "s3_bucket_region", "s3_endpoint", "bucket_path", "format", "compression",
-                              "path_format", "file_name_format"]
+                              "path_format", "file_name_format", "s3_ca_certificate"]
     assert S3_OPTION["required"] == ["storage_type", "s3_bucket_name", "s3_bucket_region", "bucket_path", "format"]
     assert sorted(n for n, p in S3_PROPS.items() if p.get("airbyte_secret")) == ["access_key_id", "secret_access_key"]
     assert S3_PROPS["path_format"]["default"] == "{sync_id}/{namespace}/{stream_name}/"

@@ -160,13 +160,16 @@ def test_progress_line_shows_the_flow_control_state():
     report = SyncReport()
     now = [100.0]
     p = Pipeline(report, concurrency=4, progress_interval=0, request_stats=lambda: (50, 2),
-                 flow_status=lambda: "in-flight target 23 (ceiling 128), RTT 100 ms", clock=lambda: now[0])
+                 flow_status=lambda: "up to 23 requests at once (max_concurrency 128), round trip 100 ms",
+                 clock=lambda: now[0])
     now[0] = 110.0
     line = p.progress_line()
-    assert line == ("Progress: 0 rows settled, 0.0 rows/s, 5.0 requests/s, 0.00 requests/row, 2 throttled (429), "
-                    "0 rejected, 0 in flight; in-flight target 23 (ceiling 128), RTT 100 ms")
+    # Rows (done, rejected, read and not done yet) and requests (sent, throttled, at once) apart, in words.
+    assert line == ("Progress: 0 rows done in 10 s (0.0 rows/s), 0 of them rejected; 50 requests sent (5.0/s, "
+                    "0.00 per row done), 2 answered HTTP 429 (throttled); 0 rows read and not done yet; "
+                    "up to 23 requests at once (max_concurrency 128), round trip 100 ms")
     bare = Pipeline(report, concurrency=4, progress_interval=0)
-    assert ";" not in bare.progress_line()
+    assert bare.progress_line().endswith("0 rows read and not done yet")
 
 
 def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import logging
 import random
 import threading
 from collections.abc import Callable
@@ -361,3 +362,49 @@ def test_lone_429s_from_bunched_arrivals_cost_little(rtt: float) -> None:
 def test_invalid_arguments(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must"):
         RateBudget(**kwargs)
+
+
+# -- throttling episodes reported to the operator (issue 18 §4) --------------------------------------
+
+
+def test_a_throttling_episode_logs_one_warning_and_one_recovery_line() -> None:
+    t = FakeTime()
+    lines: list[tuple[int, str]] = []
+    budget = _budget(9000, t, report=lambda level, line: lines.append((level, line)))  # type: ignore[arg-type]
+    _succeed_for(budget, t, 2.0)
+    assert lines == []
+    # 44 answers 429 over ~20 s (one every ~0.5 s, several congestion events): one WARN only.
+    for _ in range(44):
+        budget.on_throttled(None)
+        _succeed_for(budget, t, 0.45)
+    assert len(lines) == 1
+    level, warning = lines[0]
+    assert level == logging.WARNING
+    assert "HTTP 429" in warning and "of 9,000/min" in warning
+    assert f"{budget.max_rate * 0.98 * 0.8:,.0f}/min" in warning  # the rate after the first cut
+    # Still within the quiet time: no recovery line yet.
+    _succeed_for(budget, t, 29.0)
+    assert len(lines) == 1
+    _succeed_for(budget, t, 2.0)
+    assert len(lines) == 2
+    level, recovered = lines[1]
+    assert level == logging.INFO
+    assert f"{budget.current_rate:,.0f}/min of 9,000/min" in recovered
+    assert "44 answers were HTTP 429" in recovered
+    # The next episode reports again, once.
+    budget.on_throttled(None)
+    budget.on_throttled(None)
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO, logging.WARNING]
+
+
+def test_a_long_retry_after_pause_is_one_episode_too() -> None:
+    t = FakeTime()
+    lines: list[tuple[int, str]] = []
+    budget = _budget(600, t, report=lambda level, line: lines.append((level, line)))  # type: ignore[arg-type]
+    budget.on_throttled(60.0)
+    assert len(lines) == 1 and "Retry-After 60 s" in lines[0][1]
+    _succeed_for(budget, t, 40.0, per_second=1)  # still paused for 20 s of it, then quiet for only 10 s
+    assert len(lines) == 1
+    _succeed_for(budget, t, 60.0, per_second=1)
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
+

@@ -12,7 +12,7 @@ import pytest
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.rejection import Reason, Rejection, server
 from destination_crowdtwist.sync.reject_sinks import LocalFileSink
-from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport
+from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport, Traffic
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
 
 STREAM = StreamContext(None, "users", "append_dedup")
@@ -163,3 +163,18 @@ def test_dry_run_field_names_from_the_row_are_masked(tmp_path: Path, caplog: pyt
     kept = SyncReport(log_pii=True, dry_run=True)
     kept.record(row(0), Outcome(OutcomeKind.WOULD_UPDATE, member="m0", changes=changes))
     assert "  custom_data.Quentin Doe (spouse): 1" in kept.summary_lines()
+
+
+def test_summary_has_the_duration_the_requests_and_a_split_by_stream() -> None:
+    report = SyncReport()
+    purchases = StreamContext(None, "purchases", "append")
+    report.record(row(0), Outcome(OutcomeKind.CREATED))
+    report.record(row(1), Outcome(OutcomeKind.UPDATED))
+    report.record(Row(stream=purchases, data={"user_id": "u2@example.com"}, seq=2), bad())
+    lines = report.summary_lines(Traffic(seconds=185.4, requests=2150, retries=120, throttled=44, server_errors=9))
+    assert lines[0] == "Sync summary: 3 rows in 3 min 05 s"
+    assert ("Requests to CrowdTwist: 2,150 sent, 120 of them retries; 44 answered HTTP 429 (throttled), "
+            "9 answered HTTP 5xx (server error)") in lines
+    split = lines.index("Rows by stream:")
+    assert lines[split + 1:split + 3] == ["  purchases: 1 rows (rejected 1)", "  users: 2 rows (created 1, updated 1)"]
+    assert report.summary_lines(Traffic(seconds=42.4))[0] == "Sync summary: 3 rows in 42 s"

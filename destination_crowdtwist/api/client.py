@@ -241,8 +241,11 @@ class _Failure:
     """A failed attempt: what the retry decision needs, and the errors to raise if it stops here."""
 
     outcome: Outcome
-    error: TransientError  # raised (with the give-up reason appended) when retries end
+    # What happened, without advice: the retry log line says it is retrying, so "try again later"
+    # belongs only to the error raised when retries end (with the give-up reason and ``advice``).
+    error: TransientError
     uncertain: str  # the UncertainOutcome message, when the request may have been applied
+    advice: str = "Try the sync again later."
 
 
 class CrowdTwistClient:
@@ -486,7 +489,7 @@ class CrowdTwistClient:
                 "request_line": line,
             }
             if isinstance(decision, GiveUp):
-                raise TransientError(f"{error.message} {decision.reason}", **context) from None
+                raise TransientError(f"{error.message}. {decision.reason} {result.advice}", **context) from None
             self.stats.add("uncertain")
             raise UncertainOutcome(result.uncertain, **context) from None
 
@@ -531,7 +534,7 @@ class CrowdTwistClient:
             parts.append(self._in_flight.status())
         if self._rate_budget is not None:
             parts.append(self._rate_budget.status())
-        return ", ".join(parts)
+        return "; ".join(parts)
 
     def _attempt(self, wire: _Wire) -> ApiResponse | _Failure:
         """Send once: the answer (OK or REJECT), a failure to decide on, or raise ConfigError."""
@@ -619,7 +622,7 @@ class CrowdTwistClient:
         what = resolution.hint.split(";")[0].rstrip(".")
         return _Failure(
             Outcome(status=status, retry_after=retry_after),
-            TransientError(f"{what}; try the sync again later.", **context),
+            TransientError(what, **context),
             f"CrowdTwist answered HTTP {status} to a request that may already have been applied. It was not "
             "retried, so it is never applied twice; verify it before sending it again.",
         )
@@ -665,7 +668,7 @@ class CrowdTwistClient:
         return _Failure(
             Outcome(status=status, retry_after=retry_after),
             TransientError(
-                f"CrowdTwist sent an answer larger than {limit}, which was not read; try the sync again later.",
+                f"CrowdTwist sent an answer larger than {limit}, which was not read",
                 status=status,
                 request_line=line,
             ),
@@ -677,7 +680,7 @@ class CrowdTwistClient:
         """No complete answer, and the request may have reached the server."""
         return _Failure(
             Outcome(status=None, maybe_sent=True),
-            TransientError(f"CrowdTwist did not answer ({description}); try again later.", request_line=line),
+            TransientError(f"CrowdTwist did not answer ({description})", request_line=line),
             f"CrowdTwist may have applied this request, but no complete answer arrived ({description}). It was "
             "not retried, so it is never applied twice; verify it (e.g. the member's activity history) before "
             "sending it again.",
@@ -745,11 +748,11 @@ class CrowdTwistClient:
 
     def _unreachable(self, description: str, line: str) -> _Failure:
         """Nothing was sent: safe to retry any request."""
-        message = (
-            f"Could not reach the CrowdTwist host {self._host} ({description}). Check the API base URL, DNS "
-            "and firewall, then try again."
+        what = f"Could not reach the CrowdTwist host {self._host} ({description})"
+        advice = "Check the API base URL, DNS and firewall, then try again."
+        return _Failure(
+            Outcome(status=None, maybe_sent=False), TransientError(what, request_line=line), f"{what}. {advice}", advice
         )
-        return _Failure(Outcome(status=None, maybe_sent=False), TransientError(message, request_line=line), message)
 
     def _request_line(self, method: str, path: str, params: Mapping[str, Any] | None) -> str:
         query = f"?{urlencode(params, doseq=True)}" if params else ""

@@ -202,8 +202,9 @@ class InFlightGate:
             return self._controller.srtt
 
     def status(self) -> str:
-        """``in-flight target 42 (ceiling 128), RTT 312 ms`` for progress lines."""
+        """``up to 42 requests at once (max_concurrency 128), round trip 312 ms`` for progress lines."""
         with self._cond:
             srtt = self._controller.srtt
-            rtt = "-" if srtt is None else f"{srtt * 1000:.0f} ms"
-            return f"in-flight target {self._limit} (ceiling {self._controller.ceiling}), RTT {rtt}"
+            rtt = "not measured yet" if srtt is None else f"{srtt * 1000:.0f} ms"
+            return (f"up to {self._limit} requests at once (max_concurrency {self._controller.ceiling}), "
+                    f"round trip {rtt}")

@@ -33,13 +33,23 @@ the limit per 429 and needed ~10 s to recover; a dip to 80% for half a second co
 second. A short Retry-After (a token bucket's "1 s") is such a rate signal, not a reason to stop every
 worker: the refused request alone waits it out (``retry.decide``). A Retry-After longer than
 ``pause_threshold_seconds`` (a fixed window that is used up) pauses everybody until then.
+
+Throttling is reported to the operator once per *episode* (issue 18 §4): the first cut or pause of an
+episode sends one WARN line (with the lowered rate) to the injected ``report`` callback; once no 429
+has arrived for ``quiet_seconds`` and the rate has climbed back to its good rate, one INFO line says
+the episode is over (with the rate paced at, the 429s and the duration). 429s in between are counted,
+not logged. The callback is called outside the lock; the core stays testable with fake time.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+#: ``report(level, message)``: a ``logging`` level and the line to log (``logger.log`` fits).
+Report = Callable[[int, str], None]
 
 
 class RateBudget:
@@ -66,6 +76,11 @@ class RateBudget:
         sending_share: ... provided the requests sent since that cut were at least this share of the
             send slots the pace allowed in that time (the connector was sending at its pace, so the
             server, not the connector, set what was accepted).
+        report: called with (logging level, line) once when a throttling episode starts (WARNING)
+            and once when it ends (INFO); None reports nothing.
+        quiet_seconds: an episode ends after this long without a 429, once the rate is back at the
+            good rate (long enough that a server paced at its limit, with a 429 every few seconds,
+            makes one episode, not a pair of lines every few seconds).
     """
 
     def __init__(  # noqa: PLR0913 - tuning knobs and injected clock, all keywords with defaults
@@ -86,6 +101,8 @@ class RateBudget:
         reveal_max_seconds: float = 30.0,
         saturated_share: float = 0.02,
         sending_share: float = 0.9,
+        report: Report | None = None,
+        quiet_seconds: float = 30.0,
     ) -> None:
         if max_per_minute <= 0:
             raise ValueError("max_per_minute must be positive")
@@ -137,6 +154,12 @@ class RateBudget:
         self._rate_cuts = 0
         self._pauses = 0
         self._waited = 0.0
+        self._report = report
+        self._quiet = quiet_seconds
+        # The throttling episode under way: when it started, its last 429, the 429s it counted.
+        self._episode_start: float | None = None
+        self._episode_last = now
+        self._episode_throttled = 0
 
     # -- counters ---------------------------------------------------------------------------------
 
@@ -193,9 +216,10 @@ class RateBudget:
             return self._waited
 
     def status(self) -> str:
-        """``rate 5,820/min of 9,000/min`` for progress lines."""
+        """``sending at most 5,820 requests/min (max_requests_per_minute 9,000)`` for progress lines."""
         with self._lock:
-            return f"rate {self._rate * 60:,.0f}/min of {self._max * 60:,.0f}/min"
+            return (f"sending at most {self._rate * 60:,.0f} requests/min "
+                    f"(max_requests_per_minute {self._max * 60:,.0f})")
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -239,48 +263,69 @@ class RateBudget:
     def on_throttled(self, retry_after: float | None) -> None:
         """Report a 429: a long Retry-After pauses everybody; otherwise lower the rate (see module doc)."""
         with self._lock:
-            now = self._clock()
-            self._account(now)
-            self._throttled += 1
-            self._last_adjust = now
-            if retry_after is not None and retry_after > self._pause_threshold:
-                self._pauses += 1
-                self._pause_generation += 1
-                self._paused_until = max(self._paused_until, now + retry_after)
-                # No burst right after the pause: the first request goes at its end, then paced.
-                self._tat = max(self._tat, self._paused_until + self._tolerance())
-                return
-            if self._last_cut is not None and now - self._last_cut < self._cut_cooldown:
-                # Same congestion event: the other requests that were already in flight.
-                return
-            bad = self._good  # the rate was at (or climbing back to) the good rate, which drew a 429
-            good = bad * self._backoff
-            accepted = self._ok - self._ok_at_cut
-            refused = self._throttled - self._throttled_at_cut
-            sent = self._reserved - self._reserved_at_cut
-            allowed = self._allowed - self._allowed_at_cut
-            if (self._last_cut is not None and now - self._last_cut <= self._reveal_max
-                    and refused >= self._saturated_share * (accepted + refused)
-                    and sent >= self._sending_share * allowed):
-                # 429s kept coming since the last cut while we sent at our pace: the server was
-                # saturated, its bucket went from empty to empty, and what it accepted in between is
-                # its rate (or the share of it that the program's other clients left us). A lone 429
-                # proves no such thing (a burst the server did not allow), and neither do 429s while
-                # we sent less than our pace allowed (the accepted count was then our own
-                # throughput), so those only back off a step.
-                revealed = accepted / (now - self._last_cut)
-                good = min(bad, revealed) * self._reveal_margin
-            self._last_cut = now
-            self._ok_at_cut = self._ok
-            self._throttled_at_cut = self._throttled
-            self._reserved_at_cut = self._reserved
-            self._allowed_at_cut = self._allowed
-            self._rate_cuts += 1
-            self._good = max(self._min, good)
-            self._rate = max(self._min, self._good * self._decrease_factor)
-            # Forget the burst credit saved while idle: the server just said we are too fast, so the
-            # next request waits one interval at the new rate.
-            self._tat = max(self._tat, now + self._tolerance() + 1.0 / self._rate)
+            self._throttle(retry_after)
+            line = self._episode_begins(retry_after)
+        if line is not None and self._report is not None:
+            self._report(logging.WARNING, line)
+
+    def _episode_begins(self, retry_after: float | None) -> str | None:
+        # The WARN line of a new episode (None inside one): the first 429 after a quiet time.
+        now = self._clock()
+        self._episode_last = now
+        self._episode_throttled += 1
+        if self._episode_start is not None:
+            return None
+        self._episode_start = now
+        self._episode_throttled = 1
+        if retry_after is not None and retry_after > self._pause_threshold:
+            return (f"CrowdTwist is throttling (HTTP 429, Retry-After {retry_after:,.0f} s): every request "
+                    f"waits until then, then goes on at {self._rate * 60:,.0f}/min of {self._max * 60:,.0f}/min.")
+        return (f"CrowdTwist is throttling (HTTP 429): requests slowed to {self._rate * 60:,.0f}/min of "
+                f"{self._max * 60:,.0f}/min; the sync goes on at the rate CrowdTwist accepts.")
+
+    def _throttle(self, retry_after: float | None) -> None:
+        now = self._clock()
+        self._account(now)
+        self._throttled += 1
+        self._last_adjust = now
+        if retry_after is not None and retry_after > self._pause_threshold:
+            self._pauses += 1
+            self._pause_generation += 1
+            self._paused_until = max(self._paused_until, now + retry_after)
+            # No burst right after the pause: the first request goes at its end, then paced.
+            self._tat = max(self._tat, self._paused_until + self._tolerance())
+            return
+        if self._last_cut is not None and now - self._last_cut < self._cut_cooldown:
+            # Same congestion event: the other requests that were already in flight.
+            return
+        bad = self._good  # the rate was at (or climbing back to) the good rate, which drew a 429
+        good = bad * self._backoff
+        accepted = self._ok - self._ok_at_cut
+        refused = self._throttled - self._throttled_at_cut
+        sent = self._reserved - self._reserved_at_cut
+        allowed = self._allowed - self._allowed_at_cut
+        if (self._last_cut is not None and now - self._last_cut <= self._reveal_max
+                and refused >= self._saturated_share * (accepted + refused)
+                and sent >= self._sending_share * allowed):
+            # 429s kept coming since the last cut while we sent at our pace: the server was
+            # saturated, its bucket went from empty to empty, and what it accepted in between is
+            # its rate (or the share of it that the program's other clients left us). A lone 429
+            # proves no such thing (a burst the server did not allow), and neither do 429s while
+            # we sent less than our pace allowed (the accepted count was then our own
+            # throughput), so those only back off a step.
+            revealed = accepted / (now - self._last_cut)
+            good = min(bad, revealed) * self._reveal_margin
+        self._last_cut = now
+        self._ok_at_cut = self._ok
+        self._throttled_at_cut = self._throttled
+        self._reserved_at_cut = self._reserved
+        self._allowed_at_cut = self._allowed
+        self._rate_cuts += 1
+        self._good = max(self._min, good)
+        self._rate = max(self._min, self._good * self._decrease_factor)
+        # Forget the burst credit saved while idle: the server just said we are too fast, so the
+        # next request waits one interval at the new rate.
+        self._tat = max(self._tat, now + self._tolerance() + 1.0 / self._rate)
 
     def on_success(self) -> None:
         """Report an answer that was not throttled: climb back to the good rate, then probe gently."""
@@ -297,3 +342,19 @@ class RateBudget:
                 self._rate = min(self._good, self._rate + climb)
             elif self._rate < self._max:
                 self._rate = self._good = min(self._max, self._rate * (1.0 + self._probe * elapsed))
+            line = self._episode_ends(now)
+        if line is not None and self._report is not None:
+            self._report(logging.INFO, line)
+
+    def _episode_ends(self, now: float) -> str | None:
+        # The INFO line that closes an episode: no 429 for quiet_seconds and the rate back at its good rate.
+        if (self._episode_start is None or now - self._episode_last < self._quiet
+                or self._rate < self._good or now < self._paused_until):
+            return None
+        lasted = self._episode_last - self._episode_start
+        line = (f"CrowdTwist throttling is over (no HTTP 429 for {self._quiet:,.0f} s): requests paced at "
+                f"{self._rate * 60:,.0f}/min of {self._max * 60:,.0f}/min; {self._episode_throttled:,} "
+                f"answers were HTTP 429 over {lasted:,.0f} s.")
+        self._episode_start = None
+        self._episode_throttled = 0
+        return line

@@ -25,6 +25,7 @@ tested exactly; boto3 is imported only when a client is made, so the CDK-free la
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import gzip
@@ -34,6 +35,7 @@ import logging
 import os
 import random
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +58,8 @@ for _name in ("boto3", "botocore", "s3transfer", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 #: The columns of Airbyte's object-storage layout, in its order (CSV header, JSONL key order).
+#: The connection problem of a certificate that could not be verified (a setting fixes it, not a retry).
+TLS_FAILED = "TLS handshake failed"
 AIRBYTE_COLUMNS = ("_airbyte_raw_id", "_airbyte_extracted_at", "_airbyte_meta", "_airbyte_generation_id")
 DATA_COLUMN = "_airbyte_data"
 
@@ -274,6 +278,18 @@ def explain(  # noqa: PLR0911 - one return per class of S3 failure, read as a ta
             "Set access_key_id and secret_access_key, or give the connector credentials through the AWS credential "
             "chain (environment, shared config, instance or container role).",
         )
+    if connection == TLS_FAILED:
+        target = storage.s3_endpoint or f"Amazon S3 in region {region}"
+        # A certificate that cannot be verified fails the same way on every retry.
+        trusted = ("the CA certificate in object_storage_config.s3_ca_certificate" if storage.s3_ca_certificate
+                   else "the usual public certificate authorities")
+        return S3Failure(
+            "tls", PERMANENT, f"The TLS handshake with the S3 endpoint {target} failed: its certificate could not "
+            f"be verified against {trusted}",
+            "If the store's certificate comes from a private certificate authority, paste that authority's "
+            "certificate (PEM) into object_storage_config.s3_ca_certificate (or point the AWS_CA_BUNDLE "
+            "environment variable at a file holding it); also check that s3_endpoint is the https URL of the store.",
+        )
     if connection is not None:
         target = storage.s3_endpoint or f"Amazon S3 in region {region}"
         return S3Failure(
@@ -366,7 +382,7 @@ def failure_from_exception(exc: BaseException, storage: S3Storage) -> S3Failure:
     if isinstance(exc, boto_errors.ConnectTimeoutError | boto_errors.ReadTimeoutError):
         return explain(storage, connection="timed out")
     if isinstance(exc, boto_errors.SSLError):
-        return explain(storage, connection="TLS handshake failed")
+        return explain(storage, connection=TLS_FAILED)
     if isinstance(exc, boto_errors.EndpointConnectionError | boto_errors.ConnectionClosedError):
         return explain(storage, connection="connection refused or closed")
     if isinstance(exc, boto_errors.ConnectionError | boto_errors.HTTPClientError | OSError):
@@ -403,6 +419,14 @@ class S3Client:
             aws_access_key_id=storage.access_key_id,
             aws_secret_access_key=storage.secret_access_key,
         )
+        # botocore verifies against a file, so a configured CA certificate is written to one (removed
+        # by close()); None keeps botocore's default (its bundle, or AWS_CA_BUNDLE).
+        self._ca_file: str | None = None
+        if storage.s3_ca_certificate:
+            fd, self._ca_file = tempfile.mkstemp(prefix="crowdtwist-s3-ca-", suffix=".pem")
+            with os.fdopen(fd, "w", encoding="ascii", errors="replace") as fh:
+                fh.write(storage.s3_ca_certificate)
+        self.verify: str | None = self._ca_file
         self._region = storage.s3_bucket_region or self._session.region_name or "us-east-1"
         self._config = Config(
             connect_timeout=connect_timeout,
@@ -432,8 +456,12 @@ class S3Client:
         return self._client
 
     def close(self) -> None:
-        """Stop the deadline watchdog's thread."""
+        """Stop the deadline watchdog's thread; remove the CA certificate file."""
         self._watchdog.close()
+        if self._ca_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._ca_file)
+            self._ca_file = None
 
     def _make(self) -> Any:
         storage = self.storage
@@ -441,7 +469,8 @@ class S3Client:
         if storage.role_arn:
             # An S3-compatible store that supports roles serves STS at its own endpoint (MinIO does).
             sts = self._session.client(
-                "sts", region_name=self._region, endpoint_url=storage.s3_endpoint, config=self._config
+                "sts", region_name=self._region, endpoint_url=storage.s3_endpoint, config=self._config,
+                verify=self.verify,
             )
             options: dict[str, Any] = {"RoleArn": storage.role_arn, "RoleSessionName": _SESSION_NAME}
             external_id = os.environ.get("AWS_ASSUME_ROLE_EXTERNAL_ID")
@@ -460,7 +489,8 @@ class S3Client:
             if isinstance(expiration, datetime):
                 self._expires_at = expiration.timestamp() - _ROLE_REFRESH_MARGIN
         return self._session.client(
-            "s3", region_name=self._region, endpoint_url=storage.s3_endpoint, config=self._config, **credentials
+            "s3", region_name=self._region, endpoint_url=storage.s3_endpoint, config=self._config,
+            verify=self.verify, **credentials
         )
 
     def failure(self, exc: BaseException) -> S3Failure:

@@ -506,21 +506,31 @@ class Pipeline:
     # -- progress ------------------------------------------------------------------------------
 
     def progress_line(self) -> str:
-        """One line of progress: rows, rates, requests per row, 429s, rejected, in flight, flow control."""
+        """One line of progress in a user's words: rows done and rejected, requests sent and throttled,
+        rows read but not done yet, then the flow control (requests at once, round trip, pace).
+
+        Rows and requests are kept apart (issue 18 §4: "931 in flight; in-flight target 4" read as one
+        number twice): rows waiting for their turn are not requests on the wire.
+        """
         with self._cond:
             settled = self._tracker.records_settled
-            in_flight = self._pending
+            pending = self._pending
         elapsed = max(self._clock() - self._started_at, 1e-9)
         requests, throttled = self._request_stats() if self._request_stats else (0, 0)
         per_row = requests / settled if settled else 0.0
         line = (
-            f"Progress: {settled} rows settled, {settled / elapsed:.1f} rows/s, {requests / elapsed:.1f} requests/s, "
-            f"{per_row:.2f} requests/row, {throttled} throttled (429), {self._report.rejected} rejected, "
-            f"{in_flight} in flight"
+            f"Progress: {settled:,} rows done in {elapsed:,.0f} s ({settled / elapsed:,.1f} rows/s), "
+            f"{self._report.rejected:,} of them rejected; {requests:,} requests sent ({requests / elapsed:,.1f}/s, "
+            f"{per_row:.2f} per row done), {throttled:,} answered HTTP 429 (throttled); "
+            f"{pending:,} rows read and not done yet"
         )
-        # e.g. "in-flight target 42 (ceiling 128), RTT 312 ms, rate 9,000/min of 9,000/min"
+        # e.g. "up to 42 requests at once (max_concurrency 128), round trip 312 ms; sending at most ..."
         flow = self._flow_status() if self._flow_status else ""
         return f"{line}; {flow}" if flow else line
+
+    def elapsed_seconds(self) -> float:
+        """Seconds since the pipeline started (the sync's duration, for the summary)."""
+        return max(0.0, self._clock() - self._started_at)
 
     def _progress_loop(self) -> None:
         while not self._stop_progress.wait(self._progress_interval):

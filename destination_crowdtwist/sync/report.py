@@ -9,6 +9,7 @@ import logging
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.masking import mask_key_path
@@ -26,6 +27,17 @@ LOGGED_PER_REASON = 20
 LOGGED_DRY_RUN_ROWS = 50
 #: Outcomes whose summary line names a few (masked) members: what a dry run would remove.
 EXAMPLE_KINDS = frozenset({OutcomeKind.WOULD_DEACTIVATE, OutcomeKind.WOULD_ERASE})
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What the sync cost on the wire, for the summary (the client's counters and the sync's duration)."""
+
+    seconds: float
+    requests: int = 0
+    retries: int = 0  # attempts sent again (after a 429, a 5xx, a lost connection)
+    throttled: int = 0  # answers HTTP 429
+    server_errors: int = 0  # answers HTTP 5xx
 
 
 class SyncReport:
@@ -151,15 +163,30 @@ class SyncReport:
         with self._lock:
             return self.by_kind[OutcomeKind.REJECTED]
 
-    def summary_lines(self) -> list[str]:
-        """The end-of-sync summary: rows by outcome and by reason class, with masked examples."""
+    def summary_lines(self, traffic: Traffic | None = None) -> list[str]:
+        """The end-of-sync summary: rows by outcome, the duration and requests (retries, 429s, 5xx)
+        when ``traffic`` is given, rows by stream, rows by reason class, with masked examples.
+        """
         with self._lock:
             total = sum(self.by_kind.values())
             head = "Dry run summary (nothing was written)" if self.dry_run else "Sync summary"
-            lines = [f"{head}: {total} rows"]
+            took = f" in {_duration(traffic.seconds)}" if traffic is not None else ""
+            lines = [f"{head}: {total} rows{took}"]
             for kind, n in sorted(self.by_kind.items(), key=lambda kv: (-kv[1], kv[0])):
                 examples = ", ".join(self.examples.get(kind, [])) if kind in EXAMPLE_KINDS else ""
                 lines.append(f"  {kind}: {n} (e.g. {examples})" if examples else f"  {kind}: {n}")
+            if traffic is not None:
+                lines.append(
+                    f"Requests to CrowdTwist: {traffic.requests:,} sent, {traffic.retries:,} of them retries; "
+                    f"{traffic.throttled:,} answered HTTP 429 (throttled), {traffic.server_errors:,} answered "
+                    "HTTP 5xx (server error)"
+                )
+            if self.by_stream:
+                lines.append("Rows by stream:")
+                for stream, kinds in sorted(self.by_stream.items()):
+                    ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+                    split = ", ".join(f"{kind} {n}" for kind, n in ranked)
+                    lines.append(f"  {stream}: {sum(kinds.values())} rows ({split})")
             if self.changed_fields:
                 lines.append("Fields that would change (rows):")
                 for name, n in self.changed_fields.most_common(20):
@@ -172,3 +199,15 @@ class SyncReport:
             for name in self._sink_names:
                 lines.append(f"Rejected rows were written to {name}")
             return lines
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``: a sync's duration as a person reads it."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
