@@ -130,6 +130,12 @@ def test_versions_agree_everywhere(metadata: dict[str, Any]) -> None:
     labels = " ".join(_docker("LABEL"))
     assert f"io.airbyte.version={version}" in labels
     assert f"io.airbyte.name={metadata['data']['dockerRepository']}" in labels
+    # The User-Agent names the version too, and the changelog's newest row is this version.
+    from destination_crowdtwist.api.client import USER_AGENT
+
+    assert USER_AGENT.endswith(f"/{version}")
+    changelog = (ROOT / "docs" / "crowdtwist.md").read_text(encoding="utf-8").split("## Changelog", 1)[1]
+    assert re.search(r"^\| (\d+\.\d+\.\d+) \|", changelog, re.MULTILINE).group(1) == version  # type: ignore[union-attr]
 
 
 def test_base_image_equals_dockerfile_from(metadata: dict[str, Any]) -> None:

@@ -78,7 +78,7 @@ __all__ = ["ApiResponse", "ClientStats", "CrowdTwistClient", "StatsSnapshot", "m
 # root), so a module-named logger would stay at WARNING and retries would never show in a sync.
 logger = logging.getLogger("airbyte.crowdtwist")
 
-USER_AGENT = "airbyte-destination-crowdtwist/0.2.0"
+USER_AGENT = "airbyte-destination-crowdtwist/0.3.0"
 # Non-JSON bodies (HTML maintenance pages, proxy errors) are kept only as a short preview.
 TEXT_PREVIEW_CHARS = 500
 # CrowdTwist answers are small JSON documents (a profile, a history page); a body above this is not
