@@ -119,32 +119,28 @@ def watch_socket(sock: socket.socket | None) -> None:
         watch.attach(sock)
 
 
-class WatchedHTTPConnection(HTTPConnection):
-    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection)."""
+class _Watched:
+    """Hands the connection's socket to the attempt's watch: after connecting, and on each request."""
+
+    sock: Any
 
     def connect(self) -> None:
-        """Connect, then hand the new socket to the attempt."""
-        super().connect()
+        """Connect (and, for HTTPS, the TLS handshake), then hand the new socket to the attempt."""
+        super().connect()  # type: ignore[misc]
         watch_socket(self.sock)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         """Send a request; a reused keep-alive connection (no connect) hands its socket over here."""
         watch_socket(self.sock)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class WatchedHTTPSConnection(HTTPSConnection):
+class WatchedHTTPConnection(_Watched, HTTPConnection):
+    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection)."""
+
+
+class WatchedHTTPSConnection(_Watched, HTTPSConnection):
     """The HTTPS twin of :class:`WatchedHTTPConnection`."""
-
-    def connect(self) -> None:
-        """Connect (and the TLS handshake), then hand the socket to the attempt."""
-        super().connect()
-        watch_socket(self.sock)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        """Send a request; a reused keep-alive connection hands its socket over here."""
-        watch_socket(self.sock)
-        super().request(*args, **kwargs)
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
