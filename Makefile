@@ -3,14 +3,15 @@
 #
 #   make check   the quick loop: ruff, mypy, pytest -m "not slow and not perf" (skips the image install
 #                replay, the benchmark smoke run, source-faker, PyAirbyte, the soak and the measurements)
-#   make test    ruff, mypy, then pytest -m "not soak and not perf": every test but the soak and the
-#                measurements; run it before you push (under 10 minutes, a first run also builds the
-#                tool venvs)
+#   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools": every test but the
+#                soak, the measurements and the real Airbyte tools; run it before you push (under 10 minutes)
 #   make soak    the soak alone (marker soak, also marked slow; kept out of make test for its 10-minute
 #                budget): the fault matrix's (test_fault_matrix.py) and each fatal stop 50 times
 #                (test_orderly_stop.py), both in integration_tests/
 #   make perf    the measurements alone (marker perf: memory and time on 100k-200k rows, machine-dependent)
-#   .ci/run      CI: make test, then make soak, then make perf
+#   make tools   the tests that build and drive real Airbyte tools in their own venvs (marker tools:
+#                source-faker, PyAirbyte; the first run builds .venv-faker and .venv-pyairbyte)
+#   .ci/run      CI: make test, then make soak, then make perf, then make tools
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
 #   make bench   benchmark driver; pass options with BENCH_ARGS="..."
 #   make lint / make typecheck / make clean / make distclean
@@ -28,7 +29,7 @@ PYAIRBYTE_VENV := .venv-pyairbyte
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test check soak perf lint typecheck pytest pytest-quick demo bench clean distclean
+.PHONY: help venv test check soak perf tools lint typecheck pytest pytest-quick demo bench clean distclean
 
 help:
 	@echo "make demo | make test | make check | make soak | make perf | make bench [BENCH_ARGS=...] | make lint | make typecheck | make clean | make distclean"
@@ -51,7 +52,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -m "not soak and not perf"
+	$(BIN)/pytest -m "not soak and not perf and not tools"
 
 pytest-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not perf"
@@ -61,6 +62,9 @@ soak: $(STAMP)
 
 perf: $(STAMP)
 	$(BIN)/pytest -m perf
+
+tools: $(STAMP)
+	$(BIN)/pytest -m tools
 
 test: lint typecheck pytest
 

@@ -215,6 +215,7 @@ def test_the_documented_recipe_is_the_one_the_test_runs() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.timeout(1200)  # a first run installs source-faker and PyAirbyte inside this test's setup
 def test_pyairbyte_writes_source_faker_users_through_local_executable(
     tmp_path: Path, pyairbyte: InstallReport, source_faker: InstallReport

@@ -104,6 +104,7 @@ def _destination_config(sb: Sandbox, mode: str, rejects: Path) -> dict[str, Any]
 
 
 @pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.timeout(600)  # the first run installs source-faker inside this test's setup
 @pytest.mark.parametrize("mode", ["classic", "data_activation"])
 def test_source_faker_users_piped_into_write_become_members(tmp_path: Path, source_faker: InstallReport, mode: str) -> None:

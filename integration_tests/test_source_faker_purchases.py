@@ -37,6 +37,7 @@ def _catalog(discovered: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.timeout(600)  # the first run installs source-faker inside this test's setup
 def test_purchases_before_users_from_source_faker_are_all_credited(tmp_path: Path, source_faker: InstallReport) -> None:
     exe = source_faker.executable

@@ -297,7 +297,7 @@ def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp
     install = position(f"{venv}/bin/python -m pip install --quiet --progress-bar off -e '.[dev]'")
     stamp = position(f"touch {venv}/.installed")
     ruff, mypy = position(f"{venv}/bin/ruff check ."), position(f"{venv}/bin/mypy")
-    assert create < install < stamp < ruff < mypy < position(f'{venv}/bin/pytest -m "not soak and not perf"')
+    assert create < install < stamp < ruff < mypy < position(f'{venv}/bin/pytest -m "not soak and not perf and not tools"')
 
 
 def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Path) -> None:
@@ -311,11 +311,12 @@ def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Pa
 # marker expression each make target runs, and what CI runs.
 TIERS = {
     "check": 'pytest -m "not slow and not perf"',
-    "test": 'pytest -m "not soak and not perf"',
+    "test": 'pytest -m "not soak and not perf and not tools"',
     "soak": "pytest -m soak integration_tests/test_fault_matrix.py integration_tests/test_orderly_stop.py",
     "perf": "pytest -m perf",
+    "tools": "pytest -m tools",
 }
-CI_TARGETS = ["test", "soak", "perf"]
+CI_TARGETS = ["test", "soak", "perf", "tools"]
 
 
 def test_the_tiers_are_the_same_in_makefile_readme_pyproject_and_ci(tmp_path: Path) -> None:
@@ -334,9 +335,9 @@ def test_the_tiers_are_the_same_in_makefile_readme_pyproject_and_ci(tmp_path: Pa
     assert "the full run" not in readme
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     markers = {line.split(":")[0].strip().strip('"'): line for line in pyproject.splitlines()
-               if re.match(r'\s*"(slow|soak|perf):', line)}
-    assert set(markers) == {"slow", "soak", "perf"}
-    assert "not by make test" in markers["soak"] and "not by make test" in markers["perf"]
+               if re.match(r'\s*"(slow|soak|perf|tools):', line)}
+    assert set(markers) == {"slow", "soak", "perf", "tools"}
+    assert all("not by make test" in markers[name] for name in ("soak", "perf", "tools"))
     assert "run by make test" in markers["slow"]
 
 
