@@ -6,8 +6,9 @@
 #   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools": every test but the
 #                soak, the measurements and the real Airbyte tools; run it before you push (under 10 minutes)
 #   make soak    the soak alone (marker soak, also marked slow; kept out of make test for its 10-minute
-#                budget): the fault matrix's (test_fault_matrix.py) and each fatal stop 50 times
-#                (test_orderly_stop.py), both in integration_tests/
+#                budget): the fault matrix's (test_fault_matrix.py), each fatal stop 50 times
+#                (test_orderly_stop.py) and SIGTERM after an answer 30 times per command
+#                (test_sigterm_after_answer.py), all in integration_tests/
 #   make perf    the measurements alone (marker perf: memory and time on 100k-200k rows, machine-dependent)
 #   make tools   the tests that build and drive real Airbyte tools in their own venvs (marker tools:
 #                source-faker, PyAirbyte; the first run builds .venv-faker and .venv-pyairbyte)
@@ -58,7 +59,7 @@ pytest-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not perf"
 
 soak: $(STAMP)
-	$(BIN)/pytest -m soak integration_tests/test_fault_matrix.py integration_tests/test_orderly_stop.py
+	$(BIN)/pytest -m soak
 
 perf: $(STAMP)
 	$(BIN)/pytest -m perf

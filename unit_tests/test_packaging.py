@@ -312,7 +312,7 @@ def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Pa
 TIERS = {
     "check": 'pytest -m "not slow and not perf"',
     "test": 'pytest -m "not soak and not perf and not tools"',
-    "soak": "pytest -m soak integration_tests/test_fault_matrix.py integration_tests/test_orderly_stop.py",
+    "soak": "pytest -m soak",
     "perf": "pytest -m perf",
     "tools": "pytest -m tools",
 }
