@@ -100,7 +100,8 @@ def make_writer(
         # Its award-queue waits end when the sync stops (the request after them is then refused).
         return ActivityCreditWriter(cfg, client, sleep=client.wait)
     if object_name == USER_PROFILE:
-        return UserProfileWriter(cfg, client, clock=index_clock)
+        # Its erase-status pauses end when the sync stops, like the credit writer's award-queue waits.
+        return UserProfileWriter(cfg, client, clock=index_clock, sleep=client.wait)
     raise ValueError(f"no writer for object {object_name!r}")
 
 

@@ -106,3 +106,22 @@ def test_the_guardrail_counts_delete_rows_in_input_order_and_not_rejected_ones()
         assert isinstance(removal.prepare(Row(STREAM, {"user_id": f"m{seq}@example.com"}, seq), options), Prepared)
     with pytest.raises(StopBeforeRow, match=r"max_deletes_per_sync = 2"):
         removal.prepare(Row(STREAM, {"user_id": "m3@example.com"}, 3), options)
+
+
+def test_the_wired_erase_status_pauses_end_when_the_sync_stops() -> None:
+    # Like the credit writer's award-queue waits, the pauses between erase-status reads use the client's
+    # stoppable wait: a SIGTERM or fatal error (client.stop()) is not held up by up to a minute of pause.
+    import time
+
+    from destination_crowdtwist.wiring import client_from_config, make_writer
+    from destination_crowdtwist.writers.objects import USER_PROFILE
+    from destination_crowdtwist.writers.users import UserProfileWriter
+
+    config = cfg(delete_behaviour="erase", erase_status_wait_seconds=3600)
+    client = client_from_config(config)
+    writer = make_writer(USER_PROFILE, config, client)
+    assert isinstance(writer, UserProfileWriter)
+    client.stop()
+    started = time.monotonic()
+    writer.removal._sleep(30)
+    assert time.monotonic() - started < 1.0

@@ -152,9 +152,16 @@ class UserProfileWriter:
     barrier_at_states = False
 
     def __init__(
-        self, cfg: ConnectorConfig, client: CrowdTwistClient, *, clock: Callable[[], float] = time.time
+        self,
+        cfg: ConnectorConfig,
+        client: CrowdTwistClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``clock``: epoch seconds, by which the member index dates and ages its entries."""
+        """``clock``: epoch seconds, by which the member index dates and ages its entries; ``sleep``:
+        the pauses between erase-status reads (wiring passes the client's stoppable wait).
+        """
         self.cfg = cfg
         self.client = client
         self._clock = clock
@@ -166,7 +173,7 @@ class UserProfileWriter:
         # (sent again: the entry was too old to trust) / corrected.
         self.index_counts: dict[str, int] = dict.fromkeys(("known", "unknown", "skipped", "expired", "corrected"), 0)
         self._counts_lock = threading.Lock()
-        self.removal = MemberRemoval(cfg, client)
+        self.removal = MemberRemoval(cfg, client, sleep=sleep)
 
     # -- Writer protocol ---------------------------------------------------------------------
 
