@@ -166,3 +166,16 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.005)
+
+
+def profile_config(sandbox: Any, **extra: Any) -> dict[str, Any]:
+    """A config for a running sandbox with the connector's defaults otherwise (max_concurrency 256,
+    9,000 requests/minute), quiet progress unless ``extra`` says otherwise."""
+    credentials = {"auth_type": "api_key", "api_key": sandbox.options.api_key}
+    return {"api_base_url": sandbox.base_url, "credentials": credentials, "progress_interval_seconds": 0, **extra}
+
+
+def seeded_sandbox(factory: Callable[..., Any], members: int, **knobs: Any) -> Any:
+    """A sandbox holding ``members`` members m0@example.com, m1@example.com, ... (for update streams)."""
+    seed = [{"email_address": f"m{i}@example.com", "first_name": "Seed", "last_name": "Seed"} for i in range(members)]
+    return factory(members=tuple(seed), **knobs)

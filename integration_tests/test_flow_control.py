@@ -12,10 +12,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import SANDBOX_API_KEY, SandboxFactory
-from helpers import catalog, record, run_write, state, state_ids, stats
+from conftest import SandboxFactory
+from helpers import catalog, profile_config, record, run_write, seeded_sandbox, state, state_ids, stats
 
-from crowdtwist_sandbox import Sandbox
 from destination_crowdtwist.destination import DestinationCrowdtwist
 
 STREAM = "users"
@@ -24,15 +23,8 @@ FLOW = re.compile(r"up to (\d+) requests at once \(max_concurrency (\d+)\), roun
                   r"sending at most ([\d,]+) requests/min \(max_requests_per_minute ([\d,]+)\)")
 
 
-def _config(sb: Sandbox, **extra: Any) -> dict[str, Any]:
-    # Connector defaults otherwise: max_concurrency 256, 9,000 requests/minute.
-    return {"api_base_url": sb.base_url, "credentials": {"auth_type": "api_key", "api_key": SANDBOX_API_KEY},
-            "progress_interval_seconds": 0, **extra}
 
 
-def _seeded(factory: SandboxFactory, **knobs: Any) -> Sandbox:
-    members = [{"email_address": f"m{i}@example.com", "first_name": "Seed", "last_name": "Seed"} for i in range(MEMBERS)]
-    return factory(members=tuple(members), **knobs)
 
 
 def _two_rows_per_member_with_states() -> list[Any]:
@@ -57,9 +49,9 @@ def _final_flow(caplog: pytest.LogCaptureFixture) -> re.Match[str]:
 def test_a_sync_without_changes_writes_what_it_wrote_before(
     sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sb = _seeded(sandbox_factory, latency_ms=20.0)
+    sb = seeded_sandbox(sandbox_factory, MEMBERS, latency_ms=20.0)
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        out = run_write(_config(sb), catalog("update", STREAM), _two_rows_per_member_with_states())
+        out = run_write(profile_config(sb), catalog("update", STREAM), _two_rows_per_member_with_states())
     # One PUT per row, nothing else; every state echoed once, in order, with its exact count.
     assert sb.request_counts()["total"] == 2 * MEMBERS
     assert sb.request_counts().get("429", 0) == 0
@@ -83,10 +75,10 @@ def test_a_server_limit_below_the_budget_costs_time_not_rows(
 ) -> None:
     # A token bucket of 1,200/min with a 2-request burst against a budget of 2,400/min; 429s carry
     # Retry-After: 1, which must slow the connector down, not stop it for a second each time.
-    sb = _seeded(sandbox_factory, rate_limit_per_minute=1200, rate_limit_algorithm="token_bucket",
+    sb = seeded_sandbox(sandbox_factory, MEMBERS, rate_limit_per_minute=1200, rate_limit_algorithm="token_bucket",
                  rate_limit_burst=2, latency_ms=5.0)
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        out = run_write(_config(sb, max_requests_per_minute=2400), catalog("update", STREAM),
+        out = run_write(profile_config(sb, max_requests_per_minute=2400), catalog("update", STREAM),
                         _two_rows_per_member_with_states())
     counts = sb.request_counts()
     assert counts["429"] > 0
@@ -120,7 +112,7 @@ def test_a_limit_below_the_budget_with_immediate_429s_is_used_to_the_full(
         yield from messages
 
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        out = list(DestinationCrowdtwist().write(_config(sb), catalog("update", STREAM), timed()))
+        out = list(DestinationCrowdtwist().write(profile_config(sb), catalog("update", STREAM), timed()))
     took = time.monotonic() - started[0]
     counts = sb.request_counts()
     assert [stats(m) for m in out] == [(float(rows), 0.0)]

@@ -12,23 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SANDBOX_API_KEY, SandboxFactory
-from helpers import catalog, record, run_write, state, stats
-
-from crowdtwist_sandbox import Sandbox
+from conftest import SandboxFactory
+from helpers import catalog, profile_config, record, run_write, seeded_sandbox, state, stats
 
 STREAM = "users"
 MEMBERS = 40
 
 
-def _config(sb: Sandbox, **extra: Any) -> dict[str, Any]:
-    return {"api_base_url": sb.base_url, "credentials": {"auth_type": "api_key", "api_key": SANDBOX_API_KEY},
-            "progress_interval_seconds": 0, **extra}
 
 
-def _seeded(factory: SandboxFactory, **knobs: Any) -> Sandbox:
-    members = [{"email_address": f"m{i}@example.com", "first_name": "Seed", "last_name": "Seed"} for i in range(MEMBERS)]
-    return factory(members=tuple(members), **knobs)
 
 
 def _updates(rows: int = 2 * MEMBERS) -> list[Any]:
@@ -43,10 +35,10 @@ def _lines(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[s
 
 
 def test_throttling_is_one_warning_per_episode(sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture) -> None:
-    sb = _seeded(sandbox_factory, rate_limit_per_minute=1200, rate_limit_algorithm="token_bucket",
+    sb = seeded_sandbox(sandbox_factory, MEMBERS, rate_limit_per_minute=1200, rate_limit_algorithm="token_bucket",
                  rate_limit_burst=2, latency_ms=5.0)
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        out = run_write(_config(sb, max_requests_per_minute=2400), catalog("update", STREAM), _updates())
+        out = run_write(profile_config(sb, max_requests_per_minute=2400), catalog("update", STREAM), _updates())
     assert [stats(m) for m in out] == [(float(2 * MEMBERS), 0.0)]
     assert sb.request_counts()["429"] > 1
     throttling = [line for line in _lines(caplog, logging.WARNING) if "throttling" in line]
@@ -58,9 +50,9 @@ def test_throttling_is_one_warning_per_episode(sandbox_factory: SandboxFactory, 
 def test_progress_lines_keep_rows_and_requests_apart_in_words(
     sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sb = _seeded(sandbox_factory, latency_ms=20.0)
+    sb = seeded_sandbox(sandbox_factory, MEMBERS, latency_ms=20.0)
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        out = run_write(_config(sb, progress_interval_seconds=0.2), catalog("update", STREAM), _updates())
+        out = run_write(profile_config(sb, progress_interval_seconds=0.2), catalog("update", STREAM), _updates())
     assert [stats(m) for m in out] == [(float(2 * MEMBERS), 0.0)]
     progress = [line for line in _lines(caplog) if line.startswith("Progress:")]
     assert len(progress) >= 2  # at the interval while the sync runs, and once at the end
@@ -77,12 +69,12 @@ def test_the_summary_says_how_long_what_it_cost_and_per_stream(
     sandbox_factory: SandboxFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Every 5th request answers 500 (retried), two streams routed to the same object.
-    sb = _seeded(sandbox_factory, error_rate=0.2, seed=7)
+    sb = seeded_sandbox(sandbox_factory, MEMBERS, error_rate=0.2, seed=7)
     messages = [record({"user_id": f"m{n}@example.com", "last_name": "a"}, stream=STREAM) for n in range(20)]
     messages += [record({"user_id": f"m{n}@example.com", "last_name": "b"}, stream="buyers") for n in range(20, 30)]
     messages.append(state(1, stream=STREAM))
     with caplog.at_level(logging.INFO, logger="airbyte"):
-        out = run_write(_config(sb, max_retries=10), catalog("update", STREAM, extra_streams=("buyers",)), messages)
+        out = run_write(profile_config(sb, max_retries=10), catalog("update", STREAM, extra_streams=("buyers",)), messages)
     assert [stats(m) for m in out] == [(20.0, 0.0)]  # a stream state counts its own stream's rows
     lines = _lines(caplog)
     head = next(line for line in lines if line.startswith("Sync summary"))

@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -292,17 +292,7 @@ class ScriptedAdapter(BaseAdapter):
         if isinstance(item, BaseException):
             raise item
         status, data, *rest = item
-        response = requests.Response()
-        response.status_code = status
-        response.headers = CaseInsensitiveDict({"Content-Type": "application/json", **(rest[0] if rest else {})})
-        # A streamed body, as the real adapter returns with stream=True.
-        response.raw = urllib3.response.HTTPResponse(
-            body=io.BytesIO(json.dumps(data).encode()), headers=dict(response.headers), status=status,
-            preload_content=False,
-        )
-        response.request = request
-        response.url = request.url or ""
-        return response
+        return json_response(request, status, data, rest[0] if rest else None)
 
     def close(self) -> None:
         pass
@@ -310,3 +300,19 @@ class ScriptedAdapter(BaseAdapter):
     def verify(self) -> None:
         assert not self.errors, "; ".join(self.errors)
         assert not self.script, f"unused scripted items: {list(self.script)}"
+
+
+def json_response(
+    request: requests.PreparedRequest, status: int, data: Any, headers: Mapping[str, str] | None = None
+) -> requests.Response:
+    """A JSON answer to ``request`` with a streamed body, as the real adapter returns with stream=True."""
+    response = requests.Response()
+    response.status_code = status
+    response.headers = CaseInsensitiveDict({"Content-Type": "application/json", **(headers or {})})
+    response.raw = urllib3.response.HTTPResponse(
+        body=io.BytesIO(json.dumps(data).encode()), headers=dict(response.headers), status=status,
+        preload_content=False,
+    )
+    response.request = request
+    response.url = request.url or ""
+    return response

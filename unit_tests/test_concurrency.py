@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import threading
 import time
@@ -11,9 +9,8 @@ from typing import Any
 
 import pytest
 import requests
-import urllib3.response
+from fakehttp import json_response
 from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.concurrency import InFlightGate, InFlightTarget
@@ -261,16 +258,7 @@ class _GatewayAdapter(BaseAdapter):
         status, took, data = (429, 0.001, {"error": "rate_limit_exceeded"}) if self.refuse else (200, 0.1, [])
         self.refuse = max(0, self.refuse - 1)
         self.clock.now += took
-        response = requests.Response()
-        response.status_code = status
-        response.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
-        response.raw = urllib3.response.HTTPResponse(
-            body=io.BytesIO(json.dumps(data).encode()), headers=dict(response.headers), status=status,
-            preload_content=False,
-        )
-        response.request = request
-        response.url = request.url or ""
-        return response
+        return json_response(request, status, data)
 
     def close(self) -> None:
         pass
