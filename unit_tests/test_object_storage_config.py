@@ -138,6 +138,10 @@ def test_a_full_s3_block_is_parsed() -> None:
 def test_storage_type_is_inferred_from_a_bucket_name_and_format_may_be_a_bare_name() -> None:
     parsed = parse_config({**BASE, "object_storage_config": {"s3_bucket_name": "rejects", "format": "JSONL"}})
     assert parsed.object_storage_config == S3Storage("rejects", format_type="JSONL")
+    # So may compression (a block that is only a choice of names), and nulls inside take the defaults.
+    parsed = parse_config({**BASE, "object_storage_config": {"s3_bucket_name": "rejects", "compression": "GZIP",
+                                                             "format": {"format_type": None, "flattening": None}}})
+    assert parsed.object_storage_config == S3Storage("rejects", compression_type="GZIP")
 
 
 def test_blank_templates_take_the_defaults_and_keys_may_both_be_empty() -> None:
