@@ -11,46 +11,43 @@ import ipaddress
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.config.model import ApiKeyCredentials, Credentials, HmacCredentials
 from destination_crowdtwist.records.mapping import FieldMapping
 
-__all__ = [
-    "credentials",
-    "credentials_gaps",
-    "custom_attributes",
-    "field_mapping",
-    "key_problem",
-    "normalize_base_url",
-]
+
+def url_parts(url: str, name: str, example: str, keys: str) -> SplitResult:
+    """``url`` split, when it is an http(s) URL with a host and no credentials, query or fragment.
+
+    ``keys`` says where credentials belong instead; the value is never echoed (it may hold them).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(
+            f"{name} must be a URL such as {example} "
+            f"(got a value without an http(s):// scheme or host, {len(url)} characters)"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not contain credentials (user:password@); {keys}")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name} must not contain a query string or fragment; use e.g. {example}")
+    return parts
 
 
 def normalize_base_url(value: Any) -> str:
     """Validate `api_base_url` and return it without a trailing slash."""
+    example = "https://api123.crowdtwist.com"
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError("api_base_url is required, e.g. https://api123.crowdtwist.com")
-    url = value.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(
-            "api_base_url must be a full URL such as https://api123.crowdtwist.com "
-            f"(got a value without an https:// scheme or host, {len(url)} characters)"
-        )
-    if parts.username is not None or parts.password is not None:
-        # Never echo the value: it holds credentials.
-        raise ConfigError("api_base_url must not contain credentials (user:password@); put the API key in credentials")
-    if parts.query or parts.fragment:
-        raise ConfigError(
-            "api_base_url must not contain a query string or fragment; use e.g. https://api123.crowdtwist.com"
-        )
+        raise ConfigError(f"api_base_url is required, e.g. {example}")
+    parts = url_parts(value.strip(), "api_base_url", example, "put the API key in credentials")
     if parts.path not in ("", "/"):
         raise ConfigError(
             f"api_base_url must not contain a path (found {parts.path!r}); use only the host, "
-            "e.g. https://api123.crowdtwist.com — the connector adds /v2/... itself"
+            f"e.g. {example} — the connector adds /v2/... itself"
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not _is_loopback(str(parts.hostname)):
         raise ConfigError(
             "api_base_url must use https:// (CrowdTwist only serves TLS); plain http:// is accepted only for a "
             "local sandbox on 127.0.0.1 or localhost"
@@ -90,15 +87,22 @@ def credentials_gaps(block: Mapping[str, Any]) -> Mapping[str, Any]:
     return {"auth_type": "hmac" if "private_key" in block else "api_key"}
 
 
-def _key(block: Mapping[str, Any], name: str) -> str:
-    key = str(block[name]).strip()  # a trailing newline from a pasted key is harmless; one inside is not
+def checked_key(value: str, name: str, source: str) -> str:
+    """The key ``value`` trimmed (a trailing newline from a paste is harmless; one inside is not).
+
+    Raises:
+        ConfigError: naming ``name`` and the problem, and where to copy the key again (``source``);
+            never quoting the value, not even in part: it is a secret (or half of one).
+    """
+    key = value.strip()
     problem = key_problem(key)
     if problem is not None:
-        # Never echo the value, not even in part: it is a secret (or half of one).
-        raise ConfigError(
-            f"credentials.{name} {problem}; copy it again from CrowdTwist Control Center (Settings > API)"
-        )
+        raise ConfigError(f"{name} {problem}; copy it again from {source}")
     return key
+
+
+def _key(block: Mapping[str, Any], name: str) -> str:
+    return checked_key(block[name], f"credentials.{name}", "CrowdTwist Control Center (Settings > API)")
 
 
 def credentials(block: Mapping[str, Any]) -> Credentials:

@@ -16,23 +16,6 @@ from destination_crowdtwist.config.spec import connection_schema, flat_propertie
 from destination_crowdtwist.records.identifiers import IdType
 from destination_crowdtwist.records.mapping import FieldMapping, MappingOptions
 
-__all__ = [
-    "ApiKeyCredentials",
-    "CompressionType",
-    "ConnectorConfig",
-    "Credentials",
-    "CreditVerification",
-    "DeleteBehaviour",
-    "Flattening",
-    "HmacCredentials",
-    "NullValues",
-    "ObjectType",
-    "S3Storage",
-    "StorageFormat",
-    "UnmappedFields",
-    "UpsertStrategy",
-]
-
 ObjectType = Literal["user_profile", "activity_credit"]
 UnmappedFields = Literal["custom_data", "drop"]
 NullValues = Literal["skip", "send"]

@@ -17,22 +17,6 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, cast
 
-__all__ = [
-    "INTERNAL_FIELDS",
-    "build",
-    "choice_default",
-    "choices",
-    "connection_schema",
-    "discriminator",
-    "flat_properties",
-    "flatten",
-    "is_free_text",
-    "load_spec",
-    "option_for",
-    "s3_option",
-    "spec_default",
-]
-
 Schema = Mapping[str, Any]
 
 # Fields of ConnectorConfig that are deliberately not in spec.json: knobs for tests and tools, not

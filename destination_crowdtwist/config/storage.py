@@ -11,15 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.config.checks import key_problem
+from destination_crowdtwist.config.checks import checked_key, url_parts
 from destination_crowdtwist.config.model import S3Storage
 from destination_crowdtwist.config.spec import build, flat_properties, flatten, s3_option
 from destination_crowdtwist.config.validation import shown
-
-__all__ = ["FILE_NAME_VARIABLES", "PATH_VARIABLES", "s3_storage", "storage_gaps"]
 
 #: The variables of ``object_storage_config.path_format`` and ``file_name_format`` (their meaning is
 #: in the spec descriptions; sync/object_storage.py expands them, and its tests check it knows exactly
@@ -61,33 +58,13 @@ def _bucket_name(value: str) -> str:
 
 def _endpoint(value: str) -> str:
     url = value.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigError(
-            f"{_STORAGE}.s3_endpoint must be a URL such as https://minio.example.com:9000 "
-            f"(got a value without an http(s):// scheme or host, {len(url)} characters)"
-        )
-    if parts.username is not None or parts.password is not None:
-        # Never echo it: it holds credentials.
-        raise ConfigError(
-            f"{_STORAGE}.s3_endpoint must not contain credentials (user:password@); use access_key_id and "
-            "secret_access_key"
-        )
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{_STORAGE}.s3_endpoint must not contain a query string or fragment")
+    keys = "use access_key_id and secret_access_key"
+    url_parts(url, f"{_STORAGE}.s3_endpoint", "https://minio.example.com:9000", keys)
     return url.rstrip("/")
 
 
 def _key(name: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        key = value.strip()
-        problem = key_problem(key)
-        if problem is not None:
-            # Never echo the value, not even in part.
-            raise ConfigError(f"{_STORAGE}.{name} {problem}; copy it again from the AWS console or your S3 store")
-        return key
-
-    return check
+    return lambda value: checked_key(value, f"{_STORAGE}.{name}", "the AWS console or your S3 store")
 
 
 def _role_arn(value: str) -> str:

@@ -1,6 +1,6 @@
 """The raw config checked against spec.json with JSON Schema (Draft 7, as Airbyte validates it).
 
-Two steps, both driven by the schema alone:
+Two steps, driven by the schema (and, for what a hand-written config may leave out, by ``gaps``):
 
 * :func:`normalise` reads the config the way the Airbyte form writes it: null means "not given", and
   so does a blank text value; what is not given takes the spec default; a ``oneOf`` block without its
@@ -30,8 +30,6 @@ from destination_crowdtwist.config.spec import (
     is_free_text,
     option_for,
 )
-
-__all__ = ["Gaps", "normalise", "required_message", "shown", "validate"]
 
 #: Per ``oneOf`` block (by its dotted path, e.g. ``"credentials"``): the values a hand-written config
 #: may leave out, inferred from what it does hold. Each applies only where the value is not given.
@@ -151,7 +149,7 @@ def _range(prop: Schema) -> str:
     return f"at most {hi:g}" if hi is not None else ""
 
 
-def required_message(path: str, prop: Schema, option: str | None = None) -> str:
+def _required_message(path: str, prop: Schema, option: str | None = None) -> str:
     """``path`` is required, with what to give: the options to choose from, or the property's description."""
     if "oneOf" in prop:
         return f"{path} is required: choose {' or '.join(o['title'] for o in prop['oneOf'])}"
@@ -187,7 +185,7 @@ def _message(error: Any) -> str:
         missing = next(name for name in error.validator_value if name not in value)
         # A required field of a oneOf option (not the top level) is named with the option's title.
         option = schema.get("title") if error.absolute_path else None
-        return required_message(_path([*error.absolute_path, missing]), schema["properties"][missing], option)
+        return _required_message(_path([*error.absolute_path, missing]), schema["properties"][missing], option)
     if kind == "type" and "enum" not in schema:
         return _type_message(path, schema, value)
     if kind in ("enum", "type"):
