@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -490,3 +492,12 @@ def test_every_setting_has_a_description_and_one_of_the_forms_groups() -> None:
     # What a first sync needs is in the first group; the rest are optional (the form folds optional
     # fields of a group away) and have defaults that work.
     assert set(spec["required"]) <= {n for n, p in spec["properties"].items() if p["group"] == "connection"}
+
+
+def test_parsing_a_config_does_not_load_the_cdk() -> None:
+    # jsonschema validates the config (test_layers.py only imports the package; this also parses).
+    code = ("import sys\nfrom destination_crowdtwist.config import parse_config\n"
+            "parse_config({'api_base_url': 'https://api123.crowdtwist.com', 'credentials': {'api_key': 'k'}})\n"
+            "print(sorted(m.split('.')[0] for m in sys.modules if m.startswith('airbyte_cdk')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
