@@ -67,7 +67,7 @@ Flattening = Literal["No flattening", "Root level flattening"]
 CompressionType = Literal["No Compression", "GZIP"]
 
 #: The variables of ``object_storage_config.path_format`` and ``file_name_format`` (their meaning is
-#: in the spec descriptions; sync/object_storage.py expands them, and its tests check it knows exactly
+#: in the spec descriptions; rejects/layout.py expands them, and its tests check it knows exactly
 #: these). ``date:PATTERN`` stands for ``{date:yyyy_MM}`` and the like.
 PATH_VARIABLES: frozenset[str] = frozenset(
     {"sync_id", "generation_id", "namespace", "stream_name", "year", "month", "day", "epoch"}

@@ -39,7 +39,7 @@ from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.records.rejection import Reason, Rejection
-from destination_crowdtwist.sync.object_storage import S3RejectSink
+from destination_crowdtwist.rejects.s3_sink import S3RejectSink
 from destination_crowdtwist.sync.protocol import load_message
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
@@ -359,7 +359,11 @@ def test_the_buffer_is_bounded_by_uploading_early(moto_s3: MotoS3, s3_bucket: st
     stream = StreamContext(None, "s", "append", sync_id=9)
     for i in range(5):
         sink.add(*sink_row(i, stream))
-    # ~200 bytes a line: every second row fills the buffer and is uploaded before the next state.
+    # ~200 bytes a line: every second row fills the buffer and is uploaded before the next state (by the
+    # sink's uploader thread: add never waits for S3).
+    deadline = time.monotonic() + 10
+    while len(sink.uploaded) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert [rows for _, rows in sink.uploaded] == [2, 2]
     sink.flush()
     sink.flush()  # nothing new: no empty object

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from destination_crowdtwist.records.rejection import Reason, Rejection
-from destination_crowdtwist.sync.object_storage import rejected_line
-from destination_crowdtwist.sync.reject_replay import ReplayRefused, plan_replay, record_messages
-from destination_crowdtwist.sync.reject_sinks import LocalFileSink
+from destination_crowdtwist.rejects.local_file import LocalFileSink
+from destination_crowdtwist.rejects.replay import ReplayRefused, plan_replay, record_messages
+from destination_crowdtwist.rejects.schema import bucket_line
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
 MEMBERS = StreamContext("crm", "members", "append_dedup")
@@ -75,7 +75,7 @@ def test_a_masked_file_is_refused_whole(tmp_path: Path) -> None:
 
 
 def test_object_storage_lines_need_their_stream_named() -> None:
-    line = json.dumps(rejected_line(Row(stream=MEMBERS, data=ALICE, seq=0), rejected(Reason.LOCATION)))
+    line = json.dumps(bucket_line(Row(stream=MEMBERS, data=ALICE, seq=0), rejected(Reason.LOCATION)))
     with pytest.raises(ReplayRefused, match="--as-stream"):
         plan_replay([line])
 

@@ -11,7 +11,7 @@ import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.rejection import Reason, Rejection, server
-from destination_crowdtwist.sync.reject_sinks import LocalFileSink
+from destination_crowdtwist.rejects.local_file import LocalFileSink
 from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport, Traffic
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
 

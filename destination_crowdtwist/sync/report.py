@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason
-from destination_crowdtwist.sync.reject_sinks import RejectSink
+from destination_crowdtwist.rejects.sink import RejectSink
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
 
 logger = logging.getLogger("airbyte")
