@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from destination_crowdtwist.config import S3Storage
 from destination_crowdtwist.rejects.s3_client import S3Client
-from destination_crowdtwist.rejects.s3_failures import S3Failure, explain, failure_from_exception
+from destination_crowdtwist.rejects.s3_failures import S3Failure, failure_from_exception, wrong_region
 
 
 def probe(
@@ -17,17 +17,15 @@ def probe(
 
     HeadBucket first tells a missing bucket and a wrong region apart (it answers with the bucket's
     region); a 403 there is left to the upload, which names the reason (unknown key, wrong secret,
-    denied). Nothing in the answer holds a secret.
+    denied). Nothing in the answer holds a secret. No retries: a person is waiting for the answer.
     """
     own: S3Client | None = None
     try:
         s3 = client if client is not None else (own := S3Client(storage, connect_timeout=5.0, read_timeout=20.0))
         try:
-            response = s3.client.head_bucket(Bucket=storage.s3_bucket_name)
-            headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-            actual = headers.get("x-amz-bucket-region")
-            if actual and storage.s3_bucket_region and actual != storage.s3_bucket_region:
-                return _check_message(explain(storage, bucket_region=actual))
+            wrong = wrong_region(s3.client.head_bucket(Bucket=storage.s3_bucket_name), storage)
+            if wrong is not None:
+                return _check_message(wrong)
         except Exception as exc:  # noqa: BLE001 - classified by failure(), which re-raises the unknown
             failure = s3.failure(exc)
             if failure.kind != "denied":

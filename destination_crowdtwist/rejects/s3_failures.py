@@ -136,6 +136,15 @@ def explain(  # noqa: PLR0911 - one return per class of S3 failure, read as a ta
     )
 
 
+def wrong_region(head_bucket_answer: Mapping[str, Any], storage: S3Storage) -> S3Failure | None:
+    """The failure a HeadBucket answer means when it names another region than the configured one."""
+    headers = (head_bucket_answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    actual = headers.get("x-amz-bucket-region")
+    if actual and storage.s3_bucket_region and actual != storage.s3_bucket_region:
+        return explain(storage, bucket_region=actual)
+    return None
+
+
 class AssumeRoleFailed(Exception):
     """Raised from the AssumeRole call (its cause is botocore's error)."""
 

@@ -38,7 +38,7 @@ from destination_crowdtwist.rejects.encoding import content_type, encode_part
 from destination_crowdtwist.rejects.layout import object_key
 from destination_crowdtwist.rejects.s3_calls import BucketCalls, Refused
 from destination_crowdtwist.rejects.s3_client import S3Client
-from destination_crowdtwist.rejects.s3_failures import explain
+from destination_crowdtwist.rejects.s3_failures import wrong_region
 from destination_crowdtwist.rejects.schema import BucketLine, bucket_line
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
@@ -130,10 +130,9 @@ class S3RejectSink:
                 if self._client.failure(exc).kind == "denied":
                     return
                 raise
-            headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-            actual = headers.get("x-amz-bucket-region")
-            if actual and storage.s3_bucket_region and actual != storage.s3_bucket_region:
-                raise Refused(explain(storage, bucket_region=actual))
+            failure = wrong_region(response, storage)
+            if failure is not None:
+                raise Refused(failure)
 
         try:
             self._calls.run(head, "Rejected rows cannot be stored", then="The sync stops before its first row.")
