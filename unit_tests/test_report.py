@@ -96,6 +96,10 @@ def test_sinks_receive_only_rejected_rows_and_flush_before_echo(tmp_path: Path) 
         def add(self, row: Row, outcome: Outcome) -> None:
             self.rows.append(row.seq)
 
+        def add_change(self, row: Row, outcome: Outcome) -> None: ...
+
+        def wait_for_room(self) -> None: ...
+
         def flush(self) -> None:
             self.flushes += 1
 
