@@ -275,7 +275,7 @@ class DestinationCrowdtwist(Destination):
             message += f" Warning: {unsafe}"
         storage = cfg.object_storage_config
         if storage is not None:
-            from destination_crowdtwist.sync.object_storage import probe  # boto3 loads only when a bucket is set
+            from destination_crowdtwist.rejects.probe import probe  # boto3 loads only when a bucket is set
 
             problem = probe(storage)
             if problem is not None:

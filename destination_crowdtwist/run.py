@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from destination_crowdtwist.records.rejection import Reason
-from destination_crowdtwist.sync.reject_replay import ReplayRefused, plan_replay, record_messages
+from destination_crowdtwist.rejects.replay import ReplayRefused, plan_replay, record_messages
 from destination_crowdtwist.sync.termination import Termination
 
 REPLAY_COMMAND = "replay-rejects"

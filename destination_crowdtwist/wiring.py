@@ -20,7 +20,8 @@ from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
 from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
 from destination_crowdtwist.records.masking import mask_free_text, mask_identifier
-from destination_crowdtwist.sync.reject_sinks import LocalFileSink, RejectSink
+from destination_crowdtwist.rejects.local_file import LocalFileSink
+from destination_crowdtwist.rejects.sink import RejectSink
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import Writer
@@ -117,7 +118,7 @@ def make_report(cfg: ConnectorConfig) -> SyncReport:
         logger.info(f"Dry run: rejected rows are not uploaded to {storage.location}")
     elif storage is not None:
         # Imported here: boto3 loads only for syncs that use a bucket.
-        from destination_crowdtwist.sync.object_storage import S3RejectSink
+        from destination_crowdtwist.rejects.s3_sink import S3RejectSink
 
         policy = RetryPolicy(max_retries=int(cfg.max_retries), base=1.0, cap=float(cfg.max_retry_wait_seconds))
         s3_sink = S3RejectSink(storage, policy=policy)

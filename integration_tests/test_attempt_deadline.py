@@ -123,7 +123,8 @@ def test_the_reject_bucket_gives_up_on_trickled_headers_at_the_call_deadline() -
     """``check``'s probe of an S3 endpoint that trickles its headers (~20 s here): HeadBucket ends at
     the deadline of connect + read timeout (2 s), and the check says the endpoint timed out."""
     from destination_crowdtwist.config import parse_config
-    from destination_crowdtwist.sync.object_storage import S3Client, probe
+    from destination_crowdtwist.rejects.probe import probe
+    from destination_crowdtwist.rejects.s3_client import S3Client
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TricklingS3)
     server.daemon_threads = True

@@ -23,9 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from airbyte_cdk.models import AirbyteMessage, ConfiguredAirbyteCatalog, Status
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
@@ -39,7 +41,8 @@ from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.records.rejection import Reason, Rejection
-from destination_crowdtwist.sync.object_storage import S3RejectSink
+from destination_crowdtwist.rejects.s3_client import S3Client
+from destination_crowdtwist.rejects.s3_sink import S3RejectSink
 from destination_crowdtwist.sync.protocol import load_message
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
@@ -359,7 +362,11 @@ def test_the_buffer_is_bounded_by_uploading_early(moto_s3: MotoS3, s3_bucket: st
     stream = StreamContext(None, "s", "append", sync_id=9)
     for i in range(5):
         sink.add(*sink_row(i, stream))
-    # ~200 bytes a line: every second row fills the buffer and is uploaded before the next state.
+    # ~200 bytes a line: every second row fills the buffer and is uploaded before the next state (by the
+    # sink's uploader thread: add never waits for S3).
+    deadline = time.monotonic() + 10
+    while len(sink.uploaded) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert [rows for _, rows in sink.uploaded] == [2, 2]
     sink.flush()
     sink.flush()  # nothing new: no empty object
@@ -486,19 +493,63 @@ def test_check_fails_with_a_specific_message_and_prints_no_secret(
     assert moto_s3.objects(bucket) == {}
 
 
-def test_check_and_sync_through_an_assumed_role(sandbox: Sandbox, moto_s3: MotoS3, s3_bucket: str) -> None:
+def s3_role(moto_s3: MotoS3, s3_bucket: str) -> str:
+    """The ARN of a role anyone may assume that may do anything in S3."""
     iam = moto_s3.client("iam")
     trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
                                                      "Action": "sts:AssumeRole"}]}
     name = f"dlq-{s3_bucket}"
-    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    arn: str = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     iam.put_role_policy(RoleName=name, PolicyName="s3", PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    return arn
+
+
+def test_check_and_sync_through_an_assumed_role(sandbox: Sandbox, moto_s3: MotoS3, s3_bucket: str) -> None:
+    arn = s3_role(moto_s3, s3_bucket)
     config = config_for(sandbox, moto_s3, s3_bucket, role_arn=arn)
     assert check(config)[0] == Status.SUCCEEDED
     run = run_gated(config, catalog(("crm", "members")), [rec(no_id(1)), st(1)])
     assert run.error is None and run.state_ids == [1]
     assert len(moto_s3.objects(s3_bucket)) == 1
+
+
+def test_role_credentials_about_to_expire_are_renewed_before_the_next_call(
+    moto_s3: MotoS3, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync can outlast its role session: botocore's refreshing credentials assume the role again
+    before they expire. Here every answer expires in 5 minutes (inside botocore's 10-minute mandatory
+    refresh window), so each call renews them first, and each call succeeds."""
+    arn = s3_role(moto_s3, s3_bucket)
+    assumed: list[str] = []
+    make_client = boto3.session.Session.client
+
+    def client(self: Any, service: str, *args: Any, **kwargs: Any) -> Any:
+        made = make_client(self, service, *args, **kwargs)
+        if service == "sts":
+            assume_role = made.assume_role
+
+            def short_lived(**options: Any) -> Any:
+                answer = assume_role(**options)
+                answer["Credentials"]["Expiration"] = datetime.now(UTC) + timedelta(minutes=5)
+                assumed.append(answer["Credentials"]["AccessKeyId"])
+                return answer
+
+            made.assume_role = short_lived
+        return made
+
+    monkeypatch.setattr(boto3.session.Session, "client", client)
+    storage = parse_config({"api_base_url": "https://a.crowdtwist.com", "credentials": {"api_key": "k"},
+                            "object_storage_config": moto_s3.storage_config(s3_bucket, role_arn=arn)})
+    assert storage.object_storage_config is not None
+    s3 = S3Client(storage.object_storage_config)
+    try:
+        for key in ("one", "two"):
+            s3.client.put_object(Bucket=s3_bucket, Key=key, Body=b"{}\n")
+    finally:
+        s3.close()
+    assert len(assumed) >= 3  # when the client was made, then before each call
+    assert sorted(moto_s3.objects(s3_bucket)) == ["one", "two"]
 
 
 def test_empty_keys_use_the_aws_credential_chain(

@@ -24,7 +24,8 @@ from cryptography.x509.oid import NameOID
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.config import parse_config
-from destination_crowdtwist.sync.object_storage import S3Client, S3RejectSink
+from destination_crowdtwist.rejects.s3_client import S3Client
+from destination_crowdtwist.rejects.s3_sink import S3RejectSink
 
 
 def _name(text: str) -> x509.Name:

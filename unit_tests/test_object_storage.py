@@ -1,4 +1,4 @@
-"""The pure parts of sync/object_storage.py: the layout of a rejected line, CSV/JSONL encoding and
+"""The pure parts of rejects/ for the bucket: the layout of a rejected line, CSV/JSONL encoding and
 gzip, path and file-name expansion, and the explanation of S3 failures. (The sink and check run
 against a real S3 API in integration_tests/test_object_storage_s3.py.)"""
 
@@ -16,14 +16,10 @@ import pytest
 
 from destination_crowdtwist.config import FILE_NAME_VARIABLES, PATH_VARIABLES, S3Storage
 from destination_crowdtwist.records.rejection import Reason, Rejection, key, server
-from destination_crowdtwist.sync.object_storage import (
-    AIRBYTE_COLUMNS,
-    encode_part,
-    explain,
-    known_variables,
-    object_key,
-    rejected_line,
-)
+from destination_crowdtwist.rejects.encoding import encode_part
+from destination_crowdtwist.rejects.layout import known_variables, object_key
+from destination_crowdtwist.rejects.s3_failures import explain
+from destination_crowdtwist.rejects.schema import AIRBYTE_COLUMNS, bucket_line
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
 
 STREAM = StreamContext("crm", "members", "append_dedup", sync_id=42, generation_id=3)
@@ -42,7 +38,7 @@ def row(data: dict[str, Any] | None = None, stream: StreamContext = STREAM, emit
 
 
 def line(**kwargs: Any) -> dict[str, Any]:
-    return rejected_line(row(**kwargs), rejected(), new_id=lambda: "new-uuid")
+    return bucket_line(row(**kwargs), rejected(), new_id=lambda: "new-uuid")
 
 
 # --- one rejected line -----------------------------------------------------------------------------------
@@ -71,7 +67,7 @@ def test_the_records_own_raw_id_is_kept() -> None:
 
 
 def test_each_line_without_an_id_gets_a_new_uuid() -> None:
-    first, second = (rejected_line(row(), rejected())["_airbyte_raw_id"] for _ in range(2))
+    first, second = (bucket_line(row(), rejected())["_airbyte_raw_id"] for _ in range(2))
     assert first != second
     assert len(first) == 36
 
@@ -80,7 +76,7 @@ def test_the_message_is_masked_but_the_data_is_not() -> None:
     # CrowdTwist's text (quoted by the client) echoes the input; the connector's hint stays readable.
     message = (server("email jane.doe@example.com of Jane Doe, 42 Elm St is already taken"), " — use upsert")
     outcome = rejected(Reason.ALREADY_TAKEN, message, None, 409)
-    out = rejected_line(row(), outcome)
+    out = bucket_line(row(), outcome)
     assert out["_airbyte_meta"]["rejection"] == {
         "reason": "already_taken", "message": "email ***.***@***.*** of *** ***, *** *** *** is already taken — use upsert",
         "http_status": 409, "field": None,
@@ -91,19 +87,19 @@ def test_the_message_is_masked_but_the_data_is_not() -> None:
 def test_a_field_that_is_a_key_of_the_row_is_masked_in_the_meta() -> None:
     outcome = rejected(Reason.VALIDATION, (key("custom_data.Quentin Doe (spouse)"), ": expected a string"),
                        "custom_data.Quentin Doe (spouse)")
-    meta = rejected_line(row(), outcome)["_airbyte_meta"]["rejection"]
+    meta = bucket_line(row(), outcome)["_airbyte_meta"]["rejection"]
     assert meta["field"] == "custom_data.***"
     assert meta["message"] == "custom_data.***: expected a string"
 
 
 def test_missing_ids_and_reason_have_airbytes_defaults() -> None:
-    out = rejected_line(row(stream=NO_NAMESPACE, emitted_at=None), Outcome(OutcomeKind.REJECTED, message=None))
+    out = bucket_line(row(stream=NO_NAMESPACE, emitted_at=None), Outcome(OutcomeKind.REJECTED, message=None))
     assert out["_airbyte_meta"]["sync_id"] == 7
     assert out["_airbyte_generation_id"] == 0
     assert out["_airbyte_extracted_at"] is None
     assert out["_airbyte_meta"]["rejection"] == {"reason": "rejected_by_api", "message": "", "http_status": None,
                                                  "field": None}
-    bare = rejected_line(row(stream=StreamContext(None, "s", "append")), rejected())
+    bare = bucket_line(row(stream=StreamContext(None, "s", "append")), rejected())
     assert bare["_airbyte_meta"]["sync_id"] == 0
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from destination_crowdtwist.records.rejection import Reason, Rejection
-from destination_crowdtwist.sync.object_storage import rejected_line
-from destination_crowdtwist.sync.reject_replay import ReplayRefused, plan_replay, record_messages
-from destination_crowdtwist.sync.reject_sinks import LocalFileSink
+from destination_crowdtwist.rejects import schema
+from destination_crowdtwist.rejects.local_file import LocalFileSink
+from destination_crowdtwist.rejects.replay import ReplayRefused, plan_replay, record_messages
+from destination_crowdtwist.rejects.schema import bucket_line
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
 MEMBERS = StreamContext("crm", "members", "append_dedup")
@@ -75,7 +76,7 @@ def test_a_masked_file_is_refused_whole(tmp_path: Path) -> None:
 
 
 def test_object_storage_lines_need_their_stream_named() -> None:
-    line = json.dumps(rejected_line(Row(stream=MEMBERS, data=ALICE, seq=0), rejected(Reason.LOCATION)))
+    line = json.dumps(bucket_line(Row(stream=MEMBERS, data=ALICE, seq=0), rejected(Reason.LOCATION)))
     with pytest.raises(ReplayRefused, match="--as-stream"):
         plan_replay([line])
 
@@ -95,3 +96,16 @@ def test_object_storage_lines_need_their_stream_named() -> None:
 def test_what_is_not_a_rejected_row_is_refused_with_a_reason(text: str, needle: str) -> None:
     with pytest.raises(ReplayRefused, match=needle):
         plan_replay([text])
+
+
+def test_the_field_name_constants_are_the_keys_of_the_typed_lines() -> None:
+    """The lines are written and read by their Final names (rejects/schema.py); the TypedDicts spell them out."""
+    assert schema.LocalLine.__required_keys__ == {
+        schema.STREAM, schema.ROW, schema.USER, schema.REASON_CLASS, schema.MESSAGE, schema.HTTP_STATUS,
+        schema.RECORD, schema.NAMESPACE, schema.NAME, schema.PII,
+    }
+    assert schema.ChangeLine.__required_keys__ == {
+        schema.STREAM, schema.ROW, schema.USER, schema.DRY_RUN, schema.CHANGES,
+    }
+    assert list(schema.BucketLine.__annotations__) == [*schema.AIRBYTE_COLUMNS, schema.DATA_COLUMN]
+    assert schema.REJECTION in schema.BucketMeta.__required_keys__

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.sync.reject_sinks import LocalFileSink
+from destination_crowdtwist.rejects.local_file import LocalFileSink
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes (os.mkfifo) are POSIX only")
 

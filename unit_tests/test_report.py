@@ -11,7 +11,7 @@ import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.rejection import Reason, Rejection, server
-from destination_crowdtwist.sync.reject_sinks import LocalFileSink
+from destination_crowdtwist.rejects.local_file import LocalFileSink
 from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport, Traffic
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
 
@@ -95,6 +95,10 @@ def test_sinks_receive_only_rejected_rows_and_flush_before_echo(tmp_path: Path) 
 
         def add(self, row: Row, outcome: Outcome) -> None:
             self.rows.append(row.seq)
+
+        def add_change(self, row: Row, outcome: Outcome) -> None: ...
+
+        def wait_for_room(self) -> None: ...
 
         def flush(self) -> None:
             self.flushes += 1

@@ -13,6 +13,10 @@ The pipeline keeps three promises while doing that:
   dispatched and settled after its outcome is counted, so a state is released only when every
   record before it settled, whatever order rows finish in.
 
+Settling holds the pipeline's lock, so nothing there waits for the network: reject sinks only buffer
+(``rejects/sink.py``); their uploads run on their own thread, and a settling thread waits for a sink
+that fell behind only after its settle, outside the lock (``SyncReport.wait_for_room``).
+
 A row answered "not found" while its member may still be created by a later row of the sync (a
 credit stream read before the member stream) waits instead of settling (``sync/deferral.py``): it
 runs again right after its member's row is accepted, or once the member streams have ended.
@@ -218,6 +222,8 @@ class Pipeline:
         self._enter(row, Outcome.rejected(NOT_PARSED, rejection), None, 0)
 
     def _enter(self, row: Row, prepared: Prepared[Any] | Outcome, writer: Writer | None, size: int) -> None:
+        # A reject sink whose uploads fell behind holds the reader back here, outside every lock.
+        self._report.wait_for_room()
         with self._cond:
             while self._full(size) and self._fatal is None:
                 # Every worker may be pausing before a retry (429s): more workers are then wanted,
@@ -366,6 +372,9 @@ class Pipeline:
             task: _Task | None = item
             while task is not None:
                 task = self._run(task)
+                # After the settle, outside the lock: a reject sink whose uploads fell behind holds
+                # this worker (never the settle of the others, which only buffer their rejected rows).
+                self._report.wait_for_room()
                 # The in-flight target may have risen with the answers of this row's requests.
                 self._grow()
             if self._surplus():

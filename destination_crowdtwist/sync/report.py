@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.masking import mask_key_path
 from destination_crowdtwist.records.rejection import Reason
-from destination_crowdtwist.sync.reject_sinks import RejectSink
+from destination_crowdtwist.rejects.sink import RejectSink
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row
 
 logger = logging.getLogger("airbyte")
@@ -144,11 +144,25 @@ class SyncReport:
             "and run the sync again (reject_stop_share = 0 turns this check off)."
         )
 
+    def wait_for_room(self) -> None:
+        """Wait while a sink holds more rejected rows than its memory bound (its uploads are behind).
+
+        Called by the thread that settled a row, after the settle and outside every lock (rows are
+        recorded under the pipeline's settle lock, where no sink may wait).
+        """
+        for sink in self._sinks:
+            sink.wait_for_room()
+
     def flush(self) -> None:
-        """Make the rejected rows durable in every sink (called before each state is echoed)."""
+        """Make the rejected rows durable in every sink (called before each state is echoed).
+
+        Not under the report's lock: an upload takes a while, and workers keep recording rows meanwhile
+        (each sink guards its own buffer; rows recorded during the flush are left for the next one).
+        """
         with self._lock:
-            for sink in self._sinks:
-                sink.flush()
+            sinks = list(self._sinks)
+        for sink in sinks:
+            sink.flush()
 
     def close(self) -> None:
         """Flush and close every sink."""

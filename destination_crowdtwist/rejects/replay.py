@@ -20,36 +20,24 @@ Rows rejected as ``invalid_message`` or ``too_large`` hold a preview or a placeh
 record, and are never replayed. Activity credits stay exactly-once: a replayed credit carries the
 same dedupe key and is verified as ``credit_verification`` says.
 
-Pure: lines in, messages out; the CLI shell lives in ``destination.py``.
+Pure: lines in, messages out (each line read by ``rejects/schema.read_line``, where the layouts are
+written too); the CLI shell is ``run.py``'s ``replay-rejects``.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from destination_crowdtwist.records.rejection import Reason
+from destination_crowdtwist.rejects.schema import RejectedRow, ReplayRefused, read_line
+
+__all__ = ["NOT_REPLAYABLE", "RejectedRow", "ReplayPlan", "ReplayRefused", "plan_replay", "record_messages"]
 
 #: Reasons whose stored row is not a record (a preview of a bad line, a too-large placeholder).
 NOT_REPLAYABLE = frozenset({str(Reason.INVALID_MESSAGE), str(Reason.TOO_LARGE)})
-
-
-class ReplayRefused(ValueError):
-    """The reject lines cannot be replayed as asked (masked rows, an unknown layout, no stream)."""
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    """One stored rejected row, whichever layout it came from."""
-
-    name: str | None
-    namespace: str | None
-    reason: str
-    data: Mapping[str, Any]
-    masked: bool
 
 
 @dataclass
@@ -58,45 +46,6 @@ class ReplayPlan:
 
     rows: list[RejectedRow] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
-
-
-def parse_line(text: str, *, as_stream: str | None) -> RejectedRow:
-    """One reject line in either layout (see the module docstring); raises ``ReplayRefused``."""
-    try:
-        line = json.loads(text)
-    except ValueError:
-        raise ReplayRefused("a line is not JSON: is this a rejected-rows file (JSONL)?") from None
-    except RecursionError:
-        # json.loads recurses once per level: a line nested past Python's limit is no row this
-        # connector stored (write rejects rows deeper than max_nesting_depth and keeps no record).
-        raise ReplayRefused("a line is nested too deeply to be a rejected row (a damaged or foreign file?)") from None
-    if not isinstance(line, dict):
-        raise ReplayRefused("a line is not a JSON object: is this a rejected-rows file (JSONL)?")
-    if "_airbyte_data" in line:
-        meta = line.get("_airbyte_meta") or {}
-        rejection = meta.get("rejection") if isinstance(meta, dict) else None
-        reason = rejection.get("reason") if isinstance(rejection, dict) else None
-        return RejectedRow(as_stream, None, str(reason or Reason.REJECTED_BY_API), _data(line["_airbyte_data"]),
-                           masked=False)
-    if "reason_class" in line and "record" in line:
-        if "dry_run" in line:
-            raise ReplayRefused("a dry run's change lines are not rejected rows")
-        name = line.get("name") if "name" in line else line.get("stream")
-        return RejectedRow(
-            name if isinstance(name, str) else None,
-            line.get("namespace") if isinstance(line.get("namespace"), str) else None,
-            str(line["reason_class"]),
-            _data(line["record"]),
-            # Files written before the "pii" field existed are masked unless proven otherwise.
-            masked=line.get("pii") is not True,
-        )
-    raise ReplayRefused("a line is in neither rejected-rows layout (rejected_records_path, object storage JSONL)")
-
-
-def _data(value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ReplayRefused("a rejected row holds no record object")
-    return value
 
 
 def plan_replay(
@@ -111,7 +60,7 @@ def plan_replay(
     for text in lines:
         if not text.strip():
             continue
-        row = parse_line(text, as_stream=as_stream)
+        row = read_line(text, as_stream=as_stream)
         if row.reason in NOT_REPLAYABLE:
             plan.skipped[f"{row.reason} (no record to send)"] += 1
         elif reasons is not None and row.reason not in reasons:
