@@ -52,21 +52,28 @@ from requests.structures import CaseInsensitiveDict
 from destination_crowdtwist.api.concurrency import InFlightGate
 from destination_crowdtwist.api.deadline import Watch, Watchdog, WatchedAdapter, current_watch
 from destination_crowdtwist.api.errors import (
+    REDIRECT,
     Action,
+    Bound,
     ConfigError,
+    Pace,
     Resolution,
     TransientError,
     UncertainOutcome,
     classify_response,
+    status_rule,
 )
 from destination_crowdtwist.api.ratelimit import RateBudget
 from destination_crowdtwist.api.redaction import mask_user_segment, redact_text, redact_url
 from destination_crowdtwist.api.retry import (
+    LOST,
+    UNREACHABLE,
     GiveUp,
     Outcome,
     Retry,
     RetryPolicy,
     Tally,
+    answered,
     decide,
     parse_retry_after,
 )
@@ -196,11 +203,11 @@ class ClientStats:
             self.requests += 1
             self.by_endpoint[endpoint] += 1
 
-    def record_status(self, status: int) -> None:
-        """Count one answer by HTTP status (429 also counts as throttled)."""
+    def record_status(self, status: int, *, throttled: bool) -> None:
+        """Count one answer by HTTP status (and as throttled when its row says so: 429)."""
         with self._lock:
             self.statuses[status] += 1
-            if status == 429:
+            if throttled:
                 self.throttled += 1
 
     def add(self, name: str) -> None:
@@ -460,7 +467,7 @@ class CrowdTwistClient:
             result = self._gated_attempt(wire)
             if isinstance(result, ApiResponse):
                 return dataclasses.replace(result, after_uncertain=True) if maybe_applied else result
-            maybe_applied = maybe_applied or not result.outcome.not_processed
+            maybe_applied = maybe_applied or result.outcome.processed
             now = self._clock()
             first_failure = now if first_failure is None else first_failure
             decision = decide(
@@ -470,8 +477,8 @@ class CrowdTwistClient:
             error = result.error
             if isinstance(decision, Retry):
                 self.stats.add("retries")
-                # 429s are routine under a tight rate limit; the rate budget reports them in aggregate.
-                level = logging.DEBUG if result.outcome.status == 429 else logging.INFO
+                # Throttling is routine under a tight rate limit; the rate budget reports it in aggregate.
+                level = logging.DEBUG if result.outcome.bound is Bound.THROTTLE else logging.INFO
                 logger.log(level, "Retrying %s in %.2fs (%s): %s", line, decision.delay, decision.note, error)
                 with self._pausing_lock:
                     self._pausing += 1
@@ -582,25 +589,24 @@ class CrowdTwistClient:
 
     def _answer(self, response: requests.Response, line: str, endpoint: str, deadline: float) -> ApiResponse | _Failure:
         status = response.status_code
-        self.stats.record_status(status)
-        if 300 <= status < 400:
+        # The status line alone: a redirect, what bounds its retries, what it tells the budget.
+        head = status_rule(status)
+        self.stats.record_status(status, throttled=head.meaning.pace is Pace.SLOW_DOWN)
+        if head.cause == REDIRECT:
             target = response.headers.get("Location", "(no Location header)")
             location = redact_text(redact_url(target), self._secrets)
             # Never follow: the redirected request would carry the api_key / signature elsewhere.
-            raise ConfigError(
-                f"The API base URL redirects to {location}; use the final https URL as the base URL.",
-                status=status,
-                request_line=line,
-            )
+            raise ConfigError(head.advice(location), status=status, request_line=line)
         retry_after: float | None = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._server_now(response))
+        if head.meaning.bound is not Bound.COUNT:
+            # Honoured only where the wait is bounded by time (429, 503); capped as the decision caps it.
+            parsed = parse_retry_after(response.headers.get("Retry-After"), self._server_now(response))
+            retry_after = None if parsed is None else self._policy.honoured_retry_after(parsed)
         if self._rate_budget is not None:
-            if status == 429:
+            if head.meaning.pace is Pace.SLOW_DOWN:
                 # The budget pauses every worker for a Retry-After: it gets the capped value too.
-                paused = None if retry_after is None else self._policy.honoured_retry_after(retry_after)
-                self._rate_budget.on_throttled(paused)
-            elif status < 500:
+                self._rate_budget.on_throttled(retry_after)
+            elif head.meaning.pace is Pace.CLIMB:
                 # 5xx is no sign that we may speed up again; an overloaded server answers 503.
                 self._rate_budget.on_success()
         body = self._read_body(response, deadline, line, retry_after)
@@ -621,7 +627,7 @@ class CrowdTwistClient:
         # RETRY. The hint's first clause says what happened ("CrowdTwist is throttling requests").
         what = resolution.hint.split(";")[0].rstrip(".")
         return _Failure(
-            Outcome(status=status, retry_after=retry_after),
+            answered(status, retry_after),
             TransientError(what, **context),
             f"CrowdTwist answered HTTP {status} to a request that may already have been applied. It was not "
             "retried, so it is never applied twice; verify it before sending it again.",
@@ -666,7 +672,7 @@ class CrowdTwistClient:
         # Handled like a server error: a bug or a hostile server, and for a credit it proves nothing.
         limit = f"{self._max_body_bytes:,} bytes"
         return _Failure(
-            Outcome(status=status, retry_after=retry_after),
+            answered(status, retry_after),
             TransientError(
                 f"CrowdTwist sent an answer larger than {limit}, which was not read",
                 status=status,
@@ -679,7 +685,7 @@ class CrowdTwistClient:
     def _lost(self, description: str, line: str) -> _Failure:
         """No complete answer, and the request may have reached the server."""
         return _Failure(
-            Outcome(status=None, maybe_sent=True),
+            LOST,
             TransientError(f"CrowdTwist did not answer ({description})", request_line=line),
             f"CrowdTwist may have applied this request, but no complete answer arrived ({description}). It was "
             "not retried, so it is never applied twice; verify it (e.g. the member's activity history) before "
@@ -751,7 +757,7 @@ class CrowdTwistClient:
         what = f"Could not reach the CrowdTwist host {self._host} ({description})"
         advice = "Check the API base URL, DNS and firewall, then try again."
         return _Failure(
-            Outcome(status=None, maybe_sent=False), TransientError(what, request_line=line), f"{what}. {advice}", advice
+            UNREACHABLE, TransientError(what, request_line=line), f"{what}. {advice}", advice
         )
 
     def _request_line(self, method: str, path: str, params: Mapping[str, Any] | None) -> str:
