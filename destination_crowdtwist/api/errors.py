@@ -134,7 +134,7 @@ class Pace(enum.Enum):
 
 @dataclass(frozen=True)
 class Meaning:
-    """What a status says about the request, whatever the body: the same on every row of a status.
+    """What a status says about the request, whatever the body: one meaning per status (tested).
 
     ``processed`` is False only when the answer proves the request was not run (408, 429), so that
     repeating it is safe even for an activity credit; any other answer may follow a request that was
