@@ -24,6 +24,7 @@ if WITH_SANDBOX:
 MAIN_REQUIREMENTS = [
     "airbyte-cdk>=7.39.1,<8",
     "requests>=2.32,<3",
+    # The config is validated against spec.json with it (destination_crowdtwist/config/validation.py).
     "jsonschema>=4.17,<5",
     # object_storage_config (rejected rows in the user's S3 bucket); imported only when a bucket is set.
     "boto3>=1.34,<2",

@@ -1,16 +1,20 @@
-"""Connector configuration: spec.json and ConnectorConfig agree field by field, and parse_config
-refuses bad input with an error naming the field (and never echoing a key)."""
+"""Connector configuration: every spec.json property reaches ConnectorConfig with a matching type,
+and parse_config (JSON Schema against spec.json, then the rules it cannot express) refuses bad input
+with an error naming the field (and never echoing a key)."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.client
 import json
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
+from jsonschema import Draft7Validator
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.api.signing import HmacAuth, with_api_key
@@ -70,28 +74,34 @@ def expected_default(prop: dict[str, Any]) -> Any:
     return value
 
 
-# --- spec.json and ConnectorConfig describe the same fields ---------------------------------------
+# --- every spec property reaches ConnectorConfig ----------------------------------------------------
+
+
+def test_spec_json_is_a_valid_draft_7_schema_whose_defaults_are_valid() -> None:
+    Draft7Validator.check_schema(SPEC)
+    for name, prop in PROPS.items():
+        if "default" in prop:
+            assert Draft7Validator(prop).is_valid(prop["default"]), name
 
 
 def test_every_spec_property_is_a_config_field_and_back() -> None:
     assert set(PROPS) == set(FIELDS) - INTERNAL_FIELDS
-
-
-def test_internal_fields_are_the_documented_ones_and_not_in_the_spec() -> None:
-    # Adding an internal (not user-facing) field is a decision: list it here and in config.py.
+    # Adding an internal (not user-facing) field is a decision: list it here and in config/spec.py.
     assert {"progress_interval_seconds"} == INTERNAL_FIELDS
-    assert not INTERNAL_FIELDS & set(PROPS)
 
 
 @pytest.mark.parametrize("name", sorted(PROPS))
 def test_field_type_matches_the_spec_type(name: str) -> None:
+    # The Python types are the one thing the model adds to the spec (mypy needs them); an enum's
+    # Literal type holds exactly the spec's values.
     prop, hint = PROPS[name], HINTS[name]
     optional = "default" not in prop and name not in SPEC["required"]
     simple = {"boolean": bool, "integer": int, "number": float}
-    if prop["type"] in simple:
-        assert hint is simple[prop["type"]]
-    elif "enum" in prop:
+    if "enum" in prop:
         assert get_origin(hint) is Literal
+        assert list(get_args(hint)) == prop["enum"]
+    elif prop["type"] in simple:
+        assert hint is simple[prop["type"]]
     elif prop["type"] == "string":
         assert hint == (str | None if optional else str)
     elif prop["type"] == "array":
@@ -103,46 +113,20 @@ def test_field_type_matches_the_spec_type(name: str) -> None:
         assert hint == Credentials
 
 
-@pytest.mark.parametrize("name", ENUM_PROPS)
-def test_spec_enum_equals_the_literal_type_of_the_field(name: str) -> None:
-    values = get_args(HINTS[name])
-    assert len(values) == len(set(values))
-    assert set(values) == set(PROPS[name]["enum"])
-
-
-def test_every_literal_field_has_a_spec_enum() -> None:
-    literal_fields = sorted(name for name, hint in HINTS.items() if get_origin(hint) is Literal)
-    assert literal_fields == ENUM_PROPS
-    assert len(ENUM_PROPS) == 7  # user_identifier_type object_type unmapped_fields null_values credit_verification
-    # upsert_strategy delete_behaviour
-
-
 def test_one_identifier_type_list_for_records_config_and_spec() -> None:
     assert mapping.ID_TYPES is identifiers.ID_TYPES
-    assert list(identifiers.ID_TYPES) == PROPS["user_identifier_type"]["enum"]
     assert HINTS["user_identifier_type"] is identifiers.IdType
 
 
-@pytest.mark.parametrize("name", sorted(PROPS))
-def test_dataclass_default_is_the_spec_default(name: str) -> None:
-    prop, default = PROPS[name], FIELDS[name].default
-    if name in SPEC["required"]:
-        assert "default" not in prop
-        assert default is dataclasses.MISSING
-    elif "default" in prop:
-        expected = expected_default(prop)
-        assert default == expected
-        assert type(default) is type(expected)
-    else:
-        assert default is None
-
-
-def test_parse_fills_every_spec_default() -> None:
+def test_parse_fills_every_spec_default_and_the_model_has_the_same_defaults() -> None:
     cfg = parse()
     for name, prop in PROPS.items():
         if "default" in prop:
             assert getattr(cfg, name) == expected_default(prop), name
             assert type(getattr(cfg, name)) is type(expected_default(prop)), name
+        elif name not in SPEC["required"]:
+            assert getattr(cfg, name) is None, name
+    assert ConnectorConfig(api_base_url=cfg.api_base_url, credentials=cfg.credentials) == cfg
 
 
 def test_every_setting_reaches_the_config() -> None:
@@ -247,11 +231,11 @@ ERRORS: list[tuple[str, Any, str]] = [
     ("base url with path", {"api_base_url": "https://api123.crowdtwist.com/v2"}, "api_base_url must not contain a path"),
     ("base url over http", {"api_base_url": "http://api123.crowdtwist.com"}, "api_base_url must use https://"),
     ("no credentials", {"credentials": None}, "credentials is required"),
-    ("credentials not an object", {"credentials": "key"}, "credentials is required"),
-    ("unknown auth type", {"credentials": {"auth_type": "oauth"}}, "credentials.auth_type must be 'api_key' or 'hmac'"),
+    ("credentials not an object", {"credentials": "key"}, "credentials must be an object with auth_type api_key or hmac"),
+    ("unknown auth type", {"credentials": {"auth_type": "oauth"}}, "credentials.auth_type must be one of api_key, hmac (got 'oauth')"),
     ("no api key", {"credentials": {"auth_type": "api_key"}}, "credentials.api_key is required"),
     ("blank api key", {"credentials": {"auth_type": "api_key", "api_key": "  \n"}}, "credentials.api_key is required"),
-    ("api key not text", {"credentials": {"auth_type": "api_key", "api_key": 12345}}, "credentials.api_key is required"),
+    ("api key not text", {"credentials": {"auth_type": "api_key", "api_key": 12345}}, "credentials.api_key must be text"),
     ("no public key", {"credentials": {"auth_type": "hmac", "private_key": "p" * 20}}, "credentials.public_key is required"),
     ("no private key", {"credentials": {"auth_type": "hmac", "public_key": "p" * 20}}, "credentials.private_key is required"),
     ("unknown identifier type", {"user_identifier_type": "phone"}, "user_identifier_type must be one of email, id,"),
@@ -263,14 +247,17 @@ ERRORS: list[tuple[str, Any, str]] = [
     ("boolean as text", {"dry_run": "yes"}, "dry_run must be true or false"),
     ("boolean as number", {"allow_negative_points": 1}, "allow_negative_points must be true or false"),
     ("field_mapping not a list", {"field_mapping": {"a": "b"}}, "field_mapping must be a list"),
-    ("field_mapping item", {"field_mapping": [{"source": "a"}]}, "field_mapping[0] needs a non-empty"),
+    ("field_mapping item", {"field_mapping": [{"source": "a"}]}, "field_mapping[0].destination is required"),
+    ("field_mapping empty source", {"field_mapping": [{"source": "", "destination": "b"}]}, "field_mapping[0].source is required"),
+    ("field_mapping unknown key", {"field_mapping": [{"source": "a", "destination": "b", "strem": "x"}]},
+     "field_mapping[0] has the unknown key 'strem'; known: stream, source, destination"),
     ("field_mapping stream not text", {"field_mapping": [{"source": "a", "destination": "b", "stream": 3}]},
-     "field_mapping[0].stream must be a stream name"),
+     "field_mapping[0].stream must be text (got a value of type int)"),
     ("custom_attributes blank", {"custom_attributes": ["tier", " "]}, "custom_attributes must be a list of non-empty names"),
-    ("path not text", {"rejected_records_path": 5}, "rejected_records_path must be a file path"),
-    ("ledger path not text", {"ledger_path": ["a"]}, "ledger_path must be a file path"),
-    ("event id field not text", {"event_id_field": 5}, "event_id_field must be a field name"),
-    ("default activity not text", {"default_activity_id": 1001}, "default_activity_id must be a CrowdTwist activity id"),
+    ("path not text", {"rejected_records_path": 5}, "rejected_records_path must be text (got a value of type int)"),
+    ("ledger path not text", {"ledger_path": ["a"]}, "ledger_path must be text (got a value of type list)"),
+    ("event id field not text", {"event_id_field": 5}, "event_id_field must be text (got a value of type int)"),
+    ("default activity not text", {"default_activity_id": 1001}, "default_activity_id must be text (got a value of type int)"),
     ("share above one", {"reject_stop_share": 1.5}, "reject_stop_share must be between 0 and 1 (got 1.5)"),
     ("negative sample", {"reject_stop_sample": -1}, "reject_stop_sample must be at least 0 (got -1)"),
     ("zero points cap", {"max_points_per_credit": 0}, "max_points_per_credit must be at least 1 (got 0)"),
@@ -336,6 +323,21 @@ def test_keys_with_unsendable_characters_are_refused_without_echoing_them(name: 
     assert SECRET[8:] not in rendered
     assert info.value.__cause__ is None
     assert info.value.__context__ is None
+
+
+@pytest.mark.parametrize("raw", [
+    {"credentials": SECRET},  # the key pasted where the block belongs
+    {"credentials": {"auth_type": "api_key", "api_key": [SECRET]}},
+    {"credentials": {"auth_type": "hmac", "public_key": "pub", "private_key": {"k": SECRET}}},
+    {"object_storage_config": SECRET},
+    {"object_storage_config": {"s3_bucket_name": "b", "secret_access_key": [SECRET]}},
+], ids=["credentials", "api_key", "private_key", "storage", "secret_access_key"])
+def test_schema_errors_where_a_secret_belongs_never_show_the_value(raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(**raw)
+    assert " must be " in str(info.value)
+    assert SECRET not in str(info.value)
+    assert "(got" not in str(info.value)
 
 
 ACCEPTED_KEYS = [
@@ -490,3 +492,12 @@ def test_every_setting_has_a_description_and_one_of_the_forms_groups() -> None:
     # What a first sync needs is in the first group; the rest are optional (the form folds optional
     # fields of a group away) and have defaults that work.
     assert set(spec["required"]) <= {n for n, p in spec["properties"].items() if p["group"] == "connection"}
+
+
+def test_parsing_a_config_does_not_load_the_cdk() -> None:
+    # jsonschema validates the config (test_layers.py only imports the package; this also parses).
+    code = ("import sys\nfrom destination_crowdtwist.config import parse_config\n"
+            "parse_config({'api_base_url': 'https://api123.crowdtwist.com', 'credentials': {'api_key': 'k'}})\n"
+            "print(sorted(m.split('.')[0] for m in sys.modules if m.startswith('airbyte_cdk')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

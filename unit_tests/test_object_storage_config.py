@@ -138,6 +138,10 @@ def test_a_full_s3_block_is_parsed() -> None:
 def test_storage_type_is_inferred_from_a_bucket_name_and_format_may_be_a_bare_name() -> None:
     parsed = parse_config({**BASE, "object_storage_config": {"s3_bucket_name": "rejects", "format": "JSONL"}})
     assert parsed.object_storage_config == S3Storage("rejects", format_type="JSONL")
+    # So may compression (a block that is only a choice of names), and nulls inside take the defaults.
+    parsed = parse_config({**BASE, "object_storage_config": {"s3_bucket_name": "rejects", "compression": "GZIP",
+                                                             "format": {"format_type": None, "flattening": None}}})
+    assert parsed.object_storage_config == S3Storage("rejects", compression_type="GZIP")
 
 
 def test_blank_templates_take_the_defaults_and_keys_may_both_be_empty() -> None:
@@ -146,12 +150,12 @@ def test_blank_templates_take_the_defaults_and_keys_may_both_be_empty() -> None:
 
 
 S3_ERRORS: list[tuple[str, Any, str]] = [
-    ("not an object", "S3", "object_storage_config must be an object with storage_type None or S3"),
+    ("not an object", "S3", "object_storage_config must be an object with storage_type 'None' or 'S3'"),
     ("unknown storage type", {"storage_type": "GCS"}, "object_storage_config.storage_type must be one of 'None', 'S3'"),
     ("no bucket", {"s3_bucket_name": None}, "object_storage_config.s3_bucket_name is required"),
     ("bucket url", {"s3_bucket_name": "s3://rejects/x"}, "object_storage_config.s3_bucket_name must be the bucket's name only"),
     ("bucket with space", {"s3_bucket_name": "my bucket"}, "object_storage_config.s3_bucket_name must be a bucket name"),
-    ("bucket not text", {"s3_bucket_name": 5}, "object_storage_config.s3_bucket_name must be a bucket name"),
+    ("bucket not text", {"s3_bucket_name": 5}, "object_storage_config.s3_bucket_name must be text (got a value of type int)"),
     ("unknown region", {"s3_bucket_region": "mars-1"}, "object_storage_config.s3_bucket_region must be one of"),
     ("endpoint without scheme", {"s3_endpoint": "minio:9000"}, "object_storage_config.s3_endpoint must be a URL"),
     ("endpoint with query", {"s3_endpoint": "https://minio/?x=1"}, "object_storage_config.s3_endpoint must not contain a query"),
