@@ -344,9 +344,7 @@ class _Sync:
         pipeline = Pipeline(
             report,
             concurrency=cfg.max_concurrency,
-            request_stats=client.request_totals,
-            flow_status=client.flow_status,
-            workers_wanted=client.workers_wanted,
+            flow=client.flow,
             progress_interval=cfg.progress_interval_seconds,
             limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
             on_stop=client.stop,

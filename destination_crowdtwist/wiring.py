@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 from requests.auth import AuthBase
 
-from destination_crowdtwist.api.client import CrowdTwistClient, mask_user_segment
+from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.concurrency import InFlightGate, InFlightTarget
+from destination_crowdtwist.api.flow import FlowControl
 from destination_crowdtwist.api.ratelimit import RateBudget
+from destination_crowdtwist.api.redaction import mask_user_segment
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
 from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
@@ -36,7 +38,9 @@ SYNC_THROTTLE_TIMEOUT = 600.0
 
 
 def client_from_config(config: ConnectorConfig, *, interactive: bool = False) -> CrowdTwistClient:
-    """Build the client, auth, rate budget and PII masking from a validated ``ConnectorConfig``.
+    """Build the client, auth, flow control and PII masking from a validated ``ConnectorConfig``.
+
+    The flow control (``client.flow``) is what the pipeline sizes its pool and words its progress by.
 
     ``interactive`` (``check``, ``discover``): a person is waiting, so throttling and maintenance are
     reported at once instead of being waited out as a sync does (``server_unavailable_wait_seconds``).
@@ -75,8 +79,7 @@ def client_from_config(config: ConnectorConfig, *, interactive: bool = False) ->
         max_retries=int(config.max_retries),
         # One pooled connection per worker thread, so no thread waits for or discards a connection.
         pool_size=max(1, int(config.max_concurrency)),
-        rate_budget=budget,
-        in_flight=gate,
+        flow=FlowControl(budget, gate),
         mask_path=mask_path,
         mask_text=text_mask,
         throttle_timeout=0.0 if interactive else SYNC_THROTTLE_TIMEOUT,

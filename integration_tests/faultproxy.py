@@ -26,7 +26,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 _HOP_HEADERS = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length"})
-OVERSIZE_BYTES = 1_200_000  # above the client's 1,000,000-byte cap (api/client.py MAX_BODY_BYTES)
+OVERSIZE_BYTES = 1_200_000  # above the client's 1,000,000-byte cap (api/transport.py MAX_BODY_BYTES)
 
 
 class FaultProxy:

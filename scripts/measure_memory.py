@@ -29,8 +29,21 @@ from airbyte_cdk.models import AirbyteMessage
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
 
 from destination_crowdtwist import DestinationCrowdtwist, destination
-from destination_crowdtwist.api.client import ApiResponse
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.sync.protocol import load_message
+
+
+class InstantFlow:
+    """The flow control the pipeline asks: 20 workers, no pacing, nothing counted."""
+
+    def workers_wanted(self) -> int:
+        return 20
+
+    def status_line(self) -> str:
+        return ""
+
+    def request_totals(self) -> tuple[int, int]:
+        return (0, 0)
 
 
 class InstantCrowdTwist:
@@ -38,6 +51,7 @@ class InstantCrowdTwist:
 
     def __init__(self) -> None:
         self._next_id = 0
+        self.flow = InstantFlow()
 
     def list_activities(self) -> list[dict[str, Any]]:
         return [{"id": "1001", "num_points": 10}]
@@ -57,15 +71,6 @@ class InstantCrowdTwist:
 
     def get_user(self, user_id: str, id_type: str) -> ApiResponse:
         return ApiResponse(200, {"id": user_id}, {}, endpoint="GET /v2/users/{user_id}")
-
-    def request_totals(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def flow_status(self) -> str:
-        return ""
-
-    def workers_wanted(self) -> int:
-        return 20
 
     def close(self) -> None:
         pass

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +34,8 @@ from fakehttp import (
     serving,
 )
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient, mask_user_segment
+import destination_crowdtwist.api.errors as errors_module
+from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
@@ -39,6 +43,9 @@ from destination_crowdtwist.api.errors import (
     TransientError,
     UncertainOutcome,
 )
+from destination_crowdtwist.api.flow import FlowControl, Gate
+from destination_crowdtwist.api.redaction import mask_user_segment
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth, content_md5, signature, string_to_sign
 from destination_crowdtwist.config import parse_config
@@ -91,6 +98,10 @@ class Harness:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+    def flow(self, budget: SpyBudget | None = None, gate: Gate | None = None) -> FlowControl:
+        """A flow control of spies, on this harness's clock (its round trips are in harness time)."""
+        return FlowControl(budget, gate, clock=lambda: self.now)
 
     def client(self, base_url: str, *, hmac: bool = False, **kwargs: Any) -> CrowdTwistClient:
         auth = HmacAuth(PUBLIC, PRIVATE, clock=self.hmac_clock) if hmac else ApiKeyAuth(API_KEY)
@@ -203,7 +214,7 @@ def test_503_503_200_retried_with_exact_delays_and_fresh_signatures(fake_server:
     fake_server.expect("PUT", "/v2/users/alice%40example.com", json_reply(503, {}), json_reply(503, {}),
                        json_reply(200, PROFILE))
     budget = SpyBudget()
-    client = harness.client(fake_server.url, hmac=True, rate_budget=budget)
+    client = harness.client(fake_server.url, hmac=True, flow=harness.flow(budget))
     response = client.update_user("alice@example.com", "email", {"first_name": "Alice"})
     assert response.status == 200
     assert harness.sleeps == [0.25, 0.5]  # base 0.5 s, doubled, equal jitter with rand() = 0
@@ -262,8 +273,8 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
     adapter.harness = harness
     session = requests.Session()
     session.mount("https://", adapter)
-    client = harness.client("https://api1.crowdtwist.com", session=session, rate_budget=budget,
-                            in_flight=SpyGate(budget.calls))
+    client = harness.client("https://api1.crowdtwist.com", session=session,
+                            flow=harness.flow(budget, SpyGate(budget.calls)))
     assert client.list_activities() == []
     adapter.verify()
     assert budget.calls == [
@@ -273,32 +284,32 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
         ("enter", None), ("acquire", None), ("leave", None),
         ("enter", None), ("acquire", None), ("success", None), ("leave", pytest.approx(0.3)),
     ]
-    assert client.flow_status() == ("up to 7 requests at once (max_concurrency 128), round trip 300 ms; "
+    assert client.flow.status_line() == ("up to 7 requests at once (max_concurrency 128), round trip 300 ms; "
                                    "sending at most 9,000 requests/min (max_requests_per_minute 9,000)")
 
 
 def test_workers_wanted_counts_requests_pausing_before_a_retry(fake_server: FakeServer, harness: Harness) -> None:
     # A 429's Retry-After holds a worker thread but no place in flight: the pool needs one more worker.
     fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "1"}), json_reply(200, []))
-    client = harness.client(fake_server.url, in_flight=SpyGate([]))
+    client = harness.client(fake_server.url, flow=harness.flow(gate=SpyGate([])))
     seen: list[int] = []
     sleep = harness.sleep
 
     def sleep_and_look(seconds: float) -> None:
-        seen.append(client.workers_wanted())
+        seen.append(client.flow.workers_wanted())
         sleep(seconds)
 
     client._sleep = sleep_and_look
-    assert client.workers_wanted() == 7
+    assert client.flow.workers_wanted() == 7
     client.list_activities()
     assert seen == [8]
-    assert client.workers_wanted() == 7
+    assert client.flow.workers_wanted() == 7
 
 
 def test_a_config_error_still_leaves_the_gate(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("GET", "/v2/activities", json_reply(302, {}, {"Location": "https://elsewhere.example"}))
     calls: list[tuple[str, Any]] = []
-    client = harness.client(fake_server.url, in_flight=SpyGate(calls))
+    client = harness.client(fake_server.url, flow=harness.flow(gate=SpyGate(calls)))
     with pytest.raises(ConfigError):
         client.list_activities()
     assert calls == [("enter", None), ("leave", None)]
@@ -310,7 +321,7 @@ def test_client_from_config_wires_a_gate_that_follows_the_budget() -> None:
         "max_requests_per_minute": 6000, "max_concurrency": 50,
     }))
     # 100/s x the assumed 100 ms x 1.25 + 2 before the first answer; the budget paces at 6,000/min.
-    assert client.flow_status() == ("up to 15 requests at once (max_concurrency 50), round trip not measured yet; "
+    assert client.flow.status_line() == ("up to 15 requests at once (max_concurrency 50), round trip not measured yet; "
                                    "sending at most 6,000 requests/min (max_requests_per_minute 6,000)")
     client.close()
 
@@ -318,17 +329,17 @@ def test_client_from_config_wires_a_gate_that_follows_the_budget() -> None:
 def test_429_without_retry_after_backs_off_and_cuts_the_budget(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("GET", "/v2/activities", json_reply(429, {"error": "rate_limited"}), json_reply(200, []))
     budget = SpyBudget()
-    client = harness.client(fake_server.url, rate_budget=budget)
+    client = harness.client(fake_server.url, flow=harness.flow(budget))
     assert client.list_activities() == []
     assert harness.sleeps == [0.25]
     assert budget.calls == [("acquire", None), ("throttled", None), ("acquire", None), ("success", None)]
-    assert client.request_totals() == (2, 1)
+    assert client.flow.request_totals() == (2, 1)
 
 
 def test_429_with_retry_after_seconds_is_honoured(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "7"}), json_reply(200, []))
     budget = SpyBudget()
-    harness.client(fake_server.url, rate_budget=budget).list_activities()
+    harness.client(fake_server.url, flow=harness.flow(budget)).list_activities()
     assert harness.sleeps == [7.0]
     assert ("throttled", 7.0) in budget.calls
 
@@ -651,10 +662,10 @@ def test_mask_user_segment() -> None:
 
 def test_session_is_configured_for_our_own_retries(harness: Harness) -> None:
     client = harness.client("https://api1.crowdtwist.com", pool_size=7)
-    adapter = client._session.get_adapter("https://api1.crowdtwist.com/v2/activities")
+    adapter = client._transport.session.get_adapter("https://api1.crowdtwist.com/v2/activities")
     assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
     assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
-    assert client._session.verify not in (False, None, "")  # TLS verification stays on (True or a CA bundle path)
+    assert client._transport.session.verify not in (False, None, "")  # TLS verification stays on (True or a CA bundle path)
 
 
 def test_thread_safe_under_concurrency(fake_server: FakeServer, harness: Harness) -> None:
@@ -724,7 +735,7 @@ def test_429s_beyond_max_retries_cost_time_not_the_row(fake_server: FakeServer, 
     client = harness.client(fake_server.url, max_retries=1)
     assert client.list_activities() == []
     assert harness.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # backoff (jitter 0), capped at 2**5 * base
-    assert client.request_totals() == (9, 8)
+    assert client.flow.request_totals() == (9, 8)
 
 
 def test_throttling_longer_than_the_throttle_timeout_is_a_transient_error(fake_server: FakeServer, harness: Harness) -> None:
@@ -749,8 +760,8 @@ def test_session_resolves_environment_once_and_keeps_a_configured_ca_bundle(monk
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp/ca.pem")
     client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY))
     try:
-        assert client._session.trust_env is False  # no per-request environment lookups
-        assert client._session.verify == "/etc/corp/ca.pem"
+        assert client._transport.session.trust_env is False  # no per-request environment lookups
+        assert client._transport.session.verify == "/etc/corp/ca.pem"
     finally:
         client.close()
 
@@ -758,17 +769,62 @@ def test_session_resolves_environment_once_and_keeps_a_configured_ca_bundle(monk
 # -- one classification per answer ----------------------------------------------------------------
 
 
-def test_each_answer_is_classified_once(fake_server: FakeServer, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    import destination_crowdtwist.api.client as client_module
+PACKAGE = Path(__file__).resolve().parents[1] / "destination_crowdtwist"
 
+
+def _calls_of(name: str) -> dict[str, int]:
+    """Calls of a function named ``name`` in each module of the package (by module path)."""
+    found: dict[str, int] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if called == name:
+                    key = str(path.relative_to(PACKAGE))
+                    found[key] = found.get(key, 0) + 1
+    return found
+
+
+def test_the_package_classifies_answers_in_one_place() -> None:
+    # Finding 1 of issue 22: an answer is classified once, where its ApiResponse is built, and nowhere
+    # else in the package (no writer, no sync module classifies again).
+    assert _calls_of("classify_response") == {"api/response.py": 1}
+
+
+def test_no_api_module_but_the_table_tests_http_statuses() -> None:
+    # Status semantics live in the status table (api/errors.py) only: the client, the transport, the
+    # retry decision, the flow control and the counters read its rows.
+    offenders = []
+    for path in sorted((PACKAGE / "api").glob("*.py")):
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                values = [node.left, *node.comparators]
+                numbers = [v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, int)]
+                numbers += [e.value for v in values if isinstance(v, ast.Tuple | ast.Set | ast.List)
+                            for e in v.elts if isinstance(e, ast.Constant) and isinstance(e.value, int)]
+                if any(100 <= n <= 599 for n in numbers):
+                    offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []
+
+
+def test_each_answer_is_classified_once(fake_server: FakeServer, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Count the calls wherever the package holds classify_response, not in one module only.
     calls: list[int] = []
-    real = client_module.classify_response
+    real = errors_module.classify_response
 
     def counting(status: int, *args: Any, **kwargs: Any) -> Any:
         calls.append(status)
         return real(status, *args, **kwargs)
 
-    monkeypatch.setattr(client_module, "classify_response", counting)
+    holders = [module for name, module in list(sys.modules.items())
+               if name.startswith("destination_crowdtwist") and getattr(module, "classify_response", None) is real]
+    assert errors_module in holders and len(holders) >= 2  # the table, and whoever imported it
+    for module in holders:
+        monkeypatch.setattr(module, "classify_response", counting)
     fake_server.expect("POST", "/v2/users", json_reply(400, {"message": "Invalid activity"}))
     response = harness.client(fake_server.url).create_user({})
     assert not response.ok
@@ -832,7 +888,7 @@ def test_empty_2xx_body_is_success(fake_server: FakeServer, harness: Harness) ->
 def test_retry_after_of_an_hour_is_capped_for_the_request_and_the_budget(fake_server: FakeServer, harness: Harness) -> None:
     fake_server.expect("GET", "/v2/activities", json_reply(429, {}, {"Retry-After": "3600"}), json_reply(200, []))
     budget = SpyBudget()
-    harness.client(fake_server.url, rate_budget=budget).list_activities()
+    harness.client(fake_server.url, flow=harness.flow(budget)).list_activities()
     assert harness.sleeps == [60.0]
     assert ("throttled", 60.0) in budget.calls  # the shared pause is capped too: no worker waits an hour
 
@@ -930,7 +986,7 @@ def test_abort_cuts_an_attempt_on_the_wire(fake_server: FakeServer, harness: Har
 
 def test_attempt_deadline_defaults_to_connect_plus_read_timeout(harness: Harness) -> None:
     client = harness.client("https://api1.crowdtwist.com", timeout=(2.0, 5.0))
-    assert client._attempt_deadline == 7.0
+    assert client._transport.attempt_deadline == 7.0
     with pytest.raises(ValueError, match="attempt_deadline"):
         harness.client("https://api1.crowdtwist.com", attempt_deadline=0.0)
 

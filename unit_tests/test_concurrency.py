@@ -14,6 +14,7 @@ from requests.adapters import BaseAdapter
 
 from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.concurrency import InFlightGate, InFlightTarget
+from destination_crowdtwist.api.flow import FlowControl
 from destination_crowdtwist.api.ratelimit import RateBudget
 from destination_crowdtwist.api.signing import ApiKeyAuth
 
@@ -279,7 +280,7 @@ def test_fast_429s_do_not_lower_the_rtt_and_the_target_returns_after_the_episode
     session = requests.Session()
     session.mount("https://", adapter)
     client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth("k" * 32), session=session,
-                              rate_budget=budget, in_flight=gate, clock=clock, sleep=sleep, rand=lambda: 0.0)
+                              flow=FlowControl(budget, gate, clock=clock), clock=clock, sleep=sleep, rand=lambda: 0.0)
     for _ in range(30):  # 3 s of answers at 100 ms
         client.list_activities()
     assert gate.srtt == pytest.approx(0.1)

@@ -7,14 +7,24 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_crowdtwist.api.errors import (
+    ANSWERED,
+    NOT_RUN,
+    REDIRECT,
     RULES,
+    THROTTLED,
+    TROUBLE,
+    UNAVAILABLE,
     Action,
+    Bound,
     ConfigError,
     CrowdTwistError,
+    Meaning,
+    Pace,
     Rule,
     TransientError,
     UncertainOutcome,
     classify_response,
+    status_rule,
 )
 from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.protocol import traced
@@ -78,6 +88,7 @@ ROWS = [
     ("other 4xx", 409, None, "Conflict", "json", None, Action.REJECT, R.REJECTED_BY_API, ()),
     ("410", 410, None, None, "json", None, Action.REJECT, R.REJECTED_BY_API, ()),
     ("unknown status", 199, None, None, "json", None, Action.REJECT, R.REJECTED_BY_API, ()),
+    ("status beyond HTTP's", 600, None, None, "json", None, Action.REJECT, R.REJECTED_BY_API, ()),
 ]
 
 
@@ -121,6 +132,64 @@ def test_reject_rules_carry_a_reason_and_only_they_do() -> None:
         Rule(lambda status: True, Action.RETRY, "hint", reason=Reason.VALIDATION)
     with pytest.raises(ValueError, match="not by a cause"):
         Rule(lambda status: True, Action.REJECT, "hint", reason=Reason.VALIDATION, cause="x")
+
+
+# What each status means for the request, whatever its body says: (statuses, meaning).
+MEANINGS = [
+    ((200, 204, 400, 401, 403, 404, 409, 410, 422, 199), ANSWERED),
+    ((408,), NOT_RUN),
+    ((429,), THROTTLED),
+    ((503,), UNAVAILABLE),
+    ((301, 302, 500, 502, 504, 507, 600), TROUBLE),
+]
+
+
+@pytest.mark.parametrize(("statuses", "meaning"), MEANINGS)
+def test_each_status_means_one_thing_whatever_the_body(statuses: tuple[int, ...], meaning: Meaning) -> None:
+    for status in statuses:
+        assert status_rule(status).meaning == meaning
+        for body in ("json", "html", "text"):
+            for message in (None, "User does not exist.", "already taken"):
+                resolution = classify_response(status, None, message, is_html=body == "html", not_json=body != "json",
+                                               path="/v2/users/1")
+                assert resolution.meaning == meaning, (status, body, message)
+
+
+def test_every_row_of_a_status_carries_the_same_meaning() -> None:
+    # The status line alone decides what an unusable answer (too large, cut off) is retried as, and what
+    # the rate budget hears: that holds only if no row of a status says otherwise.
+    for status in range(100, 1000):
+        meanings = set()
+        for rule in RULES:
+            if rule.statuses(status):
+                meanings.add(rule.meaning)
+                if (rule.error_code, rule.message, rule.html, rule.not_json, rule.path_kind) == (None,) * 5:
+                    break  # matches every answer of this status: the rows below are never reached for it
+        assert len(meanings) == 1, (status, meanings)
+
+
+def test_what_the_meanings_say() -> None:
+    # processed False: a repeat is safe even for a credit; bound: what limits the retries; pace: the budget.
+    assert (NOT_RUN.processed, NOT_RUN.bound, NOT_RUN.pace) == (False, Bound.COUNT, Pace.CLIMB)
+    assert (THROTTLED.processed, THROTTLED.bound, THROTTLED.pace) == (False, Bound.THROTTLE, Pace.SLOW_DOWN)
+    assert (UNAVAILABLE.processed, UNAVAILABLE.bound, UNAVAILABLE.pace) == (True, Bound.UNAVAILABLE, Pace.HOLD)
+    assert (TROUBLE.processed, TROUBLE.bound, TROUBLE.pace) == (True, Bound.COUNT, Pace.HOLD)
+    assert (ANSWERED.processed, ANSWERED.bound, ANSWERED.pace) == (True, Bound.COUNT, Pace.CLIMB)
+
+
+def test_a_redirect_is_told_by_its_status_line_and_names_its_target() -> None:
+    head = status_rule(302)
+    assert (head.action, head.cause) == (Action.CONFIG, REDIRECT)
+    assert head.advice("https://elsewhere.example/x") == (
+        "The API base URL redirects to https://elsewhere.example/x; use the final https URL as the base URL."
+    )
+    assert "{location}" not in classify_response(302, None, None).hint
+    assert status_rule(200).cause != REDIRECT and status_rule(404).cause != REDIRECT
+
+
+def test_only_ok_and_reject_answers_did_the_work() -> None:
+    for rule in RULES:
+        assert rule.resolution().did_work == (rule.action in (Action.OK, Action.REJECT))
 
 
 def test_messages_match_case_insensitively() -> None:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.records.rejection import Reason, Rejection
-from destination_crowdtwist.sync.pipeline import Pipeline
+from destination_crowdtwist.sync.pipeline import Flow, Pipeline
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 
@@ -156,11 +157,38 @@ def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging():
         _run(Broken(delay=0.0), [{"user_id": f"m{i}", "n": i} for i in range(6)], concurrency=2)
 
 
+class StubFlow:
+    """The flow control as the pipeline sees it (sync.pipeline.Flow): fixed answers."""
+
+    def __init__(self, *, wanted: Callable[[], int] = lambda: 1, totals: tuple[int, int] = (0, 0),
+                 line: str = "") -> None:
+        self._wanted, self._totals, self._line = wanted, totals, line
+
+    def workers_wanted(self) -> int:
+        return self._wanted()
+
+    def status_line(self) -> str:
+        return self._line
+
+    def request_totals(self) -> tuple[int, int]:
+        return self._totals
+
+
+def test_the_flow_control_is_what_the_pipeline_asks() -> None:
+    # The client's FlowControl is handed to the pipeline as is (destination.py): it has what Flow asks.
+    from destination_crowdtwist.api.flow import FlowControl
+
+    flow: Flow = FlowControl()
+    assert (flow.workers_wanted(), flow.status_line(), flow.request_totals()) == (1, "", (0, 0))
+    stub: Flow = StubFlow()
+    assert stub.request_totals() == (0, 0)
+
+
 def test_progress_line_shows_the_flow_control_state():
     report = SyncReport()
     now = [100.0]
-    p = Pipeline(report, concurrency=4, progress_interval=0, request_stats=lambda: (50, 2),
-                 flow_status=lambda: "up to 23 requests at once (max_concurrency 128), round trip 100 ms",
+    p = Pipeline(report, concurrency=4, progress_interval=0,
+                 flow=StubFlow(totals=(50, 2), line="up to 23 requests at once (max_concurrency 128), round trip 100 ms"),
                  clock=lambda: now[0])
     now[0] = 110.0
     line = p.progress_line()
@@ -176,7 +204,7 @@ def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():
     wanted = [3]
     writer = RecordingWriter(delay=0.002)
     report = SyncReport()
-    p = Pipeline(report, concurrency=12, progress_interval=0, workers_wanted=lambda: wanted[0])
+    p = Pipeline(report, concurrency=12, progress_interval=0, flow=StubFlow(wanted=lambda: wanted[0]))
     p.start()
     try:
         assert p.workers == 3  # as many as wanted, not 12 at once

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import TransientError
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, StreamContext
 from destination_crowdtwist.writers.removal import MemberRemoval

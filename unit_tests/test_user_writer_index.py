@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.api.client import ApiResponse
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StreamContext
 from destination_crowdtwist.writers.users import UserProfileWriter

@@ -139,7 +139,7 @@ class InFlightGate:
     the usual RTT, and a 429 or 503 a gateway sent back at once says nothing about the path's).
     ``rate`` returns the budget's current pacing rate in requests per second.
 
-    The worker pool follows ``capacity`` (``Pipeline(workers_wanted=...)``), so the gate binds only
+    The worker pool follows ``capacity`` (``FlowControl.workers_wanted``), so the gate binds only
     when the target falls (a 429, faster answers), until the surplus workers have left. ``slack``
     keeps it from binding when the target merely moves by one or two with each RTT sample: handing a
     place from one thread to another costs two context switches, which at a short round trip is a

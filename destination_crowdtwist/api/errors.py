@@ -7,11 +7,16 @@ Errors are grouped by what the caller must do, not by HTTP status:
 - ``UncertainOutcome``: a non-idempotent request (activity credit) may have been applied; it was
   deliberately not retried so points are never credited twice.
 - A row that cannot be written is not an exception of this module: a REJECT answer becomes a
-  ``records.rejection.Rejection`` (``ApiResponse.rejection()`` in api/client.py), and the sync goes on.
+  ``records.rejection.Rejection`` (``ApiResponse.rejection()`` in api/response.py), and the sync goes on.
 
-``classify_response`` is driven by ``RULES``, an ordered list of data rows, so that supporting a new
-CrowdTwist error text means adding a row, not a branch. The client classifies each answer once and
-keeps the verdict on the ``ApiResponse`` it returns.
+``RULES`` is THE status table: an ordered list of data rows, so that supporting a new CrowdTwist
+error text means adding a row, not a branch. A row says what to do (``Action``), why (the ``Reason``
+of a rejected row, or a ``cause`` tag), and what its status means for the request (``Meaning``):
+whether the server may have run it, what bounds its retries, and what it tells the rate budget.
+``classify_response`` reads a whole answer (once, when its ``ApiResponse`` is built); ``status_rule``
+reads the status line alone, for an answer whose body is not read or could not be used. Nothing else
+tests HTTP statuses: the retry decision (``retry.decide``, whose docstring tables what the meanings
+make it do), the transport and the flow control read these rows.
 """
 
 from __future__ import annotations
@@ -111,9 +116,54 @@ class Action(enum.Enum):
     CONFIG = "config"
 
 
+class Bound(enum.Enum):
+    """What bounds the retries of a failure: a count, or a time (a status that says "not now")."""
+
+    COUNT = "max_retries"
+    THROTTLE = "throttle_timeout"
+    UNAVAILABLE = "unavailable_timeout"
+
+
+class Pace(enum.Enum):
+    """What an answer tells the shared rate budget."""
+
+    CLIMB = "climb"  # the server took the request in its stride: the rate may climb back
+    SLOW_DOWN = "slow_down"  # throttled: cut the rate (or pause everybody for a long Retry-After)
+    HOLD = "hold"  # server trouble, or no answer: no sign either way
+
+
+@dataclass(frozen=True)
+class Meaning:
+    """What a status says about the request, whatever the body: one meaning per status (tested).
+
+    ``processed`` is False only when the answer proves the request was not run (408, 429), so that
+    repeating it is safe even for an activity credit; any other answer may follow a request that was
+    applied. ``bound`` is what limits its retries; ``pace`` what it tells the rate budget.
+    """
+
+    processed: bool = True
+    bound: Bound = Bound.COUNT
+    pace: Pace = Pace.CLIMB
+
+
+#: An answer the server gave in its stride (2xx, 4xx): it ran (or refused) the request.
+ANSWERED = Meaning()
+#: 408: the server says it never ran the request; safe to repeat, counted against max_retries.
+NOT_RUN = Meaning(processed=False)
+#: 429: refused unrun; retried for as long as ``throttle_timeout``, and the budget slows down.
+THROTTLED = Meaning(processed=False, bound=Bound.THROTTLE, pace=Pace.SLOW_DOWN)
+#: 503 (maintenance, overload): may have been applied; waited out for ``unavailable_timeout``.
+UNAVAILABLE = Meaning(bound=Bound.UNAVAILABLE, pace=Pace.HOLD)
+#: Other 5xx and statuses no server should send: may have been applied, counted, no sign to speed up.
+TROUBLE = Meaning(pace=Pace.HOLD)
+
+#: The cause of a 3xx: the transport refuses it on its status line, never follows it, never reads it.
+REDIRECT = "redirect"
+
+
 @dataclass(frozen=True)
 class Resolution:
-    """Outcome of ``classify_response``: the action, an actionable hint, and a tag.
+    """Outcome of ``classify_response``: the action, an actionable hint, a tag and the status's meaning.
 
     ``reason`` is set exactly for REJECT answers: the reason class of the row in reject files and
     summaries. ``cause`` is a short tag for logs on the other answers (``throttled``,
@@ -124,6 +174,16 @@ class Resolution:
     hint: str
     reason: Reason | None = None
     cause: str | None = None
+    meaning: Meaning = ANSWERED
+
+    @property
+    def did_work(self) -> bool:
+        """Whether the server ran the request and answered it (success or a row-level refusal).
+
+        Only these answers are returned to callers, and only their round trip is a round trip of the
+        path (a 429 or a 503 may come from a gateway that refused at once).
+        """
+        return self.action in (Action.OK, Action.REJECT)
 
 
 @dataclass(frozen=True)
@@ -134,6 +194,9 @@ class Rule:
     rest; a rule with a path_kind never matches when the caller did not pass a path. ``html`` and
     ``not_json`` describe the body: an HTML page, and a non-empty body that is not JSON.
     A REJECT row must name its ``reason``; the other rows may carry a ``cause`` tag instead.
+    ``meaning`` is the status's: every row an answer of one status can reach carries the same
+    (unit_tests/test_errors.py), so the status line alone tells it.
+    A hint may name ``{location}``, the answer's redirect target (see :meth:`advice`).
     """
 
     statuses: Callable[[int], bool]
@@ -141,6 +204,7 @@ class Rule:
     hint: str
     reason: Reason | None = None
     cause: str | None = None
+    meaning: Meaning = ANSWERED
     error_code: str | None = None
     message: re.Pattern[str] | None = None
     html: bool | None = None
@@ -167,6 +231,14 @@ class Rule:
         if self.not_json is not None and self.not_json != not_json:
             return False
         return self.path_kind is None or self.path_kind == path_kind
+
+    def advice(self, location: str = "another URL") -> str:
+        """The hint, with the redirect target (already redacted) where it names one."""
+        return self.hint.replace("{location}", location)
+
+    def resolution(self) -> Resolution:
+        """The verdict on an answer this row matches."""
+        return Resolution(self.action, self.advice(), reason=self.reason, cause=self.cause, meaning=self.meaning)
 
 
 def _is(*codes: int) -> Callable[[int], bool]:
@@ -200,8 +272,11 @@ RULES: tuple[Rule, ...] = (
          "CrowdTwist answered 'success' with a body that is not JSON (a proxy or maintenance page?); retrying.",
          cause="not_json", not_json=True),
     Rule(_between(200, 299), Action.OK, ""),
+    # Refused on the status line (api/transport.py): following it would carry the credentials elsewhere.
+    # HOLD: it never reaches the rate budget either.
     Rule(_between(300, 399), Action.CONFIG,
-         "The API base URL redirects; use the final https URL of your CrowdTwist API host.", cause="redirect"),
+         "The API base URL redirects to {location}; use the final https URL as the base URL.", cause=REDIRECT,
+         meaning=TROUBLE),
     # HMAC failures are NOT FOUND in Oracle's docs; 401 is what the reference mock returns (assumed).
     Rule(_is(401), Action.CONFIG,
          "CrowdTwist rejected the request timestamp. HMAC timestamps must be within 15 minutes of "
@@ -215,14 +290,19 @@ RULES: tuple[Rule, ...] = (
          "CrowdTwist refused the credentials: invalid API key, or the key has no permission for this "
          "endpoint. Check the key in Control Center > Settings > API and the base URL's client id.",
          cause="authentication"),
-    Rule(_is(408), Action.RETRY, "CrowdTwist timed out waiting for the request; retrying.", cause="timeout"),
+    Rule(_is(408), Action.RETRY, "CrowdTwist timed out waiting for the request; retrying.", cause="timeout",
+         meaning=NOT_RUN),
     # CrowdTwist documents no 429 or Retry-After; treated as throttling like other connectors do.
-    Rule(_is(429), Action.RETRY, "CrowdTwist is throttling requests; slowing down and retrying.", cause="throttled"),
+    Rule(_is(429), Action.RETRY, "CrowdTwist is throttling requests; slowing down and retrying.", cause="throttled",
+         meaning=THROTTLED),
     Rule(_is(503), Action.RETRY, "CrowdTwist is in a maintenance window (HTML 503 page); retrying later.",
-         cause="maintenance", html=True),
-    Rule(_is(500, 502, 503, 504), Action.RETRY, "CrowdTwist had a server error; retrying.", cause="server_error"),
+         cause="maintenance", html=True, meaning=UNAVAILABLE),
+    Rule(_is(503), Action.RETRY, "CrowdTwist had a server error; retrying.", cause="server_error",
+         meaning=UNAVAILABLE),
+    Rule(_is(500, 502, 504), Action.RETRY, "CrowdTwist had a server error; retrying.", cause="server_error",
+         meaning=TROUBLE),
     Rule(_between(500, 599), Action.RETRY, "CrowdTwist had an unexpected server error; retrying.",
-         cause="server_error"),
+         cause="server_error", meaning=TROUBLE),
     Rule(_is(404), Action.CONFIG, _WRONG_BASE_URL, cause="wrong_base_url", html=True),
     # Record-level texts first, so that e.g. an "Invalid activity" 404 is not taken for a missing member.
     Rule(_CLIENT_ERRORS, Action.REJECT,
@@ -273,6 +353,10 @@ RULES: tuple[Rule, ...] = (
          reason=Reason.VALIDATION),
     Rule(_CLIENT_ERRORS, Action.REJECT, "CrowdTwist rejected this row; see the API message for what to change.",
          reason=Reason.REJECTED_BY_API),
+    # No server should send these; a status from 600 up is no sign the server copes either.
+    Rule(_between(600, 999), Action.REJECT,
+         "CrowdTwist answered with an unexpected HTTP status; this row was not written.",
+         reason=Reason.REJECTED_BY_API, meaning=TROUBLE),
     Rule(lambda status: True, Action.REJECT,
          "CrowdTwist answered with an unexpected HTTP status; this row was not written.",
          reason=Reason.REJECTED_BY_API),
@@ -304,7 +388,21 @@ def classify_response(
     kind = _path_kind(path)
     for rule in rules:
         if rule.matches(status, error_code, message, is_html=is_html, path_kind=kind, not_json=not_json):
-            return Resolution(rule.action, rule.hint, reason=rule.reason, cause=rule.cause)
+            return rule.resolution()
+    raise AssertionError("the last rule matches every status")  # pragma: no cover
+
+
+def status_rule(status: int, rules: tuple[Rule, ...] = RULES) -> Rule:
+    """The first row of a status, read from the status line alone (before or without the body).
+
+    Its ``meaning`` is the status's whatever the body says (every row of a status carries the same),
+    which is what an answer whose body could not be used (too large, cut off) is judged by; its
+    ``cause`` tells a redirect, refused before its body is read. Not a classification: the verdict
+    on an answer is ``classify_response``'s.
+    """
+    for rule in rules:
+        if rule.statuses(status):
+            return rule
     raise AssertionError("the last rule matches every status")  # pragma: no cover
 
 

@@ -1,18 +1,20 @@
 """Pure retry decisions: what to do after a failed attempt, as one table-driven function.
 
 ``decide`` is the only place that says whether a failed attempt is repeated, after how long, or why
-not. The client sends, describes what happened as an :class:`Outcome`, asks ``decide`` and performs
-the answer (sleep, or raise). The rules, tested row by row in unit_tests/test_retry.py:
+not. The client sends, describes what happened as an :class:`Outcome` and asks ``decide``, which
+reads no status: an answer's outcome carries its row of the status table (``errors.Meaning``: was
+the request processed, what bounds its retries), a failure without an answer one of
+:data:`UNREACHABLE` and :data:`LOST`. The rules, tested row by row in unit_tests/test_retry.py:
 
 =============================================  ================  ===============================
-what happened                                  repeat a credit?  bounded by
+what happened (its meaning)                    repeat a credit?  bounded by
 =============================================  ================  ===============================
-no connection (refused, DNS, connect timeout)  yes (not sent)    ``max_retries``
-408                                            yes (not run)     ``max_retries``
-429                                            yes (not run)     ``throttle_timeout`` (time)
-503, maintenance page                          no: Uncertain     ``unavailable_timeout`` (time)
-other 5xx, 2xx that is not JSON, huge body     no: Uncertain     ``max_retries``
-read timeout, dropped connection, deadline     no: Uncertain     ``max_retries``
+no connection (``UNREACHABLE``)                yes (not sent)    ``max_retries``
+408 (``NOT_RUN``)                              yes (not run)     ``max_retries``
+429 (``THROTTLED``)                            yes (not run)     ``throttle_timeout`` (time)
+503, maintenance page (``UNAVAILABLE``)        no: Uncertain     ``unavailable_timeout`` (time)
+other 5xx (``TROUBLE``), 2xx not JSON, huge    no: Uncertain     ``max_retries``
+read timeout, dropped connection (``LOST``)    no: Uncertain     ``max_retries``
 =============================================  ================  ===============================
 
 "Repeat a credit" is the non-idempotent case: CrowdTwist has no idempotency key for activity
@@ -29,6 +31,8 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+from destination_crowdtwist.api.errors import Bound, status_rule
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -77,12 +81,6 @@ def backoff_delay(retry_number: int, *, base: float, cap: float, rand: Callable[
     return add_jitter(exponential_delay(retry_number, base=base, cap=cap), rand)
 
 
-# The server says it did not process the request: repeating it cannot apply it twice.
-NOT_PROCESSED = frozenset({408, 429})
-THROTTLED = 429
-UNAVAILABLE = 503
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long one request is retried.
@@ -105,35 +103,41 @@ class RetryPolicy:
         """A server-given Retry-After as we honour it: not negative, at most ``retry_after_cap``."""
         return min(max(seconds, 0.0), self.retry_after_cap)
 
-    def time_bound(self, status: int | None) -> float | None:
-        """Seconds a failure with this status may keep being retried, or None when counted instead."""
-        if status == THROTTLED:
+    def time_bound(self, bound: Bound) -> float | None:
+        """Seconds a failure so bounded may keep being retried, or None when counted instead."""
+        if bound is Bound.THROTTLE:
             return self.throttle_timeout
-        if status == UNAVAILABLE:
+        if bound is Bound.UNAVAILABLE:
             return self.unavailable_timeout
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """What one failed attempt tells the retry decision.
+    """What one failed attempt tells the retry decision: its row's facts, not its status.
 
-    ``status`` is the HTTP status of an answer whose resolution is RETRY (or whose body could not be
-    used: too large, not JSON), None when no complete answer arrived. Then ``maybe_sent`` says
-    whether the request may have reached the server (read timeout, dropped connection: yes; refused,
-    DNS, connect timeout: no). ``retry_after`` is the server's Retry-After in seconds, if any.
+    ``processed`` is False when the request certainly had no effect (nothing was sent, or the server
+    says it did not run it: 408, 429), so repeating it is safe for any request. ``bound`` is what
+    limits its retries. ``status`` (None when no complete answer arrived) only names the failure in
+    the retry note. ``retry_after`` is the server's Retry-After in seconds, if any.
     """
 
-    status: int | None = None
-    maybe_sent: bool = True
+    processed: bool = True
+    bound: Bound = Bound.COUNT
     retry_after: float | None = None
+    status: int | None = None
 
-    @property
-    def not_processed(self) -> bool:
-        """Whether the request certainly had no effect, so repeating it is safe for any request."""
-        if self.status is None:
-            return not self.maybe_sent
-        return self.status in NOT_PROCESSED
+
+#: Nothing reached the server (connection refused, DNS, connect timeout): safe for any request.
+UNREACHABLE = Outcome(processed=False)
+#: No complete answer, and the request may have reached the server (read timeout, dropped connection).
+LOST = Outcome(processed=True)
+
+
+def answered(status: int, retry_after: float | None = None) -> Outcome:
+    """The outcome of an answer that failed (RETRY, or a body that could not be used), from its status's row."""
+    meaning = status_rule(status).meaning
+    return Outcome(processed=meaning.processed, bound=meaning.bound, retry_after=retry_after, status=status)
 
 
 @dataclass(frozen=True)
@@ -191,9 +195,9 @@ def decide(
     this request first failed (time bounds run from there, so waiting for a rate-limit slot before
     the first attempt does not count against them).
     """
-    if not idempotent and not outcome.not_processed:
+    if not idempotent and outcome.processed:
         return Uncertain()
-    bound = policy.time_bound(outcome.status)
+    bound = policy.time_bound(outcome.bound)
     if bound is not None:
         if elapsed >= bound:
             return GiveUp(f"Gave up after {tally.attempts} attempts in {elapsed:.0f}s.")

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from destination_crowdtwist.records.limits import RecordLimits, check_record
 from destination_crowdtwist.records.rejection import Rejection
@@ -56,6 +56,19 @@ SHUTDOWN_JOIN_SECONDS = 10.0
 NOT_PARSED = "(not parsed)"
 
 
+class Flow(Protocol):
+    """What the pipeline asks the API layer's flow control (``api.flow.FlowControl``)."""
+
+    def workers_wanted(self) -> int:
+        """Worker threads that keep the requests allowed in flight busy."""
+
+    def status_line(self) -> str:
+        """The flow control in words (requests at once, round trip, pace), for the progress line."""
+
+    def request_totals(self) -> tuple[int, int]:
+        """``(requests sent, 429 answers)`` so far."""
+
+
 @dataclass(frozen=True)
 class _Task:
     """A prepared row on its way to a worker, with what the pipeline needs to settle it."""
@@ -70,22 +83,20 @@ class _Task:
 class Pipeline:
     """Runs rows through their writers on up to ``concurrency`` threads. See the module docstring.
 
-    ``workers_wanted`` (the places of the client's in-flight gate, plus its requests pausing before a
-    retry) sizes the pool instead of starting ``concurrency`` threads at once: at a short round trip
+    ``flow.workers_wanted()`` (the places of the client's in-flight gate, plus its requests pausing before
+    a retry) sizes the pool instead of starting ``concurrency`` threads at once: at a short round trip
     a couple of dozen requests use the whole budget, and threads queued at the gate would only cost
     CPU (two context switches per request) to hand places over. The pool grows when more are wanted
     and a worker leaves, between rows, when there are more than wanted.
     """
 
-    def __init__(  # noqa: PLR0913 - keyword options: the client's hooks, limits, the clock
+    def __init__(
         self,
         report: SyncReport,
         *,
         concurrency: int,
         max_pending: int | None = None,
-        request_stats: Callable[[], tuple[int, int]] | None = None,
-        flow_status: Callable[[], str] | None = None,
-        workers_wanted: Callable[[], int] | None = None,
+        flow: Flow | None = None,
         progress_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         limits: RecordLimits | None = None,
@@ -118,9 +129,7 @@ class Pipeline:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._workers_lock = threading.Lock()
-        self._workers_wanted = workers_wanted
-        self._request_stats = request_stats
-        self._flow_status = flow_status
+        self._flow = flow
         self._progress_interval = progress_interval
         self._clock = clock
         self._started_at = clock()
@@ -172,12 +181,12 @@ class Pipeline:
             )
 
     def _grow(self) -> None:
-        """Start workers up to the wanted number (all ``concurrency`` of them without ``workers_wanted``)."""
+        """Start workers up to the wanted number (all ``concurrency`` of them without a ``flow``)."""
         if len(self._threads) >= self._concurrency:
             return
         want = self._concurrency
-        if self._workers_wanted is not None:
-            want = min(want, max(1, self._workers_wanted()))
+        if self._flow is not None:
+            want = min(want, max(1, self._flow.workers_wanted()))
             if len(self._threads) >= want:
                 return
         with self._workers_lock:
@@ -384,9 +393,9 @@ class Pipeline:
         """Leave the pool (between rows) when it is larger than wanted, e.g. after a 429 or a spell of
         slow answers: a thread beyond the client's in-flight places would only wait at its gate.
         """
-        if self._workers_wanted is None:
+        if self._flow is None:
             return False
-        want = max(1, self._workers_wanted())
+        want = max(1, self._flow.workers_wanted())
         if len(self._threads) <= want:
             return False
         with self._workers_lock:
@@ -525,7 +534,7 @@ class Pipeline:
             settled = self._tracker.records_settled
             pending = self._pending
         elapsed = max(self._clock() - self._started_at, 1e-9)
-        requests, throttled = self._request_stats() if self._request_stats else (0, 0)
+        requests, throttled = self._flow.request_totals() if self._flow else (0, 0)
         per_row = requests / settled if settled else 0.0
         line = (
             f"Progress: {settled:,} rows done in {elapsed:,.0f} s ({settled / elapsed:,.1f} rows/s), "
@@ -534,7 +543,7 @@ class Pipeline:
             f"{pending:,} rows read and not done yet"
         )
         # e.g. "up to 42 requests at once (max_concurrency 128), round trip 312 ms; sending at most ..."
-        flow = self._flow_status() if self._flow_status else ""
+        flow = self._flow.status_line() if self._flow else ""
         return f"{line}; {flow}" if flow else line
 
     def elapsed_seconds(self) -> float:

@@ -30,7 +30,7 @@ from destination_crowdtwist.records.masking import mask_free_text, mask_identifi
 from destination_crowdtwist.records.rejection import Reason, Rejection
 
 if TYPE_CHECKING:
-    from destination_crowdtwist.api.client import ApiResponse
+    from destination_crowdtwist.api.response import ApiResponse
 
 P = TypeVar("P")
 

@@ -39,8 +39,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.errors import CrowdTwistError
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import MappingOptions, apply_field_mapping, normalise_user_id
 from destination_crowdtwist.records.rejection import Reason, Rejection

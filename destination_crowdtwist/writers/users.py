@@ -31,7 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import CrowdTwistClient
+from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import (
     MappedUser,

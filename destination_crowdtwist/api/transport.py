@@ -1,0 +1,360 @@
+"""One attempt on the wire: the pooled session, the attempt's deadline, the capped body, network errors.
+
+:meth:`Transport.exchange` sends one prepared request once and brings back what came of it: a
+classified :class:`~destination_crowdtwist.api.response.ApiResponse` for every complete answer, or a
+:class:`~destination_crowdtwist.api.response.Failure` when there is no usable one. It never retries
+and never sleeps (the client's loop does), and it decides nothing about statuses: the status line is
+read through the status table (``errors.status_rule``).
+
+- The session never retries on its own (urllib3 would replay the old signature and could double an
+  activity credit), never follows a redirect (it would carry the credentials to another URL), shares
+  no cookies, and resolves proxies and the CA bundle once instead of on every request.
+- A hostile or broken server cannot stall or flood a worker: bodies are streamed and capped
+  (``max_body_bytes``), and each attempt has one total deadline (``attempt_deadline``) from
+  connecting to the last byte of the body, status line and headers included, on top of the socket
+  timeouts. requests and urllib3 have no total timeout and a server trickling its status line at a
+  byte a second never trips the read timeout, so a watchdog thread (``api/deadline.py``) shuts the
+  attempt's socket down at its deadline.
+- Network errors are told apart by whether the request may have reached the server: refused, DNS
+  and connect timeouts prove nothing was sent (safe to repeat any request); a read timeout or a
+  dropped connection may follow a request that was applied. TLS and URL errors are the user's to fix.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3.exceptions
+from requests.auth import AuthBase
+
+from destination_crowdtwist.api.deadline import Watch, Watchdog, WatchedAdapter, current_watch
+from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
+from destination_crowdtwist.api.redaction import redact_text, redact_url
+from destination_crowdtwist.api.response import ApiResponse, Failure
+from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
+from destination_crowdtwist.api.stats import ClientStats
+
+__all__ = ["MAX_BODY_BYTES", "Transport", "Wire"]
+
+# CrowdTwist answers are small JSON documents (a profile, a history page); a body above this is not
+# one of them, and holding it would only cost memory in every worker.
+MAX_BODY_BYTES = 1_000_000
+# Bytes asked for per read of the body; read1 returns after a single socket read, whatever arrived.
+_READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Wire:
+    """One logical request as the client prepares it once; every attempt sends exactly this."""
+
+    method: str
+    url: str
+    params: Mapping[str, Any] | None
+    data: bytes | None  # the exact bytes that are signed and sent
+    headers: Mapping[str, str]
+    line: str  # the request line, secrets masked, for errors
+    template: str  # e.g. "PUT /v2/users/{user_id}", for the answer's classification
+    endpoint: str  # the statistics key
+
+
+class Transport:
+    """Sends one attempt at a time, from any thread (see the module docstring).
+
+    Args:
+        base_url: the API base URL (its proxies are resolved once).
+        host: the host name, for "could not reach" messages.
+        auth: signs every PreparedRequest (a fresh signature per attempt).
+        timeout: (connect, read) seconds; read is the longest silence between two packets.
+        attempt_deadline: total seconds for one attempt, from connecting to the last body byte.
+        max_body_bytes: the largest answer body read; a larger one counts as a server error.
+        stats: the counters this records answers by status and connection errors in.
+        honour_retry_after: a server's Retry-After (seconds) as honoured (``RetryPolicy``'s cap).
+        clean: redacts secrets and masks PII in CrowdTwist's message text.
+        secrets: values to redact from a redirect target.
+        clock / wall_clock: monotonic time for the deadline; Unix time for an HTTP-date Retry-After.
+        session: a prepared ``requests.Session`` (tests): no adapters mounted, no deadline watchdog.
+        pool_size: connections kept per host for the session this creates.
+        user_agent: the User-Agent header.
+    """
+
+    def __init__(  # noqa: PLR0913 - keyword options, injected clocks and limits
+        self,
+        base_url: str,
+        host: str,
+        auth: AuthBase,
+        *,
+        timeout: tuple[float, float],
+        attempt_deadline: float,
+        max_body_bytes: int,
+        stats: ClientStats,
+        honour_retry_after: Callable[[float], float],
+        clean: Callable[[str], str],
+        secrets: tuple[str, ...],
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        session: requests.Session | None,
+        pool_size: int,
+        user_agent: str,
+    ) -> None:
+        if attempt_deadline <= 0:
+            raise ValueError("attempt_deadline must be positive")
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be positive")
+        self._host = host
+        self._auth = auth
+        self._timeout = timeout
+        self.attempt_deadline = attempt_deadline
+        self._max_body_bytes = max_body_bytes
+        self._stats = stats
+        self._honour = honour_retry_after
+        self._clean = clean
+        self._secrets = secrets
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            # max_retries=0: urllib3 must never resend a request on its own; it would replay the old
+            # signature and timestamp, and could double an activity credit.
+            adapter = WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            # CrowdTwist sets cookies we do not need; sharing a cookie jar between threads only adds state.
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        session.verify = True
+        if self._owns_session:
+            # Resolve proxy settings once: with trust_env on, requests re-reads the environment (proxies,
+            # netrc, CA bundle) on every request, a measurable share of the per-row CPU.
+            session.proxies.update(requests.utils.get_environ_proxies(base_url))
+            ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if ca_bundle:
+                session.verify = ca_bundle  # a corporate CA, as requests would have read it
+            session.trust_env = False
+        session.headers["User-Agent"] = user_agent
+        self.session = session
+        self._watchdog = Watchdog()
+
+    def close(self) -> None:
+        """Stop the watchdog and close the connection pool (only if this created the session)."""
+        self._watchdog.close()
+        if self._owns_session:
+            self.session.close()
+
+    def abort(self) -> None:
+        """Cut every attempt on the wire now (their requests may have landed: they fail as lost)."""
+        self._watchdog.abort_all()
+
+    def exchange(self, wire: Wire) -> ApiResponse | Failure:
+        """Send once: every complete answer, classified; a failure without one; ConfigError for TLS/URL/redirects."""
+        deadline = self._clock() + self.attempt_deadline
+        # The watchdog's deadline covers everything, from connecting to the last byte: a status line or
+        # headers trickled a byte at a time never trip the socket's read timeout.
+        with self._watchdog.watching(Watch(time.monotonic() + self.attempt_deadline)) as watch:
+            try:
+                response = self.session.request(
+                    wire.method,
+                    wire.url,
+                    params=wire.params,
+                    data=wire.data,
+                    headers=wire.headers,
+                    auth=self._auth,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    # Streamed, so the body is read under the size cap and the attempt deadline.
+                    stream=True,
+                )
+            except requests.RequestException as exc:
+                self._stats.add("connection_errors")
+                if watch.was_cut:
+                    return self._cut(watch, wire.line)
+                return self._network_failure(exc, wire.line)
+            try:
+                return self._answer(response, wire, deadline, watch)
+            finally:
+                # After a complete read the connection is already back in the pool; otherwise this drops
+                # it, so a half-read answer never reaches the next request on a reused connection.
+                response.close()
+
+    def _answer(self, response: requests.Response, wire: Wire, deadline: float, watch: Watch) -> ApiResponse | Failure:
+        status = response.status_code
+        # The status line alone, read through the table: a redirect, what bounds its retries, what it
+        # tells the rate budget (also when its body turns out unusable).
+        head = status_rule(status)
+        self._stats.record_status(status, throttled=head.meaning.pace is Pace.SLOW_DOWN)
+        if head.cause == REDIRECT:
+            target = response.headers.get("Location", "(no Location header)")
+            # Never follow, never read: the redirected request would carry the api_key / signature elsewhere.
+            raise ConfigError(head.advice(redact_text(redact_url(target), self._secrets)), status=status,
+                              request_line=wire.line)
+        retry_after: float | None = None
+        if head.meaning.bound is not Bound.COUNT:
+            # Honoured only where the wait is bounded by time (429, 503); capped, so that one odd header
+            # cannot park a worker (or, through the budget, every worker) for an hour.
+            parsed = parse_retry_after(response.headers.get("Retry-After"), self._server_now(response))
+            retry_after = None if parsed is None else self._honour(parsed)
+        body = self._read_body(response, deadline, wire.line, head.meaning, retry_after)
+        if isinstance(body, Failure):
+            return body
+        answer = ApiResponse.from_body(status, response.headers, body, request_line=wire.line,
+                                       endpoint=wire.template, clean=self._clean, retry_after=retry_after)
+        if watch.was_cut and answer.resolution.did_work:
+            # Cut while the body was read: a body without a length may look complete but is not.
+            self._stats.add("connection_errors")
+            return self._cut(watch, wire.line, head.meaning.pace, retry_after)
+        return answer
+
+    def _read_body(
+        self, response: requests.Response, deadline: float, line: str, meaning: Meaning, retry_after: float | None
+    ) -> bytes | Failure:
+        """The whole body, read in pieces under the size cap and the attempt deadline."""
+        status = response.status_code
+        length = response.headers.get("Content-Length", "").strip()
+        if length.isdigit() and int(length) > self._max_body_bytes:
+            return self._too_large(status, line, meaning, retry_after)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                if self._clock() > deadline:
+                    # A server trickling its answer: the socket timeout never fires, the deadline does.
+                    self._stats.add("connection_errors")
+                    return self._lost(f"no complete answer within {self.attempt_deadline:g}s", line,
+                                      meaning.pace, retry_after)
+                # read1: one socket read (at most the read timeout), so the deadline is checked often.
+                chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self._max_body_bytes:
+                    return self._too_large(status, line, meaning, retry_after)
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self._stats.add("connection_errors")
+            watch = current_watch()
+            if watch is not None and watch.was_cut:
+                return self._cut(watch, line, meaning.pace, retry_after)
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                description = f"no answer within {self._timeout[1]:g}s"
+            elif isinstance(exc, urllib3.exceptions.ProtocolError | OSError):
+                description = f"connection dropped: {_root_cause(exc)}"
+            else:
+                description = f"unreadable answer: {_root_cause(exc)}"
+            return self._lost(description, line, meaning.pace, retry_after)
+
+    def _server_now(self, response: requests.Response) -> float:
+        """Unix time for an HTTP-date Retry-After: the server's Date header avoids local clock skew."""
+        date = response.headers.get("Date")
+        if date:
+            server_now = parse_retry_after(date, 0.0)
+            if server_now is not None:
+                return server_now
+        return self._wall_clock()
+
+    # -- failures -----------------------------------------------------------------------------------
+
+    def _too_large(self, status: int, line: str, meaning: Meaning, retry_after: float | None) -> Failure:
+        # Judged by its status line, like a server error: a bug or a hostile server; for a credit it proves nothing.
+        limit = f"{self._max_body_bytes:,} bytes"
+        return Failure(
+            Outcome(processed=meaning.processed, bound=meaning.bound, retry_after=retry_after, status=status),
+            TransientError(
+                f"CrowdTwist sent an answer larger than {limit}, which was not read",
+                status=status,
+                request_line=line,
+            ),
+            f"CrowdTwist answered HTTP {status} with a body larger than {limit} to a request that may already "
+            "have been applied. It was not retried, so it is never applied twice; verify it before sending it again.",
+            pace=meaning.pace,
+            pause=retry_after,
+        )
+
+    def _cut(self, watch: Watch, line: str, pace: Pace = Pace.HOLD, pause: float | None = None) -> Failure:
+        if watch.aborted:
+            return self._lost("the sync is stopping and the request was cut off", line, pace, pause)
+        return self._lost(f"no complete answer within {self.attempt_deadline:g}s", line, pace, pause)
+
+    def _lost(self, description: str, line: str, pace: Pace = Pace.HOLD, pause: float | None = None) -> Failure:
+        """No complete answer, and the request may have reached the server."""
+        return Failure(
+            LOST,
+            TransientError(f"CrowdTwist did not answer ({description})", request_line=line),
+            f"CrowdTwist may have applied this request, but no complete answer arrived ({description}). It was "
+            "not retried, so it is never applied twice; verify it (e.g. the member's activity history) before "
+            "sending it again.",
+            pace=pace,
+            pause=pause,
+        )
+
+    def _unreachable(self, description: str, line: str) -> Failure:
+        """Nothing was sent: safe to retry any request."""
+        what = f"Could not reach the CrowdTwist host {self._host} ({description})"
+        advice = "Check the API base URL, DNS and firewall, then try again."
+        return Failure(UNREACHABLE, TransientError(what, request_line=line), f"{what}. {advice}", advice)
+
+    def _network_failure(self, exc: requests.RequestException, line: str) -> Failure:
+        """Classify a requests exception; raise ConfigError for TLS and URL problems."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise ConfigError(
+                f"TLS handshake with {self._host} failed ({_root_cause(exc)}): the certificate could not be "
+                "verified or the host does not speak TLS. Check that the API base URL is the https URL of "
+                "your CrowdTwist API host.",
+                request_line=line,
+            ) from None
+        if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
+                      | requests.exceptions.InvalidSchema):
+            raise ConfigError(
+                f"The API base URL is not a valid URL ({type(exc).__name__}).", request_line=line
+            ) from None
+        cause = _root_cause(exc)
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return self._unreachable(f"connect timeout after {self._timeout[0]:g}s", line)
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return self._lost(f"no answer within {self._timeout[1]:g}s", line)
+        if isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc):
+            return self._unreachable(f"connection failed: {cause}", line)
+        # RemoteDisconnected / ProtocolError / ConnectionResetError / ChunkedEncodingError: the request
+        # bytes may have been delivered and processed before the connection went away.
+        return self._lost(f"connection dropped: {cause}", line)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception's class name: informative, and free of URLs (which may hold the api_key)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    name = type(exc).__name__
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = type(current).__name__
+        reason = getattr(current, "reason", None)
+        nxt: BaseException | None = None
+        if isinstance(reason, BaseException):
+            nxt = reason
+        else:
+            nxt = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
+        current = nxt or current.__cause__ or current.__context__
+    return name
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the TCP connection was never established (refused, DNS, connect timeout)."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # urllib3 2: NameResolutionError < NewConnectionError < ConnectTimeoutError.
+        if isinstance(current, urllib3.exceptions.ConnectTimeoutError):
+            return True
+        if isinstance(current, urllib3.exceptions.ProtocolError):
+            return False
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+            continue
+        current = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
+    return False
