@@ -2,7 +2,7 @@
 
 The bucket is a name (not a URL), the endpoint a URL without credentials, keys come in pairs and
 carry no character a request cannot, the role is an ARN, the CA certificate is a PEM, and the path
-and file name templates use only the variables sync/object_storage.py expands (with
+and file name templates use only the variables rejects/layout.py expands (with
 ``{part_number}`` in every file name). Types, enums and defaults were checked against spec.json before.
 """
 
@@ -19,7 +19,7 @@ from destination_crowdtwist.config.spec import build, flat_properties, flatten, 
 from destination_crowdtwist.config.validation import shown
 
 #: The variables of ``object_storage_config.path_format`` and ``file_name_format`` (their meaning is
-#: in the spec descriptions; sync/object_storage.py expands them, and its tests check it knows exactly
+#: in the spec descriptions; rejects/layout.py expands them, and its tests check it knows exactly
 #: these). ``date:PATTERN`` stands for ``{date:yyyy_MM}`` and the like.
 PATH_VARIABLES: frozenset[str] = frozenset(
     {"sync_id", "generation_id", "namespace", "stream_name", "year", "month", "day", "epoch"}
