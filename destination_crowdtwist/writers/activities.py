@@ -42,8 +42,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import Action, ConfigError, CrowdTwistError, TransientError, UncertainOutcome
+from destination_crowdtwist.api.protocol import CrowdTwistApi
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
 from destination_crowdtwist.records.mapping import (
@@ -128,13 +129,13 @@ class ActivityCreditWriter:
     def __init__(
         self,
         cfg: ConnectorConfig,
-        client: CrowdTwistClient,
+        api: CrowdTwistApi,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cfg = cfg
-        self.client = client
+        self.api = api
         # The barrier (the destination lets every row before a state settle before it reads on)
         # bounds what an interrupted attempt may have credited to the rows up to its next state.
         # replay_window relies on that (it verifies only the rows before a replay's first state),
@@ -168,7 +169,7 @@ class ActivityCreditWriter:
 
     def start(self) -> None:
         """Read the active activities once, and open the ledger."""
-        activities = self.client.list_activities()
+        activities = self.api.list_activities()
         self._active = {str(a.get("id")): a for a in activities if isinstance(a, Mapping)}
         logger.info(f"Activity Credit: {len(self._active)} active activities in this program.")
         default = self.cfg.default_activity_id
@@ -277,7 +278,7 @@ class ActivityCreditWriter:
         while True:
             attempts += 1
             try:
-                response = self.client.credit_activity(credit.user_id, credit.id_type, credit.payload())
+                response = self.api.credit_activity(credit.user_id, credit.id_type, credit.payload())
             except UncertainOutcome as exc:
                 # The request may have been applied: look before sending it again.
                 if self._history_has(credit, replay=False):
@@ -391,7 +392,7 @@ class ActivityCreditWriter:
         for _ in range(MAX_PAGES):
             # Newest first: a credit landing while the pages are read pushes older ones down a page,
             # so one may be read twice, never skipped (and this member's own credits wait for the read).
-            response = self.client.activity_history(
+            response = self.api.activity_history(
                 credit.user_id, credit.id_type, start, end, page=walk.page, page_size=PAGE_SIZE
             )
             if not response.ok:
@@ -420,7 +421,7 @@ class ActivityCreditWriter:
         """
         if response.status != 404 or response.resolution.reason is not Reason.NOT_FOUND:
             return False
-        profile = self.client.get_user(credit.user_id, credit.id_type)
+        profile = self.api.get_user(credit.user_id, credit.id_type)
         if profile.status == 404 and profile.resolution.reason is Reason.NOT_FOUND:
             return True
         if profile.ok:
@@ -466,7 +467,7 @@ class ActivityCreditWriter:
     # -- dry run ----------------------------------------------------------------------------------
 
     def _dry_run(self, credit: Credit, member: str) -> Outcome:
-        response = self.client.get_user(credit.user_id, credit.id_type)
+        response = self.api.get_user(credit.user_id, credit.id_type)
         if response.ok:
             points = credit.num_points
             if points is None:

@@ -39,8 +39,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import ApiResponse
 from destination_crowdtwist.api.errors import CrowdTwistError
+from destination_crowdtwist.api.protocol import CrowdTwistApi
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import MappingOptions, apply_field_mapping, normalise_user_id
 from destination_crowdtwist.records.rejection import Reason, Rejection
@@ -97,14 +98,14 @@ class MemberRemoval:
     def __init__(
         self,
         cfg: ConnectorConfig,
-        client: CrowdTwistClient,
+        api: CrowdTwistApi,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """``clock`` and ``sleep`` (seconds) bound and pace the following of erase statuses."""
         self.cfg = cfg
-        self.client = client
+        self.api = api
         self._clock = clock
         self._sleep = sleep
         self.behaviour = cfg.delete_behaviour
@@ -151,7 +152,7 @@ class MemberRemoval:
             if index is not None:
                 # Write-ahead: once the DELETE may have landed, no entry may claim the member exists.
                 index.forget(row.id_type, row.user_id)
-            response = self.client.delete_user(row.user_id, row.id_type)
+            response = self.api.delete_user(row.user_id, row.id_type)
             if response.ok:
                 self._queued(response)
                 return Outcome(kind=OutcomeKind.ERASE_QUEUED, member=label, status=response.status)
@@ -162,7 +163,7 @@ class MemberRemoval:
         if index is not None:
             # The member's values change (is_active): a later identical upsert must not be skipped.
             index.clear_fingerprint(row.id_type, row.user_id)
-        response = self.client.update_user(row.user_id, row.id_type, body)
+        response = self.api.update_user(row.user_id, row.id_type, body)
         if response.ok:
             return Outcome(kind=OutcomeKind.DEACTIVATED, member=label, status=response.status)
         outcome = self._refused(response, label)
@@ -190,7 +191,7 @@ class MemberRemoval:
                 self.tally.unfollowed += 1
 
     def _dry_run(self, row: DeleteRow, label: str) -> Outcome:
-        response = self.client.get_user(row.user_id, row.id_type)
+        response = self.api.get_user(row.user_id, row.id_type)
         if not response.ok:
             return self._refused(response, label)
         if self.behaviour != ERASE:
@@ -237,7 +238,7 @@ class MemberRemoval:
             still: list[str] = []
             for crowdtwist_id in pending:
                 try:
-                    response = self.client.deletion_status(crowdtwist_id)
+                    response = self.api.deletion_status(crowdtwist_id)
                 except CrowdTwistError as exc:
                     # Reporting only: the rows are settled, so a failing status read never fails the sync.
                     logger.warning(f"User Profile: erase status could not be read ({exc.message}); stopped following.")

@@ -31,7 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from destination_crowdtwist.api.client import ApiResponse, CrowdTwistClient
+from destination_crowdtwist.api.client import ApiResponse
+from destination_crowdtwist.api.protocol import CrowdTwistApi
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import (
     MappedUser,
@@ -154,7 +155,7 @@ class UserProfileWriter:
     def __init__(
         self,
         cfg: ConnectorConfig,
-        client: CrowdTwistClient,
+        api: CrowdTwistApi,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -163,7 +164,7 @@ class UserProfileWriter:
         the pauses between erase-status reads (wiring passes the client's stoppable wait).
         """
         self.cfg = cfg
-        self.client = client
+        self.api = api
         self._clock = clock
         self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
@@ -173,7 +174,7 @@ class UserProfileWriter:
         # (sent again: the entry was too old to trust) / corrected.
         self.index_counts: dict[str, int] = dict.fromkeys(("known", "unknown", "skipped", "expired", "corrected"), 0)
         self._counts_lock = threading.Lock()
-        self.removal = MemberRemoval(cfg, client, sleep=sleep)
+        self.removal = MemberRemoval(cfg, api, sleep=sleep)
 
     # -- Writer protocol ---------------------------------------------------------------------
 
@@ -273,7 +274,7 @@ class UserProfileWriter:
     def _update_only(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         if not user.mapped.payload:
             return _unchanged(label)
-        response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
+        response = self.api.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
         if response.ok:
             self._accepted(user, response)
             return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
@@ -292,7 +293,7 @@ class UserProfileWriter:
 
     def _insert(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         assert isinstance(user.create, dict)  # prepare() rejected the row otherwise
-        response = self.client.create_user(user.create)
+        response = self.api.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
             self._accepted(user, response)
             return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
@@ -335,7 +336,7 @@ class UserProfileWriter:
             if isinstance(user.create, dict):
                 return Step.CREATE  # nothing to update, but the member must exist: the create tells us
             return self._exists_or_rejected(user, label, run.entry)
-        response = self.client.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
+        response = self.api.update_user(user.mapped.user_id, user.id_type, user.mapped.payload)
         if response.ok:
             self._observe(run, existed=True)
             self._accepted(user, response)
@@ -355,7 +356,7 @@ class UserProfileWriter:
         user, label = run.user, run.label
         if isinstance(user.create, Rejection):
             return Outcome.rejected(label, user.create.with_prefix(_CANNOT_CREATE if run.proved_missing else ""))
-        response = self.client.create_user(user.create)
+        response = self.api.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
             self._observe(run, existed=False)
             self._accepted(user, response)
@@ -395,13 +396,13 @@ class UserProfileWriter:
         """Whether the member with this row's identifier holds every value its create would send."""
         if not isinstance(user.create, dict):
             return False
-        found = self.client.get_user(user.mapped.user_id, user.id_type)
+        found = self.api.get_user(user.mapped.user_id, user.id_type)
         profile = found.data if found.ok and isinstance(found.data, Mapping) else None
         return profile is not None and _matches(profile, user.create)
 
     def _exists_or_rejected(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         """An identifier-only row that could not create its member: one read says which it is."""
-        response = self.client.get_user(user.mapped.user_id, user.id_type)
+        response = self.api.get_user(user.mapped.user_id, user.id_type)
         if response.ok:
             if entry is not None and entry.expired and self._index is not None:
                 # Seen to exist: the expired entry is dated afresh (what it holds stays unknown).
@@ -415,7 +416,7 @@ class UserProfileWriter:
         return Outcome.rejected(label, rejection)
 
     def _dry_run(self, user: UserRow, label: str) -> Outcome:
-        response = self.client.get_user(user.mapped.user_id, user.id_type)
+        response = self.api.get_user(user.mapped.user_id, user.id_type)
         if response.ok:
             if user.mode == INSERT:
                 return Outcome.rejected(label, Rejection(
