@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from destination_crowdtwist.api.client import ApiResponse
-from destination_crowdtwist.api.errors import Action, ConfigError, CrowdTwistError, TransientError, UncertainOutcome
+from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.api.protocol import CrowdTwistApi
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.coercion import to_epoch_seconds
@@ -315,21 +315,16 @@ class ActivityCreditWriter:
                 )
             self._mark_done(key, OutcomeKind.CREDITED)
             return Outcome(kind=OutcomeKind.CREDITED, member=member, status=response.status)
-        rejection = api_rejection(response)
-        if rejection.reason is Reason.DUPLICATE_EVENT:
+        if response.resolution.reason is Reason.DUPLICATE_EVENT:
             # CrowdTwist's "Event already processed": the earlier request was accepted.
             self._mark_done(key, OutcomeKind.DUPLICATE)
             return _duplicate(member, "Event already processed", status=response.status)
         if self._ledger is not None:
             self._ledger.forget(key)
-        if rejection.reason is Reason.NOT_FOUND:
-            rejection = Rejection(
-                Reason.NOT_FOUND,
-                f"No member with this {credit.id_type} exists. Check that the identifier field holds the configured "
-                "identifier type, and sync the member's profile before crediting activities.",
-                status=response.status,
-            )
-        return Outcome.rejected(member, rejection)
+        return Outcome.rejected(member, api_rejection(response, advice={Reason.NOT_FOUND: (
+            f"No member with this {credit.id_type} exists. Check that the identifier field holds the configured "
+            "identifier type, and sync the member's profile before crediting activities."
+        )}))
 
     # -- verification -------------------------------------------------------------------------
 
@@ -397,7 +392,7 @@ class ActivityCreditWriter:
             )
             if not response.ok:
                 if self._member_absent(credit, response):
-                    return set()  # no member, no credit: the credit's own 404 rejects the row
+                    return set()  # no member, no credit: the credit's own "not found" rejects the row
                 raise self._unreadable(response)
             try:
                 parsed = walk.take(response.data)
@@ -414,15 +409,15 @@ class ActivityCreditWriter:
         )
 
     def _member_absent(self, credit: Credit, response: ApiResponse) -> bool:
-        """Whether a 404 on the history means the member does not exist (then no credit can exist).
+        """Whether a "not found" refusal of the history means the member does not exist (then no credit can exist).
 
         "User does not exist." on the history is taken for true only when the profile says so too: a
-        history 404 for a member who exists (one credited a moment ago) proves nothing.
+        history "not found" for a member who exists (one credited a moment ago) proves nothing.
         """
-        if response.status != 404 or response.resolution.reason is not Reason.NOT_FOUND:
+        if response.resolution.reason is not Reason.NOT_FOUND:
             return False
         profile = self.api.get_user(credit.user_id, credit.id_type)
-        if profile.status == 404 and profile.resolution.reason is Reason.NOT_FOUND:
+        if profile.resolution.reason is Reason.NOT_FOUND:
             return True
         if profile.ok:
             raise self._unproven("it says 'User does not exist.' for a member whose profile exists", response)
@@ -442,13 +437,11 @@ class ActivityCreditWriter:
         )
 
     @staticmethod
-    def _unreadable(response: ApiResponse) -> CrowdTwistError:
-        if response.resolution.action is Action.CONFIG:
-            try:
-                api_rejection(response)  # raises the sync-stopping error
-            except CrowdTwistError as exc:
-                return exc
-        # Never guess: if the history cannot be read, crediting could double the points.
+    def _unreadable(response: ApiResponse) -> TransientError:
+        """A refusal of a read that verification needs (the API raised already for credentials and base URL).
+
+        Never guess: if the history cannot be read, crediting could double the points.
+        """
         return TransientError(
             f"Activity history could not be read (HTTP {response.status}) to verify a credit; stopping so "
             "that no points are credited twice.",

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from destination_crowdtwist.api.errors import Action, ConfigError
+from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.masking import mask_free_text, mask_identifier
 from destination_crowdtwist.records.rejection import Reason, Rejection
 
@@ -214,21 +214,15 @@ def raw_label(row: Row, *, log_pii: bool) -> str:
     return member_label(row.data.get(row.stream.id_field), row.stream.id_type, log_pii=log_pii)
 
 
-def api_rejection(response: ApiResponse) -> Rejection:
-    """The rejection for a record-level CrowdTwist answer (the client already classified it).
+def api_rejection(response: ApiResponse, *, advice: Mapping[Reason, str] | None = None) -> Rejection:
+    """The row's rejection for a refusal (a REJECT answer: the API raises for every other answer that
+    is not OK, see ``api/protocol.py``), carrying CrowdTwist's message and the error table's hint.
 
-    Answers that concern every row (credentials, base URL) raise the matching sync-stopping error
-    instead: rejecting row after row would only hide the real problem.
+    ``advice`` replaces both for the reasons whose advice depends on what the writer was doing: "not
+    found" means "sync mode update never creates members" to an update-only row, and "sync the member's
+    profile first" to a credit, where the table can only say "use upsert".
     """
-    resolution = response.resolution
-    if resolution.action is Action.CONFIG:
-        raise ConfigError(
-            resolution.hint,
-            status=response.status,
-            error_code=response.error_code,
-            api_message=response.safe_message,
-            request_line=response.request_line,
-        )
-    # The client returns only OK, REJECT and CONFIG answers (it retries or raises for the rest), and
-    # callers ask only about answers that are not OK: what is left is a REJECT.
+    reason = response.resolution.reason
+    if advice is not None and reason is not None and reason in advice:
+        return Rejection(reason, advice[reason], status=response.status)
     return response.rejection()

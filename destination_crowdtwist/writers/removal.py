@@ -261,12 +261,12 @@ class MemberRemoval:
 def _status_verdict(response: ApiResponse) -> str:
     """``done``, ``pending`` or ``failed`` for one deletion-status answer.
 
-    A 404 ("Member does not exist or not queued for deletion") for an erasure this sync queued, or a
-    status Oracle does not list, is taken as failed (assumed: the status page documents only the
-    three statuses and that 404; docs/crowdtwist-api-notes.md §2.4).
+    "Not found" (the 404 "Member does not exist or not queued for deletion") for an erasure this sync
+    queued, or a status Oracle does not list, is taken as failed (assumed: the status page documents
+    only the three statuses and that 404; docs/crowdtwist-api-notes.md §2.4).
     """
     if not response.ok:
-        return "failed" if response.status == 404 else "pending"
+        return "failed" if response.resolution.reason is Reason.NOT_FOUND else "pending"
     data = response.data
     status = data.get("status") if isinstance(data, Mapping) else None
     if status == STATUS_DONE:

@@ -278,18 +278,13 @@ class UserProfileWriter:
         if response.ok:
             self._accepted(user, response)
             return Outcome(kind=OutcomeKind.UPDATED, member=label, status=response.status)
-        rejection = api_rejection(response)
-        if rejection.reason is Reason.NOT_FOUND:
-            if entry is not None:
-                self._not_found(user)
-            rejection = Rejection(
-                Reason.NOT_FOUND,
-                f"No member with this {user.id_type} exists, and sync mode 'update' never creates members. Check "
-                "that the identifier field holds the configured identifier type, or use upsert (append_dedup) to "
-                "create missing members.",
-                status=response.status,
-            )
-        return Outcome.rejected(label, rejection)
+        if response.resolution.reason is Reason.NOT_FOUND and entry is not None:
+            self._not_found(user)
+        return Outcome.rejected(label, api_rejection(response, advice={Reason.NOT_FOUND: (
+            f"No member with this {user.id_type} exists, and sync mode 'update' never creates members. Check "
+            "that the identifier field holds the configured identifier type, or use upsert (append_dedup) to "
+            "create missing members."
+        )}))
 
     def _insert(self, user: UserRow, label: str, entry: MemberEntry | None) -> Outcome:
         assert isinstance(user.create, dict)  # prepare() rejected the row otherwise
@@ -388,7 +383,7 @@ class UserProfileWriter:
         """
         if not response.after_uncertain or not isinstance(user.create, dict):
             return False
-        if api_rejection(response).reason is not Reason.ALREADY_TAKEN:
+        if response.resolution.reason is not Reason.ALREADY_TAKEN:
             return False
         return self._holds(user)
 
