@@ -14,6 +14,7 @@ from destination_crowdtwist.api.errors import ConfigError, TransientError, Uncer
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.history import MAX_PAGES
 from tests_support.fake_api import FakeApi, Reply
 
@@ -536,3 +537,28 @@ def test_a_row_tried_again_after_a_later_row_of_its_event_was_credited_is_a_dupl
     outcome = writer.apply(again)
     assert outcome.kind is OutcomeKind.DUPLICATE
     assert outcome.message == "same event as a later row of this sync; credited once"
+
+
+def test_a_dry_run_reads_the_member_and_credits_nothing(api: FakeApi, tmp_path: Any) -> None:
+    api.activities = [dict(a) for a in ACTIVITIES]
+    api.expect("get_user", Reply(200, {"id": 7}), Reply(200, {"id": 7}),
+               Reply(404, {"error": "page_not_found", "message": "User does not exist."}))
+    raw = {"api_base_url": "https://api123.crowdtwist.com", "credentials": {"auth_type": "api_key", "api_key": "k"},
+           "object_type": "activity_credit", "dry_run": True, "ledger_path": str(tmp_path / "ledger.sqlite")}
+    writer = DryRunWriter(ActivityCreditWriter(parse_config(raw), api, clock=api.clock))
+    writer.start()
+    rows = [row({**BASE, "event_id": "e1"}, 0), row({**BASE, "event_id": "e1"}, 1),
+            row({**BASE, "activity_id": "1002", "num_points": 3}, 2), row({**BASE, "user_id": "nobody@x.com"}, 3)]
+    outcomes = []
+    for r in rows:
+        prepared = writer.prepare(r)
+        assert isinstance(prepared, Prepared)
+        outcomes.append(writer.apply(prepared))
+    assert [(o.kind, o.message) for o in outcomes[:3]] == [
+        (OutcomeKind.WOULD_CREDIT, "would credit activity 1001 (10 points)"),
+        (OutcomeKind.DUPLICATE, "same event as row 0 of this sync; credited once"),
+        (OutcomeKind.WOULD_CREDIT, "would credit activity 1002 (3 points)"),
+    ]
+    assert outcomes[3].reason == "not_found"
+    assert api.methods() == ["GET"] * 3  # reads only: no credit, no history
+    writer.close()

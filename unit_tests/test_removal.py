@@ -11,7 +11,9 @@ import pytest
 from destination_crowdtwist.api.errors import TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, StreamContext
+from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.removal import MemberRemoval
+from destination_crowdtwist.writers.users import UserProfileWriter
 from tests_support.fake_api import Call, FakeApi, Reply
 
 STREAM = StreamContext(None, "gone", "soft_delete")
@@ -62,7 +64,7 @@ def erase_all(removal: MemberRemoval, ids: list[int]) -> None:
         prepared = removal.prepare(Row(STREAM, {"user_id": f"m{crowdtwist_id}@example.com"}, seq),
                                    cfg().mapping_options())
         assert isinstance(prepared, Prepared)
-        outcome = removal.apply(prepared, None)
+        outcome = removal.apply(prepared.payload, prepared.label, None)
         assert outcome.kind == "erase_queued"
 
 
@@ -116,7 +118,6 @@ def test_the_wired_erase_status_pauses_end_when_the_sync_stops() -> None:
 
     from destination_crowdtwist.wiring import client_from_config, make_writer
     from destination_crowdtwist.writers.objects import USER_PROFILE
-    from destination_crowdtwist.writers.users import UserProfileWriter
 
     config = cfg(delete_behaviour="erase", erase_status_wait_seconds=3600)
     client = client_from_config(config)
@@ -126,3 +127,37 @@ def test_the_wired_erase_status_pauses_end_when_the_sync_stops() -> None:
     started = time.monotonic()
     writer.removal._sleep(30)
     assert time.monotonic() - started < 1.0
+
+
+def test_a_dry_run_goes_on_past_the_guardrail_and_says_where_a_real_sync_would_stop(
+    api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.always("get_user", Reply(200, {"id": 1, "is_active": True}))
+    writer = DryRunWriter(UserProfileWriter(cfg(max_deletes_per_sync=2, dry_run=True), api))
+    writer.start()
+    kinds = []
+    for seq in range(4):
+        prepared = writer.prepare(Row(STREAM, {"user_id": f"m{seq}@example.com"}, seq))
+        assert isinstance(prepared, Prepared)
+        kinds.append(writer.apply(prepared).kind)
+    assert kinds == ["would_deactivate"] * 4
+    assert api.methods() == ["GET"] * 4  # reads only
+    with caplog.at_level("INFO", logger="airbyte"):
+        writer.finish()
+    assert "Dry run: 4 delete rows exceed max_deletes_per_sync = 2; a real sync would stop before input row 2." in (
+        caplog.text)
+
+
+def test_a_dry_run_erase_says_which_member_crowdtwist_would_refuse(api: FakeApi) -> None:
+    api.expect("get_user", Reply(200, {"id": 1, "is_active": False, "redeemable_points": 5}),
+               Reply(200, {"id": 2, "is_active": True, "redeemable_points": 5}),
+               Reply(404, {"error": "page_not_found", "message": "User does not exist."}))
+    writer = DryRunWriter(UserProfileWriter(cfg(delete_behaviour="erase", dry_run=True), api))
+    writer.start()
+    outcomes = []
+    for seq in range(3):
+        prepared = writer.prepare(Row(STREAM, {"user_id": f"m{seq}@example.com"}, seq))
+        assert isinstance(prepared, Prepared)
+        outcomes.append(writer.apply(prepared))
+    assert [(o.kind, o.reason) for o in outcomes] == [
+        ("rejected", "cannot_erase"), ("would_erase", None), ("already_gone", None)]

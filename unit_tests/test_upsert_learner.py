@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from destination_crowdtwist.writers.users import UpsertLearner
+from destination_crowdtwist.writers.learner import UpsertLearner
 
 
 def test_auto_starts_update_first_and_switches_when_most_rows_are_new() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
 from destination_crowdtwist.writers.users import UserProfileWriter
 from tests_support.fake_api import FakeApi, MemberBook
@@ -224,7 +225,10 @@ def test_an_index_of_another_program_is_not_used(api: FakeApi, tmp_path: Path) -
 
 
 def test_dry_run_never_opens_the_index(api: FakeApi, tmp_path: Path) -> None:
-    w = writer(tmp_path, api, dry_run=True)
+    cfg = parse_config({"api_base_url": PROGRAM, "credentials": {"auth_type": "api_key", "api_key": "k"},
+                        "member_index_path": str(tmp_path / "members.sqlite"), "dry_run": True})
+    w = DryRunWriter(UserProfileWriter(cfg, api))
+    w.start()
     w.checkpoint()
     w.close()
     assert not (tmp_path / "members.sqlite").exists()

@@ -15,7 +15,10 @@ import pytest
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.config import parse_config
-from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StreamContext, Writer
+from destination_crowdtwist.writers.dry_run import DryRunWriter
+from destination_crowdtwist.writers.removal import DeleteRow
+from destination_crowdtwist.writers.upsert import UserRow
 from destination_crowdtwist.writers.users import UserProfileWriter
 from tests_support.fake_api import FakeApi, Reply, Step
 
@@ -39,7 +42,14 @@ def writer(api: FakeApi, **config: Any) -> UserProfileWriter:
     return w
 
 
-def run(w: UserProfileWriter, data: Mapping[str, Any], mode: str = "append_dedup", **stream: Any) -> Outcome:
+def dry_run(api: FakeApi, **config: Any) -> DryRunWriter[UserRow | DeleteRow]:
+    raw = {"api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"}, "dry_run": True, **config}
+    w = DryRunWriter(UserProfileWriter(parse_config(raw), api))
+    w.start()
+    return w
+
+
+def run(w: Writer[Any], data: Mapping[str, Any], mode: str = "append_dedup", **stream: Any) -> Outcome:
     ctx = StreamContext(None, "users", mode, **stream)
     result = w.prepare(Row(stream=ctx, data=dict(data), seq=0))
     return result if isinstance(result, Outcome) else w.apply(result)
@@ -168,7 +178,7 @@ def test_dry_run_reads_and_never_writes(
     api: FakeApi, mode: str, script: list[Step], kind: str, changes: Any
 ) -> None:
     api.script(*script)
-    outcome = run(writer(api, dry_run=True), FULL, mode=mode)
+    outcome = run(dry_run(api), FULL, mode=mode)
     assert outcome.kind == kind
     if changes is not None:
         assert outcome.changes == changes
@@ -225,3 +235,20 @@ def test_unknown_custom_field_names_are_the_rows_keys_and_masked_in_masked_outpu
     masked = outcome.text(masked=True)
     assert masked.startswith("custom field(s) ***, shoe_size are not among the configured custom_attributes")
     assert "Ximena" not in masked and "Okonkwo" not in masked
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_wiring_wraps_the_writers_of_a_dry_run(dry: bool) -> None:
+    from destination_crowdtwist.wiring import client_from_config, make_writer
+    from destination_crowdtwist.writers.activities import ActivityCreditWriter
+    from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
+
+    cfg = parse_config({"api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"}, "dry_run": dry})
+    client = client_from_config(cfg)
+    try:
+        for name, kind in ((USER_PROFILE, UserProfileWriter), (ACTIVITY_CREDIT, ActivityCreditWriter)):
+            made = make_writer(name, cfg, client)
+            inner = made.inner if isinstance(made, DryRunWriter) else made
+            assert isinstance(made, DryRunWriter) is dry and isinstance(inner, kind)
+    finally:
+        client.close()

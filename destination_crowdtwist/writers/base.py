@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from destination_crowdtwist.api.client import ApiResponse
 
 P = TypeVar("P")
+P_co = TypeVar("P_co", covariant=True)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -99,17 +100,18 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Prepared(Generic[P]):
+class Prepared(Generic[P_co]):
     """A row that passed its writer's pre-flight checks, ready to be applied.
 
     ``member`` orders the rows of one member (the same key in every stream of the sync); ``label``
-    names the member in logs, masked unless ``log_pii``; ``payload`` is the writer's own parse.
+    names the member in logs, masked unless ``log_pii``; ``payload`` is the writer's own parse (read
+    only, so a ``Prepared[DeleteRow]`` is a ``Prepared[UserRow | DeleteRow]``).
     """
 
     row: Row
     member: str
     label: str
-    payload: P
+    payload: P_co
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,23 @@ class StopBeforeRow(ConfigError):
     Unlike other errors it does not abandon the rows before it: the pipeline lets every row
     submitted earlier settle first, so the states they complete are echoed exactly, and the row
     itself is never sent.
+
+    ``prepared`` is the row as it would have been sent, and ``summary`` what a dry run, which goes on
+    where a real sync stops, reports at its end (``writers/dry_run.py``).
     """
 
+    def __init__(self, message: str, *, prepared: Prepared[object] | None = None, summary: str = "") -> None:
+        super().__init__(message)
+        self.prepared = prepared
+        self.summary = summary
 
-class Writer(Protocol):
-    """One writer per CrowdTwist object; the pipeline relies on exactly these members."""
+
+class Writer(Protocol[P]):
+    """One writer per CrowdTwist object; the pipeline relies on exactly these members.
+
+    ``P`` is the writer's own parse of a row (``Prepared.payload``): what ``prepare`` makes is what
+    ``apply`` takes.
+    """
 
     #: True when no row may start past a state that is not echoed yet (activity credits verified
     #: only in the replay window, or not at all: an interrupted attempt then cannot have applied
@@ -174,10 +188,10 @@ class Writer(Protocol):
     def start(self) -> None:
         """Run once before the first row (e.g. read the active activities). May raise ConfigError."""
 
-    def prepare(self, row: Row) -> Prepared[Any] | Outcome:
+    def prepare(self, row: Row) -> Prepared[P] | Outcome:
         """Parse and check one row without a request: a ``Prepared`` row, or its settled ``Outcome``."""
 
-    def apply(self, prepared: Prepared[Any]) -> Outcome:
+    def apply(self, prepared: Prepared[P]) -> Outcome:
         """Write one prepared row and say how it ended. Raises only for sync-stopping errors."""
 
     def checkpoint(self) -> None:
