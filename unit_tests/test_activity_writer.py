@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -539,7 +540,7 @@ def test_a_row_tried_again_after_a_later_row_of_its_event_was_credited_is_a_dupl
     assert outcome.message == "same event as a later row of this sync; credited once"
 
 
-def test_a_dry_run_reads_the_member_and_credits_nothing(api: FakeApi, tmp_path: Any) -> None:
+def test_a_dry_run_reads_the_member_and_credits_nothing(api: FakeApi, tmp_path: Path) -> None:
     api.activities = [dict(a) for a in ACTIVITIES]
     api.expect("get_user", Reply(200, {"id": 7}), Reply(200, {"id": 7}),
                Reply(404, {"error": "page_not_found", "message": "User does not exist."}))
@@ -562,3 +563,4 @@ def test_a_dry_run_reads_the_member_and_credits_nothing(api: FakeApi, tmp_path: 
     assert outcomes[3].reason == "not_found"
     assert api.methods() == ["GET"] * 3  # reads only: no credit, no history
     writer.close()
+    assert not (tmp_path / "ledger.sqlite").exists()  # a dry run records nothing, not even an empty ledger
