@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from requests.auth import AuthBase
 
@@ -27,6 +28,7 @@ from destination_crowdtwist.rejects.sink import RejectSink
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import Writer
+from destination_crowdtwist.writers.dry_run import DryRunWriter, Previewable
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
 
@@ -100,13 +102,16 @@ def make_writer(
 
     ``index_clock`` dates and ages the member index's entries (User Profile).
     """
+    writer: Previewable[Any]
     if object_name == ACTIVITY_CREDIT:
         # Its award-queue waits end when the sync stops (the request after them is then refused).
-        return ActivityCreditWriter(cfg, client, sleep=client.wait)
-    if object_name == USER_PROFILE:
+        writer = ActivityCreditWriter(cfg, client, sleep=client.wait)
+    elif object_name == USER_PROFILE:
         # Its erase-status pauses end when the sync stops, like the credit writer's award-queue waits.
-        return UserProfileWriter(cfg, client, clock=index_clock, sleep=client.wait)
-    raise ValueError(f"no writer for object {object_name!r}")
+        writer = UserProfileWriter(cfg, client, clock=index_clock, sleep=client.wait)
+    else:
+        raise ValueError(f"no writer for object {object_name!r}")
+    return DryRunWriter(writer) if cfg.dry_run else writer
 
 
 def make_report(cfg: ConnectorConfig) -> SyncReport:

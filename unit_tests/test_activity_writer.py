@@ -1,66 +1,36 @@
 """Activity Credit writer, pure parts: row parsing, dedupe keys, within-sync duplicates; and the
-uncertain-outcome decisions driven through a scripted fake client (fake clock, no sleeping)."""
+uncertain-outcome decisions driven through the scripted CrowdTwist (tests_support/fake_api.py: a fake
+clock, no sleeping)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
-from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.history import MAX_PAGES
+from tests_support.fake_api import FakeApi, Reply
 
 STREAM = StreamContext(namespace=None, name="credits", sync_mode="append")
-ACTIVITIES = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
+ACTIVITIES: list[dict[str, Any]] = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
+AWARDED = Reply(200, {"awarded": True})
 
 
-class FakeClient:
-    """Scripted CrowdTwist client: credit answers are popped from ``credit_script`` (an exception is raised)."""
-
-    def __init__(self, credit_script: list[Any] | None = None, history: list[list[str]] | None = None) -> None:
-        self.credit_script = list(credit_script or [])
-        self.history_script = list(history or [])
-        self.credits: list[dict[str, Any]] = []
-        self.history_calls = 0
-
-    def list_activities(self) -> list[dict[str, Any]]:
-        return [dict(a) for a in ACTIVITIES]
-
-    def credit_activity(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
-        self.credits.append(dict(payload))
-        answer = self.credit_script.pop(0) if self.credit_script else ApiResponse(200, {"awarded": True}, {})
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def activity_history(
-        self, user_id: str, id_type: str, date_start: int, date_end: int, **paging: Any
-    ) -> ApiResponse:
-        self.history_calls += 1
-        keys = self.history_script.pop(0) if self.history_script else []
-        return ApiResponse(200, [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys], {})
+def history(*keys: str) -> Reply:
+    """A history answer (the legacy bare list) holding our credits of activity 1001 with these dedupe keys."""
+    return Reply(200, [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys])
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def make_writer(client: FakeClient | None = None, time: FakeTime | None = None, **config: Any) -> ActivityCreditWriter:
+def make_writer(api: FakeApi | None = None, **config: Any) -> ActivityCreditWriter:
+    """A started writer; unless scripted otherwise, credits are awarded and histories are empty."""
     raw = {
         "api_base_url": "https://api123.crowdtwist.com",
         "credentials": {"auth_type": "api_key", "api_key": "k"},
@@ -68,10 +38,21 @@ def make_writer(client: FakeClient | None = None, time: FakeTime | None = None, 
         "award_queue_delay_seconds": 2,
         **config,
     }
-    time = time or FakeTime()
-    writer = ActivityCreditWriter(parse_config(raw), client or FakeClient(), clock=time.clock, sleep=time.sleep)  # type: ignore[arg-type]
+    api = api or FakeApi()
+    api.activities = [dict(a) for a in ACTIVITIES]
+    api.always("credit_activity", AWARDED).always("activity_history", history())
+    writer = ActivityCreditWriter(parse_config(raw), api, clock=api.clock, sleep=api.wait)
     writer.start()
     return writer
+
+
+def sent(api: FakeApi) -> list[dict[str, Any]]:
+    """The bodies of the credits sent, in order."""
+    return [call.payload or {} for call in api.to("credit_activity")]
+
+
+def history_reads(api: FakeApi) -> int:
+    return len(api.to("activity_history"))
 
 
 def row(data: Mapping[str, Any], seq: int = 0, stream: StreamContext = STREAM, verify: bool = False) -> Row:
@@ -266,124 +247,147 @@ def test_dedupe_key_function_is_pure() -> None:
 # -- duplicates within a sync -----------------------------------------------------------------------
 
 
-def test_second_row_with_the_same_key_is_a_duplicate_and_not_sent() -> None:
-    client = FakeClient()
-    writer = make_writer(client, credit_verification="none")
+def test_second_row_with_the_same_key_is_a_duplicate_and_not_sent(api: FakeApi) -> None:
+    writer = make_writer(api, credit_verification="none")
     rows = [row({**BASE, "event_id": "e"}, 0), row({**BASE, "event_id": "e", "num_points": 9}, 1), row(BASE, 2)]
     prepared = [writer.prepare(r) for r in rows]
     assert all(isinstance(p, Prepared) and p.member == "email:alice@example.com" for p in prepared)
-    assert prepared[1].payload.duplicate_of == 0
-    kinds = [writer.apply(p).kind for p in prepared]
+    ready = [p for p in prepared if isinstance(p, Prepared)]
+    assert ready[1].payload.duplicate_of == 0
+    kinds = [writer.apply(p).kind for p in ready]
     assert kinds == ["credited", "duplicate", "credited"]
-    assert len(client.credits) == 2
+    assert len(sent(api)) == 2
 
 
-def test_rejected_rows_settle_in_prepare_without_a_request() -> None:
-    client = FakeClient()
-    writer = make_writer(client)
+def test_rejected_rows_settle_in_prepare_without_a_request(api: FakeApi) -> None:
+    writer = make_writer(api)
     outcome = writer.prepare(row({**BASE, "num_points": "x"}))
     assert isinstance(outcome, Outcome)
     assert (outcome.kind, outcome.reason) == ("rejected", "validation")
-    assert client.credits == []
+    assert sent(api) == []
 
 
-def test_a_repeat_of_a_rejected_row_is_tried_again_not_counted_as_duplicate() -> None:
-    client = FakeClient([ApiResponse(400, {"message": "bad"}, {}), ApiResponse(200, {"awarded": True}, {})])
-    writer = make_writer(client, credit_verification="none")
+def test_a_repeat_of_a_rejected_row_is_tried_again_not_counted_as_duplicate(api: FakeApi) -> None:
+    api.expect("credit_activity", Reply(400, {"message": "bad"}), AWARDED)
+    writer = make_writer(api, credit_verification="none")
     kinds = [settle(writer, row({**BASE, "event_id": "e"}, i)).kind for i in range(3)]
     assert kinds == ["rejected", "credited", "duplicate"]
 
 
-def test_event_ids_are_scoped_by_member_and_activity() -> None:
-    client = FakeClient()
-    writer = make_writer(client, credit_verification="none")
+def test_event_ids_are_scoped_by_member_and_activity(api: FakeApi) -> None:
+    writer = make_writer(api, credit_verification="none")
     rows = [row({**BASE, "event_id": "1"}, 0), row({**BASE, "user_id": "bob@example.com", "event_id": "1"}, 1),
             row({**BASE, "activity_id": "1002", "event_id": "1"}, 2)]
     assert [settle(writer, r).kind for r in rows] == ["credited", "credited", "credited"]
 
 
-# -- uncertain outcomes (fake client, fake clock) --------------------------------------------------------
+# -- uncertain outcomes (scripted CrowdTwist, fake clock) ---------------------------------------------------
 
 
 def uncertain() -> UncertainOutcome:
     return UncertainOutcome("connection dropped", request_line="POST /v2/users/a***/activities")
 
 
-def test_uncertain_then_found_in_history_is_credited_without_resending() -> None:
-    time = FakeTime()
-    client = FakeClient([uncertain()], history=[[], ["e1"]])  # visible on the second read (queued)
-    writer = make_writer(client, time, credit_verification="none")
+def test_uncertain_then_found_in_history_is_credited_without_resending(api: FakeApi) -> None:
+    api.expect("credit_activity", uncertain())
+    api.expect("activity_history", history(), history("e1"))  # visible on the second read (queued)
+    writer = make_writer(api, credit_verification="none")
     r = row({**BASE, "event_id": "e1"})
 
     outcome = settle(writer, r)
 
     assert outcome.kind == "credited"
     assert "confirmed in activity history" in (outcome.message or "")
-    assert len(client.credits) == 1
-    assert client.history_calls == 2
-    assert sum(time.sleeps) < 2  # stopped polling as soon as the key showed up
+    assert len(sent(api)) == 1
+    assert history_reads(api) == 2
+    assert sum(api.waits) < 2  # stopped polling as soon as the key showed up
 
 
-def test_uncertain_and_absent_after_the_queue_delay_is_resent_once() -> None:
-    time = FakeTime()
-    client = FakeClient([uncertain()])
-    writer = make_writer(client, time, credit_verification="none")
+def test_uncertain_and_absent_after_the_queue_delay_is_resent_once(api: FakeApi) -> None:
+    api.expect("credit_activity", uncertain())
+    writer = make_writer(api, credit_verification="none")
     r = row({**BASE, "event_id": "e1"})
 
     assert settle(writer, r).kind == "credited"
-    assert len(client.credits) == 2
-    assert sum(time.sleeps) == pytest.approx(2.0)  # trusted "absent" only after award_queue_delay_seconds
-    assert client.history_calls >= 2
+    assert len(sent(api)) == 2
+    assert sum(api.waits) == pytest.approx(2.0)  # trusted "absent" only after award_queue_delay_seconds
+    assert history_reads(api) >= 2
 
 
-def test_closing_says_how_lost_answers_were_resolved(caplog: pytest.LogCaptureFixture) -> None:
-    time = FakeTime()
+def test_closing_says_how_lost_answers_were_resolved(api: FakeApi, caplog: pytest.LogCaptureFixture) -> None:
     # e1's answer is lost but it landed; e2's answer is lost and it had not: sent again, then accepted.
-    client = FakeClient([uncertain(), uncertain()], history=[["e1"]])  # then: empty histories, answers 200
-    writer = make_writer(client, time, credit_verification="none")
+    api.expect("credit_activity", uncertain(), uncertain())
+    api.expect("activity_history", history("e1"))  # then: empty histories, answers 200
+    writer = make_writer(api, credit_verification="none")
     assert settle(writer, row({**BASE, "event_id": "e1"}, 0)).kind == "credited"
     assert settle(writer, row({**BASE, "event_id": "e2"}, 1)).kind == "credited"
 
     with caplog.at_level(logging.INFO, logger="airbyte"):
         writer.close()
 
-    assert [c["extra_data"][DEDUPE_KEY_FIELD] for c in client.credits] == ["e1", "e2", "e2"]
+    assert [c["extra_data"][DEDUPE_KEY_FIELD] for c in sent(api)] == ["e1", "e2", "e2"]
     assert ("2 credit answers were lost after sending (timeouts, dropped connections, server errors); the activity "
             "history showed 1 of them had landed (not sent again) and 1 had not (sent again).") in caplog.text
 
 
-def test_uncertain_outcomes_beyond_max_retries_stop_the_sync() -> None:
-    client = FakeClient([uncertain()] * 3)
-    writer = make_writer(client, credit_verification="none", max_retries=2)
+def test_uncertain_outcomes_beyond_max_retries_stop_the_sync(api: FakeApi) -> None:
+    api.expect("credit_activity", uncertain(), uncertain(), uncertain())
+    writer = make_writer(api, credit_verification="none", max_retries=2)
     r = row({**BASE, "event_id": "e1"})
 
     with pytest.raises(TransientError) as err:
         settle(writer, r)
     assert not isinstance(err.value, UncertainOutcome)
     assert "verifies this row in activity history" in err.value.message
-    assert len(client.credits) == 3  # the first try and two re-sends, each after a negative history check
+    assert len(sent(api)) == 3  # the first try and two re-sends, each after a negative history check
 
 
-def test_replay_window_rows_wait_for_the_queue_then_read_history_once_per_member() -> None:
-    time = FakeTime()
-    client = FakeClient(history=[["e1"]])
-    writer = make_writer(client, time)
+def test_a_server_error_on_a_credit_is_an_uncertain_outcome_verified_before_resending(api: FakeApi) -> None:
+    # The client answers a 5xx to a credit with UncertainOutcome (never retried blindly): so does the fake.
+    api.expect("credit_activity", Reply(502, {"message": "bad gateway"}))
+    writer = make_writer(api, credit_verification="none")
+    assert settle(writer, row({**BASE, "event_id": "e1"})).kind == "credited"
+    assert len(sent(api)) == 2 and history_reads(api) >= 1
+
+
+def test_replay_window_rows_wait_for_the_queue_then_read_history_once_per_member(api: FakeApi) -> None:
+    api.expect("activity_history", history("e1"))
+    writer = make_writer(api)
     rows = [row({**BASE, "event_id": "e1"}, 0, verify=True), row({**BASE, "event_id": "e2"}, 1, verify=True),
             row({**BASE, "event_id": "e3"}, 2, verify=False)]
 
     kinds = [settle(writer, r).kind for r in rows]
 
     assert kinds == ["duplicate", "credited", "credited"]
-    assert client.history_calls == 1
-    assert time.sleeps == [pytest.approx(2.0)]  # once, until award_queue_delay_seconds after the start
-    assert [c["extra_data"][DEDUPE_KEY_FIELD] for c in client.credits] == ["e2", "e3"]
+    assert history_reads(api) == 1
+    assert api.waits == [pytest.approx(2.0)]  # once, until award_queue_delay_seconds after the start
+    assert [c["extra_data"][DEDUPE_KEY_FIELD] for c in sent(api)] == ["e2", "e3"]
 
 
-def test_not_awarded_answer() -> None:
-    client = FakeClient([ApiResponse(200, {"awarded": False, "message": "cap"}, {})])
-    writer = make_writer(client, credit_verification="none")
+def test_not_awarded_answer(api: FakeApi) -> None:
+    api.expect("credit_activity", Reply(200, {"awarded": False, "message": "cap"}))
+    writer = make_writer(api, credit_verification="none")
     r = row(BASE)
     assert settle(writer, r).kind == "not_awarded"
+
+
+def test_a_credit_for_a_member_that_does_not_exist_says_to_sync_the_profile_first(api: FakeApi) -> None:
+    api.expect("credit_activity", Reply(404, {"error": "page_not_found", "message": "User does not exist."}))
+    outcome = settle(make_writer(api, credit_verification="none"), row(BASE))
+    assert (outcome.reason, outcome.status) == ("not_found", 404)
+    assert "sync the member's profile before crediting activities" in (outcome.message or "")
+
+
+def test_event_already_processed_is_a_duplicate(api: FakeApi) -> None:
+    api.expect("credit_activity", Reply(400, {"error": "input_error", "message": "Event already processed"}))
+    outcome = settle(make_writer(api, credit_verification="none"), row(BASE))
+    assert (outcome.kind, outcome.status) == (OutcomeKind.DUPLICATE, 400)
+
+
+def test_a_credentials_problem_stops_the_sync_instead_of_rejecting_rows(api: FakeApi) -> None:
+    api.expect("credit_activity", Reply(403, {"error": "forbidden", "message": "Invalid API key"}))
+    with pytest.raises(ConfigError, match="refused the credentials"):
+        settle(make_writer(api, credit_verification="none"), row(BASE))
 
 
 # -- points bounds and default activity (hostile-input audit) ---------------------------------------------
@@ -421,9 +425,8 @@ def test_a_default_activity_that_is_not_active_stops_the_sync_at_start() -> None
 # --- the sync's memory of events is exact however long the sync (writers/credit_memory.py) ---------
 
 
-def test_a_repeat_far_behind_its_first_row_is_still_a_duplicate() -> None:
-    client = FakeClient()
-    writer = make_writer(client, credit_verification="none")
+def test_a_repeat_far_behind_its_first_row_is_still_a_duplicate(api: FakeApi) -> None:
+    writer = make_writer(api, credit_verification="none")
 
     def credit(data: dict[str, Any], seq: int) -> OutcomeKind:
         prepared = writer.prepare(row(data, seq=seq))
@@ -435,14 +438,14 @@ def test_a_repeat_far_behind_its_first_row_is_still_a_duplicate() -> None:
     for i in range(1, 3000):
         assert credit({"user_id": f"m{i}@x.com", "activity_id": "1001", "event_id": f"e{i}"}, i) is OutcomeKind.CREDITED
     assert credit(first, 3000) is OutcomeKind.DUPLICATE
-    assert len(client.credits) == 3000
+    assert len(sent(api)) == 3000
     writer.close()
 
 
-def test_a_repeat_of_a_not_awarded_credit_is_a_duplicate_although_history_does_not_list_it() -> None:
+def test_a_repeat_of_a_not_awarded_credit_is_a_duplicate_although_history_does_not_list_it(api: FakeApi) -> None:
     # History lists only awarded credits: only the sync's own memory can catch this repeat.
-    client = FakeClient(credit_script=[ApiResponse(200, {"awarded": False}, {})])
-    writer = make_writer(client)
+    api.expect("credit_activity", Reply(200, {"awarded": False}))
+    writer = make_writer(api)
     data = {"user_id": "a@x.com", "activity_id": "1001", "event_id": "capped"}
     kinds = []
     for seq in range(2):
@@ -450,7 +453,7 @@ def test_a_repeat_of_a_not_awarded_credit_is_a_duplicate_although_history_does_n
         assert isinstance(prepared, Prepared)
         kinds.append(writer.apply(prepared).kind)
     assert kinds == [OutcomeKind.NOT_AWARDED, OutcomeKind.DUPLICATE]
-    assert len(client.credits) == 1
+    assert len(sent(api)) == 1
     writer.close()
 
 
@@ -464,71 +467,51 @@ def test_only_policies_that_trust_where_states_fall_ask_for_a_barrier(policy: st
 # -- activity history pages and answers that prove nothing (the sandbox versions: test_history_answers.py) ----
 
 NOT_FOUND_BODY = {"error": "page_not_found", "message": "User does not exist."}
+HISTORY_404 = Reply(404, NOT_FOUND_BODY)
 
 
-class PagedClient(FakeClient):
-    """History answers scripted per page (the last one repeats); the profile answers ``profile_status``."""
-
-    def __init__(self, pages: list[Any], profile_status: int = 200) -> None:
-        super().__init__()
-        self.pages = pages
-        self.profile_status = profile_status
-        self.asked: list[dict[str, Any]] = []
-        self.profile_calls = 0
-
-    def activity_history(
-        self, user_id: str, id_type: str, date_start: int, date_end: int, **paging: Any
-    ) -> ApiResponse:
-        self.history_calls += 1
-        self.asked.append(paging)
-        answer = self.pages[min(paging["page"], len(self.pages)) - 1]
-        if isinstance(answer, ApiResponse):
-            return answer
-        return ApiResponse(200, answer, {}, endpoint="GET /v2.1/users/{user_id}/activity_history")
-
-    def get_user(self, user_id: str, id_type: str) -> ApiResponse:
-        self.profile_calls += 1
-        body = {"id": 7} if self.profile_status == 200 else NOT_FOUND_BODY
-        return ApiResponse(self.profile_status, body, {}, endpoint="GET /v2/users/{user_id}")
-
-
-def _page(keys: list[str], next_page: int | None) -> dict[str, Any]:
+def _page(keys: list[str], next_page: int | None) -> Reply:
     items = [{"activity_id": "1001", "extra_data": {DEDUPE_KEY_FIELD: k}} for k in keys]
-    return {"paging": {"total": None, "next_page": next_page}, "activities": items}
+    return Reply(200, {"paging": {"total": None, "next_page": next_page}, "activities": items})
 
 
-HISTORY_404 = ApiResponse(404, NOT_FOUND_BODY, {}, endpoint="GET /v2.1/users/{user_id}/activity_history")
-
-
-def test_a_key_on_page_two_is_found() -> None:
-    client = PagedClient([_page(["a", "b"], 2), _page(["evt-9"], None)])
-    outcome = settle(make_writer(client), row({**BASE, "event_id": "evt-9"}))
+def test_a_key_on_page_two_is_found(api: FakeApi) -> None:
+    api.expect("activity_history", _page(["a", "b"], 2), _page(["evt-9"], None))
+    outcome = settle(make_writer(api), row({**BASE, "event_id": "evt-9"}))
     assert outcome.kind is OutcomeKind.DUPLICATE
-    assert client.asked == [{"page": 1, "page_size": 25}, {"page": 2, "page_size": 25}]
-    assert client.credits == []
+    assert [(call.page, call.page_size) for call in api.to("activity_history")] == [(1, 25), (2, 25)]
+    assert sent(api) == []
 
 
-def test_history_404_for_a_member_who_does_not_exist_lets_the_row_go_on() -> None:
-    client = PagedClient([HISTORY_404], profile_status=404)
-    settle(make_writer(client), row({**BASE, "event_id": "e"}))
-    assert client.profile_calls == 1
-    assert len(client.credits) == 1  # the credit's own answer decides (a 404 rejects the row)
+def test_history_404_for_a_member_who_does_not_exist_lets_the_row_go_on(api: FakeApi) -> None:
+    api.expect("activity_history", HISTORY_404).expect("get_user", Reply(404, NOT_FOUND_BODY))
+    settle(make_writer(api), row({**BASE, "event_id": "e"}))
+    assert len(api.to("get_user")) == 1
+    assert len(sent(api)) == 1  # the credit's own answer decides (a 404 rejects the row)
 
 
-@pytest.mark.parametrize("answer", [HISTORY_404, {}, None, {"entries": []}, [3]])
-def test_a_history_that_proves_nothing_stops_before_sending(answer: Any) -> None:
-    client = PagedClient([answer], profile_status=200)
+@pytest.mark.parametrize("answer", [HISTORY_404, Reply(200, {}), Reply(200, None), Reply(200, {"entries": []}),
+                                    Reply(200, [3])])
+def test_a_history_that_proves_nothing_stops_before_sending(api: FakeApi, answer: Reply) -> None:
+    api.expect("activity_history", answer).always("get_user", Reply(200, {"id": 7}))  # the member exists
     with pytest.raises(TransientError, match="cannot prove whether a credit was already awarded"):
-        settle(make_writer(client), row({**BASE, "event_id": "e"}))
-    assert client.credits == []
+        settle(make_writer(api), row({**BASE, "event_id": "e"}))
+    assert sent(api) == []
 
 
-def test_pages_without_end_stop_at_the_bound() -> None:
-    client = PagedClient([_page([f"k{n}"], n + 2) for n in range(2 * MAX_PAGES)])  # always a next page
+def test_a_history_that_cannot_be_read_stops_before_sending(api: FakeApi) -> None:
+    api.expect("activity_history", Reply(400, {"error": "input_error", "message": "Invalid date range"}))
+    with pytest.raises(TransientError, match="Activity history could not be read"):
+        settle(make_writer(api), row({**BASE, "event_id": "e"}))
+    assert sent(api) == []
+
+
+def test_pages_without_end_stop_at_the_bound(api: FakeApi) -> None:
+    api.expect("activity_history", *(_page([f"k{n}"], n + 2) for n in range(MAX_PAGES)))  # always a next page
     with pytest.raises(ConfigError, match="credit_history_days"):
-        settle(make_writer(client), row({**BASE, "event_id": "e"}))
-    assert client.history_calls == MAX_PAGES
-    assert client.credits == []
+        settle(make_writer(api), row({**BASE, "event_id": "e"}))
+    assert history_reads(api) == MAX_PAGES
+    assert sent(api) == []
 
 
 def test_an_activity_id_holding_free_text_is_quoted_and_masked_in_masked_outputs() -> None:
@@ -543,9 +526,9 @@ def test_an_activity_id_holding_free_text_is_quoted_and_masked_in_masked_outputs
     assert parse({**BASE, "activity_id": "77"}).text(masked=True).startswith("activity_id 77 is not an active")
 
 
-def test_a_row_tried_again_after_a_later_row_of_its_event_was_credited_is_a_duplicate() -> None:
+def test_a_row_tried_again_after_a_later_row_of_its_event_was_credited_is_a_duplicate(api: FakeApi) -> None:
     """A credit that waited for its member (sync/deferral.py) runs after a later row of the same event."""
-    writer = make_writer(FakeClient(), credit_verification="none")
+    writer = make_writer(api, credit_verification="none")
     first = writer.prepare(row({**BASE, "event_id": "e1"}, seq=1))
     later = writer.prepare(row({**BASE, "event_id": "e1"}, seq=7))
     assert isinstance(first, Prepared) and isinstance(later, Prepared)
@@ -555,3 +538,29 @@ def test_a_row_tried_again_after_a_later_row_of_its_event_was_credited_is_a_dupl
     outcome = writer.apply(again)
     assert outcome.kind is OutcomeKind.DUPLICATE
     assert outcome.message == "same event as a later row of this sync; credited once"
+
+
+def test_a_dry_run_reads_the_member_and_credits_nothing(api: FakeApi, tmp_path: Path) -> None:
+    api.activities = [dict(a) for a in ACTIVITIES]
+    api.expect("get_user", Reply(200, {"id": 7}), Reply(200, {"id": 7}),
+               Reply(404, {"error": "page_not_found", "message": "User does not exist."}))
+    raw = {"api_base_url": "https://api123.crowdtwist.com", "credentials": {"auth_type": "api_key", "api_key": "k"},
+           "object_type": "activity_credit", "dry_run": True, "ledger_path": str(tmp_path / "ledger.sqlite")}
+    writer = DryRunWriter(ActivityCreditWriter(parse_config(raw), api, clock=api.clock))
+    writer.start()
+    rows = [row({**BASE, "event_id": "e1"}, 0), row({**BASE, "event_id": "e1"}, 1),
+            row({**BASE, "activity_id": "1002", "num_points": 3}, 2), row({**BASE, "user_id": "nobody@x.com"}, 3)]
+    outcomes = []
+    for r in rows:
+        prepared = writer.prepare(r)
+        assert isinstance(prepared, Prepared)
+        outcomes.append(writer.apply(prepared))
+    assert [(o.kind, o.message) for o in outcomes[:3]] == [
+        (OutcomeKind.WOULD_CREDIT, "would credit activity 1001 (10 points)"),
+        (OutcomeKind.DUPLICATE, "same event as row 0 of this sync; credited once"),
+        (OutcomeKind.WOULD_CREDIT, "would credit activity 1002 (3 points)"),
+    ]
+    assert outcomes[3].reason == "not_found"
+    assert api.methods() == ["GET"] * 3  # reads only: no credit, no history
+    writer.close()
+    assert not (tmp_path / "ledger.sqlite").exists()  # a dry run records nothing, not even an empty ledger

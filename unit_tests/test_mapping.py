@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import date
 from typing import Any
@@ -17,7 +18,9 @@ from destination_crowdtwist.records.mapping import (
     create_payload,
     map_user_record,
 )
-from destination_crowdtwist.records.validation import validate_user
+from destination_crowdtwist.records.rejection import Reason
+from destination_crowdtwist.records.user_payload import Intent, UserPayloads, user_payloads
+from destination_crowdtwist.records.validation import check_user, validate_user
 
 DEFAULT = MappingOptions()
 DROP = MappingOptions(unmapped_fields="drop")
@@ -599,3 +602,87 @@ def test_each_stream_gets_its_own_rules_and_the_rules_for_every_stream() -> None
                                                  field_mapping=rules_for_stream(rules, None, "purchases")),
     )
     assert purchases.user_id == "99"
+
+
+# -- one trip: records/user_payload.py ---------------------------------------------------------------
+
+def _old_two_checks(
+    record: dict[str, Any], options: MappingOptions, intent: Intent
+) -> tuple[dict[str, Any] | Rejection | None, Rejection | None]:
+    """What the User Profile writer decided before user_payloads: both checks, always (create, problem)."""
+    mapped_user = map_user_record(record, options)
+    update_problem = check_user(mapped_user.payload, creating=False, require_location=True)
+    create: dict[str, Any] | Rejection
+    if options.id_type == "id":
+        create = Rejection(Reason.NOT_FOUND, "by id")
+    else:
+        try:
+            create = create_payload(mapped_user, options.id_type)
+        except Rejection as rejection:
+            create = rejection
+        else:
+            create = check_user(create, creating=True, require_location=True) or create
+    if intent is Intent.CREATE:
+        return create, create if isinstance(create, Rejection) else None
+    return (None if intent is Intent.UPDATE else create), update_problem
+
+
+_GRID = {
+    "first_name": [None, "Ann", "A!!"],
+    "last_name": [None, "Lee"],
+    "email_address": [None, "a@x.com", "other@x.com", "bad"],
+    "postal_code": [None, "10001", "ABC"],
+    "country_code": [None, "US", "DE"],
+    "city_name": [None, "Berlin"],
+    "mobile_phone_number": [None, "12"],
+}
+
+
+@pytest.mark.parametrize(
+    ("options", "user_id"),
+    [(DEFAULT, "a@x.com"), (SEND_NULLS, "a@x.com"), (MappingOptions(id_type="mobile_phone_number"), "12125551234")],
+)
+@pytest.mark.parametrize("intent", list(Intent))
+def test_one_check_decides_an_upsert_as_the_two_checks_did(options: MappingOptions, user_id: str, intent: Intent) -> None:
+    # For an upsert a create body CrowdTwist accepts proves the update body acceptable (it holds the same
+    # values and the identifier, and creating only adds rules): the update body is checked only when the
+    # create cannot be sent. Every combination of the grid decides as checking both always did.
+    for values in itertools.product(*_GRID.values()):
+        record: dict[str, Any] = {"user_id": user_id}
+        record.update({k: v for k, v in zip(_GRID, values, strict=True) if v is not None})
+        if options.null_values == "send":
+            record.update({k: None for k, v in zip(_GRID, values, strict=True) if v is None})
+        payloads = user_payloads(record, options, intent=intent)
+        create, problem = _old_two_checks(record, options, intent)
+        assert (payloads.create, payloads.problem) == (create, problem), record
+
+
+def test_user_payloads_give_both_bodies_and_no_create_for_update_rows() -> None:
+    record = {"user_id": "Ann@Example.com", "first_name": "Ann", "last_name": "Lee", "postal_code": "10001"}
+    upsert = user_payloads(record, DEFAULT, intent=Intent.EITHER)
+    assert upsert == UserPayloads("ann@example.com", {"first_name": "Ann", "last_name": "Lee", "postal_code": "10001"},
+                                  {"first_name": "Ann", "last_name": "Lee", "postal_code": "10001",
+                                   "email_address": "ann@example.com"})
+    update = user_payloads(record, DEFAULT, intent=Intent.UPDATE)
+    assert (update.update, update.create, update.problem) == (upsert.update, None, None)
+
+
+def test_a_row_that_cannot_create_its_member_may_still_update_it_but_not_insert_it() -> None:
+    record = {"user_id": "a@x.com", "first_name": "Ann"}  # no last name, no location: no create
+    upsert = user_payloads(record, DEFAULT, intent=Intent.EITHER)
+    assert upsert.problem is None and isinstance(upsert.create, Rejection)
+    insert = user_payloads(record, DEFAULT, intent=Intent.CREATE)
+    assert insert.problem == upsert.create
+
+
+def test_custom_fields_outside_the_allow_list_are_the_rows_problem() -> None:
+    record = {"user_id": "a@x.com", "first_name": "Ann", "tier": "gold", "shoe": "42"}
+    payloads = user_payloads(record, DEFAULT, intent=Intent.UPDATE, custom_attributes=("tier",))
+    assert payloads.problem is not None and payloads.problem.reason == "custom_attribute"
+    assert payloads.user_id == "a@x.com"  # the row still names its member
+    assert user_payloads(record, DEFAULT, intent=Intent.UPDATE, custom_attributes=("tier", "shoe")).problem is None
+
+
+def test_a_row_that_cannot_be_mapped_raises_its_rejection() -> None:
+    with pytest.raises(Rejection, match="user_id is required"):
+        user_payloads({"first_name": "Ann"}, DEFAULT, intent=Intent.EITHER)

@@ -3,48 +3,47 @@ guardrail's count in input order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from destination_crowdtwist.api.errors import TransientError
-from destination_crowdtwist.api.response import ApiResponse
-from destination_crowdtwist.config import parse_config
+from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, StreamContext
+from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.removal import MemberRemoval
+from destination_crowdtwist.writers.users import UserProfileWriter
+from tests_support.fake_api import Call, FakeApi, Reply
 
 STREAM = StreamContext(None, "gone", "soft_delete")
 
 
-def cfg(**extra: Any) -> Any:
+def cfg(**extra: Any) -> ConnectorConfig:
     return parse_config({"api_base_url": "https://api123.crowdtwist.com",
                          "credentials": {"auth_type": "api_key", "api_key": "k" * 20}, **extra})
 
 
-def answer(status: int, data: Any, endpoint: str = "GET /v2/users/delete/{user_id}") -> ApiResponse:
-    return ApiResponse(status=status, data=data, headers={"Content-Type": "application/json"}, endpoint=endpoint)
+def queued(call: Call) -> Reply:
+    """CrowdTwist queues the erasure of member m<N>@example.com, whose CrowdTwist id is N."""
+    return Reply(200, {"user_id": int(str(call.user_id).split("@")[0][1:]), "status": "Queued"})
 
 
-class FakeClient:
-    """Answers DELETE with "Queued" and the deletion status from a script per CrowdTwist id."""
+def statuses(script: dict[str, list[Any]]) -> Callable[[Call], Reply]:
+    """Deletion statuses per CrowdTwist id, one per read (the last one repeats); 404: not queued."""
 
-    def __init__(self, script: dict[str, list[Any]]) -> None:
-        self.script = script
-        self.reads: list[str] = []
-        self.fail_reads = False
-
-    def delete_user(self, user_id: str, id_type: str) -> ApiResponse:
-        return answer(200, {"user_id": int(user_id.split("@")[0][1:]), "status": "Queued"}, "DELETE /v2/users/{user_id}")
-
-    def deletion_status(self, crowdtwist_id: str) -> ApiResponse:
-        self.reads.append(crowdtwist_id)
-        if self.fail_reads:
-            raise TransientError("CrowdTwist had a server error")
-        steps = self.script[crowdtwist_id]
+    def answer(call: Call) -> Reply:
+        steps = script[str(call.user_id)]
         step = steps.pop(0) if len(steps) > 1 else steps[0]
         if step == 404:
-            return answer(404, {"error": "page_not_found", "message": "Member does not exist or not queued for deletion"})
-        return answer(200, {"user_id": int(crowdtwist_id), "status": step})
+            return Reply(404, {"error": "page_not_found", "message": "Member does not exist or not queued for deletion"})
+        return Reply(200, {"user_id": int(str(call.user_id)), "status": step})
+
+    return answer
+
+
+def status_reads(api: FakeApi) -> list[str]:
+    return [str(call.user_id) for call in api.to("deletion_status")]
 
 
 class Clock:
@@ -65,41 +64,45 @@ def erase_all(removal: MemberRemoval, ids: list[int]) -> None:
         prepared = removal.prepare(Row(STREAM, {"user_id": f"m{crowdtwist_id}@example.com"}, seq),
                                    cfg().mapping_options())
         assert isinstance(prepared, Prepared)
-        outcome = removal.apply(prepared, None)
+        outcome = removal.apply(prepared.payload, prepared.label, None)
         assert outcome.kind == "erase_queued"
 
 
-def test_the_status_is_followed_until_done_or_failed_and_no_longer_than_the_wait(caplog: pytest.LogCaptureFixture):
-    client = FakeClient({
+def test_the_status_is_followed_until_done_or_failed_and_no_longer_than_the_wait(
+    api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.always("delete_user", queued).always("deletion_status", statuses({
         "1": ["Deletion_initiated", "Deletion_in_progress", "Deletion_completed"],
         "2": [404],
         "3": ["Deletion_in_progress"],  # never done
         "4": ["Deletion_failed"],  # a status Oracle does not list
-    })
+    }))
     clock = Clock()
-    removal = MemberRemoval(cfg(delete_behaviour="erase", erase_status_wait_seconds=5), client,  # type: ignore[arg-type]
+    removal = MemberRemoval(cfg(delete_behaviour="erase", erase_status_wait_seconds=5), api,
                             clock=clock, sleep=clock.sleep)
     erase_all(removal, [1, 2, 3, 4])
     with caplog.at_level("INFO", logger="airbyte"):
         removal.finish()
     assert (removal.tally.queued, removal.tally.done, removal.tally.failed) == (4, 1, 2)
     assert clock.now <= 5 and sum(clock.sleeps) <= 5  # bounded by erase_status_wait_seconds
-    assert client.reads.count("2") == 1 and client.reads.count("1") == 3  # a settled status is not read again
+    assert status_reads(api).count("2") == 1 and status_reads(api).count("1") == 3  # a settled one is not read again
     assert "4 members queued for erasure" in caplog.text and "1 done, 1 still queued, 2 failed" in caplog.text
 
 
-def test_a_failing_status_read_stops_following_but_never_fails_the_sync(caplog: pytest.LogCaptureFixture):
-    client = FakeClient({"1": ["Deletion_initiated"]})
-    removal = MemberRemoval(cfg(delete_behaviour="erase"), client)  # type: ignore[arg-type]
+def test_a_failing_status_read_stops_following_but_never_fails_the_sync(
+    api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.always("delete_user", queued)
+    removal = MemberRemoval(cfg(delete_behaviour="erase"), api)
     erase_all(removal, [1])
-    client.fail_reads = True
+    api.expect("deletion_status", TransientError("CrowdTwist had a server error"))
     with caplog.at_level("INFO", logger="airbyte"):
         removal.finish()  # no exception
     assert "stopped following" in caplog.text and "0 done, 1 still queued, 0 failed" in caplog.text
 
 
-def test_the_guardrail_counts_delete_rows_in_input_order_and_not_rejected_ones():
-    removal = MemberRemoval(cfg(max_deletes_per_sync=2), FakeClient({}))  # type: ignore[arg-type]
+def test_the_guardrail_counts_delete_rows_in_input_order_and_not_rejected_ones(api: FakeApi) -> None:
+    removal = MemberRemoval(cfg(max_deletes_per_sync=2), api)
     options = cfg().mapping_options()
     assert isinstance(removal.prepare(Row(STREAM, {"user_id": "not an email"}, 0), options), Outcome)
     for seq in (1, 2):
@@ -115,7 +118,6 @@ def test_the_wired_erase_status_pauses_end_when_the_sync_stops() -> None:
 
     from destination_crowdtwist.wiring import client_from_config, make_writer
     from destination_crowdtwist.writers.objects import USER_PROFILE
-    from destination_crowdtwist.writers.users import UserProfileWriter
 
     config = cfg(delete_behaviour="erase", erase_status_wait_seconds=3600)
     client = client_from_config(config)
@@ -125,3 +127,37 @@ def test_the_wired_erase_status_pauses_end_when_the_sync_stops() -> None:
     started = time.monotonic()
     writer.removal._sleep(30)
     assert time.monotonic() - started < 1.0
+
+
+def test_a_dry_run_goes_on_past_the_guardrail_and_says_where_a_real_sync_would_stop(
+    api: FakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.always("get_user", Reply(200, {"id": 1, "is_active": True}))
+    writer = DryRunWriter(UserProfileWriter(cfg(max_deletes_per_sync=2, dry_run=True), api))
+    writer.start()
+    kinds = []
+    for seq in range(4):
+        prepared = writer.prepare(Row(STREAM, {"user_id": f"m{seq}@example.com"}, seq))
+        assert isinstance(prepared, Prepared)
+        kinds.append(writer.apply(prepared).kind)
+    assert kinds == ["would_deactivate"] * 4
+    assert api.methods() == ["GET"] * 4  # reads only
+    with caplog.at_level("INFO", logger="airbyte"):
+        writer.finish()
+    assert "Dry run: 4 delete rows exceed max_deletes_per_sync = 2; a real sync would stop before input row 2." in (
+        caplog.text)
+
+
+def test_a_dry_run_erase_says_which_member_crowdtwist_would_refuse(api: FakeApi) -> None:
+    api.expect("get_user", Reply(200, {"id": 1, "is_active": False, "redeemable_points": 5}),
+               Reply(200, {"id": 2, "is_active": True, "redeemable_points": 5}),
+               Reply(404, {"error": "page_not_found", "message": "User does not exist."}))
+    writer = DryRunWriter(UserProfileWriter(cfg(delete_behaviour="erase", dry_run=True), api))
+    writer.start()
+    outcomes = []
+    for seq in range(3):
+        prepared = writer.prepare(Row(STREAM, {"user_id": f"m{seq}@example.com"}, seq))
+        assert isinstance(prepared, Prepared)
+        outcomes.append(writer.apply(prepared))
+    assert [(o.kind, o.reason) for o in outcomes] == [
+        ("rejected", "cannot_erase"), ("would_erase", None), ("already_gone", None)]

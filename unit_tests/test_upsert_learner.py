@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from destination_crowdtwist.writers.users import UpsertLearner
+from destination_crowdtwist.writers.learner import UpsertLearner
 
 
-def test_auto_starts_update_first_and_switches_when_most_rows_are_new():
+def test_auto_starts_update_first_and_switches_when_most_rows_are_new() -> None:
     learner = UpsertLearner("auto")
     assert learner.create_first() is False
     seen = 0
@@ -14,7 +14,7 @@ def test_auto_starts_update_first_and_switches_when_most_rows_are_new():
     assert learner.switches == 1
 
 
-def test_auto_switches_back_when_members_exist_again():
+def test_auto_switches_back_when_members_exist_again() -> None:
     learner = UpsertLearner("auto")
     for _ in range(30):
         learner.observe(existed=False)
@@ -25,7 +25,7 @@ def test_auto_switches_back_when_members_exist_again():
     assert learner.switches == 2
 
 
-def test_fixed_strategies_never_switch():
+def test_fixed_strategies_never_switch() -> None:
     for strategy, expected in (("update_first", False), ("create_first", True)):
         learner = UpsertLearner(strategy)
         for existed in [False] * 40 + [True] * 40:

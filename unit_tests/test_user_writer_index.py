@@ -10,49 +10,31 @@ from typing import Any
 
 import pytest
 
-from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
+from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.member_index import MemberEntry, MemberIndex, fingerprint
 from destination_crowdtwist.writers.users import UserProfileWriter
+from tests_support.fake_api import FakeApi, MemberBook
 
 PROGRAM = "https://api123.crowdtwist.com"
 UPSERT, INSERT, UPDATE = "append_dedup", "append", "update"
-NOT_FOUND = {"error": "page_not_found", "message": "User does not exist."}
-TAKEN = {"error": "input_error", "message": "email_address already taken."}
 
 
-class FakeCrowdTwist:
-    """Members by email; PUT of an unknown member is 404, POST of a known one "already taken"."""
+def crowdtwist(api: FakeApi, *emails: str) -> MemberBook:
+    """CrowdTwist's members (these, to start with), answering ``api``'s member calls."""
+    book = MemberBook.of(*emails)
+    book.serve(api)
+    return book
 
-    def __init__(self, *emails: str) -> None:
-        self.members: dict[str, dict[str, Any]] = {email: {"id": n + 1} for n, email in enumerate(emails)}
-        self.calls: list[str] = []
 
-    def update_user(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
-        self.calls.append(f"PUT {user_id}")
-        if user_id not in self.members:
-            return ApiResponse(404, NOT_FOUND, {}, endpoint="PUT /v2/users/{user_id}")
-        self.members[user_id].update(payload)
-        return ApiResponse(200, dict(self.members[user_id]), {}, endpoint="PUT /v2/users/{user_id}")
-
-    def create_user(self, payload: Mapping[str, Any]) -> ApiResponse:
-        email = str(payload["email_address"])
-        self.calls.append(f"POST {email}")
-        if email in self.members:
-            return ApiResponse(400, TAKEN, {}, endpoint="POST /v2/users")
-        self.members[email] = {"id": 100 + len(self.members), **payload}
-        return ApiResponse(200, dict(self.members[email]), {}, endpoint="POST /v2/users")
-
-    def get_user(self, user_id: str, id_type: str) -> ApiResponse:
-        self.calls.append(f"GET {user_id}")
-        if user_id not in self.members:
-            return ApiResponse(404, NOT_FOUND, {}, endpoint="GET /v2/users/{user_id}")
-        return ApiResponse(200, dict(self.members[user_id]), {}, endpoint="GET /v2/users/{user_id}")
+def sent(api: FakeApi) -> list[str]:
+    """Each request as "METHOD member" (the member's email), in order."""
+    return [f"{call.method} {call.user_id or (call.payload or {}).get('email_address')}" for call in api.calls]
 
 
 def writer(
-    tmp_path: Path, client: FakeCrowdTwist, *, clock: Callable[[], float] = time.time, **config: Any
+    tmp_path: Path, api: FakeApi, *, clock: Callable[[], float] = time.time, **config: Any
 ) -> UserProfileWriter:
     raw = {
         "api_base_url": PROGRAM,
@@ -60,7 +42,7 @@ def writer(
         "member_index_path": str(tmp_path / "members.sqlite"),
         **config,
     }
-    w = UserProfileWriter(parse_config(raw), client, clock=clock)  # type: ignore[arg-type]
+    w = UserProfileWriter(parse_config(raw), api, clock=clock)
     w.start()
     return w
 
@@ -83,35 +65,35 @@ def payload_of(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k != "user_id"}
 
 
-def test_first_sync_fills_the_index_and_the_next_one_updates_known_members_first(tmp_path: Path) -> None:
-    client = FakeCrowdTwist("old@x.com")
-    w = writer(tmp_path, client, upsert_strategy="create_first")
+def test_first_sync_fills_the_index_and_the_next_one_updates_known_members_first(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api, "old@x.com")
+    w = writer(tmp_path, api, upsert_strategy="create_first")
     assert write(w, person("old@x.com")).kind is OutcomeKind.UPDATED  # POST taken -> PUT (learner's order)
     assert write(w, person("new@x.com")).kind is OutcomeKind.CREATED
     w.checkpoint()
-    assert client.calls == ["POST old@x.com", "PUT old@x.com", "POST new@x.com"]
+    assert sent(api) == ["POST old@x.com", "PUT old@x.com", "POST new@x.com"]
     view = index_view(tmp_path)
     assert view.lookup("email", "old@x.com") == MemberEntry("1", fingerprint(payload_of(person("old@x.com"))))
     assert view.lookup("email", "new@x.com") == MemberEntry("101", fingerprint(payload_of(person("new@x.com"))))
     w.close()
 
-    client.calls.clear()
-    w = writer(tmp_path, client, upsert_strategy="create_first")
+    api.calls.clear()
+    w = writer(tmp_path, api, upsert_strategy="create_first")
     assert write(w, person("old@x.com", first_name="Changed")).kind is OutcomeKind.UPDATED
     assert write(w, person("other@x.com")).kind is OutcomeKind.CREATED
     # A known member costs one PUT whatever the strategy says; the unknown one follows the strategy.
-    assert client.calls == ["PUT old@x.com", "POST other@x.com"]
+    assert sent(api) == ["PUT old@x.com", "POST other@x.com"]
     assert w.index_counts == {"known": 1, "unknown": 1, "skipped": 0, "expired": 0, "corrected": 0}
     w.close()
 
 
-def test_known_members_do_not_teach_the_learner(tmp_path: Path) -> None:
-    client = FakeCrowdTwist(*(f"m{i}@x.com" for i in range(30)))
-    w = writer(tmp_path, client)
+def test_known_members_do_not_teach_the_learner(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api, *(f"m{i}@x.com" for i in range(30)))
+    w = writer(tmp_path, api)
     for i in range(30):
         write(w, person(f"m{i}@x.com"))
     w.close()
-    w = writer(tmp_path, client)
+    w = writer(tmp_path, api)
     p_new = w.learner.p_new
     for i in range(30):
         write(w, person(f"m{i}@x.com", first_name="Again"))
@@ -119,73 +101,73 @@ def test_known_members_do_not_teach_the_learner(tmp_path: Path) -> None:
     w.close()
 
 
-def test_with_a_warm_index_unknown_members_start_create_first(tmp_path: Path) -> None:
+def test_with_a_warm_index_unknown_members_start_create_first(api: FakeApi, tmp_path: Path) -> None:
     """An index that already knew members of the program does not know this one: most likely new."""
-    client = FakeCrowdTwist("old@x.com")
-    w = writer(tmp_path, client)  # empty index: the learner's usual start (update-first)
+    crowdtwist(api, "old@x.com")
+    w = writer(tmp_path, api)  # empty index: the learner's usual start (update-first)
     assert not w.learner.create_first()
     write(w, person("old@x.com"))
     w.close()
 
-    client.calls.clear()
-    w = writer(tmp_path, client)
+    api.calls.clear()
+    w = writer(tmp_path, api)
     assert w.learner.create_first()
     assert write(w, person("new@x.com")).kind is OutcomeKind.CREATED
-    assert client.calls == ["POST new@x.com"]  # one request, not PUT 404 then POST
+    assert sent(api) == ["POST new@x.com"]  # one request, not PUT 404 then POST
     w.close()
 
 
 @pytest.mark.parametrize("mode", [UPSERT, UPDATE, INSERT])
-def test_a_row_identical_to_the_last_accepted_write_sends_nothing(tmp_path: Path, mode: str) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client)
+def test_a_row_identical_to_the_last_accepted_write_sends_nothing(api: FakeApi, tmp_path: Path, mode: str) -> None:
+    crowdtwist(api)
+    w = writer(tmp_path, api)
     write(w, person("a@x.com"))
     w.close()
-    client.calls.clear()
-    w = writer(tmp_path, client)
+    api.calls.clear()
+    w = writer(tmp_path, api)
     # Same fields in another order: still identical.
     data = dict(reversed(list(person("a@x.com").items())))
     outcome = write(w, data, mode)
     assert outcome.kind is OutcomeKind.UNCHANGED
     assert "member index" in (outcome.message or "")
-    assert client.calls == []
+    assert sent(api) == []
     assert w.index_counts["skipped"] == 1
     w.close()
 
 
-def test_skip_unchanged_off_sends_identical_rows_but_still_orders_by_the_index(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client)
+def test_skip_unchanged_off_sends_identical_rows_but_still_orders_by_the_index(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api)
+    w = writer(tmp_path, api)
     write(w, person("a@x.com"))
     w.close()
-    client.calls.clear()
-    w = writer(tmp_path, client, skip_unchanged=False, upsert_strategy="create_first")
+    api.calls.clear()
+    w = writer(tmp_path, api, skip_unchanged=False, upsert_strategy="create_first")
     assert write(w, person("a@x.com")).kind is OutcomeKind.UPDATED
-    assert client.calls == ["PUT a@x.com"]
+    assert sent(api) == ["PUT a@x.com"]
     w.close()
 
 
-def test_the_same_row_twice_in_one_sync_is_sent_once(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client)
+def test_the_same_row_twice_in_one_sync_is_sent_once(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api)
+    w = writer(tmp_path, api)
     assert write(w, person("a@x.com")).kind is OutcomeKind.CREATED
     assert write(w, person("a@x.com")).kind is OutcomeKind.UNCHANGED  # the staged entry is seen
     assert write(w, person("a@x.com", first_name="B")).kind is OutcomeKind.UPDATED
-    assert client.calls == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]  # update-first, then the change
+    assert sent(api) == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]  # update-first, then the change
     w.close()
 
 
-def test_a_stale_entry_is_corrected_and_the_member_created(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client)
+def test_a_stale_entry_is_corrected_and_the_member_created(api: FakeApi, tmp_path: Path) -> None:
+    book = crowdtwist(api)
+    w = writer(tmp_path, api)
     write(w, person("gone@x.com"))
     w.close()
-    client.members.clear()  # someone removed the member in CrowdTwist
-    client.calls.clear()
-    w = writer(tmp_path, client)
+    book.members.clear()  # someone removed the member in CrowdTwist
+    api.calls.clear()
+    w = writer(tmp_path, api)
     outcome = write(w, person("gone@x.com", first_name="Back"))
     assert outcome.kind is OutcomeKind.CREATED
-    assert client.calls == ["PUT gone@x.com", "POST gone@x.com"]
+    assert sent(api) == ["PUT gone@x.com", "POST gone@x.com"]
     assert w.index_counts["corrected"] == 1
     w.checkpoint()
     entry = index_view(tmp_path).lookup("email", "gone@x.com")
@@ -193,70 +175,73 @@ def test_a_stale_entry_is_corrected_and_the_member_created(tmp_path: Path) -> No
     w.close()
 
 
-def test_update_mode_drops_a_stale_entry_and_rejects_the_row(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client)
+def test_update_mode_drops_a_stale_entry_and_rejects_the_row(api: FakeApi, tmp_path: Path) -> None:
+    book = crowdtwist(api)
+    w = writer(tmp_path, api)
     write(w, person("gone@x.com"))
     w.close()
-    client.members.clear()
-    w = writer(tmp_path, client)
+    book.members.clear()
+    w = writer(tmp_path, api)
     outcome = write(w, person("gone@x.com", first_name="Back"), UPDATE)
     assert outcome.kind is OutcomeKind.REJECTED
     assert index_view(tmp_path).lookup("email", "gone@x.com") is None  # durable at once
     w.close()
 
 
-def test_a_rejected_write_records_nothing(tmp_path: Path) -> None:
-    client = FakeCrowdTwist("a@x.com")
-    w = writer(tmp_path, client)
+def test_a_rejected_write_records_nothing(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api, "a@x.com")
+    w = writer(tmp_path, api)
     assert write(w, person("a@x.com"), INSERT).kind is OutcomeKind.REJECTED  # already taken
     w.close()
     assert index_view(tmp_path).lookup("email", "a@x.com") is None
 
 
-def test_a_crash_after_a_changing_write_leaves_no_stale_fingerprint(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client)
+def test_a_crash_after_a_changing_write_leaves_no_stale_fingerprint(api: FakeApi, tmp_path: Path) -> None:
+    book = crowdtwist(api)
+    w = writer(tmp_path, api)
     write(w, person("a@x.com"))  # first_name Ann
     w.close()
-    w = writer(tmp_path, client)
+    w = writer(tmp_path, api)
     write(w, person("a@x.com", first_name="Bea"))  # accepted, then the process dies before checkpoint()
     # (no checkpoint, no close: a killed process commits nothing more)
-    crashed = writer(tmp_path, client)
-    client.calls.clear()
+    crashed = writer(tmp_path, api)
+    api.calls.clear()
     # The source goes back to "Ann": it must be sent, although "Ann" was the last *committed* fingerprint.
     assert write(crashed, person("a@x.com")).kind is OutcomeKind.UPDATED
-    assert client.calls == ["PUT a@x.com"]
-    assert client.members["a@x.com"]["first_name"] == "Ann"
+    assert sent(api) == ["PUT a@x.com"]
+    assert book.members["a@x.com"]["first_name"] == "Ann"
 
 
-def test_an_index_of_another_program_is_not_used(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client, api_base_url="https://sb-api123.crowdtwist.com")
+def test_an_index_of_another_program_is_not_used(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api)
+    w = writer(tmp_path, api, api_base_url="https://sb-api123.crowdtwist.com")
     write(w, person("a@x.com"))
     w.close()
-    client.calls.clear()
-    w = writer(tmp_path, client, upsert_strategy="create_first")
+    api.calls.clear()
+    w = writer(tmp_path, api, upsert_strategy="create_first")
     assert write(w, person("a@x.com")).kind is OutcomeKind.UPDATED
-    assert client.calls == ["POST a@x.com", "PUT a@x.com"]  # unknown here: the strategy's order, no skip
+    assert sent(api) == ["POST a@x.com", "PUT a@x.com"]  # unknown here: the strategy's order, no skip
     w.close()
 
 
-def test_dry_run_never_opens_the_index(tmp_path: Path) -> None:
-    w = writer(tmp_path, FakeCrowdTwist(), dry_run=True)
+def test_dry_run_never_opens_the_index(api: FakeApi, tmp_path: Path) -> None:
+    cfg = parse_config({"api_base_url": PROGRAM, "credentials": {"auth_type": "api_key", "api_key": "k"},
+                        "member_index_path": str(tmp_path / "members.sqlite"), "dry_run": True})
+    w = DryRunWriter(UserProfileWriter(cfg, api))
+    w.start()
     w.checkpoint()
     w.close()
     assert not (tmp_path / "members.sqlite").exists()
 
 
-def test_without_an_index_nothing_changes(tmp_path: Path) -> None:
-    client = FakeCrowdTwist()
-    w = writer(tmp_path, client, member_index_path=None)
+def test_without_an_index_nothing_changes(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api)
+    w = writer(tmp_path, api, member_index_path=None)
     write(w, person("a@x.com"))
     write(w, person("a@x.com"))
     w.checkpoint()
     w.close()
-    assert client.calls == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]
+    assert sent(api) == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]
     assert not (tmp_path / "members.sqlite").exists()
 
 
@@ -275,86 +260,86 @@ class FakeClock:
         return self.now
 
 
-def sync(tmp_path: Path, client: FakeCrowdTwist, clock: FakeClock, rows: list[dict[str, Any]], mode: str = UPSERT,
+def sync(tmp_path: Path, api: FakeApi, clock: FakeClock, rows: list[dict[str, Any]], mode: str = UPSERT,
          **config: Any) -> tuple[list[OutcomeKind], dict[str, int]]:
     """One sync of ``rows`` with a fresh writer (as a new process would): outcome kinds and index counts."""
-    w = writer(tmp_path, client, clock=clock, **config)
+    w = writer(tmp_path, api, clock=clock, **config)
     kinds = [write(w, row, mode).kind for row in rows]
     w.checkpoint()
     w.close()
     return kinds, w.index_counts
 
 
-def test_entries_older_than_the_max_age_are_sent_again_so_outside_deletions_and_changes_heal(tmp_path: Path) -> None:
-    client, clock = FakeCrowdTwist(), FakeClock()
+def test_entries_older_than_the_max_age_are_sent_again_so_outside_deletions_and_changes_heal(api: FakeApi, tmp_path: Path) -> None:
+    book, clock = crowdtwist(api), FakeClock()
     rows = [person("kept@x.com"), person("changed@x.com"), person("deleted@x.com")]
-    sync(tmp_path, client, clock, rows)
+    sync(tmp_path, api, clock, rows)
     # Outside the connector: one member changed in Control Center, one deleted.
-    client.members["changed@x.com"]["first_name"] = "Outside"
-    del client.members["deleted@x.com"]
-    client.calls.clear()
+    book.members["changed@x.com"]["first_name"] = "Outside"
+    del book.members["deleted@x.com"]
+    api.calls.clear()
 
     clock.now += 1 * DAY  # young entries are trusted: the documented caveat, for a while
-    kinds, _ = sync(tmp_path, client, clock, rows)
-    assert kinds == [OutcomeKind.UNCHANGED] * 3 and client.calls == []
+    kinds, _ = sync(tmp_path, api, clock, rows)
+    assert kinds == [OutcomeKind.UNCHANGED] * 3 and sent(api) == []
 
     clock.now += 6 * DAY  # 7 days after the write: every entry is past its limit (at most the max age)
-    kinds, counts = sync(tmp_path, client, clock, rows)
+    kinds, counts = sync(tmp_path, api, clock, rows)
     assert kinds == [OutcomeKind.UPDATED, OutcomeKind.UPDATED, OutcomeKind.CREATED]
     # The deleted member's update is answered "not found": the upsert falls back to a create.
-    assert client.calls == ["PUT kept@x.com", "PUT changed@x.com", "PUT deleted@x.com", "POST deleted@x.com"]
-    assert client.members["changed@x.com"]["first_name"] == "Ann"
-    assert {k: v for k, v in client.members["deleted@x.com"].items() if k != "id"} == {
+    assert sent(api) == ["PUT kept@x.com", "PUT changed@x.com", "PUT deleted@x.com", "POST deleted@x.com"]
+    assert book.members["changed@x.com"]["first_name"] == "Ann"
+    assert {k: v for k, v in book.members["deleted@x.com"].items() if k != "id"} == {
         "email_address": "deleted@x.com", **payload_of(person("deleted@x.com"))}
     assert (counts["expired"], counts["corrected"], counts["skipped"]) == (3, 1, 0)
 
     # The writes dated the entries afresh: the next sync trusts them again.
-    client.calls.clear()
+    api.calls.clear()
     clock.now += 1 * DAY
-    kinds, _ = sync(tmp_path, client, clock, rows)
-    assert kinds == [OutcomeKind.UNCHANGED] * 3 and client.calls == []
+    kinds, _ = sync(tmp_path, api, clock, rows)
+    assert kinds == [OutcomeKind.UNCHANGED] * 3 and sent(api) == []
 
 
-def test_an_expired_identifier_only_row_is_checked_and_its_entry_dated_afresh(tmp_path: Path) -> None:
-    client, clock = FakeCrowdTwist(), FakeClock()
-    sync(tmp_path, client, clock, [person("a@x.com"), person("b@x.com")])
-    del client.members["b@x.com"]
-    client.calls.clear()
+def test_an_expired_identifier_only_row_is_checked_and_its_entry_dated_afresh(api: FakeApi, tmp_path: Path) -> None:
+    book, clock = crowdtwist(api), FakeClock()
+    sync(tmp_path, api, clock, [person("a@x.com"), person("b@x.com")])
+    del book.members["b@x.com"]
+    api.calls.clear()
     clock.now += 7 * DAY
     only_ids = [{"user_id": "a@x.com"}, {"user_id": "b@x.com"}]
-    kinds, counts = sync(tmp_path, client, clock, only_ids, custom_attributes=[])
+    kinds, counts = sync(tmp_path, api, clock, only_ids, custom_attributes=[])
     # Nothing to update: the create (which needs names) cannot be sent, so a read says whether the member exists.
     assert kinds[0] is OutcomeKind.UNCHANGED and counts["expired"] == 2
     assert kinds[1] is OutcomeKind.REJECTED  # b was deleted and an identifier-only row cannot create it
-    client.calls.clear()
+    api.calls.clear()
     clock.now += 1 * DAY
-    kinds, _ = sync(tmp_path, client, clock, only_ids[:1])
-    assert kinds == [OutcomeKind.UNCHANGED] and client.calls == []
+    kinds, _ = sync(tmp_path, api, clock, only_ids[:1])
+    assert kinds == [OutcomeKind.UNCHANGED] and sent(api) == []
 
 
-def test_update_mode_sends_an_expired_row_and_rejects_a_deleted_member(tmp_path: Path) -> None:
-    client, clock = FakeCrowdTwist(), FakeClock()
-    sync(tmp_path, client, clock, [person("gone@x.com")])
-    del client.members["gone@x.com"]
+def test_update_mode_sends_an_expired_row_and_rejects_a_deleted_member(api: FakeApi, tmp_path: Path) -> None:
+    book, clock = crowdtwist(api), FakeClock()
+    sync(tmp_path, api, clock, [person("gone@x.com")])
+    del book.members["gone@x.com"]
     clock.now += 7 * DAY
-    kinds, counts = sync(tmp_path, client, clock, [person("gone@x.com")], UPDATE)
+    kinds, counts = sync(tmp_path, api, clock, [person("gone@x.com")], UPDATE)
     assert kinds == [OutcomeKind.REJECTED]  # update never creates; the row says why
     assert (counts["expired"], counts["corrected"]) == (1, 1)
     assert index_view(tmp_path).lookup("email", "gone@x.com") is None
 
 
-def test_insert_mode_recreates_a_deleted_member_and_dates_a_checked_entry_afresh(tmp_path: Path) -> None:
-    client, clock = FakeCrowdTwist(), FakeClock()
+def test_insert_mode_recreates_a_deleted_member_and_dates_a_checked_entry_afresh(api: FakeApi, tmp_path: Path) -> None:
+    book, clock = crowdtwist(api), FakeClock()
     rows = [person("kept@x.com"), person("deleted@x.com")]
-    sync(tmp_path, client, clock, rows, INSERT)
-    del client.members["deleted@x.com"]
-    client.calls.clear()
+    sync(tmp_path, api, clock, rows, INSERT)
+    del book.members["deleted@x.com"]
+    api.calls.clear()
     clock.now += 7 * DAY
-    kinds, counts = sync(tmp_path, client, clock, rows, INSERT)
+    kinds, counts = sync(tmp_path, api, clock, rows, INSERT)
     # The kept member still holds the row (already taken, then read and compared); the deleted one is created.
     assert kinds == [OutcomeKind.UNCHANGED, OutcomeKind.CREATED] and counts["expired"] == 2
-    assert client.calls == ["POST kept@x.com", "GET kept@x.com", "POST deleted@x.com"]
-    client.calls.clear()
+    assert sent(api) == ["POST kept@x.com", "GET kept@x.com", "POST deleted@x.com"]
+    api.calls.clear()
     clock.now += 1 * DAY  # both entries are trusted again: no request each sync from now on
-    kinds, _ = sync(tmp_path, client, clock, rows, INSERT)
-    assert kinds == [OutcomeKind.UNCHANGED] * 2 and client.calls == []
+    kinds, _ = sync(tmp_path, api, clock, rows, INSERT)
+    assert kinds == [OutcomeKind.UNCHANGED] * 2 and sent(api) == []

@@ -35,7 +35,7 @@ def problems_for(payload: dict[str, Any], *, creating: bool = False, **kwargs: A
     return validate_user(payload, creating=creating, clock=fixed_clock, **kwargs)
 
 
-def fields(problems: list[Rejection]) -> list[tuple[str, str]]:
+def fields(problems: list[Rejection]) -> list[tuple[str | None, str]]:
     return [(p.field, p.reason) for p in problems]
 
 

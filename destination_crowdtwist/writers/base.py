@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from destination_crowdtwist.api.errors import Action, ConfigError
+from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.masking import mask_free_text, mask_identifier
 from destination_crowdtwist.records.rejection import Reason, Rejection
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from destination_crowdtwist.api.response import ApiResponse
 
 P = TypeVar("P")
+P_co = TypeVar("P_co", covariant=True)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -99,17 +100,18 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Prepared(Generic[P]):
+class Prepared(Generic[P_co]):
     """A row that passed its writer's pre-flight checks, ready to be applied.
 
     ``member`` orders the rows of one member (the same key in every stream of the sync); ``label``
-    names the member in logs, masked unless ``log_pii``; ``payload`` is the writer's own parse.
+    names the member in logs, masked unless ``log_pii``; ``payload`` is the writer's own parse (read
+    only, so a ``Prepared[DeleteRow]`` is a ``Prepared[UserRow | DeleteRow]``).
     """
 
     row: Row
     member: str
     label: str
-    payload: P
+    payload: P_co
 
 
 @dataclass(frozen=True)
@@ -160,11 +162,23 @@ class StopBeforeRow(ConfigError):
     Unlike other errors it does not abandon the rows before it: the pipeline lets every row
     submitted earlier settle first, so the states they complete are echoed exactly, and the row
     itself is never sent.
+
+    ``prepared`` is the row as it would have been sent, and ``summary`` what a dry run, which goes on
+    where a real sync stops, reports at its end (``writers/dry_run.py``).
     """
 
+    def __init__(self, message: str, *, prepared: Prepared[object] | None = None, summary: str = "") -> None:
+        super().__init__(message)
+        self.prepared = prepared
+        self.summary = summary
 
-class Writer(Protocol):
-    """One writer per CrowdTwist object; the pipeline relies on exactly these members."""
+
+class Writer(Protocol[P]):
+    """One writer per CrowdTwist object; the pipeline relies on exactly these members.
+
+    ``P`` is the writer's own parse of a row (``Prepared.payload``): what ``prepare`` makes is what
+    ``apply`` takes.
+    """
 
     #: True when no row may start past a state that is not echoed yet (activity credits verified
     #: only in the replay window, or not at all: an interrupted attempt then cannot have applied
@@ -174,10 +188,10 @@ class Writer(Protocol):
     def start(self) -> None:
         """Run once before the first row (e.g. read the active activities). May raise ConfigError."""
 
-    def prepare(self, row: Row) -> Prepared[Any] | Outcome:
+    def prepare(self, row: Row) -> Prepared[P] | Outcome:
         """Parse and check one row without a request: a ``Prepared`` row, or its settled ``Outcome``."""
 
-    def apply(self, prepared: Prepared[Any]) -> Outcome:
+    def apply(self, prepared: Prepared[P]) -> Outcome:
         """Write one prepared row and say how it ended. Raises only for sync-stopping errors."""
 
     def checkpoint(self) -> None:
@@ -214,21 +228,15 @@ def raw_label(row: Row, *, log_pii: bool) -> str:
     return member_label(row.data.get(row.stream.id_field), row.stream.id_type, log_pii=log_pii)
 
 
-def api_rejection(response: ApiResponse) -> Rejection:
-    """The rejection for a record-level CrowdTwist answer (the client already classified it).
+def api_rejection(response: ApiResponse, *, advice: Mapping[Reason, str] | None = None) -> Rejection:
+    """The row's rejection for a refusal (a REJECT answer: the API raises for every other answer that
+    is not OK, see ``api/protocol.py``), carrying CrowdTwist's message and the error table's hint.
 
-    Answers that concern every row (credentials, base URL) raise the matching sync-stopping error
-    instead: rejecting row after row would only hide the real problem.
+    ``advice`` replaces both for the reasons whose advice depends on what the writer was doing: "not
+    found" means "sync mode update never creates members" to an update-only row, and "sync the member's
+    profile first" to a credit, where the table can only say "use upsert".
     """
-    resolution = response.resolution
-    if resolution.action is Action.CONFIG:
-        raise ConfigError(
-            resolution.hint,
-            status=response.status,
-            error_code=response.error_code,
-            api_message=response.safe_message,
-            request_line=response.request_line,
-        )
-    # The client returns only OK, REJECT and CONFIG answers (it retries or raises for the rest), and
-    # callers ask only about answers that are not OK: what is left is a REJECT.
+    reason = response.resolution.reason
+    if advice is not None and reason is not None and reason in advice:
+        return Rejection(reason, advice[reason], status=response.status)
     return response.rejection()

@@ -16,8 +16,9 @@ harmful (a second deactivation changes nothing; a second erase meets a queued me
 counted in input order as they are prepared (on the reader thread, before anything is queued), and
 the row beyond ``max_deletes_per_sync`` raises ``StopBeforeRow`` (a ``ConfigError``) before it
 enters the pipeline, so its request is never sent. The pipeline lets the rows before it finish, and
-their states are echoed; the error names the threshold and how to raise it. A dry run does not
-stop: it reports ``would_deactivate`` / ``would_erase`` and says where a real sync would have stopped.
+their states are echoed; the error names the threshold and how to raise it. A dry run
+(``writers/dry_run.py``) does not stop: it reports ``would_deactivate`` / ``would_erase``
+(:meth:`MemberRemoval.preview`) and says where a real sync would have stopped.
 
 **Erase status.** After the last state, :meth:`MemberRemoval.finish` follows CrowdTwist's deletion
 status (``GET /v2/users/delete/{id}``, by CrowdTwist id, which the DELETE answer gives) of the
@@ -39,8 +40,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.errors import CrowdTwistError
+from destination_crowdtwist.api.protocol import CrowdTwistApi
 from destination_crowdtwist.api.response import ApiResponse
 from destination_crowdtwist.config import ConnectorConfig
 from destination_crowdtwist.records.mapping import MappingOptions, apply_field_mapping, normalise_user_id
@@ -98,19 +99,21 @@ class MemberRemoval:
     def __init__(
         self,
         cfg: ConnectorConfig,
-        client: CrowdTwistClient,
+        api: CrowdTwistApi,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
-        """``clock`` and ``sleep`` (seconds) bound and pace the following of erase statuses."""
+        """``clock`` and ``sleep`` (seconds, by default the API's stoppable wait) bound and pace the
+        following of erase statuses.
+        """
         self.cfg = cfg
-        self.client = client
+        self.api = api
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or api.wait
         self.behaviour = cfg.delete_behaviour
         self.prepared = 0  # delete rows that passed prepare(), in input order (the guardrail's count)
-        self.over_limit_at: int | None = None  # dry run: the input row a real sync would have stopped at
+        self.over_limit_at: int | None = None  # the input row of the first delete row beyond the guardrail
         self.tally = EraseTally()
         self._queued_ids: list[str] = []  # CrowdTwist ids of erasures queued (at most max_deletes_per_sync)
         self._lock = threading.Lock()
@@ -126,33 +129,33 @@ class MemberRemoval:
         except Rejection as rejection:
             return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
         self.prepared += 1
+        label = member_label(user_id, stream.id_type, log_pii=self.cfg.log_pii)
+        prepared = Prepared(row, member_key(stream.id_type, user_id), label, DeleteRow(user_id, stream.id_type))
         limit = self.cfg.max_deletes_per_sync
         if self.prepared > limit:
-            if not self.cfg.dry_run:
-                raise StopBeforeRow(
-                    f"Stopping before delete row {self.prepared} (input row {row.seq}, stream {stream.label}): this "
-                    f"sync would remove more than max_deletes_per_sync = {limit} members. Nothing beyond the limit "
-                    "was sent, and every row before this one was written and checkpointed. If the source really "
-                    f"marks this many members deleted, raise max_deletes_per_sync (try a dry run first); otherwise "
-                    "fix the model that marks them."
-                )
             if self.over_limit_at is None:
                 self.over_limit_at = row.seq
-        label = member_label(user_id, stream.id_type, log_pii=self.cfg.log_pii)
-        return Prepared(row, member_key(stream.id_type, user_id), label, DeleteRow(user_id, stream.id_type))
+            raise StopBeforeRow(
+                f"Stopping before delete row {self.prepared} (input row {row.seq}, stream {stream.label}): this "
+                f"sync would remove more than max_deletes_per_sync = {limit} members. Nothing beyond the limit "
+                "was sent, and every row before this one was written and checkpointed. If the source really "
+                f"marks this many members deleted, raise max_deletes_per_sync (try a dry run first); otherwise "
+                "fix the model that marks them.",
+                prepared=prepared,
+                summary=f"{self.prepared} delete rows exceed max_deletes_per_sync = {limit}; a real sync would stop "
+                        f"before input row {self.over_limit_at}",
+            )
+        return prepared
 
     # -- apply (worker threads) -----------------------------------------------------------------
 
-    def apply(self, prepared: Prepared[DeleteRow], index: MemberIndex | None) -> Outcome:
+    def apply(self, row: DeleteRow, label: str, index: MemberIndex | None) -> Outcome:
         """Remove one member as ``delete_behaviour`` says; returns the row's outcome."""
-        row, label = prepared.payload, prepared.label
-        if self.cfg.dry_run:
-            return self._dry_run(row, label)
         if self.behaviour == ERASE:
             if index is not None:
                 # Write-ahead: once the DELETE may have landed, no entry may claim the member exists.
                 index.forget(row.id_type, row.user_id)
-            response = self.client.delete_user(row.user_id, row.id_type)
+            response = self.api.delete_user(row.user_id, row.id_type)
             if response.ok:
                 self._queued(response)
                 return Outcome(kind=OutcomeKind.ERASE_QUEUED, member=label, status=response.status)
@@ -163,7 +166,7 @@ class MemberRemoval:
         if index is not None:
             # The member's values change (is_active): a later identical upsert must not be skipped.
             index.clear_fingerprint(row.id_type, row.user_id)
-        response = self.client.update_user(row.user_id, row.id_type, body)
+        response = self.api.update_user(row.user_id, row.id_type, body)
         if response.ok:
             return Outcome(kind=OutcomeKind.DEACTIVATED, member=label, status=response.status)
         outcome = self._refused(response, label)
@@ -190,8 +193,9 @@ class MemberRemoval:
             else:
                 self.tally.unfollowed += 1
 
-    def _dry_run(self, row: DeleteRow, label: str) -> Outcome:
-        response = self.client.get_user(row.user_id, row.id_type)
+    def preview(self, row: DeleteRow, label: str) -> Outcome:
+        """What ``apply`` would do (a dry run): one read of the member, no write."""
+        response = self.api.get_user(row.user_id, row.id_type)
         if not response.ok:
             return self._refused(response, label)
         if self.behaviour != ERASE:
@@ -210,13 +214,6 @@ class MemberRemoval:
 
     def finish(self) -> None:
         """Follow the queued erasures' status (bounded) and log what removal did in this sync."""
-        if self.cfg.dry_run:
-            if self.over_limit_at is not None:
-                logger.warning(
-                    f"Dry run: {self.prepared} delete rows exceed max_deletes_per_sync = "
-                    f"{self.cfg.max_deletes_per_sync}; a real sync would stop before input row {self.over_limit_at}."
-                )
-            return
         if self.tally.queued == 0:
             return
         wait = float(self.cfg.erase_status_wait_seconds)
@@ -238,7 +235,7 @@ class MemberRemoval:
             still: list[str] = []
             for crowdtwist_id in pending:
                 try:
-                    response = self.client.deletion_status(crowdtwist_id)
+                    response = self.api.deletion_status(crowdtwist_id)
                 except CrowdTwistError as exc:
                     # Reporting only: the rows are settled, so a failing status read never fails the sync.
                     logger.warning(f"User Profile: erase status could not be read ({exc.message}); stopped following.")
@@ -261,12 +258,12 @@ class MemberRemoval:
 def _status_verdict(response: ApiResponse) -> str:
     """``done``, ``pending`` or ``failed`` for one deletion-status answer.
 
-    A 404 ("Member does not exist or not queued for deletion") for an erasure this sync queued, or a
-    status Oracle does not list, is taken as failed (assumed: the status page documents only the
-    three statuses and that 404; docs/crowdtwist-api-notes.md §2.4).
+    "Not found" (the 404 "Member does not exist or not queued for deletion") for an erasure this sync
+    queued, or a status Oracle does not list, is taken as failed (assumed: the status page documents
+    only the three statuses and that 404; docs/crowdtwist-api-notes.md §2.4).
     """
     if not response.ok:
-        return "failed" if response.status == 404 else "pending"
+        return "failed" if response.resolution.reason is Reason.NOT_FOUND else "pending"
     data = response.data
     status = data.get("status") if isinstance(data, Mapping) else None
     if status == STATUS_DONE:

@@ -1,0 +1,57 @@
+"""Which request an upsert row tries first: update or create, learned from the rows of this sync.
+
+Upsert costs two requests for a row whose first guess is wrong (PUT -> 404 -> POST for a new member,
+or POST -> "already taken" -> PUT for an existing one). :class:`UpsertLearner` watches the sync's rows
+and picks the cheaper first guess, so requests per row stay close to 1 whether the rows are all new,
+all existing or mixed. Correctness never depends on the guess: either order falls back to the other
+request (``writers/upsert.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class UpsertLearner:
+    """Chooses update-first or create-first for upsert rows from what this sync has seen.
+
+    Update-first costs ``1 + p_new`` requests per row, create-first ``2 - p_new``; so create-first wins
+    when more than half of the rows are new members. ``p_new`` is an exponentially weighted average
+    of recent rows (new = the member did not exist), so a sync whose data changes character midway
+    (e.g. existing members first, then sign-ups) switches back and forth.
+    """
+
+    def __init__(self, strategy: str = "auto", *, alpha: float = 0.05, initial_p_new: float = 0.25) -> None:
+        self.strategy = strategy
+        self._alpha = alpha
+        self._p_new = initial_p_new
+        self._lock = threading.Lock()
+        self.switches = 0
+        self._last_choice = self._choose(initial_p_new)
+
+    def _choose(self, p_new: float) -> bool:
+        if self.strategy == "create_first":
+            return True
+        if self.strategy == "update_first":
+            return False
+        return p_new > 0.5
+
+    def create_first(self) -> bool:
+        """Whether the next upsert row should try a create first."""
+        with self._lock:
+            return self._last_choice
+
+    def observe(self, *, existed: bool) -> None:
+        """Learn from one upsert row whose member's existence is now known."""
+        with self._lock:
+            self._p_new += self._alpha * ((0.0 if existed else 1.0) - self._p_new)
+            choice = self._choose(self._p_new)
+            if choice != self._last_choice:
+                self.switches += 1
+                self._last_choice = choice
+
+    @property
+    def p_new(self) -> float:
+        """Current estimate of the share of new members."""
+        with self._lock:
+            return self._p_new
