@@ -47,6 +47,7 @@ from destination_crowdtwist.sync.protocol import (
     parse_messages,
     traced,
 )
+from destination_crowdtwist.sync.replay_policy import ReplayPolicy
 from destination_crowdtwist.sync.report import SyncReport, Traffic
 from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_streams
 from destination_crowdtwist.sync.termination import Terminated, Termination
@@ -352,7 +353,8 @@ class _Sync:
             on_stop=client.stop,
             abort=client.abort,
         )
-        member_wait = self._member_wait(writers)
+        self.replay = ReplayPolicy.for_sync(cfg.credit_verification, self.streams.values())
+        member_wait = self._member_wait()
         if member_wait is not None:
             pipeline.wait_for_members(member_wait)
         if cfg.dry_run:
@@ -398,11 +400,11 @@ class _Sync:
                     logger.info(line)
                 logger.info(pipeline.progress_line())
 
-    def _member_wait(self, writers: dict[str, Writer]) -> MemberWait | None:
+    def _member_wait(self) -> MemberWait | None:
         """Rows may wait for members created later in the sync (sync/deferral.py), unless that is unsafe."""
         if self.cfg.dry_run:
             return None  # a dry run creates no member: waiting would change nothing
-        if any(writer.barrier_at_states for writer in writers.values()):
+        if self.replay.barrier_at_state():
             objects = {stream.object_name for stream in self.streams.values()}
             if {USER_PROFILE, ACTIVITY_CREDIT} <= objects:
                 logger.warning(
@@ -421,9 +423,6 @@ class _Sync:
         pipeline: Pipeline,
         report: SyncReport,
     ) -> Iterator[AirbyteMessage]:
-        # Activity credits: never start a credit past a state that is not echoed yet, so an
-        # interrupted attempt cannot have credited rows beyond its next state.
-        barrier = any(writer.barrier_at_states for writer in writers.values())
         inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
         stop = threading.Event()
         reader = threading.Thread(
@@ -454,7 +453,7 @@ class _Sync:
                 elif msg.type == Type.RECORD and msg.record is not None:
                     seq += self._on_record(msg.record, seq, writers, pipeline)
                 else:
-                    _on_control(msg, pipeline, barrier=barrier)
+                    _on_control(msg, pipeline, self.replay)
                 yield from self._released(pipeline, report)
             yield from self._drain(pipeline, report)
         except Terminated as exc:
@@ -497,7 +496,7 @@ class _Sync:
             stream=stream,
             data=record.data,
             seq=seq,
-            verify=pipeline.replay_window.contains(stream.key),
+            verify=self.replay.verify(stream),
             emitted_at=record.emitted_at,
         )
         pipeline.submit(row, writers[stream.object_name])
@@ -561,11 +560,14 @@ def _state_stream(msg: AirbyteMessage) -> StreamKey | None:
     return None  # GLOBAL and LEGACY states cover every stream
 
 
-def _on_control(msg: AirbyteMessage, pipeline: Pipeline, *, barrier: bool) -> None:
+def _on_control(msg: AirbyteMessage, pipeline: Pipeline, replay: ReplayPolicy) -> None:
     """A message that is not a record: a STATE is registered; a stream status may end a member stream."""
     if msg.type == Type.STATE and msg.state is not None:
-        pipeline.add_state(msg, _state_stream(msg))
-        if barrier:
+        stream = _state_stream(msg)
+        pipeline.add_state(msg, stream)
+        replay.note_state(stream)
+        if replay.barrier_at_state():
+            # No row starts past a state that is not echoed yet (sync/replay_policy.py).
             pipeline.wait_settled()
     elif msg.type == Type.TRACE:
         ended = _ended_stream(msg)

@@ -454,13 +454,6 @@ def test_a_repeat_of_a_not_awarded_credit_is_a_duplicate_although_history_does_n
     writer.close()
 
 
-@pytest.mark.parametrize(("policy", "barrier"), [("every_row", False), ("replay_window", True), ("none", True)])
-def test_only_policies_that_trust_where_states_fall_ask_for_a_barrier(policy: str, barrier: bool) -> None:
-    # every_row verifies each row, so a replay is safe wherever its states fall; replay_window verifies
-    # only rows before a replay's first state, which is only enough when no credit passes a state early.
-    assert make_writer(credit_verification=policy).barrier_at_states is barrier
-
-
 # -- activity history pages and answers that prove nothing (the sandbox versions: test_history_answers.py) ----
 
 NOT_FOUND_BODY = {"error": "page_not_found", "message": "User does not exist."}

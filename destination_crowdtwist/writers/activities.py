@@ -135,13 +135,6 @@ class ActivityCreditWriter:
     ) -> None:
         self.cfg = cfg
         self.client = client
-        # The barrier (the destination lets every row before a state settle before it reads on)
-        # bounds what an interrupted attempt may have credited to the rows up to its next state.
-        # replay_window relies on that (it verifies only the rows before a replay's first state),
-        # and under none it bounds what a replay doubles. every_row verifies each row against a
-        # history read after this attempt started, so where the states fall does not matter; a
-        # barrier would only drain the requests in flight at every state (README, Performance).
-        self.barrier_at_states = cfg.credit_verification != "every_row"
         self._clock = clock
         self._sleep = sleep
         self._active: dict[str, Mapping[str, Any]] = {}

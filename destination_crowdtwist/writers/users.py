@@ -149,8 +149,6 @@ class _UpsertRun:
 class UserProfileWriter:
     """Writes User Profile rows. See the module docstring."""
 
-    barrier_at_states = False
-
     def __init__(
         self,
         cfg: ConnectorConfig,
