@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Generator, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from airbyte_cdk.destinations import Destination
@@ -20,22 +18,16 @@ from airbyte_cdk.exception_handler import init_uncaught_exception_handler
 from airbyte_cdk.models import (
     AirbyteConnectionStatus,
     AirbyteMessage,
-    AirbyteRecordMessage,
-    AirbyteStateType,
     ConfiguredAirbyteCatalog,
     Status,
     Type,
 )
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
-from destination_crowdtwist.records.limits import RecordLimits
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
-from destination_crowdtwist.sync.deferral import MemberWait
-from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import (
     BadInput,
     PatchedAirbyteMessage,
@@ -47,28 +39,13 @@ from destination_crowdtwist.sync.protocol import (
     parse_messages,
     traced,
 )
-from destination_crowdtwist.sync.replay_policy import ReplayPolicy
-from destination_crowdtwist.sync.report import SyncReport, Traffic
 from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_streams
 from destination_crowdtwist.sync.termination import Terminated, Termination
-from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
+from destination_crowdtwist.wiring import open_session
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
-from destination_crowdtwist.writers.base import Row, StreamContext, Writer
-from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
+from destination_crowdtwist.writers.base import StreamContext
 
 logger = logging.getLogger("airbyte")
-
-_END = object()
-
-
-class _ReaderFailed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-#: How long a terminating sync lets the requests in flight finish before it echoes what is safe.
-TERMINATION_GRACE_SECONDS = 5.0
-
 
 #: What a SIGTERM means now (sync/termination.py): stop the command, or exit 0 once it has answered.
 TERMINATION = Termination()
@@ -131,11 +108,6 @@ def _handle_sigterm() -> None:
     # after it, the process exits 0 (sync/termination.py).
     TERMINATION.restore_default = lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, TERMINATION.on_sigterm)
-
-
-# Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
-# count every stream), never in a STREAM state of a stream it may not belong to.
-_UNUSABLE_INPUT = StreamContext(namespace=None, name="(unusable input)", sync_mode="append")
 
 
 class DestinationCrowdtwist(Destination):
@@ -316,275 +288,12 @@ class DestinationCrowdtwist(Destination):
                 f"field_mapping has rules for stream {name!r}, which is not in this connection's catalog: they apply "
                 "to no row. Check the stream name (its name, or namespace.name)."
             )
-        yield from _Sync(cfg, streams, index_clock=self._index_clock).run(input_messages)
-
-
-class _Sync:
-    """One run of ``write``: owns the client, writer, report and pipeline."""
-
-    def __init__(
-        self, cfg: ConnectorConfig, streams: dict[StreamKey, StreamContext], *,
-        index_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.cfg = cfg
-        self.index_clock = index_clock
-        self.streams = streams
-        self.skipped_streams: set[StreamKey] = set()
-        self.writers: list[Writer] = []
-
-    def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
-        cfg = self.cfg
         try:
-            client = client_from_config(cfg)
-            report = make_report(cfg)
+            session = open_session(cfg, streams, state_message=_with_stats, index_clock=self._index_clock)
         except CrowdTwistError as exc:
             raise traced(exc) from None
-        objects = sorted({stream.object_name for stream in self.streams.values()})
-        writers = {name: make_writer(name, cfg, client, index_clock=self.index_clock) for name in objects}
-        self.writers = list(writers.values())
-        pipeline = Pipeline(
-            report,
-            concurrency=cfg.max_concurrency,
-            request_stats=client.request_totals,
-            flow_status=client.flow_status,
-            workers_wanted=client.workers_wanted,
-            progress_interval=cfg.progress_interval_seconds,
-            limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
-            on_stop=client.stop,
-            abort=client.abort,
-        )
-        self.replay = ReplayPolicy.for_sync(cfg.credit_verification, self.streams.values())
-        member_wait = self._member_wait()
-        if member_wait is not None:
-            pipeline.wait_for_members(member_wait)
-        if cfg.dry_run:
-            logger.warning(
-                "Dry run: nothing is written to CrowdTwist and no state is echoed, so the next real sync "
-                "sends these rows again."
-            )
-        completed = False
-        try:
-            try:
-                for writer in writers.values():
-                    writer.start()
-            except CrowdTwistError as exc:
-                raise traced(exc) from None
-            pipeline.start()
-            yield from self._drive(input_messages, writers, pipeline, report)
-            completed = True
-            for writer in writers.values():
-                writer.finish()  # reporting only (e.g. erase status), after the last state
-        finally:
-            pipeline.shutdown()
-            for writer in writers.values():
-                writer.close()
-            client.close()
-            try:
-                # Closing the sinks stores the rejected rows after the last state.
-                report.close()
-            except CrowdTwistError as exc:
-                if completed:
-                    raise traced(exc) from None
-                # The sync is already failing: its first error is the one to report.
-                logger.error(f"Closing the reject sinks also failed: {exc.message}")  # noqa: TRY400 - no trace: PII
-            finally:
-                snap = client.stats.snapshot()
-                traffic = Traffic(
-                    seconds=pipeline.elapsed_seconds(),
-                    requests=snap.requests,
-                    retries=snap.retries,
-                    throttled=snap.throttled,
-                    server_errors=sum(n for status, n in snap.statuses.items() if status >= 500),
-                )
-                for line in report.summary_lines(traffic):
-                    logger.info(line)
-                logger.info(pipeline.progress_line())
+        yield from session.run(input_messages)
 
-    def _member_wait(self) -> MemberWait | None:
-        """Rows may wait for members created later in the sync (sync/deferral.py), unless that is unsafe."""
-        if self.cfg.dry_run:
-            return None  # a dry run creates no member: waiting would change nothing
-        if self.replay.barrier_at_state():
-            objects = {stream.object_name for stream in self.streams.values()}
-            if {USER_PROFILE, ACTIVITY_CREDIT} <= objects:
-                logger.warning(
-                    f"credit_verification={self.cfg.credit_verification} puts a barrier at every state, so credits "
-                    "whose member does not exist yet cannot wait for the member stream of this sync: they are "
-                    "rejected as not found. Sync the members first (or in an earlier sync), or use "
-                    "credit_verification=every_row."
-                )
-            return None
-        return MemberWait(self.streams.values())
-
-    def _drive(
-        self,
-        input_messages: Iterable[AirbyteMessage | BadInput],
-        writers: dict[str, Writer],
-        pipeline: Pipeline,
-        report: SyncReport,
-    ) -> Iterator[AirbyteMessage]:
-        inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
-        stop = threading.Event()
-        reader = threading.Thread(
-            target=_read_ahead, args=(input_messages, inbox, stop), name="crowdtwist-reader", daemon=True
-        )
-        reader.start()
-        seq = 0
-        try:
-            while True:
-                try:
-                    msg = inbox.get(timeout=0.2)
-                except queue.Empty:
-                    # Input is idle: release states whose records settled meanwhile.
-                    yield from self._released(pipeline, report)
-                    continue
-                if msg is _END:
-                    break
-                if isinstance(msg, _ReaderFailed):
-                    # The input broke: rows already started finish, and the states they complete
-                    # are echoed, so the next attempt resumes as late as is safe.
-                    pipeline.stop(msg.exc)
-                    yield from self._after_fatal(pipeline, report)
-                    raise msg.exc
-                if isinstance(msg, BadInput):
-                    stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
-                    pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
-                    seq += 1
-                elif msg.type == Type.RECORD and msg.record is not None:
-                    seq += self._on_record(msg.record, seq, writers, pipeline)
-                else:
-                    _on_control(msg, pipeline, self.replay)
-                yield from self._released(pipeline, report)
-            yield from self._drain(pipeline, report)
-        except Terminated as exc:
-            # The platform (or a person) stops the sync: stop reading, give the requests in flight a
-            # few seconds, echo the states that are safe, and exit non-zero with a trace.
-            pipeline.stop(exc)
-            yield from self._after_fatal(pipeline, report, timeout=TERMINATION_GRACE_SECONDS)
-            raise traced(TransientError(
-                "The sync was stopped by a termination signal (SIGTERM); the states that were safe to echo were "
-                "echoed, and the next attempt resumes from the last of them."
-            )) from None
-        except CrowdTwistError as exc:
-            yield from self._after_fatal(pipeline, report)
-            raise traced(exc) from None
-        except AirbyteTracedException:
-            yield from self._after_fatal(pipeline, report)
-            raise
-        finally:
-            stop.set()
-
-    def _drain(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
-        """End of input: echo states as their rows settle (so a kill now loses less), then the rest."""
-        pipeline.stream_ended(None)  # rows still waiting for their member are tried a last time
-        while not pipeline.wait_settled(timeout=0.2):
-            yield from self._released(pipeline, report)
-        yield from self._released(pipeline, report)
-
-    def _on_record(
-        self, record: AirbyteRecordMessage, seq: int, writers: dict[str, Writer], pipeline: Pipeline
-    ) -> int:
-        """Hand one record to its stream's writer; returns how many rows it used (0 when skipped)."""
-        key = (record.namespace, record.stream)
-        stream = self.streams.get(key)
-        if stream is None:
-            if key not in self.skipped_streams:
-                self.skipped_streams.add(key)
-                logger.warning(f"Skipping records of stream {record.stream!r}: it is not in the configured catalog.")
-            return 0
-        row = Row(
-            stream=stream,
-            data=record.data,
-            seq=seq,
-            verify=self.replay.verify(stream),
-            emitted_at=record.emitted_at,
-        )
-        pipeline.submit(row, writers[stream.object_name])
-        return 1
-
-    def _after_fatal(
-        self, pipeline: Pipeline, report: SyncReport, timeout: float | None = None
-    ) -> Iterator[AirbyteMessage]:
-        # Rows already in flight finish; states whose records all settled are still safe to echo.
-        pipeline.wait_idle_after_fatal(timeout)
-        try:
-            yield from self._released(pipeline, report, raise_fatal=False)
-        except CrowdTwistError:
-            # A reject sink that failed keeps failing: echo nothing more and report the first error.
-            return
-
-    def _released(
-        self, pipeline: Pipeline, report: SyncReport, *, raise_fatal: bool = True
-    ) -> Iterator[AirbyteMessage]:
-        fatal = pipeline.fatal if raise_fatal else None
-        released = pipeline.release()
-        if released:
-            report.flush()  # rejected rows are durable before their state is echoed
-            for writer in self.writers:
-                writer.checkpoint()  # and so are the writers' local records (e.g. the member index)
-        for item in released:
-            if not self.cfg.dry_run:
-                yield _with_stats(item)
-        if fatal is not None:
-            raise fatal
-
-
-def _read_ahead(messages: Iterable[AirbyteMessage], inbox: queue.Queue[Any], stop: threading.Event) -> None:
-    """Read input on its own thread so states can be echoed while the source is quiet."""
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                inbox.put(item, timeout=0.5)
-            except queue.Full:
-                continue
-            else:
-                return True
-        return False
-
-    try:
-        for msg in messages:
-            if not put(msg):
-                return
-        put(_END)
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-        put(_ReaderFailed(exc))
-
-
-def _state_stream(msg: AirbyteMessage) -> StreamKey | None:
-    state = msg.state
-    assert state is not None
-    if state.type == AirbyteStateType.STREAM and state.stream is not None:
-        desc = state.stream.stream_descriptor
-        return (desc.namespace, desc.name)
-    return None  # GLOBAL and LEGACY states cover every stream
-
-
-def _on_control(msg: AirbyteMessage, pipeline: Pipeline, replay: ReplayPolicy) -> None:
-    """A message that is not a record: a STATE is registered; a stream status may end a member stream."""
-    if msg.type == Type.STATE and msg.state is not None:
-        stream = _state_stream(msg)
-        pipeline.add_state(msg, stream)
-        replay.note_state(stream)
-        if replay.barrier_at_state():
-            # No row starts past a state that is not echoed yet (sync/replay_policy.py).
-            pipeline.wait_settled()
-    elif msg.type == Type.TRACE:
-        ended = _ended_stream(msg)
-        if ended is not None:
-            pipeline.stream_ended(ended)
-
-
-def _ended_stream(msg: AirbyteMessage) -> StreamKey | None:
-    """The stream a STREAM_STATUS trace says has ended (COMPLETE or INCOMPLETE), else None."""
-    trace = msg.trace
-    if trace is None or trace.stream_status is None or str(getattr(trace.type, "value", trace.type)) != "STREAM_STATUS":
-        return None
-    status = trace.stream_status
-    if str(getattr(status.status, "value", status.status)) not in ("COMPLETE", "INCOMPLETE"):
-        return None
-    desc = status.stream_descriptor
-    return (desc.namespace, desc.name)
 
 
 def _with_stats(item: ReleasedState[Any]) -> AirbyteMessage:
