@@ -30,7 +30,7 @@ from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCat
 
 from destination_crowdtwist import DestinationCrowdtwist, wiring
 from destination_crowdtwist.api.client import ApiResponse
-from destination_crowdtwist.sync.protocol import load_message
+from destination_crowdtwist.cdk_adapter import load_message
 
 
 class InstantCrowdTwist:
