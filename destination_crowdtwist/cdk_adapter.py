@@ -1,43 +1,41 @@
 """Where this connector adapts airbyte-cdk 7.x: every gap of the CDK's ``Destination``, and our fix.
 
 After a CDK upgrade, audit this file: it is the only one that overrides the CDK's methods, patches
-its protocol models or writes through its internals, and unit_tests/test_cdk_adapter.py has one test
-per gap (each also shows the CDK's own behaviour, so a test that starts failing says a gap closed).
-For each gap: what the CDK (7.39) does, why that breaks us, and what we do instead (the protocol
-facts behind them: docs/airbyte-protocol-notes.md §1.6, §3.5).
+its protocol models or writes through its internals. unit_tests/test_cdk_adapter.py has a test per
+gap, each showing the CDK's own behaviour too (one that starts failing says a gap closed). Per gap:
+what the CDK (7.39) does, why it breaks us, what we do instead (docs/airbyte-protocol-notes.md §1.6, §3.5).
 
-1. **Unflushed output.** ``Destination.run`` ``print``s each message without a flush: without
-   ``PYTHONUNBUFFERED`` echoed states sit in the stdout buffer until the process exits, so a kill
-   loses checkpoints the platform never saw. :func:`emit` writes one whole line and flushes, under the
-   lock of the CDK's log ``PRINT_BUFFER`` (flushing pending log lines first), so log and protocol lines
-   stay whole and in order while workers log; :func:`flush_output` does the same at exit (run.py).
-2. **State ids dropped.** The platform adds an ``id`` to each state; the CDK's models have no such
-   field, so its serializer drops it on load, and platform 1.7+ then fails ("State message does not
-   contain id") and loses the state. :class:`PatchedAirbyteStateMessage` keeps it, in and out.
-3. **No ``rejectedRecordCount``.** The CDK's models are protocol 0.17.1; the count of rejected rows in
-   ``destinationStats`` is protocol 0.18.0. :class:`StateStats` adds it; :func:`state_message` attaches
-   exact counts to every echoed state.
-4. **Input that crashes the reader.** ``_parse_input_stream`` skips only lines that are not JSON: a
-   JSON line that is not a valid AirbyteMessage (an unknown ``type``) raises, and the sync dies.
-   ``_run_write`` hands the lines to ``sync/protocol.parse_messages`` (with :func:`load_message`): it
-   skips unknown types and turns unusable RECORD lines into rejected rows, counted in the states.
-5. **A buffered stdin.** ``run_cmd`` wraps ``sys.stdin.buffer`` in a text decoder: one bad byte costs
-   a whole decoding chunk, and a reader blocked in it holds the buffer's lock, so a sync that stops
-   while the source still sends is aborted at interpreter exit (SIGABRT) instead of reporting its
-   error. We read bytes from the descriptor (``sync/protocol.fd_lines``) and decode line by line.
-6. **Config validated by jsonschema.** ``run_cmd`` checks the config against the spec before
-   ``check`` (even with ``check_config_against_spec`` off) and before ``write``; its messages quote
-   jsonschema, not the field to fix. We skip it: ``config.parse_config`` reports problems by field.
-7. **No ``discover``.** CDK 7.x knows ``spec``, ``check`` and ``write`` only, and its AirbyteMessage
-   has no ``destination_catalog``. :meth:`AdaptedDestination.parse_args` adds ``discover --config``
-   (and lists every command in ``--help``); ``run_cmd`` writes the ``DESTINATION_CATALOG`` as plain
-   JSON (:func:`emit_raw`).
-8. **Command-line mistakes crash.** No command raises a bare ``Exception`` (a system-error trace with
-   a traceback); an unknown or incomplete command exits 2 with argparse's usage on stderr, no protocol
-   message. :meth:`AdaptedDestination.run` turns both into a config-error trace naming the commands.
-9. **Unreadable files crash.** ``read_config`` and ``_run_write`` open the config and catalog files
-   bare: a missing or malformed file is a system error with a traceback (a JSON error may quote the
-   file, API key included). Ours raise config errors naming the file and never quoting it.
+1. **Unflushed output.** ``Destination.run`` ``print``s messages without a flush: unless
+   ``PYTHONUNBUFFERED`` is set, echoed states wait in the stdout buffer until exit, and a kill loses
+   them. :func:`emit` writes one line and flushes, under the lock of the CDK's log ``PRINT_BUFFER``
+   (pending log lines first), so log and protocol lines stay whole and in order while workers log;
+   :func:`flush_output` does the same at exit (run.py).
+2. **State ids dropped.** The platform adds an ``id`` to each state; the CDK's models lack it, so
+   loading drops it, and platform 1.7+ fails ("State message does not contain id").
+   :class:`PatchedAirbyteStateMessage` keeps it, in and out.
+3. **No ``rejectedRecordCount``.** The CDK's models are protocol 0.17.1; ``destinationStats``'s count of
+   rejected rows is 0.18.0. :class:`StateStats` adds it; :func:`state_message` attaches exact counts.
+4. **Input that kills the sync.** ``_parse_input_stream`` skips only lines that are not JSON: a JSON
+   line that is no valid AirbyteMessage (an unknown ``type``) raises. ``_run_write`` hands the lines
+   to ``sync/protocol.parse_messages`` (with :func:`load_message`), which skips unknown types and
+   turns unusable RECORD lines into rejected rows, counted in the states.
+5. **A buffered stdin.** ``run_cmd`` decodes ``sys.stdin.buffer`` as text: a bad byte costs a whole
+   chunk, and a reader blocked in it holds the buffer's lock, so a sync stopping while the source
+   still sends is aborted at interpreter exit (SIGABRT) instead of reporting its error. We read bytes
+   from the descriptor (``sync/protocol.fd_lines``) and decode line by line.
+6. **Config validated by jsonschema.** ``run_cmd`` validates the config against the spec before
+   ``check`` (whatever ``check_config_against_spec`` says) and before ``write``: the messages are
+   jsonschema's. Ours does not; ``config.parse_config`` reports problems by field.
+7. **No ``discover``.** CDK 7.x has ``spec``, ``check`` and ``write`` only, and no
+   ``destination_catalog`` in its AirbyteMessage. :meth:`AdaptedDestination.parse_args` adds
+   ``discover --config`` (``--help`` lists every command); ``run_cmd`` writes the
+   ``DESTINATION_CATALOG`` as plain JSON (:func:`emit_raw`).
+8. **Command-line mistakes crash.** No command raises a bare ``Exception`` (a system-error trace, a
+   traceback); a wrong or incomplete one exits 2 with argparse's usage on stderr, no protocol
+   message. :meth:`AdaptedDestination.run` makes both a config-error trace naming the commands.
+9. **Unreadable files crash.** ``read_config`` and ``_run_write`` open the config and catalog bare:
+   a missing or malformed file is a system error with a traceback, not a config error. Ours are
+   config errors naming the file, never quoting it (it may hold the API key).
 10. **No SIGTERM handling.** Python's default ends the process at once: states already safe are never
     echoed, and a SIGTERM right after the answer (PyAirbyte sends one) turns success into exit -15.
     :meth:`AdaptedDestination.run` installs ``sync/termination.Termination``: before the answer a
@@ -235,7 +233,7 @@ def _handle_sigterm() -> None:
 class AdaptedDestination(Destination):
     """The CDK's ``Destination`` with the gaps above fixed; subclasses add ``discover`` to its methods."""
 
-    # Gap 6: config errors are reported by parse_config with field names.
+    # Gap 6: run_cmd below never validates against the spec; False keeps the CDK's from doing it too.
     check_config_against_spec = False
 
     @abstractmethod
