@@ -241,12 +241,8 @@ class AdaptedDestination(Destination):
         """The data-activation ``DestinationCatalog`` (as JSON); raises a traced error on failure."""
 
     @abstractmethod
-    def write(
-        self,
-        config: Mapping[str, Any],
-        configured_catalog: ConfiguredAirbyteCatalog,
-        input_messages: Iterable[AirbyteMessage | BadInput],
-    ) -> Iterable[AirbyteMessage]:
+    def write(self, config: Mapping[str, Any], configured_catalog: ConfiguredAirbyteCatalog,
+              input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterable[AirbyteMessage]:
         """Write the input; unusable input lines arrive as ``BadInput`` rows (gap 4)."""
 
     def run(self, args: list[str]) -> None:

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, AirbyteStateType, Type
@@ -50,33 +51,24 @@ class _ReaderFailed:
         self.exc = exc
 
 
+@dataclass(kw_only=True)
 class WriteSession:
-    """One run of ``write``: drives the pipeline with the input, echoes states, then closes every part."""
+    """One run of ``write``: drives the pipeline with the input, echoes states, then closes every part.
 
-    def __init__(
-        self,
-        *,
-        streams: Mapping[StreamKey, StreamContext],
-        client: CrowdTwistClient,
-        report: SyncReport,
-        writers: Mapping[str, Writer],
-        pipeline: Pipeline,
-        replay: ReplayPolicy,
-        state_message: Callable[[ReleasedState[Any]], AirbyteMessage],
-        dry_run: bool,
-    ) -> None:
-        """``state_message`` turns a released state into the message to echo (``cdk_adapter.state_message``:
-        the platform's id kept, exact ``destinationStats``); in a dry run no state is echoed.
-        """
-        self.streams = streams
-        self.client = client
-        self.report = report
-        self.writers = writers
-        self.pipeline = pipeline
-        self.replay = replay
-        self.state_message = state_message
-        self.dry_run = dry_run
-        self.skipped_streams: set[StreamKey] = set()
+    Built by ``wiring.open_session``. ``state_message`` turns a released state into the message to
+    echo (``cdk_adapter.state_message``: the platform's id kept, exact ``destinationStats``); in a dry
+    run no state is echoed.
+    """
+
+    streams: Mapping[StreamKey, StreamContext]
+    client: CrowdTwistClient
+    report: SyncReport
+    writers: Mapping[str, Writer]
+    pipeline: Pipeline
+    replay: ReplayPolicy
+    state_message: Callable[[ReleasedState[Any]], AirbyteMessage]
+    dry_run: bool
+    skipped_streams: set[StreamKey] = field(default_factory=set)  # streams not in the catalog, warned once
 
     def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
         """Write the input; yield each state once everything before it has settled."""
