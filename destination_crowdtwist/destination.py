@@ -1,258 +1,42 @@
-"""The destination: ``spec``, ``check``, ``write`` and (for data activation) ``discover``.
+"""The destination: ``spec``, ``check``, ``discover`` (data activation) and ``write``.
 
-``write`` parses the config, refuses sync modes CrowdTwist cannot honour, builds one writer for the
-configured object type and drives the :class:`~destination_crowdtwist.sync.pipeline.Pipeline`: records go
-to the worker pool, states come back out only when everything before them has settled.
+``write`` parses the config, routes the configured streams (refusing sync modes CrowdTwist cannot
+honour), has wiring build the sync's parts, and runs its :class:`~destination_crowdtwist.sync.session.WriteSession`:
+records go to the worker pool, states come back out only when everything before them has settled.
+The CDK's entry point, with its gaps fixed, is :class:`~destination_crowdtwist.cdk_adapter.AdaptedDestination`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from airbyte_cdk.destinations import Destination
-from airbyte_cdk.exception_handler import init_uncaught_exception_handler
-from airbyte_cdk.models import (
-    AirbyteConnectionStatus,
-    AirbyteMessage,
-    AirbyteRecordMessage,
-    AirbyteStateType,
-    ConfiguredAirbyteCatalog,
-    Status,
-    Type,
-)
-from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from airbyte_cdk.models import AirbyteConnectionStatus, AirbyteMessage, ConfiguredAirbyteCatalog, Status
 
-from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError, TransientError
+from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
+from destination_crowdtwist.cdk_adapter import AdaptedDestination, state_message
 from destination_crowdtwist.config import ConnectorConfig, parse_config
-from destination_crowdtwist.discover import catalog_message, discover_catalog, read_active_activities
-from destination_crowdtwist.records.limits import RecordLimits
-from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
-from destination_crowdtwist.sync.deferral import MemberWait
-from destination_crowdtwist.sync.pipeline import Pipeline
-from destination_crowdtwist.sync.protocol import (
-    BadInput,
-    PatchedAirbyteMessage,
-    PatchedAirbyteStateMessage,
-    StateStats,
-    emit,
-    emit_raw,
-    fd_lines,
-    parse_messages,
-    traced,
-)
-from destination_crowdtwist.sync.report import SyncReport, Traffic
+from destination_crowdtwist.discover import discover_catalog, read_active_activities
+from destination_crowdtwist.sync.checkpoint import StreamKey
+from destination_crowdtwist.sync.protocol import BadInput, traced
 from destination_crowdtwist.sync.routing import route_stream, unmatched_mapping_streams
-from destination_crowdtwist.sync.termination import Terminated, Termination
-from destination_crowdtwist.wiring import client_from_config, make_report, make_writer
+from destination_crowdtwist.wiring import open_session
 from destination_crowdtwist.writers.activities import full_refresh_warning, unsafe_policy_warning
-from destination_crowdtwist.writers.base import Row, StreamContext, Writer
-from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
+from destination_crowdtwist.writers.base import StreamContext
 
 logger = logging.getLogger("airbyte")
 
-_END = object()
 
-
-class _ReaderFailed:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-#: How long a terminating sync lets the requests in flight finish before it echoes what is safe.
-TERMINATION_GRACE_SECONDS = 5.0
-
-
-#: What a SIGTERM means now (sync/termination.py): stop the command, or exit 0 once it has answered.
-TERMINATION = Termination()
-
-
-#: The commands and what each needs, for ``--help`` and for the error of an incomplete command line.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "spec": ("", "print the configuration specification (SPEC)"),
-    "check": ("--config CONFIG", "check the configuration and the connection to CrowdTwist"),
-    "discover": ("--config CONFIG", "print the CrowdTwist objects a connection can map to (DESTINATION_CATALOG)"),
-    "write": ("--config CONFIG --catalog CATALOG", "write the records read on standard input to CrowdTwist"),
-    "replay-rejects": ("FILE [FILE ...]", "print stored rejected rows as records for write (see its --help)"),
-}
-
-
-def command_parser() -> argparse.ArgumentParser:
-    """The command line of every command, so that ``--help`` lists them all."""
-    parser = argparse.ArgumentParser(prog="destination-crowdtwist",
-                                     description="Airbyte destination for Oracle CrowdTwist.")
-    commands = parser.add_subparsers(title="commands", dest="command")
-    for name, (_, text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=text, description=text)
-        if name == "replay-rejects":
-            # Handled before this parser (run.py); listed here for --help.
-            sub.add_argument("files", nargs="*", help="rejected-rows files (JSONL, optionally .gz)")
-            continue
-        if name == "spec":
-            continue
-        required = sub.add_argument_group("required named arguments")
-        required.add_argument("--config", type=str, required=True, help="path to the JSON configuration file")
-        if name == "write":
-            required.add_argument("--catalog", type=str, required=True, help="path to the configured catalog JSON file")
-    return parser
-
-
-def _usage_problem(args: list[str]) -> str:
-    """What is wrong with a command line argparse refused, and what to type instead."""
-    every = "; ".join(f"{name} {needs}".rstrip() for name, (needs, _) in COMMANDS.items())
-    if not args:
-        return f"No command given. The commands are: {every}. See --help."
-    command = args[0]
-    if command not in COMMANDS:
-        # Not echoed: a mistyped command line may hold a path or a secret.
-        return f"Unknown command. The commands are: {every}. See --help."
-    return f"The {command} command needs {COMMANDS[command][0]}. See {command} --help."
-
-
-def _as_generator(items: Iterable[AirbyteMessage]) -> Generator[AirbyteMessage, None, None]:
-    yield from items
-
-
-def _handle_sigterm() -> None:
-    import signal
-    import threading as _threading
-
-    if _threading.current_thread() is not _threading.main_thread():
-        return  # signal handlers can only be installed from the main thread (tests run write() elsewhere)
-
-    # Before the answer a SIGTERM raises Terminated (and a second one ends the process at once);
-    # after it, the process exits 0 (sync/termination.py).
-    TERMINATION.restore_default = lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, TERMINATION.on_sigterm)
-
-
-# Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
-# count every stream), never in a STREAM state of a stream it may not belong to.
-_UNUSABLE_INPUT = StreamContext(namespace=None, name="(unusable input)", sync_mode="append")
-
-
-class DestinationCrowdtwist(Destination):
+class DestinationCrowdtwist(AdaptedDestination):
     """Airbyte destination for Oracle CrowdTwist: member profiles and activity credits."""
-
-    # Config errors are reported by parse_config with field names (see run_cmd below).
-    check_config_against_spec = False
 
     def __init__(self, *, index_clock: Callable[[], float] = time.time) -> None:
         """``index_clock``: epoch seconds by which the member index dates and ages its entries
         (tests inject a fake one to let days pass between syncs).
         """
         self._index_clock = index_clock
-
-    # -- entry point (fixes CDK 7.x pitfalls; see protocol.py) ------------------------------------
-
-    def run(self, args: list[str]) -> None:
-        """Run a command, writing each message as one flushed line."""
-        init_uncaught_exception_handler(logger)
-        _handle_sigterm()
-        try:
-            parsed_args = self.parse_args(args)
-        except SystemExit as exc:
-            if exc.code in (0, None):  # --help
-                raise
-            usage_error = True
-        except Exception:  # noqa: BLE001 - the CDK raises a bare Exception("No command entered.")
-            usage_error = True
-        else:
-            usage_error = False
-        if usage_error:
-            raise traced(ConfigError(_usage_problem(args))) from None
-        messages = _as_generator(self.run_cmd(parsed_args))
-        # spec, check and discover answer with one message: once it is written, a SIGTERM exits 0.
-        answers = parsed_args.command != "write"
-        interrupted: Terminated | None = None
-        while True:
-            try:
-                # A SIGTERM that lands while a message is being written is handed to the sync at the
-                # point where it yielded, so it still drains and echoes what is safe.
-                message = messages.throw(interrupted) if interrupted is not None else next(messages)
-            except StopIteration:
-                TERMINATION.finished()  # the output is complete: a SIGTERM from here on exits 0
-                return
-            interrupted = None
-            try:
-                if answers:
-                    with TERMINATION.answering():
-                        emit(message)
-                else:
-                    emit(message)
-            except Terminated as exc:
-                interrupted = exc
-
-    @staticmethod
-    def read_config(config_path: str) -> MutableMapping[str, Any]:
-        """The config file as a JSON object; a missing or malformed file is a config error, not a crash."""
-        return _read_json_object(config_path, "configuration")
-
-    def _run_write(
-        self, config: Mapping[str, Any], configured_catalog_path: str, input_stream: Any
-    ) -> Iterable[AirbyteMessage]:
-        """Like the CDK's, but a missing or malformed catalog file is a config error, not a crash."""
-        from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
-
-        raw = _read_json_object(configured_catalog_path, "configured catalog")
-        try:
-            catalog = ConfiguredAirbyteCatalogSerializer.load(raw)
-        except Exception as exc:  # noqa: BLE001 - serpyco raises several types for a bad catalog
-            raise traced(ConfigError(
-                f"The configured catalog {configured_catalog_path} is not a valid Airbyte catalog "
-                f"({type(exc).__name__})."
-            )) from None
-        logger.info("Begin writing to the destination...")
-        yield from self.write(config=config, configured_catalog=catalog, input_messages=parse_messages(input_stream))
-        logger.info("Writing complete.")
-
-    def parse_args(self, args: list[str]) -> argparse.Namespace:
-        """The CDK's commands (spec, check, write), plus ``discover --config`` (data activation), which
-        CDK 7.x lacks, with every command in ``--help`` (``replay-rejects`` runs before this, in run.py).
-        """
-        namespace = command_parser().parse_args(args)
-        if not namespace.command:
-            raise ValueError("no command")
-        return namespace
-
-    def run_cmd(self, parsed_args: argparse.Namespace) -> Iterable[AirbyteMessage]:
-        """Like the CDK's, but config problems come from parse_config, which names the field to fix."""
-        cmd = parsed_args.command
-        spec = self.spec(logger)
-        if cmd == "spec":
-            yield AirbyteMessage(type=Type.SPEC, spec=spec)
-            return
-        config = self.read_config(config_path=parsed_args.config)
-        # Register secrets before anything can print them (a config error may quote config values).
-        update_secrets(get_secrets(spec.connectionSpecification, config))
-        if cmd == "discover":
-            # The CDK's AirbyteMessage has no destination_catalog field: written as plain JSON.
-            catalog = catalog_message(self.discover(logger, config))
-            with TERMINATION.answering():
-                emit_raw(catalog)
-        elif cmd == "check":
-            yield self._run_check(config=config)
-        elif cmd == "write":
-            yield from self._run_write(
-                config=config,
-                configured_catalog_path=parsed_args.catalog,
-                input_stream=self._stdin(),
-            )
-
-    @staticmethod
-    def _stdin() -> Any:
-        import sys
-
-        # Bytes, split into lines here and decoded one line at a time by parse_messages: a bad byte
-        # then costs one row, not the rest of an 8 KB decoding chunk (and not every replay). Read from
-        # the descriptor, not sys.stdin.buffer: see fd_lines (an early stop must not abort the process).
-        return fd_lines(sys.stdin.fileno())
 
     # -- check --------------------------------------------------------------------------------
 
@@ -315,289 +99,11 @@ class DestinationCrowdtwist(Destination):
                 f"field_mapping has rules for stream {name!r}, which is not in this connection's catalog: they apply "
                 "to no row. Check the stream name (its name, or namespace.name)."
             )
-        yield from _Sync(cfg, streams, index_clock=self._index_clock).run(input_messages)
-
-
-class _Sync:
-    """One run of ``write``: owns the client, writer, report and pipeline."""
-
-    def __init__(
-        self, cfg: ConnectorConfig, streams: dict[StreamKey, StreamContext], *,
-        index_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.cfg = cfg
-        self.index_clock = index_clock
-        self.streams = streams
-        self.skipped_streams: set[StreamKey] = set()
-        self.writers: list[Writer] = []
-
-    def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
-        cfg = self.cfg
         try:
-            client = client_from_config(cfg)
-            report = make_report(cfg)
+            session = open_session(cfg, streams, state_message=state_message, index_clock=self._index_clock)
         except CrowdTwistError as exc:
             raise traced(exc) from None
-        objects = sorted({stream.object_name for stream in self.streams.values()})
-        writers = {name: make_writer(name, cfg, client, index_clock=self.index_clock) for name in objects}
-        self.writers = list(writers.values())
-        pipeline = Pipeline(
-            report,
-            concurrency=cfg.max_concurrency,
-            flow=client.flow,
-            progress_interval=cfg.progress_interval_seconds,
-            limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
-            on_stop=client.stop,
-            abort=client.abort,
-        )
-        member_wait = self._member_wait(writers)
-        if member_wait is not None:
-            pipeline.wait_for_members(member_wait)
-        if cfg.dry_run:
-            logger.warning(
-                "Dry run: nothing is written to CrowdTwist and no state is echoed, so the next real sync "
-                "sends these rows again."
-            )
-        completed = False
-        try:
-            try:
-                for writer in writers.values():
-                    writer.start()
-            except CrowdTwistError as exc:
-                raise traced(exc) from None
-            pipeline.start()
-            yield from self._drive(input_messages, writers, pipeline, report)
-            completed = True
-            for writer in writers.values():
-                writer.finish()  # reporting only (e.g. erase status), after the last state
-        finally:
-            pipeline.shutdown()
-            for writer in writers.values():
-                writer.close()
-            client.close()
-            try:
-                # Closing the sinks stores the rejected rows after the last state.
-                report.close()
-            except CrowdTwistError as exc:
-                if completed:
-                    raise traced(exc) from None
-                # The sync is already failing: its first error is the one to report.
-                logger.error(f"Closing the reject sinks also failed: {exc.message}")  # noqa: TRY400 - no trace: PII
-            finally:
-                snap = client.stats.snapshot()
-                traffic = Traffic(
-                    seconds=pipeline.elapsed_seconds(),
-                    requests=snap.requests,
-                    retries=snap.retries,
-                    throttled=snap.throttled,
-                    server_errors=sum(n for status, n in snap.statuses.items() if status >= 500),
-                )
-                for line in report.summary_lines(traffic):
-                    logger.info(line)
-                logger.info(pipeline.progress_line())
-
-    def _member_wait(self, writers: dict[str, Writer]) -> MemberWait | None:
-        """Rows may wait for members created later in the sync (sync/deferral.py), unless that is unsafe."""
-        if self.cfg.dry_run:
-            return None  # a dry run creates no member: waiting would change nothing
-        if any(writer.barrier_at_states for writer in writers.values()):
-            objects = {stream.object_name for stream in self.streams.values()}
-            if {USER_PROFILE, ACTIVITY_CREDIT} <= objects:
-                logger.warning(
-                    f"credit_verification={self.cfg.credit_verification} puts a barrier at every state, so credits "
-                    "whose member does not exist yet cannot wait for the member stream of this sync: they are "
-                    "rejected as not found. Sync the members first (or in an earlier sync), or use "
-                    "credit_verification=every_row."
-                )
-            return None
-        return MemberWait(self.streams.values())
-
-    def _drive(
-        self,
-        input_messages: Iterable[AirbyteMessage | BadInput],
-        writers: dict[str, Writer],
-        pipeline: Pipeline,
-        report: SyncReport,
-    ) -> Iterator[AirbyteMessage]:
-        # Activity credits: never start a credit past a state that is not echoed yet, so an
-        # interrupted attempt cannot have credited rows beyond its next state.
-        barrier = any(writer.barrier_at_states for writer in writers.values())
-        inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
-        stop = threading.Event()
-        reader = threading.Thread(
-            target=_read_ahead, args=(input_messages, inbox, stop), name="crowdtwist-reader", daemon=True
-        )
-        reader.start()
-        seq = 0
-        try:
-            while True:
-                try:
-                    msg = inbox.get(timeout=0.2)
-                except queue.Empty:
-                    # Input is idle: release states whose records settled meanwhile.
-                    yield from self._released(pipeline, report)
-                    continue
-                if msg is _END:
-                    break
-                if isinstance(msg, _ReaderFailed):
-                    # The input broke: rows already started finish, and the states they complete
-                    # are echoed, so the next attempt resumes as late as is safe.
-                    pipeline.stop(msg.exc)
-                    yield from self._after_fatal(pipeline, report)
-                    raise msg.exc
-                if isinstance(msg, BadInput):
-                    stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
-                    pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
-                    seq += 1
-                elif msg.type == Type.RECORD and msg.record is not None:
-                    seq += self._on_record(msg.record, seq, writers, pipeline)
-                else:
-                    _on_control(msg, pipeline, barrier=barrier)
-                yield from self._released(pipeline, report)
-            yield from self._drain(pipeline, report)
-        except Terminated as exc:
-            # The platform (or a person) stops the sync: stop reading, give the requests in flight a
-            # few seconds, echo the states that are safe, and exit non-zero with a trace.
-            pipeline.stop(exc)
-            yield from self._after_fatal(pipeline, report, timeout=TERMINATION_GRACE_SECONDS)
-            raise traced(TransientError(
-                "The sync was stopped by a termination signal (SIGTERM); the states that were safe to echo were "
-                "echoed, and the next attempt resumes from the last of them."
-            )) from None
-        except CrowdTwistError as exc:
-            yield from self._after_fatal(pipeline, report)
-            raise traced(exc) from None
-        except AirbyteTracedException:
-            yield from self._after_fatal(pipeline, report)
-            raise
-        finally:
-            stop.set()
-
-    def _drain(self, pipeline: Pipeline, report: SyncReport) -> Iterator[AirbyteMessage]:
-        """End of input: echo states as their rows settle (so a kill now loses less), then the rest."""
-        pipeline.stream_ended(None)  # rows still waiting for their member are tried a last time
-        while not pipeline.wait_settled(timeout=0.2):
-            yield from self._released(pipeline, report)
-        yield from self._released(pipeline, report)
-
-    def _on_record(
-        self, record: AirbyteRecordMessage, seq: int, writers: dict[str, Writer], pipeline: Pipeline
-    ) -> int:
-        """Hand one record to its stream's writer; returns how many rows it used (0 when skipped)."""
-        key = (record.namespace, record.stream)
-        stream = self.streams.get(key)
-        if stream is None:
-            if key not in self.skipped_streams:
-                self.skipped_streams.add(key)
-                logger.warning(f"Skipping records of stream {record.stream!r}: it is not in the configured catalog.")
-            return 0
-        row = Row(
-            stream=stream,
-            data=record.data,
-            seq=seq,
-            verify=pipeline.replay_window.contains(stream.key),
-            emitted_at=record.emitted_at,
-        )
-        pipeline.submit(row, writers[stream.object_name])
-        return 1
-
-    def _after_fatal(
-        self, pipeline: Pipeline, report: SyncReport, timeout: float | None = None
-    ) -> Iterator[AirbyteMessage]:
-        # Rows already in flight finish; states whose records all settled are still safe to echo.
-        pipeline.wait_idle_after_fatal(timeout)
-        try:
-            yield from self._released(pipeline, report, raise_fatal=False)
-        except CrowdTwistError:
-            # A reject sink that failed keeps failing: echo nothing more and report the first error.
-            return
-
-    def _released(
-        self, pipeline: Pipeline, report: SyncReport, *, raise_fatal: bool = True
-    ) -> Iterator[AirbyteMessage]:
-        fatal = pipeline.fatal if raise_fatal else None
-        released = pipeline.release()
-        if released:
-            report.flush()  # rejected rows are durable before their state is echoed
-            for writer in self.writers:
-                writer.checkpoint()  # and so are the writers' local records (e.g. the member index)
-        for item in released:
-            if not self.cfg.dry_run:
-                yield _with_stats(item)
-        if fatal is not None:
-            raise fatal
-
-
-def _read_ahead(messages: Iterable[AirbyteMessage], inbox: queue.Queue[Any], stop: threading.Event) -> None:
-    """Read input on its own thread so states can be echoed while the source is quiet."""
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                inbox.put(item, timeout=0.5)
-            except queue.Full:
-                continue
-            else:
-                return True
-        return False
-
-    try:
-        for msg in messages:
-            if not put(msg):
-                return
-        put(_END)
-    except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-        put(_ReaderFailed(exc))
-
-
-def _state_stream(msg: AirbyteMessage) -> StreamKey | None:
-    state = msg.state
-    assert state is not None
-    if state.type == AirbyteStateType.STREAM and state.stream is not None:
-        desc = state.stream.stream_descriptor
-        return (desc.namespace, desc.name)
-    return None  # GLOBAL and LEGACY states cover every stream
-
-
-def _on_control(msg: AirbyteMessage, pipeline: Pipeline, *, barrier: bool) -> None:
-    """A message that is not a record: a STATE is registered; a stream status may end a member stream."""
-    if msg.type == Type.STATE and msg.state is not None:
-        pipeline.add_state(msg, _state_stream(msg))
-        if barrier:
-            pipeline.wait_settled()
-    elif msg.type == Type.TRACE:
-        ended = _ended_stream(msg)
-        if ended is not None:
-            pipeline.stream_ended(ended)
-
-
-def _ended_stream(msg: AirbyteMessage) -> StreamKey | None:
-    """The stream a STREAM_STATUS trace says has ended (COMPLETE or INCOMPLETE), else None."""
-    trace = msg.trace
-    if trace is None or trace.stream_status is None or str(getattr(trace.type, "value", trace.type)) != "STREAM_STATUS":
-        return None
-    status = trace.stream_status
-    if str(getattr(status.status, "value", status.status)) not in ("COMPLETE", "INCOMPLETE"):
-        return None
-    desc = status.stream_descriptor
-    return (desc.namespace, desc.name)
-
-
-def _with_stats(item: ReleasedState[Any]) -> AirbyteMessage:
-    """The state to echo, with the platform's id kept and exact destinationStats attached."""
-    msg = item.state
-    state = msg.state
-    stats = StateStats(recordCount=float(item.record_count), rejectedRecordCount=float(item.rejected_count))
-    patched = PatchedAirbyteStateMessage(
-        type=state.type,
-        stream=state.stream,
-        global_=state.global_,
-        data=state.data,
-        sourceStats=state.sourceStats,
-        destinationStats=stats,
-        id=getattr(state, "id", None),
-    )
-    return PatchedAirbyteMessage(type=Type.STATE, state=patched)
+        yield from session.run(input_messages)
 
 
 def _stream_contexts(catalog: ConfiguredAirbyteCatalog, cfg: ConnectorConfig) -> dict[StreamKey, StreamContext]:
@@ -635,25 +141,6 @@ def _warn_full_refresh_credits(
 def _check_failure_message(exc: CrowdTwistError) -> str:
     """What ``check`` (and ``discover``) tell the user when the config or the connection fails."""
     return _transient_check_message(exc) if isinstance(exc, TransientError) else str(exc)
-
-
-def _read_json_object(path: str, what: str) -> dict[str, Any]:
-    import json
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except OSError as exc:
-        raise traced(ConfigError(f"The {what} file {path} cannot be read ({exc.strerror}).")) from None
-    except ValueError as exc:
-        # Never quote the file: it may hold the API key.
-        raise traced(ConfigError(
-            f"The {what} file {path} is not valid JSON ({type(exc).__name__} at {getattr(exc, 'lineno', '?')}:"
-            f"{getattr(exc, 'colno', '?')})."
-        )) from None
-    if not isinstance(value, dict):
-        raise traced(ConfigError(f"The {what} file {path} must hold a JSON object, not {type(value).__name__}."))
-    return value
 
 
 def _transient_check_message(exc: TransientError) -> str:

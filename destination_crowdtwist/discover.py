@@ -132,12 +132,6 @@ _USER_FIELDS: tuple[_Field, ...] = (
     _Field("inst_access_token", _s("Linked Instagram access token, sent exactly as given.")),
 )
 
-#: Fields CrowdTwist requires to create a member (records/validation.py refuses a create without them).
-#: The location rule (postal code, or country and city) is an either/or that ``required`` cannot
-#: express, so it is described on postal_code instead. Only insert lists them as required: an upsert
-#: of an existing member is a partial update, and requiring names there would block upserts that
-#: only change, say, an opt-in flag; a new member without them is rejected with a message.
-
 # Names a custom attribute cannot take: they already mean something to the connector.
 _RESERVED_NAMES = frozenset(field.name for field in _USER_FIELDS) | {"user_id"}
 
@@ -173,6 +167,11 @@ def user_profile_schema(mode: str, custom_attributes: Iterable[str] = ()) -> dic
             properties[name] = _s(
                 f"Custom attribute '{name}' (set up in CrowdTwist Control Center); sent in custom_data as a string."
             )
+    # CREATE_REQUIRED: the fields CrowdTwist needs to create a member (records/validation.py refuses a
+    # create without them). Only insert lists them as required: an upsert of an existing member is a
+    # partial update, and requiring names there would block upserts that only change, say, an opt-in
+    # flag; a new member without them is rejected with a message. The location rule (postal code, or
+    # country and city) is an either/or that ``required`` cannot express: postal_code describes it.
     return _object_schema(properties, CREATE_REQUIRED if mode == INSERT else ())
 
 

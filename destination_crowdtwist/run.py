@@ -116,14 +116,10 @@ def _ignore_sigterm() -> None:
 
 
 def _flush_output() -> None:
-    from airbyte_cdk.logger import PRINT_BUFFER
+    # Imported here: spec's fast path never loads the CDK (the adapter writes through its log buffer).
+    from destination_crowdtwist.cdk_adapter import flush_output
 
-    # Under the PrintBuffer's lock (as emit() writes): log lines and protocol lines stay whole.
-    with PRINT_BUFFER.lock:
-        for flush in (PRINT_BUFFER.flush, sys.stdout.flush, sys.stderr.flush):
-            # A closed pipe: the reader is gone, nothing more can be delivered.
-            with contextlib.suppress(OSError, ValueError):
-                flush()
+    flush_output()
 
 
 def replay_rejects(argv: list[str]) -> int:

@@ -1,7 +1,9 @@
-"""The composition root: builds the client and the writers from a validated config.
+"""The composition root: builds the client, the writers and a sync's parts from a validated config.
 
 The only module that knows every layer's constructor, so that ``api/`` never imports the config
-and ``writers/`` never build their own client.
+and ``writers/`` never build their own client. The modes of a sync are chosen here, once: the
+replay policy (``sync/replay_policy.py``) and whether rows may wait for their member
+(``sync/deferral.py``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airbyte_cdk.models import AirbyteMessage
 from requests.auth import AuthBase
 
 from destination_crowdtwist.api.client import CrowdTwistClient
@@ -22,12 +25,18 @@ from destination_crowdtwist.api.redaction import mask_user_segment
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.api.signing import ApiKeyAuth, HmacAuth
 from destination_crowdtwist.config import ApiKeyCredentials, ConnectorConfig
+from destination_crowdtwist.records.limits import RecordLimits
 from destination_crowdtwist.records.masking import mask_free_text, mask_identifier
 from destination_crowdtwist.rejects.local_file import LocalFileSink
 from destination_crowdtwist.rejects.sink import RejectSink
+from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
+from destination_crowdtwist.sync.deferral import MemberWait
+from destination_crowdtwist.sync.pipeline import Pipeline
+from destination_crowdtwist.sync.replay_policy import ReplayPolicy
 from destination_crowdtwist.sync.report import SyncReport
+from destination_crowdtwist.sync.session import WriteSession
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
-from destination_crowdtwist.writers.base import Writer
+from destination_crowdtwist.writers.base import StreamContext, Writer
 from destination_crowdtwist.writers.dry_run import DryRunWriter, Previewable
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
@@ -146,3 +155,58 @@ def make_report(cfg: ConnectorConfig) -> SyncReport:
         stop_sample=cfg.reject_stop_sample,
         stop_share=cfg.reject_stop_share,
     )
+
+
+def open_session(
+    cfg: ConnectorConfig,
+    streams: Mapping[StreamKey, StreamContext],
+    *,
+    state_message: Callable[[ReleasedState[Any]], AirbyteMessage],
+    index_clock: Callable[[], float] = time.time,
+) -> WriteSession:
+    """One ``write``'s parts, ready to run: the client, the report, a writer per object, the pipeline,
+    the replay policy and (unless unsafe) rows waiting for their member.
+
+    Raises ``CrowdTwistError`` when the client or a reject sink cannot be set up.
+    """
+    client = client_from_config(cfg)
+    report = make_report(cfg)
+    objects = sorted({stream.object_name for stream in streams.values()})
+    writers = {name: make_writer(name, cfg, client, index_clock=index_clock) for name in objects}
+    pipeline = Pipeline(
+        report,
+        concurrency=cfg.max_concurrency,
+        flow=client.flow,
+        progress_interval=cfg.progress_interval_seconds,
+        limits=RecordLimits(max_bytes=cfg.max_record_bytes, max_depth=cfg.max_nesting_depth),
+        on_stop=client.stop,
+        abort=client.abort,
+    )
+    replay = ReplayPolicy.for_sync(cfg.credit_verification, streams.values())
+    member_wait = make_member_wait(cfg, streams.values(), replay)
+    if member_wait is not None:
+        pipeline.wait_for_members(member_wait)
+    return WriteSession(
+        streams=streams, client=client, report=report, writers=writers, pipeline=pipeline, replay=replay,
+        state_message=state_message, dry_run=cfg.dry_run,
+    )
+
+
+def make_member_wait(
+    cfg: ConnectorConfig, streams: Iterable[StreamContext], replay: ReplayPolicy
+) -> MemberWait | None:
+    """Rows may wait for members created later in the sync (sync/deferral.py), unless that is unsafe."""
+    if cfg.dry_run:
+        return None  # a dry run creates no member: waiting would change nothing
+    streams = list(streams)
+    if replay.barrier_at_state():
+        objects = {stream.object_name for stream in streams}
+        if {USER_PROFILE, ACTIVITY_CREDIT} <= objects:
+            logger.warning(
+                f"credit_verification={cfg.credit_verification} puts a barrier at every state, so credits "
+                "whose member does not exist yet cannot wait for the member stream of this sync: they are "
+                "rejected as not found. Sync the members first (or in an earlier sync), or use "
+                "credit_verification=every_row."
+            )
+        return None
+    return MemberWait(streams)

@@ -17,7 +17,7 @@ from airbyte_cdk.models import AirbyteMessage, ConfiguredAirbyteCatalog
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
 
 from destination_crowdtwist import DestinationCrowdtwist
-from destination_crowdtwist.sync.protocol import load_message
+from destination_crowdtwist.cdk_adapter import load_message
 
 DEFAULT_STREAM = "credits"
 

@@ -13,7 +13,7 @@ from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCat
 
 from crowdtwist_sandbox import DEFAULT_API_KEY, Sandbox
 from destination_crowdtwist import DestinationCrowdtwist
-from destination_crowdtwist.sync.protocol import load_message
+from destination_crowdtwist.cdk_adapter import load_message
 from destination_crowdtwist.writers.member_index import MemberIndex
 
 UPSERT = "append_dedup"

@@ -23,7 +23,7 @@ from test_data_activation import CREDITS, PROFILES, config, credit, da_catalog, 
 
 from crowdtwist_sandbox import Sandbox
 from destination_crowdtwist import DestinationCrowdtwist
-from destination_crowdtwist.sync.protocol import load_message
+from destination_crowdtwist.cdk_adapter import load_message
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = [sys.executable, str(ROOT / "main.py")]

@@ -39,11 +39,11 @@ from crowdtwist_sandbox import Sandbox
 from destination_crowdtwist import DestinationCrowdtwist
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.api.retry import RetryPolicy
+from destination_crowdtwist.cdk_adapter import load_message
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.rejects.s3_client import S3Client
 from destination_crowdtwist.rejects.s3_sink import S3RejectSink
-from destination_crowdtwist.sync.protocol import load_message
 from destination_crowdtwist.writers.base import Outcome, Row, StreamContext
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,7 +284,7 @@ def test_a_bucket_deleted_mid_sync_stops_it_with_a_trace_naming_the_bucket_and_e
     (tmp_path / "catalog.json").write_text(json.dumps(ConfiguredAirbyteCatalogSerializer.dump(catalog(("crm", "members")))))
 
     def line(message: AirbyteMessage) -> str:
-        from destination_crowdtwist.sync.protocol import dump_message
+        from destination_crowdtwist.cdk_adapter import dump_message
 
         return dump_message(message) + "\n"
 

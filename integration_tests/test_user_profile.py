@@ -19,7 +19,7 @@ from crowdtwist_sandbox import (
     SandboxOptions,
 )
 from destination_crowdtwist import DestinationCrowdtwist
-from destination_crowdtwist.sync.protocol import load_message
+from destination_crowdtwist.cdk_adapter import load_message
 
 UPSERT, INSERT, UPDATE = "append_dedup", "append", "update"
 

@@ -28,9 +28,9 @@ from typing import Any
 from airbyte_cdk.models import AirbyteMessage
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
 
-from destination_crowdtwist import DestinationCrowdtwist, destination
+from destination_crowdtwist import DestinationCrowdtwist, wiring
 from destination_crowdtwist.api.response import ApiResponse
-from destination_crowdtwist.sync.protocol import load_message
+from destination_crowdtwist.cdk_adapter import load_message
 
 
 class InstantFlow:
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--resync", action="store_true", help="user_profile: send the same rows a second time")
     args = parser.parse_args()
     fake = InstantCrowdTwist()
-    destination.client_from_config = lambda cfg, **kw: fake  # type: ignore[assignment]
+    wiring.client_from_config = lambda cfg, **kw: fake  # type: ignore[assignment]
     config: dict[str, Any] = {
         "api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"},
         "object_type": args.object, "award_queue_delay_seconds": 0, "progress_interval_seconds": 0,

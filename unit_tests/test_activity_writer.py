@@ -4,6 +4,7 @@ clock, no sleeping)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,13 +14,14 @@ import pytest
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.config import parse_config
+from destination_crowdtwist.sync.replay_policy import ReplayPolicy
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, ActivityCreditWriter, Credit, dedupe_key
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.history import MAX_PAGES
 from tests_support.fake_api import FakeApi, Reply
 
-STREAM = StreamContext(namespace=None, name="credits", sync_mode="append")
+STREAM = StreamContext(namespace=None, name="credits", sync_mode="append", object_name="activity_credit")
 ACTIVITIES: list[dict[str, Any]] = [{"id": "1001", "num_points": 10}, {"id": 1002, "num_points": 50}]
 AWARDED = Reply(200, {"awarded": True})
 
@@ -69,7 +71,12 @@ def parse(data: Mapping[str, Any], writer: ActivityCreditWriter | None = None, *
 
 
 def settle(writer: ActivityCreditWriter, r: Row) -> Outcome:
-    """Prepare then apply one row, as the pipeline does."""
+    """Prepare then apply one row, as the pipeline does. The write loop marks rows to verify as the
+    sync's replay policy says: under every_row that is every credit row (replay_window rows are marked
+    by each test, as the window would).
+    """
+    if writer.cfg.credit_verification == "every_row":
+        r = dataclasses.replace(r, verify=ReplayPolicy.for_sync("every_row", [r.stream]).verify(r.stream))
     result = writer.prepare(r)
     return result if isinstance(result, Outcome) else writer.apply(result)
 
@@ -455,13 +462,6 @@ def test_a_repeat_of_a_not_awarded_credit_is_a_duplicate_although_history_does_n
     assert kinds == [OutcomeKind.NOT_AWARDED, OutcomeKind.DUPLICATE]
     assert len(sent(api)) == 1
     writer.close()
-
-
-@pytest.mark.parametrize(("policy", "barrier"), [("every_row", False), ("replay_window", True), ("none", True)])
-def test_only_policies_that_trust_where_states_fall_ask_for_a_barrier(policy: str, barrier: bool) -> None:
-    # every_row verifies each row, so a replay is safe wherever its states fall; replay_window verifies
-    # only rows before a replay's first state, which is only enough when no credit passes a state early.
-    assert make_writer(credit_verification=policy).barrier_at_states is barrier
 
 
 # -- activity history pages and answers that prove nothing (the sandbox versions: test_history_answers.py) ----

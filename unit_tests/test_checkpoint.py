@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReplayWindow
+from destination_crowdtwist.sync.checkpoint import CheckpointTracker
 
 A = (None, "a")
 B = (None, "b")
@@ -100,14 +100,3 @@ def test_random_interleaving_counts_are_exact(seed):
         t.settle(ticket, stream, accepted=accepted)
     released += t.release()
     assert [(r.state, r.record_count, r.rejected_count) for r in released] == expected
-
-
-def test_replay_window_is_per_stream_until_its_first_state_or_any_global_state():
-    window = ReplayWindow()
-    a, b = (None, "a"), (None, "b")
-    assert window.contains(a) and window.contains(b)
-    window.note_state(a)
-    assert not window.contains(a)
-    assert window.contains(b)  # a stream without a state restarts from scratch on replay
-    window.note_state(None)
-    assert not window.contains(b)

@@ -92,8 +92,6 @@ from destination_crowdtwist.writers.base import Prepared  # noqa: E402
 class MemberWorld:
     """A writer double for both objects: a credit of a member not created yet answers "not found"."""
 
-    barrier_at_states = False
-
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.members: set[str] = set()

@@ -15,6 +15,7 @@ from airbyte_protocol_dataclasses.models import DestinationCatalog
 from serpyco_rs import SchemaValidationError, Serializer
 
 from destination_crowdtwist import DestinationCrowdtwist
+from destination_crowdtwist.cdk_adapter import emit_raw
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.discover import (
     CREATE_REQUIRED,
@@ -25,7 +26,6 @@ from destination_crowdtwist.discover import (
 )
 from destination_crowdtwist.records.mapping import KNOWN_USER_FIELDS, MappingOptions, map_user_record
 from destination_crowdtwist.records.validation import FLAG_FIELDS, validate_user
-from destination_crowdtwist.sync.protocol import emit_raw
 
 # The shape of GET /v2/activities items (as the sandbox renders them), plus an unknown key.
 ACTIVITIES: list[dict[str, Any]] = [

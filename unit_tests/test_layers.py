@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "destination_crowdtwist"
 
 # High to low; a module may import only from its own layer or the ones below it.
 LAYERS = [
-    {"destination", "run", "__init__"},
+    {"destination", "run", "cdk_adapter", "__init__"},
     {"discover", "wiring"},
     {"sync"},
     {"rejects"},

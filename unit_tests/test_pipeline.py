@@ -30,8 +30,6 @@ class RecordingWriter:
         self.max_active = 0
         self.running = 0
 
-    barrier_at_states = False
-
     def prepare(self, row: Row) -> Prepared[None] | Outcome:
         if row.data.get("unparseable"):
             return Outcome.rejected("?", Rejection(Reason.VALIDATION, "cannot parse"))

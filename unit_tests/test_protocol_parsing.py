@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 
 import pytest
+from airbyte_cdk.models import AirbyteMessage
 
-from destination_crowdtwist.sync.protocol import BadInput, PatchedAirbyteMessage, fd_lines, parse_messages
+from destination_crowdtwist.cdk_adapter import PatchedAirbyteMessage, load_message
+from destination_crowdtwist.sync import protocol
+from destination_crowdtwist.sync.protocol import BadInput, fd_lines
+
+
+def parse_messages(lines: Iterable[bytes | str]) -> Iterator[AirbyteMessage | BadInput]:
+    """What write's input goes through: the adapter's message models (they keep the state id)."""
+    return protocol.parse_messages(lines, load_message)
 
 
 def rec(data: object, stream: str = "users") -> bytes:

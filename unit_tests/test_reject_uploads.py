@@ -79,7 +79,6 @@ def line_size(values: dict[str, Any]) -> int:
 class Writer:
     """Rejects the rows marked bad, updates the others; no request."""
 
-    barrier_at_states = False
 
     def prepare(self, row: Row) -> Prepared[None]:
         return Prepared(row, row.data["user_id"], row.data["user_id"], None)

@@ -156,7 +156,7 @@ def to_epoch_seconds(value: Any, field: str) -> int:
             number: int | float = int(text) if _INTEGER_RE.fullmatch(text) else float(text)
             return _epoch_from_number(number, field, "str")
         if text:
-            # fromisoformat accepts "Z" from 3.11 on; normalise it anyway so 3.10 behaves the same.
+            # fromisoformat accepts "Z" but not a lowercase "z" (RFC 3339 allows both): normalise either.
             if text[-1] in "Zz":
                 text = text[:-1] + "+00:00"
             try:

@@ -112,30 +112,3 @@ class CheckpointTracker(Generic[S]):
             out.append(ReleasedState(pending.state, accepted, rejected))
         return out
 
-
-class ReplayWindow:
-    """Which streams' rows a replayed attempt may already have applied.
-
-    The platform resumes each stream from its own last echoed state (or every stream from the last
-    GLOBAL state). With a barrier at every state, an interrupted attempt can have applied rows only
-    up to its next state, so the rows of a stream that may already be applied are exactly those
-    before the first state that covers that stream. A stream without a state yet restarts from
-    scratch on replay, so its rows stay in the window until such a state arrives.
-
-    Pure and single-threaded: callers hold a lock around it.
-    """
-
-    def __init__(self) -> None:
-        self._streams_with_state: set[StreamKey] = set()
-        self._global_state_seen = False
-
-    def note_state(self, stream: StreamKey | None) -> None:
-        """A state arrived (None = GLOBAL / LEGACY, covering every stream)."""
-        if stream is None:
-            self._global_state_seen = True
-        else:
-            self._streams_with_state.add(stream)
-
-    def contains(self, stream: StreamKey) -> bool:
-        """Whether a row of ``stream`` received now may already have been applied by an earlier attempt."""
-        return not self._global_state_seen and stream not in self._streams_with_state

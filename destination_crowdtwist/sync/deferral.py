@@ -20,8 +20,8 @@ the fail-fast rule sees only final outcomes. The rows themselves are kept in a p
 SQLite database (:class:`DeferredRows`), as ``writers/credit_memory.py`` does: memory stays flat at
 any number of waiting rows; the data spills to an unnamed temporary file deleted when the sync ends.
 
-Deferral is off in a dry run (nothing creates the members) and when a writer puts a barrier at
-every state (``credit_verification`` ``replay_window`` or ``none``): there no credit may run past a
+Deferral is off in a dry run (nothing creates the members) and when the replay policy puts a barrier
+at every state (``sync/replay_policy.py``: ``replay_window`` or ``none``): there no credit may run past a
 state that is not echoed, and a deferred credit would hold that state back while later credits ran.
 """
 

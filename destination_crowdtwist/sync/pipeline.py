@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from destination_crowdtwist.records.limits import RecordLimits, check_record
 from destination_crowdtwist.records.rejection import Rejection
-from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, ReplayWindow, StreamKey
+from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, StreamKey
 from destination_crowdtwist.sync.deferral import Deferred, DeferredRows, MemberWait, creates_members
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, Writer
@@ -121,7 +121,6 @@ class Pipeline:
         self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._tracker: CheckpointTracker[Any] = CheckpointTracker()
-        self.replay_window = ReplayWindow()
         self._waiting: dict[str, deque[_Task]] = {}
         self._pending = 0
         self._busy = 0
@@ -290,7 +289,6 @@ class Pipeline:
         """Register a state message received now (None stream = GLOBAL / LEGACY)."""
         with self._cond:
             self._tracker.add_state(state, stream)
-            self.replay_window.note_state(stream)
 
     def release(self) -> list[ReleasedState[Any]]:
         """States that may be echoed now, in order, with exact counts."""

@@ -1,16 +1,10 @@
-"""Airbyte protocol plumbing that airbyte-cdk 7.x gets wrong for destinations.
+"""Reading the Airbyte input, and the CDK's traced errors.
 
-Three CDK 7.39 pitfalls are fixed here (see docs/airbyte-protocol-notes.md §1.6):
-
-(a) the platform adds an ``id`` to every state message and the CDK serializer drops it, so the
-    platform fails with "State message does not contain id" — the patched models below keep it;
-(b) ``Destination.run`` prints without flushing, so echoed states sit in the stdout buffer —
-    :func:`emit` writes one whole line and flushes;
-(c) a JSON line that is not a valid AirbyteMessage (an unknown ``type``) crashes the CDK parser —
-    :func:`parse_messages` logs such lines once per type and skips them.
-
-The same trick adds ``destinationStats.rejectedRecordCount`` (protocol 0.18.0), which the CDK's
-models (protocol 0.17.1) lack.
+:func:`fd_lines` reads standard input as bytes from its descriptor and :func:`parse_messages` turns
+each line into a message or a :class:`BadInput` rejected row; :func:`traced` turns a ``CrowdTwistError``
+into the CDK's traced exception. They replace the CDK's own input reading, which gets destinations
+wrong: ``cdk_adapter.py`` lists those gaps (see docs/airbyte-protocol-notes.md §1.6) and supplies the
+message models that keep what the CDK's drop (the state ``id``).
 """
 
 from __future__ import annotations
@@ -19,17 +13,13 @@ import json
 import logging
 import os
 import re
-import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from airbyte_cdk.logger import PRINT_BUFFER
-from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, AirbyteStateStats, FailureType, Type
-from airbyte_cdk.models.airbyte_protocol_serializers import AirbyteMessageSerializer, custom_type_resolver
+from airbyte_cdk.models import AirbyteMessage, FailureType, Type
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from serpyco_rs import SchemaValidationError, Serializer
 
 from destination_crowdtwist.api.errors import CrowdTwistError
 from destination_crowdtwist.records.rejection import Reason, Rejection
@@ -44,71 +34,6 @@ _KNOWN_TYPES = frozenset(t.value for t in Type)
 # string, a long decimal) costs only that second parse and gives the same values.
 _LONG_DIGITS = re.compile(r"\d{19,}")
 _LONG_DIGITS_BYTES = re.compile(rb"\d{19,}")
-
-
-@dataclass
-class StateStats(AirbyteStateStats):
-    """State stats with the protocol 0.18 ``rejectedRecordCount``."""
-
-    rejectedRecordCount: float | None = None
-
-
-@dataclass
-class PatchedAirbyteStateMessage(AirbyteStateMessage):
-    """A state message that keeps the platform's checkpoint ``id``."""
-
-    destinationStats: StateStats | None = None
-    id: int | None = None
-
-
-@dataclass
-class PatchedAirbyteMessage(AirbyteMessage):
-    """An AirbyteMessage whose state keeps ``id`` and ``rejectedRecordCount``."""
-
-    state: PatchedAirbyteStateMessage | None = None
-
-
-PatchedMessageSerializer: Serializer[PatchedAirbyteMessage] = Serializer(
-    PatchedAirbyteMessage, omit_none=True, custom_type_resolver=custom_type_resolver
-)
-
-
-def load_message(obj: dict[str, Any]) -> PatchedAirbyteMessage:
-    """Deserialize one message object (raises serpyco's SchemaValidationError when malformed)."""
-    return PatchedMessageSerializer.load(obj)
-
-
-def dump_message(message: AirbyteMessage) -> str:
-    """Serialize a message to one JSON line (without the newline)."""
-    if isinstance(message, PatchedAirbyteMessage):
-        return orjson.dumps(PatchedMessageSerializer.dump(message)).decode()
-    return orjson.dumps(AirbyteMessageSerializer.dump(message)).decode()
-
-
-def emit(message: AirbyteMessage) -> None:
-    """Write one protocol message to stdout as a single line, then flush.
-
-    Log lines go through the CDK's PrintBuffer; flushing it first, under its lock, keeps log and
-    protocol lines whole and in order even when worker threads are logging.
-    """
-    _write_line(dump_message(message))
-
-
-def emit_raw(message: Mapping[str, Any]) -> None:
-    """Write a protocol message given as JSON, like :func:`emit`.
-
-    For messages the CDK's ``AirbyteMessage`` cannot carry: it has no ``destination_catalog`` field,
-    so the ``DESTINATION_CATALOG`` answer of ``discover`` is written as plain JSON.
-    """
-    _write_line(orjson.dumps(message).decode())
-
-
-def _write_line(text: str) -> None:
-    line = text + "\n"
-    with PRINT_BUFFER.lock:
-        PRINT_BUFFER.flush()
-        sys.stdout.write(line)
-        sys.stdout.flush()
 
 
 #: Bytes asked for per read of the input (:func:`fd_lines`).
@@ -198,8 +123,13 @@ def _json_string(escaped: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessage | BadInput]:
+def parse_messages(
+    lines: Iterable[bytes | str], load: Callable[[dict[str, Any]], AirbyteMessage]
+) -> Iterator[AirbyteMessage | BadInput]:
     """Parse stdin lines, one line at a time, into messages or :class:`BadInput` rejected rows.
+
+    ``load`` builds a message from a JSON object and raises ``ValueError`` or ``TypeError`` when it is
+    malformed (``cdk_adapter.load_message``: the CDK's models, keeping the state ``id``).
 
     Each line is decoded on its own, so one bad byte costs one row, never the rest of a buffer. A
     line that is not UTF-8, not JSON, not a JSON object, or a RECORD without a stream or with data
@@ -237,8 +167,8 @@ def parse_messages(lines: Iterable[bytes | str]) -> Iterator[PatchedAirbyteMessa
                 yield _bad(problem, line, obj)
                 continue
         try:
-            yield load_message(obj)
-        except (SchemaValidationError, ValueError, TypeError) as exc:
+            yield load(obj)
+        except (ValueError, TypeError) as exc:  # serpyco's SchemaValidationError is a ValueError
             if msg_type == "RECORD":
                 yield _bad(f"the RECORD message is malformed ({type(exc).__name__})", line, obj)
                 continue

@@ -1,7 +1,7 @@
 """What a SIGTERM means at each point of a command (issue 18 §3).
 
 Before a command has answered, SIGTERM stops it: the handler raises ``Terminated`` in the main
-thread (a sync then drains and echoes what is safe; see destination.py). Once the answer is out
+thread (a sync then drains and echoes what is safe: cdk_adapter.py, sync/session.py). Once the answer is out
 (the status line of ``check``, the SPEC of ``spec``, the catalog of ``discover``, or the end of a
 sync's output), there is nothing left to lose: the process ends at once with status 0, as
 PyAirbyte expects when it terminates a connector right after reading the status line. A SIGTERM

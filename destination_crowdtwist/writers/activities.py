@@ -96,13 +96,6 @@ class ActivityCreditWriter:
         """
         self.cfg = cfg
         self.api = api
-        # The barrier (the destination lets every row before a state settle before it reads on)
-        # bounds what an interrupted attempt may have credited to the rows up to its next state.
-        # replay_window relies on that (it verifies only the rows before a replay's first state),
-        # and under none it bounds what a replay doubles. every_row verifies each row against a
-        # history read after this attempt started, so where the states fall does not matter; a
-        # barrier would only drain the requests in flight at every state (README, Performance).
-        self.barrier_at_states = cfg.credit_verification != "every_row"
         self._clock = clock
         self._parser = CreditParser(cfg)
         # Within this sync: the first row of each event (member, activity, key), and whether it was
@@ -222,9 +215,7 @@ class ActivityCreditWriter:
         """Verify the row as the policy and the ledger say, then send it."""
         credit, member = prepared.payload, prepared.label
         key = credit.ledger_key
-        verify = self.cfg.credit_verification == "every_row" or (
-            self.cfg.credit_verification == "replay_window" and prepared.row.verify
-        )
+        verify = prepared.row.verify  # the sync's replay policy decided it (sync/replay_policy.py)
         if self._ledger is not None:
             status = self._ledger.status(key)
             if status == DONE:

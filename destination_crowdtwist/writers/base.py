@@ -95,7 +95,7 @@ class Row:
     stream: StreamContext
     data: Mapping[str, Any]
     seq: int  # position in the input (0-based, all streams)
-    verify: bool = False  # a replayed attempt may already have applied it (see sync/checkpoint.ReplayWindow)
+    verify: bool = False  # look first whether a replayed attempt applied it already (sync/replay_policy.py)
     emitted_at: int | None = None  # the record's emitted_at (ms), kept for reject sinks
 
 
@@ -179,11 +179,6 @@ class Writer(Protocol[P]):
     ``P`` is the writer's own parse of a row (``Prepared.payload``): what ``prepare`` makes is what
     ``apply`` takes.
     """
-
-    #: True when no row may start past a state that is not echoed yet (activity credits verified
-    #: only in the replay window, or not at all: an interrupted attempt then cannot have applied
-    #: rows beyond its next state).
-    barrier_at_states: bool
 
     def start(self) -> None:
         """Run once before the first row (e.g. read the active activities). May raise ConfigError."""

@@ -40,7 +40,6 @@ class DryRunWriter(Generic[P]):
 
     def __init__(self, inner: Previewable[P]) -> None:
         self.inner = inner
-        self.barrier_at_states = inner.barrier_at_states
         self._stopped: StopBeforeRow | None = None  # the latest stop a real sync would have made
 
     def start(self) -> None:

@@ -53,8 +53,6 @@ INTENTS = {UPSERT: Intent.EITHER, INSERT: Intent.CREATE, UPDATE: Intent.UPDATE}
 class UserProfileWriter:
     """Writes User Profile rows (``Writer[UserRow | DeleteRow]``). See the module docstring."""
 
-    barrier_at_states = False
-
     def __init__(
         self,
         cfg: ConnectorConfig,
