@@ -1,13 +1,17 @@
+"""The pipeline: per-member order, bounds, exact states, fatal errors, the pool's size and the progress line."""
+
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.sync.checkpoint import ReleasedState
 from destination_crowdtwist.sync.pipeline import Flow, Pipeline
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
@@ -58,14 +62,24 @@ class RecordingWriter:
 
     def checkpoint(self) -> None: ...
 
+    def finish(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None, report=None):
+def _run(
+    writer: RecordingWriter,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    concurrency: int = 8,
+    max_pending: int | None = None,
+    states_every: int | None = None,
+    report: SyncReport | None = None,
+) -> tuple[Pipeline, SyncReport, list[ReleasedState[Any]]]:
     report = report or SyncReport()
     p = Pipeline(report, concurrency=concurrency, max_pending=max_pending, progress_interval=0)
     p.start()
-    released = []
+    released: list[ReleasedState[Any]] = []
     try:
         for i, data in enumerate(rows):
             p.submit(Row(stream=STREAM, data=data, seq=i), writer)
@@ -79,7 +93,7 @@ def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None, re
     return p, report, released
 
 
-def test_rows_of_one_member_run_in_input_order_and_never_concurrently():
+def test_rows_of_one_member_run_in_input_order_and_never_concurrently() -> None:
     rows = [{"user_id": f"m{i % 5}", "n": i} for i in range(200)]
     writer = RecordingWriter()
     _run(writer, rows, concurrency=8)
@@ -90,7 +104,7 @@ def test_rows_of_one_member_run_in_input_order_and_never_concurrently():
     assert writer.max_active > 1  # different members did run in parallel
 
 
-def test_pending_rows_are_bounded():
+def test_pending_rows_are_bounded() -> None:
     rows = [{"user_id": "same", "n": i} for i in range(100)]  # one member: strictly serial
     writer = RecordingWriter(delay=0.0005)
     p, _, _ = _run(writer, rows, concurrency=4, max_pending=10)
@@ -98,7 +112,7 @@ def test_pending_rows_are_bounded():
     assert writer.order["same"] == list(range(100))
 
 
-def test_states_released_with_exact_counts_under_concurrency():
+def test_states_released_with_exact_counts_under_concurrency() -> None:
     rows = [{"user_id": f"m{i % 7}", "n": i, "bad": i % 10 == 0} for i in range(100)]
     writer = RecordingWriter(delay=0.001)
     _, report, released = _run(writer, rows, concurrency=8, states_every=25)
@@ -107,7 +121,7 @@ def test_states_released_with_exact_counts_under_concurrency():
     assert report.by_kind[REJECTED] == 10
 
 
-def test_fatal_error_stops_new_rows_and_is_raised():
+def test_fatal_error_stops_new_rows_and_is_raised() -> None:
     rows = [{"user_id": f"m{i}", "n": i} for i in range(50)]
     writer = RecordingWriter(delay=0.002, fail_on=5)
     with pytest.raises(ConfigError):
@@ -116,7 +130,7 @@ def test_fatal_error_stops_new_rows_and_is_raised():
     assert ran < 50
 
 
-def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state():
+def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state() -> None:
     rows = [{"user_id": f"m{i}", "n": i, "unparseable": i % 4 == 0} for i in range(20)]
     writer = RecordingWriter(delay=0.0)
     _, _, released = _run(writer, rows, concurrency=2, states_every=10)
@@ -127,7 +141,7 @@ def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state():
 class FailingReport(SyncReport):
     """A report whose rejected-records sink fails (like a file on a full disk)."""
 
-    def record(self, row, outcome):
+    def record(self, row: Row, outcome: Outcome) -> None:
         if not outcome.accepted:
             raise OSError(28, "No space left on device")
         super().record(row, outcome)
@@ -135,7 +149,7 @@ class FailingReport(SyncReport):
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("field", ["bad", "unparseable"])
-def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hanging(field):
+def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hanging(field: str) -> None:
     # Watchdog: before the fix, the worker thread died in report.record, the row never settled and
     # wait_settled() blocked for ever. Now the failure is the sync's fatal error.
     rows = [{"user_id": f"m{i}", "n": i, field: i == 3} for i in range(10)]
@@ -144,9 +158,9 @@ def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hangin
 
 
 @pytest.mark.timeout(20)
-def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging():
+def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging() -> None:
     class Broken(RecordingWriter):
-        def apply(self, prepared):
+        def apply(self, prepared: Prepared[None]) -> Outcome:
             if prepared.row.data["n"] == 2:
                 raise RecursionError("maximum recursion depth exceeded")
             return super().apply(prepared)
@@ -182,7 +196,7 @@ def test_the_flow_control_is_what_the_pipeline_asks() -> None:
     assert stub.request_totals() == (0, 0)
 
 
-def test_progress_line_shows_the_flow_control_state():
+def test_progress_line_shows_the_flow_control_state() -> None:
     report = SyncReport()
     now = [100.0]
     p = Pipeline(report, concurrency=4, progress_interval=0,
@@ -198,7 +212,7 @@ def test_progress_line_shows_the_flow_control_state():
     assert bare.progress_line().endswith("0 rows read and not done yet")
 
 
-def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():
+def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling() -> None:
     wanted = [3]
     writer = RecordingWriter(delay=0.002)
     report = SyncReport()
@@ -256,7 +270,7 @@ class WaitingWriter(RecordingWriter):
         return Outcome(kind=UPDATED, member=prepared.member)
 
 
-def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry():
+def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry() -> None:
     writer = WaitingWriter()
     p = Pipeline(SyncReport(), concurrency=2, progress_interval=0, on_stop=writer.on_stop, abort=writer.abort)
     p.start()
@@ -275,7 +289,7 @@ def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry():
     assert not writer.cut.is_set()  # nothing on the wire was cut: only the wait ended
 
 
-def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers():
+def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers() -> None:
     writer = WaitingWriter()
     p = Pipeline(SyncReport(), concurrency=2, progress_interval=0, on_stop=writer.on_stop, abort=writer.abort)
     p.start()
