@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
+from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.sync.checkpoint import ReleasedState
 from destination_crowdtwist.sync.deferral import DeferredRows, MemberWait, creates_members
@@ -150,3 +153,28 @@ def test_waiting_rows_leave_the_in_flight_bound_and_come_back_within_it() -> Non
 
 def row_of(stream: StreamContext, seq: int, **data: Any) -> Row:
     return Row(stream=stream, data={**data, "n": seq}, seq=seq)
+
+
+@pytest.mark.timeout(20)
+def test_a_store_that_fails_when_a_member_arrives_stops_the_sync_instead_of_stranding_its_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: the store's error escaped the worker thread, and the member's waiting rows waited for ever.
+    world = MemberWorld()
+    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0)
+    p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
+    p.start()
+    try:
+        p.submit(row_of(CREDITS, 0, m="m0"), world)
+        assert not p.wait_settled(timeout=0.5)  # the credit waits for its member
+
+        def broken(self: DeferredRows, member: str) -> bool:
+            raise ConfigError("The temporary space that holds rows waiting for their member is not usable")
+
+        monkeypatch.setattr(DeferredRows, "has_member", broken)
+        p.submit(row_of(MEMBERS, 1, m="m0"), world)  # accepted: the store is asked for m0's waiting rows
+        with pytest.raises(ConfigError, match="temporary space"):
+            p.wait_settled(timeout=10)
+    finally:
+        p.shutdown()
+    assert world.credited == []
