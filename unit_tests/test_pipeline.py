@@ -12,6 +12,7 @@ import pytest
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.records.rejection import Reason, Rejection
 from destination_crowdtwist.sync.checkpoint import ReleasedState
+from destination_crowdtwist.sync.member_queues import MemberQueues, Task, prepare_again
 from destination_crowdtwist.sync.pipeline import Flow, Pipeline
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
@@ -302,3 +303,43 @@ def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers() ->
     assert time.monotonic() - started < 5
     assert writer.cut.is_set()
     assert not [t for t in threading.enumerate() if t.name.startswith("crowdtwist-worker")]
+
+
+# -- the queues (sync/member_queues.py), pure ------------------------------------------------------------
+
+
+def _task(member: str, n: int, size: int = 1) -> Task[None]:
+    row = Row(stream=STREAM, data={"user_id": member, "n": n}, seq=n)
+    return Task(Prepared(row, member, member, None), RecordingWriter(), ticket=0, size=size)
+
+
+def test_the_queues_bound_rows_by_count_and_bytes_but_always_take_one_row() -> None:
+    queues = MemberQueues(max_pending=2, max_pending_bytes=100)
+    assert not queues.full(1_000)  # nothing pending: a row larger than the byte bound still fits
+    queues.admit(_task("a", 0, size=1_000))
+    assert queues.full(1) and queues.room == 1  # the bytes are spent, a row is left by count
+    queues.leave(_task("a", 0, size=1_000))
+    queues.admit(_task("a", 1, size=10))
+    queues.admit(_task("b", 2, size=10))
+    assert queues.full(1) and queues.room == 0 and queues.peak_pending == 2
+
+
+def test_a_members_rows_run_one_after_another_waiting_rows_first() -> None:
+    queues = MemberQueues(max_pending=10, max_pending_bytes=100)
+    first, later, other = _task("a", 0), _task("a", 1), _task("b", 2)
+    assert queues.enqueue(first) and not queues.enqueue(later) and queues.enqueue(other)
+    waited = _task("a", 3)
+    queues.put_first("a", [waited])  # a row that waited for its member runs before the member's later rows
+    assert [queues.next_of("a"), queues.next_of("a"), queues.next_of("a")] == [waited, later, None]
+    assert queues.enqueue(_task("a", 4))  # the member's queue ended: its next row runs at once
+
+
+def test_a_row_prepared_again_is_bound_to_its_writer_and_marked_as_retried() -> None:
+    writer = RecordingWriter()
+    row = Row(stream=STREAM, data={"user_id": "a", "n": 7}, seq=7)
+    again = _task("a", 0).preparer()(row, 3, 42)
+    assert isinstance(again, Task) and (again.ticket, again.size, again.retry, again.member) == (3, 42, True, "a")
+    assert again.apply().kind is UPDATED
+    unparseable = Row(stream=STREAM, data={"user_id": "a", "n": 8, "unparseable": True}, seq=8)
+    settled = prepare_again(writer, unparseable, 3, 42)  # refused by its writer: settled without a request
+    assert isinstance(settled, Outcome) and settled.kind is REJECTED
