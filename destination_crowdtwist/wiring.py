@@ -138,10 +138,15 @@ def make_report(cfg: ConnectorConfig) -> SyncReport:
         from destination_crowdtwist.rejects.s3_sink import S3RejectSink
 
         policy = RetryPolicy(max_retries=int(cfg.max_retries), base=1.0, cap=float(cfg.max_retry_wait_seconds))
-        s3_sink = S3RejectSink(storage, policy=policy)
+        s3_sink: S3RejectSink | None = None
         try:
+            s3_sink = S3RejectSink(storage, policy=policy)
             s3_sink.start()  # a missing bucket stops the sync before its first row
         except BaseException:
+            if s3_sink is not None:
+                # start() made a call, so the client's deadline watchdog thread runs (and a CA certificate
+                # may sit in a temporary file): closing the sink stops and removes them.
+                s3_sink.close()
             for sink in sinks:
                 sink.close()
             raise

@@ -4,8 +4,14 @@
     .venv/bin/python scripts/measure_memory.py --object user_profile --rows 1000000
 
 Drives ``DestinationCrowdtwist().write`` (pipeline, report, writer) in this process, with the client
-replaced by a fake that answers at once, so the figure is the connector's own memory, with no
+replaced by one whose endpoints answer at once, so the figure is the connector's own memory, with no
 server in the process. A STATE follows every 10,000 rows. Prints rows, peak RSS and rows/s.
+
+The instant client is a ``CrowdTwistClient`` with only its endpoint calls replaced: what a sync reads
+of the client besides them (the flow control, ``stats``, ``wait``, ``stop``, ``abort``, ``close``) is
+the real client's, so it cannot fall behind what wiring and the session use (integration_tests/test_measure_memory_smoke.py
+runs this script with a few rows). ``tests_support.FakeApi`` does not fit here: it keeps every call it
+was asked, which a memory measurement of a million rows would mostly measure.
 
 * ``activity_credit``: default ``every_row`` verification (empty history, every credit awarded);
   row i credits member ``i % members``.
@@ -24,56 +30,64 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from airbyte_cdk.models import AirbyteMessage
 from airbyte_cdk.models.airbyte_protocol_serializers import ConfiguredAirbyteCatalogSerializer
 
 from destination_crowdtwist import DestinationCrowdtwist, wiring
+from destination_crowdtwist.api.client import CrowdTwistClient
+from destination_crowdtwist.api.flow import FlowControl
 from destination_crowdtwist.api.response import ApiResponse
+from destination_crowdtwist.api.signing import ApiKeyAuth
 from destination_crowdtwist.cdk_adapter import load_message
 
+#: Worker threads, as the old fixed pool had (no gate: nothing is ever in flight).
+WORKERS = 20
 
-class InstantFlow:
-    """The flow control the pipeline asks: 20 workers, no pacing, nothing counted."""
+
+class InstantFlow(FlowControl):
+    """The flow control, unpaced and ungated, asking for :data:`WORKERS` workers."""
 
     def workers_wanted(self) -> int:
-        return 20
-
-    def status_line(self) -> str:
-        return ""
-
-    def request_totals(self) -> tuple[int, int]:
-        return (0, 0)
+        """A fixed pool: no request goes through the gate that would size it."""
+        return WORKERS
 
 
-class InstantCrowdTwist:
-    """Just what a sync calls, answered at once: every member exists after its first write."""
+class InstantCrowdTwist(CrowdTwistClient):
+    """The real client with its endpoints answered at once: every member exists after its first write."""
 
     def __init__(self) -> None:
+        super().__init__("https://api1.crowdtwist.com", ApiKeyAuth("k"), flow=InstantFlow())
         self._next_id = 0
-        self.flow = InstantFlow()
 
     def list_activities(self) -> list[dict[str, Any]]:
+        """One active activity."""
         return [{"id": "1001", "num_points": 10}]
 
-    def activity_history(self, *args: Any, **paging: Any) -> ApiResponse:
+    def activity_history(
+        self, user_id: str, id_type: str, date_start: int, date_end: int, *, page: int | None = None,
+        page_size: int | None = None,
+    ) -> ApiResponse:
+        """An empty history (nothing credited before)."""
         return ApiResponse(200, [], {})
 
-    def credit_activity(self, *args: Any) -> ApiResponse:
+    def credit_activity(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
+        """Awarded."""
         return ApiResponse(200, {"awarded": True}, {})
 
     def create_user(self, payload: Mapping[str, Any]) -> ApiResponse:
+        """A new member."""
         self._next_id += 1
         return ApiResponse(200, {"id": self._next_id, **payload}, {}, endpoint="POST /v2/users")
 
     def update_user(self, user_id: str, id_type: str, payload: Mapping[str, Any]) -> ApiResponse:
+        """The updated member."""
         return ApiResponse(200, {"id": user_id, **payload}, {}, endpoint="PUT /v2/users/{user_id}")
 
     def get_user(self, user_id: str, id_type: str) -> ApiResponse:
+        """The member."""
         return ApiResponse(200, {"id": user_id}, {}, endpoint="GET /v2/users/{user_id}")
-
-    def close(self) -> None:
-        pass
 
 
 def messages(stream: str, rows: int, row: Any) -> Iterator[AirbyteMessage]:
@@ -100,13 +114,14 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=200_000, help="activity_credit: distinct members")
     parser.add_argument("--resync", action="store_true", help="user_profile: send the same rows a second time")
     args = parser.parse_args()
-    fake = InstantCrowdTwist()
-    wiring.client_from_config = lambda cfg, **kw: fake  # type: ignore[assignment]
     config: dict[str, Any] = {
         "api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"},
         "object_type": args.object, "award_queue_delay_seconds": 0, "progress_interval_seconds": 0,
     }
-    with tempfile.TemporaryDirectory(prefix="measure-memory-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="measure-memory-") as scratch,
+        mock.patch.object(wiring, "client_from_config", side_effect=lambda *args, **kwargs: InstantCrowdTwist()),
+    ):
         if args.object == "activity_credit":
             def credit(i: int) -> dict[str, Any]:
                 return {"user_id": f"member{i % args.members}@example.com", "activity_id": "1001", "event_id": f"evt-{i}"}

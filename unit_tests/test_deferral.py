@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import pytest
+
+from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.sync.checkpoint import ReleasedState
 from destination_crowdtwist.sync.deferral import DeferredRows, MemberWait, creates_members
-from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
+from destination_crowdtwist.sync.pipeline import Pipeline
+from destination_crowdtwist.sync.report import SyncReport
+from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 
 CREDITS = StreamContext(namespace=None, name="events", sync_mode="append", object_name="activity_credit")
 MEMBERS = StreamContext(namespace="crm", name="members", sync_mode="append_dedup", object_name="user_profile")
@@ -82,13 +89,6 @@ def test_the_store_hands_rows_back_in_batches_earliest_first() -> None:
 
 # -- the pipeline with waiting rows --------------------------------------------------------------------
 
-import threading  # noqa: E402 - the pipeline tests below need it, the store tests above do not
-
-from destination_crowdtwist.sync.pipeline import Pipeline  # noqa: E402
-from destination_crowdtwist.sync.report import SyncReport  # noqa: E402
-from destination_crowdtwist.writers.base import Prepared  # noqa: E402
-
-
 class MemberWorld:
     """A writer double for both objects: a credit of a member not created yet answers "not found"."""
 
@@ -117,6 +117,8 @@ class MemberWorld:
 
     def checkpoint(self) -> None: ...
 
+    def finish(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -127,7 +129,7 @@ def test_waiting_rows_leave_the_in_flight_bound_and_come_back_within_it() -> Non
     p = Pipeline(report, concurrency=4, max_pending=8, progress_interval=0)
     p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
     p.start()
-    released = []
+    released: list[ReleasedState[Any]] = []
     try:
         for i in range(500):  # credits of 50 members (m0..m49), only m0..m39 ever created
             p.submit(row_of(CREDITS, i, m=f"m{i % 50}"), world)
@@ -151,3 +153,28 @@ def test_waiting_rows_leave_the_in_flight_bound_and_come_back_within_it() -> Non
 
 def row_of(stream: StreamContext, seq: int, **data: Any) -> Row:
     return Row(stream=stream, data={**data, "n": seq}, seq=seq)
+
+
+@pytest.mark.timeout(20)
+def test_a_store_that_fails_when_a_member_arrives_stops_the_sync_instead_of_stranding_its_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Before: the store's error escaped the worker thread, and the member's waiting rows waited for ever.
+    world = MemberWorld()
+    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0)
+    p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
+    p.start()
+    try:
+        p.submit(row_of(CREDITS, 0, m="m0"), world)
+        assert not p.wait_settled(timeout=0.5)  # the credit waits for its member
+
+        def broken(self: DeferredRows, member: str) -> bool:
+            raise ConfigError("The temporary space that holds rows waiting for their member is not usable")
+
+        monkeypatch.setattr(DeferredRows, "has_member", broken)
+        p.submit(row_of(MEMBERS, 1, m="m0"), world)  # accepted: the store is asked for m0's waiting rows
+        with pytest.raises(ConfigError, match="temporary space"):
+            p.wait_settled(timeout=10)
+    finally:
+        p.shutdown()
+    assert world.credited == []

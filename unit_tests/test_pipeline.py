@@ -1,13 +1,18 @@
+"""The pipeline: per-member order, bounds, exact states, fatal errors, the pool's size and the progress line."""
+
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pytest
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.records.rejection import Reason, Rejection
+from destination_crowdtwist.sync.checkpoint import ReleasedState
+from destination_crowdtwist.sync.member_queues import MemberQueues, Task, prepare_again
 from destination_crowdtwist.sync.pipeline import Flow, Pipeline
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
@@ -58,14 +63,24 @@ class RecordingWriter:
 
     def checkpoint(self) -> None: ...
 
+    def finish(self) -> None: ...
+
     def close(self) -> None: ...
 
 
-def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None, report=None):
+def _run(
+    writer: RecordingWriter,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    concurrency: int = 8,
+    max_pending: int | None = None,
+    states_every: int | None = None,
+    report: SyncReport | None = None,
+) -> tuple[Pipeline, SyncReport, list[ReleasedState[Any]]]:
     report = report or SyncReport()
     p = Pipeline(report, concurrency=concurrency, max_pending=max_pending, progress_interval=0)
     p.start()
-    released = []
+    released: list[ReleasedState[Any]] = []
     try:
         for i, data in enumerate(rows):
             p.submit(Row(stream=STREAM, data=data, seq=i), writer)
@@ -79,7 +94,7 @@ def _run(writer, rows, *, concurrency=8, max_pending=None, states_every=None, re
     return p, report, released
 
 
-def test_rows_of_one_member_run_in_input_order_and_never_concurrently():
+def test_rows_of_one_member_run_in_input_order_and_never_concurrently() -> None:
     rows = [{"user_id": f"m{i % 5}", "n": i} for i in range(200)]
     writer = RecordingWriter()
     _run(writer, rows, concurrency=8)
@@ -90,7 +105,7 @@ def test_rows_of_one_member_run_in_input_order_and_never_concurrently():
     assert writer.max_active > 1  # different members did run in parallel
 
 
-def test_pending_rows_are_bounded():
+def test_pending_rows_are_bounded() -> None:
     rows = [{"user_id": "same", "n": i} for i in range(100)]  # one member: strictly serial
     writer = RecordingWriter(delay=0.0005)
     p, _, _ = _run(writer, rows, concurrency=4, max_pending=10)
@@ -98,7 +113,7 @@ def test_pending_rows_are_bounded():
     assert writer.order["same"] == list(range(100))
 
 
-def test_states_released_with_exact_counts_under_concurrency():
+def test_states_released_with_exact_counts_under_concurrency() -> None:
     rows = [{"user_id": f"m{i % 7}", "n": i, "bad": i % 10 == 0} for i in range(100)]
     writer = RecordingWriter(delay=0.001)
     _, report, released = _run(writer, rows, concurrency=8, states_every=25)
@@ -107,7 +122,7 @@ def test_states_released_with_exact_counts_under_concurrency():
     assert report.by_kind[REJECTED] == 10
 
 
-def test_fatal_error_stops_new_rows_and_is_raised():
+def test_fatal_error_stops_new_rows_and_is_raised() -> None:
     rows = [{"user_id": f"m{i}", "n": i} for i in range(50)]
     writer = RecordingWriter(delay=0.002, fail_on=5)
     with pytest.raises(ConfigError):
@@ -116,7 +131,7 @@ def test_fatal_error_stops_new_rows_and_is_raised():
     assert ran < 50
 
 
-def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state():
+def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state() -> None:
     rows = [{"user_id": f"m{i}", "n": i, "unparseable": i % 4 == 0} for i in range(20)]
     writer = RecordingWriter(delay=0.0)
     _, _, released = _run(writer, rows, concurrency=2, states_every=10)
@@ -127,7 +142,7 @@ def test_rows_rejected_in_prepare_settle_at_once_and_count_in_their_state():
 class FailingReport(SyncReport):
     """A report whose rejected-records sink fails (like a file on a full disk)."""
 
-    def record(self, row, outcome):
+    def record(self, row: Row, outcome: Outcome) -> None:
         if not outcome.accepted:
             raise OSError(28, "No space left on device")
         super().record(row, outcome)
@@ -135,7 +150,7 @@ class FailingReport(SyncReport):
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("field", ["bad", "unparseable"])
-def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hanging(field):
+def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hanging(field: str) -> None:
     # Watchdog: before the fix, the worker thread died in report.record, the row never settled and
     # wait_settled() blocked for ever. Now the failure is the sync's fatal error.
     rows = [{"user_id": f"m{i}", "n": i, field: i == 3} for i in range(10)]
@@ -144,9 +159,9 @@ def test_a_row_whose_outcome_cannot_be_recorded_stops_the_sync_instead_of_hangin
 
 
 @pytest.mark.timeout(20)
-def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging():
+def test_an_unexpected_error_in_a_writer_stops_the_sync_instead_of_hanging() -> None:
     class Broken(RecordingWriter):
-        def apply(self, prepared):
+        def apply(self, prepared: Prepared[None]) -> Outcome:
             if prepared.row.data["n"] == 2:
                 raise RecursionError("maximum recursion depth exceeded")
             return super().apply(prepared)
@@ -182,7 +197,7 @@ def test_the_flow_control_is_what_the_pipeline_asks() -> None:
     assert stub.request_totals() == (0, 0)
 
 
-def test_progress_line_shows_the_flow_control_state():
+def test_progress_line_shows_the_flow_control_state() -> None:
     report = SyncReport()
     now = [100.0]
     p = Pipeline(report, concurrency=4, progress_interval=0,
@@ -198,7 +213,7 @@ def test_progress_line_shows_the_flow_control_state():
     assert bare.progress_line().endswith("0 rows read and not done yet")
 
 
-def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling():
+def test_workers_grow_with_the_wanted_number_and_never_beyond_the_ceiling() -> None:
     wanted = [3]
     writer = RecordingWriter(delay=0.002)
     report = SyncReport()
@@ -256,7 +271,7 @@ class WaitingWriter(RecordingWriter):
         return Outcome(kind=UPDATED, member=prepared.member)
 
 
-def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry():
+def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry() -> None:
     writer = WaitingWriter()
     p = Pipeline(SyncReport(), concurrency=2, progress_interval=0, on_stop=writer.on_stop, abort=writer.abort)
     p.start()
@@ -275,7 +290,7 @@ def test_a_fatal_error_ends_the_waits_of_rows_waiting_out_a_retry():
     assert not writer.cut.is_set()  # nothing on the wire was cut: only the wait ended
 
 
-def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers():
+def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers() -> None:
     writer = WaitingWriter()
     p = Pipeline(SyncReport(), concurrency=2, progress_interval=0, on_stop=writer.on_stop, abort=writer.abort)
     p.start()
@@ -288,3 +303,43 @@ def test_shutdown_cuts_the_requests_still_on_the_wire_and_joins_the_workers():
     assert time.monotonic() - started < 5
     assert writer.cut.is_set()
     assert not [t for t in threading.enumerate() if t.name.startswith("crowdtwist-worker")]
+
+
+# -- the queues (sync/member_queues.py), pure ------------------------------------------------------------
+
+
+def _task(member: str, n: int, size: int = 1) -> Task[None]:
+    row = Row(stream=STREAM, data={"user_id": member, "n": n}, seq=n)
+    return Task(Prepared(row, member, member, None), RecordingWriter(), ticket=0, size=size)
+
+
+def test_the_queues_bound_rows_by_count_and_bytes_but_always_take_one_row() -> None:
+    queues = MemberQueues(max_pending=2, max_pending_bytes=100)
+    assert not queues.full(1_000)  # nothing pending: a row larger than the byte bound still fits
+    queues.admit(_task("a", 0, size=1_000))
+    assert queues.full(1) and queues.room == 1  # the bytes are spent, a row is left by count
+    queues.leave(_task("a", 0, size=1_000))
+    queues.admit(_task("a", 1, size=10))
+    queues.admit(_task("b", 2, size=10))
+    assert queues.full(1) and queues.room == 0 and queues.peak_pending == 2
+
+
+def test_a_members_rows_run_one_after_another_waiting_rows_first() -> None:
+    queues = MemberQueues(max_pending=10, max_pending_bytes=100)
+    first, later, other = _task("a", 0), _task("a", 1), _task("b", 2)
+    assert queues.enqueue(first) and not queues.enqueue(later) and queues.enqueue(other)
+    waited = _task("a", 3)
+    queues.put_first("a", [waited])  # a row that waited for its member runs before the member's later rows
+    assert [queues.next_of("a"), queues.next_of("a"), queues.next_of("a")] == [waited, later, None]
+    assert queues.enqueue(_task("a", 4))  # the member's queue ended: its next row runs at once
+
+
+def test_a_row_prepared_again_is_bound_to_its_writer_and_marked_as_retried() -> None:
+    writer = RecordingWriter()
+    row = Row(stream=STREAM, data={"user_id": "a", "n": 7}, seq=7)
+    again = _task("a", 0).preparer()(row, 3, 42)
+    assert isinstance(again, Task) and (again.ticket, again.size, again.retry, again.member) == (3, 42, True, "a")
+    assert again.apply().kind is UPDATED
+    unparseable = Row(stream=STREAM, data={"user_id": "a", "n": 8, "unparseable": True}, seq=8)
+    settled = prepare_again(writer, unparseable, 3, 42)  # refused by its writer: settled without a request
+    assert isinstance(settled, Outcome) and settled.kind is REJECTED

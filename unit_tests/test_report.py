@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from destination_crowdtwist.api.errors import ConfigError
+from destination_crowdtwist import wiring
+from destination_crowdtwist.api.errors import ConfigError, TransientError
+from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.records.rejection import Reason, Rejection, server
 from destination_crowdtwist.rejects.local_file import LocalFileSink
 from destination_crowdtwist.sync.report import LOGGED_PER_REASON, SyncReport, Traffic
@@ -182,3 +186,36 @@ def test_summary_has_the_duration_the_requests_and_a_split_by_stream() -> None:
     split = lines.index("Rows by stream:")
     assert lines[split + 1:split + 3] == ["  purchases: 1 rows (rejected 1)", "  users: 2 rows (created 1, updated 1)"]
     assert report.summary_lines(Traffic(seconds=42.4))[0] == "Sync summary: 3 rows in 42 s"
+
+
+def test_a_bucket_that_cannot_be_reached_closes_every_sink_it_opened(tmp_path: Path) -> None:
+    """wiring.make_report: when the S3 sink's start() fails, its client's watchdog thread does not outlive it."""
+    with socket.socket() as probe:  # a local port nobody listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = parse_config({
+        "api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"}, "max_retries": 0,
+        "rejected_records_path": str(tmp_path / "rejects.jsonl"),
+        "object_storage_config": {
+            "storage_type": "S3", "s3_bucket_name": "rejects", "bucket_path": "x", "s3_endpoint": f"http://127.0.0.1:{port}",
+            "access_key_id": "key", "secret_access_key": "secret", "format": {"format_type": "JSONL"},
+        },
+    })
+    opened: list[LocalFileSink] = []
+
+    class SpiedFileSink(LocalFileSink):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    def deadline_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "crowdtwist-deadlines"]
+
+    before = deadline_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wiring, "LocalFileSink", SpiedFileSink)
+        with pytest.raises(TransientError, match="unreachable"):
+            wiring.make_report(cfg)
+    assert deadline_threads() == before  # the S3 client's watchdog was stopped (it started with the call)
+    [local] = opened
+    assert local._file is None  # the local file opened before the bucket was closed as well

@@ -1,93 +1,63 @@
-"""The write engine: a bounded worker pool with per-member ordering and checkpoint release.
+"""The write engine: rows in, each outcome settled once, states released when every row before them settled.
 
-CrowdTwist has no bulk API, so throughput comes from many single-row requests in flight at once.
-The pipeline keeps three promises while doing that:
+CrowdTwist has no bulk API, so throughput comes from many single-row requests in flight at once, on
+as many worker threads as the flow control wants (``sync/pool.py``). The pipeline keeps three promises:
 
-* **Bounded memory** — at most ``max_pending`` rows are inside the pipeline (queued, waiting for
-  their member, or in flight); the reader blocks when it is full, which back-pressures the source.
-  (Rows waiting for a member *to be created*, below, are kept on disk, outside that bound.)
-* **Per-member order** — rows with the same member key are applied in input order and never two
-  at once (updates must not overtake each other; a credit must not race its member's create). A
-  member's next row is run by the worker that finished the previous one.
-* **Checkpoints** — every row is registered with a :class:`CheckpointTracker` before it is
-  dispatched and settled after its outcome is counted, so a state is released only when every
-  record before it settled, whatever order rows finish in.
+* **Bounded memory** — at most ``max_pending`` rows (and ``max_pending_bytes``) are inside the pipeline;
+  the reader blocks when it is full, which back-pressures the source (``sync/member_queues.py``).
+* **Per-member order** — rows with the same member key are applied in input order and never two at
+  once; a member's next row is run by the worker that finished the previous one.
+* **Checkpoints** — every row is registered with a :class:`CheckpointTracker` before it is dispatched
+  and settled after its outcome is counted, so a state is released only when every record before it
+  settled, whatever order rows finish in.
 
-Settling holds the pipeline's lock, so nothing there waits for the network: reject sinks only buffer
-(``rejects/sink.py``); their uploads run on their own thread, and a settling thread waits for a sink
-that fell behind only after its settle, outside the lock (``SyncReport.wait_for_room``).
+Settling (:meth:`Pipeline._settle_locked`, the one place a row's outcome is counted) holds the lock, so
+nothing there waits for the network: reject sinks only buffer (``rejects/sink.py``), and a thread waits
+for a sink that fell behind only after its settle, outside the lock (``SyncReport.wait_for_room``).
 
-A row answered "not found" while its member may still be created by a later row of the sync (a
-credit stream read before the member stream) waits instead of settling (``sync/deferral.py``): it
-runs again right after its member's row is accepted, or once the member streams have ended.
+A row answered "not found" while a later row may still create its member waits instead of settling,
+on disk and outside the bounds: ``sync/deferral.py`` says which rows and keeps them,
+``sync/deferred_feed.py`` takes them out and brings them back.
 
-A sync-stopping error (bad credentials mid-sync, retries exhausted) makes workers stop taking new
-rows; rows already in flight finish and settle, so the states they complete can still be echoed.
-Rows that are only waiting (a 429's Retry-After, pacing) stop waiting at once (``on_stop``) and stay
-unsettled; at shutdown the requests still on the wire are cut (``abort``).
+A sync-stopping error makes workers stop taking new rows; rows in flight finish and settle, so the
+states they complete can still be echoed. Rows only waiting (a 429's Retry-After, pacing) stop waiting
+at once (``on_stop``) and stay unsettled; at shutdown the requests still on the wire are cut (``abort``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from destination_crowdtwist.records.limits import RecordLimits, check_record
 from destination_crowdtwist.records.rejection import Rejection
 from destination_crowdtwist.sync.checkpoint import CheckpointTracker, ReleasedState, StreamKey
-from destination_crowdtwist.sync.deferral import Deferred, DeferredRows, MemberWait, creates_members
+from destination_crowdtwist.sync.deferral import MemberWait
+from destination_crowdtwist.sync.deferred_feed import DeferredFeed
+from destination_crowdtwist.sync.member_queues import MemberQueues, Task, Work
+from destination_crowdtwist.sync.pool import WorkerPool, WorkersWanted
+from destination_crowdtwist.sync.progress import FlowStatus, Progress
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, Prepared, Row, StopBeforeRow, Writer
-from destination_crowdtwist.writers.objects import USER_PROFILE
 
-logger = logging.getLogger("airbyte")
-
-_STOP = object()
-#: How long shutdown waits for the workers in all (their waits end and their requests are cut first).
-SHUTDOWN_JOIN_SECONDS = 10.0
 #: How a row that was refused before any parsing is named in logs (its identifier was never read).
 NOT_PARSED = "(not parsed)"
 
-
-class Flow(Protocol):
-    """What the pipeline asks the API layer's flow control (``api.flow.FlowControl``)."""
-
-    def workers_wanted(self) -> int:
-        """Worker threads that keep the requests allowed in flight busy."""
-
-    def status_line(self) -> str:
-        """The flow control in words (requests at once, round trip, pace), for the progress line."""
-
-    def request_totals(self) -> tuple[int, int]:
-        """``(requests sent, 429 answers)`` so far."""
+P = TypeVar("P")
 
 
-@dataclass(frozen=True)
-class _Task:
-    """A prepared row on its way to a worker, with what the pipeline needs to settle it."""
-
-    prepared: Prepared[Any]
-    writer: Writer
-    ticket: int
-    size: int  # serialized bytes of the record, counted against the in-flight byte budget
-    retry: bool = False  # a row that waited for its member (sync/deferral.py), tried again
+class Flow(WorkersWanted, FlowStatus, Protocol):
+    """What the pipeline asks the API layer's flow control (``api.flow.FlowControl``): how many workers
+    (``sync/pool.py``) and the words of the progress line (``sync/progress.py``).
+    """
 
 
 class Pipeline:
-    """Runs rows through their writers on up to ``concurrency`` threads. See the module docstring.
-
-    ``flow.workers_wanted()`` (the places of the client's in-flight gate, plus its requests pausing before
-    a retry) sizes the pool instead of starting ``concurrency`` threads at once: at a short round trip
-    a couple of dozen requests use the whole budget, and threads queued at the gate would only cost
-    CPU (two context switches per request) to hand places over. The pool grows when more are wanted
-    and a worker leaves, between rows, when there are more than wanted.
+    """Runs rows through their writers on up to ``concurrency`` threads (as many as ``flow`` wants, all
+    of them without one). See the module docstring.
     """
 
     def __init__(
@@ -105,47 +75,34 @@ class Pipeline:
         abort: Callable[[], None] | None = None,
     ) -> None:
         self._report = report
-        # Rows waiting for their member (sync/deferral.py): none until wait_for_members() is called.
-        self._member_wait: MemberWait | None = None
-        self._deferred: DeferredRows | None = None
-        self._writers_by_object: dict[str, Writer] = {}
-        self._creators_pending = 0  # rows that may create a member, received and not finished yet
-        self._waited = {"deferred": 0, "written": 0, "rejected": 0}
         self._limits = limits or RecordLimits()
-        # Rows are bounded by count AND bytes: 1,000 rows of 500 KB would otherwise hold 500 MB.
-        self.max_pending_bytes = max_pending_bytes
-        self._pending_bytes = 0
-        self._concurrency = max(1, concurrency)
-        # Enough rows to keep every worker busy while some members have rows waiting behind them.
-        self.max_pending = max_pending or max(64, 8 * self._concurrency)
-        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        concurrency = max(1, concurrency)
+        # Rows are bounded by count AND bytes: 1,000 rows of 500 KB would otherwise hold 500 MB. The count
+        # keeps every worker busy while some members have rows waiting behind them.
+        self._queues = MemberQueues(max_pending or max(64, 8 * concurrency), max_pending_bytes)
         self._cond = threading.Condition()
         self._tracker: CheckpointTracker[Any] = CheckpointTracker()
-        self._waiting: dict[str, deque[_Task]] = {}
-        self._pending = 0
         self._busy = 0
         self._fatal: BaseException | None = None
         self._closing = False
-        self._threads: list[threading.Thread] = []
-        self._workers_lock = threading.Lock()
-        self._flow = flow
-        self._progress_interval = progress_interval
         self._clock = clock
-        self._started_at = clock()
-        self._stop_progress = threading.Event()
         self._on_stop = on_stop
         self._abort = abort
-        self.peak_pending = 0
+        # A reject sink whose uploads fell behind holds a worker after its row (never the settle of the
+        # others, which only buffer their rejected rows).
+        self._pool = WorkerPool(self._run, ceiling=concurrency, flow=flow, between=report.wait_for_room)
+        self._progress = Progress(
+            self._rows, lambda: report.rejected, flow=flow, interval=progress_interval, clock=clock
+        )
+        # Rows waiting for their member (sync/deferral.py): none until wait_for_members() is called.
+        self._feed: DeferredFeed | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the worker threads and the progress logger."""
-        self._started_at = self._clock()
-        self._grow()
-        if self._progress_interval > 0:
-            t = threading.Thread(target=self._progress_loop, name="crowdtwist-progress", daemon=True)
-            t.start()
+        self._progress.start()
+        self._pool.grow()
 
     def shutdown(self) -> None:
         """Stop the workers (after the rows they are running) and the progress logger.
@@ -153,58 +110,32 @@ class Pipeline:
         Rows still queued are abandoned (they stay unsettled, so no state after them is echoed):
         this only happens when the sync is stopping early.
         """
-        self._stop_progress.set()
+        self._progress.stop()
         with self._cond:
             self._closing = True
+            self._pool.close()
             busy = self._busy
         if busy and self._abort is not None:
             # Rows still running now are abandoned (SIGTERM's grace is over): cut their requests, so
             # no worker is still running (and logging) when the process exits.
             self._abort()
-        with self._workers_lock:  # no worker starts after this
-            threads = list(self._threads)
-        for _ in threads:
-            self._tasks.put(_STOP)
-        deadline = time.monotonic() + SHUTDOWN_JOIN_SECONDS
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        with self._workers_lock:
-            self._threads.clear()
-        if self._deferred is not None:
-            self._deferred.close()
-        waited = self._waited
-        if waited["deferred"]:
-            logger.info(
-                f"{waited['deferred']} rows arrived before their member and waited for the member streams: "
-                f"{waited['written']} were then written, {waited['rejected']} rejected as not found."
-            )
-
-    def _grow(self) -> None:
-        """Start workers up to the wanted number (all ``concurrency`` of them without a ``flow``)."""
-        if len(self._threads) >= self._concurrency:
-            return
-        want = self._concurrency
-        if self._flow is not None:
-            want = min(want, max(1, self._flow.workers_wanted()))
-            if len(self._threads) >= want:
-                return
-        with self._workers_lock:
-            if self._closing:
-                return
-            while len(self._threads) < want:
-                t = threading.Thread(target=self._work, name=f"crowdtwist-worker-{len(self._threads)}", daemon=True)
-                t.start()
-                self._threads.append(t)
+        self._pool.join()
+        if self._feed is not None:
+            self._feed.close()
 
     @property
     def workers(self) -> int:
         """Worker threads started so far."""
-        with self._workers_lock:
-            return len(self._threads)
+        return self._pool.workers
+
+    @property
+    def peak_pending(self) -> int:
+        """The most rows the pipeline held at once so far."""
+        return self._queues.peak_pending
 
     # -- main-thread API -----------------------------------------------------------------------
 
-    def submit(self, row: Row, writer: Writer) -> None:
+    def submit(self, row: Row, writer: Writer[P]) -> None:
         """Prepare a row with its writer, register it for checkpoints, and dispatch it.
 
         A row its writer settles without a request (a rejection found before any request) is
@@ -229,15 +160,15 @@ class Pipeline:
         """Settle a row that no writer can take (e.g. an input line that is not a usable RECORD)."""
         self._enter(row, Outcome.rejected(NOT_PARSED, rejection), None, 0)
 
-    def _enter(self, row: Row, prepared: Prepared[Any] | Outcome, writer: Writer | None, size: int) -> None:
+    def _enter(self, row: Row, prepared: Prepared[P] | Outcome, writer: Writer[P] | None, size: int) -> None:
         # A reject sink whose uploads fell behind holds the reader back here, outside every lock.
         self._report.wait_for_room()
         with self._cond:
-            while self._full(size) and self._fatal is None:
+            while self._queues.full(size) and self._fatal is None:
                 # Every worker may be pausing before a retry (429s): more workers are then wanted,
                 # and no finishing row would start them.
                 if not self._cond.wait(timeout=0.25):
-                    self._grow()
+                    self._pool.grow()
             self._raise_if_fatal()
             ticket = self._tracker.add_record()
             if isinstance(prepared, Outcome):
@@ -245,45 +176,33 @@ class Pipeline:
                 self._raise_if_fatal()
                 return
             assert writer is not None
-            task = _Task(prepared, writer, ticket, size)
-            if creates_members(row.stream):
-                self._creators_pending += 1
-            self._pending += 1
-            self._pending_bytes += size
-            self.peak_pending = max(self.peak_pending, self._pending)
-            waiting = self._waiting.get(prepared.member)
-            if waiting is not None:
-                waiting.append(task)  # its member has a row in flight; run after it
-                return
-            self._waiting[prepared.member] = deque()
-        self._tasks.put(task)
-        self._grow()
-
-    def _full(self, size: int) -> bool:
-        # One row always fits when nothing is pending, however large, so a big row cannot deadlock.
-        if self._pending >= self.max_pending:
-            return True
-        return self._pending > 0 and self._pending_bytes + size > self.max_pending_bytes
+            task = Task(prepared, writer, ticket, size)
+            if self._feed is not None:
+                self._feed.entered(row)
+            self._queues.admit(task)
+            if not self._queues.enqueue(task):
+                return  # its member has a row in flight; run after it
+        self._pool.put(task)
+        self._pool.grow()
 
     def wait_for_members(self, member_wait: MemberWait) -> None:
         """Let rows answered "not found" wait for members later rows may create (before :meth:`start`)."""
-        self._member_wait = member_wait
-        self._deferred = DeferredRows()
+        self._feed = DeferredFeed(
+            member_wait, self._queues, settle=self._settle_locked, start=self._pool.put, fail=self._fail_locked
+        )
 
     def stream_ended(self, stream: StreamKey | None) -> None:
         """A stream (None: every stream, the end of the input) sends no more rows.
 
         Once no member stream is left, the rows waiting for their member are tried a last time.
         """
-        if self._member_wait is None:
+        feed = self._feed
+        if feed is None:
             return
         with self._cond:
-            if stream is None:
-                self._member_wait.input_ended()
-            else:
-                self._member_wait.stream_ended(stream)
-            self._feed_deferred_locked()
-        self._grow()
+            feed.stream_ended(stream)
+            self._feed_locked()
+        self._pool.grow()
 
     def add_state(self, state: Any, stream: StreamKey | None) -> None:
         """Register a state message received now (None stream = GLOBAL / LEGACY)."""
@@ -371,38 +290,7 @@ class Pipeline:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            item = self._tasks.get()
-            if item is _STOP:
-                return
-            task: _Task | None = item
-            while task is not None:
-                task = self._run(task)
-                # After the settle, outside the lock: a reject sink whose uploads fell behind holds
-                # this worker (never the settle of the others, which only buffer their rejected rows).
-                self._report.wait_for_room()
-                # The in-flight target may have risen with the answers of this row's requests.
-                self._grow()
-            if self._surplus():
-                return
-
-    def _surplus(self) -> bool:
-        """Leave the pool (between rows) when it is larger than wanted, e.g. after a 429 or a spell of
-        slow answers: a thread beyond the client's in-flight places would only wait at its gate.
-        """
-        if self._flow is None:
-            return False
-        want = max(1, self._flow.workers_wanted())
-        if len(self._threads) <= want:
-            return False
-        with self._workers_lock:
-            if self._closing or len(self._threads) <= want:
-                return False
-            self._threads.remove(threading.current_thread())
-            return True
-
-    def _run(self, task: _Task) -> _Task | None:
+    def _run(self, work: Work) -> Work | None:
         """Apply one row and settle it; returns its member's next row, if any (run by this worker)."""
         with self._cond:
             if self._fatal is not None or self._closing:
@@ -410,7 +298,7 @@ class Pipeline:
                 return None
             self._busy += 1
         try:
-            outcome: Outcome | None = task.writer.apply(task.prepared)
+            outcome: Outcome | None = work.apply()
         except BaseException as exc:  # noqa: BLE001 - every error must stop the sync, classified later
             outcome = None
             error: BaseException = exc
@@ -419,135 +307,48 @@ class Pipeline:
             if outcome is None:
                 self._fail_locked(error)
                 return None
-            row, member = task.prepared.row, task.prepared.member
-            if creates_members(row.stream):
-                self._creators_pending -= 1
-            wait = self._member_wait
-            waits = wait is not None and wait.waits(row, outcome, creators_pending=self._creators_pending)
-            if waits:
-                self._defer_locked(task)
-            else:
-                self._settle_locked(row, task.ticket, outcome)
-                if task.retry:
-                    self._waited["written" if outcome.accepted else "rejected"] += 1
+            waits = self._defer_if_waiting_locked(work, outcome)
+            if not waits:
+                self._settle_locked(work.row, work.ticket, outcome)
+                if self._feed is not None:
+                    self._feed.settled(work, outcome)
             if self._fatal is not None:
                 return None
-            self._pending -= 1
-            self._pending_bytes -= task.size
-            # The member exists now (its row was accepted), or its waiting rows are being run in batches
-            # (a retried row that settled): its next waiting rows go first, before its later rows.
-            if not waits and ((outcome.accepted and row.stream.object_name == USER_PROFILE) or task.retry):
-                self._requeue_member_locked(member)
-            waiting = self._waiting[member]
-            nxt = waiting.popleft() if waiting else None
-            if nxt is None:
-                del self._waiting[member]
-            self._feed_deferred_locked()
+            self._queues.leave(work)
+            if self._feed is not None and not waits:
+                # Its member exists now, or its waiting rows are being run in batches: they go first.
+                self._feed.done(work, outcome)
+            nxt = self._queues.next_of(work.member)
+            self._feed_locked()
             return nxt
 
-    # -- rows waiting for their member (sync/deferral.py) -----------------------------------------
+    # -- rows waiting for their member (sync/deferred_feed.py) ----------------------------------------
 
-    def _defer_locked(self, task: _Task) -> None:
-        """Keep a row answered "not found" until its member may exist. Caller holds ``self._cond``."""
-        assert self._deferred is not None
-        row = task.prepared.row
-        try:
-            self._deferred.add(row, task.ticket, task.prepared.member, task.size)
-        except BaseException as exc:  # noqa: BLE001 - a row that cannot wait is not dropped: the sync stops
-            self._fail_locked(exc)
-            return
-        self._writers_by_object.setdefault(row.stream.object_name, task.writer)
-        self._cond.notify_all()  # its place in the bounded queue is free (the reader may be waiting for one)
-        if not task.retry:
-            if not self._waited["deferred"]:
-                logger.info(
-                    f"Row {row.seq} of stream {row.stream.label}: its member does not exist yet, and member rows "
-                    "of this sync are still to come, so it waits and is tried again after them (so do later such "
-                    "rows). States after a waiting row are echoed once it is settled."
-                )
-            self._waited["deferred"] += 1
+    def _defer_if_waiting_locked(self, work: Work, outcome: Outcome) -> bool:
+        """Whether the row is to wait for its member; if so it went to the store, unsettled."""
+        feed = self._feed
+        if feed is None or not feed.waits(work, outcome):
+            return False
+        feed.defer(work)
+        self._cond.notify_all()  # its place in the bounded queue is free (the reader may wait for one)
+        return True
 
-    def _retry_task(self, waiting: Deferred) -> _Task | None:
-        """A waiting row prepared again for a worker; None when its writer settles it without a request."""
-        writer = self._writers_by_object[waiting.row.stream.object_name]
-        prepared = writer.prepare(waiting.row)
-        if isinstance(prepared, Outcome):
-            self._settle_locked(waiting.row, waiting.ticket, prepared)
-            self._waited["written" if prepared.accepted else "rejected"] += 1
-            return None
-        self._pending += 1
-        self._pending_bytes += waiting.size
-        self.peak_pending = max(self.peak_pending, self._pending)
-        return _Task(prepared, writer, waiting.ticket, waiting.size, retry=True)
-
-    def _requeue_member_locked(self, member: str) -> None:
-        """A member's row was accepted: its waiting rows run next, before its later rows, in input order.
-
-        As many as fit in ``max_pending`` (at least one); when the last of them settled, the next ones
-        follow (``_run``), so a member with a million waiting rows does not load them all at once.
-        """
-        if self._deferred is None or not self._deferred.has_member(member):
-            return
-        room = max(1, self.max_pending - self._pending)
-        try:
-            tasks = [t for t in map(self._retry_task, self._deferred.take_member(member, room)) if t is not None]
-        except BaseException as exc:  # noqa: BLE001 - the store failed: stop (the rows stay unsettled)
-            self._fail_locked(exc)
-            return
-        self._waiting[member].extendleft(reversed(tasks))
-
-    def _feed_deferred_locked(self) -> None:
-        """Once no member can come any more: hand waiting rows to the workers, as many as fit."""
-        if self._deferred is None or self._member_wait is None or self._member_wait.members_may_come:
-            return
-        if self._creators_pending:
-            return  # a member row still to be written may create the member: wait for it
-        if self._fatal is not None or self._closing or not len(self._deferred):
-            return
-        try:
-            batch = self._deferred.take(self.max_pending - self._pending)
-            for waiting in batch:
-                task = self._retry_task(waiting)
-                if task is None:
-                    continue
-                queued = self._waiting.get(waiting.member)
-                if queued is not None:
-                    queued.append(task)  # its member has a row in flight; run after it
-                else:
-                    self._waiting[waiting.member] = deque()
-                    self._tasks.put(task)
-        except BaseException as exc:  # noqa: BLE001 - the store failed: stop (the rows stay unsettled)
-            self._fail_locked(exc)
+    def _feed_locked(self) -> None:
+        """Once no member can come any more, hand waiting rows to the workers (as many as fit)."""
+        if self._feed is not None:
+            self._feed.feed(stopping=self._fatal is not None or self._closing)
 
     # -- progress ------------------------------------------------------------------------------
 
     def progress_line(self) -> str:
-        """One line of progress in a user's words: rows done and rejected, requests sent and throttled,
-        rows read but not done yet, then the flow control (requests at once, round trip, pace).
-
-        Rows and requests are kept apart (issue 18 §4: "931 in flight; in-flight target 4" read as one
-        number twice): rows waiting for their turn are not requests on the wire.
-        """
-        with self._cond:
-            settled = self._tracker.records_settled
-            pending = self._pending
-        elapsed = max(self._clock() - self._started_at, 1e-9)
-        requests, throttled = self._flow.request_totals() if self._flow else (0, 0)
-        per_row = requests / settled if settled else 0.0
-        line = (
-            f"Progress: {settled:,} rows done in {elapsed:,.0f} s ({settled / elapsed:,.1f} rows/s), "
-            f"{self._report.rejected:,} of them rejected; {requests:,} requests sent ({requests / elapsed:,.1f}/s, "
-            f"{per_row:.2f} per row done), {throttled:,} answered HTTP 429 (throttled); "
-            f"{pending:,} rows read and not done yet"
-        )
-        # e.g. "up to 42 requests at once (max_concurrency 128), round trip 312 ms; sending at most ..."
-        flow = self._flow.status_line() if self._flow else ""
-        return f"{line}; {flow}" if flow else line
+        """One line of progress in a user's words (``sync/progress.py``)."""
+        return self._progress.line()
 
     def elapsed_seconds(self) -> float:
         """Seconds since the pipeline started (the sync's duration, for the summary)."""
-        return max(0.0, self._clock() - self._started_at)
+        return self._progress.elapsed()
 
-    def _progress_loop(self) -> None:
-        while not self._stop_progress.wait(self._progress_interval):
-            logger.info(self.progress_line())
+    def _rows(self) -> tuple[int, int]:
+        """``(rows settled, rows read and not done yet)`` for the progress line."""
+        with self._cond:
+            return self._tracker.records_settled, self._queues.pending

@@ -246,6 +246,18 @@ class ActivityCreditWriter:
     # -- sending ------------------------------------------------------------------------------
 
     def _send(self, credit: Credit, member: str) -> Outcome:
+        """Send the credit; after an answer lost on the way, send it again only once its activity history
+        proves it did not land, at most ``max_retries`` times.
+
+        This loop re-sends, but it is not a second retry loop beside the client's (``CrowdTwistClient.request``
+        with ``api/retry.decide``): the two repeat different failures, so none is retried twice. The
+        client repeats what certainly had no effect (no connection, 408, 429) and never a credit that may
+        have landed: ``decide`` answers ``Uncertain`` (CrowdTwist has no idempotency key), raised here as
+        ``UncertainOutcome``. Only this writer can turn "may have landed" into "did not land", by reading
+        the row's dedupe key back. Hence no backoff here: the pause before a re-send is the award-queue
+        wait of that read (``HistoryCheck.has`` polls the history until ``award_queue_delay_seconds``
+        have passed, before which an absent key proves nothing), and it ends when the sync stops.
+        """
         key = credit.ledger_key
         if self._ledger is not None:
             self._ledger.mark_pending(key)
