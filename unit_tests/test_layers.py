@@ -16,6 +16,7 @@ LAYERS = [
     {"destination", "run", "__init__"},
     {"discover", "wiring"},
     {"sync"},
+    {"state"},
     {"writers"},
     {"config"},
     {"api"},
