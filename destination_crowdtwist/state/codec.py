@@ -111,6 +111,8 @@ def read_header(stream: IO[bytes]) -> Header:
     if size > _MAX_HEADER:
         raise StateObjectError("corrupt header (length out of range)")
     raw = stream.read(size)
+    if len(raw) < size:
+        raise StateObjectError("truncated (the object ends inside its header)")
     try:
         fields: Any = json.loads(raw)
         version = fields["format"]

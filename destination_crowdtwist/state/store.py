@@ -192,16 +192,18 @@ class SyncStateStore:
         stats.read_seconds = seconds
         stats.credits = local.credit_count()
         stats.members = {c.id_type: local.member_count(c.id_type) for c in self._channels if c.id_type}
-        if not copies:
+        untrusted = sum(len(state.untrusted) for state in self._channels.values())
+        if not copies and not untrusted:
             logger.info(
                 f"Sync state: nothing saved yet in {self.where} (a first sync of this program, or the state was "
                 "reset); every row is handled as if never seen, and this sync's state is saved there."
             )
             return
         members = ", ".join(f"{count} members by {id_type}" for id_type, count in stats.members.items())
+        left_out = f" ({untrusted} untrusted objects left out)" if untrusted else ""
         logger.info(
             f"Sync state: read {stats.read_objects} objects ({stats.read_bytes / 1e6:.1f} MB) from {self.where} "
-            f"in {seconds:.1f} s: {members or 'no members'}, {stats.credits} ledger keys."
+            f"in {seconds:.1f} s{left_out}: {members or 'no members'}, {stats.credits} ledger keys."
         )
 
     # -- during the sync --------------------------------------------------------------------------
