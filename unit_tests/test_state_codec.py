@@ -20,7 +20,7 @@ from destination_crowdtwist.state.codec import (
     StateObjectError,
     check_header,
     encode_header,
-    encode_record,
+    frame_record,
     read_header,
     read_records,
 )
@@ -96,6 +96,15 @@ def test_a_large_object_streams_across_chunks() -> None:
     assert records == many
 
 
+def test_the_writer_refuses_what_it_could_not_read_back() -> None:
+    writer = ObjectWriter(io.BytesIO(), HEADER)
+    for bad in (members()[0]._replace(member=b"short"), members()[0]._replace(fingerprint=b"x" * 17),
+                members()[0]._replace(crowdtwist_id="9" * 256), CreditRecord("k" * 70_000, done=True, outcome=None,
+                                                                             updated_at=0.0)):
+        with pytest.raises(ValueError, match="bytes"):
+            writer.add(bad)
+
+
 def test_the_writer_refuses_records_out_of_order() -> None:
     writer = ObjectWriter(io.BytesIO(), HEADER)
     writer.add(members()[1])
@@ -131,7 +140,7 @@ def test_bytes_after_the_end_are_refused() -> None:
 
 def test_a_wrong_record_count_is_refused() -> None:
     # A well-formed stream whose trailer claims one record more: only the count can tell.
-    body = b"".join(struct.pack(">H", len(p)) + p for p in map(encode_record, members()))
+    body = b"".join(map(frame_record, members()))
     body += struct.pack(">H", 0) + struct.pack(">Q", len(members()) + 1)
     body += struct.pack(">I", zlib.crc32(body))
     with pytest.raises(StateObjectError, match="count or checksum"):
@@ -139,7 +148,7 @@ def test_a_wrong_record_count_is_refused() -> None:
 
 
 def test_records_out_of_order_in_an_object_are_refused() -> None:
-    body = b"".join(struct.pack(">H", len(p)) + p for p in map(encode_record, reversed(members())))
+    body = b"".join(map(frame_record, reversed(members())))
     body += struct.pack(">H", 0) + struct.pack(">Q", len(members()))
     body += struct.pack(">I", zlib.crc32(body))
     with pytest.raises(StateObjectError, match="out of order"):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal, NamedTuple
 
@@ -36,10 +36,12 @@ FORMAT_VERSION = 1
 #: Bytes read (compressed) and produced (decompressed) at a time: bounds each reader's memory.
 CHUNK = 256 * 1024
 _MAX_HEADER = 64 * 1024
+_MAX_RECORD = 65_000
 
 _FRAME = struct.Struct(">H")
 _TRAILER = struct.Struct(">QI")
 _MEMBER = struct.Struct(">B16sd")
+_MEMBER_HEAD = struct.Struct(">HB16sd")  # frame length + _MEMBER
 _ENTRY = struct.Struct(">Bq")
 _CREDIT = struct.Struct(">BBdB")
 _ENTRY_TYPE, _GONE_TYPE, _CREDIT_TYPE = 1, 2, 3
@@ -148,22 +150,32 @@ def check_header(header: Header, expected: Header) -> None:
 # -- writing -------------------------------------------------------------------------------------
 
 
-def encode_record(record: Record) -> bytes:
-    """One record's payload (without its frame)."""
+def frame_record(record: Record) -> bytes:
+    """One record as written: its frame (the payload's length), then the payload."""
     if isinstance(record, CreditRecord):
         outcome = (record.outcome or "").encode("utf-8")[:255]
-        return (_CREDIT.pack(_CREDIT_TYPE, 1 if record.done else 0, record.updated_at, len(outcome))
-                + outcome + record.key.encode("utf-8"))
-    if record.gone:
-        return _MEMBER.pack(_GONE_TYPE, record.member, record.version)
-    flags = (_HAS_FINGERPRINT if record.fingerprint is not None else 0) | (_HAS_ID if record.crowdtwist_id else 0)
-    parts = [_MEMBER.pack(_ENTRY_TYPE, record.member, record.version), _ENTRY.pack(flags, record.updated_at)]
-    if record.fingerprint is not None:
-        parts.append(record.fingerprint)
-    if record.crowdtwist_id:
-        raw_id = record.crowdtwist_id.encode("utf-8")
-        parts.append(bytes((len(raw_id),)) + raw_id)
-    return b"".join(parts)
+        key = record.key.encode("utf-8")
+        size = _CREDIT.size + len(outcome) + len(key)
+        if size > _MAX_RECORD:
+            raise ValueError("a ledger key longer than 65,000 bytes")
+        return _FRAME.pack(size) + _CREDIT.pack(_CREDIT_TYPE, 1 if record.done else 0, record.updated_at,
+                                                len(outcome)) + outcome + key
+    member, version, gone, crowdtwist_id, fingerprint, updated_at = record
+    if len(member) != 16 or (fingerprint is not None and len(fingerprint) != 16):
+        raise ValueError("member digests and fingerprints are 16 bytes")
+    if gone:
+        return _MEMBER_HEAD.pack(_MEMBER.size, _GONE_TYPE, member, version)
+    raw_id = crowdtwist_id.encode("utf-8") if crowdtwist_id else b""
+    if len(raw_id) > 255:
+        raise ValueError("a CrowdTwist id longer than 255 bytes")
+    flags = (_HAS_FINGERPRINT if fingerprint is not None else 0) | (_HAS_ID if raw_id else 0)
+    size = _MEMBER.size + _ENTRY.size + (16 if fingerprint is not None else 0) + (1 + len(raw_id) if raw_id else 0)
+    framed = _MEMBER_HEAD.pack(size, _ENTRY_TYPE, member, version) + _ENTRY.pack(flags, updated_at)
+    if fingerprint is not None:
+        framed += fingerprint
+    if raw_id:
+        framed += bytes((len(raw_id),)) + raw_id
+    return framed
 
 
 class ObjectWriter:
@@ -172,78 +184,47 @@ class ObjectWriter:
     def __init__(self, out: IO[bytes], header: Header, *, level: int = 1) -> None:
         self._out = out
         self._zip = zlib.compressobj(level)
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending = bytearray()
         self._crc = 0
         self.count = 0
-        self.last_key: bytes | str | None = None
+        self.last_key: Any = None
         out.write(encode_header(header))
 
     def add(self, record: Record) -> None:
         """Append one record (its key must be greater than the previous record's)."""
-        key = record[0]
-        if self.last_key is not None and not key > self.last_key:  # type: ignore[operator]
-            raise ValueError("records must be written in strictly increasing key order")
-        self.last_key = key
-        payload = encode_record(record)
-        if len(payload) > 0xFFFE:
-            raise ValueError("a record longer than 65,534 bytes")
-        self._pending.append(_FRAME.pack(len(payload)))
-        self._pending.append(payload)
-        self._pending_bytes += len(payload) + 2
-        self.count += 1
-        if self._pending_bytes >= CHUNK:
-            self._drain()
+        self.add_all((record,))
+
+    def add_all(self, records: Iterable[Record]) -> None:
+        """Append records in order (the hot loop of writing a million members)."""
+        last, count, pending = self.last_key, self.count, self._pending
+        try:
+            for record in records:
+                key, framed = record[0], frame_record(record)
+                if last is not None and not key > last:
+                    raise ValueError("records must be written in strictly increasing key order")
+                last = key
+                pending += framed
+                count += 1
+                if len(pending) >= CHUNK:
+                    self._drain()
+        finally:
+            self.last_key, self.count = last, count
 
     def finish(self) -> int:
         """Write the end frame and the trailer; return the number of records."""
-        self._pending.append(_FRAME.pack(0))
-        self._pending.append(struct.pack(">Q", self.count))
+        self._pending += _FRAME.pack(0) + struct.pack(">Q", self.count)
         self._drain()
         self._out.write(self._zip.compress(struct.pack(">I", self._crc)))
         self._out.write(self._zip.flush())
         return self.count
 
     def _drain(self) -> None:
-        data = b"".join(self._pending)
+        self._crc = zlib.crc32(self._pending, self._crc)
+        self._out.write(self._zip.compress(self._pending))
         self._pending.clear()
-        self._pending_bytes = 0
-        self._crc = zlib.crc32(data, self._crc)
-        self._out.write(self._zip.compress(data))
 
 
 # -- reading -------------------------------------------------------------------------------------
-
-
-def _decode(payload: bytes) -> Record:
-    kind = payload[0]
-    if kind == _CREDIT_TYPE:
-        _, done, updated_at, size = _CREDIT.unpack_from(payload)
-        start = _CREDIT.size
-        outcome = payload[start:start + size].decode("utf-8") or None
-        return CreditRecord(payload[start + size:].decode("utf-8"), done == 1, outcome, updated_at)
-    _, member, version = _MEMBER.unpack_from(payload)
-    if kind == _GONE_TYPE:
-        if len(payload) != _MEMBER.size:
-            raise ValueError("tombstone length")
-        return MemberRecord(member, version, gone=True, crowdtwist_id=None, fingerprint=None, updated_at=0)
-    if kind != _ENTRY_TYPE:
-        raise ValueError(f"record type {kind}")
-    flags, updated_at = _ENTRY.unpack_from(payload, _MEMBER.size)
-    at = _MEMBER.size + _ENTRY.size
-    fingerprint = None
-    if flags & _HAS_FINGERPRINT:
-        fingerprint = payload[at:at + 16]
-        at += 16
-    crowdtwist_id = None
-    if flags & _HAS_ID:
-        size = payload[at]
-        crowdtwist_id = payload[at + 1:at + 1 + size].decode("utf-8")
-        at += 1 + size
-    if at != len(payload) or (fingerprint is not None and len(fingerprint) != 16):
-        raise ValueError("entry length")
-    return MemberRecord(member, version, gone=False, crowdtwist_id=crowdtwist_id, fingerprint=fingerprint,
-                        updated_at=updated_at)
 
 
 class _Inflater:
@@ -274,23 +255,71 @@ class _Inflater:
         return not self.more() and self._unzip.eof and not self._unzip.unused_data and not self._stream.read(1)
 
 
-def _frames(buffer: bytes, last: bytes | str | None, *, credit: bool) -> tuple[list[Record], int]:
-    """The complete records at the start of ``buffer`` and the offset after them (at the end frame if seen)."""
+def _member_frames(buffer: bytes, last: Any) -> tuple[list[Record], int]:
+    """The complete member records at the start of ``buffer``, and the offset after them.
+
+    The hot loop of reading a million members: one unpack per record, no payload copies.
+    """
     records: list[Record] = []
-    offset = 0
-    while offset + 2 <= len(buffer):
-        (size,) = _FRAME.unpack_from(buffer, offset)
-        if size == 0 or offset + 2 + size > len(buffer):
+    append = records.append
+    head, tail = _MEMBER_HEAD.unpack_from, _ENTRY.unpack_from
+    offset, end = 0, len(buffer)
+    while offset + 2 <= end:
+        stop = offset + 2 + ((buffer[offset] << 8) | buffer[offset + 1])
+        if stop == offset + 2 or stop > end:
             break
-        record = _decode(buffer[offset + 2:offset + 2 + size])
-        if credit != isinstance(record, CreditRecord):
-            raise StateObjectError("a record of another kind")
-        key = record[0]
-        if last is not None and not key > last:  # type: ignore[operator]
+        if stop - offset < _MEMBER_HEAD.size:
+            raise StateObjectError("corrupt (a record too short)")
+        _, kind, member, version = head(buffer, offset)
+        if kind == _GONE_TYPE:
+            if stop - offset != _MEMBER_HEAD.size:
+                raise StateObjectError("corrupt (tombstone length)")
+            record = MemberRecord(member, version, True, None, None, 0)  # noqa: FBT003 - hot loop
+        elif kind == _ENTRY_TYPE:
+            flags, updated_at = tail(buffer, offset + _MEMBER_HEAD.size)
+            at = offset + _MEMBER_HEAD.size + _ENTRY.size
+            fingerprint = crowdtwist_id = None
+            if flags & _HAS_FINGERPRINT:
+                fingerprint, at = buffer[at:at + 16], at + 16
+            if flags & _HAS_ID:
+                size = buffer[at]
+                crowdtwist_id, at = buffer[at + 1:at + 1 + size].decode("utf-8"), at + 1 + size
+            if at != stop:
+                raise StateObjectError("corrupt (entry length)")
+            record = MemberRecord(member, version, False, crowdtwist_id, fingerprint, updated_at)  # noqa: FBT003
+        else:
+            raise StateObjectError(f"a record of another kind ({kind})")
+        if last is not None and member <= last:
+            raise StateObjectError("records out of order")
+        last = member
+        append(record)
+        offset = stop
+    return records, offset
+
+
+def _credit_frames(buffer: bytes, last: Any) -> tuple[list[Record], int]:
+    """The complete ledger records at the start of ``buffer``, and the offset after them."""
+    records: list[Record] = []
+    offset, end = 0, len(buffer)
+    while offset + 2 <= end:
+        stop = offset + 2 + ((buffer[offset] << 8) | buffer[offset + 1])
+        if stop == offset + 2 or stop > end:
+            break
+        if stop - offset < 2 + _CREDIT.size:
+            raise StateObjectError("corrupt (a record too short)")
+        kind, done, updated_at, size = _CREDIT.unpack_from(buffer, offset + 2)
+        if kind != _CREDIT_TYPE:
+            raise StateObjectError(f"a record of another kind ({kind})")
+        at = offset + 2 + _CREDIT.size
+        if at + size > stop:
+            raise StateObjectError("corrupt (outcome length)")
+        outcome = buffer[at:at + size].decode("utf-8") or None
+        key = buffer[at + size:stop].decode("utf-8")
+        if last is not None and key <= last:
             raise StateObjectError("records out of order")
         last = key
-        records.append(record)
-        offset += 2 + size
+        records.append(CreditRecord(key, done == 1, outcome, updated_at))
+        offset = stop
     return records, offset
 
 
@@ -301,11 +330,12 @@ def read_records(stream: IO[bytes], *, kind: str) -> Iterator[Record]:
     acts on the records as they come must be able to undo that (the import runs in one transaction).
     """
     inflater = _Inflater(stream)
+    frames = _credit_frames if kind == "ledger" else _member_frames
     buffer, crc, count = b"", 0, 0
     last: bytes | str | None = None
     try:
         while True:
-            records, offset = _frames(buffer, last, credit=kind == "ledger")
+            records, offset = frames(buffer, last)
             if records:
                 last = records[-1][0]
                 count += len(records)
@@ -329,5 +359,5 @@ def read_records(stream: IO[bytes], *, kind: str) -> Iterator[Record]:
             raise StateObjectError("corrupt (record count or checksum differs)")
         if len(buffer) > 2 + _TRAILER.size or not inflater.finished():
             raise StateObjectError("corrupt (bytes after the trailer, or an unfinished stream)")
-    except (zlib.error, struct.error, ValueError, UnicodeDecodeError, IndexError) as exc:
+    except (zlib.error, struct.error, UnicodeDecodeError, IndexError) as exc:
         raise StateObjectError(f"corrupt ({type(exc).__name__}: {exc})") from exc

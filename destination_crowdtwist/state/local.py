@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,6 @@ _BATCH = 5000
 _MEMBER_JOURNAL = (
     "CREATE TABLE IF NOT EXISTS sync_state_journal ("
     "seq INTEGER PRIMARY KEY AUTOINCREMENT, scope INTEGER NOT NULL, member BLOB NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS sync_state_journal_key ON sync_state_journal (scope, member)",
     "CREATE TRIGGER IF NOT EXISTS sync_state_member_inserted AFTER INSERT ON members BEGIN "
     "INSERT INTO sync_state_journal (scope, member) VALUES (new.scope, new.member); END",
     "CREATE TRIGGER IF NOT EXISTS sync_state_member_updated AFTER UPDATE ON members BEGIN "
@@ -55,6 +55,8 @@ _CREDIT_JOURNAL = (
     "CREATE TRIGGER IF NOT EXISTS sync_state_credit_updated AFTER UPDATE ON credits BEGIN "
     "INSERT INTO sync_state_journal (scope, dedupe_key) VALUES (new.scope, new.dedupe_key); END",
 )
+_MEMBER_TRIGGERS = ("sync_state_member_inserted", "sync_state_member_updated", "sync_state_member_deleted")
+_CREDIT_TRIGGERS = ("sync_state_credit_inserted", "sync_state_credit_updated")
 _INSERT_MEMBER = (
     "INSERT OR REPLACE INTO members (scope, member, crowdtwist_id, fingerprint, updated_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -83,6 +85,33 @@ def _connect(path: Path, table: str, expected: list[str]) -> sqlite3.Connection:
         db.close()
         raise RuntimeError(f"the writers' {table!r} table has columns {columns}; state/local.py expects {expected}")
     return db
+
+
+@contextmanager
+def _untracked(db: sqlite3.Connection, triggers: tuple[str, ...], journal: tuple[str, ...]) -> Iterator[None]:
+    """One transaction in which the journal's triggers are off (dropped, then created again)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name in triggers:
+            db.execute(f"DROP TRIGGER IF EXISTS {name}")
+        yield
+        for statement in journal:
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _insert_batches(db: sqlite3.Connection, statement: str, rows: Iterable[tuple[object, ...]]) -> None:
+    batch: list[tuple[object, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            db.executemany(statement, batch)
+            batch.clear()
+    db.executemany(statement, batch)
 
 
 class LocalState:
@@ -144,46 +173,30 @@ class LocalState:
     def import_members(self, id_type: str, records: Iterable[MemberRecord]) -> None:
         """Merge the bucket's records of ``id_type`` into the local index, in one transaction.
 
-        The import itself is not journaled (it is what the bucket holds already). A local change
+        The import is not journaled (it is what the bucket holds already; the triggers are dropped
+        for it, in the same transaction, so a failed import leaves them as they were). A local change
         not uploaded yet (a file kept between runs) is newer than anything in the bucket.
         """
         scope = self._scope(id_type)
         db = self._members
-        mark = self._mark(db)
-        fresh = db.execute("SELECT 1 FROM members WHERE scope = ? LIMIT 1", (scope,)).fetchone() is None and (
-            db.execute("SELECT 1 FROM sync_state_journal WHERE scope = ? LIMIT 1", (scope,)).fetchone() is None
-        )
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        pending = {bytes(row[0]) for row in db.execute(
+            "SELECT DISTINCT member FROM sync_state_journal WHERE scope = ?", (scope,))}
+        fresh = not pending and db.execute("SELECT 1 FROM members WHERE scope = ? LIMIT 1", (scope,)).fetchone() is None
+        with _untracked(db, _MEMBER_TRIGGERS, _MEMBER_JOURNAL):
             if fresh:
-                batch: list[tuple[int, bytes, str | None, bytes | None, int]] = []
-                for record in records:
-                    if not record.gone:
-                        batch.append((scope, record.member, record.crowdtwist_id, record.fingerprint,
-                                      record.updated_at))
-                        if len(batch) >= _BATCH:
-                            db.executemany(_INSERT_MEMBER, batch)
-                            batch.clear()
-                db.executemany(_INSERT_MEMBER, batch)
+                _insert_batches(db, _INSERT_MEMBER, (
+                    (scope, r.member, r.crowdtwist_id, r.fingerprint, r.updated_at) for r in records if not r.gone
+                ))
             else:
                 for record in records:
-                    self._merge_member(scope, record)
-            db.execute("DELETE FROM sync_state_journal WHERE seq > ?", (mark,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+                    self._merge_member(scope, record, pending=record.member in pending)
 
-    def _merge_member(self, scope: int, incoming: MemberRecord) -> None:
+    def _merge_member(self, scope: int, incoming: MemberRecord, *, pending: bool) -> None:
         db = self._members
         row = db.execute(
             "SELECT crowdtwist_id, fingerprint, updated_at FROM members WHERE scope = ? AND member = ?",
             (scope, incoming.member),
         ).fetchone()
-        pending = db.execute(
-            "SELECT 1 FROM sync_state_journal WHERE scope = ? AND member = ? LIMIT 1", (scope, incoming.member)
-        ).fetchone() is not None
         if row is None:
             if pending:
                 return  # forgotten here, not uploaded yet: the newest news
@@ -203,25 +216,12 @@ class LocalState:
                                         winner.updated_at))
 
     def import_credits(self, records: Iterable[CreditRecord]) -> None:
-        """Merge the bucket's ledger keys into the local ledger (done wins), in one transaction."""
-        db = self._credits
-        mark = self._mark(db)
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            batch: list[tuple[str, str, str, str | None, float]] = []
-            for record in records:
-                batch.append((self.credit_scope, record.key, DONE if record.done else PENDING, record.outcome,
-                              record.updated_at))
-                if len(batch) >= _BATCH:
-                    db.executemany(_INSERT_CREDIT, batch)
-                    batch.clear()
-            db.executemany(_INSERT_CREDIT, batch)
-            db.execute("DELETE FROM sync_state_journal WHERE seq > ?", (mark,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        """Merge the bucket's ledger keys into the local ledger (done wins), in one transaction, not journaled."""
+        scope = self.credit_scope
+        with _untracked(self._credits, _CREDIT_TRIGGERS, _CREDIT_JOURNAL):
+            _insert_batches(self._credits, _INSERT_CREDIT, (
+                (scope, r.key, DONE if r.done else PENDING, r.outcome, r.updated_at) for r in records
+            ))
 
     # -- export (during the sync) ---------------------------------------------------------------
 

@@ -148,6 +148,8 @@ def merged(state: ChannelState, files: ExitStack) -> Iterator[Any]:
     """The channel's records merged from every trusted copy, one per key, in key order."""
     kind = state.channel.kind
     streams = [_stream(copy, kind, files) for copy in state.copies.values()]
+    if len(streams) == 1:
+        return streams[0]  # one object: sorted and unique already (its reader checks the order)
     winner: Callable[[Any, Any], Any] = credit_winner if kind == "ledger" else member_winner
     return merge_sorted(streams, winner)
 
@@ -184,9 +186,7 @@ def compact(bucket: Bucket, state: ChannelState, header: Header, now: float) -> 
     def write(records: Iterator[MemberRecord | CreditRecord]) -> None:
         with path.open("wb") as out:
             writer = ObjectWriter(out, header)
-            for record in records:
-                if kept_in_base(record, now):
-                    writer.add(record)
+            writer.add_all(record for record in records if kept_in_base(record, now))
             counts[:] = [writer.finish()]
 
     try:

@@ -268,8 +268,7 @@ class SyncStateStore:
         try:
             with path.open("wb") as out:
                 writer = ObjectWriter(out, header)
-                for record in records:
-                    writer.add(record)
+                writer.add_all(records)
                 count = writer.finish()
             if count == 0:
                 remove(path)
