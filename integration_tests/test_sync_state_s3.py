@@ -415,6 +415,8 @@ def test_an_unreachable_bucket_at_start_is_a_transient_error_naming_it(moto: Mot
                           config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}))
     with pytest.raises(SyncStateUnreachable, match=r"s3://nowhere/state/crowdtwist-sync-state/.*could not be reached"):
         store(client, "nowhere", tmp_path / "run").open()
+    with pytest.raises(SyncStateUnreachable, match="could not be reached"):
+        store(client, "nowhere", tmp_path / "check").check()
 
 
 @pytest.mark.parametrize(("who", "bucket_name", "says"), [
@@ -430,6 +432,22 @@ def test_a_refused_bucket_at_start_is_a_config_error_naming_the_cause(
     client = moto.client(keys=moto.nobody if who == "nobody" else moto.admin)
     with pytest.raises(SyncStateRefused, match=says):
         store(client, bucket_name, tmp_path / "run").open()
+    with pytest.raises(SyncStateRefused, match=says):
+        store(client, bucket_name, tmp_path / "check").check()
+
+
+def test_check_reads_no_state_and_leaves_nothing_behind(moto: MotoS3, bucket: str, tmp_path: Path) -> None:
+    seed = store(moto.client(), bucket, tmp_path / "seed")
+    seed.open()
+    record(seed, {"a": "1"})
+    seed.close()
+    before = moto.objects(bucket)
+    client = Wrapped(moto.client())
+    reads: list[str] = []
+    client.hooks["get_object"] = lambda **params: reads.append(params["Key"])
+    store(client, bucket, tmp_path / "check").check()
+    assert reads == [] and moto.objects(bucket) == before
+    assert not (tmp_path / "check" / "objects").exists()
 
 
 def test_a_bucket_down_mid_sync_never_stops_the_sync_and_warns_once(

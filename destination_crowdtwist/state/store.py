@@ -77,6 +77,7 @@ class StoreStats:
     read_objects: int = 0
     read_bytes: int = 0
     read_seconds: float = 0.0
+    download_seconds: float = 0.0
     members: dict[str, int] = field(default_factory=dict)
     credits: int = 0
     uploads: int = 0
@@ -161,7 +162,9 @@ class SyncStateStore:
             kinds = [t for t in self._bucket.folders(member_index_folder(self._root)) if t in ID_TYPES]
             for channel in [ledger_channel(self._root), *(member_index_channel(self._root, t) for t in kinds)]:
                 state = self._channel(channel)
+                reading = time.monotonic()
                 read_channel(self._bucket, state)
+                self.stats.download_seconds += time.monotonic() - reading
                 if channel.id_type is None:
                     with_retries(self._bucket, state, local.import_credits)
                 else:
@@ -175,6 +178,25 @@ class SyncStateStore:
         self._log_opened(time.monotonic() - started)
         self._thread = threading.Thread(target=self._run, name="sync-state-uploads", daemon=True)
         self._thread.start()
+
+    def check(self) -> None:
+        """What the ``check`` command runs: the state's prefix can be listed, written and deleted.
+
+        Reads no state (a program's can weigh tens of MB). Raises as :meth:`open` does.
+        """
+        path = self._bucket.scratch_file("check")
+        path.write_bytes(b"check")
+        try:
+            self._bucket.folders(self._root)
+            key = f"{self._root}check-{self._session}"
+            self._bucket.put_file(key, path)
+            self._bucket.delete(key)
+        except Exception as exc:
+            if _is_storage_failure(exc):
+                raise start_error(exc, self.where) from exc
+            raise
+        finally:
+            shutil.rmtree(self._bucket.scratch, ignore_errors=True)
 
     def _channel(self, channel: Channel) -> ChannelState:
         state = self._channels.get(channel)
