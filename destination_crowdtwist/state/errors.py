@@ -68,14 +68,16 @@ def describe(exc: BaseException) -> str:
         return "no such bucket"
     if code:
         return f"S3 answered {code}"
-    return f"the endpoint could not be reached ({type(exc).__name__})"
+    if type(exc).__name__ in _UNREACHABLE:
+        return f"the endpoint could not be reached ({type(exc).__name__})"
+    return f"{type(exc).__name__} (not an answer of the bucket)"
 
 
 def start_error(exc: BaseException, where: str) -> ConfigError | TransientError:
     """The error a failed start raises: refused (fix the setting) or unreachable (try again later)."""
     code = error_code(exc)
     unreachable = code in _BUSY or (not code and type(exc).__name__ in _UNREACHABLE)
-    what = describe(exc) if code or unreachable else f"{type(exc).__name__} while reading it"
+    what = describe(exc)
     if unreachable:
         return SyncStateUnreachable(
             f"The sync state in {where} cannot be read: {what}. Check the endpoint and the network; "

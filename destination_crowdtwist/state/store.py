@@ -32,6 +32,7 @@ import functools
 import itertools
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
@@ -125,6 +126,7 @@ class SyncStateStore:
         self._failing = False
         self._warned = False
         self._conditions: bool | None = None
+        self._ready = False  # open() succeeded
         self._closed = False
         self.stats = StoreStats()
 
@@ -176,6 +178,7 @@ class SyncStateStore:
                 raise start_error(exc, self.where) from exc
             raise
         self._log_opened(time.monotonic() - started)
+        self._ready = True
         self._thread = threading.Thread(target=self._run, name="sync-state-uploads", daemon=True)
         self._thread.start()
 
@@ -274,7 +277,8 @@ class SyncStateStore:
                 local.acknowledge_credits(marks.credits)
                 self._sent = Marks(self._sent.members, marks.credits)
         except Exception as exc:
-            if not _is_storage_failure(exc):
+            # A local SQLite error (a full disk) is a failed upload too: the sync must go on.
+            if not _is_storage_failure(exc) and not isinstance(exc, sqlite3.Error):
                 raise
             self._upload_failed(exc)
             return False
@@ -338,7 +342,7 @@ class SyncStateStore:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        saved = self._local is not None and self.flush(timeout)
+        saved = self._ready and self.flush(timeout)
         if saved:
             with self._lock:
                 self._compact_due()
