@@ -232,6 +232,44 @@ def test_a_write_ahead_clear_is_in_the_bucket_once_flushed(moto: MotoS3, bucket:
     first.close()
 
 
+def test_a_flush_that_cannot_wait_for_a_slow_upload_says_so(moto: MotoS3, bucket: str, tmp_path: Path) -> None:
+    client = Wrapped(moto.client())
+    state = store(client, bucket, tmp_path / "run")
+    state.open()
+    client.hooks["put_object"] = lambda **_: time.sleep(1.0)
+    record(state, {"a": "1"})
+    slow = threading.Thread(target=state.flush, args=(10.0,))
+    slow.start()
+    time.sleep(0.2)
+    record(state, {"b": "2"})
+    assert state.flush(0.1) is False  # the upload in progress holds the store: not known to be saved
+    slow.join()
+    del client.hooks["put_object"]
+    assert state.flush(5.0) is True
+    state.close()
+
+
+def test_compaction_keeps_what_the_deltas_said_and_a_stale_delta_cannot_bring_back_a_forgotten_member(
+    moto: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    first = store(moto.client(), bucket, tmp_path / "first")
+    first.open()
+    record(first, {"gone@x": "1", "kept@x": "1"}, clock=Clock(T0))
+    first.close()
+    (stale_key, stale_body), = moto.objects(bucket, ROOT + "member_index/email/deltas/").items()
+    second = store(moto.client(), bucket, tmp_path / "second", compact_after=1, clock=Clock(T0 + 60))
+    second.open()
+    record(second, {"new@x": "2"}, forget=("gone@x",), clock=Clock(T0 + 50))
+    second.close()
+    assert list(moto.objects(bucket, ROOT + "member_index/email/deltas/")) == []  # merged into the base
+    # A delta the compaction merged but could not delete is merged again: harmless.
+    moto.client().put_object(Bucket=bucket, Key=stale_key, Body=stale_body)
+    third = store(moto.client(), bucket, tmp_path / "third")
+    third.open()
+    assert entries(third, ["gone@x", "kept@x", "new@x"]) == {"gone@x": "absent", "kept@x": fp("1"), "new@x": fp("2")}
+    third.close()
+
+
 # -- two syncs at once ----------------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "integration_tests"))
 
 from destination_crowdtwist.state import SyncStateStore  # noqa: E402
+from destination_crowdtwist.state.codec import ObjectWriter, read_header, read_records  # noqa: E402
 from destination_crowdtwist.writers.ledger import ledger_scope  # noqa: E402
 
 PROGRAM = "https://api.crowdtwist.com"
@@ -109,6 +110,31 @@ def object_sizes(client: Any, bucket: str) -> dict[str, int]:
     return sizes
 
 
+def codec_only(client: Any, work: Path, results: dict[str, Any]) -> None:
+    """Decode the member index base, then encode its records again: the codec alone, no SQLite, no S3."""
+    key = next(k for k in (item["Key"] for item in client.list_objects_v2(Bucket="state-bench")["Contents"])
+               if k.endswith("member_index/email/base.ctss"))
+    path = work / "codec-base.ctss"
+    path.write_bytes(client.get_object(Bucket="state-bench", Key=key)["Body"].read())
+    holder: list[Any] = []
+
+    def decode() -> None:
+        with path.open("rb") as stream:
+            holder[:] = [read_header(stream), sum(1 for _ in read_records(stream, kind="member_index"))]
+
+    def encode() -> None:
+        with path.open("rb") as stream, (work / "codec-copy.ctss").open("wb") as out:
+            header = read_header(stream)
+            writer = ObjectWriter(out, header)
+            writer.add_all(read_records(stream, kind="member_index"))
+            writer.finish()
+
+    timed("codec: decode the member base", results, decode)
+    timed("codec: decode + encode it again", results, encode)
+    results["codec_records"] = holder[1]
+    path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=1_000_000)
@@ -135,6 +161,7 @@ def main() -> None:
         fill_credits(first.ledger_path, credits, float(now))
         timed("first sync: upload + compaction", results, first.close)
         results["after_first_sync"] = object_sizes(client, "state-bench")
+        codec_only(client, work, results)
 
         resync = SyncStateStore(client, "state-bench", PROGRAM, work / "resync")
         timed("re-sync: open (download + import)", results, resync.open)
