@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "integration_tests"))
 
 from destination_crowdtwist.state import SyncStateStore  # noqa: E402
+from destination_crowdtwist.state.bucket import Bucket, Downloaded  # noqa: E402
 from destination_crowdtwist.state.codec import ObjectWriter, read_header, read_records  # noqa: E402
 from destination_crowdtwist.writers.ledger import ledger_scope  # noqa: E402
 
@@ -114,8 +115,9 @@ def codec_only(client: Any, work: Path, results: dict[str, Any]) -> None:
     """Decode the member index base, then encode its records again: the codec alone, no SQLite, no S3."""
     key = next(k for k in (item["Key"] for item in client.list_objects_v2(Bucket="state-bench")["Contents"])
                if k.endswith("member_index/email/base.ctss"))
-    path = work / "codec-base.ctss"
-    path.write_bytes(client.get_object(Bucket="state-bench", Key=key)["Body"].read())
+    copy = Bucket(client, "state-bench", work / "codec").download(key)  # streamed, as the store reads
+    assert isinstance(copy, Downloaded)
+    path = copy.path
     holder: list[Any] = []
 
     def decode() -> None:
