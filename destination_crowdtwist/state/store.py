@@ -100,7 +100,7 @@ class SyncStateStore:
     ``s3`` is a boto3 S3 client (its retries, timeouts and credentials are the caller's);
     ``program`` the API base URL; ``workdir`` a folder of this sync's own (the local files and the
     objects' copies live there and are removed by :meth:`close`, the files only if ``keep_files`` is
-    False).
+    False); ``clock`` the writers' clock (an upload's time is compared with their write times).
     """
 
     def __init__(
