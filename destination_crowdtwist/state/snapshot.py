@@ -114,7 +114,8 @@ def read_channel(bucket: Bucket, state: ChannelState) -> None:
             remove(held.path if held else None)
             state.copies[channel.base_key] = base
             state.base_etag, state.base_size = base.etag, base.size
-            _trusted(bucket, state, base)
+            if _trusted(bucket, state, base):
+                state.untrusted.pop(channel.base_key, None)  # replaced since, by another sync
         complete = True
         for item in listed:
             if item.key in state.copies or item.key in state.untrusted:
