@@ -425,6 +425,29 @@ def test_an_untrusted_base_is_ignored_with_a_warning_and_replaced(
     after.close()
 
 
+def test_an_untrusted_base_that_another_sync_replaced_meanwhile_is_judged_afresh(
+    moto: MotoS3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base_key = member_index_channel(ROOT, "email").base_key
+    moto.client().put_object(Bucket=bucket, Key=base_key, Body=b"garbage")
+    x = store(moto.client(), bucket, tmp_path / "x", compact_after=99)
+    x.open()
+    assert len(warnings(caplog)) == 1
+    y = store(moto.client(), bucket, tmp_path / "y", compact_after=1)
+    y.open()
+    record(y, {"from-y": "y"})
+    assert y.close()  # replaces the garbage with a trusted base
+    record(x, {"from-x": "x"})
+    assert x.close()
+    assert len(warnings(caplog)) == 2  # y's own warning about the garbage; x's not repeated
+    caplog.clear()
+    after = store(moto.client(), bucket, tmp_path / "after")
+    after.open()
+    assert warnings(caplog) == []
+    assert entries(after, ["from-x", "from-y"]) == {"from-x": fp("x"), "from-y": fp("y")}
+    after.close()
+
+
 def test_an_untrusted_delta_is_left_out_and_the_others_are_used(
     moto: MotoS3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -104,7 +104,9 @@ def read_channel(bucket: Bucket, state: ChannelState) -> None:
     for _ in range(READ_ATTEMPTS):
         listed = [item for item in bucket.listing(channel.deltas_prefix) if channel.is_delta(item.key)]
         held = state.copies.get(channel.base_key)
-        base = bucket.download(channel.base_key, unless_etag=held.etag if held else None)
+        # An untrusted base is not read again while it is the same object (its ETag is still ours).
+        known = held.etag if held else (state.base_etag if channel.base_key in state.untrusted else None)
+        base = bucket.download(channel.base_key, unless_etag=known)
         if base is None:
             remove(held.path if held else None)
             state.copies.pop(channel.base_key, None)
@@ -114,8 +116,8 @@ def read_channel(bucket: Bucket, state: ChannelState) -> None:
             remove(held.path if held else None)
             state.copies[channel.base_key] = base
             state.base_etag, state.base_size = base.etag, base.size
-            if _trusted(bucket, state, base):
-                state.untrusted.pop(channel.base_key, None)  # replaced since, by another sync
+            state.untrusted.pop(channel.base_key, None)  # another object now: judged afresh
+            _trusted(bucket, state, base)
         complete = True
         for item in listed:
             if item.key in state.copies or item.key in state.untrusted:
