@@ -173,6 +173,8 @@ class LocalState:
     def import_members(self, id_type: str, records: Iterable[MemberRecord]) -> None:
         """Merge the bucket's records of ``id_type`` into the local index, in one transaction.
 
+        Only before the writers open the file (their triggers are off meanwhile).
+
         The import is not journaled (it is what the bucket holds already; the triggers are dropped
         for it, in the same transaction, so a failed import leaves them as they were). A local change
         not uploaded yet (a file kept between runs) is newer than anything in the bucket.
@@ -216,7 +218,10 @@ class LocalState:
                                         winner.updated_at))
 
     def import_credits(self, records: Iterable[CreditRecord]) -> None:
-        """Merge the bucket's ledger keys into the local ledger (done wins), in one transaction, not journaled."""
+        """Merge the bucket's ledger keys into the local ledger (done wins), in one transaction, not journaled.
+
+        Only before the writers open the file (their triggers are off meanwhile).
+        """
         scope = self.credit_scope
         with _untracked(self._credits, _CREDIT_TRIGGERS, _CREDIT_JOURNAL):
             _insert_batches(self._credits, _INSERT_CREDIT, (
