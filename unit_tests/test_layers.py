@@ -16,7 +16,7 @@ LAYERS = [
     {"destination", "run", "cdk_adapter", "__init__"},
     {"discover", "wiring"},
     {"sync"},
-    {"rejects"},
+    {"rejects", "state"},
     {"writers"},
     {"config"},
     {"api"},
