@@ -42,10 +42,10 @@ SPEC = ConnectorSpecification(connectionSpecification={
     "type": "object", "required": ["api_base_url"],
     "properties": {"api_base_url": {"type": "string"}, "api_key": {"type": "string", "airbyte_secret": True}},
 })
-STATE = {"type": "STATE", "state": {"type": "STREAM", "id": 7, "stream": {
+STATE: dict[str, Any] = {"type": "STATE", "state": {"type": "STREAM", "id": 7, "stream": {
     "stream_descriptor": {"name": "users"}, "stream_state": {"cursor": 1}}}}
-RECORD = {"type": "RECORD", "record": {"stream": "users", "emitted_at": 1, "data": {"n": 1}}}
-CATALOG = {"streams": [{"stream": {"name": "users", "json_schema": {}, "supported_sync_modes": ["incremental"]},
+RECORD: dict[str, Any] = {"type": "RECORD", "record": {"stream": "users", "emitted_at": 1, "data": {"n": 1}}}
+CATALOG: dict[str, Any] = {"streams": [{"stream": {"name": "users", "json_schema": {}, "supported_sync_modes": ["incremental"]},
                         "sync_mode": "incremental", "destination_sync_mode": "append"}]}
 
 

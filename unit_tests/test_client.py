@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 from fakehttp import (
     Drop,
@@ -488,8 +490,12 @@ def test_connect_timeout_is_retried_for_credits(harness: Harness) -> None:
 
 def test_dns_failure_says_host_unreachable_and_hides_the_key(harness: Harness) -> None:
     url = f"/v2/activities?api_key={API_KEY}"
-    reason = urllib3.exceptions.NameResolutionError("api1.crowdtwist.com", None, OSError("Name or service not known"))
-    dns = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, url, reason))  # type: ignore[arg-type]
+    # The objects urllib3 builds when the resolver fails: the connection, the gaierror and the pool.
+    host = "api1.crowdtwist.com"
+    gaierror = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    reason = urllib3.exceptions.NameResolutionError(host, urllib3.connection.HTTPSConnection(host), gaierror)
+    dns = requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(urllib3.HTTPSConnectionPool(host), url, reason))
     assert API_KEY in str(dns)  # the library message does carry the key
     client, adapter = _scripted_client(harness, dns, dns, dns, dns)
     with pytest.raises(TransientError) as info:
@@ -613,6 +619,7 @@ def test_unknown_member_404_is_returned(fake_server: FakeServer, harness: Harnes
 
 def _trace(err: CrowdTwistError) -> Any:
     message = traced(err).as_airbyte_message()
+    assert message.trace is not None and message.trace.error is not None
     return {"message": message.trace.error.message, "internal": message.trace.error.internal_message,
             "stack": message.trace.error.stack_trace}
 
