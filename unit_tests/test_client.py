@@ -800,12 +800,32 @@ def test_the_package_classifies_answers_in_one_place() -> None:
     assert _calls_of("classify_response") == {"api/response.py": 1}
 
 
-def test_no_api_module_but_the_table_tests_http_statuses() -> None:
+#: Comparisons with a number in 100-599 that are not CrowdTwist statuses, each with why.
+NOT_CROWDTWIST_STATUSES = {
+    # A code point above Latin-1, not a status.
+    ("config/checks.py", "ord(ch) > 255"),
+}
+#: Modules with a status table of their own, for another service (so the guard does not apply to them).
+OTHER_SERVICES_TABLES = {
+    "rejects/s3_failures.py",  # S3's answers (403 denied, 404 missing, 5xx/408/429 retryable), not CrowdTwist's
+}
+#: CrowdTwist status tests still outside the table. Listed here, not skipped, so that the list can only
+#: shrink: moving one into the table (api/errors.py) makes this test fail until its entry is removed.
+STATUS_TESTS_NOT_YET_IN_THE_TABLE = [
+    "destination.py: exc.status == 503",  # check's message for maintenance: the table's UNAVAILABLE
+    "destination.py: exc.status == 429",  # check's message for throttling: the table's THROTTLED
+    "sync/session.py: status >= 500",  # the summary's server-error count from the per-status counters
+]
+
+
+def test_no_module_but_the_table_tests_http_statuses() -> None:
     # Status semantics live in the status table (api/errors.py) only: the client, the transport, the
-    # retry decision, the flow control and the counters read its rows.
-    offenders = []
-    for path in sorted((PACKAGE / "api").glob("*.py")):
-        if path.name == "errors.py":
+    # retry decision, the flow control and the counters read its rows, and so must every other layer
+    # (writers receive a reason, never a status).
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        if name == "api/errors.py" or name in OTHER_SERVICES_TABLES:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Compare):
@@ -813,9 +833,9 @@ def test_no_api_module_but_the_table_tests_http_statuses() -> None:
                 numbers = [v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, int)]
                 numbers += [e.value for v in values if isinstance(v, ast.Tuple | ast.Set | ast.List)
                             for e in v.elts if isinstance(e, ast.Constant) and isinstance(e.value, int)]
-                if any(100 <= n <= 599 for n in numbers):
-                    offenders.append(f"{path.name}:{node.lineno}")
-    assert offenders == []
+                if any(100 <= n <= 599 for n in numbers) and (name, ast.unparse(node)) not in NOT_CROWDTWIST_STATUSES:
+                    found.append(f"{name}: {ast.unparse(node)}")
+    assert sorted(found) == sorted(STATUS_TESTS_NOT_YET_IN_THE_TABLE)
 
 
 def test_each_answer_is_classified_once(fake_server: FakeServer, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
