@@ -82,7 +82,7 @@ def test_rows_are_credited_with_dedupe_key_merged_into_extra_data(
     auth: str, sandbox_factory: Any, outcomes: dict[int, Outcome]
 ) -> None:
     if auth == "hmac":
-        from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
+        from sandboxes import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
 
         sandbox = sandbox_factory(hmac_public_key=HMAC_PUBLIC_KEY, hmac_private_key=HMAC_PRIVATE_KEY)
     else:

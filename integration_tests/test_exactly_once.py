@@ -210,7 +210,7 @@ def interrupted_attempt(sandbox: Sandbox, cfg: dict[str, Any], all_messages: lis
 
 @pytest.mark.parametrize(("policy", "auth"), [("replay_window", "api_key"), ("every_row", "api_key"), ("replay_window", "hmac")])
 def test_replay_after_interrupted_input_credits_each_row_once(sandbox_factory: Any, policy: str, auth: str) -> None:
-    from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
+    from sandboxes import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
 
     keys = {"hmac_public_key": HMAC_PUBLIC_KEY, "hmac_private_key": HMAC_PRIVATE_KEY} if auth == "hmac" else {}
     sb = seeded(sandbox_factory(**keys))
