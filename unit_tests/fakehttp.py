@@ -284,6 +284,7 @@ class ScriptedAdapter(BaseAdapter):
         self.script.extend(items)
         return self
 
+    # The stub spells out send's keywords; the transport passes them all and this fake reads none.
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.sent.append(request)
         if not self.script:

@@ -166,6 +166,7 @@ def test_gap_3_echoed_states_carry_exact_counts_with_rejected_record_count() -> 
 def test_gap_4_json_that_is_not_an_airbyte_message_does_not_stop_the_sync(files: dict[str, str]) -> None:
     unknown = json.dumps({"type": "SOMETHING_NEW", "x": 1})
     with pytest.raises(SchemaValidationError):  # the CDK: the sync dies
+        # The CDK annotates a TextIOWrapper but reads any text stream.
         list(CdkProbe()._parse_input_stream(io.StringIO(unknown + "\n")))  # type: ignore[arg-type]
 
     probe = Probe()

@@ -135,7 +135,8 @@ def test_versions_agree_everywhere(metadata: dict[str, Any]) -> None:
 
     assert USER_AGENT.endswith(f"/{version}")
     changelog = (ROOT / "docs" / "crowdtwist.md").read_text(encoding="utf-8").split("## Changelog", 1)[1]
-    assert re.search(r"^\| (\d+\.\d+\.\d+) \|", changelog, re.MULTILINE).group(1) == version  # type: ignore[union-attr]
+    newest = re.search(r"^\| (\d+\.\d+\.\d+) \|", changelog, re.MULTILINE)
+    assert newest is not None and newest.group(1) == version
 
 
 def test_base_image_equals_dockerfile_from(metadata: dict[str, Any]) -> None:
