@@ -20,6 +20,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from helpers import (
     catalog,
     credit_config,
+    cursor,
     record,
     run_write,
     run_write_until_error,
@@ -352,7 +353,7 @@ def test_interleaved_states_are_echoed_once_in_order_with_exact_counts(
 
     assert state_ids(out) == [10, 11, 12, 13]
     assert [stats(m) for m in out] == [(2.0, 0.0), (1.0, 1.0), (0.0, 0.0), (2.0, 1.0)]
-    assert [m.state.stream.stream_state.cursor for m in out] == [10, 11, 12, 13]  # type: ignore[union-attr]
+    assert [cursor(m) for m in out] == [10, 11, 12, 13]
     assert kinds(outcomes) == ["credited", "credited", "rejected", "duplicate", "rejected", "credited", "credited", "credited"]
     assert sorted(c["extra_data"][DEDUPE_KEY_FIELD] for c in sb.credits()) == ["a", "b", "c", "d", "e"]
 
