@@ -9,7 +9,7 @@
 #                budget): the fault matrix's (test_fault_matrix.py), each fatal stop 50 times
 #                (test_orderly_stop.py) and SIGTERM after an answer 30 times per command
 #                (test_sigterm_after_answer.py), all in integration_tests/
-#   make perf    the measurements alone (marker perf: memory and time on 100k-200k rows, machine-dependent)
+#   make perf    the measurements alone (marker perf: memory on 100k-200k rows, time per row/lookup; machine-dependent)
 #   make tools   the tests that build and drive real Airbyte tools in their own venvs (marker tools:
 #                source-faker, PyAirbyte; the first run builds .venv-faker and .venv-pyairbyte)
 #   .ci/run      CI: make test, then make soak, then make perf, then make tools

@@ -266,6 +266,13 @@ class Sandbox:
         found = self._engine.state.find(id_type, str(value), now)
         return None if found is None else self._engine.state.profile(found["id"], now)
 
+    def existing_member(self, id_type: str, value: str | int) -> dict[str, Any]:
+        """:meth:`member` for a member that must exist: raises ``LookupError`` naming it when there is none."""
+        found = self.member(id_type, value)
+        if found is None:
+            raise LookupError(f"the sandbox has no member with {id_type} {value!r}")
+        return found
+
     def credits(self) -> list[dict[str, Any]]:
         """Every recorded credit, oldest first.
 

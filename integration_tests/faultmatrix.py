@@ -362,7 +362,7 @@ class Attempt:
         return f"{records}r{how}→{self.returncode} {len(self.echoed)}s"
 
 
-def _when_requests(sandbox: Sandbox, count: int, action: Callable[[], None], done: threading.Event) -> threading.Thread:
+def _when_requests(sandbox: Sandbox, count: int, action: Callable[[], object], done: threading.Event) -> threading.Thread:
     """Run ``action`` once the sandbox has counted ``count`` more API requests (polled every 2 ms)."""
     target = sandbox.request_counts()["total"] + count
 
@@ -385,7 +385,7 @@ def run_attempt(
     sandbox: Sandbox,
     disruption: Disruption | None = None,
     *,
-    midway: tuple[int, Callable[[], None]] | None = None,
+    midway: tuple[int, Callable[[], object]] | None = None,
     timeout: float = 90.0,
     expected_stop: str | None = None,
 ) -> Attempt:

@@ -99,9 +99,20 @@ def run_write_until_error(
     return out, None
 
 
+def state_id(message: AirbyteMessage) -> int | None:
+    """The platform ``id`` of a state message (a field the CDK's model keeps but does not declare), else None."""
+    return getattr(message.state, "id", None)
+
+
 def state_ids(messages: Iterable[AirbyteMessage]) -> list[int | None]:
     """The ``id`` of every echoed state, in order."""
-    return [getattr(m.state, "id", None) for m in messages if m.state is not None]
+    return [state_id(m) for m in messages if m.state is not None]
+
+
+def cursor(message: AirbyteMessage) -> Any:
+    """The ``cursor`` in a STREAM state's ``stream_state`` (a free-form blob in the CDK's model)."""
+    assert message.state is not None and message.state.stream is not None
+    return getattr(message.state.stream.stream_state, "cursor", None)
 
 
 def stats(message: AirbyteMessage) -> tuple[float | None, float | None]:

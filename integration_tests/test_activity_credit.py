@@ -20,6 +20,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from helpers import (
     catalog,
     credit_config,
+    cursor,
     record,
     run_write,
     run_write_until_error,
@@ -82,7 +83,7 @@ def test_rows_are_credited_with_dedupe_key_merged_into_extra_data(
     auth: str, sandbox_factory: Any, outcomes: dict[int, Outcome]
 ) -> None:
     if auth == "hmac":
-        from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
+        from sandboxes import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
 
         sandbox = sandbox_factory(hmac_public_key=HMAC_PUBLIC_KEY, hmac_private_key=HMAC_PRIVATE_KEY)
     else:
@@ -352,7 +353,7 @@ def test_interleaved_states_are_echoed_once_in_order_with_exact_counts(
 
     assert state_ids(out) == [10, 11, 12, 13]
     assert [stats(m) for m in out] == [(2.0, 0.0), (1.0, 1.0), (0.0, 0.0), (2.0, 1.0)]
-    assert [m.state.stream.stream_state.cursor for m in out] == [10, 11, 12, 13]  # type: ignore[union-attr]
+    assert [cursor(m) for m in out] == [10, 11, 12, 13]
     assert kinds(outcomes) == ["credited", "credited", "rejected", "duplicate", "rejected", "credited", "credited", "credited"]
     assert sorted(c["extra_data"][DEDUPE_KEY_FIELD] for c in sb.credits()) == ["a", "b", "c", "d", "e"]
 

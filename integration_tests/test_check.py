@@ -64,30 +64,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_api_key_check_succeeds_and_counts_activities(api_sandbox):
+def test_api_key_check_succeeds_and_counts_activities(api_sandbox: Sandbox) -> None:
     status = check(api_key_config(api_sandbox.base_url))
     assert status.status == Status.SUCCEEDED
     assert "3 active activities" in status.message
 
 
-def test_hmac_check_succeeds(hmac_sandbox):
+def test_hmac_check_succeeds(hmac_sandbox: Sandbox) -> None:
     status = check(hmac_config(hmac_sandbox.base_url))
     assert status.status == Status.SUCCEEDED, status.message
 
 
-def test_invalid_api_key(api_sandbox):
+def test_invalid_api_key(api_sandbox: Sandbox) -> None:
     status = check(api_key_config(api_sandbox.base_url, WRONG_KEY))
     assert status.status == Status.FAILED
     assert "API key" in status.message and "403" in status.message
 
 
-def test_rejected_hmac_signature(hmac_sandbox):
+def test_rejected_hmac_signature(hmac_sandbox: Sandbox) -> None:
     status = check(hmac_config(hmac_sandbox.base_url, WRONG_PRIVATE))
     assert status.status == Status.FAILED
     assert "signature" in status.message and "401" in status.message
 
 
-def test_hmac_clock_skew_hint():
+def test_hmac_clock_skew_hint() -> None:
     skewed = SandboxOptions(
         hmac_public_key=EXAMPLE_HMAC_PUBLIC_KEY,
         hmac_private_key=EXAMPLE_HMAC_PRIVATE_KEY,
@@ -99,18 +99,18 @@ def test_hmac_clock_skew_hint():
     assert "clock" in status.message.lower()
 
 
-def test_api_key_alone_is_refused_when_hmac_is_on(hmac_sandbox):
+def test_api_key_alone_is_refused_when_hmac_is_on(hmac_sandbox: Sandbox) -> None:
     status = check(api_key_config(hmac_sandbox.base_url))
     assert status.status == Status.FAILED
 
 
-def test_connection_refused():
+def test_connection_refused() -> None:
     status = check(api_key_config(f"http://127.0.0.1:{free_port()}"))
     assert status.status == Status.FAILED
     assert "reach" in status.message.lower() or "connect" in status.message.lower()
 
 
-def test_tls_failure(api_sandbox):
+def test_tls_failure(api_sandbox: Sandbox) -> None:
     # https:// to a plain-http port: the TLS handshake fails.
     url = api_sandbox.base_url.replace("http://", "https://")
     status = check(api_key_config(url))
@@ -131,7 +131,7 @@ class _HtmlNotFound(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_wrong_base_url():
+def test_wrong_base_url() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlNotFound)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -144,14 +144,14 @@ def test_wrong_base_url():
     assert "base URL" in status.message
 
 
-def test_maintenance():
+def test_maintenance() -> None:
     with Sandbox(SandboxOptions(maintenance_first_n=10)) as sb:
         status = check(api_key_config(sb.base_url))
     assert status.status == Status.FAILED
     assert "maintenance" in status.message.lower() and "503" in status.message
 
 
-def test_rate_limited():
+def test_rate_limited() -> None:
     with Sandbox(SandboxOptions(rate_limit_per_minute=1)) as sb:
         first = check(api_key_config(sb.base_url))
         second = check(api_key_config(sb.base_url))
@@ -177,20 +177,22 @@ def test_rate_limited():
           "user_identifier_type": "facebook"}, "user_identifier_type"),
     ],
 )
-def test_invalid_config_fails_check_with_the_field_to_fix(config, words):
+def test_invalid_config_fails_check_with_the_field_to_fix(config: dict[str, Any], words: str) -> None:
     status = check(config)
     assert status.status == Status.FAILED
     assert words in status.message
 
 
-def test_dns_failure():
+def test_dns_failure() -> None:
     status = check(api_key_config("https://no-such-program.invalid"))
     assert status.status == Status.FAILED
     assert "no-such-program.invalid" in status.message and "reach" in status.message
 
 
 @pytest.mark.parametrize(("policy", "figure"), [("replay_window", "212 of 300"), ("none", "231 of 300"), ("every_row", None)])
-def test_check_says_plainly_that_replay_window_and_none_are_unsafe_for_full_refresh(api_sandbox, policy, figure):
+def test_check_says_plainly_that_replay_window_and_none_are_unsafe_for_full_refresh(
+    api_sandbox: Sandbox, policy: str, figure: str | None
+) -> None:
     status = check(api_key_config(api_sandbox.base_url, object_type="activity_credit", credit_verification=policy))
     assert status.status == Status.SUCCEEDED
     if figure is None:

@@ -151,7 +151,7 @@ def test_routing_errors_are_config_errors_naming_the_stream(sandbox: Sandbox, st
     out, error = run_write_until_error(config(sandbox), da_catalog(stream), [record(profile("tp"), stream[0])])
     assert out == []
     assert isinstance(error, AirbyteTracedException)
-    assert error.failure_type.value == "config_error"
+    assert error.failure_type.value == "config_error" and error.message is not None
     assert needle in error.message
     assert repr(stream[0]) in error.message
     assert sandbox.request_counts().get("total", 0) == 0  # refused before any request

@@ -63,7 +63,7 @@ def assert_fails_like_check(tmp_path: Path, cfg: dict[str, Any], failure_type: s
     return str(expected)
 
 
-def test_discover_prints_exactly_one_destination_catalog_with_the_live_activities(tmp_path):
+def test_discover_prints_exactly_one_destination_catalog_with_the_live_activities(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions()) as sb:
         sb.add_activity(id="2001", title="Review", num_points=5)
         code, messages, output = discover(tmp_path, config(sb.base_url, custom_attributes=["tier"]))
@@ -87,18 +87,18 @@ def test_discover_prints_exactly_one_destination_catalog_with_the_live_activitie
     assert DEFAULT_API_KEY not in output
 
 
-def test_discover_with_a_bad_api_key_fails_with_checks_message(tmp_path):
+def test_discover_with_a_bad_api_key_fails_with_checks_message(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions()) as sb:
         message = assert_fails_like_check(tmp_path, config(sb.base_url, WRONG_KEY), "config_error")
     assert "API key" in message and "403" in message
 
 
-def test_discover_with_an_unreachable_url_fails_with_checks_message(tmp_path):
+def test_discover_with_an_unreachable_url_fails_with_checks_message(tmp_path: Path) -> None:
     message = assert_fails_like_check(tmp_path, config(f"http://127.0.0.1:{free_port()}"), "transient_error")
     assert "reach" in message.lower() or "connect" in message.lower()
 
 
-def test_discover_makes_activity_id_optional_when_default_activity_id_is_set(tmp_path):
+def test_discover_makes_activity_id_optional_when_default_activity_id_is_set(tmp_path: Path) -> None:
     """An events table without an activity column can be mapped: the config's default fills it in."""
     with Sandbox(SandboxOptions()) as sb:
         _, without, _ = discover(tmp_path, config(sb.base_url))

@@ -50,7 +50,7 @@ def parse_stdout(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]  # every line must be a protocol message
 
 
-def test_spec_prints_the_top_level_spec_json():
+def test_spec_prints_the_top_level_spec_json() -> None:
     out = subprocess.run([*MAIN, "spec"], capture_output=True, text=True, env=ENV, timeout=60, check=True)
     [message] = parse_stdout(out.stdout)
     assert message["type"] == "SPEC"
@@ -59,7 +59,7 @@ def test_spec_prints_the_top_level_spec_json():
     assert message["spec"]["supported_destination_sync_modes"] == ["append", "append_dedup", "update", "soft_delete"]
 
 
-def test_write_through_stdin_echoes_states_with_ids_and_skips_unknown_messages(tmp_path):
+def test_write_through_stdin_echoes_states_with_ids_and_skips_unknown_messages(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions()) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
                                           "credentials": {"auth_type": "api_key", "api_key": DEFAULT_API_KEY}})
@@ -94,7 +94,7 @@ def test_write_through_stdin_echoes_states_with_ids_and_skips_unknown_messages(t
         assert DEFAULT_API_KEY not in out.stdout + out.stderr
 
 
-def test_state_is_echoed_and_flushed_while_the_source_is_still_open(tmp_path):
+def test_state_is_echoed_and_flushed_while_the_source_is_still_open(tmp_path: Path) -> None:
     """The platform reads states as they come; a state must not wait for stdin to close."""
     with Sandbox(SandboxOptions()) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
@@ -105,7 +105,13 @@ def test_state_is_echoed_and_flushed_while_the_source_is_still_open(tmp_path):
         )
         assert proc.stdin is not None and proc.stdout is not None
         seen: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [seen.put(line) for line in proc.stdout], daemon=True).start()
+        stdout = proc.stdout
+
+        def pump() -> None:
+            for line in stdout:
+                seen.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
         try:
             proc.stdin.write(record(person(1)) + "\n" + state(7) + "\n")
             proc.stdin.flush()
@@ -127,7 +133,7 @@ def test_state_is_echoed_and_flushed_while_the_source_is_still_open(tmp_path):
         assert proc.returncode == 0
 
 
-def test_mid_sync_auth_failure_exits_non_zero_with_a_config_error_trace_and_no_secret(tmp_path):
+def test_mid_sync_auth_failure_exits_non_zero_with_a_config_error_trace_and_no_secret(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions(api_key="ctsbx_other_key_aaaaaaaaaaaaaaaaaaaa")) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
                                           "credentials": {"auth_type": "api_key", "api_key": DEFAULT_API_KEY}})
@@ -149,7 +155,7 @@ def test_mid_sync_auth_failure_exits_non_zero_with_a_config_error_trace_and_no_s
 
 
 @pytest.mark.parametrize("mode", ["overwrite"])
-def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
+def test_unsupported_mode_is_refused_before_any_request(tmp_path: Path, mode: str) -> None:
     with Sandbox(SandboxOptions()) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,
                                           "credentials": {"auth_type": "api_key", "api_key": DEFAULT_API_KEY}}, mode)
@@ -179,7 +185,9 @@ def test_unsupported_mode_is_refused_before_any_request(tmp_path, mode):
         (["write", "--config", "GOOD", "--catalog", "BAD_CATALOG"], "is not a valid Airbyte catalog"),
     ],
 )
-def test_command_line_and_file_problems_are_config_errors_not_crashes(tmp_path, args, needle):
+def test_command_line_and_file_problems_are_config_errors_not_crashes(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
     files = {
         "NOT_JSON": "{'api_key': 'sk_live_abc'",  # must never be quoted back
         "LIST_JSON": "[1, 2]",
@@ -202,7 +210,7 @@ def test_command_line_and_file_problems_are_config_errors_not_crashes(tmp_path, 
     assert "sk_live_abc" not in proc.stdout + proc.stderr
 
 
-def test_a_retry_is_logged_on_stdout_in_a_real_sync(tmp_path):
+def test_a_retry_is_logged_on_stdout_in_a_real_sync(tmp_path: Path) -> None:
     """Retries must be visible: the CDK configures only the "airbyte" logger, so the client logs under it."""
     with Sandbox(SandboxOptions(maintenance_first_n=1)) as sb:
         cfg, cat = write_files(tmp_path, {"api_base_url": sb.base_url,

@@ -24,6 +24,7 @@ from helpers import (
     run_write,
     run_write_until_error,
     state,
+    state_id,
     state_ids,
     wait_until,
 )
@@ -178,7 +179,7 @@ def test_unreadable_history_after_an_uncertain_outcome_stops_the_sync(sandbox_fa
     out, error = run_write_until_error(cfg, catalog("append"), input_messages())
 
     assert isinstance(error, AirbyteTracedException)
-    assert error.failure_type == FailureType.transient_error
+    assert error.failure_type == FailureType.transient_error and error.message is not None
     assert "server error" in error.message
     assert state_ids(out) == []
     assert sb.credits() == []
@@ -195,7 +196,7 @@ def interrupted_attempt(sandbox: Sandbox, cfg: dict[str, Any], all_messages: lis
 
     Segment 2 landed although state 2 was never echoed: exactly what a replay must not credit again.
     """
-    cut = next(i for i, m in enumerate(all_messages) if m.state is not None and m.state.id == 2)  # type: ignore[union-attr]
+    cut = next(i for i, m in enumerate(all_messages) if state_id(m) == 2)
     before = len(sandbox.credits())
     landed = sum(1 for m in all_messages[:cut] if m.record is not None)
 
@@ -210,7 +211,7 @@ def interrupted_attempt(sandbox: Sandbox, cfg: dict[str, Any], all_messages: lis
 
 @pytest.mark.parametrize(("policy", "auth"), [("replay_window", "api_key"), ("every_row", "api_key"), ("replay_window", "hmac")])
 def test_replay_after_interrupted_input_credits_each_row_once(sandbox_factory: Any, policy: str, auth: str) -> None:
-    from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
+    from sandboxes import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY
 
     keys = {"hmac_public_key": HMAC_PUBLIC_KEY, "hmac_private_key": HMAC_PRIVATE_KEY} if auth == "hmac" else {}
     sb = seeded(sandbox_factory(**keys))
@@ -232,7 +233,7 @@ def test_every_row_replay_is_exactly_once_when_the_attempt_credited_past_its_nex
     data = rows(segments=3)
     all_messages = messages(data)
     cfg = credit_config(sb, credit_verification="every_row")
-    never_echoed = [m for m in all_messages if not (m.state is not None and m.state.id != 1)]  # type: ignore[union-attr]
+    never_echoed = [m for m in all_messages if m.state is None or state_id(m) == 1]
 
     def everything_sent() -> None:
         wait_until(lambda: len(sb.credits()) == len(data))
@@ -261,7 +262,7 @@ def test_with_a_barrier_no_credit_starts_past_a_state_before_it_is_echoed(sandbo
     landed_at_echo = []
     for message in DestinationCrowdtwist().write(cfg, catalog("append"), iter(messages(data))):
         if message.state is not None:
-            landed_at_echo.append((message.state.id, len(sb.credits())))  # type: ignore[union-attr]
+            landed_at_echo.append((state_id(message), len(sb.credits())))
     assert landed_at_echo == [(1, SEGMENT), (2, 2 * SEGMENT), (3, 3 * SEGMENT)]
     assert_exactly_once(sb, data)
 
@@ -506,7 +507,7 @@ def test_a_replay_whose_states_fall_elsewhere_never_doubles_a_credit_by_default(
     # Attempt 1 sends 60 rows as one segment and dies before its state; the replay sends the same rows
     # with a state every 6 rows (sources do not promise the same state positions).
     seeded(sandbox)
-    extra = {} if policy == "default" else {"credit_verification": "replay_window"}
+    extra: dict[str, Any] = {} if policy == "default" else {"credit_verification": "replay_window"}
     cfg = credit_config(sandbox, max_concurrency=4, **extra)
     data = _purchases(60)
     attempt_1 = [*(record(r) for r in data), state(1)]
@@ -534,7 +535,7 @@ def test_a_full_refresh_re_sending_history_credits_nothing_twice_by_default(sand
     out = run_write(cfg, catalog("append"), _with_states([*data, *_purchases(45)[40:]], 15, first_id=100))
     assert len(sandbox.credits()) == 45
     assert sandbox.request_counts()[HISTORY] <= 2 * len(MEMBERS)  # one read per distinct member per sync
-    assert [m.state.id for m in out if m.state is not None] == [100, 101, 102]  # type: ignore[attr-defined]
+    assert state_ids(out) == [100, 101, 102]
 
 
 def test_the_same_event_id_for_two_members_or_two_activities_is_two_events(sb: Sandbox, tmp_path: Any) -> None:

@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import pytest
 import requests
-from conftest import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY, SANDBOX_API_KEY
 from faultmatrix import (
     DA_CREDITS,
     DA_PROFILES,
@@ -65,6 +64,7 @@ from faultmatrix import (
 )
 from faultproxy import FaultProxy
 from helpers import credit_config
+from sandboxes import HMAC_PRIVATE_KEY, HMAC_PUBLIC_KEY, SANDBOX_API_KEY
 
 from crowdtwist_sandbox import Sandbox, SandboxOptions
 

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import SandboxFactory
 from helpers import catalog, profile_config, record, run_write, seeded_sandbox, state, state_ids, stats
+from sandboxes import SandboxFactory
 
 from destination_crowdtwist.destination import DestinationCrowdtwist
 

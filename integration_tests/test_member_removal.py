@@ -96,14 +96,14 @@ def test_deactivate_is_the_default_and_a_missing_member_is_already_gone(sandbox:
         member = sandbox.member("email", email)
         assert member is not None and member["is_active"] is False
         assert member["redeemable_points"] == 40  # plain deactivation keeps the balance (reversible)
-    assert sandbox.member("email", emails[2])["is_active"] is True  # type: ignore[index]
-    assert sandbox.member("email", keep)["is_active"] is True  # type: ignore[index]
+    assert sandbox.existing_member("email", emails[2])["is_active"] is True
+    assert sandbox.existing_member("email", keep)["is_active"] is True
     assert counts(sandbox).get(PUT) == 3 and counts(sandbox).get(DELETE, 0) == 0
 
     # A replay of the same deletes changes nothing and rejects nothing.
     again = run_write(config(sandbox), catalog("soft_delete", STREAM), deletes(rows))
     assert [stats(m) for m in again] == [(3.0, 1.0)]
-    assert sandbox.member("email", emails[0])["redeemable_points"] == 40  # type: ignore[index]
+    assert sandbox.existing_member("email", emails[0])["redeemable_points"] == 40
 
 
 def test_deactivate_and_remove_points_wipes_the_balance(sandbox: Sandbox) -> None:
@@ -226,7 +226,7 @@ def test_dry_run_reports_would_deactivate_and_would_erase_with_masked_examples(
         # Over the guardrail: the dry run goes on, and says where a real sync would stop.
         assert "exceed max_deletes_per_sync = 2; a real sync would stop before input row 2" in logs
     assert counts(sandbox).get(PUT, 0) == 0 and counts(sandbox).get(DELETE, 0) == 0
-    assert all(sandbox.member("email", e)["is_active"] is True for e in emails)  # type: ignore[index]
+    assert all(sandbox.existing_member("email", e)["is_active"] is True for e in emails)
 
 
 def test_an_upsert_then_a_delete_of_the_same_member_in_two_streams_land_in_that_order(sandbox: Sandbox) -> None:

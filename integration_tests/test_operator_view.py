@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SandboxFactory
 from helpers import catalog, profile_config, record, run_write, seeded_sandbox, state, stats
+from sandboxes import SandboxFactory
 
 STREAM = "users"
 MEMBERS = 40

@@ -135,7 +135,7 @@ def run_case(case: StopCase, tmp: Path, moto: MotoS3 | None) -> Run:
         config = credit_config(sandbox, object_type="user_profile", **extra)
         (tmp / "config.json").write_text(json.dumps(config))
         (tmp / "catalog.json").write_text(json.dumps(CATALOG))
-        trigger: Callable[[subprocess.Popen[bytes]], None]
+        trigger: Callable[[subprocess.Popen[bytes]], object]
         if case.name == "403-mid-sync":
             trigger = lambda _proc: sandbox.set_options(api_key="revoked-" + SANDBOX_API_KEY)  # noqa: E731
         elif case.name == "sigterm":
@@ -148,7 +148,7 @@ def run_case(case: StopCase, tmp: Path, moto: MotoS3 | None) -> Run:
         return _run(tmp, case, trigger)
 
 
-def _run(tmp: Path, case: StopCase, trigger: Callable[[subprocess.Popen[bytes]], None]) -> Run:
+def _run(tmp: Path, case: StopCase, trigger: Callable[[subprocess.Popen[bytes]], object]) -> Run:
     proc = subprocess.Popen(
         [*MAIN, "write", "--config", str(tmp / "config.json"), "--catalog", str(tmp / "catalog.json")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,

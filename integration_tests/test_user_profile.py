@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +27,13 @@ UPSERT, INSERT, UPDATE = "append_dedup", "append", "update"
 
 
 @pytest.fixture
-def sb():
+def sb() -> Iterator[Sandbox]:
     with Sandbox(SandboxOptions(custom_attributes=("tier", "store_loc"))) as sandbox:
         yield sandbox
 
 
 @pytest.fixture
-def hmac_sb():
+def hmac_sb() -> Iterator[Sandbox]:
     opts = SandboxOptions(hmac_public_key=EXAMPLE_HMAC_PUBLIC_KEY, hmac_private_key=EXAMPLE_HMAC_PRIVATE_KEY)
     with Sandbox(opts) as sandbox:
         yield sandbox
@@ -89,7 +91,7 @@ def person(email: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("auth", ["api_key", "hmac"])
-def test_upsert_creates_new_and_updates_existing_members(auth, sb, hmac_sb):
+def test_upsert_creates_new_and_updates_existing_members(auth: str, sb: Sandbox, hmac_sb: Sandbox) -> None:
     sandbox = sb if auth == "api_key" else hmac_sb
     sandbox.add_member(email_address="old@example.com", first_name="Old", last_name="Name", postal_code="10001")
     out = write(
@@ -100,12 +102,12 @@ def test_upsert_creates_new_and_updates_existing_members(auth, sb, hmac_sb):
     assert stats(out) == [(1, 2.0, 0.0)]
     new = sandbox.member("email", "new@example.com")
     assert new is not None and new["first_name"] == "Ann" and new["postal_code"] == "10010"
-    old = sandbox.member("email", "old@example.com")
+    old = sandbox.existing_member("email", "old@example.com")
     assert old["first_name"] == "Renamed" and old["last_name"] == "Name"  # partial update kept last_name
 
 
 @pytest.mark.parametrize("auth", ["api_key", "hmac"])
-def test_insert_creates_only_and_reports_already_taken(auth, sb, hmac_sb):
+def test_insert_creates_only_and_reports_already_taken(auth: str, sb: Sandbox, hmac_sb: Sandbox) -> None:
     sandbox = sb if auth == "api_key" else hmac_sb
     sandbox.add_member(email_address="taken@example.com", first_name="Kim", last_name="Park", postal_code="10001")
     out = write(
@@ -114,12 +116,12 @@ def test_insert_creates_only_and_reports_already_taken(auth, sb, hmac_sb):
         [rec(person("fresh@example.com")), rec(person("taken@example.com", first_name="Other")), state(7)],
     )
     assert stats(out) == [(7, 1.0, 1.0)]
-    assert sandbox.member("email", "taken@example.com")["first_name"] == "Kim"  # untouched
+    assert sandbox.existing_member("email", "taken@example.com")["first_name"] == "Kim"  # untouched
     assert sandbox.request_counts().get("PUT /v2/users/{id}", 0) == 0
 
 
 @pytest.mark.parametrize("auth", ["api_key", "hmac"])
-def test_update_never_creates(auth, sb, hmac_sb):
+def test_update_never_creates(auth: str, sb: Sandbox, hmac_sb: Sandbox) -> None:
     sandbox = sb if auth == "api_key" else hmac_sb
     sandbox.add_member(email_address="here@example.com", first_name="Here", last_name="Now", postal_code="10001")
     out = write(
@@ -129,11 +131,11 @@ def test_update_never_creates(auth, sb, hmac_sb):
     )
     assert stats(out) == [(3, 1.0, 1.0)]
     assert sandbox.member("email", "ghost@example.com") is None
-    assert sandbox.member("email", "here@example.com")["last_name"] == "Later"
+    assert sandbox.existing_member("email", "here@example.com")["last_name"] == "Later"
     assert sandbox.request_counts().get("POST /v2/users", 0) == 0
 
 
-def test_upsert_by_crowdtwist_id_never_creates_a_stray_member(sb):
+def test_upsert_by_crowdtwist_id_never_creates_a_stray_member(sb: Sandbox) -> None:
     member = sb.add_member(email_address="id@example.com", first_name="Id", last_name="Only", postal_code="10001")
     out = write(
         config(sb, user_identifier_type="id"),
@@ -142,7 +144,7 @@ def test_upsert_by_crowdtwist_id_never_creates_a_stray_member(sb):
     )
     assert stats(out) == [(1, 1.0, 1.0)]
     assert len(sb.members()) == 1
-    assert sb.member("id", member["id"])["first_name"] == "Known"
+    assert sb.existing_member("id", member["id"])["first_name"] == "Known"
 
 
 @pytest.mark.parametrize(
@@ -154,7 +156,9 @@ def test_upsert_by_crowdtwist_id_never_creates_a_stray_member(sb):
         ("mobile_phone_number", "(212) 555-0123", "mobile_phone_number", "2125550123"),
     ],
 )
-def test_create_places_identifier_in_its_own_field(sb, id_type, user_id, field, stored):
+def test_create_places_identifier_in_its_own_field(
+    sb: Sandbox, id_type: str, user_id: str, field: str, stored: str
+) -> None:
     data = {"user_id": user_id, "first_name": "Ann", "last_name": "Lee", "postal_code": "10010"}
     if id_type != "email":
         data["email_address"] = f"{id_type}@example.com"
@@ -167,15 +171,15 @@ def test_create_places_identifier_in_its_own_field(sb, id_type, user_id, field, 
 # -- mapping ------------------------------------------------------------------------------------------
 
 
-def test_unmapped_fields_go_to_custom_data_and_metadata_never_leaves(sb):
+def test_unmapped_fields_go_to_custom_data_and_metadata_never_leaves(sb: Sandbox) -> None:
     data = person("c@example.com", tier="gold", store_loc=575, _airbyte_raw_id="x", _ab_cdc_lsn=1)
     write(config(sb), catalog(UPSERT), [rec(data), state(1)])
-    member = sb.member("email", "c@example.com")
+    member = sb.existing_member("email", "c@example.com")
     assert member["custom_data"] == {"tier": "gold", "store_loc": "575"}
     assert "_airbyte_raw_id" not in json.dumps(member)
 
 
-def test_custom_data_without_configured_attributes_is_rejected_with_a_fix(tmp_path):
+def test_custom_data_without_configured_attributes_is_rejected_with_a_fix(tmp_path: Path) -> None:
     with Sandbox(SandboxOptions()) as bare:  # no custom attributes configured
         path = tmp_path / "rejects.jsonl"
         out = write(
@@ -190,17 +194,15 @@ def test_custom_data_without_configured_attributes_is_rejected_with_a_fix(tmp_pa
         # With drop, the same row is accepted.
         out = write(config(bare, unmapped_fields="drop"), catalog(UPSERT), [rec(person("x@example.com", tier="g")), state(2)])
         assert stats(out) == [(2, 1.0, 0.0)]
-        assert "custom_data" not in bare.member("email", "x@example.com") or not bare.member(
-            "email", "x@example.com"
-        ).get("custom_data")
+        assert not bare.existing_member("email", "x@example.com").get("custom_data")
 
 
-def test_unrecognized_custom_attribute_is_rejected(sb):
+def test_unrecognized_custom_attribute_is_rejected(sb: Sandbox) -> None:
     out = write(config(sb), catalog(UPSERT), [rec(person("u@example.com", Tier="gold")), state(1)])
     assert stats(out) == [(1, 0.0, 1.0)]
 
 
-def test_field_mapping_with_dotted_paths(sb):
+def test_field_mapping_with_dotted_paths(sb: Sandbox) -> None:
     mapping = [
         {"source": "contact.email", "destination": "user_id"},
         {"source": "contact.first", "destination": "first_name"},
@@ -210,19 +212,19 @@ def test_field_mapping_with_dotted_paths(sb):
     data = {"contact": {"email": "map@example.com", "first": "Mapped"}, "surname": "Path", "address": {"zip": 2134}}
     out = write(config(sb, field_mapping=mapping), catalog(UPSERT), [rec(data), state(1)])
     assert stats(out) == [(1, 1.0, 0.0)]
-    member = sb.member("email", "map@example.com")
+    member = sb.existing_member("email", "map@example.com")
     assert (member["first_name"], member["last_name"], member["postal_code"]) == ("Mapped", "Path", "02134")
 
 
-def test_nulls_are_skipped_by_default_and_sent_when_asked(sb):
+def test_nulls_are_skipped_by_default_and_sent_when_asked(sb: Sandbox) -> None:
     sb.add_member(email_address="n@example.com", first_name="Keep", last_name="Me", postal_code="10001",
                   middle_name="Middle")
     write(config(sb), catalog(UPDATE), [rec({"user_id": "n@example.com", "middle_name": None, "last_name": "X"}),
                                          state(1)])
-    assert sb.member("email", "n@example.com")["middle_name"] == "Middle"
+    assert sb.existing_member("email", "n@example.com")["middle_name"] == "Middle"
     write(config(sb, null_values="send"), catalog(UPDATE),
           [rec({"user_id": "n@example.com", "middle_name": None}), state(2)])
-    assert sb.member("email", "n@example.com")["middle_name"] is None
+    assert sb.existing_member("email", "n@example.com")["middle_name"] is None
 
 
 @pytest.mark.parametrize(
@@ -242,19 +244,19 @@ def test_nulls_are_skipped_by_default_and_sent_when_asked(sb):
         ("mobile_phone_number", "+1 (212) 555-0123", "12125550123"),
     ],
 )
-def test_coercions_reach_crowdtwist_as_wire_types(sb, field, value, expected):
+def test_coercions_reach_crowdtwist_as_wire_types(sb: Sandbox, field: str, value: object, expected: object) -> None:
     data = person("coerce@example.com", **{field: value})
     out = write(config(sb), catalog(UPSERT), [rec(data), state(1)])
     assert stats(out) == [(1, 1.0, 0.0)]
-    assert sb.member("email", "coerce@example.com")[field] == expected
+    assert sb.existing_member("email", "coerce@example.com")[field] == expected
 
 
-def test_country_code_is_upper_cased(sb):
+def test_country_code_is_upper_cased(sb: Sandbox) -> None:
     data = {"user_id": "ca@example.com", "first_name": "Can", "last_name": "Ada", "postal_code": "k1a0b1",
             "country_code": "ca"}
     out = write(config(sb), catalog(UPSERT), [rec(data), state(1)])
     assert stats(out) == [(1, 1.0, 0.0)]
-    member = sb.member("email", "ca@example.com")
+    member = sb.existing_member("email", "ca@example.com")
     assert member["postal_code"] == "K1A 0B1"
 
 
@@ -279,7 +281,9 @@ def test_country_code_is_upper_cased(sb):
         ({"first_name": "No", "last_name": "Id"}, "missing_identifier", "user_id"),
     ],
 )
-def test_bad_rows_are_rejected_before_any_request(sb, tmp_path, data, reason, words):
+def test_bad_rows_are_rejected_before_any_request(
+    sb: Sandbox, tmp_path: Path, data: dict[str, Any], reason: str, words: str
+) -> None:
     path = tmp_path / "rejects.jsonl"
     out = write(config(sb, rejected_records_path=str(path)), catalog(INSERT), [rec(data), state(1)])
     assert stats(out) == [(1, 0.0, 1.0)]
@@ -289,7 +293,7 @@ def test_bad_rows_are_rejected_before_any_request(sb, tmp_path, data, reason, wo
     assert sb.request_counts()["total"] == 0
 
 
-def test_reject_file_masks_pii_unless_asked(sb, tmp_path):
+def test_reject_file_masks_pii_unless_asked(sb: Sandbox, tmp_path: Path) -> None:
     sb.add_member(email_address="dup@example.com", first_name="A", last_name="B", postal_code="10001")
     path = tmp_path / "rejects.jsonl"
     write(config(sb, rejected_records_path=str(path)), catalog(INSERT),
@@ -309,7 +313,7 @@ def test_reject_file_masks_pii_unless_asked(sb, tmp_path):
 # -- checkpoints ------------------------------------------------------------------------------------
 
 
-def test_interleaved_records_and_states_are_echoed_in_order_with_exact_counts(sb):
+def test_interleaved_records_and_states_are_echoed_in_order_with_exact_counts(sb: Sandbox) -> None:
     messages: list[Any] = []
     expected = []
     for block in range(5):
@@ -329,7 +333,7 @@ def test_interleaved_records_and_states_are_echoed_in_order_with_exact_counts(sb
     assert len(sb.members()) == sum(int(e[1]) for e in expected)
 
 
-def test_stream_and_global_states_count_their_scope(sb):
+def test_stream_and_global_states_count_their_scope(sb: Sandbox) -> None:
     messages = [
         rec(person("a1@example.com"), stream="a"),
         rec(person("b1@example.com"), stream="b"),
@@ -343,14 +347,14 @@ def test_stream_and_global_states_count_their_scope(sb):
     assert stats(out) == [(1, 1.0, 0.0), (2, 2.0, 0.0), (3, 1.0, 0.0)]
 
 
-def test_records_of_streams_not_in_catalog_and_unknown_messages_are_skipped(sb):
+def test_records_of_streams_not_in_catalog_and_unknown_messages_are_skipped(sb: Sandbox) -> None:
     messages = [rec(person("s@example.com"), stream="other"), rec(person("k@example.com")), state(1)]
     out = write(config(sb), catalog(UPSERT), messages)
     assert stats(out) == [(1, 1.0, 0.0)]
     assert [m["email_address"] for m in sb.members()] == ["k@example.com"]
 
 
-def test_mid_sync_auth_failure_stops_with_config_error_after_safe_states(sb):
+def test_mid_sync_auth_failure_stops_with_config_error_after_safe_states(sb: Sandbox) -> None:
     messages = [rec(person(f"a{i}@example.com")) for i in range(3)] + [state(1)]
     messages += [rec(person(f"b{i}@example.com")) for i in range(3)] + [state(2)]
 
@@ -359,7 +363,7 @@ def test_mid_sync_auth_failure_stops_with_config_error_after_safe_states(sb):
                                         input_messages=_revoke_after(sb, messages, after=4))
     with pytest.raises(AirbyteTracedException) as info:
         out.extend(gen)  # keeps the states echoed before the failure
-    assert info.value.failure_type == FailureType.config_error
+    assert info.value.failure_type == FailureType.config_error and info.value.message is not None
     assert "API key" in info.value.message
     assert DEFAULT_API_KEY not in str(info.value.internal_message) and DEFAULT_API_KEY not in info.value.message
     assert [m.state.id for m in out] == [1]
@@ -367,7 +371,7 @@ def test_mid_sync_auth_failure_stops_with_config_error_after_safe_states(sb):
     assert sb.request_counts().get("403", 0) == 1
 
 
-def _revoke_after(sb: Sandbox, messages: list[Any], after: int):
+def _revoke_after(sb: Sandbox, messages: list[Any], after: int) -> Iterator[Any]:
     for i, m in enumerate(messages):
         if i == after:
             # Once the first rows landed, revoke the key: later rows hit 403.
@@ -378,17 +382,17 @@ def _revoke_after(sb: Sandbox, messages: list[Any], after: int):
         yield m
 
 
-def test_unsupported_sync_mode_is_a_config_error_naming_the_stream(sb):
+def test_unsupported_sync_mode_is_a_config_error_naming_the_stream(sb: Sandbox) -> None:
     with pytest.raises(AirbyteTracedException) as info:
         write(config(sb), catalog("overwrite"), [rec(person("o@example.com"))])
-    assert info.value.failure_type == FailureType.config_error
+    assert info.value.failure_type == FailureType.config_error and info.value.message is not None
     assert "users" in info.value.message and "append_dedup" in info.value.message
 
 
 # -- dry run ---------------------------------------------------------------------------------------
 
 
-def test_dry_run_reports_without_writing(sb, caplog):
+def test_dry_run_reports_without_writing(sb: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     sb.add_member(email_address="dry@example.com", first_name="Dry", last_name="Run", postal_code="10001")
     before = [dict(m) for m in sb.members()]
     messages = [
@@ -407,7 +411,7 @@ def test_dry_run_reports_without_writing(sb, caplog):
     assert "would_update: 1" in text and "would_create: 1" in text and "rejected: 1" in text
 
 
-def test_summary_lists_outcomes_and_reason_classes_with_masked_examples(sb, caplog):
+def test_summary_lists_outcomes_and_reason_classes_with_masked_examples(sb: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     messages = [rec(person(f"ok{i}@example.com")) for i in range(3)]
     messages += [rec({"user_id": f"{c}bad@example.com", "first_name": "X"}) for c in "vwxyz"]
     messages.append(state(1))
@@ -420,7 +424,7 @@ def test_summary_lists_outcomes_and_reason_classes_with_masked_examples(sb, capl
     assert "vbad@example.com" not in text
 
 
-def test_upsert_row_that_cannot_be_created_says_the_member_does_not_exist(sb, tmp_path):
+def test_upsert_row_that_cannot_be_created_says_the_member_does_not_exist(sb: Sandbox, tmp_path: Path) -> None:
     path = tmp_path / "rejects.jsonl"
     write(config(sb, rejected_records_path=str(path)), catalog(UPSERT),
           [rec({"user_id": "partial@example.com", "last_name": "Only"}), state(1)])
@@ -431,7 +435,7 @@ def test_upsert_row_that_cannot_be_created_says_the_member_does_not_exist(sb, tm
     assert counts.get("PUT /v2/users/{id}") == 1 and counts.get("POST /v2/users", 0) == 0  # no wasted create
 
 
-def test_insert_row_missing_required_fields_does_not_claim_the_member_is_missing(sb, tmp_path):
+def test_insert_row_missing_required_fields_does_not_claim_the_member_is_missing(sb: Sandbox, tmp_path: Path) -> None:
     path = tmp_path / "rejects.jsonl"
     write(config(sb, rejected_records_path=str(path)), catalog(INSERT),
           [rec({"user_id": "partial@example.com", "last_name": "Only"}), state(1)])
@@ -440,7 +444,7 @@ def test_insert_row_missing_required_fields_does_not_claim_the_member_is_missing
     assert line["message"].startswith("first_name")
 
 
-def test_upsert_learns_the_cheaper_order_and_stays_near_one_request_per_row(sb):
+def test_upsert_learns_the_cheaper_order_and_stays_near_one_request_per_row(sb: Sandbox) -> None:
     # Sequential, so the learner sees each answer before the next row. 60 new members, then 60
     # existing ones, in one sync: it starts update-first (each new member costs PUT 404 + POST), switches
     # to create-first, then back to update-first once existing members dominate (each costs POST

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -210,6 +210,7 @@ class FakeServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server: the stubs also allow the bytes of an AF_UNIX path
         return f"http://{host}:{port}"
 
     @property
@@ -279,10 +280,11 @@ class ScriptedAdapter(BaseAdapter):
     def __post_init__(self) -> None:
         super().__init__()
 
-    def queue(self, *items: tuple[Any, ...] | BaseException) -> ScriptedAdapter:
+    def queue(self, *items: tuple[Any, ...] | BaseException) -> Self:
         self.script.extend(items)
         return self
 
+    # The stub spells out send's keywords; the transport passes them all and this fake reads none.
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.sent.append(request)
         if not self.script:

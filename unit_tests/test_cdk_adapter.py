@@ -42,10 +42,10 @@ SPEC = ConnectorSpecification(connectionSpecification={
     "type": "object", "required": ["api_base_url"],
     "properties": {"api_base_url": {"type": "string"}, "api_key": {"type": "string", "airbyte_secret": True}},
 })
-STATE = {"type": "STATE", "state": {"type": "STREAM", "id": 7, "stream": {
+STATE: dict[str, Any] = {"type": "STATE", "state": {"type": "STREAM", "id": 7, "stream": {
     "stream_descriptor": {"name": "users"}, "stream_state": {"cursor": 1}}}}
-RECORD = {"type": "RECORD", "record": {"stream": "users", "emitted_at": 1, "data": {"n": 1}}}
-CATALOG = {"streams": [{"stream": {"name": "users", "json_schema": {}, "supported_sync_modes": ["incremental"]},
+RECORD: dict[str, Any] = {"type": "RECORD", "record": {"stream": "users", "emitted_at": 1, "data": {"n": 1}}}
+CATALOG: dict[str, Any] = {"streams": [{"stream": {"name": "users", "json_schema": {}, "supported_sync_modes": ["incremental"]},
                         "sync_mode": "incremental", "destination_sync_mode": "append"}]}
 
 
@@ -166,6 +166,7 @@ def test_gap_3_echoed_states_carry_exact_counts_with_rejected_record_count() -> 
 def test_gap_4_json_that_is_not_an_airbyte_message_does_not_stop_the_sync(files: dict[str, str]) -> None:
     unknown = json.dumps({"type": "SOMETHING_NEW", "x": 1})
     with pytest.raises(SchemaValidationError):  # the CDK: the sync dies
+        # The CDK annotates a TextIOWrapper but reads any text stream.
         list(CdkProbe()._parse_input_stream(io.StringIO(unknown + "\n")))  # type: ignore[arg-type]
 
     probe = Probe()

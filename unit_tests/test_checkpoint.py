@@ -10,7 +10,7 @@ A = (None, "a")
 B = (None, "b")
 
 
-def test_state_waits_for_every_earlier_record():
+def test_state_waits_for_every_earlier_record() -> None:
     t: CheckpointTracker[str] = CheckpointTracker()
     r1 = t.add_record()
     r2 = t.add_record()
@@ -23,7 +23,7 @@ def test_state_waits_for_every_earlier_record():
     assert (released.state, released.record_count, released.rejected_count) == ("s1", 1, 1)
 
 
-def test_states_released_in_order_even_when_later_segment_settles_first():
+def test_states_released_in_order_even_when_later_segment_settles_first() -> None:
     t: CheckpointTracker[str] = CheckpointTracker()
     r1 = t.add_record()
     t.add_state("s1", A)
@@ -35,7 +35,7 @@ def test_states_released_in_order_even_when_later_segment_settles_first():
     assert [(s.state, s.record_count) for s in t.release()] == [("s1", 1), ("s2", 1)]
 
 
-def test_stream_states_count_their_own_stream_since_their_previous_state():
+def test_stream_states_count_their_own_stream_since_their_previous_state() -> None:
     t: CheckpointTracker[str] = CheckpointTracker()
     tickets = [(t.add_record(), A), (t.add_record(), B), (t.add_record(), A)]
     t.add_state("a1", A)
@@ -47,7 +47,7 @@ def test_stream_states_count_their_own_stream_since_their_previous_state():
     assert [(s.state, s.record_count) for s in released] == [("a1", 2), ("b1", 2)]
 
 
-def test_global_state_counts_all_streams():
+def test_global_state_counts_all_streams() -> None:
     t: CheckpointTracker[str] = CheckpointTracker()
     ra, rb = t.add_record(), t.add_record()
     t.add_state("g1", None)
@@ -57,14 +57,14 @@ def test_global_state_counts_all_streams():
     assert (g.record_count, g.rejected_count) == (1, 1)
 
 
-def test_state_with_no_records_is_released_at_once_with_zero_counts():
+def test_state_with_no_records_is_released_at_once_with_zero_counts() -> None:
     t: CheckpointTracker[str] = CheckpointTracker()
     t.add_state("s0", A)
     [s] = t.release()
     assert (s.record_count, s.rejected_count) == (0, 0)
 
 
-def test_double_settle_is_a_bug():
+def test_double_settle_is_a_bug() -> None:
     t: CheckpointTracker[str] = CheckpointTracker()
     r = t.add_record()
     t.settle(r, A, accepted=True)
@@ -73,7 +73,7 @@ def test_double_settle_is_a_bug():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_random_interleaving_counts_are_exact(seed):
+def test_random_interleaving_counts_are_exact(seed: int) -> None:
     rng = random.Random(seed)
     t: CheckpointTracker[int] = CheckpointTracker()
     streams = [A, B]

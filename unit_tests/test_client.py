@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 from fakehttp import (
     Drop,
@@ -33,6 +35,7 @@ from fakehttp import (
     json_reply,
     serving,
 )
+from requests.adapters import HTTPAdapter
 
 import destination_crowdtwist.api.errors as errors_module
 from destination_crowdtwist.api.client import CrowdTwistClient
@@ -253,6 +256,7 @@ class SlowAdapter(ScriptedAdapter):
 
     harness: Harness | None = None
 
+    # The stub spells out send's keywords; the transport passes them all and this fake reads none.
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         assert self.harness is not None
         self.harness.now += 0.3
@@ -266,7 +270,7 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
         harness.now += 2.0  # waiting for a paced slot is not part of the round trip
         budget.calls.append(("acquire", None))
 
-    budget.acquire = acquire_after_two_seconds  # type: ignore[method-assign]
+    budget.acquire = acquire_after_two_seconds  # type: ignore[method-assign]  # this spy's acquire also moves the clock
     adapter = SlowAdapter().queue(
         (429, {}), requests.exceptions.ConnectTimeout("timed out"), (200, []),
     )
@@ -488,8 +492,12 @@ def test_connect_timeout_is_retried_for_credits(harness: Harness) -> None:
 
 def test_dns_failure_says_host_unreachable_and_hides_the_key(harness: Harness) -> None:
     url = f"/v2/activities?api_key={API_KEY}"
-    reason = urllib3.exceptions.NameResolutionError("api1.crowdtwist.com", None, OSError("Name or service not known"))
-    dns = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, url, reason))  # type: ignore[arg-type]
+    # The objects urllib3 builds when the resolver fails: the connection, the gaierror and the pool.
+    host = "api1.crowdtwist.com"
+    gaierror = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    reason = urllib3.exceptions.NameResolutionError(host, urllib3.connection.HTTPSConnection(host), gaierror)
+    dns = requests.exceptions.ConnectionError(
+        urllib3.exceptions.MaxRetryError(urllib3.HTTPSConnectionPool(host), url, reason))
     assert API_KEY in str(dns)  # the library message does carry the key
     client, adapter = _scripted_client(harness, dns, dns, dns, dns)
     with pytest.raises(TransientError) as info:
@@ -613,6 +621,7 @@ def test_unknown_member_404_is_returned(fake_server: FakeServer, harness: Harnes
 
 def _trace(err: CrowdTwistError) -> Any:
     message = traced(err).as_airbyte_message()
+    assert message.trace is not None and message.trace.error is not None
     return {"message": message.trace.error.message, "internal": message.trace.error.internal_message,
             "stack": message.trace.error.stack_trace}
 
@@ -663,8 +672,9 @@ def test_mask_user_segment() -> None:
 def test_session_is_configured_for_our_own_retries(harness: Harness) -> None:
     client = harness.client("https://api1.crowdtwist.com", pool_size=7)
     adapter = client._transport.session.get_adapter("https://api1.crowdtwist.com/v2/activities")
-    assert adapter.max_retries.total == 0  # type: ignore[attr-defined]
-    assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
+    assert isinstance(adapter, HTTPAdapter)
+    assert adapter.max_retries.total == 0
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 7
     assert client._transport.session.verify not in (False, None, "")  # TLS verification stays on (True or a CA bundle path)
 
 
@@ -793,12 +803,32 @@ def test_the_package_classifies_answers_in_one_place() -> None:
     assert _calls_of("classify_response") == {"api/response.py": 1}
 
 
-def test_no_api_module_but_the_table_tests_http_statuses() -> None:
+#: Comparisons with a number in 100-599 that are not CrowdTwist statuses, each with why.
+NOT_CROWDTWIST_STATUSES = {
+    # A code point above Latin-1, not a status.
+    ("config/checks.py", "ord(ch) > 255"),
+}
+#: Modules with a status table of their own, for another service (so the guard does not apply to them).
+OTHER_SERVICES_TABLES = {
+    "rejects/s3_failures.py",  # S3's answers (403 denied, 404 missing, 5xx/408/429 retryable), not CrowdTwist's
+}
+#: CrowdTwist status tests still outside the table. Listed here, not skipped, so that the list can only
+#: shrink: moving one into the table (api/errors.py) makes this test fail until its entry is removed.
+STATUS_TESTS_NOT_YET_IN_THE_TABLE = [
+    "destination.py: exc.status == 503",  # check's message for maintenance: the table's UNAVAILABLE
+    "destination.py: exc.status == 429",  # check's message for throttling: the table's THROTTLED
+    "sync/session.py: status >= 500",  # the summary's server-error count from the per-status counters
+]
+
+
+def test_no_module_but_the_table_tests_http_statuses() -> None:
     # Status semantics live in the status table (api/errors.py) only: the client, the transport, the
-    # retry decision, the flow control and the counters read its rows.
-    offenders = []
-    for path in sorted((PACKAGE / "api").glob("*.py")):
-        if path.name == "errors.py":
+    # retry decision, the flow control and the counters read its rows, and so must every other layer
+    # (writers receive a reason, never a status).
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        if name == "api/errors.py" or name in OTHER_SERVICES_TABLES:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Compare):
@@ -806,9 +836,9 @@ def test_no_api_module_but_the_table_tests_http_statuses() -> None:
                 numbers = [v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, int)]
                 numbers += [e.value for v in values if isinstance(v, ast.Tuple | ast.Set | ast.List)
                             for e in v.elts if isinstance(e, ast.Constant) and isinstance(e.value, int)]
-                if any(100 <= n <= 599 for n in numbers):
-                    offenders.append(f"{path.name}:{node.lineno}")
-    assert offenders == []
+                if any(100 <= n <= 599 for n in numbers) and (name, ast.unparse(node)) not in NOT_CROWDTWIST_STATUSES:
+                    found.append(f"{name}: {ast.unparse(node)}")
+    assert sorted(found) == sorted(STATUS_TESTS_NOT_YET_IN_THE_TABLE)
 
 
 def test_each_answer_is_classified_once(fake_server: FakeServer, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:

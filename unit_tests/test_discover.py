@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
 import jsonschema
@@ -34,6 +35,8 @@ ACTIVITIES: list[dict[str, Any]] = [
     {"id": 1003, "title": "Newsletter Sign-up", "num_points": 1},
 ]
 
+LOGGER = logging.getLogger("test_discover")
+
 IDENTIFIER_KEYS = [["email_address"], ["third_party_id"], ["username"], ["mobile_phone_number"]]
 
 CatalogSerializer: Serializer[DestinationCatalog] = Serializer(
@@ -53,6 +56,7 @@ def config(**extra: Any) -> Any:
 
 
 def operation(catalog: dict[str, Any], object_name: str, mode: str) -> dict[str, Any]:
+    found: dict[str, Any]
     [found] = [op for op in catalog["operations"] if (op["object_name"], op["sync_mode"]) == (object_name, mode)]
     return found
 
@@ -65,7 +69,7 @@ def properties(catalog: dict[str, Any], object_name: str, mode: str) -> dict[str
 # -- operations and matching keys ----------------------------------------------------------------
 
 
-def test_operations_are_user_profile_upsert_insert_update_delete_and_activity_credit_insert():
+def test_operations_are_user_profile_upsert_insert_update_delete_and_activity_credit_insert() -> None:
     catalog = build_catalog(config(), ACTIVITIES)
     assert [(op["object_name"], op["sync_mode"]) for op in catalog["operations"]] == [
         ("user_profile", "append_dedup"),
@@ -85,7 +89,7 @@ def test_operations_are_user_profile_upsert_insert_update_delete_and_activity_cr
         ("activity_credit", "append", IDENTIFIER_KEYS),
     ],
 )
-def test_matching_keys(object_name, mode, keys):
+def test_matching_keys(object_name: str, mode: str, keys: list[list[str]]) -> None:
     catalog = build_catalog(config(), ACTIVITIES)
     op = operation(catalog, object_name, mode)
     assert op["matching_keys"] == keys
@@ -94,14 +98,14 @@ def test_matching_keys(object_name, mode, keys):
         assert key[0] in op["json_schema"]["properties"]
 
 
-def test_the_catalog_does_not_depend_on_the_configured_object_type():
+def test_the_catalog_does_not_depend_on_the_configured_object_type() -> None:
     assert build_catalog(config(object_type="activity_credit"), ACTIVITIES) == build_catalog(config(), ACTIVITIES)
 
 
 # -- user_profile schema -------------------------------------------------------------------------
 
 
-def test_user_profile_offers_exactly_the_fields_the_mapping_sends():
+def test_user_profile_offers_exactly_the_fields_the_mapping_sends() -> None:
     catalog = build_catalog(config(), ACTIVITIES)
     offered: set[str] = set()
     for mode in ("append_dedup", "append", "update"):
@@ -123,13 +127,13 @@ def test_user_profile_offers_exactly_the_fields_the_mapping_sends():
         ("postal_code", {"append_dedup", "append", "update"}),
     ],
 )
-def test_create_only_and_update_only_fields(field, modes):
+def test_create_only_and_update_only_fields(field: str, modes: set[str]) -> None:
     catalog = build_catalog(config(), ACTIVITIES)
     offered_in = {mode for mode in ("append_dedup", "append", "update") if field in properties(catalog, "user_profile", mode)}
     assert offered_in == modes
 
 
-def test_insert_requires_what_crowdtwist_requires_on_create():
+def test_insert_requires_what_crowdtwist_requires_on_create() -> None:
     problems = validate_user({}, creating=True, require_location=False)
     assert set(CREATE_REQUIRED) == {p.field for p in problems}
     catalog = build_catalog(config(), ACTIVITIES)
@@ -139,7 +143,7 @@ def test_insert_requires_what_crowdtwist_requires_on_create():
         assert "required" not in operation(catalog, "user_profile", mode)["json_schema"]
 
 
-def test_every_property_has_a_type_and_a_description():
+def test_every_property_has_a_type_and_a_description() -> None:
     catalog = build_catalog(config(custom_attributes=["tier"]), ACTIVITIES)
     for op in catalog["operations"]:
         for name, prop in op["json_schema"]["properties"].items():
@@ -147,7 +151,7 @@ def test_every_property_has_a_type_and_a_description():
             assert isinstance(prop.get("description"), str) and len(prop["description"]) > 10, name
 
 
-def test_types_and_formats_say_what_crowdtwist_expects():
+def test_types_and_formats_say_what_crowdtwist_expects() -> None:
     props = properties(build_catalog(config(), ACTIVITIES), "user_profile", "append_dedup")
     assert props["email_address"]["format"] == "email"
     assert props["date_of_birth"] == props["date_of_birth"] | {"type": "string", "format": "date"}
@@ -170,7 +174,7 @@ BY_TYPE: dict[str, Any] = {"string": "abc", "integer": 7, "boolean": True, "obje
 
 
 @pytest.mark.parametrize("mode", ["append_dedup", "append", "update"])
-def test_a_value_of_each_advertised_type_is_accepted_by_the_mapping(mode):
+def test_a_value_of_each_advertised_type_is_accepted_by_the_mapping(mode: str) -> None:
     props = properties(build_catalog(config(), ACTIVITIES), "user_profile", mode)
     for name, prop in props.items():
         if name == "id":
@@ -183,7 +187,7 @@ def test_a_value_of_each_advertised_type_is_accepted_by_the_mapping(mode):
 # -- custom attributes -----------------------------------------------------------------------------
 
 
-def test_custom_attributes_become_string_properties_of_every_user_profile_operation():
+def test_custom_attributes_become_string_properties_of_every_user_profile_operation() -> None:
     catalog = build_catalog(config(custom_attributes=["tier", "store_loc"]), ACTIVITIES)
     for mode in ("append_dedup", "append", "update"):
         props = properties(catalog, "user_profile", mode)
@@ -193,12 +197,12 @@ def test_custom_attributes_become_string_properties_of_every_user_profile_operat
     assert "tier" not in properties(catalog, "activity_credit", "append")
 
 
-def test_without_custom_attributes_only_standard_fields_are_offered():
+def test_without_custom_attributes_only_standard_fields_are_offered() -> None:
     props = properties(build_catalog(config(), ACTIVITIES), "user_profile", "append")
     assert set(props) <= set(KNOWN_USER_FIELDS)
 
 
-def test_a_custom_attribute_named_like_a_standard_field_keeps_the_standard_field():
+def test_a_custom_attribute_named_like_a_standard_field_keeps_the_standard_field() -> None:
     standard = user_profile_schema("update")["properties"]
     props = user_profile_schema("update", ["first_name", "user_id", "id", "tier"])["properties"]
     assert props["first_name"] == standard["first_name"]
@@ -207,12 +211,12 @@ def test_a_custom_attribute_named_like_a_standard_field_keeps_the_standard_field
     assert set(props) - set(standard) == {"tier"}
 
 
-def test_unknown_user_profile_mode_is_a_programming_error():
+def test_unknown_user_profile_mode_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="overwrite"):
         user_profile_schema("overwrite")
 
 
-def test_soft_delete_offers_the_update_keys_and_a_schema_of_only_those_keys():
+def test_soft_delete_offers_the_update_keys_and_a_schema_of_only_those_keys() -> None:
     catalog = build_catalog(config(custom_attributes=["tier"]), ACTIVITIES)
     delete = operation(catalog, "user_profile", "soft_delete")
     assert delete["matching_keys"] == operation(catalog, "user_profile", "update")["matching_keys"]
@@ -227,7 +231,7 @@ def test_soft_delete_offers_the_update_keys_and_a_schema_of_only_those_keys():
 # -- activity_credit schema --------------------------------------------------------------------------
 
 
-def test_activity_id_offers_the_active_activities():
+def test_activity_id_offers_the_active_activities() -> None:
     activity_id = properties(build_catalog(config(), ACTIVITIES), "activity_credit", "append")["activity_id"]
     assert activity_id["type"] == "string"
     assert activity_id["oneOf"] == [
@@ -237,7 +241,7 @@ def test_activity_id_offers_the_active_activities():
     ]
 
 
-def test_activity_choices_tolerate_odd_items():
+def test_activity_choices_tolerate_odd_items() -> None:
     choices = activity_choices([
         {"id": "7", "title": "  ", "num_points": None},  # blank title, unknown points
         {"id": "7", "title": "Again"},  # repeated id: listed once
@@ -248,7 +252,7 @@ def test_activity_choices_tolerate_odd_items():
     assert choices == [{"const": "7", "title": "Activity 7"}, {"const": "8", "title": "Eight"}]
 
 
-def test_no_active_activities_gives_a_valid_schema_that_says_why_there_is_no_choice():
+def test_no_active_activities_gives_a_valid_schema_that_says_why_there_is_no_choice() -> None:
     schema = operation(build_catalog(config(), []), "activity_credit", "append")["json_schema"]
     activity_id = schema["properties"]["activity_id"]
     assert "oneOf" not in activity_id  # an empty oneOf is invalid JSON Schema
@@ -256,7 +260,7 @@ def test_no_active_activities_gives_a_valid_schema_that_says_why_there_is_no_cho
     jsonschema.Draft7Validator.check_schema(schema)
 
 
-def test_activity_credit_fields_and_required():
+def test_activity_credit_fields_and_required() -> None:
     schema = operation(build_catalog(config(), ACTIVITIES), "activity_credit", "append")["json_schema"]
     props = schema["properties"]
     assert schema["required"] == ["activity_id"]
@@ -267,7 +271,7 @@ def test_activity_credit_fields_and_required():
     assert {"email_address", "third_party_id", "username", "mobile_phone_number"} <= set(props)
 
 
-def test_activity_id_is_optional_when_default_activity_id_is_set():
+def test_activity_id_is_optional_when_default_activity_id_is_set() -> None:
     schema = operation(build_catalog(config(default_activity_id="1002"), ACTIVITIES), "activity_credit", "append")
     json_schema = schema["json_schema"]
     assert "required" not in json_schema
@@ -276,7 +280,7 @@ def test_activity_id_is_optional_when_default_activity_id_is_set():
     jsonschema.validate({"email_address": "a@example.com", "num_points": 5}, json_schema)  # no activity column
 
 
-def test_the_event_id_property_follows_the_event_id_field_setting():
+def test_the_event_id_property_follows_the_event_id_field_setting() -> None:
     props = properties(build_catalog(config(event_id_field="order_id"), ACTIVITIES), "activity_credit", "append")
     assert "order_id" in props and "event_id" not in props
     # A setting that names another field does not replace that field.
@@ -284,7 +288,7 @@ def test_the_event_id_property_follows_the_event_id_field_setting():
     assert "oneOf" in props["activity_id"]
 
 
-def test_records_are_checked_against_the_activity_choices():
+def test_records_are_checked_against_the_activity_choices() -> None:
     schema = operation(build_catalog(config(), ACTIVITIES), "activity_credit", "append")["json_schema"]
     jsonschema.validate({"activity_id": "1002", "email_address": "a@example.com"}, schema)
     with pytest.raises(jsonschema.ValidationError):
@@ -296,7 +300,7 @@ def test_records_are_checked_against_the_activity_choices():
 # -- the Airbyte protocol model ----------------------------------------------------------------------
 
 
-def test_the_catalog_is_a_valid_protocol_destination_catalog():
+def test_the_catalog_is_a_valid_protocol_destination_catalog() -> None:
     catalog = build_catalog(config(custom_attributes=["tier"]), ACTIVITIES)
     loaded = CatalogSerializer.load(catalog)
     assert len(loaded.operations) == 5
@@ -307,7 +311,7 @@ def test_the_catalog_is_a_valid_protocol_destination_catalog():
         jsonschema.Draft7Validator.check_schema(op["json_schema"])
 
 
-def test_the_message_is_a_valid_protocol_destination_catalog_message():
+def test_the_message_is_a_valid_protocol_destination_catalog_message() -> None:
     message = catalog_message(build_catalog(config(), ACTIVITIES))
     loaded = MessageSerializer.load(json.loads(json.dumps(message)))
     assert loaded.type.value == "DESTINATION_CATALOG"
@@ -315,7 +319,7 @@ def test_the_message_is_a_valid_protocol_destination_catalog_message():
     assert len(loaded.destination_catalog.operations) == 5
 
 
-def test_the_protocol_model_check_can_fail():
+def test_the_protocol_model_check_can_fail() -> None:
     """Proves the validation above has teeth: a mode outside the protocol enum is refused."""
     catalog = build_catalog(config(), ACTIVITIES)
     catalog["operations"][0]["sync_mode"] = "upsert"
@@ -329,13 +333,13 @@ def test_the_protocol_model_check_can_fail():
 # -- entry-point plumbing ----------------------------------------------------------------------------
 
 
-def test_emit_raw_writes_one_flushed_json_line(capsys):
+def test_emit_raw_writes_one_flushed_json_line(capsys: pytest.CaptureFixture[str]) -> None:
     emit_raw(catalog_message({"operations": []}))
     out = capsys.readouterr().out
     assert out == '{"type":"DESTINATION_CATALOG","destination_catalog":{"operations":[]}}\n'
 
 
-def test_parse_args_adds_discover_and_keeps_the_cdk_commands(tmp_path):
+def test_parse_args_adds_discover_and_keeps_the_cdk_commands() -> None:
     destination = DestinationCrowdtwist()
     assert destination.parse_args(["discover", "--config", "c.json"]) == argparse.Namespace(
         command="discover", config="c.json"
@@ -345,12 +349,12 @@ def test_parse_args_adds_discover_and_keeps_the_cdk_commands(tmp_path):
         destination.parse_args(["discover"])  # --config is required
 
 
-def test_discover_with_an_invalid_config_raises_checks_message_without_a_request():
+def test_discover_with_an_invalid_config_raises_checks_message_without_a_request() -> None:
     raw = {"api_base_url": "http://api123.crowdtwist.com", "credentials": {"auth_type": "api_key", "api_key": "k" * 20}}
     destination = DestinationCrowdtwist()
-    status = destination.check(None, raw)  # type: ignore[arg-type]
+    status = destination.check(LOGGER, raw)
     with pytest.raises(AirbyteTracedException) as caught:
-        destination.discover(None, raw)  # type: ignore[arg-type]
+        destination.discover(LOGGER, raw)
     assert caught.value.message == status.message
     assert "https" in (status.message or "")
     assert caught.value.failure_type is not None and caught.value.failure_type.value == "config_error"

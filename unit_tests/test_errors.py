@@ -231,4 +231,5 @@ def test_to_traced_exception() -> None:
     assert exc.message == "Check the API key."
     assert exc.internal_message == "Check the API key. (GET /v2/activities, HTTP 403)"
     message = exc.as_airbyte_message()
+    assert message.trace is not None and message.trace.error is not None
     assert message.trace.error.failure_type is FailureType.config_error

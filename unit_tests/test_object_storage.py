@@ -19,7 +19,7 @@ from destination_crowdtwist.records.rejection import Reason, Rejection, key, ser
 from destination_crowdtwist.rejects.encoding import encode_part
 from destination_crowdtwist.rejects.layout import known_variables, object_key
 from destination_crowdtwist.rejects.s3_failures import explain
-from destination_crowdtwist.rejects.schema import AIRBYTE_COLUMNS, bucket_line
+from destination_crowdtwist.rejects.schema import AIRBYTE_COLUMNS, BucketLine, bucket_line
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
 
 STREAM = StreamContext("crm", "members", "append_dedup", sync_id=42, generation_id=3)
@@ -37,7 +37,7 @@ def row(data: dict[str, Any] | None = None, stream: StreamContext = STREAM, emit
     return Row(stream=stream, data=DATA if data is None else data, seq=0, emitted_at=emitted_at)
 
 
-def line(**kwargs: Any) -> dict[str, Any]:
+def line(**kwargs: Any) -> BucketLine:
     return bucket_line(row(**kwargs), rejected(), new_id=lambda: "new-uuid")
 
 

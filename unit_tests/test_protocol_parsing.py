@@ -49,7 +49,8 @@ def test_one_bad_byte_costs_one_line_not_its_neighbours() -> None:
     lines = [rec({"n": 1}), b'{"type":"RECORD","record":{"stream":"users","data":{"n":"\xff"}}}', rec({"n": 3})]
     parsed = list(parse_messages(lines))
     assert [type(m).__name__ for m in parsed] == ["PatchedAirbyteMessage", "BadInput", "PatchedAirbyteMessage"]
-    assert isinstance(parsed[2], PatchedAirbyteMessage) and parsed[2].record.data == {"n": 3}  # type: ignore[union-attr]
+    third = parsed[2]
+    assert isinstance(third, PatchedAirbyteMessage) and third.record is not None and third.record.data == {"n": 3}
 
 
 def test_unknown_types_and_blank_lines_are_skipped_not_rejected() -> None:

@@ -7,10 +7,21 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from typing import TypedDict, Unpack
 
 import pytest
 
-from destination_crowdtwist.api.ratelimit import RateBudget
+from destination_crowdtwist.api.ratelimit import RateBudget, Report
+
+
+class Knobs(TypedDict, total=False):
+    """The tuning keywords of ``RateBudget`` these tests set (a misspelt or retyped one is a type error)."""
+
+    burst_seconds: float
+    decrease_factor: float
+    backoff_factor: float
+    recovery_seconds: float
+    reveal_margin: float
 
 
 class FakeTime:
@@ -31,8 +42,8 @@ class FakeTime:
             self.now += seconds
 
 
-def _budget(per_minute: float, t: FakeTime, **kwargs: float) -> RateBudget:
-    return RateBudget(per_minute, clock=t.clock, sleep=t.sleep, **kwargs)
+def _budget(per_minute: float, t: FakeTime, report: Report | None = None, **knobs: Unpack[Knobs]) -> RateBudget:
+    return RateBudget(per_minute, clock=t.clock, sleep=t.sleep, report=report, **knobs)
 
 
 def _succeed_for(budget: RateBudget, t: FakeTime, seconds: float, per_second: int = 100) -> None:
@@ -350,18 +361,18 @@ def test_lone_429s_from_bunched_arrivals_cost_little(rtt: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("max_per_minute", "knobs"),
     [
-        {"max_per_minute": 0},
-        {"max_per_minute": 60, "decrease_factor": 1.0},
-        {"max_per_minute": 60, "backoff_factor": 0.0},
-        {"max_per_minute": 60, "reveal_margin": 1.5},
-        {"max_per_minute": 60, "recovery_seconds": 0.0},
+        (0, Knobs()),
+        (60, Knobs(decrease_factor=1.0)),
+        (60, Knobs(backoff_factor=0.0)),
+        (60, Knobs(reveal_margin=1.5)),
+        (60, Knobs(recovery_seconds=0.0)),
     ],
 )
-def test_invalid_arguments(kwargs: dict[str, float]) -> None:
+def test_invalid_arguments(max_per_minute: float, knobs: Knobs) -> None:
     with pytest.raises(ValueError, match="must"):
-        RateBudget(**kwargs)
+        RateBudget(max_per_minute, **knobs)
 
 
 # -- throttling episodes reported to the operator (issue 18 §4) --------------------------------------
@@ -370,7 +381,7 @@ def test_invalid_arguments(kwargs: dict[str, float]) -> None:
 def test_a_throttling_episode_logs_one_warning_and_one_recovery_line() -> None:
     t = FakeTime()
     lines: list[tuple[int, str]] = []
-    budget = _budget(9000, t, report=lambda level, line: lines.append((level, line)))  # type: ignore[arg-type]
+    budget = _budget(9000, t, report=lambda level, line: lines.append((level, line)))
     _succeed_for(budget, t, 2.0)
     assert lines == []
     # 44 answers 429 over ~20 s (one every ~0.5 s, several congestion events): one WARN only.
@@ -400,7 +411,7 @@ def test_a_throttling_episode_logs_one_warning_and_one_recovery_line() -> None:
 def test_a_long_retry_after_pause_is_one_episode_too() -> None:
     t = FakeTime()
     lines: list[tuple[int, str]] = []
-    budget = _budget(600, t, report=lambda level, line: lines.append((level, line)))  # type: ignore[arg-type]
+    budget = _budget(600, t, report=lambda level, line: lines.append((level, line)))
     budget.on_throttled(60.0)
     assert len(lines) == 1 and "Retry-After 60 s" in lines[0][1]
     _succeed_for(budget, t, 40.0, per_second=1)  # still paused for 20 s of it, then quiet for only 10 s

@@ -215,7 +215,7 @@ def test_get_ignores_content_type_and_signs_empty_md5() -> None:
 def test_hmac_auth_rejects_streamed_bodies() -> None:
     auth = HmacAuth(PUBLIC, PRIVATE)
     prepared = _prepare("POST", "/v2/users", b"{}")
-    prepared.body = iter([b"{}"])  # type: ignore[assignment]
+    prepared.body = iter([b"{}"])  # type: ignore[assignment]  # a streamed body: requests sends one, the stub omits it
     with pytest.raises(TypeError, match="streamed"):
         auth(prepared)
 

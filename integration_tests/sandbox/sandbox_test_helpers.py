@@ -58,7 +58,8 @@ class Api:
         """Create a member (VALID_USER overridden by ``fields``); asserts success."""
         response = self.post("/v2/users", {**VALID_USER, **fields})
         assert response.status_code == 200, response.text
-        return response.json()
+        created: dict[str, Any] = response.json()
+        return created
 
 
 def sign(method: str, target: str, body: bytes, timestamp: str, private_key: str = HMAC_PRIVATE) -> str:

@@ -13,18 +13,19 @@ from pathlib import Path
 import pytest
 import requests
 from sandbox_test_helpers import API_KEY, Api, FakeClock
+from sandboxes import SandboxFactory
 
 from crowdtwist_sandbox import Sandbox, SandboxOptions
 from crowdtwist_sandbox.cli import build_parser, options_from_args
 from crowdtwist_sandbox.loadtest import measure
 
 
-def admin(sb: Sandbox, method: str, name: str, body=None) -> requests.Response:
+def admin(sb: Sandbox, method: str, name: str, body: object = None) -> requests.Response:
     return requests.request(method, f"{sb.base_url}/__sandbox/{name}", json=body, timeout=5)
 
 
 # --------------------------------------------------------------------------- admin HTTP surface
-def test_admin_seed_and_read(sandbox):
+def test_admin_seed_and_read(sandbox: Sandbox) -> None:
     seeded = admin(sandbox, "POST", "members", {"email_address": "s@example.com", "first_name": "S",
                                                 "last_name": "T", "total_points": 40, "id": 123})  # fmt: skip
     assert seeded.status_code == 200
@@ -43,7 +44,7 @@ def test_admin_seed_and_read(sandbox):
     assert [a["id"] for a in admin(sandbox, "GET", "activities").json()][-1] == "2001"
 
 
-def test_admin_options_and_reset(sandbox):
+def test_admin_options_and_reset(sandbox: Sandbox) -> None:
     changed = admin(sandbox, "POST", "options", {"rate_limit_per_minute": 1, "retry_after": False})
     assert changed.status_code == 200
     assert changed.json()["rate_limit_per_minute"] == 1
@@ -58,7 +59,7 @@ def test_admin_options_and_reset(sandbox):
     assert api.get("/v2/activities").status_code == 503
 
 
-def test_admin_delete_member_frees_its_identifiers(sandbox):
+def test_admin_delete_member_frees_its_identifiers(sandbox: Sandbox) -> None:
     """A member deleted outside the connector: the API answers 404 for it and the email can be taken again."""
     seeded = admin(sandbox, "POST", "members", {"email_address": "d@example.com", "first_name": "D", "last_name": "T"})
     member_id = seeded.json()["id"]
@@ -77,7 +78,7 @@ def test_admin_delete_member_frees_its_identifiers(sandbox):
         sandbox.delete_member("email", "d@example.com")
 
 
-def test_admin_errors(sandbox):
+def test_admin_errors(sandbox: Sandbox) -> None:
     assert admin(sandbox, "POST", "options", {"no_such_knob": 1}).status_code == 400
     assert admin(sandbox, "POST", "options", {"error_rate": 3}).status_code == 400
     assert admin(sandbox, "POST", "options", {"clock": 1}).status_code == 400
@@ -88,7 +89,7 @@ def test_admin_errors(sandbox):
 
 
 # --------------------------------------------------------------------------- in-process helpers
-def test_helpers_reset_restores_seeded_defaults(sandbox_factory):
+def test_helpers_reset_restores_seeded_defaults(sandbox_factory: SandboxFactory) -> None:
     seed_member = {"email_address": "seed@example.com", "first_name": "Seed", "last_name": "Member",
                    "postal_code": "10010", "third_party_id": "crm-1"}  # fmt: skip
     sb = sandbox_factory(members=(seed_member,))
@@ -97,23 +98,24 @@ def test_helpers_reset_restores_seeded_defaults(sandbox_factory):
     sb.add_activity(id="9", title="Nine", num_points=9)
     api = Api(sb.base_url)
     api.post(f"/v2/users/{seeded_id}/activities", {"activity_id": "9"})
-    assert sb.member("third_party_id", "crm-1")["total_points"] == 9
+    assert sb.existing_member("third_party_id", "crm-1")["total_points"] == 9
     sb.reset()
     assert [m["email_address"] for m in sb.members()] == ["seed@example.com"]
     assert sb.members()[0]["id"] == seeded_id
-    assert sb.member("third_party_id", "crm-1")["total_points"] == 0
+    assert sb.existing_member("third_party_id", "crm-1")["total_points"] == 0
     assert sb.credits() == []
     assert [a["id"] for a in sb.activities()] == ["1001", "1002", "1003"]
     assert sb.request_counts() == {"total": 0, "429": 0, "500": 0, "503": 0, "dropped": 0}
 
 
-def test_helpers_member_lookup_and_errors(sandbox):
+def test_helpers_member_lookup_and_errors(sandbox: Sandbox) -> None:
     member = sandbox.add_member(email_address="Look@Example.com", first_name="L", last_name="U", username="lu",
                                 mobile_phone_number="2125550199", id=555)  # fmt: skip
     assert member["id"] == 555
-    for id_type, value in [("id", 555), ("id", "555"), ("email", "look@example.com"), ("username", "lu"),
-                           ("mobile_phone_number", "2125550199")]:  # fmt: skip
-        assert sandbox.member(id_type, value)["id"] == 555
+    lookups: list[tuple[str, str | int]] = [("id", 555), ("id", "555"), ("email", "look@example.com"),
+                                            ("username", "lu"), ("mobile_phone_number", "2125550199")]
+    for id_type, value in lookups:
+        assert sandbox.existing_member(id_type, value)["id"] == 555
     assert sandbox.member("id", 1) is None
     with pytest.raises(ValueError, match="id_type"):
         sandbox.member("facebook_user_id", "x")
@@ -121,7 +123,7 @@ def test_helpers_member_lookup_and_errors(sandbox):
         sandbox.add_member(email_address="look@example.com")
 
 
-def test_set_options_and_temporary_change(sandbox):
+def test_set_options_and_temporary_change(sandbox: Sandbox) -> None:
     api = Api(sandbox.base_url)
     with sandbox.options_changed(error_rate=1.0):
         assert api.get("/v2/activities").status_code == 500
@@ -134,7 +136,7 @@ def test_set_options_and_temporary_change(sandbox):
         sandbox.set_options(bogus=True)
 
 
-def test_start_stop_is_fast_and_releases_port():
+def test_start_stop_is_fast_and_releases_port() -> None:
     started = time.perf_counter()
     sb = Sandbox(SandboxOptions()).start()
     port = sb.port
@@ -153,28 +155,30 @@ def test_start_stop_is_fast_and_releases_port():
         _ = sb.base_url
 
 
-def test_fixed_port_and_restart():
+def test_fixed_port_and_restart() -> None:
     with Sandbox() as first:
         port = first.port
     with Sandbox(port=port) as second:
         assert second.port == port
 
 
-def test_sandbox_binds_loopback_only(sandbox):
+def test_sandbox_binds_loopback_only(sandbox: Sandbox) -> None:
     assert sandbox.engine is not None
     assert sandbox.base_url == f"http://127.0.0.1:{sandbox.port}"
 
 
-def test_keep_alive_is_honoured(sandbox):
+def test_keep_alive_is_honoured(sandbox: Sandbox) -> None:
     session = requests.Session()
     for _ in range(5):
         response = session.get(f"{sandbox.base_url}/v2/activities", params={"api_key": API_KEY}, timeout=5)
         assert response.headers.get("Connection") != "close"
         assert response.raw.version == 11
-    assert len(session.adapters["http://"].poolmanager.pools) == 1
+    adapter = session.adapters["http://"]
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    assert len(adapter.poolmanager.pools) == 1
 
 
-def test_concurrent_credits_are_all_counted(sandbox):
+def test_concurrent_credits_are_all_counted(sandbox: Sandbox) -> None:
     member = sandbox.add_member(email_address="c@example.com", first_name="C", last_name="D")
 
     def burst() -> None:
@@ -187,19 +191,19 @@ def test_concurrent_credits_are_all_counted(sandbox):
         t.start()
     for t in threads:
         t.join()
-    assert sandbox.member("id", member["id"])["total_points"] == 1000
+    assert sandbox.existing_member("id", member["id"])["total_points"] == 1000
     assert len(sandbox.credits()) == 100
     assert sandbox.request_counts()["POST /v2/users/{id}/activities"] == 100
 
 
-def test_fake_clock_dates_profile(sandbox_factory):
+def test_fake_clock_dates_profile(sandbox_factory: SandboxFactory) -> None:
     clock = FakeClock(1_600_000_000.0)
     sb = sandbox_factory(clock=clock)
     assert sb.add_member(email_address="c@example.com", first_name="C", last_name="D")["date_created"] == 1_600_000_000
 
 
 # --------------------------------------------------------------------------- CLI
-def test_cli_parser_maps_every_knob(tmp_path):
+def test_cli_parser_maps_every_knob(tmp_path: Path) -> None:
     members_file = tmp_path / "members.json"
     members_file.write_text(json.dumps([{"email_address": "m@example.com", "first_name": "M", "last_name": "N"}]))
     args = build_parser().parse_args([
@@ -236,7 +240,7 @@ def test_cli_parser_maps_every_knob(tmp_path):
     assert [a["id"] for a in only.activities] == ["1"]
 
 
-def test_cli_subprocess_serves_and_terminates(tmp_path: Path):
+def test_cli_subprocess_serves_and_terminates(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
         [sys.executable, "-m", "crowdtwist_sandbox.cli", "--port", "0", "--port-file", str(port_file),
@@ -258,7 +262,7 @@ def test_cli_subprocess_serves_and_terminates(tmp_path: Path):
         assert proc.wait(timeout=10) == 0
 
 
-def test_console_script_is_installed():
+def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "crowdtwist-sandbox"
     assert script.exists()
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30, check=True)
@@ -266,7 +270,7 @@ def test_console_script_is_installed():
     assert "--drop-credits-only" in out.stdout
 
 
-def test_cli_rejects_bad_flags():
+def test_cli_rejects_bad_flags() -> None:
     out = subprocess.run([sys.executable, "-m", "crowdtwist_sandbox.cli", "--error-rate", "2"],
                          capture_output=True, text=True, timeout=30)  # fmt: skip
     assert out.returncode == 2
@@ -274,7 +278,7 @@ def test_cli_rejects_bad_flags():
 
 
 # --------------------------------------------------------------------------- load test
-def test_loadtest_measures_keep_alive_throughput(sandbox):
+def test_loadtest_measures_keep_alive_throughput(sandbox: Sandbox) -> None:
     result = measure(sandbox.base_url, seconds=0.5, threads=2)
     assert result.errors == 0
     assert result.requests > 50
@@ -284,7 +288,7 @@ def test_loadtest_measures_keep_alive_throughput(sandbox):
     assert raw.requests > 50
 
 
-def test_history_answer_shape_over_the_admin_api_and_the_cli(sandbox):
+def test_history_answer_shape_over_the_admin_api_and_the_cli(sandbox: Sandbox) -> None:
     changed = admin(sandbox, "POST", "options", {"history_answer_shape": "null", "history_max_page_size": 5})
     assert (changed.json()["history_answer_shape"], changed.json()["history_max_page_size"]) == ("null", 5)
     assert admin(sandbox, "POST", "options", {"history_answer_shape": "sideways"}).status_code == 400

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import requests
 from sandbox_test_helpers import API_KEY, VALID_USER, Api, FakeClock
+from sandboxes import SandboxFactory
 
 from crowdtwist_sandbox import Sandbox
 
@@ -27,12 +31,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sb(sandbox_factory, clock) -> Sandbox:
+def sb(sandbox_factory: SandboxFactory, clock: FakeClock) -> Sandbox:
     return sandbox_factory(clock=clock, custom_attributes=("store_loc", "opt_in_email"))
 
 
 @pytest.fixture
-def api(sb) -> Api:
+def api(sb: Sandbox) -> Api:
     return Api(sb.base_url)
 
 
@@ -43,7 +47,7 @@ def error_of(response: requests.Response) -> tuple[int, str, str]:
 
 
 # --------------------------------------------------------------------------- fixtures and defaults
-def test_default_fixture_is_usable(sandbox):
+def test_default_fixture_is_usable(sandbox: Sandbox) -> None:
     response = requests.get(f"{sandbox.base_url}/v2/activities", params={"api_key": API_KEY}, timeout=5)
     assert response.status_code == 200
     ids = [a["id"] for a in response.json()]
@@ -53,7 +57,7 @@ def test_default_fixture_is_usable(sandbox):
     assert sandbox.base_url.startswith("http://127.0.0.1:")
 
 
-def test_activities_list_shape(api, sb):
+def test_activities_list_shape(api: Api, sb: Sandbox) -> None:
     sb.add_activity(id="410052775", title="Coupon", num_points=150, freq_cap=2)
     items = api.get("/v2/activities").json()
     assert isinstance(items, list)
@@ -64,13 +68,13 @@ def test_activities_list_shape(api, sb):
         assert key in coupon
 
 
-def test_empty_activity_list_is_a_valid_answer(sandbox_factory):
+def test_empty_activity_list_is_a_valid_answer(sandbox_factory: SandboxFactory) -> None:
     sb = sandbox_factory(activities=())
     assert Api(sb.base_url).get("/v2/activities").json() == []
 
 
 # --------------------------------------------------------------------------- auth (API key)
-def test_api_key_in_query_or_header(api, sb):
+def test_api_key_in_query_or_header(api: Api, sb: Sandbox) -> None:
     assert api.get("/v2/activities").status_code == 200
     response = requests.get(
         f"{sb.base_url}/v2/activities", headers={"X-CT-Authorization": f"CTApiKey {API_KEY}"}, timeout=5
@@ -86,19 +90,19 @@ def test_api_key_in_query_or_header(api, sb):
     ({}, {"X-CT-Authorization": f"CTApiKey  {API_KEY}"}),  # exactly one space
     ({}, {"X-CT-Authorization": f"Bearer {API_KEY}"}),
 ])  # fmt: skip
-def test_bad_or_missing_key_is_403(sb, params, headers):
+def test_bad_or_missing_key_is_403(sb: Sandbox, params: dict[str, str], headers: dict[str, str]) -> None:
     response = requests.get(f"{sb.base_url}/v2/users/1", params=params, headers=headers, timeout=5)
     assert error_of(response) == (403, "invalid_api_key", "Invalid API key")
 
 
-def test_custom_api_key_option(sandbox_factory):
+def test_custom_api_key_option(sandbox_factory: SandboxFactory) -> None:
     sb = sandbox_factory(api_key="another-program-key-1234567890")
     assert Api(sb.base_url).get("/v2/activities").status_code == 403
     assert Api(sb.base_url, "another-program-key-1234567890").get("/v2/activities").status_code == 200
 
 
 # --------------------------------------------------------------------------- create
-def test_create_returns_200_and_full_profile(api, clock):
+def test_create_returns_200_and_full_profile(api: Api, clock: FakeClock) -> None:
     body = {**VALID_USER, "date_of_birth": 344754000, "email_is_verified": 1, "receive_email_updates": 1,
             "mobile_phone_number": "2098090783", "username": "ann1", "gender_id": "2", "sign_up_channel_id": 2,
             "custom_data": {"store_loc": "575"}, "extra_data": {"src": "crm"}, "send_verify_email": 1,
@@ -125,7 +129,7 @@ def test_create_returns_200_and_full_profile(api, clock):
     assert profile["sandbox_unknown_field"]
 
 
-def test_create_assigns_increasing_numeric_ids(api):
+def test_create_assigns_increasing_numeric_ids(api: Api) -> None:
     first = api.create(email_address="a1@example.com")
     second = api.create(email_address="a2@example.com")
     assert second["id"] == first["id"] + 1
@@ -146,7 +150,7 @@ def test_create_assigns_increasing_numeric_ids(api):
     ({"email_is_verified": True}, (400, "input_error", "email_is_verified must be 0 or 1")),
     ({"custom_data": {"tier": "gold"}}, (400, "input_error", "Unrecognized attribute name: tier")),
 ])  # fmt: skip
-def test_create_validation_over_http(api, patch, expected):
+def test_create_validation_over_http(api: Api, patch: dict[str, Any], expected: tuple[int, str, str]) -> None:
     assert error_of(api.post("/v2/users", {**VALID_USER, **patch})) == expected
 
 
@@ -156,23 +160,23 @@ def test_create_validation_over_http(api, patch, expected):
     {"postal_code": None, "country_code": "FR", "city_name": "Paris"},
     {"postal_code": None, "country_code": "GB", "city_id": 834694},
 ])  # fmt: skip
-def test_create_accepts_each_location_form(api, location):
+def test_create_accepts_each_location_form(api: Api, location: dict[str, Any]) -> None:
     profile = api.create(**location)
     assert profile["country"] in ("United States", "Canada", "France", "United Kingdom")
 
 
-def test_canadian_profile_location(api):
+def test_canadian_profile_location(api: Api) -> None:
     profile = api.create(postal_code="K1A 0B1", country_code="CA")
     assert (profile["country"], profile["ca_province"], profile["continent"]) == ("Canada", "ON", "North America")
 
 
-def test_no_custom_attributes_configured(sandbox):
+def test_no_custom_attributes_configured(sandbox: Sandbox) -> None:
     api = Api(sandbox.base_url)
     response = api.post("/v2/users", {**VALID_USER, "custom_data": {"store_loc": "1"}})
     assert error_of(response) == (400, "input_error", "No custom attributes setup for client")
 
 
-def test_echo_input_in_errors_quotes_the_path_member_and_every_key_and_value(sandbox_factory):
+def test_echo_input_in_errors_quotes_the_path_member_and_every_key_and_value(sandbox_factory: SandboxFactory) -> None:
     api = Api(sandbox_factory(echo_input_in_errors=True).base_url)
     body = {**VALID_USER, "postal_code": "1234"}
     status, code, message = error_of(api.post("/v2/users", body))
@@ -190,7 +194,7 @@ def test_echo_input_in_errors_quotes_the_path_member_and_every_key_and_value(san
     assert error_of(plain.post("/v2/users", body))[2] == "Invalid US zip code; expected 5 or 9 digits"
 
 
-def test_lenient_location_mode(sandbox_factory):
+def test_lenient_location_mode(sandbox_factory: SandboxFactory) -> None:
     api = Api(sandbox_factory(strict_location=False).base_url)
     profile = api.create(postal_code=None)
     assert profile["postal_code"] is None
@@ -202,7 +206,7 @@ def test_lenient_location_mode(sandbox_factory):
     ("username", "kim", "kim"),
     ("third_party_id", "crm-1", "crm-1"),
 ])  # fmt: skip
-def test_uniqueness_on_create_and_update(api, field, value, clash):
+def test_uniqueness_on_create_and_update(api: Api, field: str, value: str, clash: str) -> None:
     api.create(email_address="first@example.com", **{field: value} if field != "email_address" else {})
     if field == "email_address":
         api.create(email_address=value)
@@ -213,7 +217,7 @@ def test_uniqueness_on_create_and_update(api, field, value, clash):
     assert error_of(response) == (400, "input_error", f"{field} already taken.")
 
 
-def test_content_type_and_json_errors(api, sb):
+def test_content_type_and_json_errors(api: Api, sb: Sandbox) -> None:
     raw = requests.post(f"{sb.base_url}/v2/users", params={"api_key": API_KEY}, data=b"{}",
                         headers={"Content-Type": "text/plain"}, timeout=5)  # fmt: skip
     assert error_of(raw) == (400, "param_error", "Content-Type must be application/json")
@@ -224,7 +228,7 @@ def test_content_type_and_json_errors(api, sb):
 
 
 # --------------------------------------------------------------------------- lookup and id types
-def test_lookup_by_every_id_type(api, sb):
+def test_lookup_by_every_id_type(api: Api, sb: Sandbox) -> None:
     member = api.create(email_address="alice+tag@example.com", username="alice", third_party_id="crm-42",
                         mobile_phone_number="2125550123")  # fmt: skip
     lookups = [
@@ -241,11 +245,11 @@ def test_lookup_by_every_id_type(api, sb):
         response = api.get(path, **params)
         assert response.status_code == 200, (path, response.text)
         assert response.json()["id"] == member["id"]
-    assert sb.member("third_party_id", "crm-42")["id"] == member["id"]
+    assert sb.existing_member("third_party_id", "crm-42")["id"] == member["id"]
     assert sb.member("email", "nobody@example.com") is None
 
 
-def test_unknown_member_is_404(api):
+def test_unknown_member_is_404(api: Api) -> None:
     api.create()
     for path, params in [("/v2/users/1", {}), ("/v2/users/abc", {}), ("/v2/users/x@y.com", {"id_type": "email"}),
                          ("/v2/users/x/activities", {"id_type": "username"})]:  # fmt: skip
@@ -257,19 +261,19 @@ def test_unknown_member_is_404(api):
 
 
 @pytest.mark.parametrize("id_type", ["facebook_user_id", "bogus", ""])
-def test_unsupported_id_type_is_param_error(api, id_type):
+def test_unsupported_id_type_is_param_error(api: Api, id_type: str) -> None:
     member = api.create()
     status, error, _ = error_of(api.get(f"/v2/users/{member['id']}", id_type=id_type))
     assert (status, error) == (400, "param_error")
 
 
-def test_unknown_path_and_method(api):
+def test_unknown_path_and_method(api: Api) -> None:
     assert error_of(api.get("/v2/nothing"))[0:2] == (404, "page_not_found")
     assert error_of(api.call("DELETE", "/v2/activities"))[0] == 405
 
 
 # --------------------------------------------------------------------------- update
-def test_partial_update_changes_only_sent_fields(api, clock):
+def test_partial_update_changes_only_sent_fields(api: Api, clock: FakeClock) -> None:
     member = api.create(username="annie", middle_name="Q", mobile_phone_number="2125550000")
     clock.advance(10)
     response = api.put(f"/v2/users/{member['id']}", {"receive_email_updates": 1, "middle_name": None,
@@ -290,7 +294,7 @@ def test_partial_update_changes_only_sent_fields(api, clock):
     assert api.get("/v2/users/ann@example.com", id_type="email").status_code == 404
 
 
-def test_update_validation_and_required_fields(api):
+def test_update_validation_and_required_fields(api: Api) -> None:
     member = api.create()
     path = f"/v2/users/{member['id']}/"
     assert error_of(api.put(path, {"first_name": None})) == (400, "param_error", "Missing the first_name parameter")
@@ -299,7 +303,7 @@ def test_update_validation_and_required_fields(api):
     assert api.get(path).json() == {**member, "date_last_updated": member["date_last_updated"]}  # untouched
 
 
-def test_update_location_replaces_group(api):
+def test_update_location_replaces_group(api: Api) -> None:
     member = api.create(postal_code="10010")
     moved = api.put(f"/v2/users/{member['id']}", {"country_code": "FR", "city_name": "Paris"}).json()
     assert (moved["postal_code"], moved["country_code"], moved["city"], moved["country"]) == (
@@ -307,7 +311,7 @@ def test_update_location_replaces_group(api):
     )
 
 
-def test_deactivate_with_remove_points(api, sb):
+def test_deactivate_with_remove_points(api: Api, sb: Sandbox) -> None:
     member = sb.add_member(email_address="p@example.com", first_name="P", last_name="Q", total_points=300)
     kept = api.put(f"/v2/users/{member['id']}", {"is_active": 0}).json()
     assert (kept["is_active"], kept["total_points"]) == (False, 300)
@@ -315,7 +319,7 @@ def test_deactivate_with_remove_points(api, sb):
     assert (wiped["total_points"], wiped["redeemable_points"]) == (0, 0)
 
 
-def test_custom_data_merges_on_update(api):
+def test_custom_data_merges_on_update(api: Api) -> None:
     member = api.create(custom_data={"store_loc": "575"})
     merged = api.put(f"/v2/users/{member['id']}", {"custom_data": {"opt_in_email": "true"}}).json()
     assert merged["custom_data"] == {"store_loc": "575", "opt_in_email": "true"}
@@ -326,12 +330,12 @@ def test_custom_data_merges_on_update(api):
     )
 
 
-def test_update_unknown_member_is_404(api):
+def test_update_unknown_member_is_404(api: Api) -> None:
     assert error_of(api.put("/v2/users/ghost@example.com", {"first_name": "X"}, id_type="email"))[0] == 404
 
 
 # --------------------------------------------------------------------------- credits
-def test_credit_awards_and_records(api, sb, clock):
+def test_credit_awards_and_records(api: Api, sb: Sandbox, clock: FakeClock) -> None:
     member = api.create()
     path = f"/v2/users/{member['id']}/activities"
     response = api.post(path, {"activity_id": "1001"})
@@ -351,11 +355,11 @@ def test_credit_awards_and_records(api, sb, clock):
     assert credits[0]["created_at"] == clock.now
 
 
-def test_credit_by_email_percent_encoded(api, sb):
+def test_credit_by_email_percent_encoded(api: Api, sb: Sandbox) -> None:
     api.create(email_address="alice@crowdtwist.com")
     response = api.post("/v2/users/alice%40crowdtwist.com/activities", {"activity_id": "1001"}, id_type="email")
     assert response.json()["awarded"] is True
-    assert sb.member("email", "alice@crowdtwist.com")["total_points"] == 10
+    assert sb.existing_member("email", "alice@crowdtwist.com")["total_points"] == 10
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -366,13 +370,13 @@ def test_credit_by_email_percent_encoded(api, sb):
      (400, "input_error", "activity_date must be a UNIX timestamp in seconds")),
     ({"activity_id": "1001", "extra_data": "x"}, (400, "input_error", "extra_data must be an object")),
 ])  # fmt: skip
-def test_credit_validation(api, sb, body, expected):
+def test_credit_validation(api: Api, sb: Sandbox, body: dict[str, Any], expected: tuple[int, str, str]) -> None:
     member = api.create()
     assert error_of(api.post(f"/v2/users/{member['id']}/activities", body)) == expected
     assert sb.credits() == []
 
 
-def test_frequency_cap_accepts_but_does_not_award(api, sb):
+def test_frequency_cap_accepts_but_does_not_award(api: Api, sb: Sandbox) -> None:
     member = api.create()
     path = f"/v2/users/{member['id']}/activities"
     assert api.post(path, {"activity_id": "1003"}).json()["awarded"] is True  # 1003 has freq_cap 1
@@ -380,19 +384,19 @@ def test_frequency_cap_accepts_but_does_not_award(api, sb):
     assert capped.status_code == 200
     assert capped.json()["awarded"] is False
     assert [c["awarded"] for c in sb.credits()] == [True, False]
-    assert sb.member("id", member["id"])["total_points"] == 25
+    assert sb.existing_member("id", member["id"])["total_points"] == 25
     other = api.create(email_address="other@example.com")
     assert api.post(f"/v2/users/{other['id']}/activities", {"activity_id": "1003"}).json()["awarded"] is True
 
 
-def test_repeated_credit_credits_twice_by_default(api, sb):
+def test_repeated_credit_credits_twice_by_default(api: Api, sb: Sandbox) -> None:
     member = api.create()
     for _ in range(2):
         assert api.post(f"/v2/users/{member['id']}/activities", {"activity_id": "1001"}).status_code == 200
-    assert sb.member("id", member["id"])["total_points"] == 20
+    assert sb.existing_member("id", member["id"])["total_points"] == 20
 
 
-def test_duplicate_event_mode(sandbox_factory, clock):
+def test_duplicate_event_mode(sandbox_factory: SandboxFactory, clock: FakeClock) -> None:
     sb = sandbox_factory(clock=clock, duplicate_detection=True, duplicate_window_seconds=2.0)
     api = Api(sb.base_url)
     member = api.create()
@@ -406,10 +410,10 @@ def test_duplicate_event_mode(sandbox_factory, clock):
     clock.advance(0.1)  # 2.0 s after the first: the window is over
     assert api.post(path, body).status_code == 200
     assert len(sb.credits()) == 3
-    assert sb.member("id", member["id"])["total_points"] == 30
+    assert sb.existing_member("id", member["id"])["total_points"] == 30
 
 
-def test_queue_delay_hides_credit_until_processed(sandbox_factory, clock):
+def test_queue_delay_hides_credit_until_processed(sandbox_factory: SandboxFactory, clock: FakeClock) -> None:
     sb = sandbox_factory(clock=clock, queue_delay_ms=1500)
     api = Api(sb.base_url)
     member = api.create()
@@ -425,7 +429,7 @@ def test_queue_delay_hides_credit_until_processed(sandbox_factory, clock):
     assert api.get(f"/v2/users/{member['id']}").json()["total_points"] == 10
 
 
-def test_activity_history_window_and_fields(api, sb, clock):
+def test_activity_history_window_and_fields(api: Api, sb: Sandbox, clock: FakeClock) -> None:
     member = api.create(email_address="h@example.com")
     path = "/v2/users/h%40example.com/activities"
     stamps = []
@@ -449,14 +453,14 @@ def test_activity_history_window_and_fields(api, sb, clock):
     assert error_of(api.get("/v2.1/users/nobody@x.com/activity_history", id_type="email"))[0] == 404
 
 
-def test_history_excludes_capped_attempts(api):
+def test_history_excludes_capped_attempts(api: Api) -> None:
     member = api.create()
     for _ in range(2):
         api.post(f"/v2/users/{member['id']}/activities", {"activity_id": "1003"})
     assert len(api.get(f"/v2.1/users/{member['id']}/activity_history").json()["activities"]) == 1
 
 
-def test_history_is_paged_like_the_v2_1_lists(api, sb):
+def test_history_is_paged_like_the_v2_1_lists(api: Api, sb: Sandbox) -> None:
     """§3, §6: page and page_size (10 by default, at most 25), paging.next_page until the last page."""
     member = api.create()
     path = f"/v2/users/{member['id']}/activities"
@@ -487,7 +491,9 @@ def test_history_is_paged_like_the_v2_1_lists(api, sb):
      ("empty_object", lambda d: d == {}), ("null", lambda d: d is None),
      ("bare_array", lambda d: isinstance(d, list) and d[0]["activity_id"] == "1001")],
 )
-def test_history_answer_shape_faults(sandbox_factory, shape, looks_like):
+def test_history_answer_shape_faults(
+    sandbox_factory: SandboxFactory, shape: str, looks_like: Callable[[Any], bool]
+) -> None:
     sb = sandbox_factory(history_answer_shape=shape)
     api = Api(sb.base_url)
     member = api.create()
@@ -498,7 +504,7 @@ def test_history_answer_shape_faults(sandbox_factory, shape, looks_like):
     assert sb.request_counts()[f"history:{shape}"] == 1
 
 
-def test_history_user_not_found_and_endless_pages_faults(sandbox_factory):
+def test_history_user_not_found_and_endless_pages_faults(sandbox_factory: SandboxFactory) -> None:
     sb = sandbox_factory(history_answer_shape="user_not_found")
     api = Api(sb.base_url)
     member = api.create()
@@ -512,7 +518,7 @@ def test_history_user_not_found_and_endless_pages_faults(sandbox_factory):
 # -- member erasure: DELETE /v2/users/{id} and the deletion status (§2.4) ------------------------------
 
 
-def test_delete_queues_the_erasure_then_completes_it(sandbox_factory, clock):
+def test_delete_queues_the_erasure_then_completes_it(sandbox_factory: SandboxFactory, clock: FakeClock) -> None:
     sb = sandbox_factory(clock=clock, deletion_delay_ms=10_000)
     api = Api(sb.base_url)
     member = api.create()
@@ -538,7 +544,7 @@ def test_delete_queues_the_erasure_then_completes_it(sandbox_factory, clock):
     assert api.create()["id"] != member["id"]
 
 
-def test_delete_refusals_and_unknown_statuses(sandbox_factory, clock):
+def test_delete_refusals_and_unknown_statuses(sandbox_factory: SandboxFactory, clock: FakeClock) -> None:
     sb = sandbox_factory(clock=clock)
     api = Api(sb.base_url)
     member = sb.add_member(**VALID_USER, is_active=0, total_points=30)  # an inactive member with points

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import requests
 from sandbox_test_helpers import API_KEY, HMAC_PRIVATE, HMAC_PUBLIC, VALID_USER, FakeClock, sign, signed
+from sandboxes import SandboxFactory
+
+from crowdtwist_sandbox import Sandbox
 
 
 @pytest.fixture
@@ -16,7 +20,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sb(sandbox_factory, clock):
+def sb(sandbox_factory: SandboxFactory, clock: FakeClock) -> Sandbox:
     return sandbox_factory(hmac_public_key=HMAC_PUBLIC, hmac_private_key=HMAC_PRIVATE, clock=clock)
 
 
@@ -24,16 +28,16 @@ def ms(clock: FakeClock) -> str:
     return str(int(clock.now * 1000))
 
 
-def body_of(data) -> bytes:
+def body_of(data: object) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-def test_fixture_hmac_sandbox_uses_conftest_keys(hmac_sandbox):
+def test_fixture_hmac_sandbox_uses_conftest_keys(hmac_sandbox: Sandbox) -> None:
     ts = str(int(time.time() * 1000))
     assert signed(hmac_sandbox.base_url, "GET", "/v2/activities", timestamp=ts).status_code == 200
 
 
-def test_signed_get_post_put_and_credit(sb, clock):
+def test_signed_get_post_put_and_credit(sb: Sandbox, clock: FakeClock) -> None:
     ts = ms(clock)
     assert signed(sb.base_url, "GET", "/v2/activities", timestamp=ts).status_code == 200
     created = signed(sb.base_url, "POST", "/v2/users", body_of(VALID_USER), timestamp=ts)
@@ -49,7 +53,7 @@ def test_signed_get_post_put_and_credit(sb, clock):
     assert [item["num_points"] for item in history.json()["activities"]] == [150]
 
 
-def test_signature_covers_raw_undecoded_target(sb, clock):
+def test_signature_covers_raw_undecoded_target(sb: Sandbox, clock: FakeClock) -> None:
     ts = ms(clock)
     signed(sb.base_url, "POST", "/v2/users", body_of(VALID_USER), timestamp=ts)
     target = "/v2/users/ann%40example.com?id_type=email"
@@ -61,13 +65,13 @@ def test_signature_covers_raw_undecoded_target(sb, clock):
     assert response.json()["error"] == "invalid_signature"
 
 
-def test_signature_covers_query_string(sb, clock):
+def test_signature_covers_query_string(sb: Sandbox, clock: FakeClock) -> None:
     ts = ms(clock)
     sig = sign("GET", "/v2/activities", b"", ts)
     assert signed(sb.base_url, "GET", "/v2/activities?x=1", timestamp=ts, signature=sig).status_code == 401
 
 
-def test_signature_covers_exact_body_bytes(sb, clock):
+def test_signature_covers_exact_body_bytes(sb: Sandbox, clock: FakeClock) -> None:
     ts = ms(clock)
     compact = body_of(VALID_USER)
     spaced = json.dumps(VALID_USER).encode()  # same JSON, different bytes
@@ -77,7 +81,7 @@ def test_signature_covers_exact_body_bytes(sb, clock):
     assert sb.members() == []
 
 
-def test_bad_signature_wrong_keys(sb, clock):
+def test_bad_signature_wrong_keys(sb: Sandbox, clock: FakeClock) -> None:
     ts = ms(clock)
     wrong_private = signed(sb.base_url, "GET", "/v2/activities", timestamp=ts, private_key="Z" * 32)
     assert (wrong_private.status_code, wrong_private.json()["error"]) == (401, "invalid_signature")
@@ -87,7 +91,7 @@ def test_bad_signature_wrong_keys(sb, clock):
     assert wrong_private.headers["Content-Type"] == "application/json"
 
 
-def test_stale_timestamp_mentions_clock(sb, clock):
+def test_stale_timestamp_mentions_clock(sb: Sandbox, clock: FakeClock) -> None:
     stale = str(int((clock.now - 901) * 1000))
     response = signed(sb.base_url, "GET", "/v2/activities", timestamp=stale)
     assert response.status_code == 401
@@ -99,7 +103,7 @@ def test_stale_timestamp_mentions_clock(sb, clock):
     assert signed(sb.base_url, "GET", "/v2/activities", timestamp=str(int((clock.now + 901) * 1000))).status_code == 401
 
 
-def test_seconds_timestamp_only_behind_option(sb, sandbox_factory, clock):
+def test_seconds_timestamp_only_behind_option(sb: Sandbox, sandbox_factory: SandboxFactory, clock: FakeClock) -> None:
     seconds = str(int(clock.now))
     assert signed(sb.base_url, "GET", "/v2/activities", timestamp=seconds).status_code == 401
     lenient = sandbox_factory(hmac_public_key=HMAC_PUBLIC, hmac_private_key=HMAC_PRIVATE, clock=clock,
@@ -108,14 +112,15 @@ def test_seconds_timestamp_only_behind_option(sb, sandbox_factory, clock):
     assert signed(lenient.base_url, "GET", "/v2/activities", timestamp=ms(clock)).status_code == 200
 
 
-def test_api_key_alone_refused_in_hmac_mode(sb):
-    for kwargs in ({"params": {"api_key": API_KEY}}, {"headers": {"X-CT-Authorization": f"CTApiKey {API_KEY}"}}):
+def test_api_key_alone_refused_in_hmac_mode(sb: Sandbox) -> None:
+    ways: list[dict[str, Any]] = [{"params": {"api_key": API_KEY}}, {"headers": {"X-CT-Authorization": f"CTApiKey {API_KEY}"}}]
+    for kwargs in ways:
         response = requests.get(f"{sb.base_url}/v2/activities", timeout=5, **kwargs)
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_signature"
 
 
-def test_missing_timestamp_header(sb, clock):
+def test_missing_timestamp_header(sb: Sandbox, clock: FakeClock) -> None:
     sig = sign("GET", "/v2/activities", b"", ms(clock))
     response = requests.get(f"{sb.base_url}/v2/activities", timeout=5,
                             headers={"X-CT-Authorization": f"CTApiV2Auth {HMAC_PUBLIC}:{sig}"})  # fmt: skip
@@ -123,7 +128,7 @@ def test_missing_timestamp_header(sb, clock):
     assert "X-CT-Timestamp" in response.json()["message"]
 
 
-def test_lowercase_header_names_accepted(sb, clock):
+def test_lowercase_header_names_accepted(sb: Sandbox, clock: FakeClock) -> None:
     ts = ms(clock)
     sig = sign("GET", "/v2/activities", b"", ts)
     response = requests.get(f"{sb.base_url}/v2/activities", timeout=5, headers={
@@ -132,7 +137,7 @@ def test_lowercase_header_names_accepted(sb, clock):
     assert response.status_code == 200
 
 
-def test_hmac_switched_on_at_run_time(sandbox, clock):
+def test_hmac_switched_on_at_run_time(sandbox: Sandbox, clock: FakeClock) -> None:
     assert requests.get(f"{sandbox.base_url}/v2/activities", params={"api_key": API_KEY}, timeout=5).ok
     sandbox.set_options(hmac_public_key=HMAC_PUBLIC, hmac_private_key=HMAC_PRIVATE, clock=clock)
     assert requests.get(f"{sandbox.base_url}/v2/activities", params={"api_key": API_KEY}, timeout=5).status_code == 401

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+from typing import Any
+
 import pytest
 
 from crowdtwist_sandbox.errors import ApiError
 from crowdtwist_sandbox.faults import FaultDice, RateLimiter, retry_after_header
-from crowdtwist_sandbox.hmac_auth import compute_signature, parse_timestamp, string_to_sign, verify_request
+from crowdtwist_sandbox.hmac_auth import (
+    HmacVerdict,
+    compute_signature,
+    parse_timestamp,
+    string_to_sign,
+    verify_request,
+)
 from crowdtwist_sandbox.options import SandboxOptions, json_to_changes, options_to_json, replace_options
 from crowdtwist_sandbox.validation import (
     LOCATION_REQUIRED_MESSAGE,
@@ -36,7 +45,10 @@ VECTORS = [
 ]  # fmt: skip
 
 
-def _verify(method, target, ts, body, sig, *, now, accept_seconds=False, public=DOC_PUBLIC):
+def _verify(
+    method: str, target: str, ts: str, body: bytes, sig: str, *, now: float, accept_seconds: bool = False,
+    public: str = DOC_PUBLIC,
+) -> HmacVerdict:
     return verify_request(
         method=method,
         request_target=target,
@@ -51,7 +63,7 @@ def _verify(method, target, ts, body, sig, *, now, accept_seconds=False, public=
     )
 
 
-def test_string_to_sign_intermediates_v1_v2():
+def test_string_to_sign_intermediates_v1_v2() -> None:
     assert string_to_sign("GET", b"", "application/json", "1505325876486", "/v2/activities") == (
         "GET\n\n\n1505325876486\n/v2/activities"
     )
@@ -64,21 +76,23 @@ def test_string_to_sign_intermediates_v1_v2():
 
 
 @pytest.mark.parametrize(("name", "method", "target", "ts", "body", "expected"), VECTORS, ids=[v[0] for v in VECTORS])
-def test_signature_vectors(name, method, target, ts, body, expected):
+def test_signature_vectors(name: str, method: str, target: str, ts: str, body: bytes, expected: str) -> None:
     to_sign = string_to_sign(method, body, "application/json", ts, target)
     assert compute_signature(DOC_PRIVATE, to_sign) == expected
     assert len(expected) == 88
 
 
 @pytest.mark.parametrize(("name", "method", "target", "ts", "body", "expected"), VECTORS, ids=[v[0] for v in VECTORS])
-def test_verifier_accepts_vectors_with_injected_clock(name, method, target, ts, body, expected):
+def test_verifier_accepts_vectors_with_injected_clock(
+    name: str, method: str, target: str, ts: str, body: bytes, expected: str
+) -> None:
     seconds_vector = len(ts) == 10
     now = int(ts) + 60.0 if seconds_vector else int(ts) / 1000 + 60.0
     verdict = _verify(method, target, ts, body, expected, now=now, accept_seconds=seconds_vector)
     assert verdict.ok, verdict
 
 
-def test_verifier_seconds_timestamp_refused_by_default():
+def test_verifier_seconds_timestamp_refused_by_default() -> None:
     _, method, target, ts, body, sig = VECTORS[3]
     verdict = _verify(method, target, ts, body, sig, now=int(ts) + 60.0)
     assert not verdict.ok
@@ -86,7 +100,7 @@ def test_verifier_seconds_timestamp_refused_by_default():
     assert "clock" in verdict.message
 
 
-def test_verifier_stale_and_future_timestamps():
+def test_verifier_stale_and_future_timestamps() -> None:
     _, method, target, ts, body, sig = VECTORS[0]
     base = int(ts) / 1000
     assert _verify(method, target, ts, body, sig, now=base + 900).ok
@@ -97,7 +111,7 @@ def test_verifier_stale_and_future_timestamps():
         assert "15 minutes" in verdict.message
 
 
-def test_verifier_rejects_tampering():
+def test_verifier_rejects_tampering() -> None:
     _, method, target, ts, body, sig = VECTORS[1]
     now = int(ts) / 1000
     decoded_target = target.replace("%40", "@")
@@ -112,7 +126,7 @@ def test_verifier_rejects_tampering():
 
 
 @pytest.mark.parametrize("header", [None, "", "CTApiKey abc", "CTApiV2Auth nocolon", "Bearer x:y"])
-def test_verifier_malformed_authorization(header):
+def test_verifier_malformed_authorization(header: str | None) -> None:
     verdict = verify_request(
         method="GET", request_target="/v2/activities", body=b"", authorization=header, timestamp="1",
         content_type=None, public_key=DOC_PUBLIC, private_key=DOC_PRIVATE, now=0.0,
@@ -120,7 +134,7 @@ def test_verifier_malformed_authorization(header):
     assert (verdict.ok, verdict.status) == (False, 401)
 
 
-def test_parse_timestamp_units():
+def test_parse_timestamp_units() -> None:
     assert parse_timestamp("1505325876486", accept_seconds=False) == 1505325876.486
     assert parse_timestamp("1505325876", accept_seconds=False) == 1505325.876  # read as ms
     assert parse_timestamp("1505325876", accept_seconds=True) == 1505325876.0
@@ -133,12 +147,12 @@ def test_parse_timestamp_units():
 @pytest.mark.parametrize(
     "name", ["Ann", "Zoë", "李", "O'Brien", "O\u2019Brien", "Anne-Marie", "J. R.", "a_b@c,d", "R2"]
 )
-def test_valid_names(name):
+def test_valid_names(name: str) -> None:
     assert is_valid_name(name)
 
 
 @pytest.mark.parametrize("name", ["", "Ann!", "Ann\n", "<b>", "Ann;", "😀", "Ann/Bob"])
-def test_invalid_names(name):
+def test_invalid_names(name: str) -> None:
     assert not is_valid_name(name)
 
 
@@ -146,7 +160,7 @@ def test_invalid_names(name):
     ("a@b.co", True), ("first.last+tag@sub.example.com", True), ("a@b", False), ("a b@c.com", False),
     ("@c.com", False), ("a@@c.com", False), ("a@c..com", False), ("x" * 250 + "@c.com", False),
 ])  # fmt: skip
-def test_email_rule(email, ok):
+def test_email_rule(email: str, ok: bool) -> None:
     assert is_valid_email(email) is ok
 
 
@@ -176,7 +190,7 @@ LOCATION_CASES = [
 
 
 @pytest.mark.parametrize(("location", "error"), LOCATION_CASES)
-def test_location_rules(location, error):
+def test_location_rules(location: dict[str, Any], error: str | None) -> None:
     if error is None:
         validate_location(location, required=True)
     else:
@@ -186,18 +200,20 @@ def test_location_rules(location, error):
         assert error in info.value.message
 
 
-def test_location_relaxed_mode_only_allows_absence():
+def test_location_relaxed_mode_only_allows_absence() -> None:
     assert validate_location({}, required=False)["postal_code"] is None
     with pytest.raises(ApiError, match="combo is required"):
         validate_location({"country_code": "FR"}, required=False)
 
 
-def test_location_normalises():
+def test_location_normalises() -> None:
     out = validate_location({"country_code": "ca", "postal_code": "k1a 0b1", "city_id": "12"}, required=True)
     assert out == {"postal_code": "K1A 0B1", "country_code": "CA", "city_id": 12, "city_name": None}
 
 
-def _user(payload, *, creating=True, attrs=(), strict=True):
+def _user(
+    payload: Mapping[str, Any], *, creating: bool = True, attrs: Collection[str] = (), strict: bool = True
+) -> dict[str, Any]:
     return validate_user_payload(payload, creating=creating, custom_attributes=attrs, strict_location=strict, now=2e9)
 
 
@@ -225,7 +241,7 @@ BASE = {"first_name": "Ann", "last_name": "Smith", "email_address": "ann@example
     ({"custom_data": {"a": 1}}, "input_error", "No custom attributes setup for client"),
     ({"postal_code": None}, "input_error", LOCATION_REQUIRED_MESSAGE),
 ])  # fmt: skip
-def test_user_payload_errors(patch, error, message):
+def test_user_payload_errors(patch: dict[str, Any], error: str, message: str) -> None:
     with pytest.raises(ApiError) as info:
         _user({**BASE, **patch})
     assert info.value.status == 400
@@ -233,7 +249,7 @@ def test_user_payload_errors(patch, error, message):
     assert message in info.value.message
 
 
-def test_user_payload_accepts_documented_shapes():
+def test_user_payload_accepts_documented_shapes() -> None:
     changes = _user({
         **BASE, "date_of_birth": 312724800, "email_is_verified": 1, "receive_email_updates": 0,
         "third_party_id": 103997, "mobile_phone_number": "2098090783", "gender_id": 2, "lang_pref": "en",
@@ -245,7 +261,7 @@ def test_user_payload_accepts_documented_shapes():
     assert _user({**BASE, "date_of_birth": -315619200})["date_of_birth"] == -315619200  # born before 1970
 
 
-def test_user_payload_partial_update_only_sent_fields():
+def test_user_payload_partial_update_only_sent_fields() -> None:
     assert _user({"receive_email_updates": 1}, creating=False) == {"receive_email_updates": 1}
     assert _user({"middle_name": None, "username": None}, creating=False) == {"middle_name": None, "username": None}
     with pytest.raises(ApiError, match="Missing the first_name"):
@@ -256,7 +272,7 @@ def test_user_payload_partial_update_only_sent_fields():
         _user({"country_code": "FR"}, creating=False)
 
 
-def test_custom_data_allow_list():
+def test_custom_data_allow_list() -> None:
     assert validate_custom_data({"store_loc": "575"}, ["store_loc", "opt_in_email"]) == {"store_loc": "575"}
     with pytest.raises(ApiError, match="Unrecognized attribute name: Store_Loc"):
         validate_custom_data({"Store_Loc": "575"}, ["store_loc"])
@@ -266,14 +282,14 @@ def test_custom_data_allow_list():
         validate_custom_data({"store_loc": {"x": 1}}, ["store_loc"])
 
 
-def test_credit_payload_rules():
+def test_credit_payload_rules() -> None:
     ids = {"1001", "410052775"}
     assert validate_credit_payload({"activity_id": 410052775}, ids).activity_id == "410052775"
     ok = validate_credit_payload(
         {"activity_id": "1001", "num_points": 150, "activity_date": 1523549197, "extra_data": {"k": "v"}}, ids
     )
     assert (ok.num_points, ok.activity_date, ok.extra_data) == (150, 1523549197, {"k": "v"})
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({}, "param_error", "Missing the activity_id parameter"),
         ({"activity_id": "999"}, "input_error", "Invalid activity id"),
         ({"activity_id": True}, "input_error", "Invalid activity id"),
@@ -291,7 +307,7 @@ def test_credit_payload_rules():
 
 
 # --------------------------------------------------------------------------- limiter and dice
-def test_sliding_window_limiter():
+def test_sliding_window_limiter() -> None:
     limiter = RateLimiter(3, "sliding_window")
     assert [limiter.check(100.0).allowed for _ in range(3)] == [True, True, True]
     refused = limiter.check(100.0)
@@ -300,7 +316,7 @@ def test_sliding_window_limiter():
     assert limiter.check(160.0).allowed
 
 
-def test_fixed_window_limiter():
+def test_fixed_window_limiter() -> None:
     limiter = RateLimiter(2, "fixed_window")
     assert limiter.check(59.0).allowed
     assert limiter.check(59.5).allowed
@@ -308,7 +324,7 @@ def test_fixed_window_limiter():
     assert limiter.check(60.0).allowed  # new clock minute
 
 
-def test_token_bucket_limiter():
+def test_token_bucket_limiter() -> None:
     limiter = RateLimiter(60, "token_bucket", burst=2)
     assert limiter.check(0.0).allowed
     assert limiter.check(0.0).allowed
@@ -319,11 +335,11 @@ def test_token_bucket_limiter():
     assert limiter.check(1.0).allowed
 
 
-def test_retry_after_header_rounds_up():
+def test_retry_after_header_rounds_up() -> None:
     assert [retry_after_header(s) for s in (0.0, 0.2, 1.0, 1.01, 59.5)] == ["1", "1", "1", "2", "60"]
 
 
-def test_fault_dice_reproducible():
+def test_fault_dice_reproducible() -> None:
     a, b, c = FaultDice(7), FaultDice(7), FaultDice(8)
     seq_a = [a.chance(0.5) for _ in range(64)]
     assert seq_a == [b.chance(0.5) for _ in range(64)]
@@ -332,7 +348,7 @@ def test_fault_dice_reproducible():
     assert FaultDice(1).chance(1.0) is True
 
 
-def test_latency_distributions():
+def test_latency_distributions() -> None:
     dice = FaultDice(3)
     assert dice.latency_ms("fixed", 40, 10) == 40
     uniform = [dice.latency_ms("uniform", 50, 20) for _ in range(200)]
@@ -344,7 +360,7 @@ def test_latency_distributions():
 
 
 # --------------------------------------------------------------------------- options
-def test_options_validation_and_replace():
+def test_options_validation_and_replace() -> None:
     with pytest.raises(ValueError, match="together"):
         SandboxOptions(hmac_public_key="only-public-key-000000000")
     with pytest.raises(ValueError, match="error_rate"):
@@ -359,7 +375,7 @@ def test_options_validation_and_replace():
     assert SandboxOptions(hmac_public_key="p" * 24, hmac_private_key="s" * 24).hmac_enabled
 
 
-def test_options_json_round_trip():
+def test_options_json_round_trip() -> None:
     opts = SandboxOptions(clock=lambda: 1000.0)
     data = options_to_json(opts)
     assert "clock" not in data
