@@ -15,7 +15,7 @@ from typing import Any
 
 from airbyte_cdk.models import AirbyteConnectionStatus, AirbyteMessage, ConfiguredAirbyteCatalog, Status
 
-from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
+from destination_crowdtwist.api.errors import THROTTLED, UNAVAILABLE, CrowdTwistError, TransientError, status_rule
 from destination_crowdtwist.cdk_adapter import AdaptedDestination, state_message
 from destination_crowdtwist.config import ConnectorConfig, parse_config
 from destination_crowdtwist.discover import discover_catalog, read_active_activities
@@ -144,12 +144,14 @@ def _check_failure_message(exc: CrowdTwistError) -> str:
 
 
 def _transient_check_message(exc: TransientError) -> str:
-    if exc.status == 503:
+    # What the status means comes from the one status table (api/errors.py), as for the sync itself.
+    meaning = status_rule(exc.status).meaning if exc.status is not None else None
+    if meaning is UNAVAILABLE:
         return (
             "CrowdTwist is unavailable (HTTP 503, probably a maintenance window). Try the check again later. "
             f"Details: {exc}"
         )
-    if exc.status == 429:
+    if meaning is THROTTLED:
         return (
             "CrowdTwist is rate limiting this program right now (HTTP 429); other integrations may be using the "
             f"request budget. Try again in a minute. Details: {exc}"

@@ -406,6 +406,16 @@ def status_rule(status: int, rules: tuple[Rule, ...] = RULES) -> Rule:
     raise AssertionError("the last rule matches every status")  # pragma: no cover
 
 
+#: The causes of the table's rows for a server that failed (5xx): what the sync summary counts as
+#: server errors.
+SERVER_FAILURE_CAUSES = frozenset({"server_error", "maintenance"})
+
+
+def is_server_error(status: int) -> bool:
+    """Whether the table reads ``status`` as the server failing (for counters; not a verdict)."""
+    return status_rule(status).cause in SERVER_FAILURE_CAUSES
+
+
 def _shorten(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

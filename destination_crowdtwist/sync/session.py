@@ -25,7 +25,7 @@ from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, AirbyteStat
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_crowdtwist.api.client import CrowdTwistClient
-from destination_crowdtwist.api.errors import CrowdTwistError, TransientError
+from destination_crowdtwist.api.errors import CrowdTwistError, TransientError, is_server_error
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import BadInput, traced
@@ -113,7 +113,7 @@ class WriteSession:
             requests=snap.requests,
             retries=snap.retries,
             throttled=snap.throttled,
-            server_errors=sum(n for status, n in snap.statuses.items() if status >= 500),
+            server_errors=sum(n for status, n in snap.statuses.items() if is_server_error(status)),
         )
         for line in self.report.summary_lines(traffic):
             logger.info(line)
