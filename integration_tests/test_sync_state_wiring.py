@@ -126,9 +126,10 @@ def test_under_replay_window_and_none_a_state_is_echoed_only_once_the_ledger_is_
 ) -> None:
     seed_members(sandbox)
     cfg = bucket_config(sandbox, moto_s3, s3_bucket, credit_verification=policy)
-    fresh_tmp()
+    folder = fresh_tmp()
     out, error = run_write_until_error(cfg, catalog("append"), break_bucket_after(credits(20), moto_s3, s3_bucket))
     assert state_ids(out) == []  # the ledger's entries never reached the bucket: the state is not echoed
+    assert list(folder.iterdir()) == []  # the store was closed on the way out, its files removed
     assert isinstance(error, AirbyteTracedException)
     assert "the credit ledger could not be saved to the bucket" in str(error.message)
     assert error.failure_type is not None and str(getattr(error.failure_type, "value", error.failure_type)) \
