@@ -42,7 +42,8 @@ class DestinationCrowdtwist(AdaptedDestination):
 
     def check(self, logger: logging.Logger, config: Mapping[str, Any]) -> AirbyteConnectionStatus:
         """Validate the config, call ``GET /v2/activities`` and, when ``object_storage_config`` is S3, write
-        and delete a probe object in the bucket; FAILED messages say what to fix.
+        and delete a probe object in the bucket (and, with ``sync_state: bucket``, one under the sync
+        state's prefix); FAILED messages say what to fix.
         """
         try:
             cfg = parse_config(config)
@@ -65,6 +66,13 @@ class DestinationCrowdtwist(AdaptedDestination):
             if problem is not None:
                 return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
             message += f" Rejected rows can be stored in {storage.location}."
+        if storage is not None and cfg.sync_state.in_bucket:
+            from destination_crowdtwist.state.connector import check_state
+
+            problem = check_state(cfg)
+            if problem is not None:
+                return AirbyteConnectionStatus(status=Status.FAILED, message=problem)
+            message += " The sync state (member index and credit ledger) can be kept there."
         return AirbyteConnectionStatus(status=Status.SUCCEEDED, message=message)
 
     # -- discover -----------------------------------------------------------------------------

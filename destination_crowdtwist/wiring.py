@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airbyte_cdk.models import AirbyteMessage
 from requests.auth import AuthBase
@@ -34,12 +34,15 @@ from destination_crowdtwist.sync.deferral import MemberWait
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.replay_policy import ReplayPolicy
 from destination_crowdtwist.sync.report import SyncReport
-from destination_crowdtwist.sync.session import WriteSession
+from destination_crowdtwist.sync.session import StateGate, WriteSession
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import StreamContext, Writer
 from destination_crowdtwist.writers.dry_run import DryRunWriter, Previewable
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
+
+if TYPE_CHECKING:
+    from destination_crowdtwist.state.connector import BucketState
 
 logger = logging.getLogger("airbyte")
 
@@ -105,19 +108,23 @@ def _wait(event: threading.Event, seconds: float) -> None:
 
 
 def make_writer(
-    object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient, *, index_clock: Callable[[], float] = time.time
+    object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient, *, index_clock: Callable[[], float] = time.time,
+    state: BucketState | None = None,
 ) -> Writer:
     """The writer of one CrowdTwist object (``writers/objects.py``); it serves every stream routed there.
 
-    ``index_clock`` dates and ages the member index's entries (User Profile).
+    ``index_clock`` dates and ages the member index's entries (User Profile). ``state``: the sync state
+    in the bucket, opened (``cfg`` then points at its files): absence from its ledger proves nothing,
+    and the member index's write-ahead clears are flushed to it before their request.
     """
     writer: Previewable[Any]
     if object_name == ACTIVITY_CREDIT:
         # Its award-queue waits end when the sync stops (the request after them is then refused).
-        writer = ActivityCreditWriter(cfg, client, sleep=client.wait)
+        writer = ActivityCreditWriter(cfg, client, sleep=client.wait, ledger_proves_absence=state is None)
     elif object_name == USER_PROFILE:
         # Its erase-status pauses end when the sync stops, like the credit writer's award-queue waits.
-        writer = UserProfileWriter(cfg, client, clock=index_clock, sleep=client.wait)
+        writer = UserProfileWriter(cfg, client, clock=index_clock, sleep=client.wait,
+                                   after_drop=state.after_drop if state is not None else None)
     else:
         raise ValueError(f"no writer for object {object_name!r}")
     return DryRunWriter(writer) if cfg.dry_run else writer
@@ -172,12 +179,23 @@ def open_session(
     """One ``write``'s parts, ready to run: the client, the report, a writer per object, the pipeline,
     the replay policy and (unless unsafe) rows waiting for their member.
 
-    Raises ``CrowdTwistError`` when the client or a reject sink cannot be set up.
+    With ``sync_state: bucket`` the state is read first (``state/connector.py``) and the writers use
+    its files; the session closes it after the writers.
+
+    Raises ``CrowdTwistError`` when the client, a reject sink or the sync state cannot be set up.
     """
-    client = client_from_config(cfg)
-    report = make_report(cfg)
     objects = sorted({stream.object_name for stream in streams.values()})
-    writers = {name: make_writer(name, cfg, client, index_clock=index_clock) for name in objects}
+    state = open_state(cfg, index_clock)
+    try:
+        if state is not None:
+            cfg = state.open()
+        client = client_from_config(cfg)
+        report = make_report(cfg)
+    except BaseException:
+        if state is not None:
+            state.close()
+        raise
+    writers = {name: make_writer(name, cfg, client, index_clock=index_clock, state=state) for name in objects}
     pipeline = Pipeline(
         report,
         concurrency=cfg.max_concurrency,
@@ -193,8 +211,40 @@ def open_session(
         pipeline.wait_for_members(member_wait)
     return WriteSession(
         streams=streams, client=client, report=report, writers=writers, pipeline=pipeline, replay=replay,
-        state_message=state_message, dry_run=cfg.dry_run,
+        state_message=state_message, dry_run=cfg.dry_run, sync_state=state,
+        state_gate=state_gate(cfg, state, objects),
     )
+
+
+def open_state(cfg: ConnectorConfig, clock: Callable[[], float]) -> BucketState | None:
+    """The sync state in the bucket (not opened yet), when ``sync_state`` asks for it and the sync writes."""
+    if not cfg.sync_state.in_bucket:
+        return None
+    if cfg.dry_run:
+        logger.info("Dry run: the sync state in the bucket is neither read nor written.")
+        return None
+    if cfg.member_index_path or cfg.ledger_path:
+        logger.info(
+            "sync_state is bucket: member_index_path and ledger_path are not used; the member index and the ledger "
+            "are read from the bucket of object_storage_config and saved there."
+        )
+    # Imported here: boto3 loads only for syncs that use a bucket.
+    from destination_crowdtwist.state.connector import BucketState
+
+    return BucketState(cfg, clock=clock)
+
+
+def state_gate(cfg: ConnectorConfig, state: BucketState | None, objects: Iterable[str]) -> StateGate | None:
+    """What must hold before a state is echoed, beyond the writers' checkpoint (docs/sync-state.md).
+
+    Under ``replay_window`` and ``none`` a replayed credit absent from the ledger may be sent without
+    a history read, so every ledger entry a state covers must be in the bucket before it is echoed.
+    Under ``every_row`` every such credit is verified: the ledger only spares history reads.
+    """
+    if state is None or cfg.credit_verification == "every_row" or ACTIVITY_CREDIT not in objects:
+        return None
+    return StateGate(state.flush, f"the credit ledger could not be saved to the bucket of object_storage_config "
+                                  f"({cfg.object_storage_config.location if cfg.object_storage_config else ''})")
 
 
 def make_member_wait(

@@ -19,6 +19,7 @@ from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD, Activity
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 from destination_crowdtwist.writers.dry_run import DryRunWriter
 from destination_crowdtwist.writers.history import MAX_PAGES
+from destination_crowdtwist.writers.ledger import CreditLedger, ledger_scope
 from tests_support.fake_api import FakeApi, Reply
 
 STREAM = StreamContext(namespace=None, name="credits", sync_mode="append", object_name="activity_credit")
@@ -564,3 +565,34 @@ def test_a_dry_run_reads_the_member_and_credits_nothing(api: FakeApi, tmp_path: 
     assert api.methods() == ["GET"] * 3  # reads only: no credit, no history
     writer.close()
     assert not (tmp_path / "ledger.sqlite").exists()  # a dry run records nothing, not even an empty ledger
+
+
+# -- a ledger read from the sync state in the bucket (issue 17) -------------------------------------
+
+
+@pytest.mark.parametrize("from_bucket", [False, True])
+def test_a_ledger_from_the_bucket_never_proves_a_key_absent(api: FakeApi, tmp_path: Path, from_bucket: bool) -> None:
+    # A pending mark made just before a killed attempt's request may not have reached the bucket: a key
+    # absent from a ledger read from there may have been credited, so it is verified as the policy says.
+    path = str(tmp_path / "ledger.sqlite")
+    seed = CreditLedger(path, scope=ledger_scope("https://api123.crowdtwist.com"))
+    done, pending = (parse({**BASE, "event_id": event}).ledger_key for event in ("done", "pending"))
+    seed.mark_done(done, OutcomeKind.CREDITED)
+    seed.mark_pending(pending)
+    seed.close()
+    raw = {"api_base_url": "https://api123.crowdtwist.com", "credentials": {"auth_type": "api_key", "api_key": "k"},
+           "object_type": "activity_credit", "award_queue_delay_seconds": 0, "ledger_path": path}
+    api.activities = [dict(a) for a in ACTIVITIES]
+    api.always("credit_activity", AWARDED).always("activity_history", history())
+    writer = ActivityCreditWriter(parse_config(raw), api, clock=api.clock, sleep=api.wait,
+                                  ledger_proves_absence=not from_bucket)
+    writer.start()
+    rows = [row({**BASE, "event_id": "done"}, 0), row({**BASE, "event_id": "pending"}, 1),
+            row({**BASE, "user_id": "bob@example.com", "event_id": "absent"}, 2)]  # another member: its own read
+    outcomes = [settle(writer, r) for r in rows]
+    # done: a duplicate without a request; pending: verified, then sent (the history does not hold it).
+    assert [o.kind for o in outcomes] == ["duplicate", "credited", "credited"]
+    # The absent key is verified (under every_row) only when the ledger comes from the bucket.
+    assert history_reads(api) == (2 if from_bucket else 1)
+    assert len(sent(api)) == 2
+    writer.close()

@@ -25,6 +25,7 @@ from destination_crowdtwist.config import (
     Credentials,
     HmacCredentials,
     S3Storage,
+    SyncState,
     parse_config,
 )
 from destination_crowdtwist.records import identifiers, mapping
@@ -67,6 +68,8 @@ def parse(**overrides: Any) -> ConnectorConfig:
 def expected_default(prop: dict[str, Any]) -> Any:
     """The spec default in the form the dataclass holds it (tuples, floats for `number`)."""
     value = prop["default"]
+    if prop["type"] == "object":
+        return SyncState(**value)  # the one object setting with a default
     if prop["type"] == "array":
         return tuple(value)
     if prop["type"] == "number":
@@ -108,6 +111,10 @@ def test_field_type_matches_the_spec_type(name: str) -> None:
         assert get_origin(hint) is tuple
     elif name == "object_storage_config":
         assert hint == S3Storage | None  # storage_type None is None
+    elif name == "sync_state":
+        assert hint is SyncState
+        storage = get_type_hints(SyncState)["storage"]
+        assert list(get_args(storage)) == prop["properties"]["storage"]["enum"]
     else:
         assert name == "credentials"
         assert hint == Credentials
@@ -147,6 +154,7 @@ def test_every_setting_reaches_the_config() -> None:
     raw["custom_attributes"] = ["tier"]
     raw["object_storage_config"] = {"storage_type": "S3", "s3_bucket_name": "rejects", "bucket_path": "x",
                                     "s3_bucket_region": "eu-west-1", "format": {"format_type": "JSONL"}}
+    raw["sync_state"] = {"storage": "bucket"}
     cfg = parse_config(raw)
     for name in [*ENUM_PROPS, *BOOL_PROPS, *NUMBER_PROPS, *strings]:
         assert getattr(cfg, name) == raw[name], name
@@ -154,8 +162,10 @@ def test_every_setting_reaches_the_config() -> None:
     assert cfg.field_mapping == (FieldMapping("a.b", "postal_code"),)
     assert cfg.custom_attributes == ("tier",)
     assert cfg.object_storage_config == S3Storage("rejects", "eu-west-1", "x", format_type="JSONL")
+    assert cfg.sync_state == SyncState("bucket") != FIELDS["sync_state"].default
+    assert cfg.sync_state.in_bucket
     covered = {*ENUM_PROPS, *BOOL_PROPS, *NUMBER_PROPS, *strings, "field_mapping", "custom_attributes",
-               "api_base_url", "credentials", "object_storage_config"}
+               "api_base_url", "credentials", "object_storage_config", "sync_state"}
     assert covered == set(PROPS)
 
 
@@ -227,6 +237,12 @@ def test_integer_fields_refuse_fractions_and_accept_whole_floats(name: str) -> N
 ERRORS: list[tuple[str, Any, str]] = [
     # (case, raw config or a change to BASE, text the message starts with)
     ("not an object", ["x"], "the configuration must be a JSON object"),
+    ("sync state in no bucket", {"sync_state": {"storage": "bucket"}},
+     "sync_state.storage is bucket, but object_storage_config is not an S3 bucket"),
+    ("sync state in no bucket (None)", {"sync_state": {"storage": "bucket"}, "object_storage_config": {"storage_type": "None"}},
+     "sync_state.storage is bucket, but object_storage_config is not an S3 bucket"),
+    ("unknown sync state storage", {"sync_state": {"storage": "disk"}}, "sync_state.storage must be one of none, bucket (got 'disk')"),
+    ("sync state not an object", {"sync_state": "bucket"}, "sync_state must be an object"),
     ("no base url", {"api_base_url": None}, "api_base_url is required"),
     ("base url with path", {"api_base_url": "https://api123.crowdtwist.com/v2"}, "api_base_url must not contain a path"),
     ("base url over http", {"api_base_url": "http://api123.crowdtwist.com"}, "api_base_url must use https://"),

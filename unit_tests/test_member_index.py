@@ -152,6 +152,20 @@ def test_forget_and_clear_fingerprint_are_durable_at_once(path: str) -> None:
     assert view.lookup("email", "b@x.com") is None
 
 
+def test_after_drop_runs_once_the_clear_is_on_disk_and_before_the_call_returns(path: str) -> None:
+    # With the sync state in a bucket, wiring passes the store's flush: the clear must be committed
+    # to the file (which the store uploads) when it runs, and the request waits for it.
+    seen: list[MemberEntry | None] = []
+    index = MemberIndex(path, PROGRAM, after_drop=lambda: seen.append(other_connection(path).lookup("email", "a@x.com")))
+    index.clear_fingerprint("email", "a@x.com")  # an unknown program scope: nothing to clear, nothing to flush
+    assert seen == []
+    index.record("email", "a@x.com", fingerprint=b"1" * 16)
+    index.commit()
+    index.clear_fingerprint("email", "a@x.com")
+    index.forget("email", "a@x.com")
+    assert seen == [MemberEntry(None, None), None]
+
+
 def test_clear_fingerprint_drops_a_staged_older_fingerprint(path: str) -> None:
     # Row 1 of a member is accepted (staged), row 2 is about to change it: a later commit must not
     # write row 1's fingerprint, which row 2's write is making stale.

@@ -343,3 +343,24 @@ def test_insert_mode_recreates_a_deleted_member_and_dates_a_checked_entry_afresh
     clock.now += 1 * DAY  # both entries are trusted again: no request each sync from now on
     kinds, _ = sync(tmp_path, api, clock, rows, INSERT)
     assert kinds == [OutcomeKind.UNCHANGED] * 2 and sent(api) == []
+
+
+def test_the_write_ahead_clear_runs_after_drop_before_the_changing_request(api: FakeApi, tmp_path: Path) -> None:
+    # With the sync state in the bucket, wiring passes the store's flush as after_drop: the cleared
+    # fingerprint must reach the bucket before the request that makes it stale.
+    crowdtwist(api, "old@x.com")
+    first = writer(tmp_path, api)
+    write(first, person("old@x.com"))
+    first.close()
+    api.calls.clear()
+    order: list[str] = []
+    raw = {"api_base_url": PROGRAM, "credentials": {"auth_type": "api_key", "api_key": "k"},
+           "member_index_path": str(tmp_path / "members.sqlite")}
+    w = UserProfileWriter(parse_config(raw), api, after_drop=lambda: order.append(f"flush after {len(api.calls)} requests"))
+    w.start()
+    assert write(w, person("old@x.com")).kind is OutcomeKind.UNCHANGED  # nothing cleared, nothing flushed
+    assert order == []
+    assert write(w, person("old@x.com", first_name="Changed")).kind is OutcomeKind.UPDATED
+    assert order == ["flush after 0 requests"]
+    assert sent(api) == ["PUT old@x.com"]
+    w.close()

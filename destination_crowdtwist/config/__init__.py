@@ -38,6 +38,8 @@ from destination_crowdtwist.config.model import (
     ObjectType,
     S3Storage,
     StorageFormat,
+    SyncState,
+    SyncStateStorage,
     UnmappedFields,
     UpsertStrategy,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "ObjectType",
     "S3Storage",
     "StorageFormat",
+    "SyncState",
+    "SyncStateStorage",
     "UnmappedFields",
     "UpsertStrategy",
     "load_spec",
@@ -80,6 +84,7 @@ _CHECKS: Mapping[str, Callable[[Any], Any]] = {
     "field_mapping": checks.field_mapping,
     "custom_attributes": checks.custom_attributes,
     "object_storage_config": s3_storage,
+    "sync_state": checks.sync_state,
 }
 
 
@@ -99,4 +104,5 @@ def parse_config(raw: Mapping[str, Any]) -> ConnectorConfig:
     data["api_base_url"] = normalize_base_url(data.get("api_base_url"))
     validate(data)
     config: ConnectorConfig = build(ConnectorConfig, schema["properties"], data, _CHECKS)
+    checks.state_bucket(config)
     return config

@@ -1,8 +1,9 @@
 """The rules of the connection settings that JSON Schema cannot express.
 
 The base URL (a host only; https, or http on the loopback), keys that no header or query string can
-carry, the authentication method a hand-written config leaves out, and the Python form of
-``field_mapping`` and ``custom_attributes``. Every message names the field and never quotes a secret.
+carry, the authentication method a hand-written config leaves out, the Python form of
+``field_mapping``, ``custom_attributes`` and ``sync_state``, and the one rule across settings
+(``sync_state: bucket`` needs an S3 ``object_storage_config``). Every message names the field and never quotes a secret.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from destination_crowdtwist.api.errors import ConfigError
-from destination_crowdtwist.config.model import ApiKeyCredentials, Credentials, HmacCredentials
+from destination_crowdtwist.config.model import (
+    ApiKeyCredentials,
+    ConnectorConfig,
+    Credentials,
+    HmacCredentials,
+    SyncState,
+)
 from destination_crowdtwist.records.mapping import FieldMapping
 
 
@@ -126,3 +133,23 @@ def custom_attributes(values: list[str]) -> tuple[str, ...]:
     if not all(value.strip() for value in values):
         raise ConfigError("custom_attributes must be a list of non-empty names")
     return tuple(dict.fromkeys(value.strip() for value in values))
+
+
+
+def sync_state(block: Mapping[str, Any]) -> SyncState:
+    """The validated ``sync_state`` block (its one field is an enum JSON Schema has checked)."""
+    return SyncState(storage=block["storage"])
+
+
+def state_bucket(config: ConnectorConfig) -> None:
+    """``sync_state: bucket`` needs an S3 ``object_storage_config``: its bucket holds the state.
+
+    Raises:
+        ConfigError: naming both settings.
+    """
+    if config.sync_state.in_bucket and config.object_storage_config is None:
+        raise ConfigError(
+            "sync_state.storage is bucket, but object_storage_config is not an S3 bucket: the sync state is kept "
+            "in object_storage_config's bucket. Set object_storage_config (storage_type S3), or set "
+            "sync_state.storage to none."
+        )

@@ -26,6 +26,8 @@ DeleteBehaviour = Literal["deactivate", "deactivate_and_remove_points", "erase"]
 StorageFormat = Literal["CSV", "JSONL"]
 Flattening = Literal["No flattening", "Root level flattening"]
 CompressionType = Literal["No Compression", "GZIP"]
+# sync_state.storage: where the member index and the credit ledger live between syncs.
+SyncStateStorage = Literal["none", "bucket"]
 
 
 def _config_properties() -> dict[str, Any]:
@@ -34,6 +36,10 @@ def _config_properties() -> dict[str, Any]:
 
 def _s3_properties() -> dict[str, Any]:
     return flat_properties(s3_option())
+
+
+def _sync_state_properties() -> dict[str, Any]:
+    return _config_properties()["sync_state"]["properties"]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,22 @@ class S3Storage:
 
 
 @dataclass(frozen=True)
+class SyncState:
+    """``sync_state``: where the member index and the credit ledger are kept between syncs.
+
+    ``storage`` ``"bucket"``: in the bucket of ``object_storage_config`` (``state/``, docs/sync-state.md),
+    instead of ``member_index_path`` and ``ledger_path``; ``"none"``: those local files only.
+    """
+
+    storage: SyncStateStorage = spec_default(_sync_state_properties)
+
+    @property
+    def in_bucket(self) -> bool:
+        """Whether the state is kept in the bucket of ``object_storage_config``."""
+        return self.storage == "bucket"
+
+
+@dataclass(frozen=True)
 class ConnectorConfig:
     """Everything a sync needs, validated. Field names, defaults and ranges are those of spec.json."""
 
@@ -134,6 +156,8 @@ class ConnectorConfig:
     member_index_path: str | None = spec_default(_config_properties)
     skip_unchanged: bool = spec_default(_config_properties)
     member_index_max_age_days: int = spec_default(_config_properties)
+    # The spec default ({"storage": "none"}) in its Python form; unit_tests/test_config.py checks they agree.
+    sync_state: SyncState = SyncState()
     max_concurrency: int = spec_default(_config_properties)
     max_requests_per_minute: int = spec_default(_config_properties)
     max_retries: int = spec_default(_config_properties)

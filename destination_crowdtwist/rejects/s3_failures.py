@@ -18,6 +18,19 @@ TLS_FAILED = "TLS handshake failed"
 #: The ``permanent`` flag of an :class:`S3Failure`, named so the table rows below read as words.
 PERMANENT, RETRYABLE = True, False
 
+# S3's error codes by what they mean: the one table, read by explain() below and by the sync state
+# (state/errors.py), which classifies the same answers of the same bucket.
+#: "These keys may not do this": fix the policy.
+DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"})
+#: The keys themselves were not accepted (unknown key id, wrong secret).
+BAD_KEY_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch"})
+#: Temporary credentials that are no longer valid.
+EXPIRED_CODES = frozenset({"ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
+#: The bucket does not exist (``404`` / ``NotFound`` without a body: HeadBucket's answer).
+NO_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+#: S3's own "try again later" answers.
+BUSY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"})
+
 
 @dataclass(frozen=True)
 class S3Failure:
@@ -86,7 +99,7 @@ def explain(  # noqa: PLR0911 - one return per class of S3 failure, read as a ta
             "Check object_storage_config.role_arn, its trust policy (and external id), and the credentials allowed "
             "to assume it.",
         )
-    if code in ("NoSuchBucket", "404", "NotFound") or (status == 404 and code != "NoSuchKey"):
+    if code in NO_BUCKET_CODES or (status == 404 and code != "NoSuchKey"):
         return S3Failure(
             "missing", PERMANENT, f"The {bucket} does not exist{where}",
             "Create it, or fix object_storage_config.s3_bucket_name (and s3_endpoint for an S3-compatible store).",
@@ -111,21 +124,19 @@ def explain(  # noqa: PLR0911 - one return per class of S3 failure, read as a ta
             "does not belong to the access key id",
             "Copy object_storage_config.secret_access_key again.",
         )
-    if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
+    if code in EXPIRED_CODES:
         return S3Failure(
             "credentials", PERMANENT, f"The temporary AWS credentials used for {bucket} are no longer valid ({code})",
             "Renew them, or configure long-lived keys or a role_arn.",
         )
-    if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem") or status == 403:
+    if code in DENIED_CODES or status == 403:
         prefix = f"{storage.bucket_path}/*" if storage.bucket_path else "*"
         return S3Failure(
             "denied", PERMANENT, f"Access to {bucket} was denied ({code or 'HTTP 403'})",
             f"Allow the configured credentials s3:PutObject on {prefix} (check also needs s3:DeleteObject; "
             "s3:ListBucket lets it tell a missing bucket apart).",
         )
-    if (status is not None and (status >= 500 or status in (408, 429))) or code in (
-        "SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-    ):
+    if (status is not None and (status >= 500 or status in (408, 429))) or code in BUSY_CODES:
         return S3Failure(
             "server", RETRYABLE, f"S3 answered {code or 'an error'} (HTTP {status}) for {bucket}{where}",
             "This is usually temporary; try again later.",

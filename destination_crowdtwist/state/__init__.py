@@ -6,7 +6,8 @@ they change as the sync goes, and compacts now and then, so re-syncs skip unchan
 history reads there too. docs/sync-state.md says where the state lives, what it costs and protects,
 and how to reset it.
 
-Modules, top down: ``store`` (the store), ``snapshot`` (consistent reads, compaction), ``local``
+Modules, top down: ``connector`` (the store of one sync, built from the config, and ``check``),
+``store`` (the store), ``snapshot`` (consistent reads, compaction), ``local``
 (the SQLite files and their journal), ``bucket`` (the S3 calls), ``codec`` (the objects' bytes),
 ``merge`` (the rules that make concurrent syncs safe), ``layout`` (object names), ``errors``.
 """

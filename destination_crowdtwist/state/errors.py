@@ -12,13 +12,15 @@ botocore is never imported here: the failure is read from the exception's shape 
 from __future__ import annotations
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError
+from destination_crowdtwist.rejects.s3_failures import BAD_KEY_CODES, BUSY_CODES, DENIED_CODES, EXPIRED_CODES
 
-#: S3 error codes that mean "these keys may not do this" (fix the policy or the keys).
-_DENIED = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"})
-_BAD_KEYS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"})
+# The codes are rejects/s3_failures.py's table (one table for the same bucket's answers). A bare
+# 404 is not "no such bucket" here: the state reads objects, and a missing object is no failure.
+_DENIED = DENIED_CODES
+_BAD_KEYS = BAD_KEY_CODES | EXPIRED_CODES
 _NO_BUCKET = frozenset({"NoSuchBucket"})
-#: S3's own "try again later" answers.
-_BUSY = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "503"})
+#: With the HTTP status as the code when an answer has none (error_code).
+_BUSY = BUSY_CODES | {"500", "503"}
 #: botocore's connection failures, by class name (the classes live in botocore.exceptions).
 _UNREACHABLE = frozenset({
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",

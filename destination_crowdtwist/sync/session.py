@@ -5,7 +5,8 @@ drives them. The input is read ahead on its own thread, so states can be echoed 
 is quiet. On the main thread each record becomes a :class:`Row` for the pipeline, each STATE is
 registered (and, under a barrier, waited on: ``sync/replay_policy.py``), a stream-status trace may
 end a member stream (``sync/deferral.py``), and every state whose rows all settled goes out, in
-order, once the reject sinks and the writers' local stores are durable.
+order, once the reject sinks and the writers' local stores are durable (and, where a
+:class:`StateGate` says so, the sync state in the bucket).
 
 A sync-stopping error, a broken input or SIGTERM stops the workers taking rows; the rows already
 running finish (SIGTERM: for :data:`TERMINATION_GRACE_SECONDS`), the states they complete are still
@@ -19,7 +20,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from airbyte_cdk.models import AirbyteMessage, AirbyteRecordMessage, AirbyteStateType, Type
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
@@ -46,6 +47,26 @@ _END = object()
 _UNUSABLE_INPUT = StreamContext(namespace=None, name="(unusable input)", sync_mode="append")
 
 
+class Closeable(Protocol):
+    """A part the session closes after the writers closed their files (the sync state in the bucket)."""
+
+    def close(self) -> None:
+        """Save what is left and let go."""
+
+
+@dataclass(frozen=True)
+class StateGate:
+    """What must hold before a state is echoed, checked after the writers' checkpoint.
+
+    ``saved`` returns False when it does not (``what`` says what was not saved): the states are then
+    not echoed and the sync stops with a transient error, so the next attempt replays from the last
+    state echoed (``wiring.state_gate``: the sync state's flush under replay_window and none).
+    """
+
+    saved: Callable[[], bool]
+    what: str
+
+
 class _ReaderFailed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -68,6 +89,8 @@ class WriteSession:
     replay: ReplayPolicy
     state_message: Callable[[ReleasedState[Any]], AirbyteMessage]
     dry_run: bool
+    sync_state: Closeable | None = None  # closed after the writers (their files are its copies)
+    state_gate: StateGate | None = None
     skipped_streams: set[StreamKey] = field(default_factory=set)  # streams not in the catalog, warned once
 
     def run(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
@@ -92,8 +115,12 @@ class WriteSession:
                 writer.finish()  # reporting only (e.g. erase status), after the last state
         finally:
             pipeline.shutdown()
-            for writer in writers.values():
-                writer.close()
+            try:
+                for writer in writers.values():
+                    writer.close()
+            finally:
+                if self.sync_state is not None:
+                    self.sync_state.close()  # after the writers: their last entries are committed then
             self.client.close()
             try:
                 # Closing the sinks stores the rejected rows after the last state.
@@ -223,6 +250,15 @@ class WriteSession:
             self.report.flush()  # rejected rows are durable before their state is echoed
             for writer in self.writers.values():
                 writer.checkpoint()  # and so are the writers' local records (e.g. the member index)
+            gate = self.state_gate
+            if gate is not None and not gate.saved():
+                error = TransientError(
+                    f"The sync stopped: {gate.what}, so the states after the last one echoed were not echoed (a "
+                    "replay of their rows could otherwise credit twice). The next attempt resumes from the last "
+                    "state echoed."
+                )
+                self.pipeline.stop(error)
+                raise error
         for item in released:
             if not self.dry_run:
                 yield self.state_message(item)

@@ -28,7 +28,10 @@ happen once:
    ``pending`` key is verified, and an absent key is sent without a lookup -- but only when the
    ledger already held keys of this program when the sync started. An empty ledger (first run, or
    a replayed attempt in a fresh container whose ledger file did not survive) proves nothing, so
-   the verification policy applies as if there were no ledger.
+   the verification policy applies as if there were no ledger. Nor does a ledger read from the
+   sync state in the bucket (``ledger_proves_absence=False``): a ``pending`` mark made just before a
+   killed attempt's request may not have reached the bucket, so an absent key there may have been
+   sent; its ``done`` and ``pending`` keys are used as above (docs/sync-state.md).
 """
 
 from __future__ import annotations
@@ -90,11 +93,14 @@ class ActivityCreditWriter:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
+        ledger_proves_absence: bool = True,
     ) -> None:
         """``clock``: epoch seconds; ``sleep``: the award-queue waits (by default the API's wait, which
-        ends when the sync stops).
+        ends when the sync stops); ``ledger_proves_absence``: False when the ledger is a copy of the
+        sync state in the bucket, where a key's absence proves nothing (point 5).
         """
         self.cfg = cfg
+        self._ledger_proves_absence = ledger_proves_absence
         self.api = api
         self._clock = clock
         self._parser = CreditParser(cfg)
@@ -124,8 +130,15 @@ class ActivityCreditWriter:
             # credits into "duplicates".
             self._ledger = CreditLedger(self.cfg.ledger_path, scope=ledger_scope(self.cfg.api_base_url))
             known = self._ledger.size()
-            self._ledger_trusted = known > 0
-            if known:
+            self._ledger_trusted = known > 0 and self._ledger_proves_absence
+            if known and not self._ledger_proves_absence:
+                logger.info(
+                    f"Activity Credit: the credit ledger from the sync state knows {known} dedupe keys of this "
+                    "program; keys it does not hold are verified as "
+                    f"credit_verification={self.cfg.credit_verification} says (an upload lost before a kill "
+                    "could hide a credit sent)."
+                )
+            elif known:
                 logger.info(f"Activity Credit: the credit ledger knows {known} dedupe keys of this program.")
             else:
                 logger.info(

@@ -39,10 +39,14 @@ class KnownMembers:
 
     @classmethod
     def open(
-        cls, path: str, api_base_url: str, *, clock: Callable[[], float], max_age_days: float, skip_unchanged: bool
+        cls, path: str, api_base_url: str, *, clock: Callable[[], float], max_age_days: float, skip_unchanged: bool,
+        after_drop: Callable[[], None] | None = None,
     ) -> KnownMembers:
-        """Open the index at ``path``, scoped by base URL (the program), like the credit ledger."""
-        index = MemberIndex(path, api_base_url, clock=clock, max_age=max_age_days * 86400.0)
+        """Open the index at ``path``, scoped by base URL (the program), like the credit ledger.
+
+        ``after_drop``: see :class:`MemberIndex` (the sync state's flush, when the state is in a bucket).
+        """
+        index = MemberIndex(path, api_base_url, clock=clock, max_age=max_age_days * 86400.0, after_drop=after_drop)
         return cls(index, skip_unchanged=skip_unchanged)
 
     def lookup(self, id_type: str, user_id: str) -> MemberEntry | None:

@@ -18,7 +18,9 @@ Rules that keep it from ever lying about what CrowdTwist holds:
    another fingerprint, :meth:`MemberIndex.clear_fingerprint` clears it *durably* (committed at
    once). Otherwise a crash after CrowdTwist applied the write but before the commit would leave
    the old fingerprint on disk, and a later row carrying the old values would be skipped although
-   the member now holds the new ones.
+   the member now holds the new ones. When the file is a copy of a state kept elsewhere (the sync
+   state in the bucket, ``state/``), ``after_drop`` makes the clear durable there too, before the
+   request.
 3. **Scope.** Entries are keyed by (program, identifier type, member): an index filled against the
    sandbox or with another identifier type is never consulted for this program.
 4. **Age.** An entry is trusted for at most ``max_age`` seconds (``member_index_max_age_days``)
@@ -136,10 +138,15 @@ class MemberIndex:
 
     def __init__(
         self, path: str, program: str, *, clock: Callable[[], float] = time.time, flush_every: int = FLUSH_EVERY,
-        max_age: float | None = None,
+        max_age: float | None = None, after_drop: Callable[[], None] | None = None,
     ) -> None:
-        """``max_age``: seconds an entry is trusted (rule 4); None trusts entries without limit."""
+        """``max_age``: seconds an entry is trusted (rule 4); None trusts entries without limit.
+
+        ``after_drop``: called after a clear or forget is committed to the file and before it returns
+        (so before the request it precedes), outside the index's lock (rule 2).
+        """
         self.path = path
+        self._after_drop = after_drop
         self.program = program
         self._clock = clock
         self._max_age = max_age
@@ -274,6 +281,9 @@ class MemberIndex:
                 return
             self._staged.pop((scope, member), None)
             self._db.execute(statement, (scope, member))
+        if self._after_drop is not None:
+            # Outside the lock: an upload may take a while, and other workers keep using the index.
+            self._after_drop()
 
     def _commit_locked(self) -> None:
         if not self._staged:

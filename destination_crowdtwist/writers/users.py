@@ -60,13 +60,17 @@ class UserProfileWriter:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
+        after_drop: Callable[[], None] | None = None,
     ) -> None:
         """``clock``: epoch seconds, by which the member index dates and ages its entries; ``sleep``:
-        the pauses between erase-status reads (by default the API's wait, which ends when the sync stops).
+        the pauses between erase-status reads (by default the API's wait, which ends when the sync stops);
+        ``after_drop``: called after the member index cleared or forgot a member and before the request
+        (wiring passes the sync state's flush when the index is a copy of the state in the bucket).
         """
         self.cfg = cfg
         self.api = api
         self._clock = clock
+        self._after_drop = after_drop
         self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
         self._options: dict[tuple[str | None, str], MappingOptions] = {}  # by stream
@@ -88,6 +92,7 @@ class UserProfileWriter:
         self.known = KnownMembers.open(
             self.cfg.member_index_path, self.cfg.api_base_url, clock=self._clock,
             max_age_days=self.cfg.member_index_max_age_days, skip_unchanged=self.cfg.skip_unchanged,
+            after_drop=self._after_drop,
         )
         if self.known.index.has_entries():
             logger.info("User Profile: the member index knows members of this program from earlier syncs.")
