@@ -172,13 +172,13 @@ def test_check_names_the_bucket_that_refuses_the_sync_states_prefix(
     keys = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
     cfg = credit_config(sandbox, sync_state={"storage": "bucket"},
                         object_storage_config=moto_s3.storage_config(s3_bucket, keys=keys, bucket_path="airbyte"))
-    status = DestinationCrowdtwist().check(None, cfg)  # type: ignore[arg-type]
+    status = DestinationCrowdtwist().check(None, cfg)
     assert status.status == Status.FAILED, status.message
     assert status.message.startswith(f"sync_state: The sync state in s3://{s3_bucket}/airbyte/{STATE_PREFIX}")
     assert "access denied" in status.message
     assert key["SecretAccessKey"] not in status.message
 
-    ok = DestinationCrowdtwist().check(None, bucket_config(sandbox, moto_s3, s3_bucket))  # type: ignore[arg-type]
+    ok = DestinationCrowdtwist().check(None, bucket_config(sandbox, moto_s3, s3_bucket))
     assert ok.status == Status.SUCCEEDED, ok.message
     assert "sync state" in (ok.message or "")
     assert not [k for k in moto_s3.objects(s3_bucket) if STATE_PREFIX in k]  # check leaves nothing behind
