@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench.py --memory        # adds the 200,000-row peak-RSS run
     .venv/bin/python scripts/bench.py --scenarios rtt,limits --sweep-rows 2000
     .venv/bin/python scripts/bench.py --scenarios index  # the member index cases only
+    .venv/bin/python scripts/bench.py --scenarios sync_state  # the state in a moto bucket (scripts/state_sync_bench.py)
     .venv/bin/python scripts/bench.py --scenarios grid   # the flow-control grid's slice only (3 runs each)
     .venv/bin/python scripts/bench.py --grid full --scenarios grid --repeat 1   # every combination: hours
 
@@ -1198,6 +1199,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when a run failed or lost rows (slow figures are not errors)."""
     args = parse_args(argv)
+    if args.scenarios == "sync_state":
+        # Not a Scenario: it needs moto's S3 server and a fresh directory per sync, and runs for minutes
+        # (the re-sync without state alone is 20,000 upserts at 10,000/min), so never in the default run.
+        import state_sync_bench  # here, not at the top: it imports this module
+
+        return state_sync_bench.main(["--json", str(args.json)])
     scenarios = build_scenarios(args)
     if not scenarios:
         print("no scenario matches --scenarios", file=sys.stderr)
