@@ -211,15 +211,15 @@ def compact(bucket: Bucket, state: ChannelState, header: Header, now: float) -> 
     remove(old.path if old else None)
     state.copies[channel.base_key] = Downloaded(channel.base_key, etag, path, size)
     state.base_etag, state.base_size = etag, size
-    deleted = 0
-    for key in [*state.deltas, *(key for key in state.untrusted if key != channel.base_key)]:
-        try:
-            bucket.delete(key)
-            deleted += 1
-        except Exception:  # noqa: BLE001 - a delta left behind is merged again, harmlessly
-            logger.info(f"Sync state: {bucket.where(key)} could not be deleted after compaction; it is merged again.")
+    merged = [*state.deltas, *(key for key in state.untrusted if key != channel.base_key)]
+    gone = bucket.delete_many(merged)
+    left = len(merged) - len(gone)
+    if left:  # a delta left behind is merged again, harmlessly
+        logger.info(f"Sync state: {left} merged objects could not be deleted after compaction; they are merged again.")
+    for key in merged:
         copy = state.copies.pop(key, None)
         remove(copy.path if copy else None)
+    deleted = len(gone)
     state.deltas = []
     state.untrusted.clear()
     return Compaction(replaced=True, records=counts[0], size=size, deleted=deleted)
