@@ -458,7 +458,7 @@ def test_upsert_learns_the_cheaper_order_and_stays_near_one_request_per_row(sb: 
     counts = sb.request_counts()
     wasted_puts = counts.get("404", 0)  # new members tried update-first before the switch
     wasted_posts = counts.get("400", 0)  # existing members tried create-first before the switch back
-    assert 3 <= wasted_puts <= 20
-    assert 3 <= wasted_posts <= 20
+    assert 1 <= wasted_puts <= 3  # the mean of the first rows switches after two new members
+    assert 3 <= wasted_posts <= 20  # then a moving average: a long run of new members takes longer to forget
     assert counts["total"] <= 120 * 1.3  # a fixed order would cost 1.5 requests per row here
     assert all(m["first_name"] == "Again" for m in sb.members() if m["email_address"].startswith("old"))

@@ -16,15 +16,28 @@ class UpsertLearner:
     """Chooses update-first or create-first for upsert rows from what this sync has seen.
 
     Update-first costs ``1 + p_new`` requests per row, create-first ``2 - p_new``; so create-first wins
-    when more than half of the rows are new members. ``p_new`` is an exponentially weighted average
-    of recent rows (new = the member did not exist), so a sync whose data changes character midway
-    (e.g. existing members first, then sign-ups) switches back and forth.
+    when more than half of the rows are new members. ``p_new`` starts as the plain mean of the rows
+    seen so far, with ``initial_p_new`` counted as ``prior_weight`` rows, and becomes an exponentially
+    weighted average of recent rows (weight ``alpha``) once that many rows were seen, so a sync whose
+    data changes character midway (e.g. existing members first, then sign-ups) switches back and forth.
+
+    Why a mean first: every row dispatched before the learner switches costs a wasted request, and
+    at the start of a sync a whole in-flight window of rows (tens to a hundred and more) goes out
+    before the first answers come back. A pure average with ``alpha`` = 0.05 needed 8 new members
+    in a row to switch, so a sync of new members wasted about 4% of its requests on update-first
+    probes (the bench's ``upsert_new`` grid row); the mean switches after two.
     """
 
-    def __init__(self, strategy: str = "auto", *, alpha: float = 0.05, initial_p_new: float = 0.25) -> None:
+    def __init__(
+        self, strategy: str = "auto", *, alpha: float = 0.05, initial_p_new: float = 0.25, prior_weight: int = 2,
+    ) -> None:
         self.strategy = strategy
         self._alpha = alpha
         self._p_new = initial_p_new
+        # The mean's rows (the prior's, then one per row observed) and their sum of "new" (1.0 each), kept
+        # apart so that the mean is exact (an incremental update would read 0.5 as 0.5000000000000001).
+        self._weight = max(1, prior_weight)
+        self._total = initial_p_new * self._weight
         self._lock = threading.Lock()
         self.switches = 0
         self._last_choice = self._choose(initial_p_new)
@@ -44,7 +57,13 @@ class UpsertLearner:
     def observe(self, *, existed: bool) -> None:
         """Learn from one upsert row whose member's existence is now known."""
         with self._lock:
-            self._p_new += self._alpha * ((0.0 if existed else 1.0) - self._p_new)
+            new = 0.0 if existed else 1.0
+            if 1.0 / (self._weight + 1) >= self._alpha:
+                self._weight += 1
+                self._total += new
+                self._p_new = self._total / self._weight
+            else:
+                self._p_new += self._alpha * (new - self._p_new)
             choice = self._choose(self._p_new)
             if choice != self._last_choice:
                 self.switches += 1

@@ -57,6 +57,7 @@ class _UpsertRun:
     entry: MemberEntry | None  # what the member index knows of the member, if anything
     tried: set[Step] = field(default_factory=set)
     proved_missing: bool = False  # an update answered "not found"
+    observed: bool = False  # the learner has heard of this row (once per row, whatever the steps)
 
 
 class ProfileWrites:
@@ -179,7 +180,9 @@ class ProfileWrites:
         return Outcome.rejected(label, api_rejection(response))
 
     def _observe(self, run: _UpsertRun, *, existed: bool) -> None:
-        if run.entry is None:
+        # Once per row: a wrong first guess and the step after it are one row's evidence, not two.
+        if run.entry is None and not run.observed:
+            run.observed = True
             self.learner.observe(existed=existed)
 
     # -- reading the member when an answer alone does not say ---------------------------------------
