@@ -2,7 +2,8 @@
 # needs the package bootstraps .venv/ first. The test tiers (README.md, "Tests"):
 #
 #   make check   the quick loop: ruff, mypy, pytest -m "not slow and not perf" (skips the image install
-#                replay, the benchmark smoke run, source-faker, PyAirbyte, the soak and the measurements)
+#                replay, the benchmark smoke run, source-faker, PyAirbyte, the soak, the measurements and
+#                the other tests of many seconds each)
 #   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools": every test but the
 #                soak, the measurements and the real Airbyte tools; run it before you push (under 10 minutes)
 #   make soak    the soak alone (marker soak, also marked slow; kept out of make test for its 10-minute
@@ -10,8 +11,10 @@
 #                (test_orderly_stop.py) and SIGTERM after an answer 30 times per command
 #                (test_sigterm_after_answer.py), all in integration_tests/
 #   make perf    the measurements alone (marker perf: memory on 100k-200k rows, time per row/lookup; machine-dependent)
-#   make tools   the tests that build and drive real Airbyte tools in their own venvs (marker tools:
-#                source-faker, PyAirbyte; the first run builds .venv-faker and .venv-pyairbyte)
+#                and the benchmark driver's smoke run
+#   make tools   the tests that build venvs and drive what is installed there (marker tools: the replay of
+#                the Dockerfile's install, source-faker, PyAirbyte; the first run builds .venv-faker and
+#                .venv-pyairbyte)
 #   .ci/run      CI: make test, then make soak, then make perf, then make tools
 #   make demo    end-to-end demo against the local CrowdTwist sandbox (scripts/demo.py)
 #   make bench   benchmark driver; pass options with BENCH_ARGS="..."

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 # About 35 s on the reference machine: make check skips it, make test runs it.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.perf]
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "bench.py"

@@ -178,6 +178,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledImage:
 
 
 @pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.timeout(600)
 def test_installed_entrypoint_prints_the_top_level_spec(installed: InstalledImage, tmp_path: Path) -> None:
     command = [str(installed.bin_dir / installed.entrypoint[0]), *installed.entrypoint[1:], "spec"]
@@ -192,6 +193,7 @@ def test_installed_entrypoint_prints_the_top_level_spec(installed: InstalledImag
 
 
 @pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.timeout(600)
 def test_wheel_carries_spec_json_as_a_real_file(installed: InstalledImage) -> None:
     packaged = installed.site_packages / "destination_crowdtwist" / "spec.json"
@@ -206,6 +208,7 @@ def test_wheel_carries_spec_json_as_a_real_file(installed: InstalledImage) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.tools
 @pytest.mark.timeout(600)
 def test_image_install_has_no_sandbox(installed: InstalledImage, tmp_path: Path) -> None:
     assert not (installed.bin_dir / "crowdtwist-sandbox").exists()
