@@ -371,23 +371,29 @@ def test_memory_and_timing_measurements_are_marked_perf_so_make_test_skips_them(
     assert len(measuring) >= 2, measuring
 
 
-def _marked_slow(node: ast.expr) -> bool:
-    return ast.unparse(node) in ("pytest.mark.slow", "[pytest.mark.slow]")
+def _module_marks(node: ast.expr) -> set[str]:
+    """The marks of a ``pytestmark`` value (one mark or a list of them)."""
+    items = node.elts if isinstance(node, ast.List) else [node]
+    return {ast.unparse(item).removeprefix("pytest.mark.") for item in items}
 
 
 def test_slow_marker_covers_every_test_using_the_install_replay_or_the_bench_run() -> None:
-    """make check skips `slow`; these fixtures take most of the suite's time (a venv install, a bench run)."""
+    """make check skips `slow`; these fixtures take most of the suite's time (a venv install, a bench run),
+    so make test leaves them to their tiers too: the install replay to make tools, the bench run to make perf."""
     expensive = {"installed", "bench"}
     users = []
-    for name in ("integration_tests/test_install.py", "integration_tests/test_bench_smoke.py"):
+    for name, tier in (("integration_tests/test_install.py", "tools"), ("integration_tests/test_bench_smoke.py", "perf")):
         tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
-        module_slow = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
-                          and _marked_slow(n.value) for n in tree.body)
+        module_marks: set[str] = set()
+        for n in tree.body:
+            if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets):
+                module_marks |= _module_marks(n.value)
         for fn in tree.body:
             if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_") \
                     and expensive & {a.arg for a in fn.args.args}:
                 users.append(fn.name)
-                assert module_slow or any(_marked_slow(d) for d in fn.decorator_list), f"{name}::{fn.name}"
+                marks = module_marks | _marks(fn)
+                assert {"slow", tier} <= marks, f"{name}::{fn.name}: {sorted(marks)}"
     assert len(users) >= 4, users
 
 
