@@ -32,6 +32,10 @@ happen once:
    sync state in the bucket (``ledger_proves_absence=False``): a ``pending`` mark made just before a
    killed attempt's request may not have reached the bucket, so an absent key there may have been
    sent; its ``done`` and ``pending`` keys are used as above (docs/sync-state.md).
+6. **Members created in this sync**: a member whose create this sync's User Profile writer saw
+   answered as done (``writers/created_members.py``, built by wiring when a sync writes both objects)
+   did not exist before, so no earlier attempt can have credited it: its rows need no replay read
+   (a ``pending`` ledger key is still verified, and a credit whose answer is lost still polls).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from destination_crowdtwist.writers.base import (
     member_label,
     raw_label,
 )
+from destination_crowdtwist.writers.created_members import CreatedMembers
 from destination_crowdtwist.writers.credit import (
     DEDUPE_KEY_FIELD,
     Credit,
@@ -94,12 +99,15 @@ class ActivityCreditWriter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
         ledger_proves_absence: bool = True,
+        created: CreatedMembers | None = None,
     ) -> None:
         """``clock``: epoch seconds; ``sleep``: the award-queue waits (by default the API's wait, which
         ends when the sync stops); ``ledger_proves_absence``: False when the ledger is a copy of the
-        sync state in the bucket, where a key's absence proves nothing (point 5).
+        sync state in the bucket, where a key's absence proves nothing (point 5); ``created``: the
+        members this sync's User Profile writer created (point 6), closed with this writer.
         """
         self.cfg = cfg
+        self._created = created
         self._ledger_proves_absence = ledger_proves_absence
         self.api = api
         self._clock = clock
@@ -115,6 +123,8 @@ class ActivityCreditWriter:
         # Answers lost after a credit was sent, by what the activity history then showed (for the
         # closing log line: an operator sees that verification ran and what it decided).
         self._lost_answers = {"landed": 0, "resent": 0}
+        # Rows whose replay read was spared because this sync created their member (point 6).
+        self._new_member_rows = 0
         self._lost_lock = threading.Lock()
         self._ledger: CreditLedger | None = None
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
@@ -170,6 +180,14 @@ class ActivityCreditWriter:
         if self._ledger is not None:
             self._ledger.close()
         self._memory.close()
+        if self._created is not None:
+            self._created.close()
+        if self._new_member_rows:
+            logger.info(
+                f"Activity Credit: {self._new_member_rows} rows credited members created earlier in this sync, so "
+                "they needed no activity history read (no earlier attempt can have credited a member that did not "
+                "exist)."
+            )
         # One line per stream, when the sync ends: a line per field would flood the log.
         for line in self._parser.ignored_lines():
             logger.info(f"Activity Credit: {line}.")
@@ -229,6 +247,7 @@ class ActivityCreditWriter:
         credit, member = prepared.payload, prepared.label
         key = credit.ledger_key
         verify = prepared.row.verify  # the sync's replay policy decided it (sync/replay_policy.py)
+        status: str | None = None
         if self._ledger is not None:
             status = self._ledger.status(key)
             if status == DONE:
@@ -240,10 +259,20 @@ class ActivityCreditWriter:
                 # Absent from a ledger with this program's history: never sent by a run sharing it. The
                 # ledger is the user's promise that every run sees this file, so no history read.
                 verify = False
+        if verify and status != PENDING and self._created_here(credit):
+            verify = False  # point 6: the member did not exist before this sync, so nothing credited it
         if verify and self._history.has(credit, replay=True):
             self._mark_done(key, OutcomeKind.DUPLICATE)
             return _duplicate(member, "already credited (found in activity history)")
         return self._send(credit, member)
+
+    def _created_here(self, credit: Credit) -> bool:
+        """Whether this sync's User Profile writer created the credit's member (point 6); counted."""
+        if self._created is None or not self._created.created(credit.id_type, credit.user_id):
+            return False
+        with self._lost_lock:
+            self._new_member_rows += 1
+        return True
 
     def _would_credit(self, prepared: Prepared[Credit]) -> Outcome:
         credit, member = prepared.payload, prepared.label
