@@ -2,7 +2,8 @@
 
 On the sandbox, through ``DestinationCrowdtwist.write``: a member this sync created holds no credit of
 an earlier attempt, so its credits are sent without a history read (and without the award-queue wait);
-a member that existed before is verified as before; a full re-send credits nothing twice.
+a member that existed before is verified as before; a full re-send credits nothing twice. A pending
+ledger key waits for the award queue only when its sending session may still have had a request queued.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import time
 from collections import Counter
 from typing import Any
 
-from helpers import record, run_write, state, wait_until
+import pytest
+from helpers import catalog, credit_config, record, run_write, state, wait_until
 from test_data_activation import CATALOG, CREDITS, PROFILES, config, credit, da_catalog, profile
 
 from crowdtwist_sandbox import Sandbox
 from destination_crowdtwist.writers.activities import DEDUPE_KEY_FIELD
+from destination_crowdtwist.writers.ledger import CreditLedger, event_key, ledger_scope
 
 HISTORY = "GET /v2.1/users/{id}/activity_history"
 CREDIT = "POST /v2/users/{id}/activities"
@@ -67,3 +70,32 @@ def test_a_member_that_existed_before_the_sync_is_verified(sandbox: Sandbox) -> 
     counts = sandbox.request_counts()
     assert counts.get(HISTORY, 0) - before.get(HISTORY, 0) == 1  # tp-0's history only
     awarded_once(sandbox, 4)
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_pending_key_waits_for_the_award_queue_only_after_a_kill(sandbox: Sandbox, tmp_path: Any, quiet: bool) -> None:
+    """A pending key left by a session that closed quietly long ago is read at once; one left by a kill
+    (no quiet close) waits for ``award_queue_delay_seconds``. Either way the landed credit is not sent again.
+    """
+    sandbox.add_member(email_address="ann@example.com")
+    landed = {"user_id": "ann@example.com", "activity_id": "1001", "num_points": 5, "event_id": "sent-before"}
+    cfg = credit_config(sandbox)
+    run_write(cfg, catalog("append"), [record(landed), state(1)])  # the credit is in CrowdTwist
+    path = str(tmp_path / "ledger.sqlite")
+    ledger = CreditLedger(path, scope=ledger_scope(sandbox.base_url), clock=lambda: time.time() - 60)
+    ledger.mark_done(event_key("email", "ann@example.com", "1001", "other"), "credited")  # a trusted ledger
+    ledger.mark_pending(event_key("email", "ann@example.com", "1001", "sent-before"), session="earlier")
+    if quiet:
+        ledger.close_session("earlier", quiet=True)  # a minute ago: its request was over by then
+    ledger.close()
+
+    before = sandbox.request_counts()
+    started = time.monotonic()
+    run_write(credit_config(sandbox, ledger_path=path, award_queue_delay_seconds=3), catalog("append"),
+              [record(landed), state(2)])
+    elapsed = time.monotonic() - started
+    counts = sandbox.request_counts()
+    assert counts.get(HISTORY, 0) - before.get(HISTORY, 0) == 1
+    assert counts.get(CREDIT, 0) - before.get(CREDIT, 0) == 0  # found in history: not sent again
+    assert (elapsed < 3) if quiet else (elapsed >= 3)
+    awarded_once(sandbox, 1)
