@@ -253,3 +253,24 @@ def test_a_cached_read_taken_before_the_wait_is_not_trusted_for_a_replayed_key(a
     assert len(api.to("credit_activity")) == 1
     assert api.waits == [pytest.approx(DELAY)]
     w.close()
+
+
+def test_a_ledger_that_cannot_record_the_end_costs_only_the_next_wait(
+    api: FakeApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "ledger.sqlite")
+    seed(path, Clock(api.now - 100), pending={})
+    w = writer(api, path)
+    ledger = w._ledger
+    assert ledger is not None
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    ledger.close_session = broken  # type: ignore[method-assign]
+    w.close()  # no exception: the sync's outcome does not depend on it
+    assert any("could not record this sync's end" in r.getMessage() for r in caplog.records)
+    with pytest.raises(sqlite3.ProgrammingError):
+        ledger.size()  # closed all the same

@@ -49,6 +49,7 @@ happen once:
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -202,6 +203,9 @@ class ActivityCreditWriter:
         if self._ledger is not None:
             try:
                 self._ledger.close_session(self._session, quiet=quiet)
+            except sqlite3.Error as exc:
+                # Unrecorded, the next sync waits for the award queue before reading these keys: a cost only.
+                logger.warning(f"Activity Credit: the ledger could not record this sync's end ({exc}).")
             finally:
                 self._ledger.close()
         self._memory.close()
