@@ -37,6 +37,7 @@ from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.sync.session import StateGate, WriteSession
 from destination_crowdtwist.writers.activities import ActivityCreditWriter
 from destination_crowdtwist.writers.base import StreamContext, Writer
+from destination_crowdtwist.writers.created_members import CreatedMembers
 from destination_crowdtwist.writers.dry_run import DryRunWriter, Previewable
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
 from destination_crowdtwist.writers.users import UserProfileWriter
@@ -109,22 +110,26 @@ def _wait(event: threading.Event, seconds: float) -> None:
 
 def make_writer(
     object_name: str, cfg: ConnectorConfig, client: CrowdTwistClient, *, index_clock: Callable[[], float] = time.time,
-    state: BucketState | None = None,
+    state: BucketState | None = None, created: CreatedMembers | None = None,
 ) -> Writer:
     """The writer of one CrowdTwist object (``writers/objects.py``); it serves every stream routed there.
 
     ``index_clock`` dates and ages the member index's entries (User Profile). ``state``: the sync state
     in the bucket, opened (``cfg`` then points at its files): absence from its ledger proves nothing,
-    and the member index's write-ahead clears are flushed to it before their request.
+    and the member index's write-ahead clears are flushed to it before their request. ``created``: the
+    members this sync creates (:func:`created_members`): the User Profile writer records, the Activity
+    Credit writer asks.
     """
     writer: Previewable[Any]
     if object_name == ACTIVITY_CREDIT:
         # Its award-queue waits end when the sync stops (the request after them is then refused).
-        writer = ActivityCreditWriter(cfg, client, sleep=client.wait, ledger_proves_absence=state is None)
+        writer = ActivityCreditWriter(cfg, client, sleep=client.wait, ledger_proves_absence=state is None,
+                                      created=created)
     elif object_name == USER_PROFILE:
         # Its erase-status pauses end when the sync stops, like the credit writer's award-queue waits.
         writer = UserProfileWriter(cfg, client, clock=index_clock, sleep=client.wait,
-                                   after_drop=state.after_drop if state is not None else None)
+                                   after_drop=state.after_drop if state is not None else None,
+                                   on_created=created.add if created is not None else None)
     else:
         raise ValueError(f"no writer for object {object_name!r}")
     return DryRunWriter(writer) if cfg.dry_run else writer
@@ -195,7 +200,9 @@ def open_session(
         if state is not None:
             state.close()
         raise
-    writers = {name: make_writer(name, cfg, client, index_clock=index_clock, state=state) for name in objects}
+    created = created_members(cfg, objects)
+    writers = {name: make_writer(name, cfg, client, index_clock=index_clock, state=state, created=created)
+               for name in objects}
     pipeline = Pipeline(
         report,
         concurrency=cfg.max_concurrency,
@@ -214,6 +221,15 @@ def open_session(
         state_message=state_message, dry_run=cfg.dry_run, sync_state=state,
         state_gate=state_gate(cfg, state, objects),
     )
+
+
+def created_members(cfg: ConnectorConfig, objects: Iterable[str]) -> CreatedMembers | None:
+    """The members this sync creates, shared by its two writers (``writers/created_members.py``): only when
+    the sync writes both objects (and is not a dry run, which creates nobody).
+    """
+    if cfg.dry_run or not {USER_PROFILE, ACTIVITY_CREDIT} <= set(objects):
+        return None
+    return CreatedMembers()
 
 
 def open_state(cfg: ConnectorConfig, clock: Callable[[], float]) -> BucketState | None:

@@ -32,13 +32,27 @@ happen once:
    sync state in the bucket (``ledger_proves_absence=False``): a ``pending`` mark made just before a
    killed attempt's request may not have reached the bucket, so an absent key there may have been
    sent; its ``done`` and ``pending`` keys are used as above (docs/sync-state.md).
+6. **Members created in this sync**: a member whose create this sync's User Profile writer saw
+   answered as done (``writers/created_members.py``, built by wiring when a sync writes both objects)
+   did not exist before, so no earlier attempt can have credited it: its rows need no replay read
+   (a ``pending`` ledger key is still verified, and a credit whose answer is lost still polls).
+7. **The award-queue wait only where an earlier request may still be queued.** A replay read waits
+   until ``award_queue_delay_seconds`` after the start, since an earlier attempt's last credits may
+   not show yet. Where the ledger proves when the earlier request was over, it waits only until that
+   time plus the delay: a trusted ledger's ``pending`` key whose sending session closed quietly
+   (``CreditLedger.quiet_since``; this writer's session closes quietly when no credit request of its
+   own is on the way, and sends nothing after). A trusted ledger's other keys need no read at all
+   (``done``: duplicate; absent: never sent), and a member created in this sync neither (point 6).
+   Without a trusted ledger nothing records the earlier attempts' requests, so the wait stays.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError, UncertainOutcome
@@ -56,6 +70,7 @@ from destination_crowdtwist.writers.base import (
     member_label,
     raw_label,
 )
+from destination_crowdtwist.writers.created_members import CreatedMembers
 from destination_crowdtwist.writers.credit import (
     DEDUPE_KEY_FIELD,
     Credit,
@@ -94,12 +109,15 @@ class ActivityCreditWriter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
         ledger_proves_absence: bool = True,
+        created: CreatedMembers | None = None,
     ) -> None:
         """``clock``: epoch seconds; ``sleep``: the award-queue waits (by default the API's wait, which
         ends when the sync stops); ``ledger_proves_absence``: False when the ledger is a copy of the
-        sync state in the bucket, where a key's absence proves nothing (point 5).
+        sync state in the bucket, where a key's absence proves nothing (point 5); ``created``: the
+        members this sync's User Profile writer created (point 6), closed with this writer.
         """
         self.cfg = cfg
+        self._created = created
         self._ledger_proves_absence = ledger_proves_absence
         self.api = api
         self._clock = clock
@@ -115,10 +133,18 @@ class ActivityCreditWriter:
         # Answers lost after a credit was sent, by what the activity history then showed (for the
         # closing log line: an operator sees that verification ran and what it decided).
         self._lost_answers = {"landed": 0, "resent": 0}
+        # Rows whose replay read was spared because this sync created their member (point 6).
+        self._new_member_rows = 0
         self._lost_lock = threading.Lock()
         self._ledger: CreditLedger | None = None
         # Whether "absent from the ledger" proves "never sent" (see the module docstring, point 5).
         self._ledger_trusted = False
+        # This writer's session in the ledger (point 7), and its credit requests on the way: a close with
+        # none on the way is quiet, and no request starts after the close.
+        self._session = uuid.uuid4().hex
+        self._flight_lock = threading.Lock()
+        self._in_flight = 0
+        self._closing = False
 
     # -- Writer protocol ---------------------------------------------------------------------
 
@@ -128,7 +154,9 @@ class ActivityCreditWriter:
         if self.cfg.ledger_path:
             # Scoped by base URL: a ledger first used against the sandbox must not turn production
             # credits into "duplicates".
-            self._ledger = CreditLedger(self.cfg.ledger_path, scope=ledger_scope(self.cfg.api_base_url))
+            self._ledger = CreditLedger(
+                self.cfg.ledger_path, scope=ledger_scope(self.cfg.api_base_url), clock=self._clock
+            )
             known = self._ledger.size()
             self._ledger_trusted = known > 0 and self._ledger_proves_absence
             if known and not self._ledger_proves_absence:
@@ -167,9 +195,28 @@ class ActivityCreditWriter:
 
     def close(self) -> None:
         """Close the ledger, drop this sync's scratch memory and say how lost answers were resolved."""
+        with self._flight_lock:
+            # From now on no credit request starts (_send refuses), so with none on the way the session
+            # is over for CrowdTwist: its pending keys' requests were answered or given up on by now.
+            self._closing = True
+            quiet = self._in_flight == 0
         if self._ledger is not None:
-            self._ledger.close()
+            try:
+                self._ledger.close_session(self._session, quiet=quiet)
+            except sqlite3.Error as exc:
+                # Unrecorded, the next sync waits for the award queue before reading these keys: a cost only.
+                logger.warning(f"Activity Credit: the ledger could not record this sync's end ({exc}).")
+            finally:
+                self._ledger.close()
         self._memory.close()
+        if self._created is not None:
+            self._created.close()
+        if self._new_member_rows:
+            logger.info(
+                f"Activity Credit: {self._new_member_rows} rows credited members created earlier in this sync, so "
+                "they needed no activity history read (no earlier attempt can have credited a member that did not "
+                "exist)."
+            )
         # One line per stream, when the sync ends: a line per field would flood the log.
         for line in self._parser.ignored_lines():
             logger.info(f"Activity Credit: {line}.")
@@ -229,6 +276,8 @@ class ActivityCreditWriter:
         credit, member = prepared.payload, prepared.label
         key = credit.ledger_key
         verify = prepared.row.verify  # the sync's replay policy decided it (sync/replay_policy.py)
+        status: str | None = None
+        visible_from: float | None = None
         if self._ledger is not None:
             status = self._ledger.status(key)
             if status == DONE:
@@ -236,14 +285,27 @@ class ActivityCreditWriter:
                 return _duplicate(member, f"already sent before: {earlier} (local ledger)")
             if status == PENDING:
                 verify = True  # a request was sent and its answer never recorded: it may have landed
+                if self._ledger_trusted:
+                    quiet = self._ledger.quiet_since(key)  # point 7: when that request was over for sure
+                    visible_from = None if quiet is None else quiet + self.cfg.award_queue_delay_seconds
             elif self._ledger_trusted:
                 # Absent from a ledger with this program's history: never sent by a run sharing it. The
                 # ledger is the user's promise that every run sees this file, so no history read.
                 verify = False
-        if verify and self._history.has(credit, replay=True):
+        if verify and status != PENDING and self._created_here(credit):
+            verify = False  # point 6: the member did not exist before this sync, so nothing credited it
+        if verify and self._history.has(credit, replay=True, visible_from=visible_from):
             self._mark_done(key, OutcomeKind.DUPLICATE)
             return _duplicate(member, "already credited (found in activity history)")
         return self._send(credit, member)
+
+    def _created_here(self, credit: Credit) -> bool:
+        """Whether this sync's User Profile writer created the credit's member (point 6); counted."""
+        if self._created is None or not self._created.created(credit.id_type, credit.user_id):
+            return False
+        with self._lost_lock:
+            self._new_member_rows += 1
+        return True
 
     def _would_credit(self, prepared: Prepared[Credit]) -> Outcome:
         credit, member = prepared.payload, prepared.label
@@ -271,9 +333,23 @@ class ActivityCreditWriter:
         wait of that read (``HistoryCheck.has`` polls the history until ``award_queue_delay_seconds``
         have passed, before which an absent key proves nothing), and it ends when the sync stops.
         """
+        with self._flight_lock:
+            if self._closing:
+                # A worker still running after the writer closed (shutdown's join timed out): sending now
+                # would break the quiet close just recorded. The row stays unsettled; a replay sends it.
+                raise TransientError("The sync is stopping, so this credit was not sent; the next attempt sends it.")
+            self._in_flight += 1
+        try:
+            return self._send_once(credit, member)
+        finally:
+            with self._flight_lock:
+                self._in_flight -= 1
+
+    def _send_once(self, credit: Credit, member: str) -> Outcome:
+        """:meth:`_send`, counted as on the way."""
         key = credit.ledger_key
         if self._ledger is not None:
-            self._ledger.mark_pending(key)
+            self._ledger.mark_pending(key, session=self._session)
         attempts = 0
         while True:
             attempts += 1

@@ -49,7 +49,7 @@ class HistoryCheck:
         #: When this attempt started: a previous attempt's credits are visible ``delay`` after it.
         self.started = clock()
 
-    def has(self, credit: Credit, *, replay: bool) -> bool:
+    def has(self, credit: Credit, *, replay: bool, visible_from: float | None = None) -> bool:
         """Whether the member's activity history holds this credit's dedupe key.
 
         Awards are queued, so a credit accepted a moment ago may not be visible yet; an absent key is
@@ -58,16 +58,21 @@ class HistoryCheck:
 
         * ``replay=True`` (rows a previous attempt may have sent): that attempt ended before this sync
           started, so one read per member taken ``delay`` after the start is conclusive; reads are
-          cached per member (our own credits are added to the cache).
+          cached per member (our own credits are added to the cache). ``visible_from``: an earlier
+          time from which the earlier request's award is known to be visible (the ledger's quiet close
+          of the session that sent it, plus the delay: ``writers/ledger.py``); then no wait is needed
+          once it has passed. A cached read counts only if it began at or after that time (or after
+          the start's delay): a read taken sooner may predate a queued award.
         * ``replay=False`` (an uncertain outcome just now): poll with growing pauses until the key
           shows up or the delay has passed.
         """
         delay = self._delay
         if replay:
-            wait = self.started + delay - self._clock()
+            ready = self.started + delay if visible_from is None else min(visible_from, self.started + delay)
+            wait = ready - self._clock()
             if wait > 0:
                 self._sleep(wait)
-            return self._contains(credit, refresh=False)
+            return self._contains(credit, refresh=False, read_since=ready)
         deadline = self._clock() + delay
         pause = min(0.25, max(delay / 8, 0.01))
         while True:
@@ -79,16 +84,21 @@ class HistoryCheck:
             self._sleep(min(pause, deadline - now))
             pause = min(pause * 2, 2.0)
 
-    def _contains(self, credit: Credit, *, refresh: bool) -> bool:
-        """Whether the member's history holds the credit's key: read once per sync, unless ``refresh``."""
+    def _contains(self, credit: Credit, *, refresh: bool, read_since: float | None = None) -> bool:
+        """Whether the member's history holds the credit's key: read once per sync, unless ``refresh`` (or
+        the read held began before ``read_since``).
+        """
         member = (credit.id_type, credit.user_id)
         tokens = (_token(*credit.history_key), _token(ANY_ACTIVITY, credit.dedupe_key))
         if not refresh:
-            known = self._memory.history_has(member, tokens[0])
+            known = self._memory.history_has(member, tokens[0], read_since=read_since)
             if known is not None:
                 return known or bool(self._memory.history_has(member, tokens[1]))
+        # A replay read follows the wait until read_since (a wait cut short stops the sync: the read is
+        # then refused), so it began at read_since at the earliest, whatever the wall clock says a hair sooner.
+        began = self._clock() if read_since is None else max(self._clock(), read_since)
         keys = {_token(*pair) for pair in self._read(credit)}
-        self._memory.set_history(member, keys)
+        self._memory.set_history(member, keys, read_at=began)
         return any(token in keys for token in tokens)
 
     def _read(self, credit: Credit) -> set[tuple[str, str]]:

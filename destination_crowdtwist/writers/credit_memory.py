@@ -33,7 +33,9 @@ from destination_crowdtwist.writers.sqlite_guard import sqlite_guard
 _SCHEMA = (
     "CREATE TABLE events (event BLOB PRIMARY KEY, seq INTEGER NOT NULL, accepted INTEGER NOT NULL DEFAULT 0) "
     "WITHOUT ROWID",
-    "CREATE TABLE history_members (member BLOB PRIMARY KEY) WITHOUT ROWID",
+    # read_at: when the read began (epoch seconds): a read taken before an earlier request's award could
+    # show proves nothing about that request (writers/credit_history.py).
+    "CREATE TABLE history_members (member BLOB PRIMARY KEY, read_at REAL NOT NULL) WITHOUT ROWID",
     "CREATE TABLE history_keys (member BLOB NOT NULL, dedupe_key BLOB NOT NULL, "
     "PRIMARY KEY (member, dedupe_key)) WITHOUT ROWID",
 )
@@ -100,26 +102,32 @@ class CreditMemory:
 
     # -- activity history --------------------------------------------------------------------------
 
-    def history_has(self, member: tuple[str, str], dedupe_key: str) -> bool | None:
-        """Whether the member's history (as read, plus this sync's credits) holds the key; None if not read."""
+    def history_has(self, member: tuple[str, str], dedupe_key: str, *, read_since: float | None = None) -> bool | None:
+        """Whether the member's history (as read, plus this sync's credits) holds the key; None if not read
+        (or, with ``read_since``, if the read began before that time).
+        """
         who = _digest(*member)
         with self._guard():
-            if self._db.execute("SELECT 1 FROM history_members WHERE member = ?", (who,)).fetchone() is None:
+            read = self._db.execute("SELECT read_at FROM history_members WHERE member = ?", (who,)).fetchone()
+            if read is None or (read_since is not None and float(read[0]) < read_since):
                 return None
             row = self._db.execute(
                 "SELECT 1 FROM history_keys WHERE member = ? AND dedupe_key = ?", (who, _digest(dedupe_key))
             ).fetchone()
         return row is not None
 
-    def set_history(self, member: tuple[str, str], dedupe_keys: Iterable[str]) -> None:
-        """Replace what is known of the member's history with a fresh read."""
+    def set_history(self, member: tuple[str, str], dedupe_keys: Iterable[str], *, read_at: float = 0.0) -> None:
+        """Replace what is known of the member's history with a fresh read, begun at ``read_at``."""
         who = _digest(*member)
         rows = [(who, _digest(key)) for key in set(dedupe_keys)]
         with self._guard():
             self._db.execute("DELETE FROM history_keys WHERE member = ?", (who,))
             self._db.executemany("INSERT OR IGNORE INTO history_keys (member, dedupe_key) VALUES (?, ?)", rows)
             # Marked read last: a member is never marked read with only part of its keys.
-            self._db.execute("INSERT OR IGNORE INTO history_members (member) VALUES (?)", (who,))
+            self._db.execute(
+                "INSERT INTO history_members (member, read_at) VALUES (?, ?) "
+                "ON CONFLICT(member) DO UPDATE SET read_at = excluded.read_at", (who, read_at),
+            )
 
     def remember(self, member: tuple[str, str], dedupe_key: str) -> None:
         """Add a credit this sync made to the member's history, if that history was read."""

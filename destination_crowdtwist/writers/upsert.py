@@ -10,7 +10,7 @@ member: ours is ``created``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,10 +63,15 @@ class _UpsertRun:
 class ProfileWrites:
     """Writes one User Profile row as its intent says; returns its outcome (rejections included)."""
 
-    def __init__(self, api: CrowdTwistApi, learner: UpsertLearner, known: KnownMembers | None) -> None:
+    def __init__(
+        self, api: CrowdTwistApi, learner: UpsertLearner, known: KnownMembers | None,
+        on_created: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``on_created(id_type, user_id)``: a create answered as done (``writers/created_members.py``)."""
         self.api = api
         self.learner = learner
         self.known = known
+        self._on_created = on_created
 
     def write(self, user: UserRow, label: str) -> Outcome:
         """Settle the row from the member index if it needs no request, else send what it needs."""
@@ -103,7 +108,7 @@ class ProfileWrites:
         assert isinstance(user.create, dict)  # records/user_payload.py gave the row a problem otherwise
         response = self.api.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
-            self._accepted(user, response)
+            self._accepted(user, response, created=response.ok)
             return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
         if response.resolution.reason is Reason.ALREADY_TAKEN and self._holds(user):
             # A replayed row (or a re-run) whose member an earlier attempt created: it is written.
@@ -164,7 +169,7 @@ class ProfileWrites:
         response = self.api.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
             self._observe(run, existed=False)
-            self._accepted(user, response)
+            self._accepted(user, response, created=response.ok)
             return Outcome(kind=OutcomeKind.CREATED, member=label, status=response.status)
         if response.resolution.reason is not Reason.ALREADY_TAKEN:
             return Outcome.rejected(label, api_rejection(response))
@@ -225,7 +230,11 @@ class ProfileWrites:
 
     # -- the member index ----------------------------------------------------------------------------
 
-    def _accepted(self, user: UserRow, response: ApiResponse) -> None:
+    def _accepted(self, user: UserRow, response: ApiResponse, *, created: bool = False) -> None:
+        if created and self._on_created is not None:
+            # Answered as created (not "already taken" read back after a lost answer): the member did not
+            # exist before this request, so it holds no earlier credit (writers/created_members.py).
+            self._on_created(user.id_type, user.user_id)
         if self.known is not None:
             self.known.accepted(user.id_type, user.user_id, user.update, crowdtwist_id(response.data))
 

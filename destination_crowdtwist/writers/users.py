@@ -61,22 +61,25 @@ class UserProfileWriter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
         after_drop: Callable[[], None] | None = None,
+        on_created: Callable[[str, str], None] | None = None,
     ) -> None:
         """``clock``: epoch seconds, by which the member index dates and ages its entries; ``sleep``:
         the pauses between erase-status reads (by default the API's wait, which ends when the sync stops);
         ``after_drop``: called after the member index cleared or forgot a member and before the request
-        (wiring passes the sync state's flush when the index is a copy of the state in the bucket).
+        (wiring passes the sync state's flush when the index is a copy of the state in the bucket);
+        ``on_created(id_type, user_id)``: a member this sync created (``writers/created_members.py``).
         """
         self.cfg = cfg
         self.api = api
         self._clock = clock
         self._after_drop = after_drop
+        self._on_created = on_created
         self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
         self._options: dict[tuple[str | None, str], MappingOptions] = {}  # by stream
         self.known: KnownMembers | None = None
         self.removal = MemberRemoval(cfg, api, sleep=sleep)
-        self._writes = ProfileWrites(api, self.learner, None)
+        self._writes = ProfileWrites(api, self.learner, None, on_created)
 
     @property
     def index_counts(self) -> dict[str, int]:
@@ -101,7 +104,7 @@ class UserProfileWriter:
             self.learner = UpsertLearner(self.cfg.upsert_strategy, initial_p_new=0.75)
         else:
             logger.info("User Profile: the member index is empty for this program; this sync fills it.")
-        self._writes = ProfileWrites(self.api, self.learner, self.known)
+        self._writes = ProfileWrites(self.api, self.learner, self.known, self._on_created)
 
     def start_preview(self) -> None:
         """Nothing to start for a dry run: it never opens the member index."""
