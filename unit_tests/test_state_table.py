@@ -8,7 +8,7 @@ import io
 import sqlite3
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -276,6 +276,10 @@ def test_the_bulk_import_gives_what_the_record_by_record_merge_gives(tmp_path: P
     assert got[digest("same-time@x")] == (None, None, 100)  # two fingerprints at one time: none kept
     assert got[digest("only-in-delta@x")] == (None, F2, 60)
     assert bulk.marks().members == 0  # not journaled
+    for path in (bulk.member_index_path, bulk.ledger_path):  # back in WAL after the import, as the writers need
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()
     bulk.close()
     slow.close()
 
@@ -331,3 +335,22 @@ def test_format_1_and_2_are_read_and_a_greater_format_is_not(tmp_path: Path) -> 
         check_header(Header("member_index", PROGRAM, "email", "base", format=version), HEADER)
     with pytest.raises(StateObjectError, match="format version 3"):
         check_header(Header("member_index", PROGRAM, "email", "base", format=TABLE_FORMAT + 1), HEADER)
+
+
+def test_a_bulk_import_into_an_empty_file_leaves_it_in_wal_and_undoes_a_failure(tmp_path: Path) -> None:
+    _, table = unpack(encode(LEDGER, list(credits()), tmp_path), tmp_path, "ledger")
+    local = LocalState(tmp_path / "files", PROGRAM)
+    with pytest.raises(StateObjectError):  # a delta found bad after the base was copied: all undone
+        local.import_credits(_failing([CreditRecord("z", done=True, outcome=None, updated_at=1.0)]), table)
+    assert local.credit_count() == 0
+    local.import_credits(iter(()), table)
+    assert local.credit_count() == len(credits())
+    db = sqlite3.connect(local.ledger_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    local.close()
+
+
+def _failing(records: list[CreditRecord]) -> Iterator[CreditRecord]:
+    yield from records
+    raise StateObjectError("corrupt (found at its end)")

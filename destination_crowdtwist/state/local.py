@@ -148,6 +148,29 @@ def _attached(db: sqlite3.Connection, table: Path | None) -> Iterator[None]:
         db.execute("DETACH DATABASE base")
 
 
+@contextmanager
+def _bulk(db: sqlite3.Connection, table: str) -> Iterator[None]:
+    """An import into a file that holds nothing yet, written once instead of twice (WAL, then checkpoint).
+
+    The rollback journal is kept in memory meanwhile: a failed import is still undone, and a crash
+    in the middle can only damage a file that held nothing and that no later sync opens (the store's
+    files are this sync's own). Back to WAL after, which the writers need (readers never block them).
+    A file that is not empty, or that another connection holds, is imported in WAL as before.
+    """
+    if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:  # noqa: S608 - a constant
+        yield
+        return
+    try:
+        switched = db.execute("PRAGMA journal_mode=MEMORY").fetchone()[0] == "memory"
+    except sqlite3.OperationalError:
+        switched = False
+    try:
+        yield
+    finally:
+        if switched:
+            db.execute("PRAGMA journal_mode=WAL")
+
+
 def _insert_batches(db: sqlite3.Connection, statement: str, rows: Iterable[tuple[object, ...]]) -> None:
     batch: list[tuple[object, ...]] = []
     for row in rows:
@@ -233,7 +256,7 @@ class LocalState:
         if table is not None and fresh:
             # The bulk of the start of a sync: the base copied by SQLite alone (about 1 s a million
             # members), then each delta's record decided against the base's record of its member.
-            with _attached(db, table), _untracked(db, _MEMBER_TRIGGERS, _MEMBER_JOURNAL):
+            with _attached(db, table), _bulk(db, "members"), _untracked(db, _MEMBER_TRIGGERS, _MEMBER_JOURNAL):
                 db.execute(_COPY_MEMBERS, (scope,))
                 for record in records:
                     self._apply_over_base(scope, record)
@@ -301,7 +324,8 @@ class LocalState:
         Only before the writers open the file (their triggers are off meanwhile).
         """
         scope = self.credit_scope
-        with _attached(self._credits, table), _untracked(self._credits, _CREDIT_TRIGGERS, _CREDIT_JOURNAL):
+        db = self._credits
+        with _attached(db, table), _bulk(db, "credits"), _untracked(db, _CREDIT_TRIGGERS, _CREDIT_JOURNAL):
             if table is not None:
                 self._credits.execute(_COPY_CREDITS, (scope,))
             _insert_batches(self._credits, _INSERT_CREDIT, (
