@@ -17,7 +17,7 @@ reader expects, its records are in strictly increasing key order, and it ends wi
 right count and CRC, and the end of the zlib stream: a truncated, corrupt or foreign object (another
 program, another identifier type, a future format) is reported as :class:`StateObjectError`, never
 read as "these are all the entries". Records are read and written one at a time, so memory stays
-flat whatever the size of the object (1,000,000 members: about 40 MB, docs/sync-state.md).
+flat whatever the size of the object (1,000,000 members: about 47 MB in this format, docs/sync-state.md).
 
 Records (big-endian):
 
