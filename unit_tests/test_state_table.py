@@ -30,6 +30,7 @@ from destination_crowdtwist.state.merge import RECORD_SECONDS, kept_in_base, mem
 from destination_crowdtwist.state.table import (
     MEMBER_TABLE,
     check_table,
+    max_file_size,
     table_records,
     unpack_table,
     update_table,
@@ -197,6 +198,15 @@ def test_a_well_wrapped_file_that_is_not_exactly_a_base_is_refused(crafted: str,
     body, count = CRAFTED[crafted](tmp_path)
     with pytest.raises(StateObjectError, match="corrupt"):
         unpack(envelope(HEADER, body, count), tmp_path)
+
+
+def test_a_file_longer_than_its_object_allows_is_refused_before_it_is_written(tmp_path: Path) -> None:
+    data = envelope(HEADER, b"\0" * (3 << 20), 0)  # 3 MB of zeros compress to a few kB
+    stream = io.BytesIO(data)
+    read_header(stream)
+    with pytest.raises(StateObjectError, match="length is out of range"):
+        unpack_table(stream, tmp_path / "bomb.sqlite3", max_file_size(len(data)))
+    assert not (tmp_path / "bomb.sqlite3").exists()
 
 
 def test_the_good_file_of_those_tests_is_trusted(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from destination_crowdtwist.state.layout import Channel
 from destination_crowdtwist.state.merge import credit_winner, kept_in_base, member_winner, merge_sorted
 from destination_crowdtwist.state.table import (
     check_table,
+    max_file_size,
     pack_table,
     table_records,
     unpack_table,
@@ -164,7 +165,7 @@ def _table(copy: Downloaded, kind: str, files: ExitStack) -> Path | None:
         path = copy.path.with_name(copy.path.name + ".sqlite3")
         files.callback(remove, path)
         try:
-            check_table(path, kind, unpack_table(stream, path))
+            check_table(path, kind, unpack_table(stream, path, max_file_size(copy.size)))
         except StateObjectError as exc:
             raise BadObject(copy.key, str(exc)) from exc
     return path

@@ -202,11 +202,19 @@ def write_table(out: IO[bytes], header: Header, records: Iterable[Record], scrat
 # -- reading -------------------------------------------------------------------------------------
 
 
-def unpack_table(stream: IO[bytes], dest: Path) -> int:
+def max_file_size(object_size: int) -> int:
+    """The largest file an object of ``object_size`` bytes may unpack to.
+
+    A base compresses about 1.4:1, an empty one about 80:1: a corrupt or hostile length never fills the disk.
+    """
+    return max(1 << 20, 100 * object_size)
+
+
+def unpack_table(stream: IO[bytes], dest: Path, max_size: int | None = None) -> int:
     """Decompress a format-2 body (``stream`` is past its header) into ``dest``; return the record count.
 
-    Raises :class:`StateObjectError` for a truncated or corrupt body. The count is checked by
-    :func:`check_table`.
+    Raises :class:`StateObjectError` for a truncated or corrupt body, or a file longer than ``max_size``.
+    The count is checked by :func:`check_table`.
     """
     inflater = Inflater(stream)
     pending = bytearray()
@@ -222,6 +230,8 @@ def unpack_table(stream: IO[bytes], dest: Path) -> int:
         fill(_LENGTH.size, "length")
         (left,) = _LENGTH.unpack_from(pending)
         del pending[:_LENGTH.size]
+        if max_size is not None and left > max_size:
+            raise StateObjectError("corrupt (the file's length is out of range)")
         crc = 0
         with dest.open("wb") as out:
             while left:
