@@ -30,7 +30,17 @@ from moto_s3 import MotoS3, free_port
 
 from destination_crowdtwist.state import SyncStateRefused, SyncStateStore, SyncStateUnreachable
 from destination_crowdtwist.state.bucket import Bucket
-from destination_crowdtwist.state.codec import FORMAT_VERSION, MAGIC, Header
+from destination_crowdtwist.state.codec import (
+    FORMAT_VERSION,
+    MAGIC,
+    STREAM_FORMAT,
+    TABLE_FORMAT,
+    CreditRecord,
+    Header,
+    MemberRecord,
+    ObjectWriter,
+    read_header,
+)
 from destination_crowdtwist.state.layout import ledger_channel, member_index_channel, program_root
 from destination_crowdtwist.state.snapshot import ChannelState, compact, merged, read_channel
 from destination_crowdtwist.writers.ledger import CreditLedger, ledger_scope
@@ -450,6 +460,46 @@ def test_an_untrusted_base_is_ignored_with_a_warning_and_replaced(
     assert warnings(caplog) == []  # replaced by a trusted base
     assert entries(after, ["in-base", "in-delta"]) == {"in-base": fp("1"), "in-delta": fp("2")}
     assert list(moto.objects(bucket, ROOT + "member_index/email/deltas/")) == []
+    after.close()
+
+
+def test_a_format_1_base_of_an_older_connector_is_read_and_replaced_by_a_format_2_one(
+    moto: MotoS3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="airbyte")
+    s3 = moto.client()
+    channel, ledger = member_index_channel(ROOT, "email"), ledger_channel(ROOT)
+    old = tmp_path / "old.ctss"
+    with old.open("wb") as out:  # as connectors before format 2 wrote a base: a stream of records
+        writer = ObjectWriter(out, Header("member_index", PROGRAM, "email", "base"))
+        writer.add_all(sorted([
+            MemberRecord(digest("kept"), T0, gone=False, crowdtwist_id="1", fingerprint=fp("k"), updated_at=int(T0)),
+            MemberRecord(digest("gone"), T0, gone=True, crowdtwist_id=None, fingerprint=None, updated_at=0),
+        ]))
+        writer.finish()
+    s3.put_object(Bucket=bucket, Key=channel.base_key, Body=old.read_bytes())
+    with old.open("wb") as out:
+        writer = ObjectWriter(out, Header("ledger", PROGRAM, None, "base"))
+        writer.add(CreditRecord("k1", done=True, outcome="credited", updated_at=T0))
+        writer.finish()
+    s3.put_object(Bucket=bucket, Key=ledger.base_key, Body=old.read_bytes())
+
+    sync = store(moto.client(), bucket, tmp_path / "sync", compact_after=1)
+    sync.open()
+    assert warnings(caplog) == []
+    assert entries(sync, ["kept", "gone"]) == {"kept": fp("k"), "gone": "absent"}
+    assert statuses(sync, ["k1"]) == {"k1": "done"}
+    record(sync, {"new": "n"}, clock=Clock(T0 + 10))
+    credits(sync, done=("k2",))
+    assert sync.close()  # compacted: the bases are replaced in format 2
+    for key in (channel.base_key, ledger.base_key):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        assert read_header(body).format == TABLE_FORMAT != STREAM_FORMAT
+    after = store(moto.client(), bucket, tmp_path / "after")
+    after.open()
+    assert warnings(caplog) == []
+    assert entries(after, ["kept", "gone", "new"]) == {"kept": fp("k"), "gone": "absent", "new": fp("n")}
+    assert statuses(after, ["k1", "k2"]) == {"k1": "done", "k2": "done"}
     after.close()
 
 

@@ -12,6 +12,12 @@ What it does, as the platform would (each sync in a fresh directory):
    new SQLite files), the sync changes ``--changed`` of the members and credits as many new keys,
    ``flush()`` uploads them as deltas, ``close()``.
 3. **compaction**: a third store opens (base + deltas) and compacts them into new bases.
+4. **the re-sync's own work** (the denominator of the issue's 5%): in a child process,
+   ``scripts/measure_memory.py``'s in-process ``write`` with an instant fake CrowdTwist (no request
+   latency, so a lower bound of a real re-sync's time, which makes the ratio conservative) runs an
+   upsert of ``--sample`` members with a local member index (unmeasured), then their re-sync with
+   ``--changed`` of them changed (measured: wall and the child's CPU); per row, times the members.
+   The state's share is (re-sync open + flush + close) / that re-sync's time, wall and CPU.
 
 Peak RSS is this process's (``ru_maxrss``: moto runs in a subprocess and keeps the objects there).
 Only the state's own work is timed (wall time, and this process's CPU time, which a busy machine
@@ -22,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +47,7 @@ sys.path.insert(0, str(ROOT / "integration_tests"))
 from destination_crowdtwist.state import SyncStateStore  # noqa: E402
 from destination_crowdtwist.state.bucket import Bucket, Downloaded  # noqa: E402
 from destination_crowdtwist.state.codec import ObjectWriter, read_header, read_records  # noqa: E402
+from destination_crowdtwist.state.table import check_table, table_records, unpack_table  # noqa: E402
 from destination_crowdtwist.writers.ledger import ledger_scope  # noqa: E402
 
 PROGRAM = "https://api.crowdtwist.com"
@@ -112,29 +121,90 @@ def object_sizes(client: Any, bucket: str) -> dict[str, int]:
 
 
 def codec_only(client: Any, work: Path, results: dict[str, Any]) -> None:
-    """Decode the member index base, then encode its records again: the codec alone, no SQLite, no S3."""
+    """The member index base alone, no S3 and no import: unpack and check it (format 2, a SQLite file), then
+    the same records as a format-1 object (the stream of records older connectors wrote): encode, decode."""
     key = next(k for k in (item["Key"] for item in client.list_objects_v2(Bucket="state-bench")["Contents"])
                if k.endswith("member_index/email/base.ctss"))
     copy = Bucket(client, "state-bench", work / "codec").download(key)  # streamed, as the store reads
     assert isinstance(copy, Downloaded)
-    path = copy.path
+    path, table, old = copy.path, work / "codec-base.sqlite3", work / "codec-format1.ctss"
     holder: list[Any] = []
 
-    def decode() -> None:
+    def unpack() -> None:
         with path.open("rb") as stream:
-            holder[:] = [read_header(stream), sum(1 for _ in read_records(stream, kind="member_index"))]
+            header = read_header(stream)
+            count = unpack_table(stream, table)
+        check_table(table, "member_index", count)
+        holder[:] = [header, count]
 
     def encode() -> None:
-        with path.open("rb") as stream, (work / "codec-copy.ctss").open("wb") as out:
-            header = read_header(stream)
-            writer = ObjectWriter(out, header)
-            writer.add_all(read_records(stream, kind="member_index"))
+        with old.open("wb") as out:
+            writer = ObjectWriter(out, holder[0])
+            writer.add_all(table_records(table, "member_index"))
             writer.finish()
 
-    timed("codec: decode the member base", results, decode)
-    timed("codec: decode + encode it again", results, encode)
+    def decode() -> None:
+        with old.open("rb") as stream:
+            read_header(stream)
+            holder.append(sum(1 for _ in read_records(stream, kind="member_index")))
+
+    timed("base: unpack + check (format 2)", results, unpack)
+    timed("base as format 1: encode", results, encode)
+    timed("base as format 1: decode", results, decode)
     results["codec_records"] = holder[1]
-    path.unlink()
+    results["member_base_format1_bytes"] = old.stat().st_size
+    results["member_base_format2_bytes"] = path.stat().st_size
+    for done in (path, table, old):
+        done.unlink()
+
+
+def resync_sample(rows: int, changed: float) -> dict[str, float]:
+    """Child process: the re-sync's non-state work for ``rows`` members (see the module docstring)."""
+    from unittest import mock
+
+    from measure_memory import InstantCrowdTwist, catalog, messages
+
+    from destination_crowdtwist import DestinationCrowdtwist, wiring
+
+    every = max(1, round(1 / changed)) if changed else 0
+    with (
+        tempfile.TemporaryDirectory(prefix="state-bench-resync-") as scratch,
+        mock.patch.object(wiring, "client_from_config", side_effect=lambda *args, **kwargs: InstantCrowdTwist()),
+    ):
+        config: dict[str, Any] = {
+            "api_base_url": "https://api1.crowdtwist.com", "credentials": {"api_key": "k"},
+            "object_type": "user_profile", "award_queue_delay_seconds": 0, "progress_interval_seconds": 0,
+            "member_index_path": str(Path(scratch) / "member_index.sqlite"),
+        }
+        timing: dict[str, float] = {}
+        for run in ("first", "resync"):
+            def row(i: int, run: str = run) -> dict[str, Any]:
+                name = "Changed" if run == "resync" and every and i % every == 0 else "Lee"
+                return {"user_id": f"member{i}@example.com", "first_name": "Ann", "last_name": f"{name}{i}"}
+            started, cpu = time.perf_counter(), time.process_time()
+            for _ in DestinationCrowdtwist().write(config, catalog("users", "append_dedup"), messages("users", rows, row)):
+                pass
+            timing[run] = time.perf_counter() - started
+            timing[run + "_cpu"] = time.process_time() - cpu
+    return {"rows": rows, "seconds": timing["resync"], "cpu_seconds": timing["resync_cpu"]}
+
+
+def resync_share(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Step 4: time the re-sync's own work on a sample in a child process; the state's share of it."""
+    child = subprocess.run(
+        [sys.executable, __file__, "--resync-sample", str(args.sample), "--changed", str(args.changed)],
+        check=True, capture_output=True, text=True,
+    )
+    sample = json.loads(child.stdout.strip().splitlines()[-1])
+    results["resync_sample"] = sample
+    scale = args.members / sample["rows"]
+    results["resync_estimate_s"] = round(sample["seconds"] * scale, 1)
+    results["resync_estimate_cpu_s"] = round(sample["cpu_seconds"] * scale, 1)
+    steps = ("re-sync: open (download + import)", "re-sync: flush (delta upload)", "re-sync: close")
+    state = sum(results[step] for step in steps)
+    state_cpu = sum(results[step + " (cpu)"] for step in steps)
+    results["state_share"] = round(state / results["resync_estimate_s"], 4)
+    results["state_share_cpu"] = round(state_cpu / results["resync_estimate_cpu_s"], 4)
 
 
 def main() -> None:
@@ -143,7 +213,13 @@ def main() -> None:
     parser.add_argument("--credits", type=int, default=None, help="ledger keys (default: as many as members)")
     parser.add_argument("--changed", type=float, default=0.02, help="share of members changed by the re-sync")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--sample", type=int, default=20_000,
+                        help="members of the re-sync whose own work is timed (0: skip that step)")
+    parser.add_argument("--resync-sample", type=int, help=argparse.SUPPRESS)  # the child process of step 4
     args = parser.parse_args()
+    if args.resync_sample:
+        print(json.dumps(resync_sample(args.resync_sample, args.changed)))
+        return
     credits = args.members if args.credits is None else args.credits
     from moto_s3 import MotoS3
 
@@ -154,7 +230,9 @@ def main() -> None:
         server.create_bucket("state-bench")
         client = server.client()
         now = int(time.time())
-        print(f"sync state bench: {args.members:,} members, {credits:,} ledger keys, {args.changed:.0%} changed")
+        results["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
+        print(f"sync state bench: {args.members:,} members, {credits:,} ledger keys, {args.changed:.0%} changed "
+              f"(load average {results['load_average_start']})")
         results["rss_after_imports_mb"] = round(rss_mb(), 1)
 
         first = SyncStateStore(client, "state-bench", PROGRAM, work / "first", compact_after=1)
@@ -186,12 +264,20 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if args.sample:
+        resync_share(args, results)
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
 
     print(f"\npeak RSS {results['peak_rss_mb']} MB (after imports {results['rss_after_imports_mb']} MB)")
     for stage in ("after_first_sync", "after_resync", "after_compaction"):
         print(f"objects {stage.replace('_', ' ')}:")
         for key, size in sorted(results[stage].items()):
             print(f"  {key:<60} {size / 1e6:>8.2f} MB")
+    if "resync_estimate_s" in results:
+        print(f"re-sync of {args.members:,} members without the state: {results['resync_estimate_s']:.0f} s wall / "
+              f"{results['resync_estimate_cpu_s']:.0f} s CPU ({results['resync_sample']['rows']:,} measured); the "
+              f"state adds {results['state_share']:.1%} of its wall time, {results['state_share_cpu']:.1%} of its CPU")
+    print(f"load average: {results['load_average_start']} at the start, {results['load_average_end']} at the end")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

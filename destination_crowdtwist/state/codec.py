@@ -7,13 +7,17 @@
     end-frame = uint16 0
     trailer   = uint64 record count, uint32 CRC-32 of every byte before it (frames, end frame, count)
 
+Two body formats: **format 1** (below) is a stream of records, used for every delta and for the
+bases older connectors wrote; **format 2** is a base whose body is a SQLite file of its records
+(``state/table.py``: imported with one ``INSERT ... SELECT``, no row through Python). Both are read.
+
 The header names the format version, the kind (``member_index`` / ``ledger``), the program (the API
 base URL in full) and the identifier type. An object is trusted only when all of them are what the
 reader expects, its records are in strictly increasing key order, and it ends with the end frame, the
 right count and CRC, and the end of the zlib stream: a truncated, corrupt or foreign object (another
 program, another identifier type, a future format) is reported as :class:`StateObjectError`, never
 read as "these are all the entries". Records are read and written one at a time, so memory stays
-flat whatever the size of the object (1,000,000 members: about 40 MB, docs/sync-state.md).
+flat whatever the size of the object (1,000,000 members: about 47 MB in this format, docs/sync-state.md).
 
 Records (big-endian):
 
@@ -28,11 +32,17 @@ import json
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Literal, NamedTuple
 
 MAGIC = b"CTSYNCST"
-FORMAT_VERSION = 1
+#: A stream of records (this module's body): every delta, and the bases of older connectors.
+STREAM_FORMAT = 1
+#: A base whose body is a SQLite file of its records (``state/table.py``).
+TABLE_FORMAT = 2
+#: The newest format this connector reads and writes; a greater one is a future format, never trusted.
+FORMAT_VERSION = TABLE_FORMAT
+READABLE_FORMATS = (STREAM_FORMAT, TABLE_FORMAT)
 #: Bytes read (compressed) and produced (decompressed) at a time: bounds each reader's memory.
 CHUNK = 256 * 1024
 _MAX_HEADER = 64 * 1024
@@ -88,7 +98,7 @@ class Header:
     role: ObjectRole
     session: str = ""
     written_at: float = 0.0
-    format: int = FORMAT_VERSION
+    format: int = STREAM_FORMAT  # the body's format: set by the writer (ObjectWriter: 1, table.write_table: 2)
 
 
 class StateObjectError(Exception):
@@ -120,7 +130,7 @@ def read_header(stream: IO[bytes]) -> Header:
         version = fields["format"]
         if not isinstance(version, int):
             raise TypeError("format")  # noqa: TRY301 - one handler for every malformed header
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             return Header(str(fields.get("kind")), str(fields.get("program")), None, "base", format=version)
         role = fields["object"]
         if role not in ("base", "delta"):
@@ -137,8 +147,9 @@ def read_header(stream: IO[bytes]) -> Header:
 
 def check_header(header: Header, expected: Header) -> None:
     """Raise :class:`StateObjectError` unless the object is this program's, kind's and id type's."""
-    if header.format != FORMAT_VERSION:
-        raise StateObjectError(f"format version {header.format}, this connector reads version {FORMAT_VERSION}")
+    if header.format not in READABLE_FORMATS:
+        raise StateObjectError(
+            f"format version {header.format}, this connector reads versions up to {FORMAT_VERSION}")
     if header.kind != expected.kind:
         raise StateObjectError(f"an object of kind {header.kind!r}, not {expected.kind!r}")
     if header.program != expected.program:
@@ -179,7 +190,7 @@ def frame_record(record: Record) -> bytes:
 
 
 class ObjectWriter:
-    """Stream records (in strictly increasing key order) into ``out`` after the header."""
+    """Stream records (in strictly increasing key order) into ``out`` after the header (format 1, always)."""
 
     def __init__(self, out: IO[bytes], header: Header, *, level: int = 1) -> None:
         self._out = out
@@ -188,7 +199,7 @@ class ObjectWriter:
         self._crc = 0
         self.count = 0
         self.last_key: Any = None
-        out.write(encode_header(header))
+        out.write(encode_header(replace(header, format=STREAM_FORMAT)))
 
     def add(self, record: Record) -> None:
         """Append one record (its key must be greater than the previous record's)."""
@@ -227,7 +238,7 @@ class ObjectWriter:
 # -- reading -------------------------------------------------------------------------------------
 
 
-class _Inflater:
+class Inflater:
     """Decompressed bytes of a stream, at most :data:`CHUNK` at a time (no object expands into memory)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -329,7 +340,7 @@ def read_records(stream: IO[bytes], *, kind: str) -> Iterator[Record]:
     A fault can show only at the end (a missing end frame, a wrong count or CRC): a caller that
     acts on the records as they come must be able to undo that (the import runs in one transaction).
     """
-    inflater = _Inflater(stream)
+    inflater = Inflater(stream)
     frames = _credit_frames if kind == "ledger" else _member_frames
     buffer, crc, count = b"", 0, 0
     last: bytes | str | None = None

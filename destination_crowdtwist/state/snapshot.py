@@ -11,26 +11,27 @@ truncated or corrupt) are left out, each with one warning, and replaced by the n
 A body fault can show only at its end, so merging is retried without the faulty object: the
 caller's import runs in one transaction and is undone first.
 
-**Compaction** merges the snapshot into a new base and writes it only if the base is still the one
-read (``If-Match`` on its ETag; ``If-None-Match: *`` when there was none), then deletes the deltas
-it merged. If another sync replaced the base meanwhile, this one gives up: its deltas stay in the
-bucket and a later compaction merges them, so nothing is lost or rolled back.
+**Compaction** merges the snapshot into a new base (format 2, a SQLite file: ``state/table.py``)
+and writes it only if the base is still the one read (``If-Match`` on its ETag; ``If-None-Match: *``
+when there was none), then deletes the deltas it merged. If another sync replaced the base
+meanwhile, this one gives up: its deltas stay in the bucket and a later compaction merges them, so
+nothing is lost or rolled back.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from destination_crowdtwist.state.bucket import UNCHANGED, Bucket, Downloaded, remove
 from destination_crowdtwist.state.codec import (
-    CreditRecord,
+    TABLE_FORMAT,
     Header,
-    MemberRecord,
-    ObjectWriter,
     StateObjectError,
     check_header,
     read_header,
@@ -39,6 +40,15 @@ from destination_crowdtwist.state.codec import (
 from destination_crowdtwist.state.errors import is_missing, is_precondition_failed
 from destination_crowdtwist.state.layout import Channel
 from destination_crowdtwist.state.merge import credit_winner, kept_in_base, member_winner, merge_sorted
+from destination_crowdtwist.state.table import (
+    check_table,
+    max_file_size,
+    pack_table,
+    table_records,
+    unpack_table,
+    update_table,
+    write_table,
+)
 
 logger = logging.getLogger("airbyte")
 
@@ -147,27 +157,90 @@ def _stream(copy: Downloaded, kind: str, files: ExitStack) -> Iterator[Any]:
         raise BadObject(copy.key, str(exc)) from exc
 
 
-def merged(state: ChannelState, files: ExitStack) -> Iterator[Any]:
-    """The channel's records merged from every trusted copy, one per key, in key order."""
-    kind = state.channel.kind
-    streams = [_stream(copy, kind, files) for copy in state.copies.values()]
+def _table(copy: Downloaded, kind: str, files: ExitStack) -> Path | None:
+    """A format-2 object's SQLite file, unpacked beside its copy and checked; None for a format-1 object."""
+    with copy.path.open("rb") as stream:
+        if read_header(stream).format != TABLE_FORMAT:
+            return None
+        path = copy.path.with_name(copy.path.name + ".sqlite3")
+        files.callback(remove, path)
+        try:
+            check_table(path, kind, unpack_table(stream, path, max_file_size(copy.size)))
+        except StateObjectError as exc:
+            raise BadObject(copy.key, str(exc)) from exc
+    return path
+
+
+def _table_stream(key: str, path: Path, kind: str) -> Iterator[Any]:
+    try:
+        yield from table_records(path, kind)
+    except StateObjectError as exc:
+        raise BadObject(key, str(exc)) from exc
+
+
+def _merge(streams: list[Iterator[Any]], kind: str) -> Iterator[Any]:
     if len(streams) == 1:
         return streams[0]  # one object: sorted and unique already (its reader checks the order)
     winner: Callable[[Any, Any], Any] = credit_winner if kind == "ledger" else member_winner
     return merge_sorted(streams, winner)
 
 
-def with_retries(bucket: Bucket, state: ChannelState, use: Callable[[Iterator[Any]], None]) -> None:
-    """Run ``use`` on the merged records; an object found faulty is left out and ``use`` runs again."""
+def sources(state: ChannelState, files: ExitStack) -> tuple[Path | None, Iterator[Any]]:
+    """The base as a checked SQLite file when it is one (format 2), and every other object's records merged.
+
+    Raises :class:`BadObject` for a format-2 object found untrusted (its body is checked whole here).
+    """
+    kind, base_key = state.channel.kind, state.channel.base_key
+    table: Path | None = None
+    streams: list[Iterator[Any]] = []
+    for copy in list(state.copies.values()):
+        path = _table(copy, kind, files)
+        if path is None:
+            streams.append(_stream(copy, kind, files))
+        elif copy.key == base_key:
+            table = path
+        else:  # a delta in format 2: never written, read all the same
+            streams.append(_table_stream(copy.key, path, kind))
+    return table, _merge(streams, kind)
+
+
+def merged(state: ChannelState, files: ExitStack) -> Iterator[Any]:
+    """The channel's records merged from every trusted copy, one per key, in key order."""
+    table, others = sources(state, files)
+    if table is None:
+        return others
+    return _merge([_table_stream(state.channel.base_key, table, state.channel.kind), others], state.channel.kind)
+
+
+def _retrying(bucket: Bucket, state: ChannelState, run: Callable[[ExitStack], None]) -> None:
     while True:
         with ExitStack() as files:
             try:
-                use(merged(state, files))
+                run(files)
             except BadObject as bad:
                 failure = bad
             else:
                 return
         state.distrust(failure.key, failure.reason, bucket.where(failure.key))
+
+
+def with_sources(bucket: Bucket, state: ChannelState, use: Callable[[Iterator[Any], Path | None], None]) -> None:
+    """Run ``use(others, table)`` (see :func:`sources`); an object found faulty is left out and it runs again.
+
+    ``use`` reads the table itself (SQLite, ``state/local.py``): a :class:`StateObjectError` it raises is
+    the table's fault (the other objects' faults come as :class:`BadObject`).
+    """
+
+    def run(files: ExitStack) -> None:
+        table, others = sources(state, files)
+        try:
+            use(others, table)
+        except StateObjectError as exc:
+            if table is None:
+                raise
+            raise BadObject(state.channel.base_key, str(exc)) from exc
+
+    _retrying(bucket, state, run)
 
 
 @dataclass(frozen=True)
@@ -186,14 +259,25 @@ def compact(bucket: Bucket, state: ChannelState, header: Header, now: float) -> 
     path = bucket.scratch_file("base")
     counts: list[int] = []
 
-    def write(records: Iterator[MemberRecord | CreditRecord]) -> None:
+    def write(files: ExitStack) -> None:
+        table, others = sources(state, files)
+        scratch = path.with_name(path.name + ".sqlite3")
         with path.open("wb") as out:
-            writer = ObjectWriter(out, header)
-            writer.add_all(record for record in records if kept_in_base(record, now))
-            counts[:] = [writer.finish()]
+            if table is None:
+                counts[:] = [write_table(out, header, (r for r in others if kept_in_base(r, now)), scratch)]
+                return
+            # Over a base that is a SQLite file already: a copy of it, with what the others changed.
+            files.callback(remove, scratch)
+            shutil.copyfile(table, scratch)
+            try:
+                count = update_table(scratch, channel.kind, others, now)
+            except StateObjectError as exc:
+                raise BadObject(channel.base_key, str(exc)) from exc
+            pack_table(out, header, scratch, count)
+            counts[:] = [count]
 
     try:
-        with_retries(bucket, state, write)
+        _retrying(bucket, state, write)
         size = path.stat().st_size
         try:
             if state.base_etag is None:

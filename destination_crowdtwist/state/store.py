@@ -59,7 +59,7 @@ from destination_crowdtwist.state.layout import (
     program_root,
 )
 from destination_crowdtwist.state.local import LocalState, Marks
-from destination_crowdtwist.state.snapshot import ChangingObjects, ChannelState, compact, read_channel, with_retries
+from destination_crowdtwist.state.snapshot import ChangingObjects, ChannelState, compact, read_channel, with_sources
 
 logger = logging.getLogger("airbyte")
 
@@ -168,9 +168,9 @@ class SyncStateStore:
                 read_channel(self._bucket, state)
                 self.stats.download_seconds += time.monotonic() - reading
                 if channel.id_type is None:
-                    with_retries(self._bucket, state, local.import_credits)
+                    with_sources(self._bucket, state, local.import_credits)
                 else:
-                    with_retries(self._bucket, state, functools.partial(local.import_members, channel.id_type))
+                    with_sources(self._bucket, state, functools.partial(local.import_members, channel.id_type))
         except ChangingObjects as exc:
             raise SyncStateUnreachable(f"The sync state cannot be read: {exc}. Run the sync again.") from exc
         except Exception as exc:
