@@ -302,6 +302,18 @@ def test_a_syncs_own_deltas_are_merged_into_one_at_close_and_spare_a_compaction(
     third.close()
 
 
+def test_a_first_syncs_deltas_are_its_whole_state_and_are_not_rewritten(
+    moto: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    first = store(moto.client(), bucket, tmp_path / "first")
+    first.open()
+    for n in range(3):
+        record(first, {f"m{n}@x": "1"})
+        assert first.flush(5.0)
+    assert first.close() and first.stats.merged_deltas == 0 and first.stats.compactions == 0
+    assert len(moto.objects(bucket, ROOT + "member_index/email/deltas/")) == 3
+
+
 def test_a_compaction_deletes_what_it_merged_a_thousand_keys_a_request(moto: MotoS3, bucket: str, tmp_path: Path) -> None:
     # One DeleteObject per merged delta made the end of a sync with many changes slower than all its
     # CrowdTwist requests (400 deltas after a 20,000-row re-sync with 2% changed).

@@ -376,10 +376,12 @@ class SyncStateStore:
 
     def _merge_own_deltas(self) -> None:
         for state in list(self._channels.values()):
-            own = sum(f"-{self._session}-" in key for key in state.deltas)
-            # Only where it spares a compaction of a base: one due anyway merges them with it, and without a
-            # base (a first sync) they may be the whole state, which would then be written twice.
-            if own < 2 or not state.base_size or self._due(state, deltas=len(state.deltas) - own + 1):
+            mine = f"-{self._session}-"
+            own = [state.copies[key].size for key in state.deltas if mine in key and key in state.copies]
+            held = sum(copy.size for copy in state.copies.values())
+            # Only where it spares a compaction (one due anyway merges them with the rest), and only when they are
+            # at most half of what the channel holds: a first sync's deltas are its whole state, not rewritten.
+            if len(own) < 2 or sum(own) * 2 > held or self._due(state, deltas=len(state.deltas) - len(own) + 1):
                 continue
             try:
                 self.stats.merged_deltas += merge_own_deltas(self._bucket, state, self._session, self._put_delta)
