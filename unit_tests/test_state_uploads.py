@@ -135,6 +135,19 @@ def test_the_gathering_window_lets_flushes_share_one_upload() -> None:
     scheduler.stop(WAIT)
 
 
+def test_a_flush_that_cannot_wait_ends_the_gathering_and_shares_the_upload() -> None:
+    journal = Journal()
+    scheduler = started(journal, gather=WAIT * 3)  # a window no test waits for: only the hurry ends it
+    drops = Flushes(journal, scheduler, 5).start()
+    assert drops.inside.wait(WAIT)
+    target = journal.record()
+    assert scheduler.wait(lambda: journal.sent >= target, WAIT, gather=False) is True  # the state gate's flush
+    drops.join()
+    assert drops.results == dict.fromkeys(range(1, 6), True)
+    assert journal.uploaded == [6]  # the five drops and the gate: one upload
+    scheduler.stop(WAIT)
+
+
 def test_a_failed_upload_fails_every_flush_it_covered_and_the_next_flush_tries_again() -> None:
     journal = Journal()
     scheduler = started(journal)

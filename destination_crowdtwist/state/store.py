@@ -242,13 +242,14 @@ class SyncStateStore:
 
     # -- during the sync --------------------------------------------------------------------------
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, *, gather: bool = True) -> bool:
         """Upload every change recorded so far; True once all of them are in the bucket.
 
         False when they are not (the upload covering them failed, or they were not uploaded
         within ``timeout`` seconds): the caller must then act as if they were lost. An upload's
         own duration is bounded by the S3 client's timeouts. Flushes at once share uploads
-        (``state/uploads.py``): a flush may wait ``flush_gather`` seconds for others to join it.
+        (``state/uploads.py``): a flush may wait ``flush_gather`` seconds for others to join it,
+        unless ``gather`` is False (a caller that holds up the whole sync).
         """
         if self._closed:
             return False
@@ -256,7 +257,7 @@ class SyncStateStore:
         if self._covered(target):
             return True
         self.stats.flushes += 1
-        waited = self._uploads.wait(lambda: self._covered(target), timeout)
+        waited = self._uploads.wait(lambda: self._covered(target), timeout, gather=gather)
         if waited is not None:
             return waited
         # The upload thread is not running (before open() or at close()): upload here.

@@ -14,6 +14,8 @@ sync's CPU. :class:`UploadScheduler` runs every upload on one thread and lets fl
 (a *group commit*): a flush that finds no upload running wakes the thread, which waits ``gather``
 seconds for more flushes to arrive, then takes everything recorded so far in one upload; a flush
 arriving while an upload runs is served by the next one, which starts as soon as that one ends.
+A flush that holds up the whole sync (the state gate: no state is echoed meanwhile) asks for no
+gathering (``gather=False``): it ends the window of an upload being gathered, and shares it.
 
 **The contract of a flush** (``SyncStateStore.flush``) is kept exactly: a waiter returns True only
 when its caller's ``covered()`` holds (every change recorded before the call is in the bucket: the
@@ -40,7 +42,7 @@ class UploadScheduler:
     ``upload()`` uploads everything recorded so far and returns whether it all reached the bucket;
     it reads what to upload only after it is called. ``gather``: seconds an on-demand upload waits
     for more flushes to join it. ``pause(seconds)``: how that wait is made (tests inject their own;
-    by default it ends early when the scheduler stops).
+    by default it ends early when the scheduler stops or a flush asks for no gathering).
     """
 
     def __init__(
@@ -50,8 +52,8 @@ class UploadScheduler:
         self._upload = upload
         self._interval = interval
         self._gather = max(0.0, gather)
-        self._stopped = threading.Event()
-        self._pause = pause if pause is not None else self._stopped.wait
+        self._hurry = threading.Event()  # set: stop gathering (the scheduler stops, or a flush cannot wait)
+        self._pause = pause if pause is not None else self._hurry.wait
         self._cond = threading.Condition()
         self._demand = False  # a flush waits for an upload that has not started yet
         self._started = 0  # uploads started so far (their numbers)
@@ -71,16 +73,17 @@ class UploadScheduler:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._stopped.set()
+        self._hurry.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def wait(self, covered: Callable[[], bool], timeout: float) -> bool | None:
+    def wait(self, covered: Callable[[], bool], timeout: float, *, gather: bool = True) -> bool | None:
         """Wait until ``covered()`` holds (True), an upload covering the call failed or ``timeout``
         passed (False); None when the scheduler is stopped (the caller then uploads itself).
 
         ``covered`` must read the store's state afresh each time; the caller took its target before
-        calling (so every upload started after this call reads marks at least as new).
+        calling (so every upload started after this call reads marks at least as new). ``gather``:
+        False when the caller must not wait for other flushes (the upload it needs starts at once).
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
@@ -96,6 +99,8 @@ class UploadScheduler:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
+                if not gather:
+                    self._hurry.set()
                 if not self._demand:
                     self._demand = True
                     self._cond.notify_all()
@@ -120,6 +125,7 @@ class UploadScheduler:
             with self._cond:
                 if self._stopping:
                     return
+                self._hurry.clear()  # a flush that cannot wait, arriving from now on, sets it again
                 self._demand = False
                 self._started += 1
                 number = self._started
