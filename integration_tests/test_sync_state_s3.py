@@ -302,6 +302,30 @@ def test_a_syncs_own_deltas_are_merged_into_one_at_close_and_spare_a_compaction(
     third.close()
 
 
+def test_a_fingerprint_recorded_in_the_second_of_its_uploaded_clear_wins_the_next_syncs_merge(
+    moto: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    # The index dates an entry by its commit second, an upload dates a clear to the fraction: without care the
+    # clear (1000.5) beat the new fingerprint committed after it (1000), and the next sync sent the member again.
+    first = store(moto.client(), bucket, tmp_path / "first")
+    first.open()
+    record(first, {"a@x": "old"}, clock=Clock(T0))
+    assert first.close()
+    clock = Clock(T0 + 60.5)
+    second = store(moto.client(), bucket, tmp_path / "second", clock=clock)
+    second.open()
+    index = MemberIndex(second.member_index_path, PROGRAM, clock=clock)
+    index.clear_fingerprint("email", "a@x")  # write-ahead, uploaded at T0 + 60.5
+    assert second.flush(5.0)
+    index.record("email", "a@x", fingerprint=fp("new"))  # the accepted request, committed at second T0 + 60
+    index.close()
+    assert second.close()
+    third = store(moto.client(), bucket, tmp_path / "third")
+    third.open()
+    assert entries(third, ["a@x"]) == {"a@x": fp("new")}
+    third.close()
+
+
 def test_a_first_syncs_deltas_are_its_whole_state_and_are_not_rewritten(
     moto: MotoS3, bucket: str, tmp_path: Path
 ) -> None:

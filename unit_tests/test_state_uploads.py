@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from destination_crowdtwist.state.codec import MemberRecord, read_header, read_records
+from destination_crowdtwist.state.record_times import AfterDrops
 from destination_crowdtwist.state.store import SyncStateStore
 from destination_crowdtwist.state.uploads import UploadScheduler
 from destination_crowdtwist.writers.member_index import MemberIndex
@@ -331,3 +333,18 @@ def test_an_unexpected_error_in_an_upload_fails_its_flushes_instead_of_leaving_t
     assert scheduler.wait(lambda: False, WAIT) is False
     assert calls == ["upload"]
     scheduler.stop(WAIT)
+
+
+def record(member: bytes, version: float, fingerprint: bytes | None = b"f" * 16, *, gone: bool = False) -> MemberRecord:
+    return MemberRecord(member, version, gone, None, None if gone else fingerprint, int(version))
+
+
+def test_a_record_after_an_uploaded_clear_is_dated_just_after_it_and_no_other_is_touched() -> None:
+    dates = AfterDrops()
+    first = list(dates.dated("email", [record(b"a", 1000.7, None), record(b"b", 1000.2, gone=True),
+                                       record(b"c", 990.0)]))
+    assert [r.version for r in first] == [1000.7, 1000.2, 990.0]  # clears, tombstones, others: as exported
+    later = list(dates.dated("email", [record(b"a", 1000.0), record(b"b", 1002.0), record(b"c", 995.0)]))
+    assert later[0].version == math.nextafter(1000.7, math.inf) and later[0].fingerprint == b"f" * 16
+    assert [r.version for r in later[1:]] == [1002.0, 995.0]  # already after its drop / never dropped
+    assert next(iter(dates.dated("username", [record(b"a", 1000.0)]))).version == 1000.0  # another identifier type

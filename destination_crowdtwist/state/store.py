@@ -62,6 +62,7 @@ from destination_crowdtwist.state.layout import (
 )
 from destination_crowdtwist.state.local import LocalState, Marks
 from destination_crowdtwist.state.own_deltas import merge_own_deltas
+from destination_crowdtwist.state.record_times import AfterDrops
 from destination_crowdtwist.state.snapshot import (
     BadObject,
     ChangingObjects,
@@ -132,6 +133,7 @@ class SyncStateStore:
         self._channels: dict[Channel, ChannelState] = {}
         self._lock = threading.Lock()  # uploads, compaction and the local files' journal
         self._sent = Marks(0, 0)
+        self._after_drops = AfterDrops()  # a record after this sync's clear is dated after it
         self._uploads = UploadScheduler(self._upload_now, interval=upload_interval, gather=flush_gather)
         self._failing = False
         self._warned = False
@@ -283,8 +285,8 @@ class SyncStateStore:
             if marks.members > self._sent.members:
                 now = self._clock()
                 for id_type in local.changed_id_types(marks.members):
-                    self._put_delta(member_index_channel(self._root, id_type),
-                                    local.export_members(id_type, marks.members, now))
+                    records = self._after_drops.dated(id_type, local.export_members(id_type, marks.members, now))
+                    self._put_delta(member_index_channel(self._root, id_type), records)
                 local.acknowledge_members(marks.members)
                 self._sent = Marks(marks.members, self._sent.credits)
             if marks.credits > self._sent.credits:
