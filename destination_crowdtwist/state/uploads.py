@@ -60,9 +60,6 @@ class UploadScheduler:
         self._failed = 0  # the number of the latest upload that failed
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        #: Uploads run and flushes served, for tests and the closing log line.
-        self.uploads = 0
-        self.flushes = 0
 
     def start(self) -> None:
         """Start the thread (once)."""
@@ -90,7 +87,6 @@ class UploadScheduler:
             ticket = self._started  # uploads numbered above it started after this call
             while True:
                 if covered():
-                    self.flushes += 1
                     return True
                 if self._failed > ticket:
                     return False
@@ -135,7 +131,6 @@ class UploadScheduler:
                 logger.exception("Sync state: an upload failed unexpectedly")
                 ok = False
             with self._cond:
-                self.uploads += 1
                 if not ok:
                     self._failed = number
                 self._cond.notify_all()
