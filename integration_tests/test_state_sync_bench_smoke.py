@@ -31,6 +31,8 @@ def test_the_state_bench_runs_and_counts_only_the_changed_rows(tmp_path: Path) -
     assert resync["with_state"]["accepted"] == resync["without_state"]["accepted"] == 500
     assert resync["with_state"]["requests"] == resync["changed"] == 10  # one update per changed row, nothing else
     assert resync["without_state"]["requests"] == 500
+    saved = resync["with_state"]["state"]  # the store's closing line, read by the bench
+    assert saved["flushes"] >= 10 and 1 <= saved["delta_objects"] <= saved["flushes"]
     assert mixed["with_state"]["accepted"] == 100
     assert mixed["with_state"]["by_endpoint"] == {"POST /v2/users": 50, "PUT /v2/users/{id}": 50}
     assert mixed["without_state"]["requests_per_row"] > mixed["with_state"]["requests_per_row"]

@@ -280,6 +280,74 @@ def test_compaction_keeps_what_the_deltas_said_and_a_stale_delta_cannot_bring_ba
     third.close()
 
 
+def test_a_syncs_own_deltas_are_merged_into_one_at_close_and_spare_a_compaction(
+    moto: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    first = store(moto.client(), bucket, tmp_path / "first", compact_after=1)
+    first.open()
+    record(first, {f"m{n}@x": "old" for n in range(400)}, clock=Clock(T0))
+    assert first.close() and first.stats.compactions == 1  # a base of 400 members
+    clock = Clock(T0 + 60)
+    second = store(moto.client(), bucket, tmp_path / "second", clock=clock)
+    second.open()
+    index = MemberIndex(second.member_index_path, PROGRAM, clock=clock)
+    for n in range(10):  # a re-sync's write-ahead clears, each flushed before its request: ten deltas
+        index.clear_fingerprint("email", f"m{n}@x")
+        assert second.flush(5.0)
+        clock.now += 1
+        if n % 2:
+            index.record("email", f"m{n}@x", fingerprint=fp("new"))  # accepted (committed at close)
+    index.forget("email", "m399@x")
+    index.close()
+    assert second.stats.uploads == 10
+    assert second.close()
+    deltas = moto.objects(bucket, ROOT + "member_index/email/deltas/")
+    assert len(deltas) == 1  # ten flushes' deltas and the last upload, merged into one
+    assert second.stats.merged_deltas == 11 and second.stats.compactions == 0  # the base was not rewritten
+    third = store(moto.client(), bucket, tmp_path / "third")
+    third.open()
+    expected: dict[str, bytes | str | None] = {f"m{n}@x": fp("new") if n % 2 else None for n in range(10)}
+    expected |= {f"m{n}@x": fp("old") for n in range(10, 399)} | {"m399@x": "absent"}
+    assert entries(third, [f"m{n}@x" for n in range(400)]) == expected
+    third.close()
+
+
+def test_a_fingerprint_recorded_in_the_second_of_its_uploaded_clear_wins_the_next_syncs_merge(
+    moto: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    # The index dates an entry by its commit second, an upload dates a clear to the fraction: without care the
+    # clear (1000.5) beat the new fingerprint committed after it (1000), and the next sync sent the member again.
+    first = store(moto.client(), bucket, tmp_path / "first")
+    first.open()
+    record(first, {"a@x": "old"}, clock=Clock(T0))
+    assert first.close()
+    clock = Clock(T0 + 60.5)
+    second = store(moto.client(), bucket, tmp_path / "second", clock=clock)
+    second.open()
+    index = MemberIndex(second.member_index_path, PROGRAM, clock=clock)
+    index.clear_fingerprint("email", "a@x")  # write-ahead, uploaded at T0 + 60.5
+    assert second.flush(5.0)
+    index.record("email", "a@x", fingerprint=fp("new"))  # the accepted request, committed at second T0 + 60
+    index.close()
+    assert second.close()
+    third = store(moto.client(), bucket, tmp_path / "third")
+    third.open()
+    assert entries(third, ["a@x"]) == {"a@x": fp("new")}
+    third.close()
+
+
+def test_a_first_syncs_deltas_are_its_whole_state_and_are_not_rewritten(
+    moto: MotoS3, bucket: str, tmp_path: Path
+) -> None:
+    first = store(moto.client(), bucket, tmp_path / "first")
+    first.open()
+    for n in range(3):
+        record(first, {f"m{n}@x": "1"})
+        assert first.flush(5.0)
+    assert first.close() and first.stats.merged_deltas == 0 and first.stats.compactions == 0
+    assert len(moto.objects(bucket, ROOT + "member_index/email/deltas/")) == 3
+
+
 def test_a_compaction_deletes_what_it_merged_a_thousand_keys_a_request(moto: MotoS3, bucket: str, tmp_path: Path) -> None:
     # One DeleteObject per merged delta made the end of a sync with many changes slower than all its
     # CrowdTwist requests (400 deltas after a 20,000-row re-sync with 2% changed).

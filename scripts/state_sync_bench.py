@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -42,6 +43,21 @@ import bench  # noqa: E402
 from moto_s3 import MotoS3  # noqa: E402
 
 RESYNC_CHANGED_EVERY = bench.RESYNC_CHANGED_EVERY
+_SAVED = re.compile(r"Sync state: saved (\d+) delta objects \(([\d.]+) MB\) for (\d+) flushes, (\d+) compactions; (\d+) of them merged")
+
+
+def state_saved(stdout: Path) -> dict[str, float]:
+    """The store's closing line (``state/store.py``): delta objects written, flushes, compactions."""
+    with stdout.open(encoding="utf-8") as fh:
+        for line in fh:
+            if '"LOG"' not in line or "Sync state: saved" not in line:
+                continue
+            found = _SAVED.search(json.loads(line)["log"]["message"])
+            if found:
+                return {"delta_objects": int(found.group(1)), "delta_mb": float(found.group(2)),
+                        "flushes": int(found.group(3)), "compactions": int(found.group(4)),
+                        "own_deltas_merged": int(found.group(5))}
+    return {}
 
 
 def row(i: int, *, changed: bool, first_name: str = "Bench") -> dict[str, Any]:
@@ -136,7 +152,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             first = [row(i, changed=False) for i in range(n)]
             resync = [row(i, changed=i % RESYNC_CHANGED_EVERY == 0) for i in range(n)]
             run.sync("resync-first-sync", fast, first, "state-resync")
-            stated, stated_counts, stated_out, _ = run.sync("resync-with-state", slow, resync, "state-resync")
+            stated, stated_counts, stated_out, stated_dir = run.sync("resync-with-state", slow, resync, "state-resync")
             plain_rows = resync[: args.plain_rows] if args.plain_rows else resync
             plain, plain_counts, plain_out, _ = run.sync("resync-without-state", slow, plain_rows, None)
             beyond = max(stated.wall - fixed.wall, bench.POLL_SECONDS)
@@ -151,7 +167,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                "rows_per_second": round(stated_rate, 1), "accepted": stated_out.accepted,
                                # The connector's CPU beyond the empty run's: the load-independent part of the
                                # wall time on a shared machine.
-                               "cpu_seconds_beyond_startup": round(stated.cpu - fixed.cpu, 2)},
+                               "cpu_seconds_beyond_startup": round(stated.cpu - fixed.cpu, 2),
+                               "state": state_saved(stated_dir / "stdout.jsonl"),
+                               "load_average": [round(x, 2) for x in os.getloadavg()]},
                 "without_state": {"rows": len(plain_rows), "requests": plain_counts.get("total", 0),
                                   "requests_per_row": round(plain_counts.get("total", 0) / len(plain_rows), 4),
                                   "active_seconds": round(active, 2), "rows_per_second": round(plain_rate, 1),

@@ -86,16 +86,22 @@ class BucketState:
         )
 
     def flush(self) -> bool:
-        """True once every change recorded so far is in the bucket (``SyncStateStore.flush``)."""
-        return self._store is not None and self._store.flush(FLUSH_TIMEOUT)
+        """True once every change recorded so far is in the bucket (``SyncStateStore.flush``).
+
+        The state gate's flush: no state is echoed meanwhile, so it does not wait for other flushes to
+        join its upload (it shares one that is being gathered or runs).
+        """
+        return self._store is not None and self._store.flush(FLUSH_TIMEOUT, gather=False)
 
     def after_drop(self) -> None:
         """The member index cleared or forgot a member: make it durable in the bucket before the request.
 
+        The workers' drops at about the same time share one upload (group commit, ``state/uploads.py``).
         A False flush (the bucket failing) is not a reason to stop: the store has warned, and what the
         bucket then keeps is the limit docs/sync-state.md describes (Failures).
         """
-        self.flush()
+        if self._store is not None:
+            self._store.flush(FLUSH_TIMEOUT)
 
     def close(self) -> None:
         """Upload the rest and compact what is due (after the writers closed their files); remove the files."""

@@ -5,27 +5,25 @@ work, and a sync that silently ran without its state would spend every request a
 nothing raises: the store goes on without uploading (a lost upload costs requests, never a wrong
 skip) and says so in one warning (``state/store.py``).
 
-botocore is never imported here: the failure is read from the exception's shape (``response`` of a
-``ClientError``, the class name of a connection error), so the pure layers load without it.
+**One table.** Whether an S3 failure is permanent (fix the setting) or transient (try again later),
+and what kind it is, is decided by the rejected rows' table, ``rejects/s3_failures.py``
+(:func:`~destination_crowdtwist.rejects.s3_failures.failure_from_exception`): the same bucket's
+answers mean the same thing to both. This module only words them for the state (which needs
+``s3:GetObject`` and ``s3:ListBucket`` too) and keeps the state's own rule: a missing object
+(``NoSuchKey``, a bare 404) is no failure here, and never "no such bucket" as the table reads a
+bare 404. Exceptions that are not botocore's (a local disk error) are not the bucket's answer.
+botocore is imported only once a failure came from it.
 """
 
 from __future__ import annotations
 
 from destination_crowdtwist.api.errors import ConfigError, TransientError
-from destination_crowdtwist.rejects.s3_failures import BAD_KEY_CODES, BUSY_CODES, DENIED_CODES, EXPIRED_CODES
+from destination_crowdtwist.config import S3Storage
+from destination_crowdtwist.rejects.s3_failures import BAD_KEY_CODES, S3Failure, failure_from_exception
 
-# The codes are rejects/s3_failures.py's table (one table for the same bucket's answers). A bare
-# 404 is not "no such bucket" here: the state reads objects, and a missing object is no failure.
-_DENIED = DENIED_CODES
-_BAD_KEYS = BAD_KEY_CODES | EXPIRED_CODES
-_NO_BUCKET = frozenset({"NoSuchBucket"})
-#: With the HTTP status as the code when an answer has none (error_code).
-_BUSY = BUSY_CODES | {"500", "503"}
-#: botocore's connection failures, by class name (the classes live in botocore.exceptions).
-_UNREACHABLE = frozenset({
-    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
-    "ProxyConnectionError", "SSLError", "ConnectionError",
-})
+#: The table's verdict reads the storage only for its own wording, which the state does not use.
+_ANY_BUCKET = S3Storage(s3_bucket_name="")
+_BOTO_MODULES = ("botocore", "boto3", "urllib3")
 
 
 class SyncStateRefused(ConfigError):
@@ -59,28 +57,53 @@ def is_missing(exc: BaseException) -> bool:
     return error_code(exc) in ("NoSuchKey", "404", "NotFound")
 
 
+def is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure of the storage (botocore's and urllib3's errors, an answer with an
+    error code, an ``OSError``), never a bug of ours.
+    """
+    return bool(error_code(exc)) or type(exc).__module__.startswith(_BOTO_MODULES) or isinstance(exc, OSError)
+
+
+def verdict(exc: BaseException) -> S3Failure | None:
+    """The S3 failure table's verdict on ``exc``; None for a missing object or an exception that is
+    not an answer or a connection failure of the bucket (not botocore's).
+    """
+    if is_missing(exc) or not type(exc).__module__.startswith(_BOTO_MODULES):
+        return None
+    try:
+        return failure_from_exception(exc, _ANY_BUCKET)
+    except Exception:  # noqa: BLE001 - the table re-raises what it does not know: not the bucket's answer
+        return None
+
+
 def describe(exc: BaseException) -> str:
     """A short, secret-free account of an S3 failure (botocore's own text may quote parameters)."""
-    code = error_code(exc)
-    if code in _DENIED:
+    failure, code = verdict(exc), error_code(exc)
+    kind = failure.kind if failure is not None else ""
+    if kind == "denied" and code not in BAD_KEY_CODES:
         return "access denied (the keys' policy must allow s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket)"
-    if code in _BAD_KEYS:
-        return f"the access keys were not accepted ({code})"
-    if code in _NO_BUCKET:
+    if kind in ("denied", "credentials"):
+        return f"the access keys were not accepted ({code})" if code else "no AWS credentials were found"
+    if kind == "missing":
         return "no such bucket"
+    if kind == "region":
+        return f"the bucket is in another region than s3_bucket_region ({code or 'its answer says so'})"
+    if kind == "tls":
+        return "the TLS handshake failed (the endpoint's certificate could not be verified; see s3_ca_certificate)"
+    if kind == "unreachable":
+        return f"the endpoint could not be reached ({type(exc).__name__})"
     if code:
         return f"S3 answered {code}"
-    if type(exc).__name__ in _UNREACHABLE:
-        return f"the endpoint could not be reached ({type(exc).__name__})"
     return f"{type(exc).__name__} (not an answer of the bucket)"
 
 
 def start_error(exc: BaseException, where: str) -> ConfigError | TransientError:
-    """The error a failed start raises: refused (fix the setting) or unreachable (try again later)."""
-    code = error_code(exc)
-    unreachable = code in _BUSY or (not code and type(exc).__name__ in _UNREACHABLE)
+    """The error a failed start raises: refused (fix the setting) or unreachable (try again later),
+    as the S3 failure table decides (its retryable failures are the unreachable ones).
+    """
+    failure = verdict(exc)
     what = describe(exc)
-    if unreachable:
+    if failure is not None and not failure.permanent:
         return SyncStateUnreachable(
             f"The sync state in {where} cannot be read: {what}. Check the endpoint and the network; "
             "the sync did not start, so nothing was sent."

@@ -10,10 +10,12 @@ SQLite files (``writers/member_index.py``, ``writers/ledger.py``) outlive it:
    (``state/errors.py``): the sync must not start as if it had no state without saying so.
 2. During the sync, what the writers changed (their tables' journal, ``state/local.py``) is uploaded
    as a delta object every ``upload_interval`` seconds by a background thread, and on demand by
-   :meth:`SyncStateStore.flush`. A sync killed after an hour loses at most the last interval's
+   :meth:`SyncStateStore.flush`, whose concurrent calls share uploads (group commit,
+   ``state/uploads.py``). A sync killed after an hour loses at most the last interval's
    savings: those rows are sent again next time.
-3. :meth:`SyncStateStore.close` (after the writers closed their files) uploads the rest and, now and
-   then, compacts a channel's deltas into a new base (``state/snapshot.py``).
+3. :meth:`SyncStateStore.close` (after the writers closed their files) uploads the rest, merges this
+   sync's own deltas of a channel into one (``state/own_deltas.py``) and, now and then, compacts a
+   channel's deltas into a new base (``state/snapshot.py``).
 
 **Safety.** An upload that fails never stops the sync and never makes a row skipped: the local files
 are right for this sync, and the bucket keeps older knowledge, which only costs requests (the merge
@@ -47,8 +49,8 @@ from destination_crowdtwist.state.codec import CreditRecord, Header, MemberRecor
 from destination_crowdtwist.state.errors import (
     SyncStateUnreachable,
     describe,
-    error_code,
     is_precondition_failed,
+    is_storage_failure,
     start_error,
 )
 from destination_crowdtwist.state.layout import (
@@ -59,12 +61,25 @@ from destination_crowdtwist.state.layout import (
     program_root,
 )
 from destination_crowdtwist.state.local import LocalState, Marks
-from destination_crowdtwist.state.snapshot import ChangingObjects, ChannelState, compact, read_channel, with_sources
+from destination_crowdtwist.state.own_deltas import merge_own_deltas
+from destination_crowdtwist.state.record_times import AfterDrops
+from destination_crowdtwist.state.snapshot import (
+    BadObject,
+    ChangingObjects,
+    ChannelState,
+    compact,
+    read_channel,
+    with_sources,
+)
+from destination_crowdtwist.state.uploads import UploadScheduler
 
 logger = logging.getLogger("airbyte")
 
 #: Seconds between two uploads of what changed (the most a killed sync's savings can lose).
 UPLOAD_INTERVAL = 60.0
+#: Seconds an upload asked for by a flush waits for more flushes to share it (group commit): a
+#: re-sync's changing rows come a few ms apart, and each waits a CrowdTwist round trip anyway.
+FLUSH_GATHER = 0.1
 #: A channel is compacted once it has this many deltas (or its deltas weigh half its base, or the
 #: oldest is a week old, or an object was untrusted).
 COMPACT_AFTER = 8
@@ -81,17 +96,13 @@ class StoreStats:
     download_seconds: float = 0.0
     members: dict[str, int] = field(default_factory=dict)
     credits: int = 0
-    uploads: int = 0
+    uploads: int = 0  # delta objects written
     upload_bytes: int = 0
+    flushes: int = 0  # flush() calls that waited for an upload (group commit: many share one)
     upload_failures: int = 0
     compactions: int = 0
+    merged_deltas: int = 0  # this sync's own deltas merged into one at close
     compaction_races: int = 0
-
-
-def _is_storage_failure(exc: BaseException) -> bool:
-    # botocore's errors (client answers, connection failures) and urllib3's; never our own bugs.
-    module = type(exc).__module__
-    return bool(error_code(exc)) or module.startswith(("botocore", "urllib3", "boto3")) or isinstance(exc, OSError)
 
 
 class SyncStateStore:
@@ -100,13 +111,14 @@ class SyncStateStore:
     ``s3`` is a boto3 S3 client (its retries, timeouts and credentials are the caller's);
     ``program`` the API base URL; ``workdir`` a folder of this sync's own (the local files and the
     objects' copies live there and are removed by :meth:`close`, the files only if ``keep_files`` is
-    False); ``clock`` the writers' clock (an upload's time is compared with their write times).
+    False); ``clock`` the writers' clock (an upload's time is compared with their write times);
+    ``flush_gather`` how long an upload a flush asked for waits for other flushes to share it.
     """
 
     def __init__(
         self, s3: Any, bucket: str, program: str, workdir: str | Path, *, prefix: str = "",
         upload_interval: float = UPLOAD_INTERVAL, compact_after: int = COMPACT_AFTER,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, flush_gather: float = FLUSH_GATHER,
     ) -> None:
         self.program = program
         self._workdir = Path(workdir)
@@ -121,8 +133,8 @@ class SyncStateStore:
         self._channels: dict[Channel, ChannelState] = {}
         self._lock = threading.Lock()  # uploads, compaction and the local files' journal
         self._sent = Marks(0, 0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._after_drops = AfterDrops()  # a record after this sync's clear is dated after it
+        self._uploads = UploadScheduler(self._upload_now, interval=upload_interval, gather=flush_gather)
         self._failing = False
         self._warned = False
         self._conditions: bool | None = None
@@ -174,13 +186,12 @@ class SyncStateStore:
         except ChangingObjects as exc:
             raise SyncStateUnreachable(f"The sync state cannot be read: {exc}. Run the sync again.") from exc
         except Exception as exc:
-            if _is_storage_failure(exc):
+            if is_storage_failure(exc):
                 raise start_error(exc, self.where) from exc
             raise
         self._log_opened(time.monotonic() - started)
         self._ready = True
-        self._thread = threading.Thread(target=self._run, name="sync-state-uploads", daemon=True)
-        self._thread.start()
+        self._uploads.start()
 
     def check(self) -> None:
         """What the ``check`` command runs: the state's prefix can be listed, written and deleted.
@@ -195,7 +206,7 @@ class SyncStateStore:
             self._bucket.put_file(key, path)
             self._bucket.delete(key)
         except Exception as exc:
-            if _is_storage_failure(exc):
+            if is_storage_failure(exc):
                 raise start_error(exc, self.where) from exc
             raise
         finally:
@@ -233,18 +244,25 @@ class SyncStateStore:
 
     # -- during the sync --------------------------------------------------------------------------
 
-    def flush(self, timeout: float) -> bool:
+    def flush(self, timeout: float, *, gather: bool = True) -> bool:
         """Upload every change recorded so far; True once all of them are in the bucket.
 
-        False when they are not (the bucket failed, or another upload held the store for longer
-        than ``timeout`` seconds): the caller must then act as if they were lost. An upload's own
-        duration is bounded by the S3 client's timeouts.
+        False when they are not (the upload covering them failed, or they were not uploaded
+        within ``timeout`` seconds): the caller must then act as if they were lost. An upload's
+        own duration is bounded by the S3 client's timeouts. Flushes at once share uploads
+        (``state/uploads.py``): a flush may wait ``flush_gather`` seconds for others to join it,
+        unless ``gather`` is False (a caller that holds up the whole sync).
         """
         if self._closed:
             return False
         target = self._opened().marks()
         if self._covered(target):
             return True
+        self.stats.flushes += 1
+        waited = self._uploads.wait(lambda: self._covered(target), timeout, gather=gather)
+        if waited is not None:
+            return waited
+        # The upload thread is not running (before open() or at close()): upload here.
         if not self._lock.acquire(timeout=max(0.0, timeout)):
             return False
         try:
@@ -256,10 +274,9 @@ class SyncStateStore:
     def _covered(self, target: Marks) -> bool:
         return target.members <= self._sent.members and target.credits <= self._sent.credits
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            with self._lock:
-                self._upload_locked()
+    def _upload_now(self) -> bool:
+        with self._lock:
+            return self._upload_locked()
 
     def _upload_locked(self) -> bool:
         local = self._opened()
@@ -268,8 +285,8 @@ class SyncStateStore:
             if marks.members > self._sent.members:
                 now = self._clock()
                 for id_type in local.changed_id_types(marks.members):
-                    self._put_delta(member_index_channel(self._root, id_type),
-                                    local.export_members(id_type, marks.members, now))
+                    records = self._after_drops.dated(id_type, local.export_members(id_type, marks.members, now))
+                    self._put_delta(member_index_channel(self._root, id_type), records)
                 local.acknowledge_members(marks.members)
                 self._sent = Marks(marks.members, self._sent.credits)
             if marks.credits > self._sent.credits:
@@ -278,7 +295,7 @@ class SyncStateStore:
                 self._sent = Marks(self._sent.members, marks.credits)
         except Exception as exc:
             # A local SQLite error (a full disk) is a failed upload too: the sync must go on.
-            if not _is_storage_failure(exc) and not isinstance(exc, sqlite3.Error):
+            if not is_storage_failure(exc) and not isinstance(exc, sqlite3.Error):
                 raise
             self._upload_failed(exc)
             return False
@@ -339,13 +356,19 @@ class SyncStateStore:
 
         Call it after the writers closed their files (their last entries are committed then).
         """
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._uploads.stop(timeout)
         saved = self._ready and self.flush(timeout)
         if saved:
             with self._lock:
+                self._merge_own_deltas()
                 self._compact_due()
+        if self._ready:
+            stats = self.stats
+            logger.info(
+                f"Sync state: saved {stats.uploads} delta objects ({stats.upload_bytes / 1e6:.2f} MB) for "
+                f"{stats.flushes} flushes, {stats.compactions} compactions; {stats.merged_deltas} of them merged "
+                "into one a channel."
+            )
         self._closed = True
         if self._local is not None:
             self._local.close()
@@ -354,8 +377,26 @@ class SyncStateStore:
             shutil.rmtree(self._workdir / "files", ignore_errors=True)
         return saved
 
-    def _due(self, state: ChannelState) -> bool:
-        if state.untrusted or len(state.deltas) >= self._compact_after:
+    def _merge_own_deltas(self) -> None:
+        for state in list(self._channels.values()):
+            mine = f"-{self._session}-"
+            own = [state.copies[key].size for key in state.deltas if mine in key and key in state.copies]
+            held = sum(copy.size for copy in state.copies.values())
+            # Only where it spares a compaction (one due anyway merges them with the rest), and only when they are
+            # at most half of what the channel holds: a first sync's deltas are its whole state, not rewritten.
+            if len(own) < 2 or sum(own) * 2 > held or self._due(state, deltas=len(state.deltas) - len(own) + 1):
+                continue
+            try:
+                self.stats.merged_deltas += merge_own_deltas(self._bucket, state, self._session, self._put_delta)
+            except Exception as exc:
+                if not is_storage_failure(exc) and not isinstance(exc, BadObject):
+                    raise
+                logger.info(f"Sync state: this sync's delta objects of {state.channel.label} stay as they are "
+                            f"({describe(exc)}); nothing is lost.")
+
+    def _due(self, state: ChannelState, *, deltas: int | None = None) -> bool:
+        count = len(state.deltas) if deltas is None else deltas
+        if state.untrusted or count >= self._compact_after:
             return True
         if state.base_size and state.delta_bytes * 2 >= state.base_size:
             return True
@@ -394,6 +435,6 @@ class SyncStateStore:
         except ChangingObjects as exc:
             logger.info(f"Sync state: compaction left for a later sync ({exc}); nothing is lost.")
         except Exception as exc:
-            if not _is_storage_failure(exc):
+            if not is_storage_failure(exc):
                 raise
             logger.info(f"Sync state: compaction left for a later sync ({describe(exc)}); nothing is lost.")
