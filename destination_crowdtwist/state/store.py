@@ -39,7 +39,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,7 @@ from destination_crowdtwist.state.snapshot import (
     read_channel,
     with_sources,
 )
+from destination_crowdtwist.state.stats import StoreStats
 from destination_crowdtwist.state.uploads import UploadScheduler
 
 logger = logging.getLogger("airbyte")
@@ -84,25 +84,6 @@ FLUSH_GATHER = 0.1
 #: oldest is a week old, or an object was untrusted).
 COMPACT_AFTER = 8
 COMPACT_AGE_SECONDS = 7 * 86400.0
-
-
-@dataclass
-class StoreStats:
-    """What the store did, for the closing log line and the bench."""
-
-    read_objects: int = 0
-    read_bytes: int = 0
-    read_seconds: float = 0.0
-    download_seconds: float = 0.0
-    members: dict[str, int] = field(default_factory=dict)
-    credits: int = 0
-    uploads: int = 0  # delta objects written
-    upload_bytes: int = 0
-    flushes: int = 0  # flush() calls that waited for an upload (group commit: many share one)
-    upload_failures: int = 0
-    compactions: int = 0
-    merged_deltas: int = 0  # this sync's own deltas merged into one at close
-    compaction_races: int = 0
 
 
 class SyncStateStore:
@@ -221,26 +202,14 @@ class SyncStateStore:
 
     def _log_opened(self, seconds: float) -> None:
         local = self._opened()
-        stats = self.stats
         copies = [copy for state in self._channels.values() for copy in state.copies.values()]
-        stats.read_objects = len(copies)
-        stats.read_bytes = sum(copy.size for copy in copies)
-        stats.read_seconds = seconds
-        stats.credits = local.credit_count()
-        stats.members = {c.id_type: local.member_count(c.id_type) for c in self._channels if c.id_type}
-        untrusted = sum(len(state.untrusted) for state in self._channels.values())
-        if not copies and not untrusted:
-            logger.info(
-                f"Sync state: nothing saved yet in {self.where} (a first sync of this program, or the state was "
-                "reset); every row is handled as if never seen, and this sync's state is saved there."
-            )
-            return
-        members = ", ".join(f"{count} members by {id_type}" for id_type, count in stats.members.items())
-        left_out = f" ({untrusted} untrusted objects left out)" if untrusted else ""
-        logger.info(
-            f"Sync state: read {stats.read_objects} objects ({stats.read_bytes / 1e6:.1f} MB) from {self.where} "
-            f"in {seconds:.1f} s{left_out}: {members or 'no members'}, {stats.credits} ledger keys."
+        self.stats.opened(
+            copies=len(copies), size=sum(copy.size for copy in copies), seconds=seconds,
+            credits=local.credit_count(),
+            members={c.id_type: local.member_count(c.id_type) for c in self._channels if c.id_type},
         )
+        untrusted = sum(len(state.untrusted) for state in self._channels.values())
+        logger.info(self.stats.opened_line(self.where, untrusted))
 
     # -- during the sync --------------------------------------------------------------------------
 
@@ -363,12 +332,7 @@ class SyncStateStore:
                 self._merge_own_deltas()
                 self._compact_due()
         if self._ready:
-            stats = self.stats
-            logger.info(
-                f"Sync state: saved {stats.uploads} delta objects ({stats.upload_bytes / 1e6:.2f} MB) for "
-                f"{stats.flushes} flushes, {stats.compactions} compactions; {stats.merged_deltas} of them merged "
-                "into one a channel."
-            )
+            logger.info(self.stats.closing_line())
         self._closed = True
         if self._local is not None:
             self._local.close()
