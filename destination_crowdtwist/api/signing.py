@@ -153,6 +153,7 @@ class ApiKeyAuth(AuthBase):
 
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
+        self._parameter = "api_key=" + quote(api_key, safe="")
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -161,7 +162,11 @@ class ApiKeyAuth(AuthBase):
 
     def apply(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> str:
         """``target`` with exactly one ``api_key`` parameter (the transport sends what this returns)."""
-        return with_api_key(target, self._api_key)
+        if "api_key" in target or "#" in target or target.endswith(("?", "&")) or "&&" in target or "?&" in target:
+            return with_api_key(target, self._api_key)
+        # The usual target (no api_key yet, no empty parameter): what with_api_key returns, without
+        # splitting and joining the URL on every attempt.
+        return f"{target}{'&' if '?' in target else '?'}{self._parameter}"
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         """Set the api_key parameter on ``request`` in place (requests' auth hook)."""

@@ -146,7 +146,8 @@ class Transport:
         self._prefix = parts.path.rstrip("/")  # a base URL with a path: every target starts with it
         self._timeouts = Timeout(connect=timeout[0], read=timeout[1])
         # requests' default headers, minus its "Accept: */*" (every request says Accept itself).
-        self._headers = {"User-Agent": user_agent, **make_headers(keep_alive=True, accept_encoding=True)}
+        encodings = make_headers(accept_encoding=True)["accept-encoding"]
+        self._headers = {"User-Agent": user_agent, "Accept-Encoding": encodings, "Connection": "keep-alive"}
         self._manager: urllib3.PoolManager | None = None
         if pool is None:
             self._manager, absolute = _manager_for(base_url, pool_size)
