@@ -133,3 +133,10 @@ def test_a_ca_bundle_directory_is_a_ca_directory(no_proxy_settings: pytest.Monke
         assert pool.ca_cert_dir == str(tmp_path) and pool.ca_certs is None  # as requests passed a directory
     finally:
         client.close()
+
+
+def test_an_answers_headers_stay_case_insensitive() -> None:
+    pool = ScriptedPool().queue((200, {"id": 1}, {"x-request-id": "abc"}))
+    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY), pool=pool)
+    answer = client.get_user("1", "id")
+    assert answer.headers["X-Request-Id"] == "abc" and answer.headers.get("content-type") == "application/json"
