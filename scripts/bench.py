@@ -1024,7 +1024,7 @@ def run_perfect(scenario: Scenario, sandbox: SandboxProcess, workroot: Path, *, 
         srtt_ms=None, cpu_seconds=round(cpu, 3),
         cpu_ms_per_row=round(cpu / scenario.rows * 1000, 4) if scenario.rows else 0.0,
         marginal_cpu_ms_per_row=round(cpu / scenario.rows * 1000, 4) if scenario.rows else None,
-        peak_rss_mb=0.0, errors=errors, note=scenario.note,
+        peak_rss_mb=0.0, errors=errors, note=scenario.note, by_endpoint={k: v for k, v in counters.items() if " " in k},
         sandbox_cpu_ms_per_row=_per_row_ms(before, after, scenario.rows),
     )
 
