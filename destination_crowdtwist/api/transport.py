@@ -29,19 +29,18 @@ read through the status table (``errors.status_rule``).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import requests.utils
 import urllib3
 import urllib3.exceptions
 from urllib3.util import Timeout, make_headers
 
-from destination_crowdtwist.api.deadline import WATCHED_POOLS, Watch, Watchdog, current_watch
+from destination_crowdtwist.api.connections import pool_manager_for
+from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
 from destination_crowdtwist.api.redaction import redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
@@ -150,7 +149,7 @@ class Transport:
         self._headers = {"User-Agent": user_agent, "Accept-Encoding": encodings, "Connection": "keep-alive"}
         self._manager: urllib3.PoolManager | None = None
         if pool is None:
-            self._manager, absolute = _manager_for(base_url, pool_size)
+            self._manager, absolute = pool_manager_for(base_url, pool_size)
             # One pool per host; sending through it directly skips the manager's per-request URL parsing
             # and pool lookup. A plain-HTTP proxy needs absolute URLs and its headers: through the manager.
             pool = self._manager if absolute else self._manager.connection_from_url(base_url)
@@ -392,35 +391,3 @@ def _never_connected(exc: BaseException) -> bool:
         current = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
     return False
 
-
-def _manager_for(base_url: str, pool_size: int) -> tuple[urllib3.PoolManager, bool]:
-    """The pool manager for ``base_url``, set up as requests set up its session; and whether the
-    request target must be the absolute URL (a plain-HTTP URL through a proxy).
-    """
-    # The CA bundle as requests read it: the environment's, else certifi's (not the system store).
-    ca_bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                 or requests.utils.DEFAULT_CA_BUNDLE_PATH)
-    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
-    tls["ca_cert_dir" if os.path.isdir(ca_bundle) else "ca_certs"] = ca_bundle
-    # block=False: a burst beyond pool_size opens extra connections instead of waiting (requests' default).
-    pool_kw: dict[str, Any] = {"num_pools": 1, "maxsize": pool_size, "block": False, "retries": False, **tls}
-    # The proxy for this URL as requests chose it (HTTPS_PROXY, ALL_PROXY, NO_PROXY...), resolved once.
-    proxy = requests.utils.select_proxy(base_url, requests.utils.get_environ_proxies(base_url))
-    manager: urllib3.PoolManager
-    if not proxy:
-        manager = urllib3.PoolManager(**pool_kw)
-    elif proxy.lower().startswith("socks"):
-        raise ConfigError(
-            f"The proxy for the API base URL ({redact_url(proxy)}) is a SOCKS proxy, which the connector does "
-            "not support: use an HTTP(S) proxy in HTTPS_PROXY, or exclude the host with NO_PROXY."
-        )
-    else:
-        if "://" not in proxy:
-            proxy = "http://" + proxy  # requests' prepend_scheme_if_needed
-        userinfo = urlsplit(proxy)
-        # Proxy credentials in the URL, as requests sent them (percent-decoded, Basic).
-        credentials = f"{unquote(userinfo.username or '')}:{unquote(userinfo.password or '')}"
-        headers = make_headers(proxy_basic_auth=credentials) if userinfo.username else None
-        manager = urllib3.ProxyManager(proxy, proxy_headers=headers, **pool_kw)
-    manager.pool_classes_by_scheme = dict(WATCHED_POOLS)
-    return manager, bool(proxy) and base_url.lower().startswith("http:")
