@@ -33,6 +33,7 @@ EXPECTED = {
     "update/over_limit",
     "update/small_burst",
     "update/overhead",
+    "update/perfect",  # the perfect client beside it (scripts/perfect_client.py)
     "upsert_mixed/index_warm",
     # the flow-control grid's smoke rows: a limit at 0.67x the budget with 429s answered at once, and
     # two connections (processes) on one program
@@ -42,9 +43,9 @@ EXPECTED = {
 #: Grid rows whose server limit is below the budget (x connections): their ratio counts the server's initial burst.
 GRID_BINDING = {"update/grid_rtt5_0.67x_now_nora_b0.2", "update/pair_rtt5_above_now"}
 # 2 x round-trip sweep, 6 x limits (2 run), 2 x requests/row (1 run), 3 x member index (1 run),
-# 4 x speed-up (2 run), CPU, RSS (not run), 2 grid rows (2 run)
-TARGETS = 21
-RUN_TARGETS = 11
+# 4 x speed-up (2 run), CPU, CPU beside the perfect client, RSS (not run), 2 grid rows (2 run)
+TARGETS = 22
+RUN_TARGETS = 12
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,8 @@ def test_every_scenario_ran_without_losing_rows(bench: tuple[subprocess.Complete
         if r["landed"] is not None:
             assert r["landed"] == r["rows"], name  # the sandbox shows every row's effect
         assert r["cpu_seconds"] > 0, name
+        if r["group"] == "perfect":  # no connector: the perfect client's own process (its RSS is not read)
+            continue
         assert 10 < r["peak_rss_mb"] < 1000, name
 
 
@@ -79,6 +82,12 @@ def test_figures_are_consistent(bench: tuple[subprocess.CompletedProcess[str], d
     for r in doc["results"]:
         if r["rows"] == 0:
             assert r["requests"] == 0
+            continue
+        if r["group"] == "perfect":
+            # The same updates, one PUT per row; its CPU is its send loop's, the sandbox's is read beside it.
+            assert r["by_endpoint"] == {"PUT /v2/users/{id}": r["rows"]} and r["requests"] == r["rows"] == r["accepted"]
+            assert r["marginal_cpu_ms_per_row"] == r["cpu_ms_per_row"] > 0, r["scenario"]
+            assert r["sandbox_cpu_ms_per_row"] is not None, r["scenario"]
             continue
         assert r["requests_per_row"] >= 1.0, r["scenario"]
         assert r["requests_per_second"] > 0, r["scenario"]
@@ -138,5 +147,7 @@ def test_table_and_targets_are_printed(bench: tuple[subprocess.CompletedProcess[
     assert len(doc["targets"]) == TARGETS
     assert {t["status"] for t in doc["targets"]} <= {"PASS", "FAIL", "SKIP"}
     assert len([t for t in doc["targets"] if t["status"] != "SKIP"]) == RUN_TARGETS
+    cpu = next(t for t in doc["targets"] if "beside the perfect client" in t["name"])
+    assert "x the perfect client's" in cpu["detail"]
     for t in doc["targets"]:
         assert f"{t['status']:<5} {t['name']}" in proc.stdout

@@ -39,7 +39,9 @@ How it measures, and why:
   ``index`` (the member index: a mixed upsert of new and existing members without and with a warm
   index, and a re-sync of rows an earlier sync sent with 2% changed; the index is warmed by an
   earlier, unmeasured run of the connector at zero latency), ``overhead`` (zero latency, no limit:
-  connector CPU per row), ``memory`` (opt-in).
+  connector CPU per row, and beside it ``update/perfect``: the same updates from a hand-written
+  ``http.client`` loop, ``scripts/perfect_client.py``, the floor the connector's CPU is compared with;
+  the sandbox's own CPU per row is read from ``/proc`` for every run), ``memory`` (opt-in).
 * The **flow-control grid** (issue 20): round trip (20, 100, 300, 500, 1000 ms) x the server's limit
   relative to the budget (above, equal, 0.67x, 0.5x) x 429 style (answered on arrival as by a gateway,
   or after the round trip) x Retry-After (1 s or none) x the server's burst (0.1, 0.2, 1 s) x object
@@ -142,6 +144,8 @@ class Scenario:
             return "index"
         if self.group in LIMIT_GROUPS:
             return "limits"
+        if self.group == PERFECT_GROUP:
+            return "overhead"
         return "baseline" if self.group.startswith("baseline") else self.group
 
     def effective_concurrency(self, default: int) -> int:
@@ -176,7 +180,7 @@ class Scenario:
 #: What ``--quick`` runs (unless --scenarios says otherwise): one scenario of each kind.
 QUICK = frozenset({
     "upsert_new/baseline", "upsert_new/baseline_create_first", "credit/baseline", "upsert_new/default",
-    "update/rtt5", "credit/rtt5", "update/over_limit", "update/small_burst", "update/overhead",
+    "update/rtt5", "credit/rtt5", "update/over_limit", "update/small_burst", "update/overhead", "update/perfect",
     "upsert_mixed/index_warm",
 })
 
@@ -185,6 +189,13 @@ INDEX_GROUPS = ("no_index", "index_warm", "resync_index")
 #: Rows of the re-sync changed since the sync that warmed the index: one in fifty (2%).
 RESYNC_CHANGED_EVERY = 50
 LIMIT_GROUPS = ("over_limit", "over_limit_no_retry_after", "over_limit_small_burst", "half_budget", "small_burst")
+#: The perfect client's row (``scripts/perfect_client.py``), run right after ``update/overhead`` with the
+#: same rows against the same sandbox: the floor the connector's CPU per row is compared with.
+PERFECT_GROUP = "perfect"
+PERFECT_CLIENT = ROOT / "scripts" / "perfect_client.py"
+PERFECT_THREADS = 4
+#: Issue 20's target: connector CPU per update row at zero latency, beyond the fixed start-up cost.
+CPU_TARGET_MS = 0.8
 
 
 #: The grid's axes (issue 20). ``--grid full`` runs every combination; the default ``--grid slice``
@@ -354,6 +365,9 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
     for workload in ("upsert_new", "update"):
         out.append(Scenario(workload, "overhead", args.overhead_rows, 0.0, None, UNLIMITED_BUDGET,
                             note="latency 0, no rate limit: connector CPU per row"))
+    out.append(Scenario("update", PERFECT_GROUP, args.overhead_rows, 0.0, None, UNLIMITED_BUDGET,
+                        note=f"the same updates from a hand-written http.client loop ({PERFECT_THREADS} keep-alive "
+                             "connections): CPU of its send loop"))
     if args.memory:
         out.append(Scenario("upsert_new", "memory", args.memory_rows, 0.0, None, UNLIMITED_BUDGET,
                             note="latency 0, no rate limit: peak RSS"))
@@ -589,6 +603,17 @@ class SandboxProcess:
         data: dict[str, int] = self.admin("GET", "counters")
         return data
 
+    def cpu_seconds(self) -> float | None:
+        """The sandbox process's CPU time so far (user + system; None where /proc is missing)."""
+        if self._proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        # After the command name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 # --------------------------------------------------------------------------------------------------
 # one run
@@ -797,6 +822,8 @@ class Result:
     connections: list[dict[str, Any]] = field(default_factory=list)  # two connections: each one's figures
     min_ratio: float = 0.95  # the grid's target for this row
     repeat_ratios: list[float | None] = field(default_factory=list)  # the primary ratio of every repetition
+    # The sandbox process's CPU during the run per row (its own process; includes the bench's polling).
+    sandbox_cpu_ms_per_row: float | None = None
 
     @property
     def primary_ratio(self) -> float | None:
@@ -856,8 +883,10 @@ def run_scenario(
     if scenario.concurrency == 1 and scenario.latency_ms:
         slowest = min(slowest, 500.0 / scenario.latency_ms)
     award = scenario.award_delay if scenario.award_delay is not None else float(defaults["award_queue_delay_seconds"])
+    sandbox_cpu = sandbox.cpu_seconds()
     children = run_connectors(sandbox, workdirs, timeout=60 + award + scenario.rows * 2 / max(slowest, 1.0))
     counters = sandbox.counters()
+    sandbox_cpu_after = sandbox.cpu_seconds()
     outs = [parse_output(conn_dir / "stdout.jsonl") for conn_dir in workdirs]
     child = _ChildRun(
         exit_code=next((c.exit_code for c in children if c.exit_code != 0), 0),
@@ -946,6 +975,57 @@ def run_scenario(
         note=scenario.note,
         connections=connections,
         min_ratio=scenario.min_ratio,
+        sandbox_cpu_ms_per_row=_per_row_ms(sandbox_cpu, sandbox_cpu_after, scenario.rows),
+    )
+
+
+def _per_row_ms(before: float | None, after: float | None, rows: int) -> float | None:
+    if before is None or after is None or not rows:
+        return None
+    return round((after - before) / rows * 1000.0, 4)
+
+
+def run_perfect(scenario: Scenario, sandbox: SandboxProcess, workroot: Path, *, hmac: bool) -> Result:
+    """The perfect client (``scripts/perfect_client.py``) in its own process: the same rows as the
+    connector's ``update`` run, the same sandbox; its CPU is that of its send loop alone."""
+    workdir = workroot / scenario.name.replace("/", "-")
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_messages(workdir / "messages.jsonl", scenario)
+    sandbox.configure(scenario, hmac=False)  # the perfect client signs nothing: API key only
+    before = sandbox.cpu_seconds()
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(PERFECT_CLIENT), sandbox.base_url, str(workdir / "messages.jsonl"), API_KEY,
+         "--threads", str(PERFECT_THREADS)],
+        capture_output=True, text=True, timeout=60 + scenario.rows / 50, check=False,
+    )
+    wall = time.monotonic() - started
+    after = sandbox.cpu_seconds()
+    counters = sandbox.counters()
+    errors: list[str] = []
+    try:
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        figures = {"statuses": {}, "cpu_seconds": 0.0, "wall_seconds": 0.0}
+        errors.append(f"no figures from the perfect client: {done.stderr.strip()[-500:]}")
+    ok = int(figures["statuses"].get("200", 0))
+    cpu = float(figures["cpu_seconds"])
+    active = float(figures["wall_seconds"]) or None
+    return Result(
+        scenario=scenario.name, workload=scenario.workload, group=scenario.group, method="http.client",
+        config={"sandbox_latency_ms": 0.0, "max_concurrency": PERFECT_THREADS, "states": 0, "auth": "api_key",
+                "hmac_ignored": hmac},
+        rows=scenario.rows, exit_code=done.returncode, wall_seconds=round(wall, 3), startup_seconds=None,
+        active_seconds=active, rows_per_second=round(scenario.rows / active, 2) if active else None,
+        requests=counters.get("total", 0), ok_requests=ok,
+        requests_per_row=round(counters.get("total", 0) / scenario.rows, 4) if scenario.rows else 0.0,
+        requests_per_second=None, cap_rps=None, rows_ratio=None, ok_ratio=None, throttled_429=counters.get("429", 0),
+        accepted=ok, rejected=0, lost=scenario.rows - ok, landed=landed(scenario, sandbox), in_flight_target=None,
+        srtt_ms=None, cpu_seconds=round(cpu, 3),
+        cpu_ms_per_row=round(cpu / scenario.rows * 1000, 4) if scenario.rows else 0.0,
+        marginal_cpu_ms_per_row=round(cpu / scenario.rows * 1000, 4) if scenario.rows else None,
+        peak_rss_mb=0.0, errors=errors, note=scenario.note, by_endpoint={k: v for k, v in counters.items() if " " in k},
+        sandbox_cpu_ms_per_row=_per_row_ms(before, after, scenario.rows),
     )
 
 
@@ -1071,6 +1151,7 @@ def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) 
     overhead = [r for r in results if r.group == "overhead" and r.rows]
     if not overhead:
         check("CPU < 1 ms per row", None, "not run")
+    check(f"update/overhead: CPU <= {CPU_TARGET_MS} ms per row beside the perfect client", *_cpu_against_perfect(results))
     for r in overhead:
         ms = r.marginal_cpu_ms_per_row
         check(f"{r.scenario}: CPU < 1 ms per row", None if ms is None else ms < 1.0,
@@ -1080,6 +1161,23 @@ def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) 
     check("peak RSS < 200 MB for 200k rows", None if r is None else (r.peak_rss_mb < 200 and r.rows >= 200_000),
           "not run (use --memory)" if r is None else f"{r.peak_rss_mb:.1f} MB for {r.rows} rows")
     return out
+
+
+def _cpu_against_perfect(results: list[Result]) -> tuple[bool | None, str]:
+    """Issue 20's CPU target, with the perfect client's figure of the same run and the ratio."""
+    ours, perfect = _find(results, "update/overhead"), _find(results, f"update/{PERFECT_GROUP}")
+    ms = None if ours is None else ours.marginal_cpu_ms_per_row
+    if ms is None:
+        return None, "not run (--scenarios update/overhead,update/perfect)"
+    detail = f"{ms:.3f} ms/row beyond start-up"
+    if perfect is not None and perfect.marginal_cpu_ms_per_row:
+        detail += (f" = {ms / perfect.marginal_cpu_ms_per_row:.2f}x the perfect client's "
+                   f"{perfect.marginal_cpu_ms_per_row:.3f} ms/row (same rows, same sandbox)")
+    sandbox = [f"{r.scenario} {r.sandbox_cpu_ms_per_row:.3f}" for r in (ours, perfect)
+               if r is not None and r.sandbox_cpu_ms_per_row is not None]
+    if sandbox:
+        detail += "; the sandbox's own CPU, ms/row: " + ", ".join(sandbox)
+    return ms <= CPU_TARGET_MS, detail
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -1116,7 +1214,8 @@ def table(results: list[Result]) -> str:
         "queue wait). cap = min(budget, limit), no burst credit. 'rows %' = useful rows/s / cap (429s, 404 probes and history",
         "reads are not rows); 'ok %' = requests the server accepted per s / cap (the budget used). 'target' and 'srtt'",
         "= the connector's in-flight target and smoothed RTT at the end of the sync. 'ms/row' = connector CPU per row",
-        "incl. start-up; 'ms/row+' = CPU per row beyond the empty run's fixed cost.",
+        "incl. start-up; 'ms/row+' = CPU per row beyond the empty run's fixed cost (update/perfect: its send loop's",
+        "CPU per row, scripts/perfect_client.py).",
     ]
     grid = [r for r in results if r.group.startswith(("grid", "pair"))]
     if grid:
@@ -1221,8 +1320,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"latency {scenario.latency_ms:g} ms, sandbox limit {scenario.sandbox_limit or 'none'}/min, "
                       f"budget {scenario.budget}/min ...", file=sys.stderr, flush=True)
                 repeats = args.repeat if scenario.family == "grid" else 1
-                runs = [run_scenario(scenario, sandbox, workroot, hmac=args.hmac, defaults=defaults,
-                                     fixed_cpu=fixed_cpu, state_every=args.state_every) for _ in range(repeats)]
+                if scenario.group == PERFECT_GROUP:
+                    runs = [run_perfect(scenario, sandbox, workroot, hmac=args.hmac)]
+                else:
+                    runs = [run_scenario(scenario, sandbox, workroot, hmac=args.hmac, defaults=defaults,
+                                         fixed_cpu=fixed_cpu, state_every=args.state_every) for _ in range(repeats)]
                 result = _median(runs)
                 if scenario.workload == "empty":
                     fixed_cpu = result.cpu_seconds

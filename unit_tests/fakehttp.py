@@ -6,8 +6,8 @@ with its raw target, headers and exact body bytes. ``verify()`` fails on an unex
 method/path mismatch, or queued actions left unused; ``serving()`` calls it on exit (wrap it in a fixture). Hostile answers are scripted too:
 ``Trickle`` sends a body one byte at a time, ``Reply(chunked=True)`` sends one without Content-Length.
 
-``ScriptedAdapter`` is a requests transport adapter with the same strictness, for failures a local
-socket cannot produce reliably (connect timeout, DNS failure).
+``ScriptedPool`` stands in for the transport's urllib3 connection pool with the same strictness, for
+failures a local socket cannot produce reliably (connect timeout, DNS failure).
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-import requests
 import urllib3.response
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 
 @dataclass(frozen=True)
@@ -269,52 +266,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One request as the transport handed it to its pool."""
+
+    method: str
+    url: str  # the request target: path and query, credentials included
+    headers: dict[str, str]
+    body: bytes | None
+
+
 @dataclass
-class ScriptedAdapter(BaseAdapter):
-    """requests transport answering from a queue of (status, json[, headers]) tuples or exceptions to raise."""
+class ScriptedPool:
+    """The transport's urllib3 pool, answering from a queue of (status, json[, headers]) tuples or
+    exceptions to raise (urllib3's, as a pool that never retries raises them)."""
 
     script: deque[tuple[Any, ...] | BaseException] = field(default_factory=deque)
-    sent: list[requests.PreparedRequest] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def queue(self, *items: tuple[Any, ...] | BaseException) -> Self:
         self.script.extend(items)
         return self
 
-    # The stub spells out send's keywords; the transport passes them all and this fake reads none.
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self.sent.append(request)
+    def urlopen(self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+                **kwargs: Any) -> urllib3.response.HTTPResponse:
+        self.sent.append(Sent(method, url, dict(headers or {}), body))
         if not self.script:
-            self.errors.append(f"unexpected request {request.method} {request.url}")
-            raise AssertionError(f"unexpected request {request.method} {request.url}")
+            self.errors.append(f"unexpected request {method} {url}")
+            raise AssertionError(f"unexpected request {method} {url}")
         item = self.script.popleft()
         if isinstance(item, BaseException):
             raise item
         status, data, *rest = item
-        return json_response(request, status, data, rest[0] if rest else None)
-
-    def close(self) -> None:
-        pass
+        return json_response(status, data, rest[0] if rest else None)
 
     def verify(self) -> None:
         assert not self.errors, "; ".join(self.errors)
         assert not self.script, f"unused scripted items: {list(self.script)}"
 
 
-def json_response(
-    request: requests.PreparedRequest, status: int, data: Any, headers: Mapping[str, str] | None = None
-) -> requests.Response:
-    """A JSON answer to ``request`` with a streamed body, as the real adapter returns with stream=True."""
-    response = requests.Response()
-    response.status_code = status
-    response.headers = CaseInsensitiveDict({"Content-Type": "application/json", **(headers or {})})
-    response.raw = urllib3.response.HTTPResponse(
-        body=io.BytesIO(json.dumps(data).encode()), headers=dict(response.headers), status=status,
-        preload_content=False,
+def json_response(status: int, data: Any, headers: Mapping[str, str] | None = None) -> urllib3.response.HTTPResponse:
+    """A JSON answer with a streamed body, as the pool returns it with preload_content=False."""
+    return urllib3.response.HTTPResponse(
+        body=io.BytesIO(json.dumps(data).encode()), headers={"Content-Type": "application/json", **(headers or {})},
+        status=status, preload_content=False,
     )
-    response.request = request
-    response.url = request.url or ""
-    return response

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,13 @@ import requests
 import urllib3
 import urllib3.connection
 import urllib3.exceptions
+import urllib3.response
 from fakehttp import (
     Drop,
     FakeServer,
     Recorded,
     Reply,
-    ScriptedAdapter,
+    ScriptedPool,
     Stall,
     Trickle,
     free_port,
@@ -35,10 +36,10 @@ from fakehttp import (
     json_reply,
     serving,
 )
-from requests.adapters import HTTPAdapter
 
 import destination_crowdtwist.api.errors as errors_module
 from destination_crowdtwist.api.client import CrowdTwistClient
+from destination_crowdtwist.api.deadline import WatchedHTTPSConnectionPool
 from destination_crowdtwist.api.errors import (
     Action,
     ConfigError,
@@ -251,16 +252,16 @@ class SpyGate:
         return "up to 7 requests at once (max_concurrency 128), round trip 300 ms"
 
 
-class SlowAdapter(ScriptedAdapter):
-    """A scripted transport whose every answer takes 0.3 s of the harness clock."""
+class SlowPool(ScriptedPool):
+    """A scripted pool whose every answer takes 0.3 s of the harness clock."""
 
     harness: Harness | None = None
 
-    # The stub spells out send's keywords; the transport passes them all and this fake reads none.
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def urlopen(self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
+                **kwargs: Any) -> urllib3.response.HTTPResponse:
         assert self.harness is not None
         self.harness.now += 0.3
-        return super().send(request, **kwargs)
+        return super().urlopen(method, url, body, headers, **kwargs)
 
 
 def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_trip(harness: Harness) -> None:
@@ -271,13 +272,11 @@ def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_t
         budget.calls.append(("acquire", None))
 
     budget.acquire = acquire_after_two_seconds  # type: ignore[method-assign]  # this spy's acquire also moves the clock
-    adapter = SlowAdapter().queue(
-        (429, {}), requests.exceptions.ConnectTimeout("timed out"), (200, []),
+    adapter = SlowPool().queue(
+        (429, {}), urllib3.exceptions.ConnectTimeoutError("timed out"), (200, []),
     )
     adapter.harness = harness
-    session = requests.Session()
-    session.mount("https://", adapter)
-    client = harness.client("https://api1.crowdtwist.com", session=session,
+    client = harness.client("https://api1.crowdtwist.com", pool=adapter,
                             flow=harness.flow(budget, SpyGate(budget.calls)))
     assert client.list_activities() == []
     adapter.verify()
@@ -475,15 +474,13 @@ def test_connection_refused_is_retried_even_for_credits_then_transient(harness: 
     assert_no_secret(str(err), repr(err))
 
 
-def _scripted_client(harness: Harness, *items: Any, **kwargs: Any) -> tuple[CrowdTwistClient, ScriptedAdapter]:
-    adapter = ScriptedAdapter().queue(*items)
-    session = requests.Session()
-    session.mount("https://", adapter)
-    return harness.client("https://api1.crowdtwist.com", session=session, **kwargs), adapter
+def _scripted_client(harness: Harness, *items: Any, **kwargs: Any) -> tuple[CrowdTwistClient, ScriptedPool]:
+    adapter = ScriptedPool().queue(*items)
+    return harness.client("https://api1.crowdtwist.com", pool=adapter, **kwargs), adapter
 
 
 def test_connect_timeout_is_retried_for_credits(harness: Harness) -> None:
-    timeout = requests.exceptions.ConnectTimeout("timed out")
+    timeout = urllib3.exceptions.ConnectTimeoutError("timed out")
     client, adapter = _scripted_client(harness, timeout, (200, {"awarded": True}))
     assert client.credit_activity("1", "id", {"activity_id": "1"}).status == 200
     assert len(adapter.sent) == 2
@@ -496,8 +493,7 @@ def test_dns_failure_says_host_unreachable_and_hides_the_key(harness: Harness) -
     host = "api1.crowdtwist.com"
     gaierror = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     reason = urllib3.exceptions.NameResolutionError(host, urllib3.connection.HTTPSConnection(host), gaierror)
-    dns = requests.exceptions.ConnectionError(
-        urllib3.exceptions.MaxRetryError(urllib3.HTTPSConnectionPool(host), url, reason))
+    dns = urllib3.exceptions.MaxRetryError(urllib3.HTTPSConnectionPool(host), url, reason)
     assert API_KEY in str(dns)  # the library message does carry the key
     client, adapter = _scripted_client(harness, dns, dns, dns, dns)
     with pytest.raises(TransientError) as info:
@@ -669,13 +665,17 @@ def test_mask_user_segment() -> None:
     assert mask_user_segment("/v2/users/delete?id_type=username") == "/v2/users/d***?id_type=username"
 
 
-def test_session_is_configured_for_our_own_retries(harness: Harness) -> None:
+def test_pool_is_configured_for_our_own_retries(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     client = harness.client("https://api1.crowdtwist.com", pool_size=7)
-    adapter = client._transport.session.get_adapter("https://api1.crowdtwist.com/v2/activities")
-    assert isinstance(adapter, HTTPAdapter)
-    assert adapter.max_retries.total == 0
-    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 7
-    assert client._transport.session.verify not in (False, None, "")  # TLS verification stays on (True or a CA bundle path)
+    pool = client._transport.pool
+    assert isinstance(pool, WatchedHTTPSConnectionPool)  # the watchdog can cut its connections
+    # urllib3 never resends on its own (and raises its errors raw), nor follows a redirect.
+    assert isinstance(pool.retries, urllib3.Retry) and pool.retries.total is False and not pool.retries.redirect
+    assert pool.pool is not None and pool.pool.maxsize == 7 and pool.block is False
+    assert pool.cert_reqs == "CERT_REQUIRED"  # TLS verification stays on
+    assert pool.ca_certs == requests.utils.DEFAULT_CA_BUNDLE_PATH  # certifi's bundle, as requests used
 
 
 def test_thread_safe_under_concurrency(fake_server: FakeServer, harness: Harness) -> None:
@@ -766,12 +766,14 @@ def test_throttling_longer_than_the_throttle_timeout_is_a_transient_error(fake_s
     assert "Gave up after 3 attempts in 60s" in info.value.message
 
 
-def test_session_resolves_environment_once_and_keeps_a_configured_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pool_resolves_environment_once_and_keeps_a_configured_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp/ca.pem")
     client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY))
     try:
-        assert client._transport.session.trust_env is False  # no per-request environment lookups
-        assert client._transport.session.verify == "/etc/corp/ca.pem"
+        pool = client._transport.pool
+        assert isinstance(pool, WatchedHTTPSConnectionPool)  # one pool, set up once: no per-request lookups
+        assert pool.ca_certs == "/etc/corp/ca.pem"
+        assert pool.cert_reqs == "CERT_REQUIRED"
     finally:
         client.close()
 

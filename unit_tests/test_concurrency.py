@@ -9,9 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
+import urllib3.response
 from fakehttp import json_response
-from requests.adapters import BaseAdapter
 
 from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.concurrency import InFlightGate, InFlightTarget
@@ -245,26 +244,21 @@ def test_a_failure_without_answer_is_no_rtt_sample() -> None:
 # -- fed by the client: which answers are round trips (fake time, scripted transport) ----------------
 
 
-class _GatewayAdapter(BaseAdapter):
-    """A transport on a fake clock: a request the application serves takes 100 ms; ``refuse`` 429s
+class _GatewayPool:
+    """A connection pool on a fake clock: a request the application serves takes 100 ms; ``refuse`` 429s
     (no Retry-After) come back after 1 ms, as from a gateway in front of the application."""
 
     def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
         self.clock = clock
         self.refuse = 0
         self.sent = 0
 
-    # The stub spells out send's keywords; the transport passes them all and this fake reads none.
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.response.HTTPResponse:
         self.sent += 1
         status, took, data = (429, 0.001, {"error": "rate_limit_exceeded"}) if self.refuse else (200, 0.1, [])
         self.refuse = max(0, self.refuse - 1)
         self.clock.now += took
-        return json_response(request, status, data)
-
-    def close(self) -> None:
-        pass
+        return json_response(status, data)
 
 
 def test_fast_429s_do_not_lower_the_rtt_and_the_target_returns_after_the_episode() -> None:
@@ -278,10 +272,8 @@ def test_fast_429s_do_not_lower_the_rtt_and_the_target_returns_after_the_episode
 
     budget = RateBudget(9000, clock=clock, sleep=sleep)
     gate = InFlightGate(InFlightTarget(128, clock=clock), budget.rate_per_second)
-    adapter = _GatewayAdapter(clock)
-    session = requests.Session()
-    session.mount("https://", adapter)
-    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth("k" * 32), session=session,
+    adapter = _GatewayPool(clock)
+    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth("k" * 32), pool=adapter,
                               flow=FlowControl(budget, gate, clock=clock), clock=clock, sleep=sleep, rand=lambda: 0.0)
     for _ in range(30):  # 3 s of answers at 100 ms
         client.list_activities()

@@ -233,3 +233,29 @@ def test_reprs_hide_secrets() -> None:
     assert "SECRETKEY" not in repr(ApiKeyAuth("SECRETKEY"))
     assert HmacAuth(PUBLIC, PRIVATE).secrets == (PRIVATE,)
     assert ApiKeyAuth("SECRETKEY").secrets == ("SECRETKEY",)
+
+
+@pytest.mark.parametrize("target", [
+    "/v2/users/a%40b.com?id_type=email", "/v2/activities", "/v2/users/x?id_type=email&api_key=old",
+    "/v2/x?", "/v2/x?a=1&", "/v2/x?a=1&&b=2", "/v2/x?&a=1", "/v2/x?a=1#frag", "https://h.example/v2/x?a=b%20c",
+])
+def test_api_key_apply_is_with_api_key(target: str) -> None:
+    # The transport's per-attempt path (a fast append for the usual target) says what with_api_key says.
+    auth = ApiKeyAuth("k&y/+=")
+    headers: dict[str, str] = {}
+    assert auth.apply("GET", target, headers, None) == with_api_key(target, "k&y/+=")
+    assert headers == {}
+
+
+def test_hmac_apply_signs_the_target_as_sent_with_a_fresh_timestamp() -> None:
+    ticks = iter([1_700_000_000.0, 1_700_000_001.5])
+    auth = HmacAuth(PUBLIC, PRIVATE, clock=lambda: next(ticks))
+    body = b'{"first_name":"A"}'
+    headers = {"Content-Type": "application/json", "X-CT-Timestamp": "stale"}
+    target = "/v2/users/a%40b.com?id_type=email"
+    assert auth.apply("PUT", target, headers, body) == target
+    expected = signature(PRIVATE, string_to_sign("PUT", content_md5(body), "application/json", "1700000000000", target))
+    assert headers["X-CT-Timestamp"] == "1700000000000"
+    assert headers["X-CT-Authorization"] == f"CTApiV2Auth {PUBLIC}:{expected}"
+    auth.apply("PUT", target, headers, body)  # a retry: both headers replaced, never two
+    assert headers["X-CT-Timestamp"] == "1700000001500"

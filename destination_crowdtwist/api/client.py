@@ -8,9 +8,9 @@ a failure that the pure ``retry.decide`` rules on (repeat after a delay, give up
 Decisions that matter for correctness:
 
 - The JSON body is serialized once to bytes and those bytes are sent, so the HMAC (computed by the
-  auth hook from the PreparedRequest) covers exactly what goes on the wire.
-- Retries happen only in ``CrowdTwistClient.request`` (urllib3 retries are off): each attempt is a new
-  PreparedRequest, so the auth hook re-signs it with a fresh timestamp. Whether and when to retry is
+  auth's ``apply`` from the exact target and body of the attempt) covers exactly what goes on the wire.
+- Retries happen only in ``CrowdTwistClient.request`` (urllib3 retries are off): each attempt is
+  signed anew by the transport, with a fresh timestamp. Whether and when to retry is
   decided by ``retry.decide`` from the row's meaning (its module docstring has the table).
 - CrowdTwist has no idempotency key for activity credits (docs/crowdtwist-api-notes.md §3). A request sent
   with ``idempotent=False`` is therefore never retried once it may have reached the server (read
@@ -40,16 +40,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-import requests
-from requests.auth import AuthBase
-
 from destination_crowdtwist.api.errors import Action, Bound, ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.api.flow import FlowControl
 from destination_crowdtwist.api.redaction import mask_user_segment, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import GiveUp, Retry, RetryPolicy, Tally, decide
 from destination_crowdtwist.api.stats import ClientStats
-from destination_crowdtwist.api.transport import MAX_BODY_BYTES, Transport, Wire
+from destination_crowdtwist.api.transport import MAX_BODY_BYTES, Auth, Pool, Transport, Wire
 
 __all__ = ["USER_AGENT", "CrowdTwistClient"]
 
@@ -67,7 +64,7 @@ class CrowdTwistClient:
 
     Args:
         base_url: e.g. ``https://api123.crowdtwist.com`` (no trailing slash needed).
-        auth: ``signing.ApiKeyAuth`` or ``signing.HmacAuth`` (any requests AuthBase; its optional
+        auth: ``signing.ApiKeyAuth`` or ``signing.HmacAuth`` (anything with their ``apply``; its optional
             ``secrets`` attribute lists values to redact).
         timeout: (connect, read) seconds per attempt; read is the longest silence between two packets.
         max_retries: retries after the first attempt for failures bounded by count (5xx, network).
@@ -77,7 +74,8 @@ class CrowdTwistClient:
         clock / sleep / rand / wall_clock: injected for exact, fast tests. ``wall_clock`` (Unix time)
             turns an HTTP-date Retry-After into seconds when the answer has no Date header. Without
             ``sleep``, a retry pause is a wait that :meth:`stop` ends at once.
-        session: a prepared ``requests.Session`` (tests); the client then does not mount adapters.
+        pool: what attempts are sent through instead of the client's own urllib3 pool (tests): anything
+            with urllib3's ``urlopen``, given the target after the base URL's origin.
         mask_path: masks user ids in request lines. It receives the path as sent (percent-encoded).
             Defaults to ``mask_user_segment`` (keeps the first character of the id).
         mask_text: masks PII that CrowdTwist echoes in error messages (identity by default).
@@ -90,7 +88,7 @@ class CrowdTwistClient:
         attempt_deadline: total seconds for one attempt, from connecting to the last body byte (status
             line and headers included); None means connect + read timeout. A server trickling bytes
             slower than that counts as a read timeout. Enforced by a watchdog that shuts the socket
-            down, so only with the client's own session (not an injected one).
+            down, so only with the client's own pool (not an injected one).
         max_body_bytes: the largest answer body read; a larger one counts as a server error.
         stopping: the event :meth:`stop` sets; share it with the waits of other parts (the rate budget's
             ``sleep``) so that they end when the sync stops too.
@@ -102,7 +100,7 @@ class CrowdTwistClient:
     def __init__(  # noqa: PLR0913 - keyword options, most of them injected clock, sleep and limits
         self,
         base_url: str,
-        auth: AuthBase,
+        auth: Auth,
         *,
         timeout: tuple[float, float] = (5.0, 30.0),
         max_retries: int = 3,
@@ -112,7 +110,7 @@ class CrowdTwistClient:
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
         retry_policy: RetryPolicy | None = None,
-        session: requests.Session | None = None,
+        pool: Pool | None = None,
         mask_path: Callable[[str], str] | None = None,
         mask_text: Callable[[str], str] | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -163,7 +161,7 @@ class CrowdTwistClient:
             secrets=secrets,
             clock=clock,
             wall_clock=wall_clock,
-            session=session,
+            pool=pool,
             pool_size=pool_size,
             user_agent=USER_AGENT,
         )
@@ -172,7 +170,7 @@ class CrowdTwistClient:
         return f"CrowdTwistClient(base_url={self._base_url!r}, auth={self._auth!r})"
 
     def close(self) -> None:
-        """Close the connection pool (only if this client created the session) and stop the watchdog."""
+        """Close the connection pool (only if this client built it) and stop the watchdog."""
         self._transport.close()
 
     def stop(self) -> None:
@@ -292,10 +290,12 @@ class CrowdTwistClient:
             text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             data = text.encode("utf-8")
             headers["Content-Type"] = "application/json"
-        query = f"?{urlencode(params, doseq=True)}" if params else ""
+        # As requests encoded params: None values left out, the rest form-encoded (lists repeat the key).
+        sent = {key: value for key, value in (params or {}).items() if value is not None}
+        query = f"?{urlencode(sent, doseq=True)}" if sent else ""
         line = f"{method} {redact_url(self._mask_path(path) + query)}"
         template = f"{method} {endpoint.partition(' ')[2] or path}"
-        return Wire(method, self._base_url + path, params, data, headers, line, template, endpoint)
+        return Wire(method, path + query, data, headers, line, template, endpoint)
 
     # -- endpoint helpers -------------------------------------------------------------------------
 

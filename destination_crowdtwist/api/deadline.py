@@ -1,6 +1,6 @@
 """One deadline per HTTP attempt, from connecting to the last byte: a watchdog that cuts sockets.
 
-requests and urllib3 (and botocore, built on urllib3) have no total timeout: their read timeout is
+urllib3 (and botocore, built on it) has no total timeout: their read timeout is
 the longest silence between two packets, so a server that trickles its status line and headers a
 byte at a time holds a request for as long as it likes. Here an attempt is a :class:`Watch` with a
 deadline; the connections that carry it hand their socket over (:func:`watch_socket`, called by
@@ -13,7 +13,7 @@ stopping sync).
     watchdog = Watchdog()
     watch = Watch(time.monotonic() + 40.0)
     with watchdog.watching(watch):
-        session.request(...)        # a session with WatchedAdapter mounted
+        pool.urlopen(...)           # a WatchedHTTPSConnectionPool (or a manager that builds them)
     watch.was_cut                   # the deadline (watch.expired) or an abort (watch.aborted)
 """
 
@@ -28,16 +28,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 __all__ = [
+    "WATCHED_POOLS",
     "Watch",
     "Watchdog",
-    "WatchedAdapter",
     "WatchedHTTPConnection",
+    "WatchedHTTPConnectionPool",
     "WatchedHTTPSConnection",
+    "WatchedHTTPSConnectionPool",
     "current_watch",
     "watch_socket",
 ]
@@ -101,7 +102,7 @@ def _shut(sock: socket.socket) -> None:
 
 
 # The attempt running on this thread, for the connection classes (urllib3 creates connections deep
-# inside requests and botocore; a thread-local is the one way to reach them without reimplementing
+# inside its pools and botocore; a thread-local is the one way to reach them without reimplementing
 # either).
 _CURRENT = threading.local()
 
@@ -143,21 +144,22 @@ class WatchedHTTPSConnection(_Watched, HTTPSConnection):
     """The HTTPS twin of :class:`WatchedHTTPConnection`."""
 
 
-class _WatchedHTTPPool(HTTPConnectionPool):
+class WatchedHTTPConnectionPool(HTTPConnectionPool):
+    """A urllib3 pool of :class:`WatchedHTTPConnection`: the watchdog can cut its attempts."""
+
     ConnectionCls = WatchedHTTPConnection
 
 
-class _WatchedHTTPSPool(HTTPSConnectionPool):
+class WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    """The HTTPS twin of :class:`WatchedHTTPConnectionPool`."""
+
     ConnectionCls = WatchedHTTPSConnection
 
 
-class WatchedAdapter(HTTPAdapter):
-    """The transport adapter whose connections the watchdog can cut."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        """The pool manager, with pools of watched connections."""
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+#: ``PoolManager.pool_classes_by_scheme`` for a manager (or proxy manager) whose pools are watched.
+WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
+    "http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool,
+}
 
 
 class Watchdog:

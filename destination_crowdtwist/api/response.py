@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPHeaderDict
 
 from destination_crowdtwist.api.errors import Action, Pace, Resolution, TransientError, classify_response
 from destination_crowdtwist.api.retry import Outcome
@@ -95,7 +96,8 @@ class ApiResponse:
         return cls(
             status=status,
             data=data,
-            headers=CaseInsensitiveDict(headers),
+            # urllib3's headers are case-insensitive already (and this answer's own): no copy needed.
+            headers=headers if isinstance(headers, HTTPHeaderDict) else CaseInsensitiveDict(headers),
             text=text,
             request_line=request_line,
             endpoint=endpoint,

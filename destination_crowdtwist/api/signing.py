@@ -1,4 +1,7 @@
-"""CrowdTwist request authentication: the HMAC recipe as pure steps, plus ``requests`` auth adapters.
+"""CrowdTwist request authentication: the HMAC recipe as pure steps, and the two auth modes.
+
+Each mode's ``apply`` signs one attempt as the transport sends it (api/transport.py); ``__call__``
+is the same as a ``requests`` auth hook, for callers holding a PreparedRequest.
 
 The recipe (docs/crowdtwist-api-notes.md §1.3) is::
 
@@ -80,9 +83,9 @@ def body_bytes(body: bytes | str | None) -> bytes | None:
 
 
 class HmacAuth(AuthBase):
-    """Signs each PreparedRequest with the CrowdTwist HMAC headers.
+    """Signs each attempt (``apply``) or PreparedRequest with the CrowdTwist HMAC headers.
 
-    ``requests`` runs auth after it has built the body, so the signature covers the exact bytes that
+    The transport signs after it has the body's bytes, so the signature covers the exact bytes that
     are sent. The timestamp is taken from ``clock`` on every call and both headers are *replaced*,
     so a retried (re-prepared) request is always freshly signed, never carrying two signatures.
     """
@@ -114,8 +117,20 @@ class HmacAuth(AuthBase):
             logger.debug("CrowdTwist HMAC string-to-sign: %r", mask_user_segment(to_sign))
         return timestamp, f"{SCHEME} {self._public_key}:{signature(self._private_key, to_sign)}"
 
+    def apply(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> str:
+        """Sign one attempt: set both headers in ``headers`` (fresh timestamp); return ``target`` unchanged.
+
+        ``target`` is the request target exactly as sent (path and query, or the absolute URL through a
+        plain-HTTP proxy): the signature covers its path and query. The transport calls this once per
+        attempt, so a retry is never sent with an old signature.
+        """
+        timestamp, authorization = self.sign(method, target, body, headers.get("Content-Type", ""))
+        headers[TIMESTAMP_HEADER] = timestamp
+        headers[AUTH_HEADER] = authorization
+        return target
+
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        """Sign ``request`` in place (called by requests once per prepared attempt)."""
+        """Sign ``request`` in place (requests' auth hook: the same signature as :meth:`apply`)."""
         content_type = request.headers.get("Content-Type", "")
         timestamp, authorization = self.sign(
             request.method or "GET", request.url or "", body_bytes(request.body), content_type
@@ -138,14 +153,23 @@ class ApiKeyAuth(AuthBase):
 
     def __init__(self, api_key: str) -> None:
         self._api_key = api_key
+        self._parameter = "api_key=" + quote(api_key, safe="")
 
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs or error text."""
         return (self._api_key,)
 
+    def apply(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> str:
+        """``target`` with exactly one ``api_key`` parameter (the transport sends what this returns)."""
+        if "api_key" in target or "#" in target or target.endswith(("?", "&")) or "&&" in target or "?&" in target:
+            return with_api_key(target, self._api_key)
+        # The usual target (no api_key yet, no empty parameter): what with_api_key returns, without
+        # splitting and joining the URL on every attempt.
+        return f"{target}{'&' if '?' in target else '?'}{self._parameter}"
+
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        """Set the api_key parameter on ``request`` in place."""
+        """Set the api_key parameter on ``request`` in place (requests' auth hook)."""
         request.url = with_api_key(request.url or "", self._api_key)
         return request
 

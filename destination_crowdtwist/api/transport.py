@@ -1,4 +1,4 @@
-"""One attempt on the wire: the pooled session, the attempt's deadline, the capped body, network errors.
+"""One attempt on the wire: the connection pool, the attempt's deadline, the capped body, network errors.
 
 :meth:`Transport.exchange` sends one prepared request once and brings back what came of it: a
 classified :class:`~destination_crowdtwist.api.response.ApiResponse` for every complete answer, or a
@@ -6,15 +6,22 @@ classified :class:`~destination_crowdtwist.api.response.ApiResponse` for every c
 and never sleeps (the client's loop does), and it decides nothing about statuses: the status line is
 read through the status table (``errors.status_rule``).
 
-- The session never retries on its own (urllib3 would replay the old signature and could double an
-  activity credit), never follows a redirect (it would carry the credentials to another URL), shares
-  no cookies, and resolves proxies and the CA bundle once instead of on every request.
+- Attempts go straight to a urllib3 connection pool for the base URL's host (urllib3 is what
+  requests sends through; requests' own layers, re-preparing, merging settings, cookies and hooks on
+  every request, cost most of the connector's CPU per row: docs/performance.md). What requests did
+  for us is kept, set up once: its proxy settings from the environment (``HTTPS_PROXY``,
+  ``NO_PROXY``...), its CA bundle (``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's),
+  certificate verification, its ``Accept-Encoding``, keep-alive, and a pool of ``pool_size``
+  connections that never blocks.
+- The pool never retries on its own (urllib3 would replay the old signature and could double an
+  activity credit), never follows a redirect (it would carry the credentials to another URL), and
+  keeps no cookies.
 - A hostile or broken server cannot stall or flood a worker: bodies are streamed and capped
   (``max_body_bytes``), and each attempt has one total deadline (``attempt_deadline``) from
   connecting to the last byte of the body, status line and headers included, on top of the socket
-  timeouts. requests and urllib3 have no total timeout and a server trickling its status line at a
-  byte a second never trips the read timeout, so a watchdog thread (``api/deadline.py``) shuts the
-  attempt's socket down at its deadline.
+  timeouts. urllib3 has no total timeout and a server trickling its status line at a byte a second
+  never trips the read timeout, so a watchdog thread (``api/deadline.py``) shuts the attempt's
+  socket down at its deadline.
 - Network errors are told apart by whether the request may have reached the server: refused, DNS
   and connect timeouts prove nothing was sent (safe to repeat any request); a read timeout or a
   dropped connection may follow a request that was applied. TLS and URL errors are the user's to fix.
@@ -22,25 +29,25 @@ read through the status table (``errors.status_rule``).
 
 from __future__ import annotations
 
-import http.cookiejar
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import requests
+import urllib3
 import urllib3.exceptions
-from requests.auth import AuthBase
+from urllib3.util import Timeout, make_headers
 
-from destination_crowdtwist.api.deadline import Watch, Watchdog, WatchedAdapter, current_watch
+from destination_crowdtwist.api.connections import pool_manager_for
+from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
 from destination_crowdtwist.api.redaction import redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
 from destination_crowdtwist.api.stats import ClientStats
 
-__all__ = ["MAX_BODY_BYTES", "Transport", "Wire"]
+__all__ = ["MAX_BODY_BYTES", "Auth", "Pool", "Transport", "Wire"]
 
 # CrowdTwist answers are small JSON documents (a profile, a history page); a body above this is not
 # one of them, and holding it would only cost memory in every worker.
@@ -54,13 +61,28 @@ class Wire:
     """One logical request as the client prepares it once; every attempt sends exactly this."""
 
     method: str
-    url: str
-    params: Mapping[str, Any] | None
+    target: str  # path and query after the base URL, percent-encoded once (no credentials yet)
     data: bytes | None  # the exact bytes that are signed and sent
     headers: Mapping[str, str]
     line: str  # the request line, secrets masked, for errors
     template: str  # e.g. "PUT /v2/users/{user_id}", for the answer's classification
     endpoint: str  # the statistics key
+
+
+class Auth(Protocol):
+    """Signs one attempt (api/signing.py: ``ApiKeyAuth``, ``HmacAuth``)."""
+
+    def apply(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> str:
+        """Add this attempt's credentials to ``headers`` in place; return the target to send."""
+        ...
+
+
+class Pool(Protocol):
+    """What the transport sends through: a urllib3 connection pool or pool manager (or a test's fake)."""
+
+    def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """Send one request (urllib3's ``urlopen``; the transport passes its keywords, see ``exchange``)."""
+        ...
 
 
 class Transport:
@@ -69,7 +91,7 @@ class Transport:
     Args:
         base_url: the API base URL (its proxies are resolved once).
         host: the host name, for "could not reach" messages.
-        auth: signs every PreparedRequest (a fresh signature per attempt).
+        auth: signs every attempt (a fresh signature per attempt).
         timeout: (connect, read) seconds; read is the longest silence between two packets.
         attempt_deadline: total seconds for one attempt, from connecting to the last body byte.
         max_body_bytes: the largest answer body read; a larger one counts as a server error.
@@ -78,8 +100,9 @@ class Transport:
         clean: redacts secrets and masks PII in CrowdTwist's message text.
         secrets: values to redact from a redirect target.
         clock / wall_clock: monotonic time for the deadline; Unix time for an HTTP-date Retry-After.
-        session: a prepared ``requests.Session`` (tests): no adapters mounted, no deadline watchdog.
-        pool_size: connections kept per host for the session this creates.
+        pool: what to send through instead of the pool this builds (tests); it gets the targets after
+            the base URL's origin, and sockets only its own connections hand to the watchdog.
+        pool_size: connections kept to the host by the pool this builds.
         user_agent: the User-Agent header.
     """
 
@@ -87,7 +110,7 @@ class Transport:
         self,
         base_url: str,
         host: str,
-        auth: AuthBase,
+        auth: Auth,
         *,
         timeout: tuple[float, float],
         attempt_deadline: float,
@@ -98,7 +121,7 @@ class Transport:
         secrets: tuple[str, ...],
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
-        session: requests.Session | None,
+        pool: Pool | None,
         pool_size: int,
         user_agent: str,
     ) -> None:
@@ -117,34 +140,29 @@ class Transport:
         self._secrets = secrets
         self._clock = clock
         self._wall_clock = wall_clock
-        self._owns_session = session is None
-        if session is None:
-            session = requests.Session()
-            # max_retries=0: urllib3 must never resend a request on its own; it would replay the old
-            # signature and timestamp, and could double an activity credit.
-            adapter = WatchedAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            # CrowdTwist sets cookies we do not need; sharing a cookie jar between threads only adds state.
-            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        session.verify = True
-        if self._owns_session:
-            # Resolve proxy settings once: with trust_env on, requests re-reads the environment (proxies,
-            # netrc, CA bundle) on every request, a measurable share of the per-row CPU.
-            session.proxies.update(requests.utils.get_environ_proxies(base_url))
-            ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            if ca_bundle:
-                session.verify = ca_bundle  # a corporate CA, as requests would have read it
-            session.trust_env = False
-        session.headers["User-Agent"] = user_agent
-        self.session = session
+        parts = urlsplit(base_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        self._prefix = parts.path.rstrip("/")  # a base URL with a path: every target starts with it
+        self._timeouts = Timeout(connect=timeout[0], read=timeout[1])
+        # requests' default headers, minus its "Accept: */*" (every request says Accept itself).
+        encodings = make_headers(accept_encoding=True)["accept-encoding"]
+        self._headers = {"User-Agent": user_agent, "Accept-Encoding": encodings, "Connection": "keep-alive"}
+        self._manager: urllib3.PoolManager | None = None
+        if pool is None:
+            self._manager, absolute = pool_manager_for(base_url, pool_size)
+            # One pool per host; sending through it directly skips the manager's per-request URL parsing
+            # and pool lookup. A plain-HTTP proxy needs absolute URLs and its headers: through the manager.
+            pool = self._manager if absolute else self._manager.connection_from_url(base_url)
+            if absolute:
+                self._prefix = origin + self._prefix
+        self.pool = pool
         self._watchdog = Watchdog()
 
     def close(self) -> None:
-        """Stop the watchdog and close the connection pool (only if this created the session)."""
+        """Stop the watchdog and close the connection pool (only if this built it)."""
         self._watchdog.close()
-        if self._owns_session:
-            self.session.close()
+        if self._manager is not None:
+            self._manager.clear()
 
     def abort(self) -> None:
         """Cut every attempt on the wire now (their requests may have landed: they fail as lost)."""
@@ -155,21 +173,26 @@ class Transport:
         deadline = self._clock() + self.attempt_deadline
         # The watchdog's deadline covers everything, from connecting to the last byte: a status line or
         # headers trickled a byte at a time never trip the socket's read timeout.
+        headers = {**self._headers, **wire.headers}
+        # Signed here, once per attempt: a retry never carries an old timestamp or signature.
+        target = self._auth.apply(wire.method, self._prefix + wire.target, headers, wire.data)
         with self._watchdog.watching(Watch(time.monotonic() + self.attempt_deadline)) as watch:
             try:
-                response = self.session.request(
+                response = self.pool.urlopen(
                     wire.method,
-                    wire.url,
-                    params=wire.params,
-                    data=wire.data,
-                    headers=wire.headers,
-                    auth=self._auth,
-                    timeout=self._timeout,
-                    allow_redirects=False,
+                    target,
+                    body=wire.data,
+                    headers=headers,
+                    # Never resend on its own (the old signature; a credit could land twice), never follow
+                    # a redirect (the credentials would go along): errors come back raw, 3xx as answers.
+                    retries=False,
+                    redirect=False,
+                    timeout=self._timeouts,
                     # Streamed, so the body is read under the size cap and the attempt deadline.
-                    stream=True,
+                    preload_content=False,
+                    decode_content=True,
                 )
-            except requests.RequestException as exc:
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 self._stats.add("connection_errors")
                 if watch.was_cut:
                     return self._cut(watch, wire.line)
@@ -180,9 +203,12 @@ class Transport:
                 # After a complete read the connection is already back in the pool; otherwise this drops
                 # it, so a half-read answer never reaches the next request on a reused connection.
                 response.close()
+                response.release_conn()
 
-    def _answer(self, response: requests.Response, wire: Wire, deadline: float, watch: Watch) -> ApiResponse | Failure:
-        status = response.status_code
+    def _answer(
+        self, response: urllib3.BaseHTTPResponse, wire: Wire, deadline: float, watch: Watch
+    ) -> ApiResponse | Failure:
+        status = response.status
         # The status line alone, read through the table: a redirect, what bounds its retries, what it
         # tells the rate budget (also when its body turns out unusable).
         head = status_rule(status)
@@ -210,10 +236,11 @@ class Transport:
         return answer
 
     def _read_body(
-        self, response: requests.Response, deadline: float, line: str, meaning: Meaning, retry_after: float | None
+        self, response: urllib3.BaseHTTPResponse, deadline: float, line: str, meaning: Meaning,
+        retry_after: float | None,
     ) -> bytes | Failure:
         """The whole body, read in pieces under the size cap and the attempt deadline."""
-        status = response.status_code
+        status = response.status
         length = response.headers.get("Content-Length", "").strip()
         if length.isdigit() and int(length) > self._max_body_bytes:
             return self._too_large(status, line, meaning, retry_after)
@@ -227,7 +254,7 @@ class Transport:
                     return self._lost(f"no complete answer within {self.attempt_deadline:g}s", line,
                                       meaning.pace, retry_after)
                 # read1: one socket read (at most the read timeout), so the deadline is checked often.
-                chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
+                chunk = response.read1(_READ_CHUNK, decode_content=True)
                 if not chunk:
                     return b"".join(chunks)
                 size += len(chunk)
@@ -247,7 +274,7 @@ class Transport:
                 description = f"unreadable answer: {_root_cause(exc)}"
             return self._lost(description, line, meaning.pace, retry_after)
 
-    def _server_now(self, response: requests.Response) -> float:
+    def _server_now(self, response: urllib3.BaseHTTPResponse) -> float:
         """Unix time for an HTTP-date Retry-After: the server's Date header avoids local clock skew."""
         date = response.headers.get("Date")
         if date:
@@ -297,26 +324,31 @@ class Transport:
         advice = "Check the API base URL, DNS and firewall, then try again."
         return Failure(UNREACHABLE, TransientError(what, request_line=line), f"{what}. {advice}", advice)
 
-    def _network_failure(self, exc: requests.RequestException, line: str) -> Failure:
-        """Classify a requests exception; raise ConfigError for TLS and URL problems."""
-        if isinstance(exc, requests.exceptions.SSLError):
+    def _network_failure(self, exc: BaseException, line: str) -> Failure:
+        """Classify a urllib3 (or socket) exception; raise ConfigError for TLS and URL problems.
+
+        The same verdicts as requests' exceptions had: its SSLError, InvalidURL, ConnectTimeout,
+        ReadTimeout and ConnectionError are urllib3's errors below, renamed.
+        """
+        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
+        if isinstance(reason, urllib3.exceptions.SSLError):
             raise ConfigError(
                 f"TLS handshake with {self._host} failed ({_root_cause(exc)}): the certificate could not be "
                 "verified or the host does not speak TLS. Check that the API base URL is the https URL of "
                 "your CrowdTwist API host.",
                 request_line=line,
             ) from None
-        if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema
-                      | requests.exceptions.InvalidSchema):
+        if isinstance(reason, urllib3.exceptions.LocationValueError):
             raise ConfigError(
-                f"The API base URL is not a valid URL ({type(exc).__name__}).", request_line=line
+                f"The API base URL is not a valid URL ({type(reason).__name__}).", request_line=line
             ) from None
         cause = _root_cause(exc)
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
+        connect = urllib3.exceptions.ConnectTimeoutError
+        if isinstance(reason, connect) and not isinstance(reason, urllib3.exceptions.NewConnectionError):
             return self._unreachable(f"connect timeout after {self._timeout[0]:g}s", line)
-        if isinstance(exc, requests.exceptions.ReadTimeout):
+        if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
             return self._lost(f"no answer within {self._timeout[1]:g}s", line)
-        if isinstance(exc, requests.exceptions.ConnectionError) and _never_connected(exc):
+        if _never_connected(exc):
             return self._unreachable(f"connection failed: {cause}", line)
         # RemoteDisconnected / ProtocolError / ConnectionResetError / ChunkedEncodingError: the request
         # bytes may have been delivered and processed before the connection went away.
@@ -341,7 +373,7 @@ def _root_cause(exc: BaseException) -> str:
     return name
 
 
-def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+def _never_connected(exc: BaseException) -> bool:
     """True when the TCP connection was never established (refused, DNS, connect timeout)."""
     current: BaseException | None = exc
     seen: set[int] = set()
@@ -358,3 +390,4 @@ def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
             continue
         current = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
     return False
+
