@@ -98,13 +98,19 @@ def _credit_row(record: Record) -> tuple[Any, ...]:
     return record.key, 1 if record.done else 0, record.outcome or None, float(record.updated_at)
 
 
-def _rows(kind: str, records: Iterable[Record]) -> Iterator[tuple[Any, ...]]:
-    row = _credit_row if kind == "ledger" else _member_row
+def _increasing(records: Iterable[Record], what: str) -> Iterator[Record]:
+    """``records``, checked to come in strictly increasing key order (a base holds one record a key)."""
     last: Any = None
     for record in records:
         if last is not None and not record[0] > last:
-            raise ValueError("records must be written in strictly increasing key order")
+            raise ValueError(f"records must be {what} in strictly increasing key order")
         last = record[0]
+        yield record
+
+
+def _rows(kind: str, records: Iterable[Record]) -> Iterator[tuple[Any, ...]]:
+    row = _credit_row if kind == "ledger" else _member_row
+    for record in _increasing(records, "written"):
         yield row(record)
 
 
@@ -148,12 +154,8 @@ def update_table(scratch: Path, kind: str, records: Iterable[Record], now: float
     try:
         db.execute("BEGIN")
         row_of = _credit_row if kind == "ledger" else _member_row
-        last: Any = None
-        for incoming in records:
-            if last is not None and not incoming[0] > last:
-                raise ValueError("records must be merged in strictly increasing key order")
-            last = incoming[0]
-            found = db.execute(f"SELECT {columns} FROM records WHERE {key} = ?", (last,)).fetchone()  # noqa: S608
+        for incoming in _increasing(records, "merged"):
+            found = db.execute(f"SELECT {columns} FROM records WHERE {key} = ?", (incoming[0],)).fetchone()  # noqa: S608
             kept = incoming
             if found is not None:
                 current = _record(kind, found)
