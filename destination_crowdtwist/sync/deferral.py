@@ -38,7 +38,7 @@ from destination_crowdtwist.records.rejection import Reason
 from destination_crowdtwist.sync.checkpoint import StreamKey
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Row, StreamContext
 from destination_crowdtwist.writers.objects import ACTIVITY_CREDIT, USER_PROFILE
-from destination_crowdtwist.writers.sqlite_guard import sqlite_guard
+from destination_crowdtwist.writers.sqlite_guard import scratch_db, sqlite_guard
 
 #: The sync mode whose rows never create members (they may wait for a member created later).
 UPDATE_ONLY = "update"
@@ -110,18 +110,12 @@ class DeferredRows:
         self._streams: dict[StreamKey, StreamContext] = {}
         self._count = 0
         with self._guard():
-            # "" = a private temporary database: in the page cache, spilled to a file deleted on close.
-            self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self._db.execute(
+            self._db = scratch_db(CACHE_KIB, (
                 "CREATE TABLE rows (seq INTEGER PRIMARY KEY, member TEXT NOT NULL, ticket INTEGER NOT NULL, "
                 "size INTEGER NOT NULL, namespace TEXT, stream TEXT NOT NULL, verify INTEGER NOT NULL, "
-                "emitted_at INTEGER, data TEXT NOT NULL)"
-            )
-            self._db.execute("CREATE INDEX rows_member ON rows (member, seq)")
-            self._db.execute("BEGIN")
+                "emitted_at INTEGER, data TEXT NOT NULL)",
+                "CREATE INDEX rows_member ON rows (member, seq)",
+            ))
 
     def _guard(self) -> AbstractContextManager[None]:
         # A waiting row that cannot be kept would be lost: stop the sync instead (no state past it is echoed).

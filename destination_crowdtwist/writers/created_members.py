@@ -19,10 +19,11 @@ page cache instead of ~100 bytes each on the Python heap. Every failure answers 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
+
+from destination_crowdtwist.writers.sqlite_guard import key_digest, scratch_db
 
 logger = logging.getLogger("airbyte")
 
@@ -30,9 +31,6 @@ logger = logging.getLogger("airbyte")
 CACHE_KIB = 2048
 
 
-def _digest(id_type: str, user_id: str) -> bytes:
-    # A unit separator keeps ("ab", "c") and ("a", "bc") apart.
-    return hashlib.sha256(f"{id_type}\x1f{user_id}".encode()).digest()[:16]
 
 
 class CreatedMembers:
@@ -43,14 +41,7 @@ class CreatedMembers:
         self._db: sqlite3.Connection | None = None
         self._warned = False
         try:
-            db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-            # Scratch data, never needed after this process (see writers/credit_memory.py).
-            db.execute("PRAGMA journal_mode=OFF")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            db.execute("CREATE TABLE created (member BLOB PRIMARY KEY) WITHOUT ROWID")
-            db.execute("BEGIN")
-            self._db = db
+            self._db = scratch_db(CACHE_KIB, ("CREATE TABLE created (member BLOB PRIMARY KEY) WITHOUT ROWID",))
         except sqlite3.Error as exc:
             self._failed(exc)
 
@@ -60,7 +51,7 @@ class CreatedMembers:
             if self._db is None:
                 return
             try:
-                self._db.execute("INSERT OR IGNORE INTO created (member) VALUES (?)", (_digest(id_type, user_id),))
+                self._db.execute("INSERT OR IGNORE INTO created (member) VALUES (?)", (key_digest(id_type, user_id),))
             except sqlite3.Error as exc:
                 self._failed(exc)
 
@@ -71,7 +62,7 @@ class CreatedMembers:
                 return False
             try:
                 row = self._db.execute(
-                    "SELECT 1 FROM created WHERE member = ?", (_digest(id_type, user_id),)
+                    "SELECT 1 FROM created WHERE member = ?", (key_digest(id_type, user_id),)
                 ).fetchone()
             except sqlite3.Error as exc:
                 self._failed(exc)

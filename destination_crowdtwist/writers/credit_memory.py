@@ -22,13 +22,11 @@ in clear text.
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
 import threading
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 
-from destination_crowdtwist.writers.sqlite_guard import sqlite_guard
+from destination_crowdtwist.writers.sqlite_guard import key_digest, scratch_db, sqlite_guard
 
 _SCHEMA = (
     "CREATE TABLE events (event BLOB PRIMARY KEY, seq INTEGER NOT NULL, accepted INTEGER NOT NULL DEFAULT 0) "
@@ -43,9 +41,6 @@ _SCHEMA = (
 CACHE_KIB = 8192
 
 
-def _digest(*parts: str) -> bytes:
-    # A unit separator keeps ("ab", "c") and ("a", "bc") apart.
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()[:16]
 
 
 class CreditMemory:
@@ -57,18 +52,8 @@ class CreditMemory:
             self._open()
 
     def _open(self) -> None:
-        # "" = a private temporary database: in the page cache, spilled to a file deleted on close.
-        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-        # Scratch data, never needed after this process: no journal, no syncing, and one transaction
-        # left open for the whole sync (a commit per statement would cost a write to the temporary
-        # file each time). Pages beyond the cache spill to the file. Any SQLite error stops the
-        # sync (see _guard), so a statement that fails half-way is never read back.
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
-        self._db.execute("BEGIN")
+        # Any SQLite error stops the sync (see _guard), so a statement that fails half-way is never read back.
+        self._db = scratch_db(CACHE_KIB, _SCHEMA)
 
     def _guard(self) -> AbstractContextManager[None]:
         # Forgetting an event could credit it twice: stop rather than go on without it.
@@ -81,7 +66,7 @@ class CreditMemory:
 
     def first_row(self, event: tuple[str, ...], seq: int) -> int:
         """The ``seq`` of the first row of ``event`` in this sync (``seq`` itself for a new event)."""
-        key = _digest(*event)
+        key = key_digest(*event)
         with self._guard():
             self._db.execute("INSERT OR IGNORE INTO events (event, seq) VALUES (?, ?)", (key, seq))
             row = self._db.execute("SELECT seq FROM events WHERE event = ?", (key,)).fetchone()
@@ -89,13 +74,13 @@ class CreditMemory:
 
     def mark_accepted(self, event: tuple[str, ...]) -> None:
         """A row of ``event`` was accepted (credited, duplicate, not awarded): later rows are duplicates."""
-        key = _digest(*event)
+        key = key_digest(*event)
         with self._guard():
             self._db.execute("UPDATE events SET accepted = 1 WHERE event = ?", (key,))
 
     def accepted(self, event: tuple[str, ...]) -> bool:
         """Whether a row of ``event`` was accepted earlier in this sync."""
-        key = _digest(*event)
+        key = key_digest(*event)
         with self._guard():
             row = self._db.execute("SELECT accepted FROM events WHERE event = ?", (key,)).fetchone()
         return bool(row and row[0])
@@ -106,20 +91,20 @@ class CreditMemory:
         """Whether the member's history (as read, plus this sync's credits) holds the key; None if not read
         (or, with ``read_since``, if the read began before that time).
         """
-        who = _digest(*member)
+        who = key_digest(*member)
         with self._guard():
             read = self._db.execute("SELECT read_at FROM history_members WHERE member = ?", (who,)).fetchone()
             if read is None or (read_since is not None and float(read[0]) < read_since):
                 return None
             row = self._db.execute(
-                "SELECT 1 FROM history_keys WHERE member = ? AND dedupe_key = ?", (who, _digest(dedupe_key))
+                "SELECT 1 FROM history_keys WHERE member = ? AND dedupe_key = ?", (who, key_digest(dedupe_key))
             ).fetchone()
         return row is not None
 
     def set_history(self, member: tuple[str, str], dedupe_keys: Iterable[str], *, read_at: float = 0.0) -> None:
         """Replace what is known of the member's history with a fresh read, begun at ``read_at``."""
-        who = _digest(*member)
-        rows = [(who, _digest(key)) for key in set(dedupe_keys)]
+        who = key_digest(*member)
+        rows = [(who, key_digest(key)) for key in set(dedupe_keys)]
         with self._guard():
             self._db.execute("DELETE FROM history_keys WHERE member = ?", (who,))
             self._db.executemany("INSERT OR IGNORE INTO history_keys (member, dedupe_key) VALUES (?, ?)", rows)
@@ -131,12 +116,12 @@ class CreditMemory:
 
     def remember(self, member: tuple[str, str], dedupe_key: str) -> None:
         """Add a credit this sync made to the member's history, if that history was read."""
-        who = _digest(*member)
+        who = key_digest(*member)
         with self._guard():
             self._db.execute(
                 "INSERT OR IGNORE INTO history_keys (member, dedupe_key) "
                 "SELECT ?, ? WHERE EXISTS (SELECT 1 FROM history_members WHERE member = ?)",
-                (who, _digest(dedupe_key), who),
+                (who, key_digest(dedupe_key), who),
             )
 
     def close(self) -> None:
