@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from destination_crowdtwist.records.rejection import Reason, Rejection
 
 
@@ -61,6 +63,20 @@ class RecordCheck:
     stored_data: Mapping[str, Any]
 
 
+def _json_size(data: Mapping[str, Any]) -> int:
+    """Bytes of ``data`` as compact UTF-8 JSON.
+
+    orjson first (every row pays this; the standard encoder was a tenth of a re-sync's CPU); the
+    standard library for what orjson refuses (integers beyond 64 bits, keys that are not strings),
+    which raises in turn for what is not JSON at all. Floats may differ in a digit of their exponent's
+    spelling between the two: the size is an estimate either way.
+    """
+    try:
+        return len(orjson.dumps(data, default=str))
+    except orjson.JSONEncodeError:
+        return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8"))
+
+
 def check_record(data: Mapping[str, Any], limits: RecordLimits) -> RecordCheck:
     """Whether one record's data is within the limits, and its serialized size in bytes.
 
@@ -77,7 +93,7 @@ def check_record(data: Mapping[str, Any], limits: RecordLimits) -> RecordCheck:
         note = {"_omitted": f"record nested more than {limits.max_depth} levels deep; fields: {sorted(data)[:50]}"}
         return RecordCheck(rejection, 0, note)
     try:
-        size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8"))
+        size = _json_size(data)
     except (ValueError, TypeError, RecursionError):
         return RecordCheck(Rejection(Reason.INVALID_MESSAGE, "the record's data cannot be serialized as JSON"), 0,
                            {"_omitted": "record data not serializable as JSON"})
