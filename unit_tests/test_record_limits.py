@@ -43,3 +43,16 @@ def test_a_record_nested_too_deeply_is_refused_without_being_serialized() -> Non
     assert check.rejection is not None and check.rejection.reason is Reason.TOO_LARGE
     assert "_omitted" in check.stored_data
     assert nesting_depth(data, 32) == 33
+
+
+@pytest.mark.parametrize(("value", "depth"), [
+    ({}, 1), ({"a": 1, "b": "x"}, 1), ({"a": [1]}, 2), ({"a": {"b": {"c": []}}}, 4), ([{"a": 1}], 2), ("x", 0),
+    ({"a": ()}, 2),
+])
+def test_nesting_depth_counts_objects_and_arrays(value: Any, depth: int) -> None:
+    assert nesting_depth(value, 32) == depth
+
+
+def test_nesting_depth_stops_counting_above_the_limit() -> None:
+    assert nesting_depth({"a": 1}, 0) == 1  # a flat record is still one level: above a limit of 0
+    assert nesting_depth({"a": {"b": {"c": 1}}}, 1) == 2

@@ -31,6 +31,13 @@ def nesting_depth(value: Any, stop_above: int) -> int:
     Stops counting once the depth exceeds ``stop_above`` (the answer is then ``stop_above + 1``), so
     a hostile value costs at most that many levels of work per branch.
     """
+    if isinstance(value, Mapping) and stop_above >= 1:
+        # Most records are flat: one pass over the top level, without the stack, settles them.
+        for child in value.values():
+            if isinstance(child, Mapping | list | tuple):
+                break
+        else:
+            return 1
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:

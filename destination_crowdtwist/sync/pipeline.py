@@ -230,7 +230,11 @@ class Pipeline:
             self._tracker.add_state(state, stream)
 
     def release(self) -> list[ReleasedState[Any]]:
-        """States that may be echoed now, in order, with exact counts."""
+        """States that may be echoed now, in order, with exact counts (main thread)."""
+        if not self._tracker.states_pending:
+            # Read without the lock: only the main thread adds states (add_state) and pops them (here).
+            # Asked after every message, and most messages are records.
+            return []
         with self._cond:
             return self._tracker.release()
 
