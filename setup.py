@@ -26,6 +26,9 @@ MAIN_REQUIREMENTS = [
     "requests>=2.32,<3",
     # The config is validated against spec.json with it (destination_crowdtwist/config/validation.py).
     "jsonschema>=4.17,<5",
+    # Input lines are parsed, and record sizes measured, with it (sync/protocol.py, records/limits.py);
+    # airbyte-cdk depends on it too, so it adds nothing to the image, but we rely on it directly.
+    "orjson>=3.9,<4",
     # object_storage_config (rejected rows in the user's S3 bucket); imported only when a bucket is set.
     "boto3>=1.34,<2",
 ]

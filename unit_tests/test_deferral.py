@@ -97,9 +97,19 @@ class MemberWorld:
         self.members: set[str] = set()
         self.credited: list[int] = []
         self.calls = 0
+        self.asked: list[int] = []
 
     def prepare(self, row: Row) -> Prepared[None] | Outcome:
         return Prepared(row, row.data["m"], row.data["m"], None)
+
+    def settle_at_once(self, prepared: Prepared[None]) -> Outcome | None:
+        """Rows marked ``same`` of a member that exists need no request (the member index's skip)."""
+        row = prepared.row
+        with self.lock:
+            self.asked.append(row.data["n"])
+            if row.data.get("same") and row.data["m"] in self.members:
+                return Outcome(OutcomeKind.UNCHANGED, row.data["m"])
+        return None
 
     def apply(self, prepared: Prepared[None]) -> Outcome:
         row = prepared.row
@@ -149,6 +159,29 @@ def test_waiting_rows_leave_the_in_flight_bound_and_come_back_within_it() -> Non
         ("credits-done", 400, 100), ("members-done", 40, 0)]
     assert p.peak_pending <= 8
     assert report.by_kind[OutcomeKind.REJECTED] == 100 and p.fatal is None
+
+
+def test_no_row_settles_at_once_while_rows_wait_for_their_member() -> None:
+    # A member row settled on a worker releases its member's waiting rows at once; one settled at once
+    # would not, so the pipeline asks no writer while any row waits (and asks again once none does).
+    world = MemberWorld()
+    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0)
+    p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
+    p.start()
+    try:
+        p.submit(row_of(MEMBERS, 0, m="m0"), world)
+        assert p.wait_settled(timeout=10)
+        p.submit(row_of(CREDITS, 1, m="m1"), world)  # m1 does not exist yet: waits
+        assert not p.wait_settled(timeout=0.5)
+        p.submit(row_of(MEMBERS, 2, m="m0", same=True), world)  # not asked: a row waits
+        p.submit(row_of(MEMBERS, 3, m="m1"), world)  # creates m1: its credit runs after it
+        assert p.wait_settled(timeout=10)
+        p.submit(row_of(MEMBERS, 4, m="m0", same=True), world)  # nothing waits: settled at once
+        assert p.wait_settled(timeout=10)
+    finally:
+        p.shutdown()
+    assert world.asked == [0, 1, 4]  # row 1 too: nothing waited yet when it came
+    assert world.credited == [1] and world.calls == 5  # rows 0, 1 (twice), 2, 3; never row 4
 
 
 def row_of(stream: StreamContext, seq: int, **data: Any) -> Row:

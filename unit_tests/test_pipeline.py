@@ -17,7 +17,7 @@ from destination_crowdtwist.sync.pipeline import Flow, Pipeline
 from destination_crowdtwist.sync.report import SyncReport
 from destination_crowdtwist.writers.base import Outcome, OutcomeKind, Prepared, Row, StreamContext
 
-REJECTED, UPDATED = OutcomeKind.REJECTED, OutcomeKind.UPDATED
+REJECTED, UPDATED, UNCHANGED = OutcomeKind.REJECTED, OutcomeKind.UPDATED, OutcomeKind.UNCHANGED
 
 STREAM = StreamContext(namespace=None, name="users", sync_mode="append_dedup")
 
@@ -34,11 +34,18 @@ class RecordingWriter:
         self.max_active_per_member = 0
         self.max_active = 0
         self.running = 0
+        self.asked: list[int] = []  # rows settle_at_once was asked about
 
     def prepare(self, row: Row) -> Prepared[None] | Outcome:
         if row.data.get("unparseable"):
             return Outcome.rejected("?", Rejection(Reason.VALIDATION, "cannot parse"))
         return Prepared(row, row.data["user_id"], row.data["user_id"], None)
+
+    def settle_at_once(self, prepared: Prepared[None]) -> Outcome | None:
+        """Rows marked ``same`` need no request (as the member index decides in the real writer)."""
+        with self.lock:
+            self.asked.append(prepared.row.data["n"])
+        return Outcome(kind=UNCHANGED, member=prepared.member) if prepared.row.data.get("same") else None
 
     def apply(self, prepared: Prepared[None]) -> Outcome:
         row = prepared.row
@@ -92,6 +99,32 @@ def _run(
     finally:
         p.shutdown()
     return p, report, released
+
+
+def test_a_row_settled_at_once_never_reaches_a_worker_unless_its_member_has_a_row_inside() -> None:
+    # m0's first row is in flight (slow) when its unchanged second row arrives: the writer is not asked
+    # about it (the first row may change what it knows of m0), and it runs after the first on a worker.
+    # m1's unchanged row arrives while m1 has nothing inside: settled at once, never applied.
+    writer = RecordingWriter(delay=0.3)
+    rows = [{"user_id": "m0", "n": 0}, {"user_id": "m0", "n": 1, "same": True},
+            {"user_id": "m1", "n": 2, "same": True}, {"user_id": "m2", "n": 3}]
+    _, report, released = _run(writer, rows, states_every=4)
+    assert writer.asked == [0, 2, 3]  # never row 1: m0 was busy
+    assert writer.order == {"m0": [0, 1], "m2": [3]}  # row 2 (m1) never reached a worker
+    assert report.by_kind[UNCHANGED] == 1 and report.by_kind[UPDATED] == 3
+    assert [(s.state, s.record_count) for s in released] == [("s4", 4)]
+
+
+def test_rows_settled_at_once_count_in_the_state_after_them_even_while_earlier_rows_are_in_flight() -> None:
+    # 50 slow rows of m0..m4, then 200 unchanged rows of other members: those settle at once, without
+    # room in the bounded queue (max_pending 8), and the state after all of them waits for the slow rows.
+    writer = RecordingWriter(delay=0.01)
+    rows = [{"user_id": f"m{i % 5}", "n": i} for i in range(50)]
+    rows += [{"user_id": f"k{i}", "n": 50 + i, "same": True} for i in range(200)]
+    p, report, released = _run(writer, rows, max_pending=8, concurrency=2, states_every=250)
+    assert report.by_kind[UNCHANGED] == 200 and sum(len(v) for v in writer.order.values()) == 50
+    assert [(s.state, s.record_count) for s in released] == [("s250", 250)]
+    assert p.peak_pending <= 8
 
 
 def test_rows_of_one_member_run_in_input_order_and_never_concurrently() -> None:

@@ -83,6 +83,9 @@ class Writer:
     def prepare(self, row: Row) -> Prepared[None]:
         return Prepared(row, row.data["user_id"], row.data["user_id"], None)
 
+    def settle_at_once(self, prepared: Prepared[None]) -> Outcome | None:
+        return None
+
     def apply(self, prepared: Prepared[None]) -> Outcome:
         if prepared.row.data["bad"]:
             return rejected(prepared.member)

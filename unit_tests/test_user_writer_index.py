@@ -364,3 +364,57 @@ def test_the_write_ahead_clear_runs_after_drop_before_the_changing_request(api: 
     assert order == ["flush after 0 requests"]
     assert sent(api) == ["PUT old@x.com"]
     w.close()
+
+
+# -- settled at once (on the reader thread, sync/pipeline.py) -----------------------------------------
+
+def prepared_row(w: UserProfileWriter, data: Mapping[str, Any], mode: str = UPSERT) -> Prepared[Any]:
+    prepared = w.prepare(Row(StreamContext(None, "users", mode), dict(data), 0))
+    assert isinstance(prepared, Prepared), prepared
+    return prepared
+
+
+@pytest.mark.parametrize(("case", "skips"), [
+    ("unchanged", True), ("identifier only", True), ("changed", False), ("unknown member", False),
+    ("expired", False), ("skip_unchanged off", False),
+])
+def test_settle_at_once_skips_exactly_the_rows_apply_would_skip_and_otherwise_changes_nothing(
+    api: FakeApi, tmp_path: Path, case: str, skips: bool,
+) -> None:
+    clock = FakeClock()
+    crowdtwist(api)
+    sync(tmp_path, api, clock, [person("a@x.com")])
+    api.calls.clear()
+    clock.now += (8 if case == "expired" else 1) * DAY
+    rows = {"changed": person("a@x.com", first_name="Bo"), "unknown member": person("b@x.com"),
+            "identifier only": {"user_id": "a@x.com"}}
+    data = rows.get(case, person("a@x.com"))
+    config = {"skip_unchanged": False} if case == "skip_unchanged off" else {}
+    before = index_view(tmp_path).lookup("email", "a@x.com")
+
+    w = writer(tmp_path, api, clock=clock, **config)
+    at_once = w.settle_at_once(prepared_row(w, data))
+    counts = dict(w.index_counts)
+    after = index_view(tmp_path).lookup("email", "a@x.com")
+    applied = w.apply(prepared_row(w, data))  # what a worker would have decided instead
+    w.close()
+
+    assert api.calls == [] or not skips
+    if skips:
+        assert at_once is not None and at_once.kind is OutcomeKind.UNCHANGED
+        assert "member index" in (at_once.message or "")
+        assert (counts["known"], counts["skipped"]) == (1, 1)
+        assert applied.kind is OutcomeKind.UNCHANGED and api.calls == []
+    else:
+        # Nothing counted, nothing cleared: the worker's apply then decides (and sends the row).
+        assert at_once is None
+        assert all(v == 0 for v in counts.values()), counts
+        assert after == before
+        assert applied.kind is not OutcomeKind.UNCHANGED and api.calls != []
+
+
+def test_settle_at_once_without_a_member_index_settles_nothing(api: FakeApi, tmp_path: Path) -> None:
+    crowdtwist(api, "a@x.com")
+    w = writer(tmp_path, api, member_index_path=None)
+    assert w.settle_at_once(prepared_row(w, person("a@x.com"))) is None
+    w.close()

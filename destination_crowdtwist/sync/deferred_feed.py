@@ -63,6 +63,10 @@ class DeferredFeed:
         if creates_members(row.stream):
             self._creators_pending += 1
 
+    def holds_rows(self) -> bool:
+        """Whether any row is waiting for its member now."""
+        return bool(len(self._store))
+
     def waits(self, work: Work, outcome: Outcome) -> bool:
         """``work`` was applied: whether its ``outcome`` is to wait for the member instead of settling."""
         row = work.row

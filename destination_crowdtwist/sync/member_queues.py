@@ -141,6 +141,10 @@ class MemberQueues:
         self.pending_bytes += work.size
         self.peak_pending = max(self.peak_pending, self.pending)
 
+    def busy(self, member: str) -> bool:
+        """Whether a row of ``member`` is in flight (and maybe others behind it)."""
+        return member in self._waiting
+
     def enqueue(self, work: Work) -> bool:
         """Queue ``work`` behind its member's row in flight; True when there is none (run it now)."""
         waiting = self._waiting.get(work.member)

@@ -138,8 +138,9 @@ class Pipeline:
     def submit(self, row: Row, writer: Writer[P]) -> None:
         """Prepare a row with its writer, register it for checkpoints, and dispatch it.
 
-        A row its writer settles without a request (a rejection found before any request) is
-        settled here, at once; the others wait for a worker, behind earlier rows of their member.
+        A row its writer settles without a request (a rejection found before any request, or a row
+        ``Writer.settle_at_once`` settles) is settled here, at once; the others wait for a worker,
+        behind earlier rows of their member.
         Blocks while ``max_pending`` rows are inside the pipeline.
         """
         check = check_record(row.data, self._limits)
@@ -164,18 +165,22 @@ class Pipeline:
         # A reject sink whose uploads fell behind holds the reader back here, outside every lock.
         self._report.wait_for_room()
         with self._cond:
-            while self._queues.full(size) and self._fatal is None:
+            at_once = None if writer is None or isinstance(prepared, Outcome) else self._at_once(prepared, writer)
+            # A row settled at once takes no room in the queues, so it never waits for some.
+            while at_once is None and self._queues.full(size) and self._fatal is None:
                 # Every worker may be pausing before a retry (429s): more workers are then wanted,
                 # and no finishing row would start them.
                 if not self._cond.wait(timeout=0.25):
                     self._pool.grow()
             self._raise_if_fatal()
             ticket = self._tracker.add_record()
-            if isinstance(prepared, Outcome):
-                self._settle_locked(row, ticket, prepared)
+            settled = prepared if isinstance(prepared, Outcome) else at_once
+            if settled is not None:
+                self._settle_locked(row, ticket, settled)
                 self._raise_if_fatal()
                 return
             assert writer is not None
+            assert not isinstance(prepared, Outcome)
             task = Task(prepared, writer, ticket, size)
             if self._feed is not None:
                 self._feed.entered(row)
@@ -184,6 +189,21 @@ class Pipeline:
                 return  # its member has a row in flight; run after it
         self._pool.put(task)
         self._pool.grow()
+
+    def _at_once(self, prepared: Prepared[P], writer: Writer[P]) -> Outcome | None:
+        """The row's outcome when its writer settles it here, without a worker (``Writer.settle_at_once``).
+
+        Asked only while none of the member's rows is queued, in flight or waiting for its member (and
+        no row waits at all: a settled member row may release waiting ones, which only the workers'
+        path does), so what the writer reads of the member is what a worker would read; under the lock,
+        so no worker can start a row of the member meanwhile. A re-sync's unchanged rows are most of its
+        rows, and handing each to a thread and back cost more CPU than deciding it.
+        """
+        if self._fatal is not None or self._queues.busy(prepared.member):
+            return None
+        if self._feed is not None and self._feed.holds_rows():
+            return None
+        return writer.settle_at_once(prepared)
 
     def wait_for_members(self, member_wait: MemberWait) -> None:
         """Let rows answered "not found" wait for members later rows may create (before :meth:`start`)."""
@@ -210,7 +230,11 @@ class Pipeline:
             self._tracker.add_state(state, stream)
 
     def release(self) -> list[ReleasedState[Any]]:
-        """States that may be echoed now, in order, with exact counts."""
+        """States that may be echoed now, in order, with exact counts (main thread)."""
+        if not self._tracker.states_pending:
+            # Read without the lock: only the main thread adds states (add_state) and pops them (here).
+            # Asked after every message, and most messages are records.
+            return []
         with self._cond:
             return self._tracker.release()
 

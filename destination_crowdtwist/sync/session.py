@@ -16,7 +16,6 @@ echoed, and then the error leaves as a traced exception.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.errors import CrowdTwistError, TransientError, is_server_error
 from destination_crowdtwist.sync.checkpoint import ReleasedState, StreamKey
+from destination_crowdtwist.sync.inbox import Inbox
 from destination_crowdtwist.sync.pipeline import Pipeline
 from destination_crowdtwist.sync.protocol import BadInput, traced
 from destination_crowdtwist.sync.replay_policy import ReplayPolicy
@@ -148,7 +148,8 @@ class WriteSession:
 
     def _drive(self, input_messages: Iterable[AirbyteMessage | BadInput]) -> Iterator[AirbyteMessage]:
         pipeline = self.pipeline
-        inbox: queue.Queue[Any] = queue.Queue(maxsize=1000)
+        # The main thread takes everything queued at once: up to twice this many messages are read ahead.
+        inbox: Inbox[Any] = Inbox(maxsize=500)
         stop = threading.Event()
         reader = threading.Thread(
             target=_read_ahead, args=(input_messages, inbox, stop), name="crowdtwist-reader", daemon=True
@@ -156,30 +157,32 @@ class WriteSession:
         reader.start()
         seq = 0
         try:
-            while True:
-                try:
-                    msg = inbox.get(timeout=0.2)
-                except queue.Empty:
+            ended = False
+            while not ended:
+                messages = inbox.take(timeout=0.2)
+                if not messages:
                     # Input is idle: release states whose records settled meanwhile.
                     yield from self._released()
                     continue
-                if msg is _END:
-                    break
-                if isinstance(msg, _ReaderFailed):
-                    # The input broke: rows already started finish, and the states they complete
-                    # are echoed, so the next attempt resumes as late as is safe.
-                    pipeline.stop(msg.exc)
-                    yield from self._after_fatal()
-                    raise msg.exc
-                if isinstance(msg, BadInput):
-                    stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
-                    pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
-                    seq += 1
-                elif msg.type == Type.RECORD and msg.record is not None:
-                    seq += self._on_record(msg.record, seq)
-                else:
-                    self._on_control(msg)
-                yield from self._released()
+                for msg in messages:
+                    if msg is _END:
+                        ended = True
+                        break
+                    if isinstance(msg, _ReaderFailed):
+                        # The input broke: rows already started finish, and the states they complete
+                        # are echoed, so the next attempt resumes as late as is safe.
+                        pipeline.stop(msg.exc)
+                        yield from self._after_fatal()
+                        raise msg.exc
+                    if isinstance(msg, BadInput):
+                        stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
+                        pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
+                        seq += 1
+                    elif msg.type == Type.RECORD and msg.record is not None:
+                        seq += self._on_record(msg.record, seq)
+                    else:
+                        self._on_control(msg)
+                    yield from self._released()
             yield from self._drain()
         except Terminated as exc:
             # The platform (or a person) stops the sync: stop reading, give the requests in flight a
@@ -266,16 +269,12 @@ class WriteSession:
             raise fatal
 
 
-def _read_ahead(messages: Iterable[Any], inbox: queue.Queue[Any], stop: threading.Event) -> None:
+def _read_ahead(messages: Iterable[Any], inbox: Inbox[Any], stop: threading.Event) -> None:
     """Read input on its own thread so states can be echoed while the source is quiet."""
 
     def put(item: Any) -> bool:
         while not stop.is_set():
-            try:
-                inbox.put(item, timeout=0.5)
-            except queue.Full:
-                continue
-            else:
+            if inbox.put(item, timeout=0.5):
                 return True
         return False
 

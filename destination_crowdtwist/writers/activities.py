@@ -240,6 +240,10 @@ class ActivityCreditWriter:
         label = member_label(credit.user_id, credit.id_type, log_pii=self.cfg.log_pii)
         return Prepared(row, member_key(credit.id_type, credit.user_id), label, credit)
 
+    def settle_at_once(self, prepared: Prepared[Credit]) -> Outcome | None:
+        """Never: whether a credit is a duplicate is decided with the ledger and the award queue on a worker."""
+        return None
+
     def apply(self, prepared: Prepared[Credit]) -> Outcome:
         """Credit one row exactly once; returns its outcome."""
         return self._settle(prepared, self._credit)

@@ -7,6 +7,9 @@ the pipeline calls, from one place (``sync/pipeline.py``):
 1. :meth:`Writer.prepare` on the reader thread, in input order: parse and validate the record
    without any request. It returns a :class:`Prepared` row, whose ``member`` key orders the rows of
    one member, or a settled :class:`Outcome` (a rejection, or a row that needs no request).
+   When no other row of its member is inside the pipeline, :meth:`Writer.settle_at_once` may then
+   settle it on the reader thread (a row the member index shows was written already), sparing
+   the hand-over to a worker.
 2. :meth:`Writer.apply` on a worker thread: send what the row needs and return exactly one
    :class:`Outcome`. Raises only for sync-stopping errors (``ConfigError``, ``TransientError``).
 
@@ -185,6 +188,14 @@ class Writer(Protocol[P]):
 
     def prepare(self, row: Row) -> Prepared[P] | Outcome:
         """Parse and check one row without a request: a ``Prepared`` row, or its settled ``Outcome``."""
+
+    def settle_at_once(self, prepared: Prepared[P]) -> Outcome | None:
+        """The row's outcome when it needs no request, decided on the reader thread; else None.
+
+        Called only while no other row of ``prepared.member`` is queued, in flight or waiting, so what
+        the writer knows of the member cannot change before the row would run. Returning None must
+        change and count nothing: the row then goes to a worker, and ``apply`` decides again.
+        """
 
     def apply(self, prepared: Prepared[P]) -> Outcome:
         """Write one prepared row and say how it ended. Raises only for sync-stopping errors."""

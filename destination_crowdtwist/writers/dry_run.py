@@ -57,6 +57,10 @@ class DryRunWriter(Generic[P]):
             # The wrapped writer raised it from its own prepare: the row is one of its P rows.
             return cast("Prepared[P]", stop.prepared)
 
+    def settle_at_once(self, prepared: Prepared[P]) -> Outcome | None:
+        """Never: a dry run opens no member index, and every row's preview reads the member."""
+        return None
+
     def apply(self, prepared: Prepared[P]) -> Outcome:
         """The outcome the row would have; nothing is written."""
         return self.inner.preview(prepared)

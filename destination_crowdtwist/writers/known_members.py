@@ -28,6 +28,13 @@ logger = logging.getLogger("airbyte")
 COUNTS = ("known", "unknown", "skipped", "expired", "corrected")
 
 
+def _unchanged(label: str) -> Outcome:
+    return Outcome(
+        kind=OutcomeKind.UNCHANGED, member=label,
+        message="same fields as the last write accepted for this member (member index)",
+    )
+
+
 class KnownMembers:
     """The member index as the User Profile writer uses it. See the module docstring."""
 
@@ -67,17 +74,37 @@ class KnownMembers:
             # The row is sent (an upsert's update answered "not found" falls back to a create), and the
             # accepted write dates the entry afresh.
             self._count("expired")
-        elif self._skip_unchanged and (not payload or entry.fingerprint == sent):
+        elif self._skips(entry, payload, sent):
             self._count("skipped")
-            return Outcome(
-                kind=OutcomeKind.UNCHANGED, member=label,
-                message="same fields as the last write accepted for this member (member index)",
-            )
+            return _unchanged(label)
         if entry.fingerprint is not None and entry.fingerprint != sent:
             # Write-ahead: a crash after CrowdTwist applies this write must not leave the old
             # fingerprint on disk (writers/member_index.py, rule 2).
             self.index.clear_fingerprint(id_type, user_id)
         return None
+
+    def skip(self, id_type: str, user_id: str, payload: Mapping[str, Any], label: str) -> Outcome | None:
+        """:meth:`settle` for a row whose member has no other row in the pipeline (looked up on the
+        reader thread): its outcome when the index shows it needs no request, else None with nothing
+        counted or changed (the worker's :meth:`lookup` and :meth:`settle` then decide, write-ahead
+        clear included).
+        """
+        if not self._skip_unchanged:
+            return None
+        entry = self.index.lookup(id_type, user_id)
+        if entry is None or entry.expired:
+            return None
+        # The fingerprint only when the row has fields: an empty payload skips on any known entry.
+        if not self._skips(entry, payload, fingerprint(payload) if payload else b""):
+            return None
+        with self._lock:
+            self.counts["known"] += 1
+            self.counts["skipped"] += 1
+        return _unchanged(label)
+
+    def _skips(self, entry: MemberEntry, payload: Mapping[str, Any], sent: bytes) -> bool:
+        """Whether a trusted (not expired) entry makes the row unchanged: the one rule both paths use."""
+        return self._skip_unchanged and (not payload or entry.fingerprint == sent)
 
     def accepted(self, id_type: str, user_id: str, payload: Mapping[str, Any], crowdtwist_id: str | None) -> None:
         """CrowdTwist accepted a create or update: the member exists and holds ``payload``."""

@@ -143,6 +143,17 @@ class UserProfileWriter:
         user = UserRow(payloads.user_id, stream.id_type, intent, payloads.update, payloads.create)
         return Prepared(row, member_key(stream.id_type, payloads.user_id), label, user)
 
+    def settle_at_once(self, prepared: Prepared[UserRow | DeleteRow]) -> Outcome | None:
+        """A row the member index shows was written already (``skip_unchanged``): settled without a worker.
+
+        The pipeline asks only while no other row of the member is inside it, so the entry read here is
+        the one the row's ``apply`` would read; a re-sync's unchanged rows then never wait for a thread.
+        """
+        payload = prepared.payload
+        if self.known is None or not isinstance(payload, UserRow):
+            return None
+        return self.known.skip(payload.id_type, payload.user_id, payload.update, prepared.label)
+
     def apply(self, prepared: Prepared[UserRow | DeleteRow]) -> Outcome:
         """Write one row; returns its outcome (rejections included)."""
         payload = prepared.payload
