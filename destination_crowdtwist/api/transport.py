@@ -37,11 +37,13 @@ from urllib.parse import urlsplit
 
 import urllib3
 import urllib3.exceptions
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout, make_headers
 
 from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
+from destination_crowdtwist.api.pool_send import send
 from destination_crowdtwist.api.redaction import redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
@@ -156,6 +158,9 @@ class Transport:
             if absolute:
                 self._prefix = origin + self._prefix
         self.pool = pool
+        # The pool this built for the host (direct, or tunnelled through a proxy) is sent to without
+        # urlopen's per-request work (api/pool_send.py); the proxy manager and a test's pool get urlopen.
+        self._direct = pool if isinstance(pool, HTTPConnectionPool) else None
         self._watchdog = Watchdog()
 
     def close(self) -> None:
@@ -178,20 +183,25 @@ class Transport:
         target = self._auth.apply(wire.method, self._prefix + wire.target, headers, wire.data)
         with self._watchdog.watching(Watch(time.monotonic() + self.attempt_deadline)) as watch:
             try:
-                response = self.pool.urlopen(
-                    wire.method,
-                    target,
-                    body=wire.data,
-                    headers=headers,
-                    # Never resend on its own (the old signature; a credit could land twice), never follow
-                    # a redirect (the credentials would go along): errors come back raw, 3xx as answers.
-                    retries=False,
-                    redirect=False,
-                    timeout=self._timeouts,
-                    # Streamed, so the body is read under the size cap and the attempt deadline.
-                    preload_content=False,
-                    decode_content=True,
-                )
+                if self._direct is not None:
+                    # The same call as below (no retry, no redirect, streamed), without urlopen's overhead.
+                    response = send(self._direct, wire.method, target, wire.data, headers, self._timeouts)
+                else:
+                    response = self.pool.urlopen(
+                        wire.method,
+                        target,
+                        body=wire.data,
+                        headers=headers,
+                        # Never resend on its own (the old signature; a credit could land twice), never
+                        # follow a redirect (the credentials would go along): errors come back raw, 3xx
+                        # as answers.
+                        retries=False,
+                        redirect=False,
+                        timeout=self._timeouts,
+                        # Streamed, so the body is read under the size cap and the attempt deadline.
+                        preload_content=False,
+                        decode_content=True,
+                    )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 self._stats.add("connection_errors")
                 if watch.was_cut:
