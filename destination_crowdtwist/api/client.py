@@ -31,6 +31,7 @@ Decisions that matter for correctness:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -42,7 +43,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from destination_crowdtwist.api.errors import Action, Bound, ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.api.flow import FlowControl
-from destination_crowdtwist.api.redaction import mask_user_segment, redact_text, redact_url
+from destination_crowdtwist.api.redaction import RequestLine, mask_user_segment, redact_text
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import GiveUp, Retry, RetryPolicy, Tally, decide
 from destination_crowdtwist.api.stats import ClientStats
@@ -195,11 +196,11 @@ class CrowdTwistClient:
 
     _stoppable_sleep = wait
 
-    def _raise_if_stopping(self, line: str) -> None:
+    def _raise_if_stopping(self, wire: Wire) -> None:
         if self._stopping.is_set():
             raise TransientError(
                 "The sync is stopping, so this request was not sent (again); the next attempt sends it.",
-                request_line=line,
+                request_line=wire.line,
             )
 
     def __enter__(self) -> CrowdTwistClient:
@@ -269,10 +270,10 @@ class CrowdTwistClient:
 
     def _attempt(self, wire: Wire) -> ApiResponse | Failure:
         """One attempt inside the flow control: a place in flight, a paced slot, the exchange, what it taught."""
-        self._raise_if_stopping(wire.line)
+        self._raise_if_stopping(wire)
         with self.flow.attempt() as attempt:
             # A stop while waiting for a place or a send slot: nothing was sent, nothing is.
-            self._raise_if_stopping(wire.line)
+            self._raise_if_stopping(wire)
             self.stats.record_attempt(wire.endpoint)
             result = self._transport.exchange(wire)
             attempt.observe(result)
@@ -281,7 +282,7 @@ class CrowdTwistClient:
     def _wire(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, endpoint: str | None
     ) -> Wire:
-        """The request as every attempt sends it: the body serialized once, the request line masked once."""
+        """The request as every attempt sends it: the body serialized once, the request line masked when read."""
         endpoint = endpoint or f"{method} {path}"
         headers = {"Accept": "application/json"}
         data: bytes | None = None
@@ -291,10 +292,9 @@ class CrowdTwistClient:
             data = text.encode("utf-8")
             headers["Content-Type"] = "application/json"
         # As requests encoded params: None values left out, the rest form-encoded (lists repeat the key).
-        sent = {key: value for key, value in (params or {}).items() if value is not None}
-        query = f"?{urlencode(sent, doseq=True)}" if sent else ""
-        line = f"{method} {redact_url(self._mask_path(path) + query)}"
+        query = _query(params) if params else ""
         template = f"{method} {endpoint.partition(' ')[2] or path}"
+        line = RequestLine(method, path, query, self._mask_path)
         return Wire(method, path + query, data, headers, line, template, endpoint)
 
     # -- endpoint helpers -------------------------------------------------------------------------
@@ -400,6 +400,26 @@ class CrowdTwistClient:
             params=params,
             endpoint="GET /v2.1/users/{user_id}/activity_history",
         )
+
+
+def _query(params: Mapping[str, Any]) -> str:
+    """``?`` and the parameters as requests encoded them: None values left out, the rest form-encoded
+    (lists repeat the key); "" when none is left.
+    """
+    items = tuple(params.items())
+    if all(type(key) is str and type(value) is str for key, value in items):
+        # Most requests carry the same few text parameters (id_type=email): encoded once per distinct
+        # set. Only str: equal keys of other types (1, 1.0, True) would share an entry and encode apart.
+        return _encoded_query(items)
+    return _encode_query(items)
+
+
+def _encode_query(items: tuple[tuple[str, Any], ...]) -> str:
+    sent = {key: value for key, value in items if value is not None}
+    return f"?{urlencode(sent, doseq=True)}" if sent else ""
+
+
+_encoded_query = functools.lru_cache(maxsize=256)(_encode_query)
 
 
 def _user_path(user_id: str) -> str:

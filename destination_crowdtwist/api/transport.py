@@ -44,7 +44,7 @@ from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
 from destination_crowdtwist.api.pool_send import send
-from destination_crowdtwist.api.redaction import redact_text, redact_url
+from destination_crowdtwist.api.redaction import RequestLine, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
 from destination_crowdtwist.api.stats import ClientStats
@@ -66,9 +66,14 @@ class Wire:
     target: str  # path and query after the base URL, percent-encoded once (no credentials yet)
     data: bytes | None  # the exact bytes that are signed and sent
     headers: Mapping[str, str]
-    line: str  # the request line, secrets masked, for errors
+    request_line: RequestLine  # secrets masked, ids masked: for errors, built only when one is
     template: str  # e.g. "PUT /v2/users/{user_id}", for the answer's classification
     endpoint: str  # the statistics key
+
+    @property
+    def line(self) -> str:
+        """The request line, secrets and ids masked (computed on first use)."""
+        return str(self.request_line)
 
 
 class Auth(Protocol):
@@ -234,10 +239,10 @@ class Transport:
             # cannot park a worker (or, through the budget, every worker) for an hour.
             parsed = parse_retry_after(response.headers.get("Retry-After"), self._server_now(response))
             retry_after = None if parsed is None else self._honour(parsed)
-        body = self._read_body(response, deadline, wire.line, head.meaning, retry_after)
+        body = self._read_body(response, deadline, wire, head.meaning, retry_after)
         if isinstance(body, Failure):
             return body
-        answer = ApiResponse.from_body(status, response.headers, body, request_line=wire.line,
+        answer = ApiResponse.from_body(status, response.headers, body, request_line=wire.request_line,
                                        endpoint=wire.template, clean=self._clean, retry_after=retry_after)
         if watch.was_cut and answer.resolution.did_work:
             # Cut while the body was read: a body without a length may look complete but is not.
@@ -246,14 +251,17 @@ class Transport:
         return answer
 
     def _read_body(
-        self, response: urllib3.BaseHTTPResponse, deadline: float, line: str, meaning: Meaning,
+        self, response: urllib3.BaseHTTPResponse, deadline: float, wire: Wire, meaning: Meaning,
         retry_after: float | None,
     ) -> bytes | Failure:
-        """The whole body, read in pieces under the size cap and the attempt deadline."""
+        """The whole body, read in pieces under the size cap and the attempt deadline.
+
+        The request line (``wire.line``) is built only for a failure.
+        """
         status = response.status
         length = response.headers.get("Content-Length", "").strip()
         if length.isdigit() and int(length) > self._max_body_bytes:
-            return self._too_large(status, line, meaning, retry_after)
+            return self._too_large(status, wire.line, meaning, retry_after)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -261,7 +269,7 @@ class Transport:
                 if self._clock() > deadline:
                     # A server trickling its answer: the socket timeout never fires, the deadline does.
                     self._stats.add("connection_errors")
-                    return self._lost(f"no complete answer within {self.attempt_deadline:g}s", line,
+                    return self._lost(f"no complete answer within {self.attempt_deadline:g}s", wire.line,
                                       meaning.pace, retry_after)
                 # read1: one socket read (at most the read timeout), so the deadline is checked often.
                 chunk = response.read1(_READ_CHUNK, decode_content=True)
@@ -269,20 +277,20 @@ class Transport:
                     return b"".join(chunks)
                 size += len(chunk)
                 if size > self._max_body_bytes:
-                    return self._too_large(status, line, meaning, retry_after)
+                    return self._too_large(status, wire.line, meaning, retry_after)
                 chunks.append(chunk)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._stats.add("connection_errors")
             watch = current_watch()
             if watch is not None and watch.was_cut:
-                return self._cut(watch, line, meaning.pace, retry_after)
+                return self._cut(watch, wire.line, meaning.pace, retry_after)
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
                 description = f"no answer within {self._timeout[1]:g}s"
             elif isinstance(exc, urllib3.exceptions.ProtocolError | OSError):
                 description = f"connection dropped: {_root_cause(exc)}"
             else:
                 description = f"unreadable answer: {_root_cause(exc)}"
-            return self._lost(description, line, meaning.pace, retry_after)
+            return self._lost(description, wire.line, meaning.pace, retry_after)
 
     def _server_now(self, response: urllib3.BaseHTTPResponse) -> float:
         """Unix time for an HTTP-date Retry-After: the server's Date header avoids local clock skew."""
