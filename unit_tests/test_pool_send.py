@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gzip
 import http.server
 import ipaddress
 import json
@@ -306,3 +307,23 @@ def test_tls_is_verified_against_the_configured_ca_bundle(
             client.update_user("a@b.com", "email", {"first_name": "A"})
     finally:
         client.close()
+
+
+def test_a_gzipped_answer_larger_than_one_read_is_decoded_whole_and_the_connection_kept() -> None:
+    document = {"id": 1, "notes": "x" * 300_000}  # decodes to several of the transport's 64 KiB reads
+    packed = gzip.compress(json.dumps(document).encode())
+
+    def handler(index: int, sock: socket.socket) -> None:
+        while _read_request(sock):
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                    f"Content-Length: {len(packed)}\r\n\r\n").encode()
+            sock.sendall(head + packed)
+
+    with raw_server(handler) as (port, accepted):
+        client = _client(port)
+        try:
+            for user in ("a@b.com", "b@b.com"):
+                assert client.update_user(user, "email", {"first_name": "A"}).data == document
+            assert len(accepted) == 1  # read to its end, so the connection went back to the pool
+        finally:
+            client.close()

@@ -264,6 +264,7 @@ class Transport:
             return self._too_large(status, wire.line, meaning, retry_after)
         chunks: list[bytes] = []
         size = 0
+        plain = "Content-Encoding" not in response.headers
         try:
             while True:
                 if self._clock() > deadline:
@@ -279,6 +280,11 @@ class Transport:
                 if size > self._max_body_bytes:
                     return self._too_large(status, wire.line, meaning, retry_after)
                 chunks.append(chunk)
+                if plain and response.length_remaining == 0 and response.closed:
+                    # Every byte of the Content-Length read and the connection back in the pool: the body
+                    # is complete, so skip the read that would only find its end (nothing decoded can
+                    # wait in urllib3's buffer without a Content-Encoding).
+                    return b"".join(chunks)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._stats.add("connection_errors")
             watch = current_watch()
