@@ -31,7 +31,6 @@ Decisions that matter for correctness:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import random
@@ -39,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 from destination_crowdtwist.api.errors import Action, Bound, ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.api.flow import FlowControl
@@ -47,6 +46,7 @@ from destination_crowdtwist.api.redaction import RequestLine, mask_user_segment,
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import GiveUp, Retry, RetryPolicy, Tally, decide
 from destination_crowdtwist.api.stats import ClientStats
+from destination_crowdtwist.api.targets import query_string, user_path
 from destination_crowdtwist.api.transport import MAX_BODY_BYTES, Auth, Pool, Transport, Wire
 
 __all__ = ["USER_AGENT", "CrowdTwistClient"]
@@ -292,7 +292,7 @@ class CrowdTwistClient:
             data = text.encode("utf-8")
             headers["Content-Type"] = "application/json"
         # As requests encoded params: None values left out, the rest form-encoded (lists repeat the key).
-        query = _query(params) if params else ""
+        query = query_string(params) if params else ""
         template = f"{method} {endpoint.partition(' ')[2] or path}"
         line = RequestLine(method, path, query, self._mask_path)
         return Wire(method, path + query, data, headers, line, template, endpoint)
@@ -324,7 +324,7 @@ class CrowdTwistClient:
     def get_user(self, user_id: str, id_type: str) -> ApiResponse:
         """``GET /v2/users/{user_id}?id_type=...``: the member profile (404 when unknown)."""
         return self.request(
-            "GET", _user_path(user_id), params={"id_type": id_type}, endpoint="GET /v2/users/{user_id}"
+            "GET", user_path(user_id), params={"id_type": id_type}, endpoint="GET /v2/users/{user_id}"
         )
 
     def create_user(self, payload: Mapping[str, Any]) -> ApiResponse:
@@ -339,7 +339,7 @@ class CrowdTwistClient:
         """``PUT /v2/users/{user_id}?id_type=...``: partial update; repeating it is harmless."""
         return self.request(
             "PUT",
-            _user_path(user_id),
+            user_path(user_id),
             params={"id_type": id_type},
             body=dict(payload),
             endpoint="PUT /v2/users/{user_id}",
@@ -352,7 +352,7 @@ class CrowdTwistClient:
         assumed in docs/crowdtwist-api-notes.md §2.4), so a repeat can neither erase twice nor harm.
         """
         return self.request(
-            "DELETE", _user_path(user_id), params={"id_type": id_type}, endpoint="DELETE /v2/users/{user_id}"
+            "DELETE", user_path(user_id), params={"id_type": id_type}, endpoint="DELETE /v2/users/{user_id}"
         )
 
     def deletion_status(self, crowdtwist_id: str) -> ApiResponse:
@@ -373,7 +373,7 @@ class CrowdTwistClient:
         """
         return self.request(
             "POST",
-            _user_path(user_id) + "/activities",
+            user_path(user_id) + "/activities",
             params={"id_type": id_type},
             body=dict(payload),
             idempotent=False,
@@ -401,27 +401,3 @@ class CrowdTwistClient:
             endpoint="GET /v2.1/users/{user_id}/activity_history",
         )
 
-
-def _query(params: Mapping[str, Any]) -> str:
-    """``?`` and the parameters as requests encoded them: None values left out, the rest form-encoded
-    (lists repeat the key); "" when none is left.
-    """
-    items = tuple(params.items())
-    if all(type(key) is str and type(value) is str for key, value in items):
-        # Most requests carry the same few text parameters (id_type=email): encoded once per distinct
-        # set. Only str: equal keys of other types (1, 1.0, True) would share an entry and encode apart.
-        return _encoded_query(items)
-    return _encode_query(items)
-
-
-def _encode_query(items: tuple[tuple[str, Any], ...]) -> str:
-    sent = {key: value for key, value in items if value is not None}
-    return f"?{urlencode(sent, doseq=True)}" if sent else ""
-
-
-_encoded_query = functools.lru_cache(maxsize=256)(_encode_query)
-
-
-def _user_path(user_id: str) -> str:
-    # safe="": "/" "@" "+" and the like in an id must not change the path structure.
-    return "/v2/users/" + quote(str(user_id), safe="")

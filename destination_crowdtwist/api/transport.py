@@ -43,6 +43,7 @@ from urllib3.util import Timeout, make_headers
 from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
+from destination_crowdtwist.api.net_errors import never_connected, root_cause
 from destination_crowdtwist.api.pool_send import send
 from destination_crowdtwist.api.redaction import RequestLine, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
@@ -293,9 +294,9 @@ class Transport:
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
                 description = f"no answer within {self._timeout[1]:g}s"
             elif isinstance(exc, urllib3.exceptions.ProtocolError | OSError):
-                description = f"connection dropped: {_root_cause(exc)}"
+                description = f"connection dropped: {root_cause(exc)}"
             else:
-                description = f"unreadable answer: {_root_cause(exc)}"
+                description = f"unreadable answer: {root_cause(exc)}"
             return self._lost(description, wire.line, meaning.pace, retry_after)
 
     def _server_now(self, response: urllib3.BaseHTTPResponse) -> float:
@@ -357,7 +358,7 @@ class Transport:
         reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
         if isinstance(reason, urllib3.exceptions.SSLError):
             raise ConfigError(
-                f"TLS handshake with {self._host} failed ({_root_cause(exc)}): the certificate could not be "
+                f"TLS handshake with {self._host} failed ({root_cause(exc)}): the certificate could not be "
                 "verified or the host does not speak TLS. Check that the API base URL is the https URL of "
                 "your CrowdTwist API host.",
                 request_line=line,
@@ -366,52 +367,15 @@ class Transport:
             raise ConfigError(
                 f"The API base URL is not a valid URL ({type(reason).__name__}).", request_line=line
             ) from None
-        cause = _root_cause(exc)
+        cause = root_cause(exc)
         connect = urllib3.exceptions.ConnectTimeoutError
         if isinstance(reason, connect) and not isinstance(reason, urllib3.exceptions.NewConnectionError):
             return self._unreachable(f"connect timeout after {self._timeout[0]:g}s", line)
         if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
             return self._lost(f"no answer within {self._timeout[1]:g}s", line)
-        if _never_connected(exc):
+        if never_connected(exc):
             return self._unreachable(f"connection failed: {cause}", line)
         # RemoteDisconnected / ProtocolError / ConnectionResetError / ChunkedEncodingError: the request
         # bytes may have been delivered and processed before the connection went away.
         return self._lost(f"connection dropped: {cause}", line)
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost exception's class name: informative, and free of URLs (which may hold the api_key)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    name = type(exc).__name__
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        name = type(current).__name__
-        reason = getattr(current, "reason", None)
-        nxt: BaseException | None = None
-        if isinstance(reason, BaseException):
-            nxt = reason
-        else:
-            nxt = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
-        current = nxt or current.__cause__ or current.__context__
-    return name
-
-
-def _never_connected(exc: BaseException) -> bool:
-    """True when the TCP connection was never established (refused, DNS, connect timeout)."""
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        # urllib3 2: NameResolutionError < NewConnectionError < ConnectTimeoutError.
-        if isinstance(current, urllib3.exceptions.ConnectTimeoutError):
-            return True
-        if isinstance(current, urllib3.exceptions.ProtocolError):
-            return False
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-            continue
-        current = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
-    return False
 
