@@ -12,7 +12,9 @@ read through the status table (``errors.status_rule``).
   for us is kept, set up once: its proxy settings from the environment (``HTTPS_PROXY``,
   ``NO_PROXY``...), its CA bundle (``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's),
   certificate verification, its ``Accept-Encoding``, keep-alive, and a pool of ``pool_size``
-  connections that never blocks.
+  connections that never blocks. Each attempt goes to that pool through ``pool_send.send``
+  (urlopen's one call the transport makes, without urlopen's per-request work); a plain-HTTP URL
+  through a proxy goes through the proxy manager's ``urlopen``.
 - The pool never retries on its own (urllib3 would replay the old signature and could double an
   activity credit), never follows a redirect (it would carry the credentials to another URL), and
   keeps no cookies.
