@@ -140,3 +140,29 @@ def test_an_answers_headers_stay_case_insensitive() -> None:
     client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY), pool=pool)
     answer = client.get_user("1", "id")
     assert answer.headers["X-Request-Id"] == "abc" and answer.headers.get("content-type") == "application/json"
+
+
+def test_the_request_line_is_masked_only_when_something_reads_it() -> None:
+    masked: list[str] = []
+
+    def mask(path: str) -> str:
+        masked.append(path)
+        return "/v2/users/***"
+
+    pool = ScriptedPool().queue((200, {"id": 1}), (400, {"error": "invalid_request", "message": "bad postal code"}))
+    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY), pool=pool, mask_path=mask)
+    assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
+    assert masked == []  # an answer nobody reports on never builds its line
+    refused = client.update_user("a@b.com", "email", {"postal_code": "?"})
+    assert refused.request_line == "PUT /v2/users/***?id_type=email" == refused.request_line
+    assert masked == ["/v2/users/a%40b.com"]  # built once, on first read
+
+
+def test_cached_parameter_encoding_never_confuses_equal_values_of_other_types() -> None:
+    pool = ScriptedPool().queue(*[(200, {})] * 5)
+    client = CrowdTwistClient("https://api1.crowdtwist.com", ApiKeyAuth(API_KEY), pool=pool)
+    for params in ({"a": "1"}, {"a": 1}, {"a": True}, {"a": 1.0}, {"a": "1"}):
+        client.request("GET", "/v2/x", params=params)
+    assert [sent.url.split("&")[0] for sent in pool.sent] == [
+        "/v2/x?a=1", "/v2/x?a=1", "/v2/x?a=True", "/v2/x?a=1.0", "/v2/x?a=1"
+    ]

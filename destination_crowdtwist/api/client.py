@@ -38,14 +38,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 from destination_crowdtwist.api.errors import Action, Bound, ConfigError, TransientError, UncertainOutcome
 from destination_crowdtwist.api.flow import FlowControl
-from destination_crowdtwist.api.redaction import mask_user_segment, redact_text, redact_url
+from destination_crowdtwist.api.redaction import RequestLine, mask_user_segment, redact_text
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import GiveUp, Retry, RetryPolicy, Tally, decide
 from destination_crowdtwist.api.stats import ClientStats
+from destination_crowdtwist.api.targets import query_string, user_path
 from destination_crowdtwist.api.transport import MAX_BODY_BYTES, Auth, Pool, Transport, Wire
 
 __all__ = ["USER_AGENT", "CrowdTwistClient"]
@@ -195,11 +196,11 @@ class CrowdTwistClient:
 
     _stoppable_sleep = wait
 
-    def _raise_if_stopping(self, line: str) -> None:
+    def _raise_if_stopping(self, wire: Wire) -> None:
         if self._stopping.is_set():
             raise TransientError(
                 "The sync is stopping, so this request was not sent (again); the next attempt sends it.",
-                request_line=line,
+                request_line=wire.line,
             )
 
     def __enter__(self) -> CrowdTwistClient:
@@ -269,10 +270,10 @@ class CrowdTwistClient:
 
     def _attempt(self, wire: Wire) -> ApiResponse | Failure:
         """One attempt inside the flow control: a place in flight, a paced slot, the exchange, what it taught."""
-        self._raise_if_stopping(wire.line)
+        self._raise_if_stopping(wire)
         with self.flow.attempt() as attempt:
             # A stop while waiting for a place or a send slot: nothing was sent, nothing is.
-            self._raise_if_stopping(wire.line)
+            self._raise_if_stopping(wire)
             self.stats.record_attempt(wire.endpoint)
             result = self._transport.exchange(wire)
             attempt.observe(result)
@@ -281,7 +282,7 @@ class CrowdTwistClient:
     def _wire(
         self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, endpoint: str | None
     ) -> Wire:
-        """The request as every attempt sends it: the body serialized once, the request line masked once."""
+        """The request as every attempt sends it: the body serialized once, the request line masked when read."""
         endpoint = endpoint or f"{method} {path}"
         headers = {"Accept": "application/json"}
         data: bytes | None = None
@@ -291,10 +292,9 @@ class CrowdTwistClient:
             data = text.encode("utf-8")
             headers["Content-Type"] = "application/json"
         # As requests encoded params: None values left out, the rest form-encoded (lists repeat the key).
-        sent = {key: value for key, value in (params or {}).items() if value is not None}
-        query = f"?{urlencode(sent, doseq=True)}" if sent else ""
-        line = f"{method} {redact_url(self._mask_path(path) + query)}"
+        query = query_string(params) if params else ""
         template = f"{method} {endpoint.partition(' ')[2] or path}"
+        line = RequestLine(method, path, query, self._mask_path)
         return Wire(method, path + query, data, headers, line, template, endpoint)
 
     # -- endpoint helpers -------------------------------------------------------------------------
@@ -324,7 +324,7 @@ class CrowdTwistClient:
     def get_user(self, user_id: str, id_type: str) -> ApiResponse:
         """``GET /v2/users/{user_id}?id_type=...``: the member profile (404 when unknown)."""
         return self.request(
-            "GET", _user_path(user_id), params={"id_type": id_type}, endpoint="GET /v2/users/{user_id}"
+            "GET", user_path(user_id), params={"id_type": id_type}, endpoint="GET /v2/users/{user_id}"
         )
 
     def create_user(self, payload: Mapping[str, Any]) -> ApiResponse:
@@ -339,7 +339,7 @@ class CrowdTwistClient:
         """``PUT /v2/users/{user_id}?id_type=...``: partial update; repeating it is harmless."""
         return self.request(
             "PUT",
-            _user_path(user_id),
+            user_path(user_id),
             params={"id_type": id_type},
             body=dict(payload),
             endpoint="PUT /v2/users/{user_id}",
@@ -352,7 +352,7 @@ class CrowdTwistClient:
         assumed in docs/crowdtwist-api-notes.md §2.4), so a repeat can neither erase twice nor harm.
         """
         return self.request(
-            "DELETE", _user_path(user_id), params={"id_type": id_type}, endpoint="DELETE /v2/users/{user_id}"
+            "DELETE", user_path(user_id), params={"id_type": id_type}, endpoint="DELETE /v2/users/{user_id}"
         )
 
     def deletion_status(self, crowdtwist_id: str) -> ApiResponse:
@@ -373,7 +373,7 @@ class CrowdTwistClient:
         """
         return self.request(
             "POST",
-            _user_path(user_id) + "/activities",
+            user_path(user_id) + "/activities",
             params={"id_type": id_type},
             body=dict(payload),
             idempotent=False,
@@ -401,7 +401,3 @@ class CrowdTwistClient:
             endpoint="GET /v2.1/users/{user_id}/activity_history",
         )
 
-
-def _user_path(user_id: str) -> str:
-    # safe="": "/" "@" "+" and the like in an id must not change the path structure.
-    return "/v2/users/" + quote(str(user_id), safe="")

@@ -25,7 +25,6 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -162,6 +161,25 @@ WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {
 }
 
 
+class _Watching:
+    """``with watchdog.watching(watch):`` (a class, not a generator: it runs once per attempt)."""
+
+    __slots__ = ("_watch", "_watchdog")
+
+    def __init__(self, watchdog: Watchdog, watch: Watch) -> None:
+        self._watchdog = watchdog
+        self._watch = watch
+
+    def __enter__(self) -> Watch:
+        self._watchdog.arm(self._watch)
+        _CURRENT.watch = self._watch
+        return self._watch
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.watch = None
+        self._watchdog.disarm(self._watch)
+
+
 class Watchdog:
     """One thread per client that cuts every attempt still running at its deadline.
 
@@ -188,16 +206,9 @@ class Watchdog:
             elif self._heap[0][2] is watch:
                 self._cond.notify()  # an earlier deadline than the one the thread sleeps towards
 
-    @contextlib.contextmanager
-    def watching(self, watch: Watch) -> Iterator[Watch]:
-        """Watch ``watch`` for the requests this thread sends inside the block."""
-        self.arm(watch)
-        _CURRENT.watch = watch
-        try:
-            yield watch
-        finally:
-            _CURRENT.watch = None
-            self.disarm(watch)
+    def watching(self, watch: Watch) -> _Watching:
+        """Watch ``watch`` for the requests this thread sends inside the ``with`` block."""
+        return _Watching(self, watch)
 
     def disarm(self, watch: Watch) -> None:
         """The attempt ended; its socket is no longer its own."""

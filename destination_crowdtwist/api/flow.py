@@ -70,15 +70,40 @@ class Gate(Protocol):
 
 
 class Attempt:
-    """One attempt's place in flight and paced slot: :meth:`observe` what came back before it leaves."""
+    """One attempt's place in flight and paced slot: :meth:`observe` what came back before it leaves.
 
-    __slots__ = ("_budget", "_clock", "_sent", "rtt")
+    A context manager (``with flow.attempt() as attempt:``): entering takes a place in flight, then
+    a paced send slot (in that order, so a place is never held while a slot goes unused); leaving
+    frees the place with the round trip. A class rather than a generator-based context manager:
+    it runs once per request.
+    """
 
-    def __init__(self, budget: Budget | None, clock: Callable[[], float]) -> None:
+    __slots__ = ("_budget", "_clock", "_gate", "_sent", "rtt")
+
+    def __init__(self, budget: Budget | None, clock: Callable[[], float], gate: Gate | None = None) -> None:
         self._budget = budget
+        self._gate = gate
         self._clock = clock
-        self._sent = clock()
+        self._sent = 0.0  # when the send slot was given (on entering)
         self.rtt: float | None = None  # seconds from the send slot to the last byte of an answer that did the work
+
+    def __enter__(self) -> Attempt:
+        gate = self._gate
+        if gate is not None:
+            gate.enter()
+        if self._budget is not None:
+            try:
+                self._budget.acquire()
+            except BaseException:
+                if gate is not None:
+                    gate.leave(None)  # never sent: the place is freed without a round trip
+                raise
+        self._sent = self._clock()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._gate is not None:
+            self._gate.leave(self.rtt)
 
     def observe(self, result: ApiResponse | Failure) -> None:
         """Learn from one attempt's result: its round trip, and what its status line told the budget."""
@@ -127,21 +152,9 @@ class FlowControl:
         self._pausing = 0  # requests waiting before a retry
         self._pausing_lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def attempt(self) -> Iterator[Attempt]:
+    def attempt(self) -> Attempt:
         """A place in flight, then a paced send slot; the place is freed (with the round trip) on exit."""
-        gate = self._gate
-        if gate is not None:
-            gate.enter()
-        attempt: Attempt | None = None
-        try:
-            if self._budget is not None:
-                self._budget.acquire()
-            attempt = Attempt(self._budget, self._clock)
-            yield attempt
-        finally:
-            if gate is not None:
-                gate.leave(attempt.rtt if attempt is not None else None)
+        return Attempt(self._budget, self._clock, self._gate)
 
     @contextlib.contextmanager
     def pausing(self) -> Iterator[None]:

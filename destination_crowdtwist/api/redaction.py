@@ -28,6 +28,33 @@ _SECRET_PARAM_IN_TEXT = re.compile(
 _AUTH_HEADER_IN_TEXT = re.compile(r"(?i)\b(CTApiV2Auth\s+[^:\s'\"]+:|CTApiKey\s+)([^\s'\",}]+)")
 
 
+class RequestLine:
+    """A request line for errors and logs (``PUT /v2/users/a***?id_type=email``), built on first use.
+
+    Only failures, retries, refusals and error messages read it, so the masking and redaction are
+    not paid on every request (they were about a twentieth of the client's CPU per request). ``str()``
+    gives the text; it is computed once (two threads racing compute the same text).
+    """
+
+    __slots__ = ("_mask", "_method", "_path", "_query", "_text")
+
+    def __init__(self, method: str, path: str, query: str, mask: Callable[[str], str]) -> None:
+        self._method = method
+        self._path = path  # percent-encoded, as sent: ``mask`` receives it so
+        self._query = query  # "" or "?..." (no credentials: the auth adds them per attempt)
+        self._mask = mask
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = f"{self._method} {redact_url(self._mask(self._path) + self._query)}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"RequestLine({str(self)!r})"
+
+
 def redact_url(url: str) -> str:
     """``url`` with secret-looking query values and any userinfo password replaced by ``***``.
 

@@ -20,6 +20,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPHeaderDict
 
 from destination_crowdtwist.api.errors import Action, Pace, Resolution, TransientError, classify_response
+from destination_crowdtwist.api.redaction import RequestLine
 from destination_crowdtwist.api.retry import Outcome
 from destination_crowdtwist.records.rejection import Rejection, server
 
@@ -32,13 +33,33 @@ TEXT_PREVIEW_CHARS = 500
 _UNCLASSIFIED = Resolution(Action.OK, "", cause="unclassified")
 
 
+class _LazyText:
+    """A dataclass field that takes text or a ``RequestLine`` and reads back as text, built on first read.
+
+    A data descriptor: the frozen dataclass's ``__init__`` stores through it, ``repr`` and ``==`` read
+    the text.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> str:
+        if instance is None:
+            return ""  # the field's default
+        return str(instance.__dict__.get(self._slot, ""))
+
+    def __set__(self, instance: object, value: str | RequestLine) -> None:
+        instance.__dict__[self._slot] = value
+
+
 @dataclass(frozen=True)
 class ApiResponse:
     """One CrowdTwist answer that the client returns instead of raising (2xx and record-level 4xx).
 
     ``data`` is the parsed JSON (unknown keys are simply there; callers read what they need) or None;
     ``text`` is a short preview of a non-JSON body, None for JSON. ``request_line`` is redacted and
-    masked, ready for error messages; ``endpoint`` is the template, e.g. ``"PUT /v2/users/{user_id}"``.
+    masked, ready for error messages (given as text, or as a ``RequestLine`` that is built on first
+    read: most answers never need it); ``endpoint`` is the template, e.g. ``"PUT /v2/users/{user_id}"``.
     ``resolution`` is the error table's verdict, computed once when the answer is built (pass one
     only to stage an answer in a test); the client returns only OK and REJECT answers.
     """
@@ -47,7 +68,7 @@ class ApiResponse:
     data: Any
     headers: Mapping[str, str]
     text: str | None = None
-    request_line: str = ""
+    request_line: _LazyText = _LazyText()  # a str, or a RequestLine built on first read
     endpoint: str = ""
     safe_message: str | None = None  # error_message (or text preview) with secrets redacted, PII masked
     resolution: Resolution = _UNCLASSIFIED
@@ -73,7 +94,7 @@ class ApiResponse:
         headers: Mapping[str, str],
         raw: bytes,
         *,
-        request_line: str,
+        request_line: str | RequestLine,
         endpoint: str,
         clean: Callable[[str], str],
         retry_after: float | None = None,

@@ -12,7 +12,9 @@ read through the status table (``errors.status_rule``).
   for us is kept, set up once: its proxy settings from the environment (``HTTPS_PROXY``,
   ``NO_PROXY``...), its CA bundle (``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's),
   certificate verification, its ``Accept-Encoding``, keep-alive, and a pool of ``pool_size``
-  connections that never blocks.
+  connections that never blocks. Each attempt goes to that pool through ``pool_send.send``
+  (urlopen's one call the transport makes, without urlopen's per-request work); a plain-HTTP URL
+  through a proxy goes through the proxy manager's ``urlopen``.
 - The pool never retries on its own (urllib3 would replay the old signature and could double an
   activity credit), never follows a redirect (it would carry the credentials to another URL), and
   keeps no cookies.
@@ -37,12 +39,15 @@ from urllib.parse import urlsplit
 
 import urllib3
 import urllib3.exceptions
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout, make_headers
 
 from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
-from destination_crowdtwist.api.redaction import redact_text, redact_url
+from destination_crowdtwist.api.net_errors import never_connected, root_cause
+from destination_crowdtwist.api.pool_send import send
+from destination_crowdtwist.api.redaction import RequestLine, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
 from destination_crowdtwist.api.stats import ClientStats
@@ -64,9 +69,14 @@ class Wire:
     target: str  # path and query after the base URL, percent-encoded once (no credentials yet)
     data: bytes | None  # the exact bytes that are signed and sent
     headers: Mapping[str, str]
-    line: str  # the request line, secrets masked, for errors
+    request_line: RequestLine  # secrets masked, ids masked: for errors, built only when one is
     template: str  # e.g. "PUT /v2/users/{user_id}", for the answer's classification
     endpoint: str  # the statistics key
+
+    @property
+    def line(self) -> str:
+        """The request line, secrets and ids masked (computed on first use)."""
+        return str(self.request_line)
 
 
 class Auth(Protocol):
@@ -156,6 +166,9 @@ class Transport:
             if absolute:
                 self._prefix = origin + self._prefix
         self.pool = pool
+        # The pool this built for the host (direct, or tunnelled through a proxy) is sent to without
+        # urlopen's per-request work (api/pool_send.py); the proxy manager and a test's pool get urlopen.
+        self._direct = pool if isinstance(pool, HTTPConnectionPool) else None
         self._watchdog = Watchdog()
 
     def close(self) -> None:
@@ -178,20 +191,25 @@ class Transport:
         target = self._auth.apply(wire.method, self._prefix + wire.target, headers, wire.data)
         with self._watchdog.watching(Watch(time.monotonic() + self.attempt_deadline)) as watch:
             try:
-                response = self.pool.urlopen(
-                    wire.method,
-                    target,
-                    body=wire.data,
-                    headers=headers,
-                    # Never resend on its own (the old signature; a credit could land twice), never follow
-                    # a redirect (the credentials would go along): errors come back raw, 3xx as answers.
-                    retries=False,
-                    redirect=False,
-                    timeout=self._timeouts,
-                    # Streamed, so the body is read under the size cap and the attempt deadline.
-                    preload_content=False,
-                    decode_content=True,
-                )
+                if self._direct is not None:
+                    # The same call as below (no retry, no redirect, streamed), without urlopen's overhead.
+                    response = send(self._direct, wire.method, target, wire.data, headers, self._timeouts)
+                else:
+                    response = self.pool.urlopen(
+                        wire.method,
+                        target,
+                        body=wire.data,
+                        headers=headers,
+                        # Never resend on its own (the old signature; a credit could land twice), never
+                        # follow a redirect (the credentials would go along): errors come back raw, 3xx
+                        # as answers.
+                        retries=False,
+                        redirect=False,
+                        timeout=self._timeouts,
+                        # Streamed, so the body is read under the size cap and the attempt deadline.
+                        preload_content=False,
+                        decode_content=True,
+                    )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 self._stats.add("connection_errors")
                 if watch.was_cut:
@@ -224,10 +242,10 @@ class Transport:
             # cannot park a worker (or, through the budget, every worker) for an hour.
             parsed = parse_retry_after(response.headers.get("Retry-After"), self._server_now(response))
             retry_after = None if parsed is None else self._honour(parsed)
-        body = self._read_body(response, deadline, wire.line, head.meaning, retry_after)
+        body = self._read_body(response, deadline, wire, head.meaning, retry_after)
         if isinstance(body, Failure):
             return body
-        answer = ApiResponse.from_body(status, response.headers, body, request_line=wire.line,
+        answer = ApiResponse.from_body(status, response.headers, body, request_line=wire.request_line,
                                        endpoint=wire.template, clean=self._clean, retry_after=retry_after)
         if watch.was_cut and answer.resolution.did_work:
             # Cut while the body was read: a body without a length may look complete but is not.
@@ -236,22 +254,26 @@ class Transport:
         return answer
 
     def _read_body(
-        self, response: urllib3.BaseHTTPResponse, deadline: float, line: str, meaning: Meaning,
+        self, response: urllib3.BaseHTTPResponse, deadline: float, wire: Wire, meaning: Meaning,
         retry_after: float | None,
     ) -> bytes | Failure:
-        """The whole body, read in pieces under the size cap and the attempt deadline."""
+        """The whole body, read in pieces under the size cap and the attempt deadline.
+
+        The request line (``wire.line``) is built only for a failure.
+        """
         status = response.status
         length = response.headers.get("Content-Length", "").strip()
         if length.isdigit() and int(length) > self._max_body_bytes:
-            return self._too_large(status, line, meaning, retry_after)
+            return self._too_large(status, wire.line, meaning, retry_after)
         chunks: list[bytes] = []
         size = 0
+        plain = "Content-Encoding" not in response.headers
         try:
             while True:
                 if self._clock() > deadline:
                     # A server trickling its answer: the socket timeout never fires, the deadline does.
                     self._stats.add("connection_errors")
-                    return self._lost(f"no complete answer within {self.attempt_deadline:g}s", line,
+                    return self._lost(f"no complete answer within {self.attempt_deadline:g}s", wire.line,
                                       meaning.pace, retry_after)
                 # read1: one socket read (at most the read timeout), so the deadline is checked often.
                 chunk = response.read1(_READ_CHUNK, decode_content=True)
@@ -259,20 +281,25 @@ class Transport:
                     return b"".join(chunks)
                 size += len(chunk)
                 if size > self._max_body_bytes:
-                    return self._too_large(status, line, meaning, retry_after)
+                    return self._too_large(status, wire.line, meaning, retry_after)
                 chunks.append(chunk)
+                if plain and response.length_remaining == 0 and response.closed:
+                    # Every byte of the Content-Length read and the connection back in the pool: the body
+                    # is complete, so skip the read that would only find its end (nothing decoded can
+                    # wait in urllib3's buffer without a Content-Encoding).
+                    return b"".join(chunks)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._stats.add("connection_errors")
             watch = current_watch()
             if watch is not None and watch.was_cut:
-                return self._cut(watch, line, meaning.pace, retry_after)
+                return self._cut(watch, wire.line, meaning.pace, retry_after)
             if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
                 description = f"no answer within {self._timeout[1]:g}s"
             elif isinstance(exc, urllib3.exceptions.ProtocolError | OSError):
-                description = f"connection dropped: {_root_cause(exc)}"
+                description = f"connection dropped: {root_cause(exc)}"
             else:
-                description = f"unreadable answer: {_root_cause(exc)}"
-            return self._lost(description, line, meaning.pace, retry_after)
+                description = f"unreadable answer: {root_cause(exc)}"
+            return self._lost(description, wire.line, meaning.pace, retry_after)
 
     def _server_now(self, response: urllib3.BaseHTTPResponse) -> float:
         """Unix time for an HTTP-date Retry-After: the server's Date header avoids local clock skew."""
@@ -333,7 +360,7 @@ class Transport:
         reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason else exc
         if isinstance(reason, urllib3.exceptions.SSLError):
             raise ConfigError(
-                f"TLS handshake with {self._host} failed ({_root_cause(exc)}): the certificate could not be "
+                f"TLS handshake with {self._host} failed ({root_cause(exc)}): the certificate could not be "
                 "verified or the host does not speak TLS. Check that the API base URL is the https URL of "
                 "your CrowdTwist API host.",
                 request_line=line,
@@ -342,52 +369,15 @@ class Transport:
             raise ConfigError(
                 f"The API base URL is not a valid URL ({type(reason).__name__}).", request_line=line
             ) from None
-        cause = _root_cause(exc)
+        cause = root_cause(exc)
         connect = urllib3.exceptions.ConnectTimeoutError
         if isinstance(reason, connect) and not isinstance(reason, urllib3.exceptions.NewConnectionError):
             return self._unreachable(f"connect timeout after {self._timeout[0]:g}s", line)
         if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
             return self._lost(f"no answer within {self._timeout[1]:g}s", line)
-        if _never_connected(exc):
+        if never_connected(exc):
             return self._unreachable(f"connection failed: {cause}", line)
         # RemoteDisconnected / ProtocolError / ConnectionResetError / ChunkedEncodingError: the request
         # bytes may have been delivered and processed before the connection went away.
         return self._lost(f"connection dropped: {cause}", line)
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost exception's class name: informative, and free of URLs (which may hold the api_key)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    name = type(exc).__name__
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        name = type(current).__name__
-        reason = getattr(current, "reason", None)
-        nxt: BaseException | None = None
-        if isinstance(reason, BaseException):
-            nxt = reason
-        else:
-            nxt = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
-        current = nxt or current.__cause__ or current.__context__
-    return name
-
-
-def _never_connected(exc: BaseException) -> bool:
-    """True when the TCP connection was never established (refused, DNS, connect timeout)."""
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        # urllib3 2: NameResolutionError < NewConnectionError < ConnectTimeoutError.
-        if isinstance(current, urllib3.exceptions.ConnectTimeoutError):
-            return True
-        if isinstance(current, urllib3.exceptions.ProtocolError):
-            return False
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-            continue
-        current = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
-    return False
 

@@ -1,0 +1,329 @@
+"""api/pool_send.py: the transport's one urlopen call without urlopen's per-request work.
+
+What the pool does per connection must be unchanged: a kept-alive connection the server closed is
+replaced (not written to), a connection that failed goes back to no pool, TLS is verified against the
+configured CA bundle, and every failure raises what ``urlopen(retries=False)`` raises (the transport's
+classification reads those exceptions). The servers here are raw sockets on 127.0.0.1 so that each
+connection's fate is scripted exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gzip
+import http.server
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from urllib3.util import Timeout
+
+from destination_crowdtwist.api.client import CrowdTwistClient
+from destination_crowdtwist.api.errors import ConfigError, TransientError
+from destination_crowdtwist.api.pool_send import send
+from destination_crowdtwist.api.signing import ApiKeyAuth
+
+Handler = Callable[[int, socket.socket], None]
+OK_BODY = json.dumps({"id": 1}).encode()
+
+
+def _read_request(sock: socket.socket) -> bytes:
+    """One request's head and body (by Content-Length); b"" when the client closed first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            return b""
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def _answer(sock: socket.socket, body: bytes = OK_BODY, length: int | None = None) -> None:
+    head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            f"{len(body) if length is None else length}\r\n\r\n").encode()
+    sock.sendall(head + body)
+
+
+@contextlib.contextmanager
+def raw_server(handler: Handler) -> Iterator[tuple[int, list[int]]]:
+    """(port, accepted): each accepted connection runs ``handler(its index, socket)`` in a thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # close() does not wake a blocked accept(): poll for the stop instead
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            sock.settimeout(None)
+            accepted.append(len(accepted))
+            threading.Thread(target=_serve, args=(len(accepted) - 1, sock), daemon=True).start()
+
+    def _serve(index: int, sock: socket.socket) -> None:
+        with sock, contextlib.suppress(OSError):
+            handler(index, sock)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _client(port: int, scheme: str = "http") -> CrowdTwistClient:
+    return CrowdTwistClient(f"{scheme}://127.0.0.1:{port}", ApiKeyAuth("k"), max_retries=0, timeout=(2.0, 2.0),
+                            sleep=lambda _: None)
+
+
+def _idle_connections_are_usable_or_empty(client: CrowdTwistClient) -> bool:
+    pool = client._transport.pool
+    assert isinstance(pool, urllib3.HTTPConnectionPool) and pool.pool is not None
+    return all(conn is None or conn.sock is None for conn in list(pool.pool.queue))
+
+
+def test_the_transport_sends_through_send_for_its_own_pool() -> None:
+    client = _client(1)
+    try:
+        assert client._transport._direct is client._transport.pool
+    finally:
+        client.close()
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_not_written_to() -> None:
+    closed = threading.Event()
+
+    def handler(index: int, sock: socket.socket) -> None:
+        _read_request(sock)
+        _answer(sock)  # keep-alive by HTTP/1.1 default, then the server closes it while it is idle
+        sock.shutdown(socket.SHUT_RDWR)
+        closed.set()
+
+    with raw_server(handler) as (port, accepted):
+        client = _client(port)
+        try:
+            assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
+            assert closed.wait(5)
+            threading.Event().wait(0.1)  # the FIN reaches the client's socket
+            assert client.update_user("b@b.com", "email", {"first_name": "B"}).status == 200
+            # The dead connection was noticed before writing (no failed attempt, nothing sent twice).
+            assert client.stats.snapshot().connection_errors == 0
+            assert client.stats.snapshot().requests == 2 and len(accepted) == 2
+        finally:
+            client.close()
+
+
+def test_a_connection_cut_mid_body_goes_back_to_no_pool() -> None:
+    def handler(index: int, sock: socket.socket) -> None:
+        if index == 0:
+            _read_request(sock)
+            _answer(sock, OK_BODY[:3], length=len(OK_BODY))  # a promised body cut short
+            return
+        while _read_request(sock):
+            _answer(sock)
+
+    with raw_server(handler) as (port, accepted):
+        client = _client(port)
+        try:
+            with pytest.raises(TransientError, match="connection dropped"):
+                client.update_user("a@b.com", "email", {"first_name": "A"})
+            assert _idle_connections_are_usable_or_empty(client)
+            assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
+            assert len(accepted) == 2  # the next attempt had a new connection
+        finally:
+            client.close()
+
+
+def test_a_connection_dropped_before_the_answer_goes_back_to_no_pool() -> None:
+    def handler(index: int, sock: socket.socket) -> None:
+        if index == 0:
+            _read_request(sock)  # applied, perhaps, but never answered
+            return
+        while _read_request(sock):
+            _answer(sock)
+
+    with raw_server(handler) as (port, accepted):
+        client = _client(port)
+        try:
+            with pytest.raises(TransientError, match="connection dropped"):
+                client.update_user("a@b.com", "email", {"first_name": "A"})
+            assert _idle_connections_are_usable_or_empty(client)
+            assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
+            assert len(accepted) == 2
+        finally:
+            client.close()
+
+
+def _drop_before_answer(index: int, sock: socket.socket) -> None:
+    _read_request(sock)
+
+
+def _stall(index: int, sock: socket.socket) -> None:
+    _read_request(sock)
+    threading.Event().wait(2)
+
+
+@pytest.mark.parametrize("handler", [_drop_before_answer, _stall, None], ids=["dropped", "read-timeout", "refused"])
+def test_failures_raise_what_urlopen_raises(handler: Handler | None) -> None:
+    def failure(call: Callable[[urllib3.HTTPConnectionPool], object], port: int) -> BaseException:
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, block=False, retries=False)
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the type is what is compared
+            call(pool)
+        pool.close()
+        return info.value
+
+    timeout = Timeout(connect=1.0, read=0.3)
+
+    def by_send(pool: urllib3.HTTPConnectionPool) -> object:
+        return send(pool, "PUT", "/v2/x?a=b", b"{}", {"Content-Type": "application/json"}, timeout)
+
+    def by_urlopen(pool: urllib3.HTTPConnectionPool) -> object:
+        return pool.urlopen("PUT", "/v2/x?a=b", body=b"{}", headers={"Content-Type": "application/json"},
+                            retries=False, redirect=False, timeout=timeout, preload_content=False)
+
+    if handler is None:
+        with socket.create_server(("127.0.0.1", 0)) as unused:
+            port = unused.getsockname()[1]
+        ours, theirs = failure(by_send, port), failure(by_urlopen, port)
+    else:
+        with raw_server(handler) as (port, _):
+            ours, theirs = failure(by_send, port), failure(by_urlopen, port)
+    assert type(ours) is type(theirs)
+    assert [type(arg) for arg in ours.args] == [type(arg) for arg in theirs.args]
+
+
+def test_send_takes_only_a_relative_target() -> None:
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", 1)
+    with pytest.raises(ValueError, match="relative target"):
+        send(pool, "GET", "http://127.0.0.1:1/x", None, {}, Timeout(1.0))
+
+
+# -- TLS through send: verified against the CA bundle, SNI/host name checked --------------------------
+
+
+def _name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def _private_ca_and_server_cert(tmp: Path) -> tuple[Path, Path, Path]:
+    """(CA file, server certificate file, server key file), valid for 127.0.0.1."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("Test CA")).issuer_name(_name("Test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file, cert_file, key_file = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_file, cert_file, key_file
+
+
+class _Json(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response_only(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(OK_BODY)))
+        self.end_headers()
+        self.wfile.write(OK_BODY)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """(port, CA file) of an HTTPS server on 127.0.0.1 whose certificate a private CA issued."""
+    ca_file, cert_file, key_file = _private_ca_and_server_cert(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Json)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], ca_file
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_tls_is_verified_against_the_configured_ca_bundle(
+    tls_server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, ca_file = tls_server
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
+    client = _client(port, "https")
+    try:
+        assert isinstance(client._transport._direct, urllib3.HTTPSConnectionPool)
+        assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
+        assert client.update_user("b@b.com", "email", {"first_name": "B"}).status == 200
+    finally:
+        client.close()
+    # Without the private CA (certifi's bundle) the same server is refused: verification is on.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    client = _client(port, "https")
+    try:
+        with pytest.raises(ConfigError, match=r"TLS handshake with 127\.0\.0\.1 failed"):
+            client.update_user("a@b.com", "email", {"first_name": "A"})
+    finally:
+        client.close()
+
+
+def test_a_gzipped_answer_larger_than_one_read_is_decoded_whole_and_the_connection_kept() -> None:
+    document = {"id": 1, "notes": "x" * 300_000}  # decodes to several of the transport's 64 KiB reads
+    packed = gzip.compress(json.dumps(document).encode())
+
+    def handler(index: int, sock: socket.socket) -> None:
+        while _read_request(sock):
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                    f"Content-Length: {len(packed)}\r\n\r\n").encode()
+            sock.sendall(head + packed)
+
+    with raw_server(handler) as (port, accepted):
+        client = _client(port)
+        try:
+            for user in ("a@b.com", "b@b.com"):
+                assert client.update_user(user, "email", {"first_name": "A"}).data == document
+            assert len(accepted) == 1  # read to its end, so the connection went back to the pool
+        finally:
+            client.close()
