@@ -24,6 +24,9 @@ if WITH_SANDBOX:
 MAIN_REQUIREMENTS = [
     "airbyte-cdk>=7.39.1,<8",
     "requests>=2.32,<3",
+    # What requests sends through; the transport uses urllib3 2's pool directly (api/transport.py,
+    # api/pool_send.py, which falls back to urlopen if a release moves the internals it builds on).
+    "urllib3>=2.2,<3",
     # The config is validated against spec.json with it (destination_crowdtwist/config/validation.py).
     "jsonschema>=4.17,<5",
     # Input lines are parsed, and record sizes measured, with it (sync/protocol.py, records/limits.py);

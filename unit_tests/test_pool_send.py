@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from urllib3.util import Timeout
 
+from destination_crowdtwist.api import pool_send
 from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.api.pool_send import send
@@ -111,6 +112,37 @@ def test_the_transport_sends_through_send_for_its_own_pool() -> None:
         assert client._transport._direct is client._transport.pool
     finally:
         client.close()
+
+
+def test_the_installed_urllib3_has_the_internals_send_is_built_from() -> None:
+    # setup.py pins urllib3 2; if this fails after an upgrade, the transport is using urlopen (slower, correct).
+    assert pool_send.USABLE
+
+
+def test_without_those_internals_the_transport_falls_back_to_urlopen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_send, "USABLE", False)
+
+    def handler(index: int, sock: socket.socket) -> None:
+        while _read_request(sock):
+            _answer(sock)
+
+    sent: list[str] = []
+    real = urllib3.HTTPConnectionPool.urlopen
+
+    def counting(self: urllib3.HTTPConnectionPool, method: str, url: str, **kw: object) -> object:
+        sent.append(method)
+        return real(self, method, url, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", counting)
+    with raw_server(handler) as (port, accepted):
+        client = _client(port)
+        try:
+            assert client._transport._direct is None
+            for user in ("a@b.com", "b@b.com"):  # the attempts still go out, through urlopen, kept alive
+                assert client.update_user(user, "email", {"first_name": "A"}).ok
+            assert sent == ["PUT", "PUT"] and len(accepted) == 1
+        finally:
+            client.close()
 
 
 def test_a_kept_alive_connection_the_server_closed_is_replaced_not_written_to() -> None:

@@ -25,18 +25,45 @@ A plain-HTTP URL through a proxy needs the absolute URL and the proxy manager: t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from http.client import HTTPException
 
 import urllib3
 from urllib3.connection import BaseSSLError
-from urllib3.connectionpool import HTTPConnectionPool, _wrap_proxy_error
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import NewConnectionError, ProtocolError, ProxyError, SSLError
 from urllib3.util.proxy import connection_requires_http_tunnel
 from urllib3.util.ssl_match_hostname import CertificateError
 from urllib3.util.timeout import Timeout
 
-__all__ = ["NO_RETRY", "send"]
+try:
+    from urllib3.connectionpool import _wrap_proxy_error
+except ImportError:  # a urllib3 whose internals moved: USABLE is False, the transport keeps urlopen
+    _wrap_proxy_error = None  # type: ignore[assignment]
+
+__all__ = ["NO_RETRY", "USABLE", "send"]
+
+
+def _usable() -> bool:
+    """Whether this urllib3 has the pool internals :func:`send` is built from, as urllib3 2 has them.
+
+    They are private: a release that changes them must make the connector fall back to ``urlopen``
+    (slower, the same behaviour), never break a sync. Checked once, at import.
+    """
+    steps = ("_get_conn", "_put_conn", "_make_request", "_prepare_proxy", "_raise_timeout")
+    if _wrap_proxy_error is None or not all(callable(getattr(HTTPConnectionPool, s, None)) for s in steps):
+        return False
+    try:
+        params = inspect.signature(HTTPConnectionPool._make_request).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"conn", "method", "url", "body", "headers", "retries", "timeout", "chunked", "response_conn",
+            "preload_content", "decode_content"} <= set(params)
+
+
+#: Whether :func:`send` may be used with the installed urllib3 (else the transport calls ``urlopen``).
+USABLE = _usable()
 
 # What urlopen builds from retries=False, redirect=False on every call: no retry, errors raised raw,
 # a redirect returned as the answer. Retry objects are never changed (increment returns a new one).

@@ -42,6 +42,7 @@ import urllib3.exceptions
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util import Timeout, make_headers
 
+from destination_crowdtwist.api import pool_send
 from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
@@ -168,7 +169,7 @@ class Transport:
         self.pool = pool
         # The pool this built for the host (direct, or tunnelled through a proxy) is sent to without
         # urlopen's per-request work (api/pool_send.py); the proxy manager and a test's pool get urlopen.
-        self._direct = pool if isinstance(pool, HTTPConnectionPool) else None
+        self._direct = pool if isinstance(pool, HTTPConnectionPool) and pool_send.USABLE else None
         self._watchdog = Watchdog()
 
     def close(self) -> None:
