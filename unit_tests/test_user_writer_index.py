@@ -418,3 +418,37 @@ def test_settle_at_once_without_a_member_index_settles_nothing(api: FakeApi, tmp
     w = writer(tmp_path, api, member_index_path=None)
     assert w.settle_at_once(prepared_row(w, person("a@x.com"))) is None
     w.close()
+
+
+def test_with_an_index_a_row_is_checked_only_once_it_needs_sending(api: FakeApi, tmp_path: Path) -> None:
+    # Since the last sync the user added an allow-list of custom fields that leaves "tier" out. The row
+    # CrowdTwist already holds is unchanged (its values are there; checking it would be wasted work),
+    # whether settled at once or on a worker; a changed row is refused before any request, and its
+    # entry's fingerprint is not cleared (nothing was sent, so the member still holds the old values).
+    crowdtwist(api)
+    row = person("a@x.com", custom_data={"tier": "gold"})
+    sync(tmp_path, api, FakeClock(), [row])
+    api.calls.clear()
+    stored = index_view(tmp_path).lookup("email", "a@x.com")
+    assert stored is not None and stored.fingerprint is not None
+
+    w = writer(tmp_path, api, clock=FakeClock(), custom_attributes=["loyalty_id"])
+    prepared = prepared_row(w, row)
+    assert prepared.payload.unchecked is not None  # not checked in prepare
+    at_once = w.settle_at_once(prepared)
+    assert at_once is not None and at_once.kind is OutcomeKind.UNCHANGED
+    assert w.apply(prepared_row(w, row)).kind is OutcomeKind.UNCHANGED
+
+    changed = w.apply(prepared_row(w, person("a@x.com", custom_data={"tier": "silver"})))
+    assert changed.kind is OutcomeKind.REJECTED and changed.rejection is not None
+    assert "custom_attributes" in changed.rejection.message
+    w.close()
+    assert api.calls == []
+    assert index_view(tmp_path).lookup("email", "a@x.com") == stored
+
+
+def test_without_an_index_a_row_crowdtwist_would_refuse_is_rejected_in_prepare(api: FakeApi, tmp_path: Path) -> None:
+    w = writer(tmp_path, api, member_index_path=None, custom_attributes=["loyalty_id"])
+    outcome = w.prepare(Row(StreamContext(None, "users", UPSERT), person("a@x.com", custom_data={"tier": "x"}), 0))
+    assert isinstance(outcome, Outcome) and outcome.kind is OutcomeKind.REJECTED
+    w.close()

@@ -31,7 +31,7 @@ from destination_crowdtwist.records.rejection import Quoted, Reason, Rejection
 from destination_crowdtwist.records.rejection import key as quoted_key
 from destination_crowdtwist.records.validation import check_user
 
-__all__ = ["Intent", "UserPayloads", "user_payloads"]
+__all__ = ["Intent", "UserPayloads", "checked_payloads", "user_payloads"]
 
 
 class Intent(enum.Enum):
@@ -72,7 +72,23 @@ def user_payloads(
     coerced). ``custom_attributes``: the custom fields CrowdTwist knows (none checked when empty);
     ``require_location``: whether a create needs a location (`validation.check_user`).
     """
-    mapped = map_user_record(record, options)
+    return checked_payloads(
+        map_user_record(record, options), options.id_type, intent=intent, custom_attributes=custom_attributes,
+        require_location=require_location,
+    )
+
+
+def checked_payloads(
+    mapped: MappedUser,
+    id_type: str,
+    *,
+    intent: Intent,
+    custom_attributes: tuple[str, ...] = (),
+    require_location: bool = True,
+) -> UserPayloads:
+    """:func:`user_payloads` for a record already mapped (``mapping.map_user_record``): everything after the
+    mapping, for a writer that checks a row only once it knows the row needs sending (``writers/users.py``).
+    """
     user_id, update = mapped.user_id, mapped.payload
     unknown = _unknown_custom_fields(update, custom_attributes)
     if unknown is not None:
@@ -80,7 +96,7 @@ def user_payloads(
     if intent is Intent.UPDATE:
         problem = check_user(update, creating=False, require_location=require_location)
         return UserPayloads(user_id, update, None, problem)
-    create = _create_body(mapped, options.id_type, require_location=require_location)
+    create = _create_body(mapped, id_type, require_location=require_location)
     if not isinstance(create, Rejection):
         return UserPayloads(user_id, update, create)
     if intent is Intent.CREATE:

@@ -64,7 +64,7 @@ class KnownMembers:
 
     def settle(self, id_type: str, user_id: str, payload: Mapping[str, Any], label: str,
                entry: MemberEntry | None) -> Outcome | None:
-        """The row's outcome when the index shows it needs no request; else None, ready to write."""
+        """The row's outcome when the index shows it needs no request; else None (then :meth:`before_write`)."""
         self._count("known" if entry is not None else "unknown")
         if entry is None:
             return None
@@ -77,11 +77,16 @@ class KnownMembers:
         elif self._skips(entry, payload, sent):
             self._count("skipped")
             return _unchanged(label)
-        if entry.fingerprint is not None and entry.fingerprint != sent:
-            # Write-ahead: a crash after CrowdTwist applies this write must not leave the old
-            # fingerprint on disk (writers/member_index.py, rule 2).
-            self.index.clear_fingerprint(id_type, user_id)
         return None
+
+    def before_write(self, id_type: str, user_id: str, payload: Mapping[str, Any], entry: MemberEntry | None) -> None:
+        """Right before a row that :meth:`settle` did not settle is sent: the write-ahead clear.
+
+        A crash after CrowdTwist applies this write must not leave the old fingerprint on disk
+        (writers/member_index.py, rule 2), so a fingerprint other than the row's is forgotten first.
+        """
+        if entry is not None and entry.fingerprint is not None and entry.fingerprint != fingerprint(payload):
+            self.index.clear_fingerprint(id_type, user_id)
 
     def skip(self, id_type: str, user_id: str, payload: Mapping[str, Any], label: str) -> Outcome | None:
         """:meth:`settle` for a row whose member has no other row in the pipeline (looked up on the

@@ -39,6 +39,10 @@ class UserRow:
     intent: Intent
     update: dict[str, Any]
     create: dict[str, Any] | Rejection | None
+    # The pre-flight checks, when the writer left them until the row is known to need sending (a row the
+    # member index skips is never checked: CrowdTwist holds its values): the checked row, or why CrowdTwist
+    # would refuse it. None once checked (``create`` is then set for the rows that may create).
+    unchecked: Callable[[], UserRow | Rejection] | None = None
 
 
 class Step(enum.Enum):
@@ -81,6 +85,14 @@ class ProfileWrites:
             settled = self.known.settle(user.id_type, user.user_id, user.update, label, entry)
             if settled is not None:
                 return settled
+        if user.unchecked is not None:
+            checked = user.unchecked()
+            if isinstance(checked, Rejection):
+                return Outcome.rejected(label, checked)
+            user = checked
+        if self.known is not None:
+            # Only for a row that will be sent: a refused row changes nothing, so its entry stays.
+            self.known.before_write(user.id_type, user.user_id, user.update, entry)
         if user.intent is Intent.UPDATE:
             return self._update_only(user, label, entry)
         if user.intent is Intent.CREATE:

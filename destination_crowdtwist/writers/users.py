@@ -4,9 +4,12 @@ Sync modes (from the catalog): ``append_dedup`` = upsert, ``append`` = insert, `
 ``soft_delete`` = remove the member as ``delete_behaviour`` says (``writers/removal.py``, with its
 guardrail; this writer only hands those rows over, with its member index).
 
-A row is prepared by one call into ``records/`` (``records/user_payload.py``: mapping, coercion, the
-custom-field allow-list and pre-flight validation), which gives the update body and the create body
-(or why the member cannot be created), so no request is spent on a row CrowdTwist would refuse. It is
+A row is mapped and coerced in ``prepare`` (``records/mapping.py``), then checked
+(``records/user_payload.checked_payloads``: the custom-field allow-list and pre-flight validation), which
+gives the update body and the create body (or why the member cannot be created), so no request is spent
+on a row CrowdTwist would refuse. With a member index that skips unchanged rows, the check waits until
+the row is known to need sending (``writers/upsert.py``): a row the index shows unchanged is never
+checked, since CrowdTwist holds its values (most rows of a re-sync). It is
 applied by ``writers/upsert.py`` (the requests each mode makes; upsert starts with the cheaper guess
 of ``writers/learner.py``), with what the member index knows (``writers/known_members.py``).
 """
@@ -14,15 +17,16 @@ of ``writers/learner.py``), with what the member index knows (``writers/known_me
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 
 from destination_crowdtwist.api.protocol import CrowdTwistApi
 from destination_crowdtwist.config import ConnectorConfig
-from destination_crowdtwist.records.mapping import MappingOptions, rules_for_stream
+from destination_crowdtwist.records.mapping import MappedUser, MappingOptions, map_user_record, rules_for_stream
 from destination_crowdtwist.records.rejection import Reason, Rejection
-from destination_crowdtwist.records.user_payload import Intent, user_payloads
+from destination_crowdtwist.records.user_payload import Intent, checked_payloads
 from destination_crowdtwist.writers.base import (
     Outcome,
     OutcomeKind,
@@ -131,17 +135,21 @@ class UserProfileWriter:
             return self.removal.prepare(row, options)
         intent = INTENTS.get(stream.sync_mode, Intent.EITHER)
         try:
-            payloads = user_payloads(
-                row.data, options, intent=intent, custom_attributes=self.cfg.custom_attributes,
-                require_location=self.cfg.require_location,
-            )
+            mapped = map_user_record(row.data, options)
         except Rejection as rejection:
             return Outcome.rejected(raw_label(row, log_pii=self.cfg.log_pii), rejection)
-        label = member_label(payloads.user_id, stream.id_type, log_pii=self.cfg.log_pii)
-        if payloads.problem is not None:
-            return Outcome.rejected(label, payloads.problem)
-        user = UserRow(payloads.user_id, stream.id_type, intent, payloads.update, payloads.create)
-        return Prepared(row, member_key(stream.id_type, payloads.user_id), label, user)
+        label = member_label(mapped.user_id, stream.id_type, log_pii=self.cfg.log_pii)
+        key = member_key(stream.id_type, mapped.user_id)
+        if self.known is not None and self.cfg.skip_unchanged:
+            # The member index may show the row unchanged: then CrowdTwist holds its values, and checking
+            # them would be wasted (most rows of a re-sync). The worker checks a row it will send.
+            unchecked = functools.partial(self._checked, mapped, stream.id_type, intent)
+            return Prepared(row, key, label, UserRow(mapped.user_id, stream.id_type, intent, mapped.payload, None,
+                                                     unchecked=unchecked))
+        checked = self._checked(mapped, stream.id_type, intent)
+        if isinstance(checked, Rejection):
+            return Outcome.rejected(label, checked)
+        return Prepared(row, key, label, checked)
 
     def settle_at_once(self, prepared: Prepared[UserRow | DeleteRow]) -> Outcome | None:
         """A row the member index shows was written already (``skip_unchanged``): settled without a worker.
@@ -192,6 +200,16 @@ class UserProfileWriter:
             assert user.create is not None  # insert and upsert rows have a create body or its rejection
             return Outcome.rejected(label, user.create.with_prefix(CANNOT_CREATE))
         return Outcome(kind=OutcomeKind.WOULD_CREATE, member=label, changes=tuple(sorted(user.create)))
+
+    def _checked(self, mapped: MappedUser, id_type: str, intent: Intent) -> UserRow | Rejection:
+        """The row with its bodies checked (``records/user_payload.py``), or why CrowdTwist would refuse it."""
+        payloads = checked_payloads(
+            mapped, id_type, intent=intent, custom_attributes=self.cfg.custom_attributes,
+            require_location=self.cfg.require_location,
+        )
+        if payloads.problem is not None:
+            return payloads.problem
+        return UserRow(payloads.user_id, id_type, intent, payloads.update, payloads.create)
 
     def _options_for(self, stream: StreamContext) -> MappingOptions:
         """The mapping options of a stream: its identifier field and type, and its field_mapping rules."""
