@@ -7,52 +7,18 @@ are made here, so nothing leaves the machine.
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
-import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from destination_crowdtwist.api.errors import ConfigError, CrowdTwistError
 from destination_crowdtwist.api.retry import RetryPolicy
 from destination_crowdtwist.config import parse_config
 from destination_crowdtwist.rejects.s3_client import S3Client
 from destination_crowdtwist.rejects.s3_sink import S3RejectSink
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def _private_ca_and_server_cert(tmp: Path) -> tuple[str, Path, Path]:
-    """(CA certificate PEM, server certificate file, server key file), valid for 127.0.0.1."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("Test private CA")).issuer_name(_name("Test private CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    cert_file, key_file = tmp / "server.pem", tmp / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return ca.public_bytes(serialization.Encoding.PEM).decode("ascii"), cert_file, key_file
+from tests_support.private_ca import https_server, private_ca
 
 
 class _AnswersOk(http.server.BaseHTTPRequestHandler):
@@ -77,20 +43,10 @@ class _AnswersOk(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def private_tls_store(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(endpoint URL, CA certificate PEM) of an HTTPS server whose certificate a private CA issued."""
-    ca_pem, cert_file, key_file = _private_ca_and_server_cert(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnswersOk)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    ca = private_ca(tmp_path)
     _AnswersOk.seen = []
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", ca_pem
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with https_server(ca, _AnswersOk) as port:
+        yield f"https://127.0.0.1:{port}", ca.ca_pem
 
 
 def _storage(endpoint: str, **extra: str) -> dict[str, str]:

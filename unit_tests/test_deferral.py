@@ -165,9 +165,7 @@ def test_no_row_settles_at_once_while_rows_wait_for_their_member() -> None:
     # A member row settled on a worker releases its member's waiting rows at once; one settled at once
     # would not, so the pipeline asks no writer while any row waits (and asks again once none does).
     world = MemberWorld()
-    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0)
-    p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
-    p.start()
+    p = waiting_pipeline()
     try:
         p.submit(row_of(MEMBERS, 0, m="m0"), world)
         assert p.wait_settled(timeout=10)
@@ -184,6 +182,14 @@ def test_no_row_settles_at_once_while_rows_wait_for_their_member() -> None:
     assert world.credited == [1] and world.calls == 5  # rows 0, 1 (twice), 2, 3; never row 4
 
 
+def waiting_pipeline() -> Pipeline:
+    """A started pipeline of 2 workers whose credits wait for their members."""
+    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0)
+    p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
+    p.start()
+    return p
+
+
 def row_of(stream: StreamContext, seq: int, **data: Any) -> Row:
     return Row(stream=stream, data={**data, "n": seq}, seq=seq)
 
@@ -194,9 +200,7 @@ def test_a_store_that_fails_when_a_member_arrives_stops_the_sync_instead_of_stra
 ) -> None:
     # Before: the store's error escaped the worker thread, and the member's waiting rows waited for ever.
     world = MemberWorld()
-    p = Pipeline(SyncReport(), concurrency=2, progress_interval=0)
-    p.wait_for_members(MemberWait([CREDITS, MEMBERS]))
-    p.start()
+    p = waiting_pipeline()
     try:
         p.submit(row_of(CREDITS, 0, m="m0"), world)
         assert not p.wait_settled(timeout=0.5)  # the credit waits for its member

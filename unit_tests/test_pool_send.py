@@ -10,23 +10,16 @@ connection's fate is scripted exactly.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import gzip
 import http.server
-import ipaddress
 import json
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import urllib3
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from urllib3.util import Timeout
 
 from destination_crowdtwist.api import pool_send
@@ -34,6 +27,7 @@ from destination_crowdtwist.api.client import CrowdTwistClient
 from destination_crowdtwist.api.errors import ConfigError, TransientError
 from destination_crowdtwist.api.pool_send import send
 from destination_crowdtwist.api.signing import ApiKeyAuth
+from tests_support.private_ca import https_server, private_ca
 
 Handler = Callable[[int, socket.socket], None]
 OK_BODY = json.dumps({"id": 1}).encode()
@@ -168,12 +162,14 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced_not_written_to() 
             client.close()
 
 
-def test_a_connection_cut_mid_body_goes_back_to_no_pool() -> None:
+@pytest.mark.parametrize("cut_mid_body", [True, False], ids=["cut mid-body", "dropped before the answer"])
+def test_a_broken_connection_goes_back_to_no_pool(cut_mid_body: bool) -> None:
     def handler(index: int, sock: socket.socket) -> None:
         if index == 0:
-            _read_request(sock)
-            _answer(sock, OK_BODY[:3], length=len(OK_BODY))  # a promised body cut short
-            return
+            _read_request(sock)  # applied, perhaps
+            if cut_mid_body:
+                _answer(sock, OK_BODY[:3], length=len(OK_BODY))  # a promised body cut short
+            return  # else never answered
         while _read_request(sock):
             _answer(sock)
 
@@ -185,26 +181,6 @@ def test_a_connection_cut_mid_body_goes_back_to_no_pool() -> None:
             assert _idle_connections_are_usable_or_empty(client)
             assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
             assert len(accepted) == 2  # the next attempt had a new connection
-        finally:
-            client.close()
-
-
-def test_a_connection_dropped_before_the_answer_goes_back_to_no_pool() -> None:
-    def handler(index: int, sock: socket.socket) -> None:
-        if index == 0:
-            _read_request(sock)  # applied, perhaps, but never answered
-            return
-        while _read_request(sock):
-            _answer(sock)
-
-    with raw_server(handler) as (port, accepted):
-        client = _client(port)
-        try:
-            with pytest.raises(TransientError, match="connection dropped"):
-                client.update_user("a@b.com", "email", {"first_name": "A"})
-            assert _idle_connections_are_usable_or_empty(client)
-            assert client.update_user("a@b.com", "email", {"first_name": "A"}).status == 200
-            assert len(accepted) == 2
         finally:
             client.close()
 
@@ -256,34 +232,6 @@ def test_send_takes_only_a_relative_target() -> None:
 # -- TLS through send: verified against the CA bundle, SNI/host name checked --------------------------
 
 
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def _private_ca_and_server_cert(tmp: Path) -> tuple[Path, Path, Path]:
-    """(CA file, server certificate file, server key file), valid for 127.0.0.1."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("Test CA")).issuer_name(_name("Test CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_file, cert_file, key_file = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return ca_file, cert_file, key_file
-
-
 class _Json(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -302,19 +250,9 @@ class _Json(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """(port, CA file) of an HTTPS server on 127.0.0.1 whose certificate a private CA issued."""
-    ca_file, cert_file, key_file = _private_ca_and_server_cert(tmp_path)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Json)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], ca_file
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    ca = private_ca(tmp_path)
+    with https_server(ca, _Json) as port:
+        yield port, ca.ca_file
 
 
 def test_tls_is_verified_against_the_configured_ca_bundle(
