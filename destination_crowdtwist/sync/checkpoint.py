@@ -90,11 +90,6 @@ class CheckpointTracker(Generic[S]):
         """States received but not yet released."""
         return len(self._states)
 
-    @property
-    def states_pending(self) -> bool:
-        """Whether a state was added and not released yet."""
-        return bool(self._states)
-
     def release(self) -> list[ReleasedState[S]]:
         """Pop every state that may be echoed now, in order, with its stats."""
         out: list[ReleasedState[S]] = []

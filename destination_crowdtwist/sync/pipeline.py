@@ -231,7 +231,7 @@ class Pipeline:
 
     def release(self) -> list[ReleasedState[Any]]:
         """States that may be echoed now, in order, with exact counts (main thread)."""
-        if not self._tracker.states_pending:
+        if not self._tracker.pending_states:
             # Read without the lock: only the main thread adds states (add_state) and pops them (here).
             # Asked after every message, and most messages are records.
             return []
