@@ -47,7 +47,6 @@ from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
 from destination_crowdtwist.api.net_errors import never_connected, root_cause
-from destination_crowdtwist.api.pool_send import send
 from destination_crowdtwist.api.redaction import RequestLine, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
@@ -194,7 +193,7 @@ class Transport:
             try:
                 if self._direct is not None:
                     # The same call as below (no retry, no redirect, streamed), without urlopen's overhead.
-                    response = send(self._direct, wire.method, target, wire.data, headers, self._timeouts)
+                    response = pool_send.send(self._direct, wire.method, target, wire.data, headers, self._timeouts)
                 else:
                     response = self.pool.urlopen(
                         wire.method,
