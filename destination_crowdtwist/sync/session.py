@@ -41,6 +41,7 @@ logger = logging.getLogger("airbyte")
 TERMINATION_GRACE_SECONDS = 5.0
 
 _END = object()
+_IDLE = object()  # no input for a while (see _incoming)
 
 # Where a rejected input line that names no configured stream is counted: in GLOBAL states (which
 # count every stream), never in a STREAM state of a stream it may not belong to.
@@ -157,32 +158,28 @@ class WriteSession:
         reader.start()
         seq = 0
         try:
-            ended = False
-            while not ended:
-                messages = inbox.take(timeout=0.2)
-                if not messages:
+            for msg in _incoming(inbox):
+                if msg is _IDLE:
                     # Input is idle: release states whose records settled meanwhile.
                     yield from self._released()
                     continue
-                for msg in messages:
-                    if msg is _END:
-                        ended = True
-                        break
-                    if isinstance(msg, _ReaderFailed):
-                        # The input broke: rows already started finish, and the states they complete
-                        # are echoed, so the next attempt resumes as late as is safe.
-                        pipeline.stop(msg.exc)
-                        yield from self._after_fatal()
-                        raise msg.exc
-                    if isinstance(msg, BadInput):
-                        stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
-                        pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
-                        seq += 1
-                    elif msg.type == Type.RECORD and msg.record is not None:
-                        seq += self._on_record(msg.record, seq)
-                    else:
-                        self._on_control(msg)
-                    yield from self._released()
+                if msg is _END:
+                    break
+                if isinstance(msg, _ReaderFailed):
+                    # The input broke: rows already started finish, and the states they complete
+                    # are echoed, so the next attempt resumes as late as is safe.
+                    pipeline.stop(msg.exc)
+                    yield from self._after_fatal()
+                    raise msg.exc
+                if isinstance(msg, BadInput):
+                    stream = self.streams.get((msg.namespace, msg.stream)) if msg.stream else None
+                    pipeline.reject(Row(stream=stream or _UNUSABLE_INPUT, data=msg.data, seq=seq), msg.rejection)
+                    seq += 1
+                elif msg.type == Type.RECORD and msg.record is not None:
+                    seq += self._on_record(msg.record, seq)
+                else:
+                    self._on_control(msg)
+                yield from self._released()
             yield from self._drain()
         except Terminated as exc:
             # The platform (or a person) stops the sync: stop reading, give the requests in flight a
@@ -267,6 +264,14 @@ class WriteSession:
                 yield self.state_message(item)
         if fatal is not None:
             raise fatal
+
+
+def _incoming(inbox: Inbox[Any]) -> Iterator[Any]:
+    """The reader's messages one at a time (taken from the inbox in batches), and ``_IDLE`` after 0.2 s
+    without input.
+    """
+    while True:
+        yield from inbox.take(timeout=0.2) or (_IDLE,)
 
 
 def _read_ahead(messages: Iterable[Any], inbox: Inbox[Any], stop: threading.Event) -> None:
