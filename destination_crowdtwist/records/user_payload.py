@@ -1,10 +1,12 @@
-"""One row to the User Profile payloads it needs, in one call: map, coerce, check, done.
+"""One row to the User Profile payloads it needs: map and coerce, then check.
 
-`user_payloads` is the one entry point the User Profile writer calls for a row: it maps the record
-(`mapping.map_user_record`, which coerces), checks the custom fields against the configured allow-list,
-builds the create body (`mapping.create_payload`) when the row may create its member, and runs the
-pre-flight checks (`validation.check_user`) once per row that CrowdTwist would accept. It returns
-both bodies and, for a row CrowdTwist would refuse, its `Rejection`.
+`checked_payloads` is what the User Profile writer calls for a row it has mapped
+(`mapping.map_user_record`, which coerces): it checks the custom fields against the configured
+allow-list, builds the create body (`mapping.create_payload`) when the row may create its member, and
+runs the pre-flight checks (`validation.check_user`) once per row that CrowdTwist would accept. It
+returns both bodies and, for a row CrowdTwist would refuse, its `Rejection`. The writer maps first
+and checks later because a row its member index shows unchanged is never checked
+(`writers/users.py`); `user_payloads` is both steps in one call.
 
 What the row may do is its `Intent` (the writer derives it from the sync mode):
 
