@@ -357,6 +357,45 @@ def test_the_queues_bound_rows_by_count_and_bytes_but_always_take_one_row() -> N
     assert queues.full(1) and queues.room == 0 and queues.peak_pending == 2
 
 
+def test_a_reader_that_waited_for_room_goes_on_once_a_batch_of_places_is_free() -> None:
+    queues = MemberQueues(max_pending=16, max_pending_bytes=1_000)  # a batch: 16 // 8 = 2 places
+    for i in range(16):
+        queues.admit(_task(f"m{i}", i, size=10))
+    assert queues.full(10) and not queues.reader_may_go_on(10)
+    queues.leave(_task("m0", 0, size=10))
+    assert not queues.full(10) and not queues.reader_may_go_on(10)  # one place: not yet
+    queues.leave(_task("m1", 1, size=10))
+    assert queues.reader_may_go_on(10) and queues.reader_may_go_on(0)
+    # The byte bound still holds: a row that does not fit in the bytes left waits on.
+    assert not queues.reader_may_go_on(1_000 - 140 + 1) and queues.reader_may_go_on(1_000 - 140)
+    # A small bound's batch is one place (the old behaviour).
+    small = MemberQueues(max_pending=4, max_pending_bytes=1_000)
+    for i in range(4):
+        small.admit(_task(f"m{i}", i, size=1))
+    assert not small.reader_may_go_on(1)
+    small.leave(_task("m0", 0, size=1))
+    assert small.reader_may_go_on(1)
+
+
+def test_the_reader_is_woken_once_per_batch_not_once_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"user_id": f"m{i}", "n": i} for i in range(400)]
+    woken: list[int] = []
+    real_wait = threading.Condition.wait
+
+    def counting_wait(self: threading.Condition, timeout: float | None = None) -> bool:
+        if threading.current_thread() is threading.main_thread():
+            woken.append(1)
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(threading.Condition, "wait", counting_wait)
+    writer = RecordingWriter(delay=0.0005)
+    p, report, _ = _run(writer, rows, concurrency=4, max_pending=64)  # a batch of 8 places
+    assert sum(report.by_kind.values()) == 400 and p.peak_pending <= 64
+    # 400 rows through a 64-row bound: the reader waits about (400 - 64) / 8 = 42 times, not once for
+    # each of the 336 rows beyond the bound (and a few more at the end, for the last rows to settle).
+    assert 10 < len(woken) < 120
+
+
 def test_a_members_rows_run_one_after_another_waiting_rows_first() -> None:
     queues = MemberQueues(max_pending=10, max_pending_bytes=100)
     first, later, other = _task("a", 0), _task("a", 1), _task("b", 2)

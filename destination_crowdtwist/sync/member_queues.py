@@ -130,6 +130,16 @@ class MemberQueues:
             return True
         return self.pending > 0 and self.pending_bytes + size > self.max_pending_bytes
 
+    def reader_may_go_on(self, size: int) -> bool:
+        """Whether a reader that waited for room goes on with a row of ``size`` bytes (0: any row).
+
+        Not at the first free place but once a batch of them (an eighth of ``max_pending``) is free: a
+        reader woken for every row that leaves takes one row and waits again, a thread switch per row.
+        """
+        if self.pending > self.max_pending - max(1, self.max_pending // 8):
+            return False
+        return not self.full(size)
+
     @property
     def room(self) -> int:
         """Rows that fit before ``max_pending`` (may be 0 or less: rows that waited come back beyond it)."""

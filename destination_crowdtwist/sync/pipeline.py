@@ -80,9 +80,16 @@ class Pipeline:
         # Rows are bounded by count AND bytes: 1,000 rows of 500 KB would otherwise hold 500 MB. The count
         # keeps every worker busy while some members have rows waiting behind them.
         self._queues = MemberQueues(max_pending or max(64, 8 * concurrency), max_pending_bytes)
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        # The reader waiting for room has its own condition on the same lock, woken only once a batch of
+        # places is free (MemberQueues.reader_may_go_on): woken for every settled row, it would take one
+        # row, wait again, and pay a thread switch per row.
+        self._room = threading.Condition(lock)
+        self._reader_waits = False
         self._tracker: CheckpointTracker[Any] = CheckpointTracker()
-        self._busy = 0
+        # Worker threads running a row (their idents). Joined without the lock: see _run.
+        self._running: set[int] = set()
         self._fatal: BaseException | None = None
         self._closing = False
         self._clock = clock
@@ -114,7 +121,7 @@ class Pipeline:
         with self._cond:
             self._closing = True
             self._pool.close()
-            busy = self._busy
+            busy = bool(self._running)
         if busy and self._abort is not None:
             # Rows still running now are abandoned (SIGTERM's grace is over): cut their requests, so
             # no worker is still running (and logging) when the process exits.
@@ -167,11 +174,8 @@ class Pipeline:
         with self._cond:
             at_once = None if writer is None or isinstance(prepared, Outcome) else self._at_once(prepared, writer)
             # A row settled at once takes no room in the queues, so it never waits for some.
-            while at_once is None and self._queues.full(size) and self._fatal is None:
-                # Every worker may be pausing before a retry (429s): more workers are then wanted,
-                # and no finishing row would start them.
-                if not self._cond.wait(timeout=0.25):
-                    self._pool.grow()
+            if at_once is None and self._queues.full(size):
+                self._wait_for_room_locked(size)
             self._raise_if_fatal()
             ticket = self._tracker.add_record()
             settled = prepared if isinstance(prepared, Outcome) else at_once
@@ -189,6 +193,18 @@ class Pipeline:
                 return  # its member has a row in flight; run after it
         self._pool.put(task)
         self._pool.grow()
+
+    def _wait_for_room_locked(self, size: int) -> None:
+        """The reader waits until a batch of rows left (or the sync stops). Caller holds the lock."""
+        self._reader_waits = True
+        try:
+            while not self._queues.reader_may_go_on(size) and self._fatal is None:
+                # Every worker may be pausing before a retry (429s): more workers are then wanted,
+                # and no finishing row would start them.
+                if not self._room.wait(timeout=0.25):
+                    self._pool.grow()
+        finally:
+            self._reader_waits = False
 
     def _at_once(self, prepared: Prepared[P], writer: Writer[P]) -> Outcome | None:
         """The row's outcome when its writer settles it here, without a worker (``Writer.settle_at_once``).
@@ -267,7 +283,7 @@ class Pipeline:
         """
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
-            while self._busy:
+            while self._running:
                 left = 1.0 if deadline is None else min(1.0, deadline - self._clock())
                 if left <= 0:
                     return
@@ -311,23 +327,31 @@ class Pipeline:
                 # They stay unsettled, so no state after them is echoed.
                 self._on_stop()
         self._cond.notify_all()
+        self._room.notify_all()
 
     # -- workers -------------------------------------------------------------------------------
 
     def _run(self, work: Work) -> Work | None:
         """Apply one row and settle it; returns its member's next row, if any (run by this worker)."""
-        with self._cond:
-            if self._fatal is not None or self._closing:
-                # Stop taking new rows: they stay unsettled, so no later state is echoed.
-                return None
-            self._busy += 1
+        # One turn of the lock per row, not two: at zero latency some twenty workers contend for it. The
+        # worker joins ``_running`` before it reads ``_fatal`` / ``_closing``, and shutdown() (or a fatal
+        # error) writes those before it reads ``_running``, so either this worker sees the stop or the
+        # stopping thread sees this worker (set.add and attribute reads are atomic under the GIL).
+        me = threading.get_ident()
+        self._running.add(me)
+        if self._fatal is not None or self._closing:
+            # Stop taking new rows: they stay unsettled, so no later state is echoed.
+            with self._cond:
+                self._running.discard(me)
+                self._cond.notify_all()
+            return None
         try:
             outcome: Outcome | None = work.apply()
         except BaseException as exc:  # noqa: BLE001 - every error must stop the sync, classified later
             outcome = None
             error: BaseException = exc
         with self._cond:
-            self._busy -= 1
+            self._running.discard(me)
             if outcome is None:
                 self._fail_locked(error)
                 return None
@@ -339,6 +363,8 @@ class Pipeline:
             if self._fatal is not None:
                 return None
             self._queues.leave(work)
+            if self._reader_waits and self._queues.reader_may_go_on(0):
+                self._room.notify()
             if self._feed is not None and not waits:
                 # Its member exists now, or its waiting rows are being run in batches: they go first.
                 self._feed.done(work, outcome)
@@ -354,7 +380,6 @@ class Pipeline:
         if feed is None or not feed.waits(work, outcome):
             return False
         feed.defer(work)
-        self._cond.notify_all()  # its place in the bounded queue is free (the reader may wait for one)
         return True
 
     def _feed_locked(self) -> None:
