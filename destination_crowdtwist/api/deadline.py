@@ -30,6 +30,8 @@ from typing import Any
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from destination_crowdtwist.api.one_write import OneWriteRequest
+
 __all__ = [
     "WATCHED_POOLS",
     "Watch",
@@ -135,11 +137,13 @@ class _Watched:
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class WatchedHTTPConnection(_Watched, HTTPConnection):
-    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection)."""
+class WatchedHTTPConnection(_Watched, OneWriteRequest, HTTPConnection):
+    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection), and
+    sends a request's head and small body in one write (``api/one_write.py``).
+    """
 
 
-class WatchedHTTPSConnection(_Watched, HTTPSConnection):
+class WatchedHTTPSConnection(_Watched, OneWriteRequest, HTTPSConnection):
     """The HTTPS twin of :class:`WatchedHTTPConnection`."""
 
 
