@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import threading
-
 from destination_crowdtwist.writers.learner import UpsertLearner
 
 
@@ -51,73 +49,3 @@ def test_fixed_strategies_never_switch() -> None:
             learner.observe(existed=existed)
             assert learner.create_first() is expected
         assert learner.switches == 0
-
-
-
-class _Clock:
-    """Fake monotonic time, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _held(learner: UpsertLearner) -> tuple[threading.Thread, list[tuple[bool, bool]]]:
-    """A row that waits for its guess on another thread, started and seen waiting."""
-    guesses: list[tuple[bool, bool]] = []
-    held = learner.held_rows
-    waiter = threading.Thread(target=lambda: guesses.append(learner.wait_for_guess()))
-    waiter.start()
-    while learner.held_rows == held:
-        threading.Event().wait(0.001)
-    return waiter, guesses
-
-
-def test_without_a_hold_every_row_takes_the_current_guess_at_once() -> None:
-    learner = UpsertLearner("auto")
-    assert [learner.wait_for_guess() for _ in range(30)] == [(False, False)] * 30
-    assert learner.held_rows == 0
-
-
-def test_the_rows_after_the_probes_wait_for_their_answers_and_go_on_the_informed_guess() -> None:
-    learner = UpsertLearner("auto", hold_seconds=3600.0)
-    # The probes: as many rows as the prior weighs (2), on the prior's guess (update first).
-    assert [learner.wait_for_guess() for _ in range(2)] == [(False, True), (False, True)]
-    waiter, guesses = _held(learner)
-    learner.observe(existed=False)
-    assert waiter.is_alive()  # one answer does not decide: (0.25 x 2 + 1) / 3 = 0.5
-    learner.observe(existed=False)
-    waiter.join(timeout=5.0)
-    assert guesses == [(True, False)]  # both probes were new members: create first
-    assert learner.held_rows == 1
-    assert [learner.wait_for_guess() for _ in range(3)] == [(True, False)] * 3  # no more holding
-
-
-def test_probes_that_end_without_telling_release_the_held_rows_on_the_prior() -> None:
-    learner = UpsertLearner("auto", hold_seconds=3600.0)
-    assert [learner.wait_for_guess()[1] for _ in range(2)] == [True, True]
-    waiter, guesses = _held(learner)
-    learner.probe_ended()  # e.g. rejected by CrowdTwist: no answer about the member's existence
-    assert waiter.is_alive()
-    learner.probe_ended()
-    waiter.join(timeout=5.0)
-    assert guesses == [(False, False)]
-
-
-def test_the_hold_ends_after_hold_seconds_and_does_not_come_back() -> None:
-    clock = _Clock()
-    learner = UpsertLearner("auto", hold_seconds=2.0, clock=clock)
-    assert [learner.wait_for_guess()[1] for _ in range(2)] == [True, True]  # the hold runs from the first probe
-    clock.now += 2.0  # the probes' answers did not come in time (retries)
-    assert learner.wait_for_guess() == (False, False)  # at once: the deadline has passed
-    assert learner.wait_for_guess() == (False, False)
-    assert learner.held_rows == 1
-
-
-def test_fixed_strategies_never_hold() -> None:
-    for strategy, expected in (("update_first", False), ("create_first", True)):
-        learner = UpsertLearner(strategy, hold_seconds=3600.0)
-        assert [learner.wait_for_guess() for _ in range(5)] == [(expected, False)] * 5
-        assert learner.held_rows == 0

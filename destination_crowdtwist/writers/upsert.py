@@ -142,18 +142,12 @@ class ProfileWrites:
         of, so known members do not make it believe every row exists.
         """
         run = _UpsertRun(user, label, entry)
-        probe = first_create = False
-        if entry is None and isinstance(user.create, dict):
-            # Only a guessed order waits for the sync's first answers (writers/learner.py).
-            first_create, probe = self.learner.wait_for_guess()
+        can_create = isinstance(user.create, dict)
+        first_create = entry is None and can_create and self.learner.create_first()
         step: Step | Outcome = Step.CREATE if first_create else Step.UPDATE
-        try:
-            while isinstance(step, Step):
-                run.tried.add(step)
-                step = self._update_step(run) if step is Step.UPDATE else self._create_step(run)
-        finally:
-            if probe:
-                self.learner.probe_ended()  # whatever the outcome: the held rows must not wait for nothing
+        while isinstance(step, Step):
+            run.tried.add(step)
+            step = self._update_step(run) if step is Step.UPDATE else self._create_step(run)
         return step
 
     def _update_step(self, run: _UpsertRun) -> Step | Outcome:

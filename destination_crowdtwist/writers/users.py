@@ -50,11 +50,6 @@ UPSERT = "append_dedup"
 INSERT = "append"
 UPDATE = "update"
 
-#: At most this long, the upsert rows after the first two wait for the sync's first answers (``writers/learner.py``):
-#: longer than a first answer takes at a 1,000 ms round trip (start-up included); the answers that do not
-#: come by then (retries) let the rows go on the prior's guess.
-HOLD_SECONDS = 3.0
-
 #: What a row of each sync mode may do to its member (``soft_delete`` rows go to removal).
 INTENTS = {UPSERT: Intent.EITHER, INSERT: Intent.CREATE, UPDATE: Intent.UPDATE}
 
@@ -83,16 +78,12 @@ class UserProfileWriter:
         self._clock = clock
         self._after_drop = after_drop
         self._on_created = on_created
-        self.learner = self._learner()
+        self.learner = UpsertLearner(cfg.upsert_strategy)
         self._base_options = cfg.mapping_options()
         self._options: dict[tuple[str | None, str], MappingOptions] = {}  # by stream
         self.known: KnownMembers | None = None
         self.removal = MemberRemoval(cfg, api, sleep=sleep)
         self._writes = ProfileWrites(api, self.learner, None, on_created)
-
-    def _learner(self, *, initial_p_new: float = 0.25) -> UpsertLearner:
-        # The rows after the first few wait for the sync's first answers (writers/learner.py, wait_for_guess).
-        return UpsertLearner(self.cfg.upsert_strategy, initial_p_new=initial_p_new, hold_seconds=HOLD_SECONDS)
 
     @property
     def index_counts(self) -> dict[str, int]:
@@ -114,7 +105,7 @@ class UserProfileWriter:
             logger.info("User Profile: the member index knows members of this program from earlier syncs.")
             # A member that an index warmed by earlier syncs does not know is most likely new: start
             # unknown members create-first (the learner still switches back if they turn out to exist).
-            self.learner = self._learner(initial_p_new=0.75)
+            self.learner = UpsertLearner(self.cfg.upsert_strategy, initial_p_new=0.75)
         else:
             logger.info("User Profile: the member index is empty for this program; this sync fills it.")
         self._writes = ProfileWrites(self.api, self.learner, self.known, self._on_created)
