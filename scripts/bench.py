@@ -260,7 +260,7 @@ GRID_QUICK: tuple[GridRow, ...] = (
 
 
 def grid_full() -> list[GridRow]:
-    """Every combination of the grid's axes (``--grid full``: about 1,200 runs, hours)."""
+    """Every combination of the grid's axes (``--grid full``: about 1,440 runs, hours)."""
     return [
         GridRow(workload, rtt, limit, style, retry_after, burst, verification)
         for workload, verification in GRID_OBJECTS for rtt in GRID_RTTS for limit in GRID_LIMITS
@@ -1282,7 +1282,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", choices=("slice", "full", "none"), default="slice",
                    help="the flow-control grid (round trip x limit/budget x 429 style x Retry-After x burst x "
                         "object): 'slice' (default) a representative row per axis, 'full' every combination "
-                        "(about 1,200 runs: hours), 'none' skip it")
+                        "(about 1,440 runs: hours), 'none' skip it")
     p.add_argument("--repeat", type=int,
                    help="runs of every grid row; the median (by its ratio) is reported (default 3; quick 1)")
     p.add_argument("--grid-seconds", type=float, default=5.0,
