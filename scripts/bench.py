@@ -45,9 +45,9 @@ How it measures, and why:
 * The **flow-control grid** (issue 20): round trip (20, 100, 300, 500, 1000 ms) x the server's limit
   relative to the budget (above, equal, 0.67x, 0.5x) x 429 style (answered on arrival as by a gateway,
   or after the round trip) x Retry-After (1 s or none) x the server's burst (0.1, 0.2, 1 s) x object
-  (upsert of new members, update, credit under each verification policy), with the connector's
-  defaults (budget 9,000/min). ``--grid slice`` (the default) runs GRID_SLICE, a representative row per
-  axis; ``--grid full`` every combination; each grid row runs ``--repeat`` times (3) and the median
+  (upsert of new members, upsert of existing members, update, credit under each verification policy),
+  with the connector's defaults (budget 9,000/min). ``--grid slice`` (the default) runs GRID_SLICE, a
+  representative row per axis; ``--grid full`` every combination; each grid row runs ``--repeat`` times (3) and the median
   is reported with every run's ratio and the in-flight target it settled at. Its ``pair`` row runs two
   connector processes at once against one sandbox (two connections on one program sharing one
   limit): together against the limit, and each one's share of a fair split. With the slice on, the
@@ -210,8 +210,8 @@ GRID_RETRY_AFTER = (False, True)
 #: The server bucket's burst allowance, in seconds of its limit.
 GRID_BURSTS = (0.1, 0.2, 1.0)
 #: Objects: (workload, credit_verification).
-GRID_OBJECTS = (("upsert_new", None), ("update", None), ("credit", "every_row"), ("credit", "replay_window"),
-                ("credit", "none"))
+GRID_OBJECTS = (("upsert_new", None), ("upsert_existing", None), ("update", None), ("credit", "every_row"),
+                ("credit", "replay_window"), ("credit", "none"))
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,9 @@ GRID_SLICE: tuple[GridRow, ...] = (
     GridRow("update", 100, "equal", bucket=3),
     GridRow("update", 1000, "above", burst=1.0, min_ratio=0.90, seconds=12.0),
     GridRow("upsert_new", 100, "0.67x"),
+    # Beside it, the same upsert of members that exist: a change to the first guess (writers/learner.py)
+    # that helps new members must not cost these.
+    GridRow("upsert_existing", 100, "0.67x"),
     GridRow("credit", 100, "0.67x", verification="every_row"),
     # 15 s: alone (at the start and the end) one connection may use only its budget, 0.9 of the limit,
     # so a short run would mostly measure the two processes' start-up skew.
@@ -257,7 +260,7 @@ GRID_QUICK: tuple[GridRow, ...] = (
 
 
 def grid_full() -> list[GridRow]:
-    """Every combination of the grid's axes (``--grid full``: about 1,200 runs, hours)."""
+    """Every combination of the grid's axes (``--grid full``: about 1,440 runs, hours)."""
     return [
         GridRow(workload, rtt, limit, style, retry_after, burst, verification)
         for workload, verification in GRID_OBJECTS for rtt in GRID_RTTS for limit in GRID_LIMITS
@@ -1279,7 +1282,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid", choices=("slice", "full", "none"), default="slice",
                    help="the flow-control grid (round trip x limit/budget x 429 style x Retry-After x burst x "
                         "object): 'slice' (default) a representative row per axis, 'full' every combination "
-                        "(about 1,200 runs: hours), 'none' skip it")
+                        "(about 1,440 runs: hours), 'none' skip it")
     p.add_argument("--repeat", type=int,
                    help="runs of every grid row; the median (by its ratio) is reported (default 3; quick 1)")
     p.add_argument("--grid-seconds", type=float, default=5.0,
