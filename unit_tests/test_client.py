@@ -76,13 +76,14 @@ class SpyBudget:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def acquire(self) -> None:
+    def acquire(self) -> float:
         self.calls.append(("acquire", None))
+        return 0.0
 
-    def on_throttled(self, retry_after: float | None) -> None:
+    def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> None:
         self.calls.append(("throttled", retry_after))
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: float | None = None) -> None:
         self.calls.append(("success", None))
 
     def status(self) -> str:
@@ -267,9 +268,10 @@ class SlowPool(ScriptedPool):
 def test_every_attempt_passes_the_gate_before_the_budget_and_reports_its_round_trip(harness: Harness) -> None:
     budget = SpyBudget()
 
-    def acquire_after_two_seconds() -> None:
+    def acquire_after_two_seconds() -> float:
         harness.now += 2.0  # waiting for a paced slot is not part of the round trip
         budget.calls.append(("acquire", None))
+        return harness.now
 
     budget.acquire = acquire_after_two_seconds  # type: ignore[method-assign]  # this spy's acquire also moves the clock
     adapter = SlowPool().queue(

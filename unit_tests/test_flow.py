@@ -30,17 +30,21 @@ class Parts:
         self.calls: list[tuple[str, Any]] = []
         self.clock = clock
         self.capacity = capacity
+        self.sent_at: list[float | None] = []  # what the budget heard as each answer's send time
 
     # the budget
-    def acquire(self) -> None:
+    def acquire(self) -> float:
         self.clock.now += 2.0  # waiting for a paced slot is not part of the round trip
         self.calls.append(("acquire", None))
+        return self.clock.now - 1.0  # the budget's own clock, here one second behind the flow's
 
-    def on_throttled(self, retry_after: float | None) -> None:
+    def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> None:
         self.calls.append(("throttled", retry_after))
+        self.sent_at.append(sent_at)
 
-    def on_success(self) -> None:
+    def on_success(self, sent_at: float | None = None) -> None:
         self.calls.append(("success", None))
+        self.sent_at.append(sent_at)
 
     # the gate
     def enter(self) -> None:
@@ -86,6 +90,9 @@ def test_an_attempt_takes_a_place_then_a_slot_and_reports_what_came_back(
         attempt.observe(result)
     rtt = pytest.approx(0.3) if timed else None
     assert parts.calls == [("enter", None), ("acquire", None), *heard, ("leave", rtt)]
+    # The budget hears when the slot was given on its own clock (it counts what the server accepted by
+    # send time, issue 20's Retry-After row), not the flow's clock and not the answer's arrival.
+    assert parts.sent_at == [101.0] * len(heard)
 
 
 def test_an_attempt_that_raises_still_leaves_its_place() -> None:

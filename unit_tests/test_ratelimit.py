@@ -223,8 +223,11 @@ def test_an_old_cut_reveals_nothing() -> None:
 def test_the_rate_never_goes_below_the_floor_and_the_floor_never_above_the_maximum() -> None:
     t = FakeTime()
     budget = _budget(6000, t)
-    # Sending at our pace, everything refused: separate congestion events with nothing accepted in between.
-    _send_at_pace(budget, t, 0.0, until=lambda: budget.rate_cuts == 10)
+    # Sending at our pace, everything refused: separate congestion events with nothing accepted in between
+    # (nothing measured either, so each cut backs off a step) until the floor, and then no lower.
+    _send_at_pace(budget, t, 0.0, until=lambda: budget.current_rate <= 60)
+    cuts = budget.rate_cuts
+    _send_at_pace(budget, t, 0.0, until=lambda: budget.rate_cuts == cuts + 5)
     assert budget.current_rate == 60  # floor 1/s
     slow = _budget(30, t)  # 0.5/s, below the 1/s floor
     slow.on_throttled(None)

@@ -12,7 +12,8 @@ limiter) and is the only thing the rest of the connector talks to:
   send slot (in that order, so a place is never held while a slot goes unused), and
   ``attempt.observe(result)`` reports what came back: the round trip of an answer that did the work
   (never a timeout, never a 429 or 503 a gateway sent back at once: issue 20), and what its status
-  line told the budget (slow down, climb back, or nothing);
+  line told the budget (slow down, climb back, or nothing), with the time its send slot was given
+  (the budget counts what the server accepted by when it was sent, not when the answer came back);
   ``with flow.pausing():`` around a retry's wait (it holds a worker thread but no place in flight);
 - the pipeline: ``workers_wanted()`` sizes its worker pool, ``status_line()`` and
   ``request_totals()`` make its progress line.
@@ -39,14 +40,14 @@ __all__ = ["Attempt", "Budget", "FlowControl", "Gate"]
 class Budget(Protocol):
     """How fast: what :class:`FlowControl` calls on a ``RateBudget``."""
 
-    def acquire(self) -> None:
-        """Block until one request may be sent."""
+    def acquire(self) -> float:
+        """Block until one request may be sent; return when, on the budget's own clock."""
 
-    def on_throttled(self, retry_after: float | None) -> None:
-        """A 429, with its honoured Retry-After."""
+    def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> None:
+        """A 429, with its honoured Retry-After and when its request was sent (``acquire``'s value)."""
 
-    def on_success(self) -> None:
-        """An answer the server gave in its stride."""
+    def on_success(self, sent_at: float | None = None) -> None:
+        """An answer the server gave in its stride, and when its request was sent (``acquire``'s value)."""
 
     def status(self) -> str:
         """The pace, for progress lines."""
@@ -78,13 +79,14 @@ class Attempt:
     it runs once per request.
     """
 
-    __slots__ = ("_budget", "_clock", "_gate", "_sent", "rtt")
+    __slots__ = ("_budget", "_clock", "_gate", "_sent", "_slot", "rtt")
 
     def __init__(self, budget: Budget | None, clock: Callable[[], float], gate: Gate | None = None) -> None:
         self._budget = budget
         self._gate = gate
         self._clock = clock
         self._sent = 0.0  # when the send slot was given (on entering)
+        self._slot: float | None = None  # the same on the budget's clock (it measures the server's rate by it)
         self.rtt: float | None = None  # seconds from the send slot to the last byte of an answer that did the work
 
     def __enter__(self) -> Attempt:
@@ -93,7 +95,7 @@ class Attempt:
             gate.enter()
         if self._budget is not None:
             try:
-                self._budget.acquire()
+                self._slot = self._budget.acquire()
             except BaseException:
                 if gate is not None:
                     gate.leave(None)  # never sent: the place is freed without a round trip
@@ -121,10 +123,10 @@ class Attempt:
             return
         if pace is Pace.SLOW_DOWN:
             # A long Retry-After pauses every worker, so the budget gets the capped value too.
-            self._budget.on_throttled(pause)
+            self._budget.on_throttled(pause, self._slot)
         elif pace is Pace.CLIMB:
             # A 5xx is no sign that we may speed up again; an overloaded server answers 503.
-            self._budget.on_success()
+            self._budget.on_success(self._slot)
 
 
 class FlowControl:

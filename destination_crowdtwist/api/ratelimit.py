@@ -17,11 +17,19 @@ answer 429 too) the budget
 1. sets the *good* rate it will return to. When 429s kept coming since the previous (recent) cut
    *and* the connector was really sending at its paced rate all that time, the server was saturated
    and revealed its rate: the answers it accepted per second since that cut, times
-   ``reveal_margin``. A lone 429 (a burst the server did not allow, or its limit just crossed)
-   reveals nothing, and neither do 429s while the connector sent less than its pace allowed (held
-   back by its in-flight target, its input, a dip): what the server accepted then was the
-   connector's own throughput, not the server's rate (a 3-request server bucket once "revealed"
-   2,616/min that way, issue 20). Then the good rate backs off one step, ``backoff_factor``;
+   ``reveal_margin``. They are counted by *when their requests were sent*, not when the answers
+   came back: a gateway answers 429 at once while an accepted request's answer takes a round trip,
+   so the answers arriving just after the first cut were accepted before it, while the server's
+   bucket still held its burst; counted by arrival they read a 6,000/min limit as about 6,200/min
+   (the good rate then sat above the limit and drew a 429 every 2.5 s: issue 20's ``Retry-After``
+   row). Counted from the refused request's send time to the latest send time whose answer is
+   back, the window holds only what the saturated server accepted; a window too short to measure
+   (a round trip near the cool-down) stays open until the next cut. A lone 429 (a burst the server
+   did not allow, or its limit just crossed) reveals nothing, and neither do 429s while the
+   connector sent less than its pace allowed (held back by its in-flight target, its input, a dip):
+   what the server accepted then was the connector's own throughput, not the server's rate (a
+   3-request server bucket once "revealed" 2,616/min that way, issue 20). Then the good rate backs
+   off one step, ``backoff_factor``;
 2. dips to ``decrease_factor`` × that rate, so the server's bucket refills a little;
 3. climbs back to the good rate within ``recovery_seconds`` while answers succeed, then probes
    upward gently (``probe_per_second``, multiplicative) towards the configured maximum.
@@ -71,6 +79,9 @@ class RateBudget:
         reveal_margin: the good rate as a fraction of the rate the server revealed.
         reveal_max_seconds: a previous cut older than this reveals nothing (the server's bucket may
             have refilled completely in between).
+        reveal_min_seconds / reveal_min_answers: a window of send times shorter than this, or fewer
+            accepted answers in it, reveals nothing (too few to measure a rate: with round trips as
+            long as the cool-down, few answers to requests sent after the last cut are back yet).
         saturated_share: the share of 429 answers since the previous cut from which the server
             counts as saturated (so what it accepted meanwhile is its limit).
         sending_share: ... provided the requests sent since that cut were at least this share of the
@@ -99,6 +110,8 @@ class RateBudget:
         pause_threshold_seconds: float = 5.0,
         reveal_margin: float = 0.97,
         reveal_max_seconds: float = 30.0,
+        reveal_min_seconds: float = 0.2,
+        reveal_min_answers: int = 20,
         saturated_share: float = 0.02,
         sending_share: float = 0.9,
         report: Report | None = None,
@@ -137,8 +150,12 @@ class RateBudget:
         self._last_adjust = now
         self._cut_cooldown = cut_cooldown_seconds
         self._last_cut: float | None = None
-        self._ok = 0  # answers that were not 429 (the server accepted them)
-        self._ok_at_cut = 0
+        # The revealed rate's window, in send times (see the module doc): when the request whose 429
+        # made the last cut was sent, the answers accepted since whose requests were sent after it,
+        # and the latest of their send times.
+        self._cut_sent: float | None = None
+        self._ok_since_cut, self._ok_sent_last = 0, now
+        self._reveal_min = (reveal_min_seconds, reveal_min_answers)
         self._throttled_at_cut = 0
         self._saturated_share = saturated_share
         self._sending_share = sending_share
@@ -223,8 +240,8 @@ class RateBudget:
 
     # -- operations -------------------------------------------------------------------------------
 
-    def acquire(self) -> None:
-        """Block until one request may be sent."""
+    def acquire(self) -> float:
+        """Block until one request may be sent; return when (this budget's clock), for ``sent_at``."""
         while True:
             with self._lock:
                 now = self._clock()
@@ -235,9 +252,10 @@ class RateBudget:
             with self._lock:
                 self._waited += max(wait, 0.0)
                 # A Retry-After pause announced while we slept applies to us too: queue again behind it.
-                if generation == self._pause_generation or self._paused_until <= self._clock():
+                now = self._clock()
+                if generation == self._pause_generation or self._paused_until <= now:
                     self._acquired += 1
-                    return
+                    return now
 
     def _tolerance(self) -> float:
         # Burst tolerance: how far ahead of the schedule a request may go (capacity - 1 intervals).
@@ -260,10 +278,13 @@ class RateBudget:
         self._allowed += self._rate * max(0.0, now - self._allowed_at)
         self._allowed_at = max(self._allowed_at, now)
 
-    def on_throttled(self, retry_after: float | None) -> None:
-        """Report a 429: a long Retry-After pauses everybody; otherwise lower the rate (see module doc)."""
+    def on_throttled(self, retry_after: float | None, sent_at: float | None = None) -> None:
+        """Report a 429: a long Retry-After pauses everybody; otherwise lower the rate (see module doc).
+
+        ``sent_at`` is when the refused request was sent (what ``acquire`` returned); None: now.
+        """
         with self._lock:
-            self._throttle(retry_after)
+            self._throttle(retry_after, sent_at)
             line = self._episode_begins(retry_after)
         if line is not None and self._report is not None:
             self._report(logging.WARNING, line)
@@ -283,7 +304,7 @@ class RateBudget:
         return (f"CrowdTwist is throttling (HTTP 429): requests slowed to {self._rate * 60:,.0f}/min of "
                 f"{self._max * 60:,.0f}/min; the sync goes on at the rate CrowdTwist accepts.")
 
-    def _throttle(self, retry_after: float | None) -> None:
+    def _throttle(self, retry_after: float | None, sent_at: float | None) -> None:
         now = self._clock()
         self._account(now)
         self._throttled += 1
@@ -300,23 +321,31 @@ class RateBudget:
             return
         bad = self._good  # the rate was at (or climbing back to) the good rate, which drew a 429
         good = bad * self._backoff
-        accepted = self._ok - self._ok_at_cut
+        accepted = self._ok_since_cut
+        window = self._ok_sent_last - self._cut_sent if self._cut_sent is not None else 0.0
         refused = self._throttled - self._throttled_at_cut
         sent = self._reserved - self._reserved_at_cut
         allowed = self._allowed - self._allowed_at_cut
-        if (self._last_cut is not None and now - self._last_cut <= self._reveal_max
-                and refused >= self._saturated_share * (accepted + refused)
-                and sent >= self._sending_share * allowed):
+        saturated = (self._last_cut is not None and now - self._last_cut <= self._reveal_max
+                     and refused >= self._saturated_share * (accepted + refused)
+                     and sent >= self._sending_share * allowed)
+        measured = window >= self._reveal_min[0] and accepted >= self._reveal_min[1]
+        if saturated and measured:
             # 429s kept coming since the last cut while we sent at our pace: the server was
             # saturated, its bucket went from empty to empty, and what it accepted in between is
             # its rate (or the share of it that the program's other clients left us). A lone 429
             # proves no such thing (a burst the server did not allow), and neither do 429s while
             # we sent less than our pace allowed (the accepted count was then our own
             # throughput), so those only back off a step.
-            revealed = accepted / (now - self._last_cut)
-            good = min(bad, revealed) * self._reveal_margin
+            good = min(bad, accepted / window) * self._reveal_margin
+        if not saturated or measured:
+            # A new window starts at this refusal. A saturated one still too short to measure (a
+            # round trip near the cool-down: few answers to requests sent since are back) stays
+            # open, so the next cut measures the longer window.
+            self._cut_sent = now if sent_at is None else sent_at
+            self._ok_since_cut = 0
+            self._ok_sent_last = self._cut_sent
         self._last_cut = now
-        self._ok_at_cut = self._ok
         self._throttled_at_cut = self._throttled
         self._reserved_at_cut = self._reserved
         self._allowed_at_cut = self._allowed
@@ -327,12 +356,19 @@ class RateBudget:
         # next request waits one interval at the new rate.
         self._tat = max(self._tat, now + self._tolerance() + 1.0 / self._rate)
 
-    def on_success(self) -> None:
-        """Report an answer that was not throttled: climb back to the good rate, then probe gently."""
+    def on_success(self, sent_at: float | None = None) -> None:
+        """Report an answer that was not throttled: climb back to the good rate, then probe gently.
+
+        ``sent_at`` is when its request was sent (what ``acquire`` returned); None: now.
+        """
         with self._lock:
             now = self._clock()
             self._account(now)
-            self._ok += 1
+            sent = now if sent_at is None else sent_at
+            if self._cut_sent is None or sent >= self._cut_sent:
+                # Accepted after the last cut's refusal: part of what the server revealed.
+                self._ok_since_cut += 1
+                self._ok_sent_last = max(self._ok_sent_last, sent)
             # At most one second of credit per answer, so one answer after a long idle gap does not
             # restore or raise the rate as if a second of traffic had gone through.
             elapsed = min(max(now - self._last_adjust, 0.0), 1.0)
