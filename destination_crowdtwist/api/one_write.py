@@ -4,8 +4,9 @@ urllib3's ``HTTPConnection.request`` hands the head (request line and headers) t
 the body in a second ``send``: two ``sendall`` calls per request, each a system call behind a
 ``poll`` (a socket with a timeout waits for room first), and each a release and re-acquisition of
 the interpreter lock, which, with a couple of dozen worker threads, is a thread switch as often as
-not. At zero latency that was a tenth of the connector's system calls and about a fifth of its
-thread switches per row (docs/performance.md, "CPU per row beside the perfect client").
+not. Of the eleven system calls a request made (strace), joining saves two (a ``sendto`` and its
+``poll``); at zero latency it cut the connector's thread switches per row by about a fifth
+(docs/performance.md, "Thread switches and system calls per row").
 ``http.client`` itself joins a bytes body to the head for the same reason (its ``_send_output``),
 but urllib3 never passes it the body.
 
