@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +42,7 @@ class Listener:
         for _ in range(500):
             if len(self.received) >= n:
                 return self.received
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         raise AssertionError(f"{n} connections expected, {len(self.received)} closed")
 
     def close(self) -> None:

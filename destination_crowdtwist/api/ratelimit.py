@@ -155,7 +155,8 @@ class RateBudget:
         # and the latest of their send times.
         self._cut_sent: float | None = None
         self._ok_since_cut, self._ok_sent_last = 0, now
-        self._reveal_min = (reveal_min_seconds, reveal_min_answers)
+        self._reveal_min_seconds = reveal_min_seconds
+        self._reveal_min_answers = reveal_min_answers
         self._throttled_at_cut = 0
         self._saturated_share = saturated_share
         self._sending_share = sending_share
@@ -329,7 +330,7 @@ class RateBudget:
         saturated = (self._last_cut is not None and now - self._last_cut <= self._reveal_max
                      and refused >= self._saturated_share * (accepted + refused)
                      and sent >= self._sending_share * allowed)
-        measured = window >= self._reveal_min[0] and accepted >= self._reveal_min[1]
+        measured = window >= self._reveal_min_seconds and accepted >= self._reveal_min_answers
         if saturated and measured:
             # 429s kept coming since the last cut while we sent at our pace: the server was
             # saturated, its bucket went from empty to empty, and what it accepted in between is
