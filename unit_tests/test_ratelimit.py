@@ -141,11 +141,55 @@ def test_a_lone_429_backs_off_a_step_dips_and_returns_within_half_a_second() -> 
     _succeed_for(budget, t, 0.25)
     assert budget.current_rate == pytest.approx(5880)  # back at the good rate after 0.5 s
     _succeed_for(budget, t, 1.0)
-    # Then a gentle probe upward: 1% per second, compounded per answer, up to the maximum.
-    assert budget.current_rate == pytest.approx(5880 * 1.0001 ** 100, rel=1e-3)
+    # Then a gentle probe upward: 1% of the maximum (60/min) per second, the same step for every
+    # connection with this budget (additive; 1% of its own rate would be 5,939.1).
+    assert budget.current_rate == pytest.approx(5880 + 60, abs=0.7)
     _succeed_for(budget, t, 10.0)
     assert budget.current_rate == 6000
     assert (budget.throttled, budget.rate_cuts, budget.pauses) == (1, 1, 0)
+
+
+def test_after_five_seconds_without_a_429_the_probe_doubles_every_second() -> None:
+    # A connection left alone (the other one's sync ended) climbs from its share to its budget in
+    # seconds, not in the ~45 s of the gentle probe.
+    t = FakeTime()
+    budget = _budget(9000, t)
+    for _ in range(10):
+        budget.on_throttled(None)
+    _send_at_pace(budget, t, 75.0, until=lambda: budget.good_rate < 5000)  # half the budget revealed
+    _succeed_for(budget, t, 0.5)  # back at the good rate
+    quiet_from = t.now
+    rates = []
+    for _ in range(8):
+        before = budget.current_rate
+        _succeed_for(budget, t, 1.0)
+        rates.append(budget.current_rate - before)
+    assert t.now - quiet_from == pytest.approx(8.0)
+    # 90/min a second (1% of the maximum) while the last 429 is less than 5 s old ...
+    assert rates[:4] == pytest.approx([90.0] * 4, abs=1.0)
+    # ... then twice as much every second (the last 429 came 0.5 s before the climb: 184, 368 and
+    # 737/min a second in the seconds that end 6.5, 7.5 and 8.5 s after it).
+    assert rates[6] == pytest.approx(2 * rates[5], rel=0.01)
+    assert rates[7] == pytest.approx(2 * rates[6], rel=0.01)
+    _succeed_for(budget, t, 3.0)
+    assert budget.current_rate == 9000  # at its budget 11.5 s after the last 429
+
+
+def test_far_below_the_maximum_the_probe_is_bounded_by_the_rate() -> None:
+    # A server far below the budget (5/s against 150/s): 1% of the maximum a second would be 30% of
+    # the rate a second; the probe adds at most 3% of the rate a second.
+    t = FakeTime()
+    budget = _budget(9000, t)
+    for _ in range(10):
+        budget.on_throttled(None)
+    # The window stays open until it holds 20 accepted answers (4 s at 5/s), then reveals the rate.
+    _send_at_pace(budget, t, 5.0, until=lambda: budget.good_rate < 1000)
+    good = budget.good_rate
+    assert good == pytest.approx(5 * 0.97 * 60, rel=0.05)
+    _succeed_for(budget, t, 0.5, per_second=10)  # back at the good rate
+    assert budget.current_rate == pytest.approx(good)
+    _succeed_for(budget, t, 1.0, per_second=10)
+    assert budget.current_rate == pytest.approx(good * 1.03 ** 1, rel=0.002)
 
 
 def test_a_burst_of_429s_from_requests_already_in_flight_cuts_once() -> None:
@@ -339,9 +383,9 @@ def _against_token_bucket(
     ("budget", "limit", "burst", "rtt", "at_least", "max_429"),
     [
         (9000, 6000, 100, 0.1, 0.98, 80),  # budget 50% above the server's limit
-        (9000, 6000, 100, 0.5, 0.98, 120),  # ... with 500 ms round trips
+        (9000, 6000, 100, 0.5, 0.98, 140),  # ... with 500 ms round trips
         (9000, 6000, 10, 0.1, 0.96, 80),  # ... and a server burst of 0.1 s, not 1 s
-        (6000, 3000, 50, 0.1, 0.98, 80),  # budget twice the limit
+        (6000, 3000, 50, 0.1, 0.98, 90),  # budget twice the limit
         (10000, 10000, 166, 0.5, 0.99, 0),  # budget = limit: no 429 at all
         (6000, 6000, 3, 0.1, 0.99, 0),  # budget = limit, a 3-request server burst
     ],

@@ -32,7 +32,28 @@ answer 429 too) the budget
    off one step, ``backoff_factor``;
 2. dips to ``decrease_factor`` × that rate, so the server's bucket refills a little;
 3. climbs back to the good rate within ``recovery_seconds`` while answers succeed, then probes
-   upward gently (``probe_per_second``, multiplicative) towards the configured maximum.
+   upward gently towards the configured maximum: by the same number of requests per second for
+   every connection with the same budget (``probe_per_second`` of the maximum), not by a share of
+   its own rate.
+
+Why additive: two connections on one program (two Airbyte connections, two processes) share one
+limit and cannot talk to each other. Each one's revealed rate is *its* share of what the server
+accepted, and that split is set by chance (which requests found a token, a window of a second
+counts ~100 answers, so ±10%). A multiplicative probe and a multiplicative cut keep whatever split
+came out of the first episode for the whole sync (measured: 0.91 / 1.09 of a fair share, and the
+faster one finished first and left the other alone at half the limit). With an additive probe each
+cut shrinks the difference and the probes add the same to both (Chiu and Jain's AIMD result, the
+reason TCP increases additively), so the split converges to equal shares (issue 20's two-connection
+row, docs/performance.md). The probe is bounded at ``probe_rate_multiple`` times ``probe_per_second``
+of the current rate per second, so a server whose limit is far below the budget is not probed at
+tens of percent a second.
+
+A connection left alone (the other one's sync ended) would climb back from its share to the whole
+limit at that gentle pace: about 45 s from half of a 9,000/min budget. At the limit a 429 comes
+every few seconds (the probe crosses the margin below the revealed rate in about 3 s), so no 429 for
+``speedup_after_seconds`` means the room above the rate grew: from then on the probe doubles every
+``speedup_doubling_seconds`` until a 429 says the limit is found again (a slow-start, as TCP does
+after an idle time).
 
 Against a token-bucket limit the accepted count between two 429s is the server's rate times the
 time between them, whatever we sent, so after the second cut the budget paces just below the real
@@ -71,7 +92,12 @@ class RateBudget:
         decrease_factor: the dip below the good rate right after a 429.
         backoff_factor: the good rate after a 429 when the server has not revealed its limit yet.
         recovery_seconds: time to climb from the dip back to the good rate while requests succeed.
-        probe_per_second: gentle climb above the good rate, as a fraction of the rate per second.
+        probe_per_second: gentle climb above the good rate per second, as a fraction of the
+            configured maximum (additive: the same requests per second for every connection).
+        probe_rate_multiple: ... but never more per second than this many ``probe_per_second`` of
+            the current rate.
+        speedup_after_seconds / speedup_doubling_seconds: after this long without a 429 the probe
+            doubles every ``speedup_doubling_seconds`` (the room above the rate grew).
         cut_cooldown_seconds: 429s arriving within this time of a cut belong to the same congestion
             event (all the requests that were in flight when the limit was hit) and cut only once.
         pause_threshold_seconds: a Retry-After longer than this pauses every worker; a shorter one
@@ -106,6 +132,9 @@ class RateBudget:
         backoff_factor: float = 0.98,
         recovery_seconds: float = 0.5,
         probe_per_second: float = 0.01,
+        probe_rate_multiple: float = 3.0,
+        speedup_after_seconds: float = 5.0,
+        speedup_doubling_seconds: float = 1.0,
         cut_cooldown_seconds: float = 1.0,
         pause_threshold_seconds: float = 5.0,
         reveal_margin: float = 0.97,
@@ -136,9 +165,9 @@ class RateBudget:
         self._decrease_factor = decrease_factor
         self._backoff = backoff_factor
         self._recovery_seconds = recovery_seconds
-        self._probe = probe_per_second
-        self._pause_threshold = pause_threshold_seconds
-        self._reveal_margin = reveal_margin
+        self._probe, self._probe_rate_multiple = probe_per_second, probe_rate_multiple
+        self._speedup = (speedup_after_seconds, speedup_doubling_seconds)
+        self._pause_threshold, self._reveal_margin = pause_threshold_seconds, reveal_margin
         self._reveal_max = reveal_max_seconds
         now = clock()
         # Theoretical arrival time of the next request at the current rate. It starts with no burst
@@ -378,7 +407,14 @@ class RateBudget:
                 climb = self._good * (1.0 - self._decrease_factor) * elapsed / self._recovery_seconds
                 self._rate = min(self._good, self._rate + climb)
             elif self._rate < self._max:
-                self._rate = self._good = min(self._max, self._rate * (1.0 + self._probe * elapsed))
+                # Additive (see the module doc): the same step for every connection sharing a limit,
+                # doubling every few seconds once no 429 has come for longer than a probe cycle.
+                step = self._probe * min(self._max, self._probe_rate_multiple * self._rate) * elapsed
+                after, doubling = self._speedup
+                quiet = now - self._episode_last
+                if quiet > after:
+                    step *= 2.0 ** min((quiet - after) / doubling, 20.0)
+                self._rate = self._good = min(self._max, self._rate + step)
             line = self._episode_ends(now)
         if line is not None and self._report is not None:
             self._report(logging.INFO, line)
