@@ -47,7 +47,7 @@ from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
 from destination_crowdtwist.api.net_errors import never_connected, root_cause
-from destination_crowdtwist.api.plain_answer import StreamedAnswer
+from destination_crowdtwist.api.plain_answer import PlainAnswer, StreamedAnswer
 from destination_crowdtwist.api.redaction import RequestLine, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
@@ -264,12 +264,16 @@ class Transport:
         The request line (``wire.line``) is built only for a failure.
         """
         status = response.status
-        length = response.headers.get("Content-Length", "").strip()
+        if isinstance(response, PlainAnswer):
+            # One Content-Length, already parsed, and no Content-Encoding (api/plain_answer.py).
+            plain, length = True, str(response.length_remaining)
+        else:
+            plain = "Content-Encoding" not in response.headers
+            length = response.headers.get("Content-Length", "").strip()
         if length.isdigit() and int(length) > self._max_body_bytes:
             return self._too_large(status, wire.line, meaning, retry_after)
         chunks: list[bytes] = []
         size = 0
-        plain = "Content-Encoding" not in response.headers
         try:
             while True:
                 if self._clock() > deadline:
