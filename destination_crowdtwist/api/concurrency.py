@@ -185,9 +185,14 @@ class InFlightGate:
 
     @property
     def capacity(self) -> int:
-        """Requests that may be in flight before ``enter`` blocks: the target plus the slack."""
-        with self._cond:
-            return self._limit + self._slack
+        """Requests that may be in flight before ``enter`` blocks: the target plus the slack.
+
+        Read without the lock: it only sizes the worker pool (``FlowControl.workers_wanted``), which
+        asks about three times per row and re-reads before acting, so a value one change old is
+        harmless, and ``_limit`` is one attribute (its read is atomic under the GIL). Taking the
+        lock made every worker queue for it behind ``enter`` and ``leave``.
+        """
+        return self._limit + self._slack
 
     @property
     def in_flight(self) -> int:

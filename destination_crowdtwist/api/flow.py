@@ -174,8 +174,9 @@ class FlowControl:
         pausing before a retry (a 429's Retry-After holds a thread, not a place in flight).
         """
         target = self._gate.capacity if self._gate is not None else 1
-        with self._pausing_lock:
-            return target + self._pausing
+        # Read without the lock (the lock guards the count's updates): a hint the pool re-reads before it
+        # starts or stops a thread, asked about three times per row.
+        return target + self._pausing
 
     def status_line(self) -> str:
         """The in-flight target, smoothed RTT and paced rate, for progress lines (empty without them)."""

@@ -20,6 +20,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPHeaderDict
 
 from destination_crowdtwist.api.errors import Action, Pace, Resolution, TransientError, classify_response
+from destination_crowdtwist.api.plain_answer import MessageHeaders
 from destination_crowdtwist.api.redaction import RequestLine
 from destination_crowdtwist.api.retry import Outcome
 from destination_crowdtwist.records.rejection import Rejection, server
@@ -117,8 +118,9 @@ class ApiResponse:
         return cls(
             status=status,
             data=data,
-            # urllib3's headers are case-insensitive already (and this answer's own): no copy needed.
-            headers=headers if isinstance(headers, HTTPHeaderDict) else CaseInsensitiveDict(headers),
+            # urllib3's headers and http.client's (a plain answer's) are case-insensitive already, and
+            # this answer's own: no copy needed.
+            headers=headers if isinstance(headers, HTTPHeaderDict | MessageHeaders) else CaseInsensitiveDict(headers),
             text=text,
             request_line=request_line,
             endpoint=endpoint,

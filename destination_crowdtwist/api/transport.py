@@ -47,6 +47,7 @@ from destination_crowdtwist.api.connections import pool_manager_for
 from destination_crowdtwist.api.deadline import Watch, Watchdog, current_watch
 from destination_crowdtwist.api.errors import REDIRECT, Bound, ConfigError, Meaning, Pace, TransientError, status_rule
 from destination_crowdtwist.api.net_errors import never_connected, root_cause
+from destination_crowdtwist.api.plain_answer import PlainAnswer, StreamedAnswer
 from destination_crowdtwist.api.redaction import RequestLine, redact_text, redact_url
 from destination_crowdtwist.api.response import ApiResponse, Failure
 from destination_crowdtwist.api.retry import LOST, UNREACHABLE, Outcome, parse_retry_after
@@ -190,6 +191,7 @@ class Transport:
         # Signed here, once per attempt: a retry never carries an old timestamp or signature.
         target = self._auth.apply(wire.method, self._prefix + wire.target, headers, wire.data)
         with self._watchdog.watching(Watch(time.monotonic() + self.attempt_deadline)) as watch:
+            response: StreamedAnswer
             try:
                 if self._direct is not None:
                     # The same call as below (no retry, no redirect, streamed), without urlopen's overhead.
@@ -224,7 +226,7 @@ class Transport:
                 response.release_conn()
 
     def _answer(
-        self, response: urllib3.BaseHTTPResponse, wire: Wire, deadline: float, watch: Watch
+        self, response: StreamedAnswer, wire: Wire, deadline: float, watch: Watch
     ) -> ApiResponse | Failure:
         status = response.status
         # The status line alone, read through the table: a redirect, what bounds its retries, what it
@@ -254,7 +256,7 @@ class Transport:
         return answer
 
     def _read_body(
-        self, response: urllib3.BaseHTTPResponse, deadline: float, wire: Wire, meaning: Meaning,
+        self, response: StreamedAnswer, deadline: float, wire: Wire, meaning: Meaning,
         retry_after: float | None,
     ) -> bytes | Failure:
         """The whole body, read in pieces under the size cap and the attempt deadline.
@@ -262,12 +264,16 @@ class Transport:
         The request line (``wire.line``) is built only for a failure.
         """
         status = response.status
-        length = response.headers.get("Content-Length", "").strip()
+        if isinstance(response, PlainAnswer):
+            # One Content-Length, already parsed, and no Content-Encoding (api/plain_answer.py).
+            plain, length = True, str(response.length_remaining)
+        else:
+            plain = "Content-Encoding" not in response.headers
+            length = response.headers.get("Content-Length", "").strip()
         if length.isdigit() and int(length) > self._max_body_bytes:
             return self._too_large(status, wire.line, meaning, retry_after)
         chunks: list[bytes] = []
         size = 0
-        plain = "Content-Encoding" not in response.headers
         try:
             while True:
                 if self._clock() > deadline:
@@ -301,7 +307,7 @@ class Transport:
                 description = f"unreadable answer: {root_cause(exc)}"
             return self._lost(description, wire.line, meaning.pace, retry_after)
 
-    def _server_now(self, response: urllib3.BaseHTTPResponse) -> float:
+    def _server_now(self, response: StreamedAnswer) -> float:
         """Unix time for an HTTP-date Retry-After: the server's Date header avoids local clock skew."""
         date = response.headers.get("Date")
         if date:

@@ -102,6 +102,9 @@ class DeferredFeed:
         run in batches, and the next batch follows the last one.
         """
         if (outcome.accepted and work.row.stream.object_name == USER_PROFILE) or work.retry:
+            if not len(self._store):
+                # Nothing waits (what has_member would find, without its two guards): most accepted rows.
+                return
             with self._or_stop():
                 self._requeue_member(work.member)
 
