@@ -166,7 +166,7 @@ class RateBudget:
         self._backoff = backoff_factor
         self._recovery_seconds = recovery_seconds
         self._probe, self._probe_rate_multiple = probe_per_second, probe_rate_multiple
-        self._speedup = (speedup_after_seconds, speedup_doubling_seconds)
+        self._speedup_after, self._speedup_doubling = speedup_after_seconds, speedup_doubling_seconds
         self._pause_threshold, self._reveal_margin = pause_threshold_seconds, reveal_margin
         self._reveal_max = reveal_max_seconds
         now = clock()
@@ -410,10 +410,9 @@ class RateBudget:
                 # Additive (see the module doc): the same step for every connection sharing a limit,
                 # doubling every few seconds once no 429 has come for longer than a probe cycle.
                 step = self._probe * min(self._max, self._probe_rate_multiple * self._rate) * elapsed
-                after, doubling = self._speedup
                 quiet = now - self._episode_last
-                if quiet > after:
-                    step *= 2.0 ** min((quiet - after) / doubling, 20.0)
+                if quiet > self._speedup_after:
+                    step *= 2.0 ** min((quiet - self._speedup_after) / self._speedup_doubling, 20.0)
                 self._rate = self._good = min(self._max, self._rate + step)
             line = self._episode_ends(now)
         if line is not None and self._report is not None:
