@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -465,7 +466,9 @@ def test_upsert_learns_the_cheaper_order_and_stays_near_one_request_per_row(sb: 
 
 
 @pytest.mark.parametrize("existing", [True, False])
-def test_concurrent_upsert_wastes_only_the_first_window_and_only_on_new_members(existing: bool) -> None:
+def test_concurrent_upsert_wastes_only_the_first_window_and_only_on_new_members(
+    existing: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     # Defaults (in-flight target, 9,000/min), a 50 ms round trip: rows go out before the first answers
     # come back, on the learner's prior (update first). Members that exist: exactly one request per row.
     # New members: a wasted PUT ("not found") for the rows of that first window only (22 here), bounded by
@@ -477,7 +480,8 @@ def test_concurrent_upsert_wastes_only_the_first_window_and_only_on_new_members(
             for i in range(200):
                 sandbox.add_member(email_address=f"m{i}@example.com", first_name="Old", last_name="M", postal_code="10001")
         rows = [rec(person(f"m{i}@example.com", first_name="Again")) for i in range(200)]
-        out = write(config(sandbox), catalog(UPSERT), [*rows, state(1)])
+        with caplog.at_level(logging.INFO, logger="airbyte"):
+            out = write(config(sandbox), catalog(UPSERT), [*rows, state(1)])
         assert stats(out) == [(1, 200.0, 0.0)]
         counts = sandbox.request_counts()
         wasted_puts = counts.get("404", 0)
@@ -487,4 +491,12 @@ def test_concurrent_upsert_wastes_only_the_first_window_and_only_on_new_members(
         else:
             assert 1 <= wasted_puts <= 25
             assert counts["total"] == 200 + wasted_puts
+        # The operator sees what the guesses cost, counted by the connector: the sandbox's own count.
+        guesses = [r.getMessage() for r in caplog.records if r.getMessage().startswith("User Profile upsert:")]
+        assert len(guesses) == 1
+        assert guesses[0].startswith(f"User Profile upsert: {wasted_puts} of the 200 rows whose member was not known "
+                                     "beforehand needed both requests")
+        assert guesses[0].endswith("ending on create first). When a stream's rows are known to be new members (or "
+                                   "existing ones), upsert_strategy create_first (or update_first) starts with the "
+                                   "right request from the first row." if not existing else "ending on update first).")
         assert sum(1 for m in sandbox.members() if m["first_name"] == "Again") == 200

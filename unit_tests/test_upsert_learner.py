@@ -49,3 +49,32 @@ def test_fixed_strategies_never_switch() -> None:
             learner.observe(existed=existed)
             assert learner.create_first() is expected
         assert learner.switches == 0
+
+
+def test_the_summary_counts_guessed_rows_and_those_that_needed_both_requests() -> None:
+    learner = UpsertLearner("auto")
+    assert learner.summary() is None  # no upsert row was guessed: nothing to say
+    for both in (True, True, False, False, False):
+        learner.count(both_sent=both)
+    learner.observe(existed=False)
+    learner.observe(existed=False)  # the mean passes 0.5: create first
+    assert learner.summary() == (
+        "User Profile upsert: 2 of the 5 rows whose member was not known beforehand needed both requests (the first "
+        "guess, update or create, was wrong; upsert_strategy auto, ending on create first). When a stream's rows are "
+        "known to be new members (or existing ones), upsert_strategy create_first (or update_first) starts with the "
+        "right request from the first row."
+    )
+
+
+def test_the_summary_gives_no_advice_when_no_guess_was_wrong_or_the_order_is_fixed() -> None:
+    learner = UpsertLearner("auto")
+    learner.count(both_sent=False)
+    assert learner.summary() == (
+        "User Profile upsert: 0 of the 1 rows whose member was not known beforehand needed both requests (the first "
+        "guess, update or create, was wrong; upsert_strategy auto, ending on update first)."
+    )
+    fixed = UpsertLearner("create_first")
+    fixed.count(both_sent=True)
+    summary = fixed.summary()
+    assert summary is not None and "upsert_strategy create_first, ending on create first)." in summary
+    assert "starts with the right request" not in summary

@@ -41,6 +41,10 @@ class UpsertLearner:
         self._lock = threading.Lock()
         self.switches = 0
         self._last_choice = self._choose(initial_p_new)
+        # What the guesses cost, for the end-of-sync log line: rows whose first request was this learner's
+        # guess, and those of them that sent the other request too (the guess was wrong).
+        self.guessed_rows = 0
+        self.second_requests = 0
 
     def _choose(self, p_new: float) -> bool:
         if self.strategy == "create_first":
@@ -68,6 +72,28 @@ class UpsertLearner:
             if choice != self._last_choice:
                 self.switches += 1
                 self._last_choice = choice
+
+    def count(self, *, both_sent: bool) -> None:
+        """One row whose first request was this learner's guess ended; ``both_sent``: it needed the other too."""
+        with self._lock:
+            self.guessed_rows += 1
+            self.second_requests += both_sent
+
+    def summary(self) -> str | None:
+        """What the guesses cost this sync, for the operator's log (None when no row was guessed)."""
+        with self._lock:
+            if not self.guessed_rows:
+                return None
+            order = "create first" if self._last_choice else "update first"
+            line = (f"User Profile upsert: {self.second_requests:,} of the {self.guessed_rows:,} rows whose member "
+                    f"was not known beforehand needed both requests (the first guess, update or create, was wrong; "
+                    f"upsert_strategy {self.strategy}, ending on {order})")
+            if self.strategy == "auto" and self.second_requests:
+                # The learner pays one in-flight window of wrong guesses before the first answers arrive
+                # (docs/performance.md, the upsert of new members); a fixed order pays none when it is right.
+                line += (". When a stream's rows are known to be new members (or existing ones), upsert_strategy "
+                         "create_first (or update_first) starts with the right request from the first row")
+            return line + "."
 
     @property
     def p_new(self) -> float:

@@ -60,6 +60,8 @@ class _UpsertRun:
     label: str
     entry: MemberEntry | None  # what the member index knows of the member, if anything
     tried: set[Step] = field(default_factory=set)
+    sent: set[Step] = field(default_factory=set)  # the steps that made their request
+    guessed: bool = False  # the first step was the learner's guess
     proved_missing: bool = False  # an update answered "not found"
     observed: bool = False  # the learner has heard of this row (once per row, whatever the steps)
 
@@ -141,13 +143,14 @@ class ProfileWrites:
         (``entry``) starts with ``UPDATE`` too; the learner watches only the rows it chose the order
         of, so known members do not make it believe every row exists.
         """
-        run = _UpsertRun(user, label, entry)
-        can_create = isinstance(user.create, dict)
-        first_create = entry is None and can_create and self.learner.create_first()
+        run = _UpsertRun(user, label, entry, guessed=entry is None and isinstance(user.create, dict))
+        first_create = run.guessed and self.learner.create_first()
         step: Step | Outcome = Step.CREATE if first_create else Step.UPDATE
         while isinstance(step, Step):
             run.tried.add(step)
             step = self._update_step(run) if step is Step.UPDATE else self._create_step(run)
+        if run.guessed:
+            self.learner.count(both_sent=len(run.sent) == len(Step))
         return step
 
     def _update_step(self, run: _UpsertRun) -> Step | Outcome:
@@ -158,6 +161,7 @@ class ProfileWrites:
             if isinstance(user.create, dict):
                 return Step.CREATE  # nothing to update, but the member must exist: the create tells us
             return self._exists_or_rejected(user, label, run.entry)
+        run.sent.add(Step.UPDATE)
         response = self.api.update_user(user.user_id, user.id_type, user.update)
         if response.ok:
             self._observe(run, existed=True)
@@ -178,6 +182,7 @@ class ProfileWrites:
         if not isinstance(user.create, dict):
             assert user.create is not None  # upsert rows always have a create body or its rejection
             return Outcome.rejected(label, user.create.with_prefix(CANNOT_CREATE if run.proved_missing else ""))
+        run.sent.add(Step.CREATE)
         response = self.api.create_user(user.create)
         if response.ok or self._our_lost_create(user, response):
             self._observe(run, existed=False)

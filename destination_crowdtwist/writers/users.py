@@ -123,9 +123,12 @@ class UserProfileWriter:
         self.removal.finish()
 
     def close(self) -> None:
-        """Close the member index (committing what is staged) and log what it saved."""
+        """Close the member index (committing what is staged) and log what it saved and what upsert guesses cost."""
         if self.known is not None:
             self.known.close()
+        guesses = self.learner.summary()
+        if guesses is not None:
+            logger.info(guesses)
 
     def prepare(self, row: Row) -> Prepared[UserRow | DeleteRow] | Outcome:
         """Map and pre-flight one row; no request is spent on a row CrowdTwist would refuse."""
