@@ -4,8 +4,9 @@
 #   make check   the quick loop: ruff, mypy, pytest -m "not slow and not perf" (skips the image install
 #                replay, the benchmark smoke run, source-faker, PyAirbyte, the soak, the measurements and
 #                the other tests of many seconds each)
-#   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools": every test but the
-#                soak, the measurements and the real Airbyte tools; run it before you push (under 10 minutes)
+#   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools" -n auto --dist worksteal:
+#                every test but the soak, the measurements and the real Airbyte tools, on one pytest
+#                process per CPU (pytest-xdist; PYTEST_WORKERS below); run it before you push (under 10 minutes)
 #   make soak    the soak alone (marker soak, also marked slow; kept out of make test for its 10-minute
 #                budget): the fault matrix's (test_fault_matrix.py), each fatal stop 50 times
 #                (test_orderly_stop.py) and SIGTERM after an answer 30 times per command
@@ -31,6 +32,12 @@ STAMP  := $(VENV)/.installed
 FAKER_VENV := .venv-faker
 PYAIRBYTE_VENV := .venv-pyairbyte
 BENCH_ARGS ?=
+# make test's pytest processes (pytest-xdist's -n): auto is one per CPU. Most of the suite's time is
+# connector processes starting (importing airbyte-cdk) and waits on the sandbox, so a second process
+# roughly halves it on 2 cores. worksteal: a worker that runs out takes queued tests from the other, so
+# the slow integration tests do not leave one worker running alone at the end. PYTEST_WORKERS=0 runs
+# everything in one process, as before.
+PYTEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help venv test check soak perf tools lint typecheck pytest pytest-quick demo bench clean distclean
@@ -56,7 +63,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -m "not soak and not perf and not tools"
+	$(BIN)/pytest -m "not soak and not perf and not tools" -n $(PYTEST_WORKERS) --dist worksteal
 
 pytest-quick: $(STAMP)
 	$(BIN)/pytest -m "not slow and not perf"

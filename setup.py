@@ -39,6 +39,8 @@ MAIN_REQUIREMENTS = [
 DEV_REQUIREMENTS = [
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # make test runs pytest on one process per CPU (-n auto --dist worksteal; worksteal is new in 3.2).
+    "pytest-xdist>=3.2",
     "ruff>=0.6",
     "mypy>=1.10",
     "types-requests>=2.31",

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
+
 from crowdtwist_sandbox import Sandbox
 from tests_support.pii import Person, echo_message, leaks, odd_record, person
 
@@ -672,15 +674,40 @@ def _judge_output(
 # -- the table --------------------------------------------------------------------------------------
 
 
-def table(rows: Sequence[tuple[str, str, float, Verdict]]) -> list[str]:
+#: The key of a scenario's row in its test report's ``user_properties``. The table is printed from the
+#: reports at the end of the session, not by the test module: under pytest-xdist (``make test`` runs on
+#: several processes) only the reports reach the controlling process, never a worker's output.
+ROW_PROPERTY = "fault_matrix_row"
+
+
+def record_row(item: pytest.Item, order: int, name: str, attempts: str, seconds: float, verdict: Verdict) -> None:
+    """Attach one scenario's row of the table to its test report (``order``: its place in the table)."""
+    cells = [name, attempts, f"{seconds:.1f}", *(verdict.cell(c) for c in Verdict.COLUMNS)]
+    item.user_properties.append((ROW_PROPERTY, {"order": order, "seconds": seconds, "cells": cells}))
+
+
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
     """The matrix as text: scenario | attempts | seconds | fault | lost | doubled | states | counts | secrets | pii."""
     header = ("scenario", "attempts", "secs", *Verdict.COLUMNS)
-    body = [
-        (name, attempts, f"{seconds:.1f}", *(verdict.cell(c) for c in Verdict.COLUMNS))
-        for name, attempts, seconds, verdict in rows
-    ]
-    widths = [max(len(str(row[i])) for row in (header, *body)) for i in range(len(header))]
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     rule = "-+-".join("-" * w for w in widths)
     out = [" | ".join(str(v).ljust(w) for v, w in zip(header, widths, strict=True)), rule]
-    out += [" | ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in body]
+    out += [" | ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
     return out
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the table of every scenario that ran, passed or failed (registered by conftest.py)."""
+    rows: list[dict[str, Any]] = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            rows += [value for key, value in getattr(report, "user_properties", ()) if key == ROW_PROPERTY]
+    if not rows:
+        return
+    rows.sort(key=lambda row: int(row["order"]))
+    terminalreporter.write_line("")
+    terminalreporter.write_sep("-", f"fault matrix ({sum(float(row['seconds']) for row in rows):.0f}s)")
+    for line in table([row["cells"] for row in rows]):
+        terminalreporter.write_line(line)

@@ -20,7 +20,7 @@ that must stop by itself is judged on its trace instead of on running to the end
 * **pii**     no input email unmasked in stdout or stderr; with ``pii`` rows (personal data in odd
               places, tests_support/pii.py), none of it in stdout, stderr or the masked reject file.
 
-The table is printed at the end of the module. Trickled bodies and oversized answers are not sandbox
+The table is printed at the end of the session. Trickled bodies and oversized answers are not sandbox
 knobs: a small proxy in front of the sandbox spoils them (integration_tests/faultproxy.py); a trickled
 status line and headers is one (``trickle_headers_rate``); the
 client's side of them is tested with unit_tests/fakehttp.py in unit_tests/test_client.py. The longer soak (more rows, more kill
@@ -35,7 +35,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,9 +58,9 @@ from faultmatrix import (
     layout,
     mix,
     pii_corpus,
+    record_row,
     replay_input,
     run_attempt,
-    table,
 )
 from faultproxy import FaultProxy
 from helpers import credit_config
@@ -475,46 +475,30 @@ def _resend(scenario: Scenario, sandbox: Sandbox, lines: list[Line], config_path
     return [stopped, run_attempt(config_path, catalog_path, rest, sandbox)]
 
 
-# -- the table ---------------------------------------------------------------------------------------
-
-_ROWS: list[tuple[str, str, float, Verdict]] = []
+# -- the table (printed at the end of the session: faultmatrix.pytest_terminal_summary) ---------------
 
 
-@pytest.fixture(scope="module")
-def matrix_table(request: pytest.FixtureRequest) -> Iterator[list[tuple[str, str, float, Verdict]]]:
-    """Collects every row's verdict; prints the table when the module is done."""
-    rows: list[tuple[str, str, float, Verdict]] = []
-    yield rows
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not rows:
-        return
-    with capture.global_and_fixture_disabled():  # shown on success too, not only under a failure
-        reporter.write_line("")
-        reporter.write_sep("-", f"fault matrix ({sum(r[2] for r in rows):.0f}s)")
-        for line in table(rows):
-            reporter.write_line(line)
-
-
-def _check(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, rows: list[Any]) -> None:
+def _check(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     outcome = run_scenario(scenario, sandbox_factory, tmp_path)
-    rows.append((scenario.name, outcome.attempts_label(), outcome.seconds, outcome.verdict))
+    # The soak's rows after the matrix's, each list in its own order.
+    order = SCENARIOS.index(scenario) if scenario in SCENARIOS else len(SCENARIOS) + SOAK.index(scenario)
+    record_row(request.node, order, scenario.name, outcome.attempts_label(), outcome.seconds, outcome.verdict)
     if not outcome.verdict.ok:
         pytest.fail(f"{scenario.name} ({outcome.attempts_label()}):\n{outcome.verdict.explain()}", pytrace=False)
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
-def test_fault_matrix(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, matrix_table: list[Any]) -> None:
-    _check(scenario, sandbox_factory, tmp_path, matrix_table)
+def test_fault_matrix(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    _check(scenario, sandbox_factory, tmp_path, request)
 
 
 @pytest.mark.soak
 @pytest.mark.slow  # make check skips it
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("scenario", SOAK, ids=lambda s: s.name)
-def test_fault_matrix_soak(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, matrix_table: list[Any]) -> None:
-    _check(scenario, sandbox_factory, tmp_path, matrix_table)
+def test_fault_matrix_soak(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    _check(scenario, sandbox_factory, tmp_path, request)
 
 
 # -- the checker itself must be able to fail ----------------------------------------------------------

@@ -298,7 +298,8 @@ def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp
     install = position(f"{venv}/bin/python -m pip install --quiet --progress-bar off -e '.[dev]'")
     stamp = position(f"touch {venv}/.installed")
     ruff, mypy = position(f"{venv}/bin/ruff check ."), position(f"{venv}/bin/mypy")
-    assert create < install < stamp < ruff < mypy < position(f'{venv}/bin/pytest -m "not soak and not perf and not tools"')
+    pytest = position(f'{venv}/bin/pytest -m "not soak and not perf and not tools" -n auto --dist worksteal')
+    assert create < install < stamp < ruff < mypy < pytest
 
 
 def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Path) -> None:
@@ -312,7 +313,7 @@ def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Pa
 # marker expression each make target runs, and what CI runs.
 TIERS = {
     "check": 'pytest -m "not slow and not perf"',
-    "test": 'pytest -m "not soak and not perf and not tools"',
+    "test": 'pytest -m "not soak and not perf and not tools" -n auto --dist worksteal',
     "soak": "pytest -m soak",
     "perf": "pytest -m perf",
     "tools": "pytest -m tools",
