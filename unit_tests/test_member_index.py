@@ -592,6 +592,7 @@ def test_a_write_time_beyond_64_bits_raises_as_before() -> None:
 def test_plain_payloads_take_orjson_and_the_others_the_standard_encoder() -> None:
     # What the equivalence above rests on: only shapes both encoders spell alike go to orjson.
     assert _orjson_spells_alike({"first_name": "Ann", "city_id": 7, "custom_data": {"a": [None, True]}}, 0)
-    for payload in ({"score": 1.5}, {"tier": Tier.GOLD}, {"name": Label("x")}, {Label("k"): 1},
-                    {"t": (1,)}, types.MappingProxyType({}), {"deep": nested_dicts(40)}):
+    others: list[object] = [{"score": 1.5}, {"tier": Tier.GOLD}, {"name": Label("x")}, {Label("k"): 1},
+                            {"t": (1,)}, types.MappingProxyType({}), {"deep": nested_dicts(40)}]
+    for payload in others:
         assert not _orjson_spells_alike(payload, 0), payload
