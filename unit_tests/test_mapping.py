@@ -17,6 +17,7 @@ from destination_crowdtwist.records.mapping import (
     MappingOptions,
     Rejection,
     _compile,
+    apply_field_mapping,
     create_payload,
     map_user_record,
 )
@@ -704,3 +705,28 @@ def test_custom_fields_outside_the_allow_list_are_the_rows_problem() -> None:
 def test_a_row_that_cannot_be_mapped_raises_its_rejection() -> None:
     with pytest.raises(Rejection, match="user_id is required"):
         user_payloads({"first_name": "Ann"}, DEFAULT, intent=Intent.EITHER)
+
+
+def test_rows_of_streams_with_different_options_each_map_by_their_own_options() -> None:
+    # The compiled options are kept by identity for the next row: rows of two streams in turn (two
+    # option objects, as a writer keeps one per stream) must each get their own field_mapping and id.
+    users = MappingOptions(field_mapping=(FieldMapping("contact.mail", "email_address"),))
+    buyers = MappingOptions(id_type="third_party_id", id_field="buyer", unmapped_fields="drop")
+    row = {"user_id": "a@b.co", "buyer": " b-7 ", "contact": {"mail": "A@B.co"}, "tier": "gold"}
+    for _ in range(3):
+        mapped = map_user_record(row, users)
+        assert (mapped.user_id, mapped.payload) == ("a@b.co", {"email_address": "a@b.co", "custom_data": {
+            "buyer": " b-7 ", "tier": "gold"}})
+        bought = map_user_record(row, buyers)
+        assert (bought.user_id, bought.payload, bought.dropped_fields) == ("b-7", {}, ("contact", "tier"))
+        assert apply_field_mapping(row, users) == {"user_id": "a@b.co", "buyer": " b-7 ", "tier": "gold",
+                                                   "email_address": "A@B.co"}
+        assert apply_field_mapping(row, buyers) is row
+
+
+def test_options_that_are_not_valid_are_refused_every_time() -> None:
+    # A refused set of options is never kept as "the last compiled".
+    bad = MappingOptions(id_type="nickname")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="unknown id_type"):
+            map_user_record({"user_id": "x"}, bad)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import hashlib
+import json
 import math
 import sqlite3
 import subprocess
@@ -10,10 +13,13 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from destination_crowdtwist.api.errors import ConfigError
 from destination_crowdtwist.writers.ledger import CreditLedger
@@ -21,6 +27,7 @@ from destination_crowdtwist.writers.member_index import (
     EXPIRY_SPREAD,
     MemberEntry,
     MemberIndex,
+    _orjson_spells_alike,
     expiry_age,
     fingerprint,
 )
@@ -448,3 +455,144 @@ def test_an_index_written_before_entries_aged_ages_from_its_last_writes(path: st
                            ["a@example.com", "b@example.com"]) == set()
     assert expired_members(MemberIndex(path, PROGRAM, clock=FakeClock(T0 + WEEK), max_age=WEEK),
                            ["a@example.com", "b@example.com"]) == {"a@example.com", "b@example.com"}
+
+
+# --- the fast paths of a re-sync's unchanged rows: the same answers as the plain formulas -------------
+
+
+def reference_fingerprint(payload: object) -> bytes:
+    """The fingerprint as every index file was written: the standard encoder's canonical JSON."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).digest()[:16]
+
+
+def nested_dicts(levels: int) -> object:
+    value: object = {}
+    for _ in range(levels):
+        value = {"n": value}
+    return value
+
+
+def nested_lists(levels: int) -> object:
+    value: object = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+class Tier(enum.IntEnum):
+    GOLD = 1
+
+
+class Label(str):
+    pass
+
+
+TRICKY_PAYLOADS: list[object] = [
+    {},
+    {"first_name": "Ann", "last_name": "Lee", "postal_code": "10010"},
+    {"first_name": "Ann", "custom_data": {"tier": "gold"}},
+    {"b": 1, "a": 2, "B": 3, "": 4, "é": 5, "\U0001f600": 6, "\uffff": 7, "z": 8, "aa": 9},  # code point order
+    {"city_name": "Zürich\u2028\u2029\ufeff\x85\x7f", "quote": '"\\/', "controls": "".join(map(chr, range(32)))},
+    {"date_of_birth": 0, "city_id": -(2**63), "big": 2**64 - 1, "neg": -1, "flag": True, "off": False},
+    {"beyond_64_bits": 2**64, "below": -(2**63) - 1},  # orjson refuses: the standard encoder's answer
+    {"gender_id": None, "postal_code": None},
+    {"extra_data": {"nested": {"deeper": [1, "two", None, True, {"x": [], "y": {}}]}, "list": []}},
+    {"extra_data": {"score": 1.5, "big": 1e16, "small": 1e-7, "nan": math.nan, "inf": -math.inf, "zero": -0.0}},
+    {"tier": Tier.GOLD, "label": Label("x"), "when": datetime.date(2024, 1, 31)},  # exact types only
+    {"custom_data": {"tuple": (1, 2), "set_like": frozenset()}},
+    {Label("k"): "subclass key"},
+    {"deep": nested_dicts(40)},  # beyond the walk's depth
+    {"deep_list": nested_lists(40)},
+    {"a": {"b": "c"}, "a.b": "d"},
+]
+
+
+@pytest.mark.parametrize("payload", TRICKY_PAYLOADS, ids=range(len(TRICKY_PAYLOADS)))
+def test_fingerprint_is_the_standard_encoders_on_tricky_payloads(payload: dict[str, object]) -> None:
+    assert fingerprint(payload) == reference_fingerprint(payload)
+
+
+def test_fingerprint_of_text_that_is_not_utf8_raises_as_before() -> None:
+    payload = {"first_name": "lone \ud800 surrogate"}
+    with pytest.raises(UnicodeEncodeError):
+        reference_fingerprint(payload)
+    with pytest.raises(UnicodeEncodeError):
+        fingerprint(payload)
+
+
+def test_fingerprint_of_a_mapping_that_is_not_a_dict_is_the_standard_encoders() -> None:
+    # json.dumps spells a non-dict Mapping with default=str; so must the fingerprint.
+    proxy = types.MappingProxyType({"first_name": "Ann"})
+    assert fingerprint(proxy) == reference_fingerprint(proxy)
+
+
+_json_leaves = st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=True)
+_json_values = st.recursive(
+    _json_leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(), _json_values, max_size=6))
+def test_fingerprint_is_the_standard_encoders_on_any_json_payload(payload: dict[str, object]) -> None:
+    try:
+        expected = reference_fingerprint(payload)
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            fingerprint(payload)
+        return
+    assert fingerprint(payload) == expected
+
+
+def reference_expired(clock: float, member: bytes, updated_at: object, max_age: float | None) -> bool:
+    """The age rule as it was written before the shortcut (rule 4 of writers/member_index.py)."""
+    if max_age is None:
+        return False
+    if not isinstance(updated_at, int):
+        return True
+    age = clock - updated_at
+    return age >= expiry_age(member, updated_at, max_age) or age < -3600.0
+
+
+def test_the_age_rule_shortcut_answers_as_the_formula_does() -> None:
+    # Every age around the shortcut's bound (half of max_age), the future slack and the limit itself,
+    # for several members, write times and max ages (0 and a negative one included).
+    members = [hashlib.sha256(str(i).encode()).digest()[:16] for i in range(40)]
+    for max_age in (WEEK, 30 * DAY, DAY, 1.0, 0.0, -DAY, 1e12):
+        for member in members:
+            for updated_at in (int(T0), 0, 1, -5, int(T0) + 7):
+                limit = expiry_age(member, updated_at, max_age)
+                ages = {0.0, 1.0, -1.0, -3600.0, -3600.5, -3599.5, max_age / 2, max_age / 2 - 1e-6,
+                        math.nextafter(max_age / 2, -math.inf), math.nextafter(max_age / 2, math.inf),
+                        limit, math.nextafter(limit, -math.inf), math.nextafter(limit, math.inf), limit - 1,
+                        limit + 1, max_age, max_age * 10}
+                for age in ages:
+                    clock = updated_at + age
+                    index = object.__new__(MemberIndex)
+                    index._clock = lambda clock=clock: clock  # type: ignore[misc]
+                    index._max_age = max_age
+                    assert index._expired(member, updated_at) == reference_expired(
+                        clock, member, updated_at, max_age), (max_age, updated_at, age)
+
+
+def test_a_write_time_beyond_64_bits_raises_as_before() -> None:
+    # Not a time this code wrote (a damaged file): the formula cannot spell it, and neither path hides that.
+    index = object.__new__(MemberIndex)
+    index._clock = lambda: T0
+    index._max_age = WEEK
+    for updated_at in (2**63, -(2**63) - 1, 2**70):
+        with pytest.raises(OverflowError):
+            reference_expired(T0, b"m" * 16, updated_at, WEEK)
+        with pytest.raises(OverflowError):
+            index._expired(b"m" * 16, updated_at)
+
+
+def test_plain_payloads_take_orjson_and_the_others_the_standard_encoder() -> None:
+    # What the equivalence above rests on: only shapes both encoders spell alike go to orjson.
+    assert _orjson_spells_alike({"first_name": "Ann", "city_id": 7, "custom_data": {"a": [None, True]}}, 0)
+    others: list[object] = [{"score": 1.5}, {"tier": Tier.GOLD}, {"name": Label("x")}, {Label("k"): 1},
+                            {"t": (1,)}, types.MappingProxyType({}), {"deep": nested_dicts(40)}]
+    for payload in others:
+        assert not _orjson_spells_alike(payload, 0), payload

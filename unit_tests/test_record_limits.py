@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -56,3 +59,48 @@ def test_nesting_depth_counts_objects_and_arrays(value: Any, depth: int) -> None
 def test_nesting_depth_stops_counting_above_the_limit() -> None:
     assert nesting_depth({"a": 1}, 0) == 1  # a flat record is still one level: above a limit of 0
     assert nesting_depth({"a": {"b": {"c": 1}}}, 1) == 2
+
+
+def reference_nesting_depth(value: Any, stop_above: int) -> int:
+    """nesting_depth as it was before the exact-type shortcut for flat records."""
+    if isinstance(value, Mapping) and stop_above >= 1:
+        for child in value.values():
+            if isinstance(child, Mapping | list | tuple):
+                break
+        else:
+            return 1
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > stop_above:
+            return stop_above + 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+class Text(str):
+    pass
+
+
+class Items(list[Any]):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    {}, {"a": 1, "b": "x", "c": 1.5, "d": True, "e": None}, {"a": Text("x")}, {"a": Items()}, {"a": Items([{}])},
+    {"a": ()}, {"a": MappingProxyType({})}, MappingProxyType({"a": 1}), MappingProxyType({"a": [1]}),
+    {"a": b"bytes", "b": 10**30, "c": Decimal("1.5")}, {"a": "x", "b": [1, [2, [3]]]}, [], "x", 7, None,
+    {"a": {"b": {"c": {}}}, "d": 1},
+])
+@pytest.mark.parametrize("stop_above", [0, 1, 2, 32])
+def test_nesting_depth_answers_as_before_the_flat_record_shortcut(value: Any, stop_above: int) -> None:
+    assert nesting_depth(value, stop_above) == reference_nesting_depth(value, stop_above)

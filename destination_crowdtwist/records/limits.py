@@ -25,15 +25,23 @@ class RecordLimits:
     max_depth: int = 32
 
 
+#: Exact types that are never a Mapping, list or tuple: a flat record's values.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def nesting_depth(value: Any, stop_above: int) -> int:
     """How deeply ``value`` nests objects and arrays (a scalar is 0), counted without recursion.
 
     Stops counting once the depth exceeds ``stop_above`` (the answer is then ``stop_above + 1``), so
     a hostile value costs at most that many levels of work per branch.
     """
-    if isinstance(value, Mapping) and stop_above >= 1:
-        # Most records are flat: one pass over the top level, without the stack, settles them.
+    if stop_above >= 1 and (type(value) is dict or isinstance(value, Mapping)):
+        # Most records are flat: one pass over the top level, without the stack, settles them. A
+        # value of an exact scalar type needs no isinstance against the Mapping ABC (which costs a
+        # call into abc per field).
         for child in value.values():
+            if type(child) in _SCALARS:
+                continue
             if isinstance(child, Mapping | list | tuple):
                 break
         else:

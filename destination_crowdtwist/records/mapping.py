@@ -293,6 +293,22 @@ _ID_NORMALISERS: dict[str, Callable[[Any], str]] = {
 }
 
 
+def _compiled_for(options: MappingOptions) -> _CompiledMapping:
+    """The compiled form of ``options``; the last one asked is kept by identity.
+
+    A writer keeps one options object per stream, so nearly every row asks for the object the previous
+    row asked for: ``is`` spares hashing the frozen dataclass (all its fields, field_mapping included)
+    for the cache on every row. Options are frozen, so the same object compiles the same way.
+    """
+    global _last_compiled  # noqa: PLW0603 - a one-entry cache; a tuple is replaced whole (atomic)
+    last = _last_compiled  # read once: another thread may replace it meanwhile
+    if last is not None and last[0] is options:
+        return last[1]
+    compiled = _compile(options)
+    _last_compiled = (options, compiled)
+    return compiled
+
+
 @functools.lru_cache(maxsize=64)
 def _compile(options: MappingOptions) -> _CompiledMapping:
     # Options come from validated config; a bad value here is a programming error, not a row error.
@@ -313,6 +329,7 @@ def _compile(options: MappingOptions) -> _CompiledMapping:
 
 
 _MISSING = object()
+_last_compiled: tuple[MappingOptions, _CompiledMapping] | None = None
 
 
 def _resolve(record: Mapping[str, Any], source: str, parts: tuple[str, ...]) -> Any:
@@ -343,7 +360,7 @@ def _apply_field_mapping(record: Mapping[str, Any], compiled: _CompiledMapping) 
 
 def apply_field_mapping(record: Mapping[str, Any], options: MappingOptions) -> Mapping[str, Any]:
     """The record with ``options.field_mapping`` applied (shared by both object types)."""
-    return _apply_field_mapping(record, _compile(options))
+    return _apply_field_mapping(record, _compiled_for(options))
 
 
 def normalise_user_id(raw_id: Any, id_type: str, id_field: str = USER_ID_FIELD) -> str:
@@ -368,7 +385,7 @@ def map_user_record(record: Mapping[str, Any], options: MappingOptions) -> Mappe
     ``user_id`` is missing, null or blank, and a ``validation`` one when a value cannot
     be coerced (message names the field and the value's type).
     """
-    compiled = _compile(options)
+    compiled = _compiled_for(options)
     working = _apply_field_mapping(record, compiled)
 
     id_field = options.id_field

@@ -26,6 +26,9 @@ class Inbox(Generic[T]):
         self._maxsize = maxsize
         self._items: deque[T] = deque()
         lock = threading.Lock()
+        # put and take hold the lock itself: the conditions' own lock, without Condition.__enter__'s
+        # Python frame for every message.
+        self._lock = lock
         self._not_empty = threading.Condition(lock)
         self._not_full = threading.Condition(lock)
         self._taker_waits = False
@@ -33,7 +36,7 @@ class Inbox(Generic[T]):
 
     def put(self, item: T, timeout: float) -> bool:
         """Append ``item``, waiting up to ``timeout`` seconds for room; False if there was none."""
-        with self._not_full:
+        with self._lock:
             if len(self._items) >= self._maxsize:
                 self._putter_waits = True
                 try:
@@ -50,7 +53,7 @@ class Inbox(Generic[T]):
 
     def take(self, timeout: float) -> list[T]:
         """Every item queued, oldest first, waiting up to ``timeout`` seconds for one; [] if none came."""
-        with self._not_empty:
+        with self._lock:
             if not self._items:
                 self._taker_waits = True
                 try:

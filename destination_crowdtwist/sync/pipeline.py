@@ -81,6 +81,9 @@ class Pipeline:
         # keeps every worker busy while some members have rows waiting behind them.
         self._queues = MemberQueues(max_pending or max(64, 8 * concurrency), max_pending_bytes)
         lock = threading.RLock()
+        # The row path takes the lock itself (``with self._lock``): the same lock as the conditions',
+        # without Condition.__enter__'s Python frame on every row.
+        self._lock = lock
         self._cond = threading.Condition(lock)
         # The reader waiting for room has its own condition on the same lock, woken only once a batch of
         # places is free (MemberQueues.reader_may_go_on): woken for every settled row, it would take one
@@ -171,7 +174,7 @@ class Pipeline:
     def _enter(self, row: Row, prepared: Prepared[P] | Outcome, writer: Writer[P] | None, size: int) -> None:
         # A reject sink whose uploads fell behind holds the reader back here, outside every lock.
         self._report.wait_for_room()
-        with self._cond:
+        with self._lock:
             at_once = None if writer is None or isinstance(prepared, Outcome) else self._at_once(prepared, writer)
             # A row settled at once takes no room in the queues, so it never waits for some.
             if at_once is None and self._queues.full(size):
@@ -292,7 +295,7 @@ class Pipeline:
     @property
     def fatal(self) -> BaseException | None:
         """The sync-stopping error, if one happened."""
-        with self._cond:
+        with self._lock:
             return self._fatal
 
     def _raise_if_fatal(self) -> None:

@@ -127,6 +127,10 @@ class SyncReport:
         Checked once, when ``stop_sample`` rows have settled. The message names the dominant reason,
         a masked example and the fix (the rejection's own actionable message).
         """
+        if self._stop_checked:
+            # Asked after every settled row; once checked, the answer is None for good (the flag is only
+            # ever set, under the lock), so the lock is not needed to give it.
+            return None
         with self._lock:
             total = sum(self.by_kind.values())
             if self._stop_checked or total < self._stop_sample:
