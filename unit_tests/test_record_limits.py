@@ -62,29 +62,18 @@ def test_nesting_depth_stops_counting_above_the_limit() -> None:
 
 
 def reference_nesting_depth(value: Any, stop_above: int) -> int:
-    """nesting_depth as it was before the exact-type shortcut for flat records."""
-    if isinstance(value, Mapping) and stop_above >= 1:
-        for child in value.values():
-            if isinstance(child, Mapping | list | tuple):
-                break
-        else:
-            return 1
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
+    """The definition, written recursively (unlike nesting_depth's stack and its flat-record shortcut):
+    every object or array adds a level to its deepest child; the count stops at ``stop_above + 1``."""
+    def depth(node: Any) -> int:
         if isinstance(node, Mapping):
-            children: Any = node.values()
+            children: list[Any] = list(node.values())
         elif isinstance(node, list | tuple):
-            children = node
+            children = list(node)
         else:
-            continue
-        depth += 1
-        if depth > stop_above:
-            return stop_above + 1
-        deepest = max(deepest, depth)
-        stack.extend((child, depth) for child in children)
-    return deepest
+            return 0
+        return 1 + max((depth(child) for child in children), default=0)
+
+    return min(depth(value), stop_above + 1)
 
 
 class Text(str):
@@ -102,5 +91,5 @@ class Items(list[Any]):
     {"a": {"b": {"c": {}}}, "d": 1},
 ])
 @pytest.mark.parametrize("stop_above", [0, 1, 2, 32])
-def test_nesting_depth_answers_as_before_the_flat_record_shortcut(value: Any, stop_above: int) -> None:
+def test_nesting_depth_answers_as_the_definition_does_with_or_without_the_flat_record_shortcut(value: Any, stop_above: int) -> None:
     assert nesting_depth(value, stop_above) == reference_nesting_depth(value, stop_above)
