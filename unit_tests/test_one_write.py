@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -150,3 +151,132 @@ def test_a_request_refused_before_sending_leaves_nothing_to_join(listener: Liste
 def test_the_probe_matches_the_installed_urllib3() -> None:
     # urllib3 2 sends a bytes body as the object it was given, in one piece: joining is on.
     assert one_write.USABLE is True
+
+
+# -- request_plain: urllib3's request without its per-header layers, the same bytes --------------------
+
+HEADERS = {"User-Agent": "destination-crowdtwist/test", "Accept-Encoding": "gzip, deflate", "Connection": "keep-alive",
+           "Content-Type": "application/json", "Accept": "application/json"}
+
+
+def wire(listener: Listener, send: Any, cls: type[HTTPConnection] = WatchedHTTPConnection,
+         host: str = "127.0.0.1", **kwargs: Any) -> tuple[bytes, int]:
+    """The bytes one request put on the wire, and the number of writes it took."""
+    before = len(listener.received)
+    conn = cls(host, listener.port, **kwargs)
+    # Whatever the host the Host header names, the bytes go to the local listener.
+    counting = CountingSocket(socket.create_connection(("127.0.0.1", listener.port)))
+    conn.sock = counting
+    send(conn)
+    conn.close()
+    return listener.wait_for(before + 1)[before], len(counting.writes)
+
+
+@pytest.mark.parametrize(("method", "body", "headers"), [
+    ("PUT", BODY, HEADERS),
+    ("POST", b"x" * MAX_JOINED_BODY, HEADERS),          # the largest joined body
+    ("POST", b"x" * (MAX_JOINED_BODY + 1), HEADERS),    # its own write, as urllib3 sends it
+    ("GET", None, HEADERS),                              # no Content-Length
+    ("PUT", None, HEADERS),                              # Content-Length: 0
+    ("POST", b"", HEADERS),                              # Content-Length: 0, no body write
+    ("DELETE", None, HEADERS),
+    ("PUT", BODY, {**HEADERS, "X-Signature": "ab" * 32, "X-Timestamp": "1796625429"}),  # HMAC-like
+    ("PUT", BODY, {**HEADERS, "X-Name": "caf\xe9"}),    # a latin-1 value, encoded as http.client does
+    ("PUT", BODY, {"user-agent": "lower", "accept-encoding": "identity"}),  # names in any case
+])
+def test_request_plain_puts_urllib3s_bytes_on_the_wire(
+    listener: Listener, method: str, body: bytes | None, headers: dict[str, str]
+) -> None:
+    target = "/v2/users/a%40b.example?id_type=email&api_key=k"
+    for _ in range(2):  # the second time, the header lines come from the cache
+        plain, writes = wire(listener, lambda c: c.request_plain(method, target, body, headers))
+        ours, _ = wire(listener, lambda c: HTTPConnection.request(c, method, target, body=body, headers=headers),
+                       cls=HTTPConnection)
+        assert plain == ours
+        assert writes == (2 if body and len(body) > MAX_JOINED_BODY else 1)
+
+
+@pytest.mark.parametrize("host", ["localhost", "::1"])
+@pytest.mark.parametrize("port", [None, 8443])
+def test_request_plain_host_header_is_http_clients(listener: Listener, host: str, port: int | None) -> None:
+    """Host comes from http.client's putrequest: a default port left out, an IPv6 address bracketed."""
+    def send(conn: Any) -> None:
+        conn.port = port or conn.default_port
+        conn.request_plain("PUT", "/x", BODY, HEADERS)
+
+    def reference(conn: Any) -> None:
+        conn.port = port or conn.default_port
+        HTTPConnection.request(conn, "PUT", "/x", body=BODY, headers=HEADERS)
+
+    plain, _ = wire(listener, send, host=host)
+    ours, _ = wire(listener, reference, cls=HTTPConnection, host=host)
+    assert plain == ours
+    expected = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    assert f"\r\nHost: {expected}\r\n".encode() in plain
+
+
+@pytest.mark.parametrize(("body", "headers"), [
+    (BODY, {**HEADERS, "Host": "elsewhere"}),                  # a Host of its own
+    (BODY, {**HEADERS, "Content-Length": "3"}),                # framing of its own
+    (BODY, {**HEADERS, "Transfer-Encoding": "chunked"}),
+    (BODY, {k: v for k, v in HEADERS.items() if k != "User-Agent"}),       # urllib3 adds its own
+    (BODY, {k: v for k, v in HEADERS.items() if k != "Accept-Encoding"}),  # http.client adds identity
+    ("text body", HEADERS),                                    # not bytes
+])
+def test_any_other_call_goes_to_urllib3s_request(listener: Listener, body: Any, headers: dict[str, str]) -> None:
+    plain, _ = wire(listener, lambda c: c.request_plain("PUT", "/x", body, headers))
+    ours, _ = wire(listener, lambda c: HTTPConnection.request(c, "PUT", "/x", body=body, headers=headers),
+                   cls=HTTPConnection)
+    assert plain == ours
+
+
+def test_request_plain_refuses_what_http_client_refuses(listener: Listener) -> None:
+    conn: Any
+    conn, counting = connected(WatchedHTTPConnection, listener.port)
+    with pytest.raises(ValueError, match="Invalid header"):
+        conn.request_plain("PUT", "/x", BODY, {**HEADERS, "X-Bad": "a\r\nInjected: 1"})
+    assert conn._join_body is None and conn._joined_body is None
+    assert ("X-Bad", "a\r\nInjected: 1") not in one_write._LINES
+    conn.close()
+    other: Any = connected(WatchedHTTPConnection, listener.port)[0]
+    with pytest.raises(http.client.InvalidURL, match="can't contain control characters"):
+        other.request_plain("GET", "/x y\r\n", None, HEADERS)
+    other.close()
+    assert counting.writes == []
+
+
+def test_request_plain_sets_a_changed_timeout_and_only_then(listener: Listener) -> None:
+    conn: Any
+    conn, counting = connected(WatchedHTTPConnection, listener.port)
+    calls: list[float | None] = []
+    real = counting._sock
+
+    class Recording(CountingSocket):
+        def settimeout(self, value: float | None) -> None:
+            calls.append(value)
+            real.settimeout(value)
+
+    conn.sock = Recording(real)
+    conn.timeout = 7.0
+    conn.request_plain("GET", "/x", None, HEADERS)
+    conn._HTTPConnection__state = "Idle"  # the answer is never read here
+    conn.request_plain("GET", "/x", None, HEADERS)
+    conn._HTTPConnection__state = "Idle"
+    conn.timeout = 3.0
+    conn.request_plain("GET", "/x", None, HEADERS)
+    conn.close()
+    assert calls == [7.0, 3.0]  # the second request found 7.0 already set
+
+
+def test_the_head_buffer_probe_matches_this_python() -> None:
+    assert one_write.PLAIN_USABLE is True
+
+
+def test_without_the_head_buffer_request_plain_is_urllib3s_request(
+    listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(one_write, "PLAIN_USABLE", False)
+    plain, writes = wire(listener, lambda c: c.request_plain("PUT", "/x", BODY, HEADERS))
+    ours, _ = wire(listener, lambda c: HTTPConnection.request(c, "PUT", "/x", body=BODY, headers=HEADERS),
+                   cls=HTTPConnection)
+    assert plain == ours and writes == 1

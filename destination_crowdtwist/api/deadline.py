@@ -25,11 +25,13 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from destination_crowdtwist.api.answer_headers import PlainHeadersResponse
 from destination_crowdtwist.api.one_write import OneWriteRequest
 
 __all__ = [
@@ -136,15 +138,25 @@ class _Watched:
         watch_socket(self.sock)
         super().request(*args, **kwargs)  # type: ignore[misc]
 
+    def request_plain(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]) -> None:
+        """:meth:`OneWriteRequest.request_plain`, the socket handed over first as :meth:`request` does."""
+        watch_socket(self.sock)
+        super().request_plain(method, target, body, headers)  # type: ignore[misc]
+
 
 class WatchedHTTPConnection(_Watched, OneWriteRequest, HTTPConnection):
-    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection), and
-    sends a request's head and small body in one write (``api/one_write.py``).
+    """An HTTP connection that hands its socket to the attempt's watch (new or reused connection),
+    sends a request's head and small body in one write (``api/one_write.py``) and reads a plain header
+    block without the ``email`` parser (``api/answer_headers.py``).
     """
+
+    response_class = PlainHeadersResponse
 
 
 class WatchedHTTPSConnection(_Watched, OneWriteRequest, HTTPSConnection):
     """The HTTPS twin of :class:`WatchedHTTPConnection`."""
+
+    response_class = PlainHeadersResponse
 
 
 class WatchedHTTPConnectionPool(HTTPConnectionPool):

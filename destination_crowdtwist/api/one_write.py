@@ -21,13 +21,30 @@ It relies on one thing urllib3 does not promise: that a bytes body is sent as th
 one piece, right after the head. :data:`USABLE` checks it once, at import, with urllib3's own
 ``body_to_chunks``; with a urllib3 that splits or copies the body, nothing is joined (two writes, as
 before), never a body sent twice.
+
+:meth:`OneWriteRequest.request_plain` is that ``request`` for the one call the transport makes (a
+bytes body or none, its own ``Accept-Encoding`` and ``User-Agent``, no framing headers of its own),
+without urllib3's per-header layers: urllib3's ``putheader`` wrapper and ``http.client``'s encoding
+and validation of every header on every request were most of a request's 20 us of head-building
+(docs/performance.md, "An answer's headers and a request's head without the general layers"). The
+request line and ``Host`` are still ``putrequest``'s (urllib3's, then ``http.client``'s: the method
+and target checks, the connection's state); a header line is built by ``http.client``'s own
+``putheader`` the first time its name and value are seen, and the same bytes are reused after
+that; ``Content-Length`` is urllib3's (the body's length, or 0 for a method that expects a body);
+then ``endheaders`` and the body, joined as above. The bytes on the wire are urllib3's, byte for
+byte (``unit_tests/test_one_write.py`` compares them). Any other call goes to ``request``. It uses
+``http.client``'s request buffer (``_buffer``), checked at import (:data:`PLAIN_USABLE`).
 """
 
 from __future__ import annotations
 
+import http.client
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_JOINED_BODY", "USABLE", "OneWriteRequest"]
+from urllib3.util import SKIP_HEADER
+
+__all__ = ["MAX_JOINED_BODY", "PLAIN_USABLE", "USABLE", "OneWriteRequest"]
 
 #: The largest body joined to its head (CrowdTwist bodies are a few hundred bytes; a record can be MBs).
 #: At most urllib3's default block size, the size it would split a body into if it ever did.
@@ -52,6 +69,43 @@ def _bodies_sent_whole() -> bool:
 USABLE = _bodies_sent_whole()
 
 
+def _buffered_lines() -> bool:
+    """Whether ``http.client`` collects a request's head lines in ``_buffer`` until ``endheaders``."""
+    probe = http.client.HTTPConnection("localhost")
+    try:
+        probe.putrequest("GET", "/", skip_host=True, skip_accept_encoding=True)
+        probe.putheader("X", "1")
+        lines: list[bytes] = probe._buffer  # type: ignore[attr-defined]
+        return lines[-1:] == [b"X: 1"]
+    except Exception:  # noqa: BLE001 - any surprise means: use urllib3's request
+        return False
+    finally:
+        probe.close()
+
+
+#: Whether :meth:`OneWriteRequest.request_plain` builds heads itself with this Python's http.client.
+PLAIN_USABLE = _buffered_lines()
+
+# urllib3 sends "Content-Length: 0" for a request without a body unless its method expects none.
+_NO_BODY_METHODS = frozenset({"OPTIONS", "DELETE", "TRACE", "CONNECT", "GET", "HEAD"})
+
+# Header lines as http.client's putheader built them, by (name, value): a connection sends the same
+# few headers on every request. Bounded: a value that changes per request (an HMAC signature) is
+# built by putheader each time and kept only while there is room.
+_LINES: dict[tuple[str, str], bytes] = {}
+_MAX_LINES = 256
+
+
+def _is_plain_call(headers: Mapping[str, str], body: Any) -> bool:
+    """Whether urllib3's request would send ``headers`` and ``body`` as :meth:`request_plain` does."""
+    if body is not None and not isinstance(body, bytes):
+        return False
+    names = {name.lower() for name in headers}
+    return ("accept-encoding" in names and "user-agent" in names and "host" not in names
+            and "content-length" not in names and "transfer-encoding" not in names
+            and SKIP_HEADER not in headers.values())
+
+
 class OneWriteRequest:
     """Connection mixin (before urllib3's ``HTTPConnection``): head and small body in one ``send``."""
 
@@ -62,12 +116,53 @@ class OneWriteRequest:
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:
         """urllib3's ``request``; a small bytes body goes out in the head's write."""
+        # A Transfer-Encoding among the headers makes urllib3 send the body chunk-framed: never joined raw.
         join = (USABLE and isinstance(body, bytes) and 0 < len(body) <= MAX_JOINED_BODY
-                and not kwargs.get("chunked"))
+                and not kwargs.get("chunked")
+                and not any(name.lower() == "transfer-encoding" for name in headers or ()))
         self._join_body = body if join else None
         self._joined_body = None
         try:
             super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+        finally:
+            self._join_body = None
+            self._joined_body = None
+
+    def request_plain(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]) -> None:
+        """``request(method, target, body=body, headers=headers, chunked=False)``: the same bytes on the
+        wire, without urllib3's per-header layers (see the module docstring).
+        """
+        if not PLAIN_USABLE or not _is_plain_call(headers, body):
+            self.request(method, target, body=body, headers=headers, chunked=False)
+            return
+        sock: Any = getattr(self, "sock", None)
+        # urllib3 sets the timeout on a reused socket before sending; an unchanged one is not set again
+        # (each settimeout is a system call).
+        timeout = self.timeout  # type: ignore[attr-defined]
+        if sock is not None and sock.gettimeout() != timeout:
+            sock.settimeout(timeout)
+        # The method check (urllib3), the state, target check, request line and Host (http.client).
+        self.putrequest(method, target, skip_accept_encoding=True)  # type: ignore[attr-defined]
+        buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
+        if body is not None:
+            buffer.append(b"Content-Length: %d" % len(body))
+        elif method.upper() not in _NO_BODY_METHODS:
+            buffer.append(b"Content-Length: 0")
+        for name, value in headers.items():
+            line = _LINES.get((name, value))
+            if line is not None:
+                buffer.append(line)
+                continue
+            self.putheader(name, value)  # type: ignore[attr-defined]
+            if len(_LINES) < _MAX_LINES:
+                _LINES[(name, value)] = buffer[-1]
+        join = body is not None and 0 < len(body) <= MAX_JOINED_BODY
+        self._join_body = body if join else None
+        self._joined_body = None
+        try:
+            self.endheaders()  # type: ignore[attr-defined]
+            if body:
+                self.send(body)
         finally:
             self._join_body = None
             self._joined_body = None

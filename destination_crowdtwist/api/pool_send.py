@@ -56,6 +56,7 @@ from urllib3.util.response import assert_header_parsing
 from urllib3.util.ssl_match_hostname import CertificateError
 from urllib3.util.timeout import Timeout
 
+from destination_crowdtwist.api.one_write import OneWriteRequest
 from destination_crowdtwist.api.plain_answer import PlainAnswer, StreamedAnswer, is_plain
 
 try:
@@ -211,8 +212,12 @@ def _make_request(
             error = _wrap_proxy_error(error, conn.proxy.scheme)
         raise error  # noqa: B904 - raised as _make_request raises it
     try:
-        conn.request(method, target, body=body, headers=headers, chunked=False, preload_content=False,
-                     decode_content=True, enforce_content_length=True)
+        if isinstance(conn, OneWriteRequest):
+            # urllib3's request, the same bytes, without its per-header layers (api/one_write.py).
+            conn.request_plain(method, target, body, headers)
+        else:
+            conn.request(method, target, body=body, headers=headers, chunked=False, preload_content=False,
+                         decode_content=True, enforce_content_length=True)
     except BrokenPipeError:
         pass  # the server may have answered before reading the whole request: read the answer
     except OSError as exc:
@@ -234,8 +239,10 @@ def _make_request(
 def _answer(conn: HTTPConnection, pool: HTTPConnectionPool, method: str, target: str) -> StreamedAnswer:
     """urllib3's ``HTTPConnection.getresponse``, with a plain answer left unwrapped."""
     conn._response_options = None  # what urllib3's getresponse consumes; the options are the ones below
-    conn.sock.settimeout(conn.timeout)
-    shutdown = getattr(conn.sock, "shutdown", None)  # kept before an answer that closes hands the socket over
+    sock = conn.sock
+    if sock.gettimeout() != conn.timeout:  # each settimeout is a system call; most reads keep the send's
+        sock.settimeout(conn.timeout)
+    shutdown = getattr(sock, "shutdown", None)  # kept before an answer that closes hands the socket over
     raw = http.client.HTTPConnection.getresponse(conn)
     if is_plain(raw):
         return PlainAnswer(raw, conn, pool)
