@@ -43,9 +43,9 @@ EXPECTED = {
 #: Grid rows whose server limit is below the budget (x connections): their ratio counts the server's initial burst.
 GRID_BINDING = {"update/grid_rtt5_0.67x_now_nora_b0.2", "update/pair_rtt5_above_now"}
 # 2 x round-trip sweep, 6 x limits (2 run), 2 x requests/row (1 run), 3 x member index (1 run),
-# 4 x speed-up (2 run), CPU, CPU beside the perfect client, RSS (not run), 2 grid rows (2 run)
-TARGETS = 22
-RUN_TARGETS = 12
+# 4 x speed-up (2 run), CPU, CPU beside the perfect client (ms/row and ratio), RSS (not run), 2 grid rows (2 run)
+TARGETS = 23
+RUN_TARGETS = 13
 
 
 @pytest.fixture(scope="module")
@@ -149,5 +149,7 @@ def test_table_and_targets_are_printed(bench: tuple[subprocess.CompletedProcess[
     assert len([t for t in doc["targets"] if t["status"] != "SKIP"]) == RUN_TARGETS
     cpu = next(t for t in doc["targets"] if "beside the perfect client" in t["name"])
     assert "x the perfect client's" in cpu["detail"]
+    ratio = next(t for t in doc["targets"] if "x the perfect client's (half of issue 20's" in t["name"])
+    assert ratio["detail"] == cpu["detail"] and ratio["status"] in ("PASS", "FAIL")
     for t in doc["targets"]:
         assert f"{t['status']:<5} {t['name']}" in proc.stdout

@@ -41,7 +41,9 @@ How it measures, and why:
   earlier, unmeasured run of the connector at zero latency), ``overhead`` (zero latency, no limit:
   connector CPU per row, and beside it ``update/perfect``: the same updates from a hand-written
   ``http.client`` loop, ``scripts/perfect_client.py``, the floor the connector's CPU is compared with;
-  the sandbox's own CPU per row is read from ``/proc`` for every run), ``memory`` (opt-in).
+  the sandbox's own CPU per row is read from ``/proc`` for every run; each CPU row runs ``--repeat``
+  times and its median CPU is compared, in ms/row and as a ratio to the perfect client's), ``memory``
+  (opt-in).
 * The **flow-control grid** (issue 20): round trip (20, 100, 300, 500, 1000 ms) x the server's limit
   relative to the budget (above, equal, 0.67x, 0.5x) x 429 style (answered on arrival as by a gateway,
   or after the round trip) x Retry-After (1 s or none) x the server's burst (0.1, 0.2, 1 s) x object
@@ -192,10 +194,15 @@ LIMIT_GROUPS = ("over_limit", "over_limit_no_retry_after", "over_limit_small_bur
 #: The perfect client's row (``scripts/perfect_client.py``), run right after ``update/overhead`` with the
 #: same rows against the same sandbox: the floor the connector's CPU per row is compared with.
 PERFECT_GROUP = "perfect"
+#: The CPU rows (the zero-latency runs and the perfect client): each runs --repeat times, median CPU.
+CPU_GROUPS = ("overhead", PERFECT_GROUP)
 PERFECT_CLIENT = ROOT / "scripts" / "perfect_client.py"
 PERFECT_THREADS = 4
 #: Issue 20's target: connector CPU per update row at zero latency, beyond the fixed start-up cost.
 CPU_TARGET_MS = 0.8
+#: The same target as a ratio, which this machine's speed (1.5 to 3x by the hour) does not move: issue
+#: 20's audit measured 5.3x the perfect client's CPU per row, and its target is half of that.
+CPU_TARGET_RATIO = 5.3 / 2
 
 
 #: The grid's axes (issue 20). ``--grid full`` runs every combination; the default ``--grid slice``
@@ -828,6 +835,7 @@ class Result:
     connections: list[dict[str, Any]] = field(default_factory=list)  # two connections: each one's figures
     min_ratio: float = 0.95  # the grid's target for this row
     repeat_ratios: list[float | None] = field(default_factory=list)  # the primary ratio of every repetition
+    repeat_cpu: list[float] = field(default_factory=list)  # the CPU rows: every repetition's CPU figure
     # The sandbox process's CPU during the run per row (its own process; includes the bench's polling).
     sandbox_cpu_ms_per_row: float | None = None
 
@@ -1162,7 +1170,10 @@ def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) 
     overhead = [r for r in results if r.group == "overhead" and r.rows]
     if not overhead:
         check("CPU < 1 ms per row", None, "not run")
-    check(f"update/overhead: CPU <= {CPU_TARGET_MS} ms per row beside the perfect client", *_cpu_against_perfect(results))
+    absolute, ratio, detail = _cpu_against_perfect(results)
+    check(f"update/overhead: CPU <= {CPU_TARGET_MS} ms per row beside the perfect client", absolute, detail)
+    check(f"update/overhead: CPU <= {CPU_TARGET_RATIO:.2f}x the perfect client's (half of issue 20's 5.3x)", ratio,
+          detail)
     for r in overhead:
         ms = r.marginal_cpu_ms_per_row
         check(f"{r.scenario}: CPU < 1 ms per row", None if ms is None else ms < 1.0,
@@ -1174,21 +1185,30 @@ def evaluate(results: list[Result], rtts: list[float], baseline_latency: float) 
     return out
 
 
-def _cpu_against_perfect(results: list[Result]) -> tuple[bool | None, str]:
-    """Issue 20's CPU target, with the perfect client's figure of the same run and the ratio."""
+def _cpu_against_perfect(results: list[Result]) -> tuple[bool | None, bool | None, str]:
+    """Issue 20's CPU target in ms per row and as a ratio to the perfect client's CPU of the same run
+    (medians of the repetitions, every run's figure shown)."""
     ours, perfect = _find(results, "update/overhead"), _find(results, f"update/{PERFECT_GROUP}")
     ms = None if ours is None else ours.marginal_cpu_ms_per_row
-    if ms is None:
-        return None, "not run (--scenarios update/overhead,update/perfect)"
-    detail = f"{ms:.3f} ms/row beyond start-up"
+    if ms is None or ours is None:
+        return None, None, "not run (--scenarios update/overhead,update/perfect)"
+    detail = f"{ms:.3f} ms/row beyond start-up" + _runs(ours)
+    ratio_ok: bool | None = None
     if perfect is not None and perfect.marginal_cpu_ms_per_row:
-        detail += (f" = {ms / perfect.marginal_cpu_ms_per_row:.2f}x the perfect client's "
-                   f"{perfect.marginal_cpu_ms_per_row:.3f} ms/row (same rows, same sandbox)")
+        ratio = ms / perfect.marginal_cpu_ms_per_row
+        ratio_ok = ratio <= CPU_TARGET_RATIO
+        detail += (f" = {ratio:.2f}x the perfect client's "
+                   f"{perfect.marginal_cpu_ms_per_row:.3f} ms/row{_runs(perfect)} (same rows, same sandbox)")
     sandbox = [f"{r.scenario} {r.sandbox_cpu_ms_per_row:.3f}" for r in (ours, perfect)
                if r is not None and r.sandbox_cpu_ms_per_row is not None]
     if sandbox:
         detail += "; the sandbox's own CPU, ms/row: " + ", ".join(sandbox)
-    return ms <= CPU_TARGET_MS, detail
+    return ms <= CPU_TARGET_MS, ratio_ok, detail
+
+
+def _runs(r: Result) -> str:
+    """Every repetition's CPU figure, when there was more than one."""
+    return f" (runs {' / '.join(f'{x:.3f}' for x in r.repeat_cpu)})" if len(r.repeat_cpu) > 1 else ""
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -1292,7 +1312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "object): 'slice' (default) a representative row per axis, 'full' every combination "
                         "(about 1,440 runs: hours), 'none' skip it")
     p.add_argument("--repeat", type=int,
-                   help="runs of every grid row; the median (by its ratio) is reported (default 3; quick 1)")
+                   help="runs of every grid row and CPU row; the median (by ratio, or by CPU) is reported "
+                        "(default 3; quick 1)")
     p.add_argument("--grid-seconds", type=float, default=5.0,
                    help="active window a grid row's rows are sized for, at its cap (default 5)")
     args = p.parse_args(argv)
@@ -1330,14 +1351,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{i}/{len(scenarios)}] {scenario.name}: {scenario.rows} rows, "
                       f"latency {scenario.latency_ms:g} ms, sandbox limit {scenario.sandbox_limit or 'none'}/min, "
                       f"budget {scenario.budget}/min ...", file=sys.stderr, flush=True)
-                repeats = args.repeat if scenario.family == "grid" else 1
+                cpu_row = scenario.group in CPU_GROUPS
+                repeats = args.repeat if scenario.family == "grid" or cpu_row else 1
                 if scenario.group == PERFECT_GROUP:
-                    runs = [run_perfect(scenario, sandbox, workroot, hmac=args.hmac)]
+                    runs = [run_perfect(scenario, sandbox, workroot, hmac=args.hmac) for _ in range(repeats)]
                 else:
                     runs = [run_scenario(scenario, sandbox, workroot, hmac=args.hmac, defaults=defaults,
                                          fixed_cpu=fixed_cpu, state_every=args.state_every, repeat=n)
                             for n in range(repeats)]
-                result = _median(runs)
+                result = _median_cpu(runs) if cpu_row else _median(runs)
                 if scenario.workload == "empty":
                     fixed_cpu = result.cpu_seconds
                 results.append(result)
@@ -1388,6 +1410,16 @@ def _median(runs: list[Result]) -> Result:
                     else r.primary_ratio)
     median = ranked[(len(ranked) - 1) // 2]
     median.repeat_ratios = [r.primary_ratio for r in runs]
+    return median
+
+
+def _median_cpu(runs: list[Result]) -> Result:
+    """The run with the median CPU (per row beyond start-up; the empty run's in total), with every run's."""
+    def cpu(r: Result) -> float:
+        return r.cpu_seconds if r.marginal_cpu_ms_per_row is None else r.marginal_cpu_ms_per_row
+
+    median = sorted(runs, key=cpu)[(len(runs) - 1) // 2]
+    median.repeat_cpu = [cpu(r) for r in runs]
     return median
 
 
