@@ -200,7 +200,7 @@ PERFECT_CLIENT = ROOT / "scripts" / "perfect_client.py"
 PERFECT_THREADS = 4
 #: Issue 20's target: connector CPU per update row at zero latency, beyond the fixed start-up cost.
 CPU_TARGET_MS = 0.8
-#: The same target as a ratio, which this machine's speed (1.5 to 3x by the hour) does not move: issue
+#: The same target as a ratio, which this machine's speed (1.5 to 3x by the hour) moves much less: issue
 #: 20's audit measured 5.3x the perfect client's CPU per row, and its target is half of that.
 CPU_TARGET_RATIO = 5.3 / 2
 

@@ -136,8 +136,8 @@ class OneWriteRequest:
             self.request(method, target, body=body, headers=headers, chunked=False)
             return
         sock: Any = getattr(self, "sock", None)
-        # urllib3 sets the timeout on a reused socket before sending; an unchanged one is not set again
-        # (each settimeout is a system call).
+        # urllib3 sets the (connect) timeout on a reused socket before sending; one it already has is not
+        # set again (each settimeout is a system call: saved when the read timeout is the same).
         timeout = self.timeout  # type: ignore[attr-defined]
         if sock is not None and sock.gettimeout() != timeout:
             sock.settimeout(timeout)

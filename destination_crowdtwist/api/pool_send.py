@@ -240,7 +240,9 @@ def _answer(conn: HTTPConnection, pool: HTTPConnectionPool, method: str, target:
     """urllib3's ``HTTPConnection.getresponse``, with a plain answer left unwrapped."""
     conn._response_options = None  # what urllib3's getresponse consumes; the options are the ones below
     sock = conn.sock
-    if sock.gettimeout() != conn.timeout:  # each settimeout is a system call; most reads keep the send's
+    # Each settimeout is a system call: not made when the read timeout is the one the request was sent
+    # under (request_timeout_seconds of 10 s or less, where the connect timeout is the same).
+    if sock.gettimeout() != conn.timeout:
         sock.settimeout(conn.timeout)
     shutdown = getattr(sock, "shutdown", None)  # kept before an answer that closes hands the socket over
     raw = http.client.HTTPConnection.getresponse(conn)
