@@ -1,9 +1,9 @@
 # Developer and CI entry points. Only python3 (3.11-3.13) must be installed: every target that
 # needs the package bootstraps .venv/ first. The test tiers (README.md, "Tests"):
 #
-#   make check   the quick loop: ruff, mypy, pytest -m "not slow and not perf" (skips the image install
-#                replay, the benchmark smoke run, source-faker, PyAirbyte, the soak, the measurements and
-#                the other tests of many seconds each)
+#   make check   the quick loop: ruff, mypy, then pytest -m "not slow and not perf" -n auto --dist worksteal
+#                (one pytest process per CPU, as make test; skips the image install replay, the benchmark
+#                smoke run, source-faker, PyAirbyte, the soak, the measurements and the other slow tests)
 #   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools" -n auto --dist worksteal:
 #                every test but the soak, the measurements and the real Airbyte tools, on one pytest
 #                process per CPU (pytest-xdist; PYTEST_WORKERS below); run it before you push (under 10 minutes)
@@ -66,7 +66,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest -m "not soak and not perf and not tools" -n $(PYTEST_WORKERS) --dist worksteal
 
 pytest-quick: $(STAMP)
-	$(BIN)/pytest -m "not slow and not perf"
+	$(BIN)/pytest -m "not slow and not perf" -n $(PYTEST_WORKERS) --dist worksteal
 
 soak: $(STAMP)
 	$(BIN)/pytest -m soak

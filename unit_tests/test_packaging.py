@@ -305,14 +305,15 @@ def test_make_test_bootstraps_a_missing_venv_then_lints_typechecks_and_tests(tmp
 def test_make_check_is_lint_typecheck_and_the_tests_not_marked_slow(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     check = [line.strip() for line in _make_dry_run(venv, "check").splitlines()]
-    commands = [f"{venv}/bin/ruff check .", f"{venv}/bin/mypy", f'{venv}/bin/pytest -m "not slow and not perf"']
+    commands = [f"{venv}/bin/ruff check .", f"{venv}/bin/mypy",
+                f'{venv}/bin/pytest -m "not slow and not perf" -n auto --dist worksteal']
     assert [line for line in check if line in commands] == commands
 
 
 # The tiers, said once in the Makefile and repeated by the README, pyproject.toml and .ci/run: the
 # marker expression each make target runs, and what CI runs.
 TIERS = {
-    "check": 'pytest -m "not slow and not perf"',
+    "check": 'pytest -m "not slow and not perf" -n auto --dist worksteal',
     "test": 'pytest -m "not soak and not perf and not tools" -n auto --dist worksteal',
     "soak": "pytest -m soak",
     "perf": "pytest -m perf",
