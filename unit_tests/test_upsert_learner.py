@@ -3,15 +3,36 @@ from __future__ import annotations
 from destination_crowdtwist.writers.learner import UpsertLearner
 
 
-def test_auto_starts_update_first_and_switches_when_most_rows_are_new() -> None:
+def test_auto_alternates_while_nothing_is_known_and_follows_the_first_answer() -> None:
+    # Before any answer both orders cost the same: the rows alternate, update first, so a first window
+    # wastes half its requests whatever the members are (docs/performance.md, "what not knowing costs").
+    for existed in (False, True):
+        learner = UpsertLearner("auto")
+        assert [learner.create_first() for _ in range(6)] == [False, True] * 3
+        learner.observe(existed=existed)  # the mean of the prior (0.5, as two rows) and one row: 1/3 or 2/3
+        assert [learner.create_first() for _ in range(4)] == [not existed] * 4
+        assert learner.switches == 1
+
+
+def test_auto_alternates_again_when_what_it_saw_is_an_exact_tie() -> None:
     learner = UpsertLearner("auto")
-    assert learner.create_first() is False
-    seen = 0
-    while not learner.create_first():
-        learner.observe(existed=False)
-        seen += 1
-    assert seen == 2  # the mean of the prior (0.25, as two rows) and two new members: 0.625
-    assert learner.switches == 1
+    learner.observe(existed=False)
+    learner.observe(existed=True)  # (1 + 1 + 0) / 4: a tie again
+    assert learner.p_new == 0.5
+    assert [learner.create_first() for _ in range(4)] == [False, True, False, True]
+    learner.observe(existed=False)
+    assert [learner.create_first() for _ in range(3)] == [True] * 3
+    assert learner.switches == 3
+
+
+def test_a_prior_that_leans_one_way_starts_that_way() -> None:
+    # An index warmed by earlier syncs (writers/users.py): an unknown member is most likely new.
+    leaning = UpsertLearner("auto", initial_p_new=0.75)
+    assert [leaning.create_first() for _ in range(4)] == [True] * 4
+    leaning.observe(existed=True)  # (1.5 + 0) / 3: a tie
+    assert [leaning.create_first() for _ in range(2)] == [False, True]
+    leaning.observe(existed=True)  # 1.5 / 4
+    assert [leaning.create_first() for _ in range(2)] == [False, False]
 
 
 def test_auto_becomes_a_moving_average_after_the_first_rows() -> None:
@@ -56,7 +77,6 @@ def test_the_summary_counts_guessed_rows_and_those_that_needed_both_requests() -
     assert learner.summary() is None  # no upsert row was guessed: nothing to say
     for both in (True, True, False, False, False):
         learner.count(both_sent=both)
-    learner.observe(existed=False)
     learner.observe(existed=False)  # the mean passes 0.5: create first
     assert learner.summary() == (
         "User Profile upsert: 2 of the 5 rows whose member was not known beforehand needed both requests (the first "
@@ -69,6 +89,11 @@ def test_the_summary_counts_guessed_rows_and_those_that_needed_both_requests() -
 def test_the_summary_gives_no_advice_when_no_guess_was_wrong_or_the_order_is_fixed() -> None:
     learner = UpsertLearner("auto")
     learner.count(both_sent=False)
+    assert learner.summary() == (
+        "User Profile upsert: 0 of the 1 rows whose member was not known beforehand needed both requests (the first "
+        "guess, update or create, was wrong; upsert_strategy auto, ending on update and create first in turn)."
+    )
+    learner.observe(existed=True)
     assert learner.summary() == (
         "User Profile upsert: 0 of the 1 rows whose member was not known beforehand needed both requests (the first "
         "guess, update or create, was wrong; upsert_strategy auto, ending on update first)."

@@ -104,8 +104,8 @@ def test_known_members_do_not_teach_the_learner(api: FakeApi, tmp_path: Path) ->
 def test_with_a_warm_index_unknown_members_start_create_first(api: FakeApi, tmp_path: Path) -> None:
     """An index that already knew members of the program does not know this one: most likely new."""
     crowdtwist(api, "old@x.com")
-    w = writer(tmp_path, api)  # empty index: the learner's usual start (update-first)
-    assert not w.learner.create_first()
+    w = writer(tmp_path, api)  # empty index: nothing known, so the rows alternate (update first, then create)
+    assert [w.learner.create_first(), w.learner.create_first()] == [False, True]
     write(w, person("old@x.com"))
     w.close()
 
@@ -241,7 +241,9 @@ def test_without_an_index_nothing_changes(api: FakeApi, tmp_path: Path) -> None:
     write(w, person("a@x.com"))
     w.checkpoint()
     w.close()
-    assert sent(api) == ["PUT a@x.com", "POST a@x.com", "PUT a@x.com"]
+    # Both rows are sent: the first update-first (404, then the create), the second create-first (the
+    # learner saw one new member), answered "already taken", then its update.
+    assert sent(api) == ["PUT a@x.com", "POST a@x.com", "POST a@x.com", "PUT a@x.com"]
     assert not (tmp_path / "members.sqlite").exists()
 
 

@@ -25,11 +25,16 @@ class UpsertLearner:
     at the start of a sync a whole in-flight window of rows (tens to a hundred and more) goes out
     before the first answers come back. A pure average with ``alpha`` = 0.05 needed 8 new members
     in a row to switch, so a sync of new members wasted about 4% of its requests on update-first
-    probes (the bench's ``upsert_new`` grid row); the mean switches after two.
+    probes (the bench's ``upsert_new`` grid row); the mean switches after the first answer.
+
+    Why a tie alternates: with nothing known (``initial_p_new`` 0.5, the default) both orders cost the
+    same, and whichever one a tie broke to would waste the whole first window on the data that suits the
+    other (22 requests on the bench's 500-row first sync, 4 to 5% of it). Alternating wastes half the
+    window whatever the members are: the minimax of docs/performance.md, "what not knowing costs".
     """
 
     def __init__(
-        self, strategy: str = "auto", *, alpha: float = 0.05, initial_p_new: float = 0.25, prior_weight: int = 2,
+        self, strategy: str = "auto", *, alpha: float = 0.05, initial_p_new: float = 0.5, prior_weight: int = 2,
     ) -> None:
         self.strategy = strategy
         self._alpha = alpha
@@ -41,21 +46,27 @@ class UpsertLearner:
         self._lock = threading.Lock()
         self.switches = 0
         self._last_choice = self._choose(initial_p_new)
+        self._alternate = True  # the order a tie gave last: the first tied row goes update-first
         # What the guesses cost, for the end-of-sync log line: rows whose first request was this learner's
         # guess, and those of them that sent the other request too (the guess was wrong).
         self.guessed_rows = 0
         self.second_requests = 0
 
-    def _choose(self, p_new: float) -> bool:
+    def _choose(self, p_new: float) -> bool | None:
+        """Create-first (True), update-first (False), or a tie (None): the rows alternate."""
         if self.strategy == "create_first":
             return True
         if self.strategy == "update_first":
             return False
-        return p_new > 0.5
+        # The mean is kept exact (below), so an even split of what is known is exactly 0.5.
+        return None if p_new == 0.5 else p_new > 0.5
 
     def create_first(self) -> bool:
         """Whether the next upsert row should try a create first."""
         with self._lock:
+            if self._last_choice is None:
+                self._alternate = not self._alternate
+                return self._alternate
             return self._last_choice
 
     def observe(self, *, existed: bool) -> None:
@@ -84,7 +95,8 @@ class UpsertLearner:
         with self._lock:
             if not self.guessed_rows:
                 return None
-            order = "create first" if self._last_choice else "update first"
+            order = {True: "create first", False: "update first", None: "update and create first in turn"}[
+                self._last_choice]
             line = (f"User Profile upsert: {self.second_requests:,} of the {self.guessed_rows:,} rows whose member "
                     f"was not known beforehand needed both requests (the first guess, update or create, was wrong; "
                     f"upsert_strategy {self.strategy}, ending on {order})")
