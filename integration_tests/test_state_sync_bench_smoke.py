@@ -30,7 +30,11 @@ def test_the_state_bench_runs_and_counts_only_the_changed_rows(tmp_path: Path) -
     resync, mixed = figures["resync"], figures["mixed"]
     assert resync["with_state"]["accepted"] == resync["without_state"]["accepted"] == 500
     assert resync["with_state"]["requests"] == resync["changed"] == 10  # one update per changed row, nothing else
-    assert resync["without_state"]["requests"] == 500
+    # Without the state nothing is known of the members: the rows sent before the first answers alternate
+    # update-first and create-first, so about half of that first window (some 11 rows) costs a create
+    # answered "already taken" before its update (writers/learner.py; docs/performance.md, "what not
+    # knowing costs"). With the state, none does.
+    assert 500 < resync["without_state"]["requests"] <= 514
     saved = resync["with_state"]["state"]  # the store's closing line, read by the bench
     assert saved["flushes"] >= 10 and 1 <= saved["delta_objects"] <= saved["flushes"]
     assert mixed["with_state"]["accepted"] == 100
