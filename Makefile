@@ -3,7 +3,8 @@
 #
 #   make check   the quick loop: ruff, mypy, then pytest -m "not slow and not perf" -n auto --dist worksteal
 #                (one pytest process per CPU, as make test; skips the image install replay, the benchmark
-#                smoke run, source-faker, PyAirbyte, the soak, the measurements and the other slow tests)
+#                smoke run, source-faker, PyAirbyte, the soak, the measurements, the fault matrix, SIGTERM
+#                after an answer and the other slow tests)
 #   make test    ruff, mypy, then pytest -m "not soak and not perf and not tools" -n auto --dist worksteal:
 #                every test but the soak, the measurements and the real Airbyte tools, on one pytest
 #                process per CPU (pytest-xdist; PYTEST_WORKERS below); run it before you push (under 10 minutes)

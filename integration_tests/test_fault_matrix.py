@@ -487,6 +487,7 @@ def _check(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, request: py
         pytest.fail(f"{scenario.name} ({outcome.attempts_label()}):\n{outcome.verdict.explain()}", pytrace=False)
 
 
+@pytest.mark.slow  # 2 to 6 s a row, a third of make check's time: make test runs it, make check skips it
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_fault_matrix(scenario: Scenario, sandbox_factory: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:

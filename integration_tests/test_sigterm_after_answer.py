@@ -61,12 +61,14 @@ def _assert_every_run_exits_0(command: str, config: Path, n: int) -> None:
     assert codes == [0] * n, [err[-1000:] for code, err in runs if code != 0][:1]
 
 
+@pytest.mark.slow  # 4 connector processes a command, 20 s or more each: make test runs it, make check skips it
 @pytest.mark.parametrize("command", sorted(ANSWERS))
 def test_sigterm_after_the_answer_exits_0(command: str, config_file: Path) -> None:
     _assert_every_run_exits_0(command, config_file, 4)
 
 
 @pytest.mark.soak
+@pytest.mark.slow  # make check skips it
 @pytest.mark.parametrize("command", sorted(ANSWERS))
 def test_sigterm_after_the_answer_exits_0_in_every_run(command: str, config_file: Path) -> None:
     _assert_every_run_exits_0(command, config_file, 30)

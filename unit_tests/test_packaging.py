@@ -399,6 +399,26 @@ def test_slow_marker_covers_every_test_using_the_install_replay_or_the_bench_run
     assert len(users) >= 4, users
 
 
+def test_every_soak_and_tools_test_is_also_marked_slow_so_make_check_skips_it() -> None:
+    """make check selects by `not slow and not perf`: a soak or tools test without `slow` would run in the
+    quick loop (the soak's SIGTERM runs did, 30 connector processes a command, until session 31)."""
+    tiered = []
+    for tree_dir in ("unit_tests", "integration_tests"):
+        for path in sorted((ROOT / tree_dir).glob("test_*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            module_marks: set[str] = set()
+            for n in tree.body:
+                if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets):
+                    module_marks |= {m.split("(")[0] for m in _module_marks(n.value)}
+            for fn in tree.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_"):
+                    marks = module_marks | _marks(fn)
+                    if marks & {"soak", "tools"}:
+                        tiered.append(f"{path.name}::{fn.name}")
+                        assert "slow" in marks, f"{path.name}::{fn.name} is marked {sorted(marks)} but not slow"
+    assert len(tiered) >= 6, tiered
+
+
 def test_make_reinstalls_only_when_packaging_files_are_newer_than_the_stamp(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     venv.mkdir()
