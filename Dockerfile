@@ -37,7 +37,7 @@ ENTRYPOINT ["destination-crowdtwist"]
 # The image's own name and version; the registry and namespace are the ones you push to
 # (docs/deploy.md). `airbyte-cdk image build` sets the same labels from metadata.yaml.
 LABEL io.airbyte.name=destination-crowdtwist
-LABEL io.airbyte.version=0.3.0
+LABEL io.airbyte.version=0.4.0
 
 # As in Airbyte's template: the connector runs unprivileged. The user comes from the base image
 # (assumed, as the template assumes it; not checked here without a Docker engine). Files the

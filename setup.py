@@ -52,7 +52,7 @@ DEV_REQUIREMENTS = [
 
 setup(
     name="airbyte-destination-crowdtwist",
-    version="0.3.0",
+    version="0.4.0",
     description="Airbyte destination that syncs member profiles and activity credits to Oracle CrowdTwist.",
     license="MIT",
     python_requires=">=3.11,<3.14",

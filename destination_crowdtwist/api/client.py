@@ -55,7 +55,7 @@ __all__ = ["USER_AGENT", "CrowdTwistClient"]
 # root), so a module-named logger would stay at WARNING and retries would never show in a sync.
 logger = logging.getLogger("airbyte.crowdtwist")
 
-USER_AGENT = "airbyte-destination-crowdtwist/0.3.0"
+USER_AGENT = "airbyte-destination-crowdtwist/0.4.0"
 # The longest a request waits out maintenance (503) by default; see ``unavailable_timeout``.
 _UNAVAILABLE_TIMEOUT = 300.0
 
