@@ -379,6 +379,15 @@ def _module_marks(node: ast.expr) -> set[str]:
     return {ast.unparse(item).removeprefix("pytest.mark.") for item in items}
 
 
+def _pytestmark(tree: ast.Module) -> set[str]:
+    """The names of the marks a test module gives all its tests (``pytestmark = ...``), without arguments."""
+    marks: set[str] = set()
+    for n in tree.body:
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets):
+            marks |= {m.split("(")[0] for m in _module_marks(n.value)}
+    return marks
+
+
 def test_slow_marker_covers_every_test_using_the_install_replay_or_the_bench_run() -> None:
     """make check skips `slow`; these fixtures take most of the suite's time (a venv install, a bench run),
     so make test leaves them to their tiers too: the install replay to make tools, the bench run to make perf."""
@@ -386,10 +395,7 @@ def test_slow_marker_covers_every_test_using_the_install_replay_or_the_bench_run
     users = []
     for name, tier in (("integration_tests/test_install.py", "tools"), ("integration_tests/test_bench_smoke.py", "perf")):
         tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
-        module_marks: set[str] = set()
-        for n in tree.body:
-            if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets):
-                module_marks |= _module_marks(n.value)
+        module_marks = _pytestmark(tree)
         for fn in tree.body:
             if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_") \
                     and expensive & {a.arg for a in fn.args.args}:
@@ -406,10 +412,7 @@ def test_every_soak_and_tools_test_is_also_marked_slow_so_make_check_skips_it() 
     for tree_dir in ("unit_tests", "integration_tests"):
         for path in sorted((ROOT / tree_dir).glob("test_*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            module_marks: set[str] = set()
-            for n in tree.body:
-                if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets):
-                    module_marks |= {m.split("(")[0] for m in _module_marks(n.value)}
+            module_marks = _pytestmark(tree)
             for fn in tree.body:
                 if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_"):
                     marks = module_marks | _marks(fn)
