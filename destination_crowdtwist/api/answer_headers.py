@@ -57,7 +57,7 @@ def parse_headers(fp: Any, _class: Any = http.client.HTTPMessage) -> http.client
     lines: list[bytes] = http.client._read_headers(fp)  # type: ignore[attr-defined]
     if _class is not http.client.HTTPMessage or lines[-1] not in (b"\r\n", b"\n"):
         return _email_parse(lines, _class)
-    fields: list[tuple[str, str]] = []
+    message = http.client.HTTPMessage()  # dropped for the email parser's own at the first line that is not plain
     for line in lines[:-1]:
         if PLAIN_LINE.fullmatch(line) is None:
             return _email_parse(lines, _class)
@@ -65,9 +65,6 @@ def parse_headers(fp: Any, _class: Any = http.client.HTTPMessage) -> http.client
         value = value.lstrip(" \t").rstrip("\r\n")
         if name.lower() == "content-type" and _BODY_TYPES.match(value):
             return _email_parse(lines, _class)
-        fields.append((name, value))
-    message = http.client.HTTPMessage()
-    for name, value in fields:
         message.set_raw(name, value)
     message.set_payload("")  # what the email parser leaves as the payload of a block without a body
     return message

@@ -44,7 +44,7 @@ from typing import Any
 
 from urllib3.util import SKIP_HEADER
 
-__all__ = ["MAX_JOINED_BODY", "PLAIN_USABLE", "USABLE", "OneWriteRequest"]
+__all__ = ["MAX_JOINED_BODY", "PLAIN_USABLE", "USABLE", "OneWriteRequest", "set_timeout"]
 
 #: The largest body joined to its head (CrowdTwist bodies are a few hundred bytes; a record can be MBs).
 #: At most urllib3's default block size, the size it would split a body into if it ever did.
@@ -67,6 +67,21 @@ def _bodies_sent_whole() -> bool:
 
 #: Whether heads and bodies are joined with the installed urllib3.
 USABLE = _bodies_sent_whole()
+
+
+def _joinable(body: Any) -> bytes | None:
+    """The body to send in its head's write: a bytes body of 1 to :data:`MAX_JOINED_BODY` bytes, else None."""
+    return body if isinstance(body, bytes) and 0 < len(body) <= MAX_JOINED_BODY else None
+
+
+def set_timeout(sock: Any, timeout: float | None) -> None:
+    """``sock.settimeout(timeout)`` unless the socket already has it: each settimeout is a system call,
+    saved when a request is sent and its answer read under the same timeout (urllib3 sets the connect
+    timeout before sending and the read timeout before reading; they are equal only when
+    ``request_timeout_seconds`` is 10 s or less).
+    """
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
 
 
 def _buffered_lines() -> bool:
@@ -117,10 +132,9 @@ class OneWriteRequest:
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:
         """urllib3's ``request``; a small bytes body goes out in the head's write."""
         # A Transfer-Encoding among the headers makes urllib3 send the body chunk-framed: never joined raw.
-        join = (USABLE and isinstance(body, bytes) and 0 < len(body) <= MAX_JOINED_BODY
-                and not kwargs.get("chunked")
-                and not any(name.lower() == "transfer-encoding" for name in headers or ()))
-        self._join_body = body if join else None
+        join = USABLE and not kwargs.get("chunked") and not any(
+            name.lower() == "transfer-encoding" for name in headers or ())
+        self._join_body = _joinable(body) if join else None
         self._joined_body = None
         try:
             super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
@@ -136,11 +150,8 @@ class OneWriteRequest:
             self.request(method, target, body=body, headers=headers, chunked=False)
             return
         sock: Any = getattr(self, "sock", None)
-        # urllib3 sets the (connect) timeout on a reused socket before sending; one it already has is not
-        # set again (each settimeout is a system call: saved when the read timeout is the same).
-        timeout = self.timeout  # type: ignore[attr-defined]
-        if sock is not None and sock.gettimeout() != timeout:
-            sock.settimeout(timeout)
+        if sock is not None:  # urllib3 sets the (connect) timeout on a reused socket before sending
+            set_timeout(sock, self.timeout)  # type: ignore[attr-defined]
         # The method check (urllib3), the state, target check, request line and Host (http.client).
         self.putrequest(method, target, skip_accept_encoding=True)  # type: ignore[attr-defined]
         buffer: list[bytes] = self._buffer  # type: ignore[attr-defined]
@@ -156,8 +167,8 @@ class OneWriteRequest:
             self.putheader(name, value)  # type: ignore[attr-defined]
             if len(_LINES) < _MAX_LINES:
                 _LINES[(name, value)] = buffer[-1]
-        join = body is not None and 0 < len(body) <= MAX_JOINED_BODY
-        self._join_body = body if join else None
+        # Joined whatever USABLE says: that checks urllib3's sending of a body, and the body is sent below.
+        self._join_body = _joinable(body)
         self._joined_body = None
         try:
             self.endheaders()  # type: ignore[attr-defined]

@@ -56,7 +56,7 @@ from urllib3.util.response import assert_header_parsing
 from urllib3.util.ssl_match_hostname import CertificateError
 from urllib3.util.timeout import Timeout
 
-from destination_crowdtwist.api.one_write import OneWriteRequest
+from destination_crowdtwist.api.one_write import OneWriteRequest, set_timeout
 from destination_crowdtwist.api.plain_answer import PlainAnswer, StreamedAnswer, is_plain
 
 try:
@@ -240,10 +240,7 @@ def _answer(conn: HTTPConnection, pool: HTTPConnectionPool, method: str, target:
     """urllib3's ``HTTPConnection.getresponse``, with a plain answer left unwrapped."""
     conn._response_options = None  # what urllib3's getresponse consumes; the options are the ones below
     sock = conn.sock
-    # Each settimeout is a system call: not made when the read timeout is the one the request was sent
-    # under (request_timeout_seconds of 10 s or less, where the connect timeout is the same).
-    if sock.gettimeout() != conn.timeout:
-        sock.settimeout(conn.timeout)
+    set_timeout(sock, conn.timeout)  # the read timeout
     shutdown = getattr(sock, "shutdown", None)  # kept before an answer that closes hands the socket over
     raw = http.client.HTTPConnection.getresponse(conn)
     if is_plain(raw):
