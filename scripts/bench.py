@@ -1404,11 +1404,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if broken else 0
 
 
+def _median_by(runs: list[Result], key: Callable[[Result], float]) -> Result:
+    """The run whose ``key`` is the median of the runs' (the lower middle one of an even count)."""
+    return sorted(runs, key=key)[(len(runs) - 1) // 2]
+
+
 def _median(runs: list[Result]) -> Result:
     """The run with the median primary ratio (a failed run counts lowest), with every run's ratio."""
-    ranked = sorted(runs, key=lambda r: -1.0 if r.primary_ratio is None or r.exit_code or r.lost
-                    else r.primary_ratio)
-    median = ranked[(len(ranked) - 1) // 2]
+    median = _median_by(runs, lambda r: -1.0 if r.primary_ratio is None or r.exit_code or r.lost
+                        else r.primary_ratio)
     median.repeat_ratios = [r.primary_ratio for r in runs]
     return median
 
@@ -1418,7 +1422,7 @@ def _median_cpu(runs: list[Result]) -> Result:
     def cpu(r: Result) -> float:
         return r.cpu_seconds if r.marginal_cpu_ms_per_row is None else r.marginal_cpu_ms_per_row
 
-    median = sorted(runs, key=cpu)[(len(runs) - 1) // 2]
+    median = _median_by(runs, cpu)
     median.repeat_cpu = [cpu(r) for r in runs]
     return median
 
